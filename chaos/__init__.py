@@ -1,0 +1,1 @@
+"""The lab's controller: local stack, chaos verbs, herds, scenarios and reports."""

@@ -1,0 +1,1 @@
+"""The lab's deliberately slow database: latency model, real capacity, exact arrival record."""

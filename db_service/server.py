@@ -1,0 +1,261 @@
+"""The deliberately slow database: the ground truth of what reached the backend.
+
+Every request that reaches `Get` is recorded (time and count) before anything else happens, so
+the DB's own record is what scenarios call `db_queries`. Then, in order:
+
+1. an invalid key is answered INVALID_ARGUMENT;
+2. the query takes a capacity slot or waits in the bounded queue; past the queue it is answered
+   RESOURCE_EXHAUSTED at once;
+3. a query whose caller is gone when its slot comes (deadline passed or call cancelled) is
+   dropped and counted, never served;
+4. with probability `error_rate` the query fails with UNAVAILABLE (injected fault);
+5. otherwise it takes `latency + uniform(0, spread)` and returns the key's deterministic value.
+   A caller that leaves during that time is counted as dropped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, replace
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from db_service.capacity import Capacity, Rejected
+from herdlab.grpcutil import Context
+from herdlab.metrics import PREFIX
+from herdlab.record import EventRecord, serve_page
+from herdlab.values import key_error, value_for
+from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
+
+
+@dataclass
+class DbConfig:
+    latency_s: float = 0.05
+    spread_s: float = 0.02
+    concurrency: int = 50
+    queue: int = 500
+    error_rate: float = 0.0
+    version: int = 1
+    seed: int | None = None
+    record_size: int = 1_000_000
+
+    def problems(self) -> list[str]:
+        """What is wrong with this configuration, one message per problem."""
+        found = []
+        if not self.latency_s >= 0:
+            found.append(f"latency must be >= 0 ms, got {self.latency_s * 1000:g}")
+        if not self.spread_s >= 0:
+            found.append(f"spread must be >= 0 ms, got {self.spread_s * 1000:g}")
+        if not 1 <= self.concurrency <= 1_000_000:
+            found.append(f"concurrency must be in 1..1000000, got {self.concurrency}")
+        if not 0 <= self.queue <= 1_000_000:
+            found.append(f"queue must be in 0..1000000, got {self.queue}")
+        if not 0.0 <= self.error_rate <= 1.0:
+            found.append(f"error rate must be in [0, 1], got {self.error_rate}")
+        if self.version < 1:
+            found.append(f"version must be >= 1, got {self.version}")
+        if not 1 <= self.record_size <= 50_000_000:
+            found.append(f"record size must be in 1..50000000, got {self.record_size}")
+        return found
+
+    @property
+    def capacity_per_s(self) -> float:
+        """Queries per second the DB can serve: concurrency / mean latency."""
+        mean = self.latency_s + self.spread_s / 2.0
+        return self.concurrency / mean if mean > 0 else float("inf")
+
+
+class DbMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = f"{PREFIX}_db"
+        self.arrivals = Counter(
+            f"{p}_arrivals", "Requests that reached the DB handler.", registry=registry
+        )
+        self.requests = Counter(
+            f"{p}_requests",
+            "Requests finished, by outcome (ok, rejected, dropped, error, invalid).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            f"{p}_dropped",
+            "Requests dropped because their caller had gone, by stage (queue, work).",
+            ["stage"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(f"{p}_in_flight", "Queries holding a slot.", registry=registry)
+        self.queue_depth = Gauge(
+            f"{p}_queue_depth", "Queries waiting for a slot.", registry=registry
+        )
+        self.latency = Histogram(
+            f"{p}_latency_seconds",
+            "Time from arrival to a successful answer.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.capacity_concurrency = Gauge(
+            f"{p}_capacity_concurrency", "Configured concurrency limit.", registry=registry
+        )
+        self.capacity_queue = Gauge(
+            f"{p}_capacity_queue", "Configured wait-queue bound.", registry=registry
+        )
+        self.capacity_per_second = Gauge(
+            f"{p}_capacity_per_second",
+            "Queries per second the DB can serve (concurrency / mean latency).",
+            registry=registry,
+        )
+        self.latency_base = Gauge(
+            f"{p}_latency_base_seconds", "Configured base latency.", registry=registry
+        )
+        self.error_rate = Gauge(
+            f"{p}_injected_error_ratio", "Configured injected error rate.", registry=registry
+        )
+
+
+class Db:
+    """The DB's state, shared by its data-plane and admin servicers."""
+
+    def __init__(self, config: DbConfig, registry: CollectorRegistry) -> None:
+        self.config = config
+        self.capacity = Capacity(config.concurrency, config.queue)
+        self.rng = random.Random(config.seed)
+        self.record = EventRecord(config.record_size)
+        self.metrics = DbMetrics(registry)
+        self.completed = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.failed = 0
+        self._publish_config()
+
+    def _publish_config(self) -> None:
+        m, c = self.metrics, self.config
+        m.capacity_concurrency.set(c.concurrency)
+        m.capacity_queue.set(c.queue)
+        m.capacity_per_second.set(c.capacity_per_s)
+        m.latency_base.set(c.latency_s)
+        m.error_rate.set(c.error_rate)
+
+    def apply(self, config: DbConfig) -> None:
+        self.config = config
+        self.capacity.resize(config.concurrency, config.queue)
+        self._publish_config()
+
+    def state(self) -> admin_pb2.DbState:
+        c = self.config
+        return admin_pb2.DbState(
+            faults=admin_pb2.Faults(
+                latency_ms=c.latency_s * 1000, spread_ms=c.spread_s * 1000, error_rate=c.error_rate
+            ),
+            capacity=admin_pb2.Capacity(concurrency=c.concurrency, queue=c.queue),
+            arrivals=self.record.total,
+            completed=self.completed,
+            rejected=self.rejected,
+            dropped=self.dropped,
+            failed=self.failed,
+            in_flight=self.capacity.in_flight,
+            queued=self.capacity.queued,
+            capacity_per_s=c.capacity_per_s,
+        )
+
+    def _gauges(self) -> None:
+        self.metrics.in_flight.set(self.capacity.in_flight)
+        self.metrics.queue_depth.set(self.capacity.queued)
+
+    def _drop(self, stage: str) -> None:
+        self.dropped += 1
+        self.metrics.dropped.labels(stage).inc()
+        self.metrics.requests.labels("dropped").inc()
+
+    async def get(self, key: str, context: Context) -> db_pb2.DbGetResponse:
+        started = time.perf_counter()
+        self.record.add()
+        self.metrics.arrivals.inc()
+        problem = key_error(key)
+        if problem:
+            self.metrics.requests.labels("invalid").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        try:
+            await self.capacity.acquire()
+        except Rejected as exc:
+            self.rejected += 1
+            self.metrics.requests.labels("rejected").inc()
+            self._gauges()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"db overloaded: {exc}")
+        except asyncio.CancelledError:
+            self._drop("queue")
+            self._gauges()
+            raise
+        try:
+            self._gauges()
+            remaining = context.time_remaining()
+            if context.cancelled() or (remaining is not None and remaining <= 0):
+                self._drop("queue")
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "caller gone before service")
+            if self.config.error_rate and self.rng.random() < self.config.error_rate:
+                self.failed += 1
+                self.metrics.requests.labels("error").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault")
+            delay = self.config.latency_s + self.rng.uniform(0.0, self.config.spread_s)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._drop("work")
+                raise
+            self.completed += 1
+            self.metrics.requests.labels("ok").inc()
+            self.metrics.latency.observe(time.perf_counter() - started)
+            return db_pb2.DbGetResponse(
+                key=key, value=value_for(key, self.config.version), version=self.config.version
+            )
+        finally:
+            self.capacity.release()
+            self._gauges()
+
+
+class DbServicer(db_pb2_grpc.DbServicer):
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    async def Get(self, request: db_pb2.DbGetRequest, context: Context) -> db_pb2.DbGetResponse:
+        return await self.db.get(request.key, context)
+
+
+class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+    async def _apply(self, config: DbConfig, context: Context) -> admin_pb2.DbState:
+        problems = config.problems()
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        self.db.apply(config)
+        return self.db.state()
+
+    async def SetFaults(self, request: admin_pb2.Faults, context: Context) -> admin_pb2.DbState:
+        config = replace(self.db.config)
+        if request.HasField("latency_ms"):
+            config.latency_s = request.latency_ms / 1000
+        if request.HasField("spread_ms"):
+            config.spread_s = request.spread_ms / 1000
+        if request.HasField("error_rate"):
+            config.error_rate = request.error_rate
+        return await self._apply(config, context)
+
+    async def SetCapacity(self, request: admin_pb2.Capacity, context: Context) -> admin_pb2.DbState:
+        config = replace(self.db.config)
+        if request.HasField("concurrency"):
+            config.concurrency = request.concurrency
+        if request.HasField("queue"):
+            config.queue = request.queue
+        return await self._apply(config, context)
+
+    async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
+        return self.db.state()
+
+    async def GetArrivals(
+        self, request: admin_pb2.RecordRequest, context: Context
+    ) -> admin_pb2.Record:
+        return await serve_page(self.db.record, request, context)

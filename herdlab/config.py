@@ -1,0 +1,121 @@
+"""Configuration parsing shared by the services and the CLI: durations with unit suffixes and
+probabilities, as click parameter types so bad values become one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """`500ms`, `10s`, `1.5m`, `1h` -> seconds. A bare number, a negative or an unknown unit is
+    rejected: a duration always says its unit."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(
+            f"invalid duration {text!r}: use a non-negative number with a unit, e.g. 500ms, 10s, 1m"
+        )
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {text!r}: too large")
+    return seconds
+
+
+class DurationType(click.ParamType[float, Any]):
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class ProbabilityType(click.ParamType[float, Any]):
+    name = "probability"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            p = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number between 0 and 1", param, ctx)
+        if not 0.0 <= p <= 1.0:
+            self.fail(f"{value!r} is not between 0 and 1", param, ctx)
+        return p
+
+
+DURATION = DurationType()
+PROBABILITY = ProbabilityType()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def server_options(env_prefix: str, port: int, metrics_port: int) -> Callable[[F], F]:
+    """The listening options every lab server takes, each settable by environment variable:
+    `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`, and `HERDLAB_GRACE`."""
+
+    def decorate(command: F) -> F:
+        options = [
+            click.option(
+                "--host",
+                envvar=f"{env_prefix}_HOST",
+                default="127.0.0.1",
+                show_default=True,
+                show_envvar=True,
+                help="gRPC listen address.",
+            ),
+            click.option(
+                "--port",
+                envvar=f"{env_prefix}_PORT",
+                default=port,
+                type=click.IntRange(0, 65535),
+                show_default=True,
+                show_envvar=True,
+                help="gRPC port.",
+            ),
+            click.option(
+                "--metrics-host",
+                envvar=f"{env_prefix}_METRICS_HOST",
+                default="127.0.0.1",
+                show_default=True,
+                show_envvar=True,
+                help="Prometheus /metrics listen address.",
+            ),
+            click.option(
+                "--metrics-port",
+                envvar=f"{env_prefix}_METRICS_PORT",
+                default=metrics_port,
+                type=click.IntRange(0, 65535),
+                show_default=True,
+                show_envvar=True,
+                help="Prometheus /metrics port (0: off).",
+            ),
+            click.option(
+                "--grace",
+                envvar="HERDLAB_GRACE",
+                default="5s",
+                type=DURATION,
+                show_default=True,
+                show_envvar=True,
+                help="On SIGTERM, how long in-flight calls may take to finish.",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

@@ -1,0 +1,138 @@
+"""gRPC plumbing shared by the lab's servers and clients.
+
+Server side: how a lab server is built, what it advertises (grpc.health.v1 and reflection) and how
+it stops (SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused, in-flight calls get
+`grace_s` to finish, exit 0).
+
+Client side: the channel options that keep measurements honest. gRPC's transparent retries are
+off, so only the lab's tenacity policies retry; each channel may get its own TCP connection
+(`local_pool`), so M channels are M connections and M reconnects.
+
+Burst shedding: grpc core drops calls past `grpc.server.max_pending_requests` (default 1000) with
+CANCELLED before any handler sees them. The lab raises that limit so a 10,000-client herd reaches
+the handlers, where the services apply their own, visible capacity rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+MAX_PENDING_REQUESTS = 100_000
+
+# What a servicer method receives; the lab's servicers take and return protobuf messages.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.server.max_pending_requests", MAX_PENDING_REQUESTS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_REQUESTS),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """gRPC connection backoff in ms (defaults: gRPC's own, 1 s initial, 120 s max)."""
+
+    initial_ms: int = 1000
+    min_ms: int = 1000
+    max_ms: int = 120_000
+
+
+def channel_options(
+    *, local_pool: bool = False, reconnect: Reconnect | None = None
+) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.enable_retries", 0),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+    if local_pool:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    if reconnect is not None:
+        options += [
+            ("grpc.initial_reconnect_backoff_ms", reconnect.initial_ms),
+            ("grpc.min_reconnect_backoff_ms", reconnect.min_ms),
+            ("grpc.max_reconnect_backoff_ms", reconnect.max_ms),
+        ]
+    return options
+
+
+@dataclass(frozen=True)
+class Service:
+    """One servicer to mount: the generated `add_XServicer_to_server`, the object, its full name."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+    name: str
+
+
+async def serve(
+    services: Sequence[Service],
+    *,
+    host: str,
+    port: int,
+    grace_s: float,
+    maximum_concurrent_rpcs: int | None = None,
+    on_stopping: Callable[[], None] | None = None,
+) -> None:
+    """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns."""
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS, maximum_concurrent_rpcs=maximum_concurrent_rpcs
+    )
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in services:
+        service.add(service.servicer, server)
+    names = [s.name for s in services]
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await health_servicer.enter_graceful_shutdown()
+    if on_stopping is not None:
+        on_stopping()
+    await server.stop(grace_s)
+
+
+async def wait_serving(target: str, timeout_s: float) -> bool:
+    """True once `target` answers its health check with SERVING, False after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(),
+                    timeout=min(1.0, remaining),
+                    wait_for_ready=True,
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+    return False

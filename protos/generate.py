@@ -1,0 +1,44 @@
+"""Generates the Python stubs for `protos/*.proto` with grpcio-tools (and typed `_pb2_grpc.pyi`
+with mypy-protobuf's `protoc-gen-mypy_grpc` plugin, which must be on PATH).
+
+The `.proto` files are compiled with the repository root as include path, so the stubs import
+each other as `protos.x_pb2` and the package works installed or from a checkout.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+PROTO_DIR = Path(__file__).resolve().parent
+ROOT = PROTO_DIR.parent
+
+
+def proto_files() -> list[Path]:
+    return sorted(PROTO_DIR.glob("*.proto"))
+
+
+def generate(out_dir: Path) -> None:
+    """Writes `protos/*_pb2.py`, `*_pb2.pyi` and `*_pb2_grpc.py` below `out_dir`."""
+    well_known = resources.files("grpc_tools") / "_proto"
+    args = [
+        "protoc",
+        f"-I{ROOT}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
+        *(str(p) for p in proto_files()),
+    ]
+    (out_dir / "protos").mkdir(parents=True, exist_ok=True)
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed: " + " ".join(args))
+
+
+if __name__ == "__main__":
+    generate(ROOT)
+    sys.exit(0)
