@@ -1,0 +1,33 @@
+# The lab's two commands: `make demo` (set up from a fresh clone and run the main job) and
+# `make test` (set up and run the tests). Everything installs into .venv.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+CLIENTS ?= 1000
+
+.PHONY: setup demo test lint protos clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/chaos scenario stampede --clients $(CLIENTS) --json stampede.json
+
+test: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+protos: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m protos.generate
+
+clean:
+	rm -rf $(VENV) build *.egg-info

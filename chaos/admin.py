@@ -1,0 +1,120 @@
+"""The controller's side of the services' admin planes and the cache's Expire.
+
+Runtime faults (latency, error rate, capacity), coalescing, expiry and the exact event records
+are reached over gRPC, so they work the same against local processes and containers.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import grpc
+
+from herdlab.grpcutil import channel_options
+from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+
+ADMIN_TIMEOUT_S = 10.0
+
+
+class AdminError(Exception):
+    """An admin call failed; the message names the service, the code and the reason."""
+
+
+class Admin:
+    """Admin clients for one DB and one cache. Use as `async with Admin(db, cache) as admin`."""
+
+    def __init__(self, db_target: str, cache_target: str) -> None:
+        self._db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
+        self._cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
+        self.db = admin_pb2_grpc.DbAdminStub(self._db_channel)
+        self.cache_admin = admin_pb2_grpc.CacheAdminStub(self._cache_channel)
+        self.cache = cache_pb2_grpc.CacheStub(self._cache_channel)
+        self.targets = {"db": db_target, "cache": cache_target}
+
+    async def __aenter__(self) -> Admin:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._db_channel.close(grace=None)
+        await self._cache_channel.close(grace=None)
+
+    def _error(self, service: str, exc: grpc.aio.AioRpcError) -> AdminError:
+        return AdminError(
+            f"{service} at {self.targets[service]}: {exc.code().name}: {exc.details()}"
+        )
+
+    async def db_state(self) -> admin_pb2.DbState:
+        try:
+            return await self.db.GetState(admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("db", exc) from exc
+
+    async def set_faults(self, faults: admin_pb2.Faults) -> admin_pb2.DbState:
+        try:
+            return await self.db.SetFaults(faults, timeout=ADMIN_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("db", exc) from exc
+
+    async def set_capacity(self, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
+        try:
+            return await self.db.SetCapacity(capacity, timeout=ADMIN_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("db", exc) from exc
+
+    async def cache_state(self) -> admin_pb2.CacheState:
+        try:
+            return await self.cache_admin.GetState(admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("cache", exc) from exc
+
+    async def set_coalescing(self, enabled: bool) -> admin_pb2.CacheState:
+        try:
+            return await self.cache_admin.SetCoalescing(
+                admin_pb2.Coalescing(enabled=enabled), timeout=ADMIN_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("cache", exc) from exc
+
+    async def expire(self, keys: list[str] | None) -> int:
+        """Expires `keys`, or every key when `keys` is None; returns how many were present."""
+        request = (
+            cache_pb2.ExpireRequest(all=True)
+            if keys is None
+            else cache_pb2.ExpireRequest(keys=keys)
+        )
+        try:
+            reply = await self.cache.Expire(request, timeout=ADMIN_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("cache", exc) from exc
+        return int(reply.expired)
+
+    async def db_arrivals(self, after_seq: int = 0) -> list[int]:
+        """Every DB arrival time (ns) recorded after `after_seq`, all pages."""
+        return await self._record("db", after_seq)
+
+    async def cache_attempts(self, after_seq: int = 0) -> list[int]:
+        """Every cache->DB attempt time (ns) recorded after `after_seq`, all pages."""
+        return await self._record("cache", after_seq)
+
+    async def _record(self, service: str, after_seq: int) -> list[int]:
+        times: list[int] = []
+        seq = after_seq
+        for _ in range(10_000):  # bounded: at most 10,000 pages of up to 100,000 events
+            request = admin_pb2.RecordRequest(after_seq=seq)
+            try:
+                if service == "db":
+                    page = await self.db.GetArrivals(request, timeout=ADMIN_TIMEOUT_S)
+                else:
+                    page = await self.cache_admin.GetAttempts(request, timeout=ADMIN_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(service, exc) from exc
+            times.extend(page.times_ns)
+            seq = page.first_seq + len(page.times_ns) - 1
+            if seq >= page.total or not page.times_ns:
+                break
+        return times

@@ -1,0 +1,56 @@
+"""The interface every chaos backend implements: find the lab's services, and kill, restore,
+pause and resume them by name (`db`, `cache`).
+
+Runtime fault injection (latency, error rate, capacity, expiry) does not go through a backend: it
+goes through the services' own admin RPCs, which work the same wherever the services run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+SERVICES = ("db", "cache")
+
+
+class BackendError(Exception):
+    """An action could not be done; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    state: str  # "running", "paused" or "stopped"
+    grpc: str  # host:port of its gRPC server
+    metrics: str  # URL of its /metrics
+    pid: int | None = None  # local backend
+    container: str | None = None  # docker backend: container id
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def status(self) -> dict[str, ServiceInfo]:
+        """Every lab service this backend knows, by name."""
+
+    @abstractmethod
+    def kill(self, service: str) -> ServiceInfo:
+        """SIGKILL: the process is gone at once, connections reset, nothing drains."""
+
+    @abstractmethod
+    def restore(self, service: str) -> ServiceInfo:
+        """Starts a killed service again on the same address; returns once it is SERVING."""
+
+    @abstractmethod
+    def pause(self, service: str) -> ServiceInfo:
+        """SIGSTOP (or the engine's pause): the process hangs; callers wait on their deadlines."""
+
+    @abstractmethod
+    def resume(self, service: str) -> ServiceInfo:
+        """SIGCONT (or unpause)."""
+
+
+def check_service(service: str) -> None:
+    if service not in SERVICES:
+        raise BackendError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")

@@ -1,0 +1,492 @@
+"""`chaos`: the lab's controller.
+
+Exit codes: 0 done; 1 the lab failed at something it should have done (a service did not come
+up); 2 bad input or an action that cannot apply (unknown service, bad duration, nothing is up),
+always as one line on stderr naming the problem; 130 interrupted (Ctrl-C), after cleaning up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from chaos.admin import AdminError
+from chaos.backends.base import BackendError
+from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdMetrics, ProgressFn, run_herd
+from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
+from chaos.stack import LocalStack, default_state_dir
+from herdlab.config import DURATION
+from herdlab.metrics import serve_metrics
+from herdlab.retry import POLICY_NAMES, RetryPolicy
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class Lab:
+    """What every command gets: where the local stack's state lives."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    @property
+    def stack(self) -> LocalStack:
+        return LocalStack(self.state_dir)
+
+
+pass_lab = click.make_pass_decorator(Lab)
+
+
+@click.group(context_settings=CONTEXT, no_args_is_help=True)
+@click.option(
+    "--state-dir",
+    envvar="HERDLAB_STATE_DIR",
+    type=click.Path(path_type=Path),
+    default=default_state_dir,
+    show_default="$XDG_STATE_HOME/herdlab",
+    show_envvar=True,
+    help="Where the local stack's state and logs live.",
+)
+@click.pass_context
+def cli(ctx: click.Context, state_dir: Path) -> None:
+    """Drive the thundering-herd lab: start it, break it, herd it, measure it."""
+    ctx.obj = Lab(state_dir)
+
+
+def _emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], ProgressFn | None]]:
+    """A live progress bar per phase on a terminal; nothing in a pipe."""
+    if not (enabled and err.is_terminal):
+        yield lambda _title: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+
+        def make(title: str) -> ProgressFn:
+            task = progress.add_task(title, total=None)
+
+            def update(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            return update
+
+        yield make
+
+
+# -- stack ----------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the stack as JSON.")
+@click.option(
+    "--db-port",
+    envvar="HERDLAB_DB_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="DB gRPC port [default: a free port].",
+)
+@click.option(
+    "--db-metrics-port",
+    envvar="HERDLAB_DB_METRICS_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="DB /metrics port [default: a free port].",
+)
+@click.option(
+    "--cache-port",
+    envvar="HERDLAB_CACHE_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="Cache gRPC port [default: a free port].",
+)
+@click.option(
+    "--cache-metrics-port",
+    envvar="HERDLAB_CACHE_METRICS_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="Cache /metrics port [default: a free port].",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(POLICY_NAMES),
+    default=None,
+    help="The cache's retry policy towards the DB [default: the cache's, full].",
+)
+@click.option(
+    "--coalescing/--no-coalescing",
+    default=None,
+    help="Start the cache with single-flight on or off [default: on].",
+)
+@click.option(
+    "--db-arg",
+    "db_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra argument for db-service (repeatable), e.g. --db-arg=--latency=200ms.",
+)
+@click.option(
+    "--cache-arg",
+    "cache_args",
+    multiple=True,
+    metavar="ARG",
+    help="Extra argument for cache-service (repeatable), e.g. --cache-arg=--ttl=5s.",
+)
+@pass_lab
+def up(
+    lab: Lab,
+    as_json: bool,
+    db_port: int,
+    db_metrics_port: int,
+    cache_port: int,
+    cache_metrics_port: int,
+    policy: str | None,
+    coalescing: bool | None,
+    db_args: tuple[str, ...],
+    cache_args: tuple[str, ...],
+) -> None:
+    """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
+
+    Every other setting of the services can also be given by their environment variables
+    (see `db-service --help` and `cache-service --help`), which the processes inherit.
+    """
+    extra_cache = list(cache_args)
+    if policy:
+        extra_cache += ["--policy", policy]
+    if coalescing is not None:
+        extra_cache.append("--coalescing" if coalescing else "--no-coalescing")
+    info = lab.stack.up(
+        list(db_args),
+        extra_cache,
+        db_port=db_port,
+        db_metrics_port=db_metrics_port,
+        cache_port=cache_port,
+        cache_metrics_port=cache_metrics_port,
+    )
+    if as_json:
+        _emit_json(info.to_json())
+    else:
+        _print_status(info.to_json())
+
+
+@cli.command(context_settings=CONTEXT)
+@pass_lab
+def down(lab: Lab) -> None:
+    """Stop the local stack; no process of the lab is left running."""
+    stopped = lab.stack.down()
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the stack as JSON.")
+@pass_lab
+def status(lab: Lab, as_json: bool) -> None:
+    """Show the local stack's services: state, addresses, pids."""
+    doc = lab.stack.status_info().to_json()
+    if as_json:
+        _emit_json(doc)
+    else:
+        _print_status(doc)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    if not doc["services"]:
+        out.print("no lab stack is up (start one with 'chaos up')")
+        return
+    table = Table("service", "state", "grpc", "metrics", "pid")
+    for name, s in doc["services"].items():
+        table.add_row(name, s["state"], s["grpc"], s["metrics"], str(s["pid"] or "-"))
+    out.print(table)
+
+
+# -- herd -----------------------------------------------------------------------------------
+
+
+def _cache_target(lab: Lab, target: str | None) -> str:
+    if target:
+        return target
+    services = lab.stack.status()
+    if "cache" not in services:
+        raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
+    return services["cache"].grpc
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "--target",
+    envvar="HERDLAB_CACHE_TARGET",
+    show_envvar=True,
+    help="The cache's gRPC address [default: the local stack's cache].",
+)
+@click.option(
+    "--users",
+    default=1000,
+    type=click.IntRange(1, 100_000),
+    show_default=True,
+    help="Virtual users, released together.",
+)
+@click.option(
+    "--keys",
+    default=1,
+    type=click.IntRange(1, 10_000_000),
+    show_default=True,
+    help="Distinct keys the users draw from.",
+)
+@click.option(
+    "--distribution",
+    type=click.Choice(DISTRIBUTIONS),
+    default="hot",
+    show_default=True,
+    help="How users pick keys: one hot key, uniform, zipf.",
+)
+@click.option(
+    "--zipf-s",
+    default=1.1,
+    type=click.FloatRange(min=0.01),
+    show_default=True,
+    help="Zipf exponent.",
+)
+@click.option("--key-prefix", default="key-", show_default=True, help="Keys are PREFIX0..K-1.")
+@click.option(
+    "--requests",
+    default=1,
+    type=click.IntRange(1, 10_000),
+    show_default=True,
+    help="Requests per user, one after another.",
+)
+@click.option(
+    "--think",
+    default="0s",
+    type=DURATION,
+    show_default=True,
+    help="Pause between one user's requests.",
+)
+@click.option(
+    "--channels",
+    default=8,
+    type=click.IntRange(1, 1024),
+    show_default=True,
+    help="gRPC channels (TCP connections) the users share.",
+)
+@click.option(
+    "--deadline",
+    default="10s",
+    type=DURATION,
+    show_default=True,
+    help="Each request's deadline, retries included.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(POLICY_NAMES),
+    default="none",
+    show_default=True,
+    help="The users' retry policy towards the cache.",
+)
+@click.option("--retry-base", default="100ms", type=DURATION, show_default=True)
+@click.option("--retry-cap", default="5s", type=DURATION, show_default=True)
+@click.option("--retry-attempts", default=6, type=click.IntRange(1, 100), show_default=True)
+@click.option(
+    "--attempt-timeout",
+    default=None,
+    type=DURATION,
+    help="Deadline of each attempt [default: the request's deadline].",
+)
+@click.option("--seed", default=None, type=int, help="Seed for keys and jitter.")
+@click.option(
+    "--metrics-port",
+    envvar="HERDLAB_HERD_METRICS_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="Serve the herd's /metrics on 127.0.0.1:PORT while it runs (0: off).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_lab
+def herd(
+    lab: Lab,
+    target: str | None,
+    users: int,
+    keys: int,
+    distribution: str,
+    zipf_s: float,
+    key_prefix: str,
+    requests: int,
+    think: float,
+    channels: int,
+    deadline: float,
+    policy: str,
+    retry_base: float,
+    retry_cap: float,
+    retry_attempts: int,
+    attempt_timeout: float | None,
+    seed: int | None,
+    metrics_port: int,
+    as_json: bool,
+) -> None:
+    """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00")."""
+    if not deadline > 0:
+        raise click.BadParameter("must be > 0", param_hint="--deadline")
+    try:
+        retry = RetryPolicy(
+            name=policy,
+            base_s=retry_base,
+            cap_s=max(retry_cap, retry_base),
+            max_attempts=retry_attempts,
+            max_total_s=deadline,
+            attempt_timeout_s=min(attempt_timeout or deadline, deadline),
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    config = HerdConfig(
+        target=_cache_target(lab, target),
+        users=users,
+        keys=keys,
+        distribution=distribution,
+        zipf_s=zipf_s,
+        key_prefix=key_prefix,
+        requests_per_user=requests,
+        think_s=think,
+        channels=channels,
+        policy=retry,
+        seed=seed,
+    )
+    problems = config.problems()
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    metrics = None
+    if metrics_port:
+        registry = CollectorRegistry()
+        metrics = HerdMetrics(registry)
+        serve_metrics(registry, "127.0.0.1", metrics_port)
+    with _progress(not as_json) as progress:
+        result = asyncio.run(run_herd(config, progress("herd"), metrics))
+    summary = {"target": config.target, "users": users, "policy": policy, **result.summary()}
+    if as_json:
+        _emit_json(summary)
+        return
+    table = Table("sent", "ok", "errors", "lost", "p50", "p99", "max", "attempts", "sources")
+    lat = summary["latency_s"]
+    table.add_row(
+        str(summary["sent"]),
+        str(summary["ok"]),
+        json.dumps(summary["errors"]),
+        str(summary["lost"]),
+        f"{lat['p50'] * 1000:.1f} ms",
+        f"{lat['p99'] * 1000:.1f} ms",
+        f"{lat['max'] * 1000:.1f} ms",
+        str(summary["attempts"]),
+        json.dumps(summary["sources"]),
+    )
+    out.print(table)
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT, no_args_is_help=True)
+def scenario() -> None:
+    """Scripted scenarios on their own local stack, with a JSON result."""
+
+
+@scenario.command(context_settings=CONTEXT)
+@click.option(
+    "--clients",
+    default=5,
+    type=click.IntRange(1, 100_000),
+    show_default=True,
+    help="Clients asking at once for one cold key.",
+)
+@click.option(
+    "--db-latency",
+    default=None,
+    type=DURATION,
+    help="The DB's latency; it must outlast the herd's arrival for the key to stay cold "
+    "[default: 1.5 ms per client, at least 1s].",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the result document here.",
+)
+def stampede(clients: int, db_latency: float | None, json_path: Path | None) -> None:
+    """The workshop's scenario: a cold key, coalescing off (STAMPEDE) then on (SINGLE_FLIGHT)."""
+    latency = db_latency if db_latency is not None else auto_db_latency(clients)
+    config = StampedeConfig(
+        clients=clients, db_latency_s=latency, deadline_s=max(60.0, latency * 4)
+    )
+    problems = config.problems()
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    with _progress(True) as progress:
+        doc = asyncio.run(run_stampede(config, out.print, progress))
+    table = Table(
+        "scenario", "clients", "db_queries", "errors", "lost", "seconds", "cache peak RSS"
+    )
+    for row in doc["scenarios"]:
+        table.add_row(
+            row["name"],
+            f"{row['clients']:,}",
+            f"{row['db_queries']:,}",
+            str(row["errors"]),
+            str(row["lost"]),
+            f"{row['seconds']:.2f}",
+            f"{row['cache_peak_rss_bytes'] / 2**20:.0f} MiB",
+        )
+    out.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        out.print(f"wrote {json_path}")
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    err.print(f"chaos: error: {' '.join(message.split())}", markup=False, highlight=False)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="chaos", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _fail(2 if isinstance(exc, click.UsageError) else exc.exit_code, exc.format_message())
+    except BackendError as exc:
+        _fail(2, str(exc))
+    except (AdminError, ConnectionError, OSError) as exc:
+        _fail(1, str(exc))
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err.print("chaos: interrupted")
+        sys.exit(130)

@@ -1,0 +1,342 @@
+"""The local stack: the lab's services as real processes on 127.0.0.1, and the local chaos backend.
+
+`up` starts the DB, waits until it is SERVING, then starts the cache pointed at it; `down` stops
+both (SIGTERM, then SIGKILL after the grace period) and leaves no process behind. What was
+started is written to `<state_dir>/stack.json`, so separate `chaos` invocations (up, kill,
+restore, status, down) act on the same processes. Each process is identified by pid AND start
+time, so a recycled pid is never signalled.
+
+Ports not given are chosen free by the OS. `restore` starts a service again with the same command
+line, hence on the same address: clients reconnect to where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from herdlab.grpcutil import wait_serving
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "herdlab"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceRecord:
+    """What the state file keeps of one started service."""
+
+    name: str
+    argv: list[str]
+    grpc: str
+    metrics: str
+    log: str
+    pid: int | None = None
+    started_at: float | None = None  # psutil create_time, to recognise the process
+    state: str = "stopped"
+
+
+@dataclass
+class StackInfo:
+    services: dict[str, ServiceInfo] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "services": {
+                name: {"grpc": s.grpc, "metrics": s.metrics, "pid": s.pid, "state": s.state}
+                for name, s in self.services.items()
+            }
+        }
+
+
+class LocalStack(Backend):
+    name = "local"
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.state_file = self.state_dir / "stack.json"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, ServiceRecord]:
+        try:
+            raw = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read {self.state_file}: {exc}") from exc
+        return {name: ServiceRecord(**record) for name, record in raw["services"].items()}
+
+    def _save(self, records: dict[str, ServiceRecord]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"services": {n: asdict(r) for n, r in records.items()}}))
+        tmp.replace(self.state_file)
+
+    def _process(self, record: ServiceRecord) -> psutil.Process | None:
+        """The live process of `record`, or None if it has exited (or the pid was recycled)."""
+        if record.pid is None:
+            return None
+        try:
+            proc = psutil.Process(record.pid)
+            if record.started_at is not None and abs(proc.create_time() - record.started_at) > 0.5:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                self._reap(record.pid)
+                return None
+            return proc
+        except psutil.NoSuchProcess:
+            return None
+
+    def _reap(self, pid: int) -> None:
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=STOP_TIMEOUT_S)
+
+    def _info(self, record: ServiceRecord) -> ServiceInfo:
+        proc = self._process(record)
+        if proc is None:
+            state, pid = "stopped", None
+        else:
+            state = "paused" if proc.status() == psutil.STATUS_STOPPED else "running"
+            pid = record.pid
+        return ServiceInfo(record.name, state, record.grpc, record.metrics, pid=pid)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def is_up(self) -> bool:
+        return any(self._process(r) is not None for r in self._load().values())
+
+    def up(
+        self,
+        db_args: Sequence[str] = (),
+        cache_args: Sequence[str] = (),
+        *,
+        db_port: int = 0,
+        db_metrics_port: int = 0,
+        cache_port: int = 0,
+        cache_metrics_port: int = 0,
+        timeout_s: float = READY_TIMEOUT_S,
+    ) -> StackInfo:
+        """Starts the DB then the cache; returns once both are SERVING."""
+        if self.is_up():
+            raise BackendError(
+                f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
+            )
+        db_port = db_port or free_port()
+        db_metrics_port = db_metrics_port or free_port()
+        cache_port = cache_port or free_port()
+        cache_metrics_port = cache_metrics_port or free_port()
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        db_target = f"{HOST}:{db_port}"
+        records = {
+            "db": ServiceRecord(
+                name="db",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "db_service",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(db_port),
+                    "--metrics-host",
+                    HOST,
+                    "--metrics-port",
+                    str(db_metrics_port),
+                    *db_args,
+                ],
+                grpc=db_target,
+                metrics=f"http://{HOST}:{db_metrics_port}/metrics",
+                log=str(logs / "db.log"),
+            ),
+            "cache": ServiceRecord(
+                name="cache",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "cache_service",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(cache_port),
+                    "--metrics-host",
+                    HOST,
+                    "--metrics-port",
+                    str(cache_metrics_port),
+                    "--db-target",
+                    db_target,
+                    *cache_args,
+                ],
+                grpc=f"{HOST}:{cache_port}",
+                metrics=f"http://{HOST}:{cache_metrics_port}/metrics",
+                log=str(logs / "cache.log"),
+            ),
+        }
+        self._save(records)
+        try:
+            for name in SERVICES:
+                self._start(records, name, timeout_s)
+        except BaseException:
+            self.down()
+            raise
+        return self.status_info()
+
+    def _start(self, records: dict[str, ServiceRecord], name: str, timeout_s: float) -> None:
+        record = records[name]
+        with open(record.log, "ab") as log:
+            child = subprocess.Popen(
+                record.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the controller only
+            )
+        self._children[child.pid] = child
+        record.pid = child.pid
+        record.started_at = psutil.Process(child.pid).create_time()
+        record.state = "running"
+        self._save(records)
+        if not asyncio.run(_wait_ready(record.grpc, child, timeout_s)):
+            tail = _tail(Path(record.log))
+            raise BackendError(
+                f"{name} did not become SERVING on {record.grpc} within {timeout_s:g}s"
+                + (f": {tail}" if tail else "")
+            )
+
+    def down(self) -> list[str]:
+        """Stops every service (cache first); returns the names that were running."""
+        records = self._load()
+        stopped = []
+        for name in reversed(SERVICES):
+            record = records.get(name)
+            if record is None:
+                continue
+            proc = self._process(record)
+            if proc is not None:
+                self._stop(proc)
+                stopped.append(name)
+        self._reap_all()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        return stopped
+
+    def _stop(self, proc: psutil.Process) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except psutil.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def _reap_all(self) -> None:
+        for pid in list(self._children):
+            self._reap(pid)
+
+    # -- Backend --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, ServiceInfo]:
+        return {name: self._info(record) for name, record in self._load().items()}
+
+    def status_info(self) -> StackInfo:
+        return StackInfo(self.status())
+
+    def _record(self, service: str) -> tuple[dict[str, ServiceRecord], ServiceRecord]:
+        check_service(service)
+        records = self._load()
+        if service not in records:
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        return records, records[service]
+
+    def kill(self, service: str) -> ServiceInfo:
+        records, record = self._record(service)
+        proc = self._process(record)
+        if proc is None:
+            raise BackendError(f"{service} is not running")
+        proc.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        if record.pid is not None:
+            self._reap(record.pid)
+        record.state = "stopped"
+        self._save(records)
+        return self._info(record)
+
+    def restore(self, service: str) -> ServiceInfo:
+        records, record = self._record(service)
+        if self._process(record) is not None:
+            raise BackendError(f"{service} is already running (pid {record.pid})")
+        self._start(records, service, READY_TIMEOUT_S)
+        return self._info(record)
+
+    def _signal(self, service: str, sig: signal.Signals, expect: str) -> ServiceInfo:
+        records, record = self._record(service)
+        proc = self._process(record)
+        if proc is None:
+            raise BackendError(f"{service} is not running")
+        proc.send_signal(sig)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._info(record).state != expect and time.monotonic() < deadline:
+            time.sleep(0.005)
+        record.state = expect
+        self._save(records)
+        return self._info(record)
+
+    def pause(self, service: str) -> ServiceInfo:
+        return self._signal(service, signal.SIGSTOP, "paused")
+
+    def resume(self, service: str) -> ServiceInfo:
+        return self._signal(service, signal.SIGCONT, "running")
+
+
+async def _wait_ready(target: str, child: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Waits for SERVING, giving up early if the process exits (bad flags, port taken)."""
+    serving = asyncio.ensure_future(wait_serving(target, timeout_s))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not serving.done():
+        if child.poll() is not None or loop.time() > deadline:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            return False
+        await asyncio.sleep(0.02)
+    return serving.result()
+
+
+def _tail(log: Path, lines: int = 1) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
