@@ -11,7 +11,7 @@ from cache_service.dbclient import DbClient
 from cache_service.server import Cache, CacheAdminServicer, CacheServicer
 from cache_service.store import TtlStore
 from herdlab.config import DURATION, server_options
-from herdlab.grpcutil import Service, serve
+from herdlab.grpcutil import Reconnect, Service, serve
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
@@ -126,6 +126,24 @@ ENV = "HERDLAB_CACHE"
     show_envvar=True,
     help="Calls handled at once; more get RESOURCE_EXHAUSTED.",
 )
+@click.option(
+    "--db-reconnect-initial",
+    envvar=f"{ENV}_DB_RECONNECT_INITIAL",
+    default="1s",
+    type=DURATION,
+    show_default=True,
+    show_envvar=True,
+    help="First reconnect backoff towards the DB (gRPC's default: 1s).",
+)
+@click.option(
+    "--db-reconnect-max",
+    envvar=f"{ENV}_DB_RECONNECT_MAX",
+    default="120s",
+    type=DURATION,
+    show_default=True,
+    show_envvar=True,
+    help="Largest reconnect backoff towards the DB (gRPC's default: 120s).",
+)
 def main(
     host: str,
     port: int,
@@ -144,6 +162,8 @@ def main(
     attempt_timeout: float,
     seed: int | None,
     max_concurrent: int,
+    db_reconnect_initial: float,
+    db_reconnect_max: float,
 ) -> None:
     """The lab's TTL cache with single-flight coalescing in front of the DB."""
     try:
@@ -159,44 +179,41 @@ def main(
         store = TtlStore(ttl, max_keys)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if not 0 < db_reconnect_initial <= db_reconnect_max:
+        raise click.UsageError("need 0 < --db-reconnect-initial <= --db-reconnect-max")
+    initial_ms = max(1, round(db_reconnect_initial * 1000))
+    reconnect = Reconnect(initial_ms, initial_ms, max(initial_ms, round(db_reconnect_max * 1000)))
     registry = CollectorRegistry()
     serve_metrics(registry, metrics_host, metrics_port)
-    asyncio.run(
-        _serve(host, port, grace, max_concurrent, db_target, retry, store, coalescing, registry)
-    )
 
+    async def run() -> None:
+        # The DB channel belongs to the running event loop, so it is made inside it.
+        db = DbClient(db_target, retry, registry, reconnect=reconnect)
+        cache = Cache(store, db, coalescing, registry)
+        services = [
+            Service(
+                cache_pb2_grpc.add_CacheServicer_to_server,
+                CacheServicer(cache),
+                cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name,
+            ),
+            Service(
+                admin_pb2_grpc.add_CacheAdminServicer_to_server,
+                CacheAdminServicer(cache),
+                admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"].full_name,
+            ),
+        ]
+        try:
+            await serve(
+                services,
+                host=host,
+                port=port,
+                grace_s=grace,
+                maximum_concurrent_rpcs=max_concurrent,
+            )
+        finally:
+            await db.close()
 
-async def _serve(
-    host: str,
-    port: int,
-    grace: float,
-    max_concurrent: int,
-    db_target: str,
-    retry: RetryPolicy,
-    store: TtlStore,
-    coalescing: bool,
-    registry: CollectorRegistry,
-) -> None:
-    db = DbClient(db_target, retry, registry)
-    cache = Cache(store, db, coalescing, registry)
-    services = [
-        Service(
-            cache_pb2_grpc.add_CacheServicer_to_server,
-            CacheServicer(cache),
-            cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name,
-        ),
-        Service(
-            admin_pb2_grpc.add_CacheAdminServicer_to_server,
-            CacheAdminServicer(cache),
-            admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"].full_name,
-        ),
-    ]
-    try:
-        await serve(
-            services, host=host, port=port, grace_s=grace, maximum_concurrent_rpcs=max_concurrent
-        )
-    finally:
-        await db.close()
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

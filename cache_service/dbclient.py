@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from herdlab.grpcutil import channel_options
+from herdlab.grpcutil import Reconnect, channel_options
 from herdlab.metrics import PREFIX
 from herdlab.record import EventRecord
 from herdlab.retry import RetryPolicy
@@ -24,11 +24,14 @@ class DbClient:
         policy: RetryPolicy,
         registry: CollectorRegistry,
         record_size: int = 1_000_000,
+        reconnect: Reconnect | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
         self.record = EventRecord(record_size)
-        self._channel = grpc.aio.insecure_channel(target, options=channel_options())
+        self._channel = grpc.aio.insecure_channel(
+            target, options=channel_options(reconnect=reconnect)
+        )
         self._stub = db_pb2_grpc.DbStub(self._channel)
         self._attempts = Counter(
             f"{PREFIX}_cache_db_attempts",

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from chaos.admin import AdminError
 from chaos.backends.base import BackendError
-from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdMetrics, ProgressFn, run_herd
+from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, ProgressFn, run_herd
 from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
 from chaos.stack import LocalStack, default_state_dir
 from herdlab.config import DURATION
@@ -386,7 +386,7 @@ def herd(
         metrics = HerdMetrics(registry)
         serve_metrics(registry, "127.0.0.1", metrics_port)
     with _progress(not as_json) as progress:
-        result = asyncio.run(run_herd(config, progress("herd"), metrics))
+        result = asyncio.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
     summary = {"target": config.target, "users": users, "policy": policy, **result.summary()}
     if as_json:
         _emit_json(summary)

@@ -10,6 +10,8 @@ Every request ends with a value or a typed gRPC error within its deadline. A req
 (an unexpected exception, or one still running past deadline + margin) is counted as `lost`: the
 lab's invariant is that `lost` is always 0. Every value received is checked against the DB's
 deterministic value for its key and version (`wrong_values`, also always 0).
+
+Times in results are wall-clock nanoseconds, comparable with the services' own event records.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import bisect
 import itertools
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +37,7 @@ from herdlab.retry import RetryExhausted, RetryPolicy
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
-DISTRIBUTIONS = ("hot", "uniform", "zipf")
+DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin")
 CONNECT_TIMEOUT_S = 20.0
 LOST_MARGIN_S = 5.0
 SOURCE_NAMES = {v: k for k, v in cache_pb2.Source.items()}
@@ -84,25 +87,33 @@ class HerdConfig:
 
 @dataclass
 class Outcome:
-    """One request's end: a source name (HIT, MISS, ...) or an error code name, and its timing."""
+    """One request's end: a source name (HIT, MISS, ...) or an error code name, and its times."""
 
     user: int
     key: str
     source: str | None
     code: str | None
-    latency_s: float
     attempts: int
-    sent_at: float
+    sent_ns: int
+    done_ns: int
+
+    @property
+    def latency_s(self) -> float:
+        return (self.done_ns - self.sent_ns) / 1e9
 
 
 @dataclass
 class HerdResult:
     users: int
     outcomes: list[Outcome]
+    release_ns: int  # when the barrier opened
     release_spread_s: float  # from the barrier's opening to the last user's first send
     lost: Counter[str]  # requests that ended with neither a value nor a typed error, by cause
     wrong_values: int
     seconds: float
+    attempt_times_ns: list[int] = field(default_factory=list)  # every attempt towards the cache
+    # (time, channel index, connectivity state name) for every channel state change
+    channel_events: list[tuple[int, int, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         ok = [o for o in self.outcomes if o.code is None]
@@ -133,11 +144,13 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 class KeyChooser:
-    """Draws keys `<prefix>0 .. <prefix>K-1`: one hot key, uniform, or zipf(s) by rank."""
+    """Draws keys `<prefix>0 .. <prefix>K-1`: one hot key, uniform, zipf(s) by rank, or
+    round-robin (draw i gets key i mod K, so K users need every key exactly once)."""
 
     def __init__(self, config: HerdConfig, rng: random.Random) -> None:
         self.config = config
         self.rng = rng
+        self._draws = itertools.count()
         self._cumulative: list[float] = []
         if config.distribution == "zipf":
             weights = (1.0 / (rank**config.zipf_s) for rank in range(1, config.keys + 1))
@@ -145,8 +158,11 @@ class KeyChooser:
 
     def __call__(self) -> str:
         c = self.config
+        draw = next(self._draws)
         if c.distribution == "hot" or c.keys == 1:
             index = 0
+        elif c.distribution == "round-robin":
+            index = draw % c.keys
         elif c.distribution == "uniform":
             index = self.rng.randrange(c.keys)
         else:
@@ -184,12 +200,17 @@ class HerdMetrics:
         self.latency.observe(outcome.latency_s)
 
 
-async def run_herd(
-    config: HerdConfig,
-    on_progress: ProgressFn | None = None,
-    metrics: HerdMetrics | None = None,
-) -> HerdResult:
-    """Runs the herd to completion. `on_progress(done, total)` is called as requests finish."""
+@dataclass
+class HerdHooks:
+    """Optional observers: progress as requests finish, the barrier's opening, metrics."""
+
+    on_progress: ProgressFn | None = None
+    on_release: Callable[[], None] | None = None
+    metrics: HerdMetrics | None = None
+
+
+async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdResult:
+    """Runs the herd to completion and returns every request's outcome."""
     problems = config.problems()
     if problems:
         raise ValueError("; ".join(problems))
@@ -202,12 +223,32 @@ async def run_herd(
         )
         for _ in range(config.channels)
     ]
+    events: list[tuple[int, int, str]] = []
+    watchers = [
+        asyncio.create_task(_watch(channel, index, events))
+        for index, channel in enumerate(channels)
+    ]
     try:
         await _connect(channels)
         stubs = [cache_pb2_grpc.CacheStub(ch) for ch in channels]
-        return await _stampede(config, stubs, choose, policy, on_progress, metrics)
+        result = await _Run(config, stubs, choose, policy, hooks or HerdHooks()).run()
+        result.channel_events = events
+        return result
     finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         await asyncio.gather(*(ch.close(grace=None) for ch in channels))
+
+
+async def _watch(channel: grpc.aio.Channel, index: int, events: list[tuple[int, int, str]]) -> None:
+    """Records every connectivity change of `channel` until cancelled (when the herd ends)."""
+    state = channel.get_state(try_to_connect=False)
+    events.append((time.time_ns(), index, state.name))
+    while True:
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=False)
+        events.append((time.time_ns(), index, state.name))
 
 
 async def _connect(channels: list[grpc.aio.Channel]) -> None:
@@ -221,100 +262,104 @@ async def _connect(channels: list[grpc.aio.Channel]) -> None:
         ) from exc
 
 
-async def _stampede(
-    config: HerdConfig,
-    stubs: list[cache_pb2_grpc.CacheAsyncStub],
-    choose: KeyChooser,
-    policy: RetryPolicy,
-    on_progress: ProgressFn | None,
-    metrics: HerdMetrics | None,
-) -> HerdResult:
-    total = config.users * config.requests_per_user
-    outcomes: list[Outcome] = []
-    wrong = 0
-    lost: Counter[str] = Counter()
-    waiting = 0
-    all_waiting = asyncio.Event()
-    release = asyncio.Event()
-    first_sends: list[float] = []
-    loop = asyncio.get_running_loop()
+class _Run:
+    """One herd run: the users, the barrier and what they saw."""
 
-    async def request(stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> Outcome:
-        nonlocal wrong
+    def __init__(
+        self,
+        config: HerdConfig,
+        stubs: list[cache_pb2_grpc.CacheAsyncStub],
+        choose: KeyChooser,
+        policy: RetryPolicy,
+        hooks: HerdHooks,
+    ) -> None:
+        self.config = config
+        self.stubs = stubs
+        self.policy = policy
+        self.hooks = hooks
+        self.user_keys = [
+            [choose() for _ in range(config.requests_per_user)] for _ in range(config.users)
+        ]
+        self.total = config.users * config.requests_per_user
+        self.outcomes: list[Outcome] = []
+        self.attempt_times: list[int] = []
+        self.first_sends: list[int] = []
+        self.wrong = 0
+        self.lost: Counter[str] = Counter()
+        self.waiting = 0
+        self.all_waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self) -> HerdResult:
+        tasks = [asyncio.create_task(self.user(u)) for u in range(self.config.users)]
+        await self.all_waiting.wait()
+        release_ns = time.time_ns()
+        started = time.monotonic()
+        self.release.set()
+        if self.hooks.on_release is not None:
+            self.hooks.on_release()
+        await asyncio.gather(*tasks)
+        return HerdResult(
+            users=self.config.users,
+            outcomes=self.outcomes,
+            release_ns=release_ns,
+            release_spread_s=(max(self.first_sends) - release_ns) / 1e9 if self.first_sends else 0,
+            lost=self.lost,
+            wrong_values=self.wrong,
+            seconds=time.monotonic() - started,
+            attempt_times_ns=self.attempt_times,
+        )
+
+    async def user(self, user: int) -> None:
+        stub = self.stubs[user % len(self.stubs)]
+        self.waiting += 1
+        if self.waiting == self.config.users:
+            self.all_waiting.set()
+        await self.release.wait()
+        self.first_sends.append(time.time_ns())
+        for number, key in enumerate(self.user_keys[user]):
+            if number and self.config.think_s:
+                await asyncio.sleep(self.config.think_s)
+            try:
+                outcome = await asyncio.wait_for(
+                    self.request(stub, user, key), self.policy.max_total_s + LOST_MARGIN_S
+                )
+            except Exception as exc:
+                self.lost[type(exc).__name__] += 1
+                if self.hooks.metrics is not None:
+                    self.hooks.metrics.requests.labels("lost").inc()
+                continue
+            self.outcomes.append(outcome)
+            if self.hooks.metrics is not None:
+                self.hooks.metrics.observe(outcome)
+            if self.hooks.on_progress is not None:
+                self.hooks.on_progress(len(self.outcomes) + self.lost.total(), self.total)
+
+    async def request(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> Outcome:
         attempts = 0
-        sent_at = loop.time()
+        sent_ns = time.time_ns()
+        request = cache_pb2.CacheGetRequest(key=key)
 
         async def attempt(timeout_s: float) -> cache_pb2.CacheGetResponse:
             nonlocal attempts
             attempts += 1
-            reply: cache_pb2.CacheGetResponse = await stub.Get(
-                cache_pb2.CacheGetRequest(key=key), timeout=timeout_s
-            )
+            self.attempt_times.append(time.time_ns())
+            reply: cache_pb2.CacheGetResponse = await stub.Get(request, timeout=timeout_s)
             return reply
 
         try:
-            reply = await policy.call(attempt)
+            reply = await self.policy.call(attempt)
         except RetryExhausted as exc:
-            return Outcome(
-                user, key, None, _code(exc.last), loop.time() - sent_at, attempts, sent_at
-            )
+            return Outcome(user, key, None, _code(exc.last), attempts, sent_ns, time.time_ns())
         except grpc.aio.AioRpcError as exc:
-            return Outcome(user, key, None, _code(exc), loop.time() - sent_at, attempts, sent_at)
+            return Outcome(user, key, None, _code(exc), attempts, sent_ns, time.time_ns())
         if reply.key != key or reply.value != value_for(key, reply.version):
-            wrong += 1
-        return Outcome(
-            user,
-            key,
-            SOURCE_NAMES.get(reply.source, "UNKNOWN"),
-            None,
-            loop.time() - sent_at,
-            attempts,
-            sent_at,
-        )
-
-    async def user_task(user: int) -> None:
-        nonlocal waiting
-        stub = stubs[user % len(stubs)]
-        keys = [choose() for _ in range(config.requests_per_user)]
-        waiting += 1
-        if waiting == config.users:
-            all_waiting.set()
-        await release.wait()
-        first_sends.append(loop.time())
-        for number, key in enumerate(keys):
-            if number and config.think_s:
-                await asyncio.sleep(config.think_s)
-            try:
-                outcome = await asyncio.wait_for(
-                    request(stub, user, key), policy.max_total_s + LOST_MARGIN_S
-                )
-            except Exception as exc:
-                lost[type(exc).__name__] += 1
-                if metrics is not None:
-                    metrics.requests.labels("lost").inc()
-                continue
-            outcomes.append(outcome)
-            if metrics is not None:
-                metrics.observe(outcome)
-            if on_progress is not None:
-                on_progress(len(outcomes) + lost.total(), total)
-
-    tasks = [asyncio.create_task(user_task(u)) for u in range(config.users)]
-    await all_waiting.wait()
-    started = loop.time()
-    release.set()
-    await asyncio.gather(*tasks)
-    return HerdResult(
-        users=config.users,
-        outcomes=outcomes,
-        release_spread_s=(max(first_sends) - started) if first_sends else 0.0,
-        lost=lost,
-        wrong_values=wrong,
-        seconds=loop.time() - started,
-    )
+            self.wrong += 1
+        source = SOURCE_NAMES.get(reply.source, "UNKNOWN")
+        return Outcome(user, key, source, None, attempts, sent_ns, time.time_ns())
 
 
-def _code(error: grpc.aio.AioRpcError | BaseException) -> str:
+def _code(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return str(error.code().name)
     return type(error).__name__

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.admin import Admin
-from chaos.herd import HerdConfig, HerdResult, Outcome, ProgressFn, run_herd
+from chaos.herd import HerdConfig, HerdHooks, HerdResult, Outcome, ProgressFn, run_herd
 from chaos.procstats import peak_rss_bytes
 from chaos.stack import LocalStack
 from herdlab.retry import RetryPolicy
@@ -128,7 +128,7 @@ async def _phase(
                 ),
             )
             started = time.monotonic()
-            result = await run_herd(herd, on_progress)
+            result = await run_herd(herd, HerdHooks(on_progress))
             seconds = time.monotonic() - started
             db_queries = (await admin.db_state()).arrivals - before
         summary = result.summary()
