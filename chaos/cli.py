@@ -17,37 +17,19 @@ from typing import Any, NoReturn
 
 import click
 from prometheus_client import CollectorRegistry
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chaos.admin import AdminError
 from chaos.backends.base import BackendError
+from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab
 from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, ProgressFn, run_herd
 from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
-from chaos.stack import LocalStack, default_state_dir
+from chaos.stack import default_state_dir
+from chaos.verbs import COMMANDS
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-
-
-class Lab:
-    """What every command gets: where the local stack's state lives."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-
-    @property
-    def stack(self) -> LocalStack:
-        return LocalStack(self.state_dir)
-
-
-pass_lab = click.make_pass_decorator(Lab)
 
 
 @click.group(context_settings=CONTEXT, no_args_is_help=True)
@@ -60,14 +42,23 @@ pass_lab = click.make_pass_decorator(Lab)
     show_envvar=True,
     help="Where the local stack's state and logs live.",
 )
+@click.option(
+    "--backend",
+    envvar="HERDLAB_BACKEND",
+    type=click.Choice(BACKENDS),
+    default="local",
+    show_default=True,
+    show_envvar=True,
+    help="Where the services run: local processes or Docker containers.",
+)
 @click.pass_context
-def cli(ctx: click.Context, state_dir: Path) -> None:
+def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
     """Drive the thundering-herd lab: start it, break it, herd it, measure it."""
-    ctx.obj = Lab(state_dir)
+    ctx.obj = Lab(state_dir, backend)
 
 
-def _emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+for _verb in COMMANDS:
+    cli.add_command(_verb)
 
 
 @contextmanager
@@ -190,7 +181,7 @@ def up(
         cache_metrics_port=cache_metrics_port,
     )
     if as_json:
-        _emit_json(info.to_json())
+        emit_json(info.to_json())
     else:
         _print_status(info.to_json())
 
@@ -210,7 +201,7 @@ def status(lab: Lab, as_json: bool) -> None:
     """Show the local stack's services: state, addresses, pids."""
     doc = lab.stack.status_info().to_json()
     if as_json:
-        _emit_json(doc)
+        emit_json(doc)
     else:
         _print_status(doc)
 
@@ -389,21 +380,24 @@ def herd(
         result = asyncio.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
     summary = {"target": config.target, "users": users, "policy": policy, **result.summary()}
     if as_json:
-        _emit_json(summary)
+        emit_json(summary)
         return
-    table = Table("sent", "ok", "errors", "lost", "p50", "p99", "max", "attempts", "sources")
     lat = summary["latency_s"]
-    table.add_row(
-        str(summary["sent"]),
-        str(summary["ok"]),
-        json.dumps(summary["errors"]),
-        str(summary["lost"]),
-        f"{lat['p50'] * 1000:.1f} ms",
-        f"{lat['p99'] * 1000:.1f} ms",
-        f"{lat['max'] * 1000:.1f} ms",
-        str(summary["attempts"]),
-        json.dumps(summary["sources"]),
-    )
+    table = Table("herd", "", show_header=False)
+    for label, value in (
+        ("target", summary["target"]),
+        ("users / policy", f"{users:,} / {policy}"),
+        ("sent / ok / lost", f"{summary['sent']:,} / {summary['ok']:,} / {summary['lost']}"),
+        ("errors", ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"),
+        ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
+        ("attempts", f"{summary['attempts']:,}"),
+        (
+            "latency p50 / p99 / max",
+            f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
+        ),
+        ("wrong values", str(summary["wrong_values"])),
+    ):
+        table.add_row(label, value)
     out.print(table)
 
 

@@ -1,0 +1,270 @@
+"""The chaos verbs: break the backend on purpose and put it back.
+
+Process faults go through the chosen backend (local processes or Docker containers):
+  kill (SIGKILL), restore (start again, same address), pause / resume (SIGSTOP / SIGCONT),
+  outage (kill, wait, restore), flap (outage, up, outage, ... for N cycles).
+Runtime faults go through the services' admin RPCs, wherever they run:
+  latency, errors (injected error rate), expire (drop cached keys).
+
+Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
+it did to the journal. Durations take unit suffixes: 500ms, 10s, 1m.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from chaos.admin import Admin
+from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
+from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
+from herdlab.config import DURATION, PROBABILITY
+from protos import admin_pb2
+
+SERVICE = click.Choice(SERVICES)
+MAX_CYCLES = 1000
+MAX_OUTAGE_S = 3600.0
+
+
+def _common(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(
+        command
+    )
+    return click.option("--dry-run", is_flag=True, help="Say what would be done; do nothing.")(
+        command
+    )
+
+
+def _report(lab: Lab, verb: str, target: str, as_json: bool, dry_run: bool, **details: Any) -> None:
+    if dry_run:
+        doc = {"verb": verb, "target": target, "result": "dry-run", **details}
+    else:
+        doc = lab.journal.append(verb, target, "ok", backend=lab.backend_name, **details)
+    if as_json:
+        emit_json(doc)
+    else:
+        extra = " ".join(f"{k}={v}" for k, v in details.items() if k != "service")
+        prefix = "would " if dry_run else ""
+        out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
+
+
+def _service_doc(info: ServiceInfo) -> dict[str, Any]:
+    return {k: v for k, v in asdict(info).items() if v is not None}
+
+
+def _positive_duration(value: float, flag: str) -> float:
+    if not 0 < value <= MAX_OUTAGE_S:
+        raise click.BadParameter(
+            f"must be in (0, {MAX_OUTAGE_S:g}s], got {value:g}s", param_hint=flag
+        )
+    return value
+
+
+def _act(
+    lab: Lab, verb: str, service: str, action: Callable[[Backend, str], ServiceInfo]
+) -> ServiceInfo:
+    """Runs one backend action, journalling a failure before it propagates."""
+    backend = lab.backend()
+    try:
+        return action(backend, service)
+    except BackendError as exc:
+        lab.journal.append(verb, service, "error", backend=lab.backend_name, error=str(exc))
+        raise
+
+
+# -- process faults -------------------------------------------------------------------------
+
+
+def _process_verb(
+    verb: str, action: Callable[[Backend, str], ServiceInfo], summary: str
+) -> click.Command:
+    @click.command(verb, context_settings=CONTEXT, help=summary)
+    @click.argument("service", type=SERVICE)
+    @_common
+    @pass_lab
+    def command(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
+        details = {}
+        if not dry_run:
+            details["service"] = _service_doc(_act(lab, verb, service, action))
+        _report(lab, verb, service, as_json, dry_run, **details)
+
+    return command
+
+
+kill = _process_verb(
+    "kill", lambda b, s: b.kill(s), "SIGKILL a service: it is gone at once; connections reset."
+)
+restore = _process_verb(
+    "restore",
+    lambda b, s: b.restore(s),
+    "Start a killed service again on the same address; wait for SERVING.",
+)
+pause = _process_verb(
+    "pause",
+    lambda b, s: b.pause(s),
+    "SIGSTOP a service: it hangs; its callers wait until their deadlines.",
+)
+resume = _process_verb("resume", lambda b, s: b.resume(s), "SIGCONT a paused service.")
+
+
+def _outage(lab: Lab, service: str, seconds: float) -> tuple[float, float]:
+    """Kill, wait, restore. The service is restored even when interrupted (Ctrl-C)."""
+    killed_at = time.time()
+    _act(lab, "kill", service, lambda b, s: b.kill(s))
+    lab.journal.append("kill", service, "ok", backend=lab.backend_name, within="outage")
+    try:
+        time.sleep(seconds)
+    finally:
+        _act(lab, "restore", service, lambda b, s: b.restore(s))
+        lab.journal.append("restore", service, "ok", backend=lab.backend_name, within="outage")
+    return killed_at, time.time()
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("service", type=SERVICE)
+@click.option("--for", "duration", required=True, type=DURATION, help="How long it stays down.")
+@_common
+@pass_lab
+def outage(lab: Lab, service: str, duration: float, as_json: bool, dry_run: bool) -> None:
+    """Kill a service, keep it down for a while, restore it (same address)."""
+    _positive_duration(duration, "--for")
+    if dry_run:
+        _report(lab, "outage", service, as_json, dry_run, seconds=duration)
+        return
+    down_at, up_at = _outage(lab, service, duration)
+    _report(
+        lab, "outage", service, as_json, dry_run, seconds=duration, down_at=down_at, up_at=up_at
+    )
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("service", type=SERVICE)
+@click.option("--down", "down_s", required=True, type=DURATION, help="Time down per cycle.")
+@click.option("--up", "up_s", required=True, type=DURATION, help="Time up per cycle.")
+@click.option(
+    "--cycles",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, MAX_CYCLES),
+    help="How many outages.",
+)
+@_common
+@pass_lab
+def flap(
+    lab: Lab, service: str, down_s: float, up_s: float, cycles: int, as_json: bool, dry_run: bool
+) -> None:
+    """Outage after outage: down, up, down, up ... for N cycles."""
+    _positive_duration(down_s, "--down")
+    _positive_duration(up_s, "--up")
+    if dry_run:
+        _report(lab, "flap", service, as_json, dry_run, down_s=down_s, up_s=up_s, cycles=cycles)
+        return
+    outages = []
+    for cycle in range(cycles):
+        outages.append(_outage(lab, service, down_s))
+        if cycle + 1 < cycles:
+            time.sleep(up_s)
+    _report(
+        lab,
+        "flap",
+        service,
+        as_json,
+        dry_run,
+        down_s=down_s,
+        up_s=up_s,
+        cycles=cycles,
+        outages=outages,
+    )
+
+
+# -- runtime faults (admin plane) -----------------------------------------------------------
+
+
+def _admin(lab: Lab) -> Admin:
+    services = lab.backend().status()
+    missing = [name for name in SERVICES if name not in services]
+    if missing:
+        raise BackendError("no lab stack is up; run 'chaos up' first")
+    return Admin(services["db"].grpc, services["cache"].grpc)
+
+
+async def _set_faults(lab: Lab, faults: admin_pb2.Faults) -> admin_pb2.DbState:
+    async with _admin(lab) as admin:
+        return await admin.set_faults(faults)
+
+
+def _db_only(service: str, verb: str) -> None:
+    if service != "db":
+        raise click.BadParameter(
+            f"{verb} is injected into the db only, not {service!r}", param_hint="SERVICE"
+        )
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("service", type=SERVICE)
+@click.argument("latency", type=DURATION)
+@click.option(
+    "--spread",
+    type=DURATION,
+    default=None,
+    help="Extra latency, uniform in [0, spread] [default: unchanged].",
+)
+@_common
+@pass_lab
+def latency(
+    lab: Lab, service: str, latency: float, spread: float | None, as_json: bool, dry_run: bool
+) -> None:
+    """Set the DB's base latency per query (runtime, through its admin service)."""
+    _db_only(service, "latency")
+    faults = admin_pb2.Faults(latency_ms=latency * 1000)
+    if spread is not None:
+        faults.spread_ms = spread * 1000
+    details: dict[str, Any] = {"latency_ms": latency * 1000}
+    if spread is not None:
+        details["spread_ms"] = spread * 1000
+    if not dry_run:
+        state = asyncio.run(_set_faults(lab, faults))
+        details["capacity_per_s"] = round(state.capacity_per_s, 1)
+    _report(lab, "latency", service, as_json, dry_run, **details)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("service", type=SERVICE)
+@click.argument("rate", type=PROBABILITY)
+@_common
+@pass_lab
+def errors(lab: Lab, service: str, rate: float, as_json: bool, dry_run: bool) -> None:
+    """Make the DB fail this fraction of queries with UNAVAILABLE (0 turns it off)."""
+    _db_only(service, "errors")
+    if not dry_run:
+        asyncio.run(_set_faults(lab, admin_pb2.Faults(error_rate=rate)))
+    _report(lab, "errors", service, as_json, dry_run, error_rate=rate)
+
+
+async def _expire(lab: Lab, keys: list[str] | None) -> int:
+    async with _admin(lab) as admin:
+        return await admin.expire(keys)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("keys", nargs=-1)
+@click.option("--all", "all_keys", is_flag=True, help="Expire every key.")
+@_common
+@pass_lab
+def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_run: bool) -> None:
+    """Drop keys from the cache (or --all), so the next reads miss: the start of a stampede."""
+    if all_keys == bool(keys):
+        raise click.UsageError("give either KEY... or --all")
+    target = "all" if all_keys else ",".join(keys)
+    details: dict[str, Any] = {}
+    if not dry_run:
+        details["expired"] = asyncio.run(_expire(lab, None if all_keys else list(keys)))
+    _report(lab, "expire", target, as_json, dry_run, **details)
+
+
+COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, expire)
