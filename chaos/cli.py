@@ -391,6 +391,7 @@ def herd(
         ("errors", ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"),
         ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
         ("attempts", f"{summary['attempts']:,}"),
+        ("channels ready at release", f"{summary['connected_channels']} of {channels}"),
         (
             "latency p50 / p99 / max",
             f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(2 if isinstance(exc, click.UsageError) else exc.exit_code, exc.format_message())
     except BackendError as exc:
         _fail(2, str(exc))
-    except (AdminError, ConnectionError, OSError) as exc:
+    except (AdminError, OSError) as exc:
         _fail(1, str(exc))
     except (KeyboardInterrupt, click.exceptions.Abort):
         err.print("chaos: interrupted")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import math
 import random
@@ -38,7 +39,9 @@ from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
 DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin")
-CONNECT_TIMEOUT_S = 20.0
+# How long the herd waits for its channels before releasing anyway: a hung or absent cache must
+# give users typed errors within their deadlines, not stop the herd from starting.
+CONNECT_TIMEOUT_S = 5.0
 LOST_MARGIN_S = 5.0
 SOURCE_NAMES = {v: k for k, v in cache_pb2.Source.items()}
 
@@ -112,6 +115,7 @@ class HerdResult:
     wrong_values: int
     seconds: float
     attempt_times_ns: list[int] = field(default_factory=list)  # every attempt towards the cache
+    connected_channels: int = 0  # channels READY when the barrier opened
     # (time, channel index, connectivity state name) for every channel state change
     channel_events: list[tuple[int, int, str]] = field(default_factory=list)
 
@@ -132,6 +136,7 @@ class HerdResult:
             },
             "attempts": sum(o.attempts for o in self.outcomes),
             "release_spread_s": self.release_spread_s,
+            "connected_channels": self.connected_channels,
             "seconds": self.seconds,
         }
 
@@ -229,10 +234,11 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
         for index, channel in enumerate(channels)
     ]
     try:
-        await _connect(channels)
+        connected = await _connect(channels)
         stubs = [cache_pb2_grpc.CacheStub(ch) for ch in channels]
         result = await _Run(config, stubs, choose, policy, hooks or HerdHooks()).run()
         result.channel_events = events
+        result.connected_channels = connected
         return result
     finally:
         for watcher in watchers:
@@ -251,15 +257,15 @@ async def _watch(channel: grpc.aio.Channel, index: int, events: list[tuple[int, 
         events.append((time.time_ns(), index, state.name))
 
 
-async def _connect(channels: list[grpc.aio.Channel]) -> None:
-    try:
+async def _connect(channels: list[grpc.aio.Channel]) -> int:
+    """Waits (bounded) for every channel to be READY; returns how many are."""
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(
             asyncio.gather(*(ch.channel_ready() for ch in channels)), CONNECT_TIMEOUT_S
         )
-    except TimeoutError as exc:
-        raise ConnectionError(
-            f"could not connect to the cache within {CONNECT_TIMEOUT_S:g}s"
-        ) from exc
+    return sum(
+        ch.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY for ch in channels
+    )
 
 
 class _Run:

@@ -12,7 +12,6 @@ line, hence on the same address: clients reconnect to where they were.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -225,7 +224,7 @@ class LocalStack(Backend):
         record.started_at = psutil.Process(child.pid).create_time()
         record.state = "running"
         self._save(records)
-        if not asyncio.run(_wait_ready(record.grpc, child, timeout_s)):
+        if not wait_serving(record.grpc, timeout_s, alive=lambda: child.poll() is None):
             tail = _tail(Path(record.log))
             raise BackendError(
                 f"{name} did not become SERVING on {record.grpc} within {timeout_s:g}s"
@@ -317,21 +316,6 @@ class LocalStack(Backend):
 
     def resume(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGCONT, "running")
-
-
-async def _wait_ready(target: str, child: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Waits for SERVING, giving up early if the process exits (bad flags, port taken)."""
-    serving = asyncio.ensure_future(wait_serving(target, timeout_s))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not serving.done():
-        if child.poll() is not None or loop.time() > deadline:
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
-            return False
-        await asyncio.sleep(0.02)
-    return serving.result()
 
 
 def _tail(log: Path, lines: int = 1) -> str:

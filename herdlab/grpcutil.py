@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -117,22 +118,27 @@ async def serve(
     await server.stop(grace_s)
 
 
-async def wait_serving(target: str, timeout_s: float) -> bool:
-    """True once `target` answers its health check with SERVING, False after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> bool:
+    """True once `target` answers its health check with SERVING; False after `timeout_s`, or as
+    soon as `alive()` says the process behind it is gone (bad flags, port taken, crash).
+
+    Blocking (the sync gRPC API): controllers call it outside any event loop.
+    """
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target, options=channel_options()) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while (remaining := deadline - loop.time()) > 0:
+        while (remaining := deadline - time.monotonic()) > 0:
+            if alive is not None and not alive():
+                return False
             try:
-                reply = await stub.Check(
+                reply = stub.Check(
                     health_pb2.HealthCheckRequest(),
-                    timeout=min(1.0, remaining),
+                    timeout=min(0.5, remaining),
                     wait_for_ready=True,
                 )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
-            except grpc.aio.AioRpcError:
+            except grpc.RpcError:
                 pass
-            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
     return False

@@ -107,6 +107,22 @@ class wait_exponential_capped(wait_base):
         return _expo(self.base, self.cap, retry_state.attempt_number)
 
 
+class stop_before_total(tenacity.stop.stop_base):
+    """Stops before a sleep that would end past `max_total_s` since `started`, on `clock`.
+
+    tenacity's `stop_before_delay` reads its own monotonic clock; this one reads the policy's, so
+    the total-time bound holds with an injected clock too (and tests need no real time).
+    """
+
+    def __init__(self, clock: Callable[[], float], started: float, max_total_s: float) -> None:
+        self.clock = clock
+        self.started = started
+        self.max_total_s = max_total_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.clock() - self.started + retry_state.upcoming_sleep >= self.max_total_s
+
+
 class RetryExhausted(Exception):
     """Raised when a policy gives up; carries the last error and the attempts made."""
 
@@ -153,7 +169,9 @@ class RetryPolicy:
         if not 1 <= self.max_attempts <= 100:
             raise ValueError(f"retry policy attempts must be in 1..100, got {self.max_attempts}")
         if self.seed is not None:
-            self.rng.seed(self.seed)
+            # Its own generator: a copy made with dataclasses.replace must not re-seed (and so
+            # rewind) the original's.
+            object.__setattr__(self, "rng", random.Random(self.seed))
 
     def with_seed(self, seed: int | None) -> RetryPolicy:
         """The same policy with its own random source seeded by `seed`."""
@@ -210,7 +228,7 @@ class RetryPolicy:
         retrying = tenacity.AsyncRetrying(
             wait=self.wait(),
             stop=tenacity.stop_after_attempt(self.attempts)
-            | tenacity.stop_before_delay(self.max_total_s),
+            | stop_before_total(clock, started, self.max_total_s),
             retry=tenacity.retry_if_exception(self.is_retryable),
             before_sleep=(lambda rs: on_sleep(rs.upcoming_sleep)) if on_sleep else None,
             reraise=True,

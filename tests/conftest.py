@@ -1,0 +1,53 @@
+"""Fixtures: real lab stacks (the DB and the cache as separate processes on 127.0.0.1, started by
+the same `chaos.stack.LocalStack` the `chaos up` command uses)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chaos.stack import LocalStack, StackInfo
+
+
+@contextmanager
+def running_stack(
+    state_dir: Path, db_args: Sequence[str], cache_args: Sequence[str]
+) -> Iterator[tuple[LocalStack, StackInfo]]:
+    """A stack that is up for the block and fully gone after it (no process left behind)."""
+    stack = LocalStack(state_dir)
+    info = stack.up(db_args, cache_args)
+    pids = [s.pid for s in info.services.values() if s.pid is not None]
+    assert len(pids) == 2, info
+    try:
+        yield stack, info
+    finally:
+        stack.down()
+        current = stack.status()
+        assert all(s.state == "stopped" for s in current.values()), current
+        alive = [
+            pid
+            for pid in pids
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
+        assert alive == [], f"processes left behind: {alive}"
+
+
+@pytest.fixture(scope="module")
+def lab_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalStack, StackInfo]]:
+    """One stack per test module, configured by the module's `DB_ARGS` and `CACHE_ARGS`."""
+    db_args: Sequence[str] = getattr(request.module, "DB_ARGS", ())
+    cache_args: Sequence[str] = getattr(request.module, "CACHE_ARGS", ())
+    state_dir = tmp_path_factory.mktemp(f"stack-{request.module.__name__}")
+    with running_stack(state_dir, db_args, cache_args) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack_info(lab_stack: tuple[LocalStack, StackInfo]) -> StackInfo:
+    return lab_stack[1]

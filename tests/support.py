@@ -1,0 +1,180 @@
+"""Helpers for the integration tests: gRPC clients of a running lab stack, waiting on the
+services' own state (never on the clock), and reading /metrics by value."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaos.stack import StackInfo
+from herdlab.grpcutil import channel_options
+from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, db_pb2, db_pb2_grpc
+
+T = TypeVar("T")
+
+# Generous: waiting ends as soon as the state is reached; this only bounds a broken run.
+WAIT_S = 20.0
+POLL_S = 0.01
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    what: str,
+    timeout_s: float = WAIT_S,
+) -> T:
+    """Polls `probe()` until `check` holds for its value; fails naming `what` and the last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout_s:g}s: {what}; last: {value}")
+        await asyncio.sleep(POLL_S)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page, by (name, sorted labels)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+class Lab:
+    """Clients of one running stack. `async with Lab(info) as lab:` inside a test."""
+
+    def __init__(self, info: StackInfo) -> None:
+        self.info = info
+        db, cache = info.services["db"], info.services["cache"]
+        self._db_channel = grpc.aio.insecure_channel(db.grpc, options=channel_options())
+        self._cache_channel = grpc.aio.insecure_channel(cache.grpc, options=channel_options())
+        self.db = db_pb2_grpc.DbStub(self._db_channel)
+        self.db_admin = admin_pb2_grpc.DbAdminStub(self._db_channel)
+        self.cache = cache_pb2_grpc.CacheStub(self._cache_channel)
+        self.cache_admin = admin_pb2_grpc.CacheAdminStub(self._cache_channel)
+
+    async def __aenter__(self) -> Lab:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._db_channel.close(grace=None)
+        await self._cache_channel.close(grace=None)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    async def db_state(self) -> admin_pb2.DbState:
+        state: admin_pb2.DbState = await self.db_admin.GetState(admin_pb2.Empty(), timeout=10)
+        return state
+
+    async def cache_state(self) -> admin_pb2.CacheState:
+        state: admin_pb2.CacheState = await self.cache_admin.GetState(admin_pb2.Empty(), timeout=10)
+        return state
+
+    async def until_db(
+        self, check: Callable[[admin_pb2.DbState], bool], what: str
+    ) -> admin_pb2.DbState:
+        return await eventually(self.db_state, check, what)
+
+    async def metrics(self, service: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return await asyncio.to_thread(scrape, self.info.services[service].metrics)
+
+    async def metric(self, service: str, name: str, **labels: str) -> float:
+        samples = await self.metrics(service)
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    async def until_metric(
+        self, service: str, name: str, check: Callable[[float], bool], **labels: str
+    ) -> float:
+        return await eventually(
+            lambda: self.metric(service, name, **labels), check, f"{service} {name}{labels}"
+        )
+
+    # -- control --------------------------------------------------------------------------------
+
+    async def set_faults(self, **faults: float) -> admin_pb2.DbState:
+        state: admin_pb2.DbState = await self.db_admin.SetFaults(
+            admin_pb2.Faults(**faults), timeout=10
+        )
+        return state
+
+    async def arrivals(self, page: int) -> tuple[list[int], admin_pb2.Record]:
+        """The DB's whole arrival record, read `page` timestamps at a time; checks the paging."""
+        times: list[int] = []
+        after = 0
+        while True:
+            record: admin_pb2.Record = await self.db_admin.GetArrivals(
+                admin_pb2.RecordRequest(after_seq=after, limit=page), timeout=10
+            )
+            if not record.times_ns:
+                return times, record
+            assert record.first_seq == after + 1, (record.first_seq, after)
+            assert len(record.times_ns) <= page
+            times += record.times_ns
+            after = record.first_seq + len(record.times_ns) - 1
+
+    # -- data plane -----------------------------------------------------------------------------
+
+    async def cache_get(self, key: str, timeout_s: float = WAIT_S) -> cache_pb2.CacheGetResponse:
+        reply: cache_pb2.CacheGetResponse = await self.cache.Get(
+            cache_pb2.CacheGetRequest(key=key), timeout=timeout_s
+        )
+        return reply
+
+    async def db_get(self, key: str, timeout_s: float | None = WAIT_S) -> db_pb2.DbGetResponse:
+        reply: db_pb2.DbGetResponse = await self.db.Get(
+            db_pb2.DbGetRequest(key=key), timeout=timeout_s
+        )
+        return reply
+
+
+class DbGate:
+    """Holds the DB's only slot (the DB runs with concurrency 1) with a direct query whose latency
+    is an hour, so every query behind it waits in the DB's queue until `open()` cancels it.
+
+    This orders events without timing: whatever the test sends while the gate is shut is
+    certainly still in flight when it looks, however slow the machine."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self._call: asyncio.Task[db_pb2.DbGetResponse] | None = None
+        self.arrivals_before = 0
+
+    async def shut(self, latency_after_ms: float = 0.0) -> None:
+        before = await self.lab.db_state()
+        assert before.in_flight == 0 and before.queued == 0, before
+        assert before.capacity.concurrency == 1, "the gate needs a DB with concurrency 1"
+        await self.lab.set_faults(latency_ms=3_600_000)
+        self._call = asyncio.create_task(self.lab.db_get("gate", timeout_s=None))
+        await self.lab.until_db(
+            lambda s: s.in_flight == 1 and s.arrivals == before.arrivals + 1, "gate holds the slot"
+        )
+        # Queries admitted from now on (after the gate) take this latency.
+        await self.lab.set_faults(latency_ms=latency_after_ms)
+        self.arrivals_before = before.arrivals + 1
+
+    async def open(self) -> None:
+        assert self._call is not None
+        self._call.cancel()
+        await asyncio.gather(self._call, return_exceptions=True)
+        self._call = None
+
+    async def arrivals_since(self) -> int:
+        """DB arrivals since the gate shut, the gate's own query excluded."""
+        return (await self.lab.db_state()).arrivals - self.arrivals_before

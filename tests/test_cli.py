@@ -1,0 +1,211 @@
+"""The `chaos` command as users run it: a real process, real exit codes, real services.
+
+Bad input exits 2 with one line naming the problem and no traceback; `up`/`status`/`down` keep
+the JSON shape scripts read; kill, pause and restore act on real processes, and clients see
+typed errors while a service is down or hung, and values once it is back. No lab process is left
+behind by `down` or by Ctrl-C during a scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chaos.herd import HerdConfig, HerdResult, run_herd
+from herdlab.retry import RetryPolicy
+
+CHAOS = [sys.executable, "-m", "chaos"]
+
+
+def chaos(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(state_dir)}
+    return subprocess.run(
+        [*CHAOS, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["kill", "nosuch"], "'nosuch' is not one of"),
+        (["outage", "db", "--for", "10x"], "invalid duration '10x'"),
+        (["outage", "db", "--for", "-1s"], "invalid duration '-1s'"),
+        (["outage", "db", "--for", "0s"], "must be in (0"),
+        (["herd", "--policy", "bogus"], "'bogus' is not one of"),
+        (["restore", "db"], "no lab stack is up"),
+        (["kill", "cache"], "no lab stack is up"),
+        (["latency", "cache", "300ms"], "db only"),
+        (["errors", "db", "1.5"], "not between 0 and 1"),
+        (["expire"], "either KEY... or --all"),
+        (["flap", "db", "--down", "1s", "--up", "1s", "--cycles", "0"], "--cycles"),
+        (["scenario", "stampede", "--clients", "0"], "--clients"),
+        (["nosuchverb"], "No such command"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = chaos(tmp_path, *args)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("chaos: error: ")
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.fixture()
+def stack_dir(tmp_path: Path) -> Iterator[Path]:
+    up = chaos(tmp_path, "up", "--json", "--db-arg=--latency=20ms", "--db-arg=--spread=0ms")
+    assert up.returncode == 0, up.stderr
+    try:
+        yield tmp_path
+    finally:
+        chaos(tmp_path, "down")
+
+
+def _services(state_dir: Path) -> dict[str, dict[str, object]]:
+    status = chaos(state_dir, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    services: dict[str, dict[str, object]] = json.loads(status.stdout)["services"]
+    return services
+
+
+def test_up_status_down_json_shape_and_nothing_left(stack_dir: Path) -> None:
+    services = _services(stack_dir)
+    assert set(services) == {"db", "cache"}
+    pids = []
+    for name in ("db", "cache"):
+        service = services[name]
+        assert str(service["grpc"]).startswith("127.0.0.1:")
+        assert str(service["metrics"]).startswith("http://127.0.0.1:")
+        assert str(service["metrics"]).endswith("/metrics")
+        assert isinstance(service["pid"], int) and psutil.pid_exists(service["pid"])
+        pids.append(service["pid"])
+    again = chaos(stack_dir, "up")
+    assert again.returncode == 2 and "already up" in again.stderr
+    down = chaos(stack_dir, "down")
+    assert down.returncode == 0, down.stderr
+    assert not [p for p in pids if psutil.pid_exists(p)], "lab processes left after down"
+    assert json.loads(chaos(stack_dir, "status", "--json").stdout) == {"services": {}}
+
+
+def _herd(target: str, users: int, deadline_s: float, policy: str = "none") -> HerdResult:
+    config = HerdConfig(
+        target=target,
+        users=users,
+        keys=users,
+        distribution="round-robin",
+        key_prefix=f"cli-{os.urandom(4).hex()}-",
+        policy=RetryPolicy(
+            name=policy,
+            base_s=0.2,
+            cap_s=0.2,
+            max_attempts=100,
+            max_total_s=deadline_s,
+            attempt_timeout_s=deadline_s,
+        ),
+    )
+    return asyncio.run(run_herd(config))
+
+
+def test_kill_and_restore_db_clients_see_typed_errors_then_values(stack_dir: Path) -> None:
+    cache = str(_services(stack_dir)["cache"]["grpc"])
+    assert chaos(stack_dir, "kill", "db").returncode == 0
+    assert _services(stack_dir)["db"]["state"] == "stopped"
+    down = _herd(cache, users=20, deadline_s=10)
+    summary = down.summary()
+    # Every request ended, none with a value (the DB is gone and every key is cold), all typed.
+    assert summary["lost"] == 0 and summary["ok"] == 0
+    assert sum(summary["errors"].values()) == 20
+    assert set(summary["errors"]) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+    restored = chaos(stack_dir, "restore", "db", "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["service"]["state"] == "running"
+    # The cache's channel to the DB reconnects on gRPC's backoff (1 s, then x1.6): clients that
+    # retry within their deadline get values once it has.
+    back = _herd(cache, users=20, deadline_s=30, policy="fixed").summary()
+    assert back["ok"] == 20 and back["lost"] == 0 and back["wrong_values"] == 0
+
+
+def test_pause_cache_clients_hit_their_deadline_then_resume(stack_dir: Path) -> None:
+    cache = str(_services(stack_dir)["cache"]["grpc"])
+    assert chaos(stack_dir, "pause", "cache").returncode == 0
+    assert _services(stack_dir)["cache"]["state"] == "paused"
+    hung = _herd(cache, users=10, deadline_s=1).summary()
+    assert hung["lost"] == 0 and hung["ok"] == 0
+    assert hung["errors"] == {"DEADLINE_EXCEEDED": 10}
+    assert chaos(stack_dir, "resume", "cache").returncode == 0
+    back = _herd(cache, users=10, deadline_s=10).summary()
+    assert back["ok"] == 10 and back["lost"] == 0
+
+
+def test_outage_restores_and_is_journalled(stack_dir: Path) -> None:
+    result = chaos(stack_dir, "outage", "db", "--for", "200ms", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["verb"] == "outage" and doc["up_at"] > doc["down_at"]
+    assert _services(stack_dir)["db"]["state"] == "running"
+    journal = [json.loads(line) for line in (stack_dir / "journal.jsonl").read_text().splitlines()]
+    assert [(e["verb"], e["result"]) for e in journal[-3:]] == [
+        ("kill", "ok"),
+        ("restore", "ok"),
+        ("outage", "ok"),
+    ]
+
+
+def test_dry_run_changes_nothing(stack_dir: Path) -> None:
+    before = _services(stack_dir)
+    result = chaos(stack_dir, "kill", "db", "--dry-run", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["result"] == "dry-run"
+    assert _services(stack_dir) == before
+
+
+def _lab_processes(root: psutil.Process) -> list[psutil.Process]:
+    return [
+        p
+        for p in root.children(recursive=True)
+        if any(m in " ".join(p.cmdline()) for m in ("db_service", "cache_service"))
+    ]
+
+
+def _listening(process: psutil.Process) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN for c in process.net_connections())
+    except psutil.Error:
+        return False
+
+
+def test_ctrl_c_during_scenario_leaves_no_process(tmp_path: Path) -> None:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [*CHAOS, "scenario", "stampede", "--clients", "5", "--db-latency", "60s"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    parent = psutil.Process(proc.pid)
+    # Interrupt once both services of the scenario's stack are listening (bounded wait).
+    seen: list[psutil.Process] = []
+    for _ in range(3000):
+        seen = _lab_processes(parent)
+        if len(seen) == 2 and all(_listening(p) for p in seen):
+            break
+        time.sleep(0.01)
+    assert len(seen) == 2, seen
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    _, alive = psutil.wait_procs(seen, timeout=15)
+    assert alive == [], f"left behind: {alive}"
