@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from cache_service.dbclient import DbClient
 from cache_service.server import Cache, CacheAdminServicer, CacheServicer
 from cache_service.store import TtlStore
+from herdlab.auth import token_problem
 from herdlab.config import DURATION, server_options
 from herdlab.grpcutil import Reconnect, Service, serve
 from herdlab.metrics import serve_metrics
@@ -150,6 +151,7 @@ def main(
     metrics_host: str,
     metrics_port: int,
     grace: float,
+    admin_token: str | None,
     db_target: str,
     ttl: float,
     max_keys: int,
@@ -179,6 +181,9 @@ def main(
         store = TtlStore(ttl, max_keys)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    problem = token_problem(host, admin_token)
+    if problem:
+        raise click.UsageError(problem)
     if not 0 < db_reconnect_initial <= db_reconnect_max:
         raise click.UsageError("need 0 < --db-reconnect-initial <= --db-reconnect-max")
     initial_ms = max(1, round(db_reconnect_initial * 1000))
@@ -209,6 +214,7 @@ def main(
                 port=port,
                 grace_s=grace,
                 maximum_concurrent_rpcs=max_concurrent,
+                admin_token=admin_token,
             )
         finally:
             await db.close()

@@ -6,10 +6,12 @@ are reached over gRPC, so they work the same against local processes and contain
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 
 import grpc
 
+from herdlab.auth import TOKEN_ENV, admin_metadata
 from herdlab.grpcutil import channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
@@ -23,7 +25,9 @@ class AdminError(Exception):
 class Admin:
     """Admin clients for one DB and one cache. Use as `async with Admin(db, cache) as admin`."""
 
-    def __init__(self, db_target: str, cache_target: str) -> None:
+    def __init__(self, db_target: str, cache_target: str, token: str | None = None) -> None:
+        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
+        self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
         self._db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
         self._cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
         self.db = admin_pb2_grpc.DbAdminStub(self._db_channel)
@@ -50,32 +54,40 @@ class Admin:
 
     async def db_state(self) -> admin_pb2.DbState:
         try:
-            return await self.db.GetState(admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S)
+            return await self.db.GetState(
+                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error("db", exc) from exc
 
     async def set_faults(self, faults: admin_pb2.Faults) -> admin_pb2.DbState:
         try:
-            return await self.db.SetFaults(faults, timeout=ADMIN_TIMEOUT_S)
+            return await self.db.SetFaults(faults, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error("db", exc) from exc
 
     async def set_capacity(self, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
         try:
-            return await self.db.SetCapacity(capacity, timeout=ADMIN_TIMEOUT_S)
+            return await self.db.SetCapacity(
+                capacity, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error("db", exc) from exc
 
     async def cache_state(self) -> admin_pb2.CacheState:
         try:
-            return await self.cache_admin.GetState(admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S)
+            return await self.cache_admin.GetState(
+                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error("cache", exc) from exc
 
     async def set_coalescing(self, enabled: bool) -> admin_pb2.CacheState:
         try:
             return await self.cache_admin.SetCoalescing(
-                admin_pb2.Coalescing(enabled=enabled), timeout=ADMIN_TIMEOUT_S
+                admin_pb2.Coalescing(enabled=enabled),
+                timeout=ADMIN_TIMEOUT_S,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             raise self._error("cache", exc) from exc
@@ -88,7 +100,9 @@ class Admin:
             else cache_pb2.ExpireRequest(keys=keys)
         )
         try:
-            reply = await self.cache.Expire(request, timeout=ADMIN_TIMEOUT_S)
+            reply = await self.cache.Expire(
+                request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error("cache", exc) from exc
         return int(reply.expired)
@@ -108,9 +122,13 @@ class Admin:
             request = admin_pb2.RecordRequest(after_seq=seq)
             try:
                 if service == "db":
-                    page = await self.db.GetArrivals(request, timeout=ADMIN_TIMEOUT_S)
+                    page = await self.db.GetArrivals(
+                        request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+                    )
                 else:
-                    page = await self.cache_admin.GetAttempts(request, timeout=ADMIN_TIMEOUT_S)
+                    page = await self.cache_admin.GetAttempts(
+                        request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+                    )
             except grpc.aio.AioRpcError as exc:
                 raise self._error(service, exc) from exc
             times.extend(page.times_ns)

@@ -8,6 +8,7 @@ import click
 from prometheus_client import CollectorRegistry
 
 from db_service.server import Db, DbAdminServicer, DbConfig, DbServicer
+from herdlab.auth import token_problem
 from herdlab.config import DURATION, PROBABILITY, server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import serve_metrics
@@ -86,6 +87,7 @@ def main(
     metrics_host: str,
     metrics_port: int,
     grace: float,
+    admin_token: str | None,
     latency: float,
     spread: float,
     concurrency: int,
@@ -105,6 +107,9 @@ def main(
         record_size=record_size,
     )
     problems = config.problems()
+    token = token_problem(host, admin_token)
+    if token:
+        problems.append(token)
     if problems:
         raise click.UsageError("; ".join(problems))
     registry = CollectorRegistry()
@@ -122,7 +127,7 @@ def main(
             admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"].full_name,
         ),
     ]
-    asyncio.run(serve(services, host=host, port=port, grace_s=grace))
+    asyncio.run(serve(services, host=host, port=port, grace_s=grace, admin_token=admin_token))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def server_options(env_prefix: str, port: int, metrics_port: int) -> Callable[[F], F]:
     """The listening options every lab server takes, each settable by environment variable:
-    `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`, and `HERDLAB_GRACE`."""
+    `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`, `HERDLAB_GRACE` and
+    `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`)."""
 
     def decorate(command: F) -> F:
         options = [
@@ -112,6 +113,13 @@ def server_options(env_prefix: str, port: int, metrics_port: int) -> Callable[[F
                 show_default=True,
                 show_envvar=True,
                 help="On SIGTERM, how long in-flight calls may take to finish.",
+            ),
+            click.option(
+                "--admin-token",
+                envvar="HERDLAB_ADMIN_TOKEN",
+                default=None,
+                show_envvar=True,
+                help="Token the admin plane requires (required when --host is not loopback).",
             ),
         ]
         for option in reversed(options):

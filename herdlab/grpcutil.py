@@ -26,6 +26,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from herdlab.auth import AdminTokenInterceptor
+
 MAX_PENDING_REQUESTS = 100_000
 
 # What a servicer method receives; the lab's servicers take and return protobuf messages.
@@ -81,11 +83,16 @@ async def serve(
     port: int,
     grace_s: float,
     maximum_concurrent_rpcs: int | None = None,
-    on_stopping: Callable[[], None] | None = None,
+    admin_token: str | None = None,
 ) -> None:
-    """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns."""
+    """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns.
+
+    With `admin_token`, admin-plane calls must carry it (`herdlab.auth`).
+    """
     server = grpc.aio.server(
-        options=SERVER_OPTIONS, maximum_concurrent_rpcs=maximum_concurrent_rpcs
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        interceptors=[AdminTokenInterceptor(admin_token)] if admin_token else None,
     )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -113,8 +120,6 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await health_servicer.enter_graceful_shutdown()
-    if on_stopping is not None:
-        on_stopping()
     await server.stop(grace_s)
 
 
