@@ -423,7 +423,7 @@ def scenario() -> None:
     default=None,
     type=DURATION,
     help="The DB's latency; it must outlast the herd's arrival for the key to stay cold "
-    "[default: 1.5 ms per client, at least 1s].",
+    "[default: 2 ms per client, at least 2s].",
 )
 @click.option(
     "--json",

@@ -30,13 +30,14 @@ from herdlab.retry import RetryPolicy
 
 SHOWN_CLIENTS = 8
 # One Python herd process on 2 cores gets ~10,000 requests through the cache to the DB in about
-# 10 s (`chaos herd --users 10000` against `chaos up --no-coalescing` with a slow DB).
-ARRIVAL_S_PER_CLIENT = 0.0015
+# 10 s (`chaos herd --users 10000` against `chaos up --no-coalescing` with a slow DB); twice
+# that leaves room for a loaded machine.
+ARRIVAL_S_PER_CLIENT = 0.002
 
 
 def auto_db_latency(clients: int) -> float:
     """A DB latency that outlasts the herd's arrival, so the key is still cold for the last."""
-    return max(1.0, clients * ARRIVAL_S_PER_CLIENT)
+    return max(2.0, clients * ARRIVAL_S_PER_CLIENT)
 
 
 @dataclass(frozen=True)
