@@ -1,0 +1,186 @@
+"""The Docker backend: the lab's services as containers of a compose project, driven through the
+Docker Engine API.
+
+A service is the one container labelled `com.docker.compose.service=<name>` (one-off `compose run`
+containers excluded), within the compose project named by `HERDLAB_COMPOSE_PROJECT` when it is
+set. The engine is the one `DOCKER_HOST` names (the local socket by default).
+
+kill is SIGKILL through the engine; restore starts the same container again (same command, same
+address) and returns once its gRPC health says SERVING; pause and resume are the engine's cgroup
+freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_CACHE_TARGET` and
+`HERDLAB_DB_METRICS_URL` / `HERDLAB_CACHE_METRICS_URL`, as seen from where this backend runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import docker
+import docker.errors
+
+from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from herdlab.grpcutil import wait_serving
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+ENGINE_TIMEOUT_S = 30
+
+PROJECT_ENV = "HERDLAB_COMPOSE_PROJECT"
+SERVICE_LABEL = "com.docker.compose.service"
+PROJECT_LABEL = "com.docker.compose.project"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+DEFAULT_GRPC = {"db": "127.0.0.1:50051", "cache": "127.0.0.1:50052"}
+DEFAULT_METRICS = {"db": "http://127.0.0.1:9101/metrics", "cache": "http://127.0.0.1:9102/metrics"}
+
+# Engine states that are neither running nor paused: created, restarting, removing, exited, dead.
+_STATES = {"running": "running", "paused": "paused"}
+
+# The SDK's own errors, and the transport's (requests' errors are OSErrors) when the engine goes.
+_ENGINE_ERRORS = (docker.errors.DockerException, OSError)
+
+
+def _one_line(error: BaseException) -> str:
+    explanation = getattr(error, "explanation", None)
+    return " ".join(str(explanation or error).split())
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, project: str | None = None) -> None:
+        self.project = project or os.environ.get(PROJECT_ENV) or None
+        try:
+            self.client: Any = docker.from_env(timeout=ENGINE_TIMEOUT_S)
+        except _ENGINE_ERRORS as exc:
+            where = os.environ.get("DOCKER_HOST") or "the default socket"
+            raise BackendError(f"docker not reachable at {where}: {_one_line(exc)}") from exc
+
+    # -- finding containers ---------------------------------------------------------------------
+
+    def _containers(self, service: str) -> list[Any]:
+        labels = [f"{SERVICE_LABEL}={service}", f"{ONEOFF_LABEL}=False"]
+        if self.project:
+            labels.append(f"{PROJECT_LABEL}={self.project}")
+        try:
+            found: list[Any] = self.client.containers.list(all=True, filters={"label": labels})
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: listing containers failed: {_one_line(exc)}") from exc
+        return found
+
+    def _container(self, service: str) -> Any:
+        check_service(service)
+        return self._pick(service, self._containers(service))
+
+    def _pick(self, service: str, found: list[Any]) -> Any:
+        scope = f" in compose project {self.project!r}" if self.project else ""
+        if not found:
+            raise BackendError(
+                f"no container for compose service {service!r}{scope}; is the stack up "
+                "(docker compose up)?"
+            )
+        if len(found) > 1:
+            names = ", ".join(sorted(str(c.name) for c in found))
+            raise BackendError(
+                f"{len(found)} containers for compose service {service!r}{scope} ({names}); "
+                f"set {PROJECT_ENV} to the compose project to act on"
+            )
+        return found[0]
+
+    def _info(self, service: str, container: Any) -> ServiceInfo:
+        env = service.upper()
+        return ServiceInfo(
+            name=service,
+            state=_STATES.get(str(container.status), "stopped"),
+            grpc=os.environ.get(f"HERDLAB_{env}_TARGET") or DEFAULT_GRPC[service],
+            metrics=os.environ.get(f"HERDLAB_{env}_METRICS_URL") or DEFAULT_METRICS[service],
+            container=str(container.id),
+        )
+
+    def _refresh(self, service: str, container: Any) -> ServiceInfo:
+        try:
+            container.reload()
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: {service}: {_one_line(exc)}") from exc
+        return self._info(service, container)
+
+    def _require(self, service: str, container: Any, state: str) -> None:
+        current = self._info(service, container).state
+        if current != state:
+            raise BackendError(f"{service} is {current}, not {state} (container {container.name})")
+
+    # -- Backend --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, ServiceInfo]:
+        services = {}
+        for service in SERVICES:
+            found = self._containers(service)
+            if found:
+                services[service] = self._info(service, self._pick(service, found))
+        return services
+
+    def kill(self, service: str) -> ServiceInfo:
+        container = self._container(service)
+        self._require(service, container, "running")
+        try:
+            container.kill(signal="SIGKILL")
+            container.wait(condition="not-running", timeout=STOP_TIMEOUT_S)
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: killing {service} failed: {_one_line(exc)}") from exc
+        return self._refresh(service, container)
+
+    def restore(self, service: str) -> ServiceInfo:
+        container = self._container(service)
+        self._require(service, container, "stopped")
+        try:
+            container.start()
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: starting {service} failed: {_one_line(exc)}") from exc
+        info = self._info(service, container)
+        if self._wait_ready(container, info.grpc):
+            return self._refresh(service, container)
+        if self._info(service, container).state == "stopped":
+            code = container.attrs.get("State", {}).get("ExitCode")
+            problem = f"{service} exited (code {code}) before it was SERVING on {info.grpc}"
+        else:
+            problem = f"{service} did not become SERVING on {info.grpc} within {READY_TIMEOUT_S:g}s"
+        raise BackendError(problem + self._last_log_line(container))
+
+    def pause(self, service: str) -> ServiceInfo:
+        container = self._container(service)
+        self._require(service, container, "running")
+        try:
+            container.pause()
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: pausing {service} failed: {_one_line(exc)}") from exc
+        return self._refresh(service, container)
+
+    def resume(self, service: str) -> ServiceInfo:
+        container = self._container(service)
+        self._require(service, container, "paused")
+        try:
+            container.unpause()
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: resuming {service} failed: {_one_line(exc)}") from exc
+        return self._refresh(service, container)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _wait_ready(self, container: Any, target: str) -> bool:
+        """Waits for SERVING, giving up early if the container stops again (crash, bad config)."""
+        return wait_serving(target, READY_TIMEOUT_S, alive=lambda: self._alive(container))
+
+    def _alive(self, container: Any) -> bool:
+        try:
+            container.reload()
+        except _ENGINE_ERRORS:
+            return True  # the engine did not answer this time; the deadline still bounds waiting
+        return container.status in ("running", "restarting")
+
+    def _last_log_line(self, container: Any) -> str:
+        try:
+            logs = container.logs(tail=1).decode(errors="replace").strip()
+        except _ENGINE_ERRORS:
+            return ""
+        return f": {' '.join(logs.split())}" if logs else ""
