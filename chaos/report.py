@@ -1,0 +1,313 @@
+"""Result documents -> tables (rich and markdown), PNG plots and a report folder.
+
+Every scenario's JSON document has one `Section` here: how to recognise it, its table (one list
+of columns, rendered both as a rich `Table` for the terminal and as markdown for `report.md`), its
+plots and a line on how to read them. Adding a scenario to reports is one more `Section` in
+`SECTIONS` (and its plot function).
+
+`write_report(out_dir, docs)` writes `report.md` (each section's table under the command that made
+it, then its plots), every document as JSON and every plot as PNG into `out_dir`.
+
+A document may carry `command` (the command line that produced it); the report shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never a display
+
+import matplotlib.pyplot as plt
+from rich.table import Table
+
+Doc = Mapping[str, Any]
+PlotFn = Callable[[Doc, Path], object]
+
+MISSING = "n/a"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    """A number for a table: thousands separators, `digits` decimals for floats, n/a for None."""
+    if value is None:
+        return MISSING
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+# -- retry storm ----------------------------------------------------------------------------------
+
+RETRY_STORM_COLUMNS = (
+    "policy",
+    "keys",
+    "db_capacity_per_s",
+    "db_attempts",
+    "amplification",
+    "post_restore_peak_per_100ms",
+    "post_restore_peak_over_capacity",
+    "recovery_s",
+    "ideal_recovery_s",
+    "client_errors",
+    "lost",
+)
+
+
+def retry_storm_rows(doc: Doc) -> list[list[str]]:
+    return [
+        [
+            row["policy"],
+            _num(row["keys"]),
+            _num(row["db_capacity_per_s"], 0),
+            _num(row["db_attempts"]),
+            _num(row["amplification"]),
+            _num(row["post_restore_peak_per_100ms"]),
+            _num(row["post_restore_peak_over_capacity"]),
+            _num(row["recovery_s"]),
+            _num(row["ideal_recovery_s"]),
+            _num(row["client_errors"]),
+            _num(row["lost"]),
+        ]
+        for row in doc["policies"]
+    ]
+
+
+def _retry_storm_row_title(row: Mapping[str, Any]) -> str:
+    recovery = row["recovery_s"]
+    return (
+        f"{row['policy']}: peak after restore {row['post_restore_peak_per_100ms']:,} per 100 ms "
+        f"= {row['post_restore_peak_over_capacity']:g}x capacity; recovery "
+        + ("incomplete" if recovery is None else f"{recovery:.1f} s")
+        + f" (ideal {row['ideal_recovery_s']:.1f} s); amplification {row['amplification']:.1f}; "
+        f"lost {row['lost']}"
+    )
+
+
+def plot_retry_storm(doc: Doc, path: Path) -> Path:
+    """One row per policy on shared axes: DB arrivals per 100 ms (bars, the DB's own record),
+    the cache's attempts towards the DB (line: during the outage they fail fast, so the backoff
+    instants show there), the outage shaded and the DB's capacity per 100 ms as a line."""
+    rows = doc["policies"]
+    keys = rows[0]["keys"] if rows else 0
+    outage = doc.get("config", {}).get("outage_s")
+    down = f", DB killed for {outage:g} s" if outage is not None else ""
+    return plot_timelines(
+        rows,
+        path,
+        bars=("db_arrivals", "DB arrivals"),
+        line=("cache_attempts", "cache->DB attempts"),
+        ylabel="per 100 ms",
+        title=f"Retry storm, {keys:,} keys{down}: what reached the DB, per policy",
+        row_title=_retry_storm_row_title,
+    )
+
+
+def plot_timelines(
+    rows: Sequence[Mapping[str, Any]],
+    path: Path,
+    *,
+    bars: tuple[str, str],
+    ylabel: str,
+    title: str,
+    row_title: Callable[[Mapping[str, Any]], str],
+    line: tuple[str, str] | None = None,
+) -> Path:
+    """One row per result on shared axes, from each `row["timeline"]`: the series `bars[0]`
+    as bars (labelled `bars[1]`), optionally `line[0]` as a step line, the `outage`
+    ([start_s, end_s]) shaded and `db_capacity_per_bin`, if present, as a horizontal line."""
+    count = max(1, len(rows))
+    fig, axes = plt.subplots(
+        count, 1, figsize=(12, 2.4 * count + 0.9), sharex=True, sharey=True, squeeze=False
+    )
+    for ax, row in zip(axes[:, 0], rows, strict=False):
+        timeline = row["timeline"]
+        bin_s = timeline["bin_s"]
+        values = timeline[bars[0]]
+        xs = [i * bin_s for i in range(len(values))]
+        ax.bar(xs, values, width=bin_s, align="edge", color="#3a6ea5", label=bars[1])
+        if line is not None:
+            ax.step(
+                xs,
+                timeline[line[0]],
+                where="post",
+                color="#e08a1e",
+                lw=0.8,
+                alpha=0.8,
+                label=line[1],
+            )
+        start, end = timeline["outage"]
+        ax.axvspan(start, end, color="#d62728", alpha=0.1, label="DB down")
+        capacity = timeline.get("db_capacity_per_bin")
+        if capacity:
+            ax.axhline(
+                capacity,
+                color="#d62728",
+                lw=1.2,
+                ls="--",
+                label=f"DB capacity ({capacity:g} per bin)",
+            )
+        handles, labels = ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: labels[i] != bars[1])
+        ax.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            loc="upper right",
+            fontsize=7,
+            ncol=4,
+        )
+        ax.set_title(row_title(row), fontsize=9, loc="left")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds since the herd's release")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- stampede -------------------------------------------------------------------------------------
+
+STAMPEDE_COLUMNS = (
+    "scenario",
+    "clients",
+    "db_queries",
+    "errors",
+    "lost",
+    "seconds",
+    "cache_peak_rss_mib",
+)
+
+
+def stampede_rows(doc: Doc) -> list[list[str]]:
+    return [
+        [
+            row["name"],
+            _num(row["clients"]),
+            _num(row["db_queries"]),
+            _num(row["errors"]),
+            _num(row["lost"]),
+            _num(row["seconds"]),
+            _num(row["cache_peak_rss_bytes"] / 2**20, 0),
+        ]
+        for row in doc["scenarios"]
+    ]
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plot:
+    suffix: str  # the PNG is `<section name><suffix>.png`
+    draw: PlotFn
+    caption: str
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    matches: Callable[[Doc], bool]
+    columns: tuple[str, ...]
+    rows: Callable[[Doc], list[list[str]]]
+    plots: tuple[Plot, ...] = ()
+    reading: str = ""
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        name="stampede",
+        title="Stampede: N clients, one cold key, coalescing off then on",
+        matches=lambda doc: "scenarios" in doc,
+        columns=STAMPEDE_COLUMNS,
+        rows=stampede_rows,
+        reading="`db_queries` is what the DB itself counted: one per client without coalescing, "
+        "one in all with it.",
+    ),
+    Section(
+        name="retry-storm",
+        title="Retry storm: the DB dies under a herd's fetches and comes back",
+        matches=lambda doc: doc.get("scenario") == "retry-storm",
+        columns=RETRY_STORM_COLUMNS,
+        rows=retry_storm_rows,
+        plots=(Plot("", plot_retry_storm, "DB arrivals and cache attempts per 100 ms"),),
+        reading="Each row is one policy on its own fresh stack, 100 ms per bar. The shaded band is "
+        "the outage (SIGKILL until the DB listens again); the dashed line is what the DB can "
+        "serve in 100 ms; the thin line is every attempt the cache made, including those that "
+        "failed fast while the DB was down. Without jitter the fetches that failed together at "
+        "the kill retry together at every backoff instant (base, 2 x base, 4 x base ... up to "
+        "the cap): the DB meets them as a spike far above capacity, the attempts that wait past "
+        "their deadline fail together and come back together once more. With full jitter the "
+        "same fetches arrive spread out, near capacity, and recovery comes close to the ideal.",
+    ),
+)
+
+
+def section_for(doc: Doc) -> Section:
+    for section in SECTIONS:
+        if section.matches(doc):
+            return section
+    raise ValueError(f"not a result document the report knows: keys {sorted(doc)[:8]}")
+
+
+def table_for(doc: Doc, expect: str | None = None) -> Table:
+    """The rich table of any known result document (of kind `expect`, if given)."""
+    section = section_for(doc)
+    if expect is not None and section.name != expect:
+        raise ValueError(f"expected a {expect} result document, got a {section.name} one")
+    table = Table(*section.columns, title=section.title)
+    for row in section.rows(doc):
+        table.add_row(*row)
+    return table
+
+
+def retry_storm_table(doc: Doc) -> Table:
+    return table_for(doc, "retry-storm")
+
+
+def stampede_table(doc: Doc) -> Table:
+    return table_for(doc, "stampede")
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(columns), line(["---"] * len(columns)), *(line(r) for r in rows)])
+
+
+def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
+    """Writes report.md, one JSON file per document and its PNGs into `out_dir`; returns it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    used: dict[str, int] = {}
+    parts = [
+        "# herdlab report",
+        "",
+        f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC.",
+    ]
+    for doc in docs:
+        section = section_for(doc)
+        used[section.name] = used.get(section.name, 0) + 1
+        name = section.name + (f"-{used[section.name]}" if used[section.name] > 1 else "")
+        (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        parts += ["", f"## {section.title}", ""]
+        if doc.get("command"):
+            parts += ["```", str(doc["command"]), "```", ""]
+        parts += [markdown_table(section.columns, section.rows(doc)), ""]
+        for plot in section.plots:
+            png = out_dir / f"{name}{plot.suffix}.png"
+            plot.draw(doc, png)
+            parts += [f"![{plot.caption}]({png.name})", ""]
+        if section.reading:
+            parts += [section.reading, ""]
+        parts += [f"Data: [{name}.json]({name}.json)"]
+    (out_dir / "report.md").write_text("\n".join(parts) + "\n")
+    return out_dir
