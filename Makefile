@@ -1,9 +1,9 @@
-# The lab's two commands: `make demo` (set up from a fresh clone and run the main job) and
-# `make test` (set up and run the tests). Everything installs into .venv.
+# The lab's two commands: `make demo` (set up from a fresh clone and run the main job: a stampede,
+# a retry storm per policy, a report folder) and `make test` (set up and run the tests).
+# Everything installs into .venv.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-CLIENTS ?= 1000
 
 .PHONY: setup demo test lint protos clean
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/chaos scenario stampede --clients $(CLIENTS) --json stampede.json
+	$(BIN)/chaos demo
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest

@@ -8,24 +8,20 @@ always as one line on stderr naming the problem; 130 interrupted (Ctrl-C), after
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from prometheus_client import CollectorRegistry
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chaos.admin import AdminError
 from chaos.backends.base import BackendError
-from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab
-from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, ProgressFn, run_herd
-from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
-from chaos.stack import default_state_dir
+from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
+from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, run_herd
+from chaos.scenario_commands import demo, report, scenario
+from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
@@ -57,34 +53,8 @@ def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
     ctx.obj = Lab(state_dir, backend)
 
 
-for _verb in COMMANDS:
-    cli.add_command(_verb)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str], ProgressFn | None]]:
-    """A live progress bar per phase on a terminal; nothing in a pipe."""
-    if not (enabled and err.is_terminal):
-        yield lambda _title: None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-
-        def make(title: str) -> ProgressFn:
-            task = progress.add_task(title, total=None)
-
-            def update(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            return update
-
-        yield make
+for _command in (*COMMANDS, scenario, demo, report):
+    cli.add_command(_command)
 
 
 # -- stack ----------------------------------------------------------------------------------
@@ -199,7 +169,7 @@ def down(lab: Lab) -> None:
 @pass_lab
 def status(lab: Lab, as_json: bool) -> None:
     """Show the local stack's services: state, addresses, pids."""
-    doc = lab.stack.status_info().to_json()
+    doc = StackInfo(lab.backend().status()).to_json()
     if as_json:
         emit_json(doc)
     else:
@@ -222,7 +192,7 @@ def _print_status(doc: dict[str, Any]) -> None:
 def _cache_target(lab: Lab, target: str | None) -> str:
     if target:
         return target
-    services = lab.stack.status()
+    services = lab.backend().status()
     if "cache" not in services:
         raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
     return services["cache"].grpc
@@ -315,7 +285,15 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     default=0,
     type=click.IntRange(0, 65535),
     show_envvar=True,
-    help="Serve the herd's /metrics on 127.0.0.1:PORT while it runs (0: off).",
+    help="Serve the herd's /metrics on PORT while it runs (0: off).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="HERDLAB_HERD_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+    help="Listen address of the herd's /metrics.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_lab
@@ -338,6 +316,7 @@ def herd(
     attempt_timeout: float | None,
     seed: int | None,
     metrics_port: int,
+    metrics_host: str,
     as_json: bool,
 ) -> None:
     """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00")."""
@@ -375,8 +354,8 @@ def herd(
     if metrics_port:
         registry = CollectorRegistry()
         metrics = HerdMetrics(registry)
-        serve_metrics(registry, "127.0.0.1", metrics_port)
-    with _progress(not as_json) as progress:
+        serve_metrics(registry, metrics_host, metrics_port)
+    with progress_display(not as_json) as progress:
         result = asyncio.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
     summary = {"target": config.target, "users": users, "policy": policy, **result.summary()}
     if as_json:
@@ -400,65 +379,6 @@ def herd(
     ):
         table.add_row(label, value)
     out.print(table)
-
-
-# -- scenarios ------------------------------------------------------------------------------
-
-
-@cli.group(context_settings=CONTEXT, no_args_is_help=True)
-def scenario() -> None:
-    """Scripted scenarios on their own local stack, with a JSON result."""
-
-
-@scenario.command(context_settings=CONTEXT)
-@click.option(
-    "--clients",
-    default=5,
-    type=click.IntRange(1, 100_000),
-    show_default=True,
-    help="Clients asking at once for one cold key.",
-)
-@click.option(
-    "--db-latency",
-    default=None,
-    type=DURATION,
-    help="The DB's latency; it must outlast the herd's arrival for the key to stay cold "
-    "[default: 2 ms per client, at least 2s].",
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the result document here.",
-)
-def stampede(clients: int, db_latency: float | None, json_path: Path | None) -> None:
-    """The workshop's scenario: a cold key, coalescing off (STAMPEDE) then on (SINGLE_FLIGHT)."""
-    latency = db_latency if db_latency is not None else auto_db_latency(clients)
-    config = StampedeConfig(
-        clients=clients, db_latency_s=latency, deadline_s=max(60.0, latency * 4)
-    )
-    problems = config.problems()
-    if problems:
-        raise click.UsageError("; ".join(problems))
-    with _progress(True) as progress:
-        doc = asyncio.run(run_stampede(config, out.print, progress))
-    table = Table(
-        "scenario", "clients", "db_queries", "errors", "lost", "seconds", "cache peak RSS"
-    )
-    for row in doc["scenarios"]:
-        table.add_row(
-            row["name"],
-            f"{row['clients']:,}",
-            f"{row['db_queries']:,}",
-            str(row["errors"]),
-            str(row["lost"]),
-            f"{row['seconds']:.2f}",
-            f"{row['cache_peak_rss_bytes'] / 2**20:.0f} MiB",
-        )
-    out.print(table)
-    if json_path:
-        json_path.write_text(json.dumps(doc, indent=2) + "\n")
-        out.print(f"wrote {json_path}")
 
 
 # -- entry point ----------------------------------------------------------------------------

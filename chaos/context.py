@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chaos.backends.base import Backend
+from chaos.herd import ProgressFn
 from chaos.journal import Journal
 from chaos.stack import LocalStack
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BACKENDS = ("local", "docker")
 
-out = Console(highlight=False, soft_wrap=True)
+# In a pipe rich would assume 80 columns and cut the tables; a log file has room for them.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -43,3 +49,29 @@ pass_lab = click.make_pass_decorator(Lab)
 
 def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2))
+
+
+@contextmanager
+def progress_display(enabled: bool) -> Iterator[Callable[[str], ProgressFn | None]]:
+    """A live progress bar per phase on a terminal; nothing in a pipe."""
+    if not (enabled and err.is_terminal):
+        yield lambda _title: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+
+        def make(title: str) -> ProgressFn:
+            task = progress.add_task(title, total=None)
+
+            def update(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            return update
+
+        yield make

@@ -27,6 +27,8 @@ matplotlib.use("Agg")  # files only: never a display
 import matplotlib.pyplot as plt
 from rich.table import Table
 
+from chaos.scenarios.reconnect_storm import plot_reconnect_storm
+
 Doc = Mapping[str, Any]
 PlotFn = Callable[[Doc, Path], object]
 
@@ -173,6 +175,42 @@ def plot_timelines(
     return path
 
 
+# -- reconnect storm ------------------------------------------------------------------------------
+
+RECONNECT_STORM_COLUMNS = (
+    "reconnect",
+    "policy",
+    "users",
+    "channels",
+    "time_to_first_success_s",
+    "time_to_all_channels_ready_s",
+    "reconnect_attempts",
+    "herd_attempts",
+    "failed_after_restore",
+    "client_errors",
+    "lost",
+)
+
+
+def reconnect_storm_rows(doc: Doc) -> list[list[str]]:
+    return [
+        [
+            row["reconnect"],
+            row["policy"],
+            _num(row["users"]),
+            _num(row["channels"]),
+            _num(row["time_to_first_success_s"]),
+            _num(row["time_to_all_channels_ready_s"]),
+            _num(row["reconnect_attempts"]),
+            _num(row["herd_attempts"]),
+            _num(row["failed_after_restore"]),
+            _num(sum(row["client_errors"].values())),
+            _num(row["lost"]),
+        ]
+        for row in doc["variants"]
+    ]
+
+
 # -- stampede -------------------------------------------------------------------------------------
 
 STAMPEDE_COLUMNS = (
@@ -247,6 +285,25 @@ SECTIONS: tuple[Section, ...] = (
         "the cap): the DB meets them as a spike far above capacity, the attempts that wait past "
         "their deadline fail together and come back together once more. With full jitter the "
         "same fetches arrive spread out, near capacity, and recovery comes close to the ideal.",
+    ),
+    Section(
+        name="reconnect-storm",
+        title="Reconnect storm: the cache dies under a herd holding M channels and comes back",
+        matches=lambda doc: doc.get("scenario") == "reconnect-storm",
+        columns=RECONNECT_STORM_COLUMNS,
+        rows=reconnect_storm_rows,
+        plots=(
+            Plot("", plot_reconnect_storm, "Herd attempts, responses and reconnects per 100 ms"),
+        ),
+        reading="Each row is one (reconnect backoff, herd retry policy) pair on its own fresh "
+        "stack, 100 ms per bar. The shaded band is the outage (SIGKILL until the cache listens "
+        "again); grey bars are herd attempts, the blue line the responses served, red stems the "
+        "channels' connection attempts (from gRPC's channelz). Times in the table are from the "
+        "moment the cache listens again. With gRPC's default backoff (1 s, x1.6, up to 120 s) the "
+        "channels try again at ~1, 2.6, 5.2, 9.3, 15.8 s after the kill: the cache is back but "
+        "every channel still in backoff fails its calls fast with UNAVAILABLE (grey bars with no "
+        "blue) until its next attempt, seconds later. Tuned (100 ms, at most 1 s) every channel "
+        "is READY within about a second.",
     ),
 )
 

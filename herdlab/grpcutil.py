@@ -8,6 +8,11 @@ Client side: the channel options that keep measurements honest. gRPC's transpare
 off, so only the lab's tenacity policies retry; each channel may get its own TCP connection
 (`local_pool`), so M channels are M connections and M reconnects.
 
+Malformed requests: bytes that do not parse as the method's request message (corrupt wire
+format, a string field that is not UTF-8, which no Python client can send but any other can) are
+answered INVALID_ARGUMENT naming the problem, like every other bad value; gRPC's own answer is
+UNKNOWN.
+
 Burst shedding: grpc core drops calls past `grpc.server.max_pending_requests` (default 1000) with
 CANCELLED before any handler sees them. The lab raises that limit so a 10,000-client herd reaches
 the handlers, where the services apply their own, visible capacity rules.
@@ -18,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -42,9 +48,11 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 
 @dataclass(frozen=True)
 class Reconnect:
-    """gRPC connection backoff in ms (defaults: gRPC's own, 1 s initial, 120 s max)."""
+    """gRPC connection backoff in ms: the first backoff and the largest (gRPC's own: 1 s, 120 s)."""
 
     initial_ms: int = 1000
+    # grpc.min_reconnect_backoff_ms is gRPC's minimum connect timeout (its default: 20 s), not a
+    # floor on the backoff.
     min_ms: int = 1000
     max_ms: int = 120_000
 
@@ -67,6 +75,74 @@ def channel_options(
     return options
 
 
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # generic only in the type stubs
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """What a request that did not parse is handed to its method as, with the parser's reason."""
+
+    reason: str
+
+
+class MalformedRequestInterceptor(_Interceptor):
+    """Wraps every unary-unary handler so a request that does not parse is answered
+    INVALID_ARGUMENT instead of UNKNOWN. Wrapped handlers are made once per method."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.request_streaming
+            or handler.response_streaming
+            or handler.unary_unary is None
+            or handler.request_deserializer is None
+        ):
+            return handler
+        wrapped = _guard(handler.unary_unary, handler.request_deserializer, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+def _guard(
+    behavior: Callable[..., Any],
+    parse: Callable[[bytes], Any],
+    handler: grpc.RpcMethodHandler[Any, Any],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    async def guarded(request: Any, context: Context) -> Any:
+        if isinstance(request, _Malformed):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
+            )
+        return await behavior(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        guarded, request_deserializer=deserialize, response_serializer=handler.response_serializer
+    )
+
+
 @dataclass(frozen=True)
 class Service:
     """One servicer to mount: the generated `add_XServicer_to_server`, the object, its full name."""
@@ -87,12 +163,14 @@ async def serve(
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns.
 
-    With `admin_token`, admin-plane calls must carry it (`herdlab.auth`).
+    With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
+    before the request is parsed.
     """
+    interceptors: list[_Interceptor] = [AdminTokenInterceptor(admin_token)] if admin_token else []
     server = grpc.aio.server(
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-        interceptors=[AdminTokenInterceptor(admin_token)] if admin_token else None,
+        interceptors=[*interceptors, MalformedRequestInterceptor()],
     )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

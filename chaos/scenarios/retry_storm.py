@@ -44,15 +44,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from chaos.admin import Admin
 from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, run_herd
+from chaos.scenarios.common import BIN_S, bins, in_thread, scenario_stack, wait_listening
 from chaos.stack import READY_TIMEOUT_S, LocalStack
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from protos import admin_pb2
@@ -61,7 +61,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SCENARIO = "retry-storm"
-BIN_S = 0.1
 # The herd's deadline exceeds the cache's retry budget by this much, so users see the cache's
 # typed error rather than their own deadline.
 HERD_MARGIN_S = 10.0
@@ -72,7 +71,6 @@ KILL_WITHIN = 0.8
 # Bounds the wait for the herd's release and first attempts.
 KILL_WAIT_S = 60.0
 POLL_S = 0.01
-LISTEN_POLL_S = 0.005
 WARM_DEADLINE_S = 60.0
 
 
@@ -224,17 +222,6 @@ class RetryStormConfig:
         )
 
 
-def bins(times_ns: Sequence[int], t0_ns: int, count: int) -> list[int]:
-    """Counts of `times_ns` per `BIN_S` bin from `t0_ns`; times outside the bins are left out."""
-    counts = [0] * count
-    width = round(BIN_S * 1e9)
-    for t in times_ns:
-        index = (t - t0_ns) // width
-        if 0 <= index < count:
-            counts[index] += 1
-    return counts
-
-
 @dataclass
 class _Marks:
     """What happened to the DB when, in wall-clock ns."""
@@ -245,46 +232,17 @@ class _Marks:
     serving_ns: int  # its health check answered SERVING
 
 
-async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Runs blocking `fn` in a thread. A thread cannot be interrupted, so if this task is
-    cancelled (Ctrl-C) the call is still waited for: the stack is settled before `down` runs."""
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await future
-        raise
-
-
-async def _wait_listening(target: str, timeout_s: float) -> int | None:
-    """The wall-clock instant (ns) `target` first accepts a TCP connection, polled every
-    `LISTEN_POLL_S`; None if it does not within `timeout_s`."""
-    host, port = target.rsplit(":", 1)
-    for _ in range(math.ceil(timeout_s / LISTEN_POLL_S)):
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
-        except (OSError, TimeoutError):
-            await asyncio.sleep(LISTEN_POLL_S)
-            continue
-        up_ns = time.time_ns()
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return up_ns
-    return None
-
-
 async def _restore(stack: LocalStack, target: str) -> tuple[int, int]:
     """Starts the DB again; returns (listening, SERVING) instants. The health check that
     `restore` waits on reconnects with gRPC's 1 s backoff, so it sees the DB late: the instant
     the DB is back is taken from a TCP connect probe instead."""
-    probe = asyncio.create_task(_wait_listening(target, READY_TIMEOUT_S))
+    stop = threading.Event()
+    probe = asyncio.ensure_future(asyncio.to_thread(wait_listening, target, READY_TIMEOUT_S, stop))
     try:
-        await _in_thread(stack.restore, "db")
+        await in_thread(stack.restore, "db")
     except BaseException:
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        stop.set()
+        with contextlib.suppress(Exception):
             await probe
         raise
     serving_ns = time.time_ns()
@@ -340,11 +298,20 @@ async def _phase(
     emit: Callable[[str], None],
     on_progress: ProgressFn | None,
 ) -> dict[str, Any]:
-    state_dir = Path(tempfile.mkdtemp(prefix="herdlab-retry-storm-"))
-    stack = LocalStack(state_dir)
+    async with scenario_stack("retry-storm") as stack:
+        return await _run_phase(stack, config, policy, emit, on_progress)
+
+
+async def _run_phase(
+    stack: LocalStack,
+    config: RetryStormConfig,
+    policy: str,
+    emit: Callable[[str], None],
+    on_progress: ProgressFn | None,
+) -> dict[str, Any]:
     herd_task: asyncio.Task[HerdResult] | None = None
     try:
-        info = await _in_thread(
+        info = await in_thread(
             stack.up, db_args=config.db_args(), cache_args=config.cache_args(policy)
         )
         db, cache = info.services["db"], info.services["cache"]
@@ -360,7 +327,7 @@ async def _phase(
             seen = await _wait_first_attempts(admin, db_before, config, herd_task, released)
             killed_db_arrivals = await admin.db_arrivals(after_seq=db_before)
         kill_ns = time.time_ns()
-        await _in_thread(stack.kill, "db")
+        await in_thread(stack.kill, "db")
         emit(
             f"  {policy}: DB killed once {seen:,} of {config.keys:,} first attempts reached it; "
             f"down for {config.outage_s:g}s"
@@ -389,7 +356,6 @@ async def _phase(
             herd_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await herd_task
-        await _in_thread(stack.down)
 
 
 def _row(

@@ -13,19 +13,16 @@ makes one attempt per miss (policy `none`), so one query is one client's miss.
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from chaos.admin import Admin
 from chaos.herd import HerdConfig, HerdHooks, HerdResult, Outcome, ProgressFn, run_herd
 from chaos.procstats import peak_rss_bytes
-from chaos.stack import LocalStack
+from chaos.scenarios.common import in_thread, scenario_stack
 from herdlab.retry import RetryPolicy
 
 SHOWN_CLIENTS = 8
@@ -89,11 +86,9 @@ async def _phase(
     on_progress: ProgressFn | None,
 ) -> tuple[dict[str, Any], HerdResult]:
     n = config.clients
-    state_dir = Path(tempfile.mkdtemp(prefix="herdlab-stampede-"))
-    stack = LocalStack(state_dir)
     deadline = f"{config.deadline_s}s"
-    try:
-        info = await asyncio.to_thread(
+    async with scenario_stack("stampede") as stack:
+        info = await in_thread(
             stack.up,
             db_args=[
                 "--latency",
@@ -149,8 +144,6 @@ async def _phase(
             "db_latency_s": config.db_latency_s,
         }
         return row, result
-    finally:
-        await asyncio.to_thread(stack.down)
 
 
 async def run_stampede(

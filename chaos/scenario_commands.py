@@ -1,0 +1,250 @@
+"""The scenario commands (`chaos scenario ...`), `chaos demo` and `chaos report`.
+
+Each scenario runs on its own local stack, prints its story and a table, and can write its
+result document (`--json PATH`) and a report folder (`--out DIR`: report.md, PNGs, JSON). Ctrl-C
+at any moment tears the scenario's stack down before the command exits (130).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chaos.context import CONTEXT, err, out, progress_display
+from chaos.herd import ProgressFn
+from chaos.report import table_for, write_report
+from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
+from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
+from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
+from herdlab.config import DURATION
+from herdlab.retry import parse_policy_names
+
+Doc = dict[str, Any]
+Runner = Callable[[Callable[[str], ProgressFn | None]], Coroutine[Any, Any, Doc]]
+
+JSON_OPTION = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the result document (JSON) here.",
+)
+OUT_OPTION = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write a report folder here: report.md, PNG plots, JSON.",
+)
+SEED_OPTION = click.option(
+    "--seed", default=42, show_default=True, type=int, help="Seed for jitter and keys."
+)
+
+
+def _policies(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(parse_policy_names(text))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policies") from exc
+
+
+def _check(problems: list[str]) -> None:
+    if problems:
+        raise click.UsageError("; ".join(problems))
+
+
+def _run(runner: Runner, json_path: Path | None, out_dir: Path | None) -> Doc:
+    """Runs a scenario with a live progress display; prints its table; writes what was asked."""
+    with progress_display(True) as progress:
+        doc = asyncio.run(runner(progress))
+    out.print(table_for(doc))
+    _write(doc, json_path, out_dir)
+    return doc
+
+
+def _write(doc: Doc, json_path: Path | None, out_dir: Path | None) -> None:
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        out.print(f"wrote {json_path}")
+    if out_dir:
+        out.print(f"report: {write_report(out_dir, [doc]) / 'report.md'}")
+
+
+@click.group(context_settings=CONTEXT, no_args_is_help=True)
+def scenario() -> None:
+    """Scripted scenarios, each on its own local stack, with a JSON result."""
+
+
+@scenario.command(context_settings=CONTEXT)
+@click.option(
+    "--clients",
+    default=5,
+    type=click.IntRange(1, 100_000),
+    show_default=True,
+    help="Clients asking at once for one cold key.",
+)
+@click.option(
+    "--db-latency",
+    default=None,
+    type=DURATION,
+    help="The DB's latency; it must outlast the herd's arrival for the key to stay cold "
+    "[default: 2 ms per client, at least 2s].",
+)
+@JSON_OPTION
+@OUT_OPTION
+def stampede(
+    clients: int, db_latency: float | None, json_path: Path | None, out_dir: Path | None
+) -> None:
+    """The workshop's scenario: a cold key, coalescing off (STAMPEDE) then on (SINGLE_FLIGHT)."""
+    latency = db_latency if db_latency is not None else auto_db_latency(clients)
+    config = StampedeConfig(
+        clients=clients, db_latency_s=latency, deadline_s=max(60.0, latency * 4)
+    )
+    _check(config.problems())
+    _run(lambda progress: run_stampede(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("retry-storm", context_settings=CONTEXT)
+@click.option(
+    "--policies",
+    default="exponential,full,equal,decorrelated,additive",
+    show_default=True,
+    help="The cache's retry policies to compare, one fresh stack each.",
+)
+@click.option("--keys", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--outage", default="10s", show_default=True, type=DURATION, help="How long the DB is down."
+)
+@SEED_OPTION
+@JSON_OPTION
+@OUT_OPTION
+def retry_storm(
+    policies: str,
+    keys: int,
+    outage: float,
+    seed: int,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """Kill the DB under a herd over K keys, restore it, and watch each policy's retry waves."""
+    config = RetryStormConfig(policies=_policies(policies), keys=keys, outage_s=outage, seed=seed)
+    _check(config.problems())
+    _run(lambda progress: run_retry_storm(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("reconnect-storm", context_settings=CONTEXT)
+@click.option("--users", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--channels",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Connections the herd holds.",
+)
+@click.option(
+    "--outage",
+    default="10s",
+    show_default=True,
+    type=DURATION,
+    help="How long the cache is down (gRPC's default backoff retries ~1, 2.6, 5.2, 9.3, 15.8 s "
+    "after a loss: 10s lands between two attempts).",
+)
+@click.option(
+    "--policies",
+    default="exponential,full",
+    show_default=True,
+    help="The herd's retry policies: without and with jitter.",
+)
+@SEED_OPTION
+@JSON_OPTION
+@OUT_OPTION
+def reconnect_storm(
+    users: int,
+    channels: int,
+    outage: float,
+    policies: str,
+    seed: int,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """Kill and restore the cache under a herd: gRPC's default reconnect backoff vs tuned."""
+    config = ReconnectStormConfig(
+        users=users, channels=channels, outage_s=outage, policies=_policies(policies), seed=seed
+    )
+    _check(config.problems())
+    _run(lambda progress: run_reconnect_storm(config, out.print, progress), json_path, out_dir)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The report folder [default: reports/demo-<date>-<time>].",
+)
+@click.option("--clients", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--keys", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--outage", default="10s", show_default=True, type=DURATION)
+@click.option("--policies", default="exponential,full", show_default=True)
+@SEED_OPTION
+def demo(
+    out_dir: Path | None, clients: int, keys: int, outage: float, policies: str, seed: int
+) -> None:
+    """The lab end to end: a stampede, then a retry storm per policy, then a report folder."""
+    stampede_config = StampedeConfig(
+        clients=clients, db_latency_s=auto_db_latency(clients), deadline_s=60.0
+    )
+    storm_config = RetryStormConfig(
+        policies=_policies(policies), keys=keys, outage_s=outage, seed=seed
+    )
+    _check(stampede_config.problems() + storm_config.problems())
+    folder = out_dir or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
+    started = time.monotonic()
+
+    async def both(progress: Callable[[str], ProgressFn | None]) -> list[Doc]:
+        # One event loop for the whole demo: grpc.aio is bound to the loop it first ran on.
+        err.print("[bold]1/2[/] stampede: coalescing off, then on")
+        stampede_doc = await run_stampede(stampede_config, out.print, progress)
+        out.print(table_for(stampede_doc))
+        err.print(f"[bold]2/2[/] retry storm: {', '.join(storm_config.policies)}")
+        storm_doc = await run_retry_storm(storm_config, out.print, progress)
+        out.print(table_for(storm_doc))
+        return [stampede_doc, storm_doc]
+
+    with progress_display(True) as progress:
+        docs = asyncio.run(both(progress))
+    report_dir = write_report(folder, docs)
+    out.print(f"demo done in {time.monotonic() - started:.0f}s; report: {report_dir / 'report.md'}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument(
+    "results", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The report folder to write.",
+)
+def report(results: tuple[Path, ...], out_dir: Path) -> None:
+    """Turn result documents (scenario --json files) into a report folder with tables and plots."""
+    docs = []
+    for path in results:
+        try:
+            docs.append(json.loads(path.read_text()))
+        except ValueError as exc:
+            raise click.BadParameter(f"{path}: not JSON ({exc})", param_hint="RESULTS") from exc
+    try:
+        folder = write_report(out_dir, docs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="RESULTS") from exc
+    for doc in docs:
+        out.print(table_for(doc))
+    out.print(f"report: {folder / 'report.md'}")
