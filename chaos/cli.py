@@ -20,7 +20,7 @@ from chaos.admin import AdminError
 from chaos.backends.base import BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
 from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, run_herd
-from chaos.scenario_commands import demo, report, scenario
+from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
 from herdlab.config import DURATION
@@ -53,7 +53,7 @@ def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
     ctx.obj = Lab(state_dir, backend)
 
 
-for _command in (*COMMANDS, scenario, demo, report):
+for _command in (*COMMANDS, scenario, soak, demo, report):
     cli.add_command(_command)
 
 

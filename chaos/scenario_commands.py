@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.table import Table
 
 from chaos.context import CONTEXT, err, out, progress_display
 from chaos.herd import ProgressFn
 from chaos.report import table_for, write_report
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
+from chaos.scenarios.soak import SoakConfig, run_soak
 from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
 from herdlab.config import DURATION
 from herdlab.retry import parse_policy_names
@@ -177,6 +179,45 @@ def reconnect_storm(
     )
     _check(config.problems())
     _run(lambda progress: run_reconnect_storm(config, out.print, progress), json_path, out_dir)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--cycles",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Fault cycles: DB kill, DB pause, cache pause, cache kill (first half).",
+)
+@click.option("--seed", default=1, show_default=True, type=int, help="Seed for jitter and keys.")
+@JSON_OPTION
+def soak(cycles: int, seed: int, json_path: Path | None) -> None:
+    """A herd runs while the DB and the cache are killed, paused and restored in turn."""
+    config = SoakConfig(cycles=cycles, seed=seed)
+    _check(config.problems())
+    with progress_display(True) as progress:
+        doc = asyncio.run(run_soak(config, out.print, progress))
+    table = Table("soak", "", show_header=False)
+    for key in (
+        "cycles",
+        "sent",
+        "ok",
+        "errors",
+        "lost",
+        "wrong_values",
+        "stale_values",
+        "inflight_after",
+        "fds_before",
+        "fds_after",
+        "rss_before",
+        "rss_after",
+        "db_dropped",
+    ):
+        table.add_row(key, json.dumps(doc.get(key)))
+    out.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+        out.print(f"wrote {json_path}")
 
 
 @click.command(context_settings=CONTEXT)

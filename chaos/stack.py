@@ -209,11 +209,17 @@ class LocalStack(Backend):
             raise
         return self.status_info()
 
-    def _start(self, records: dict[str, ServiceRecord], name: str, timeout_s: float) -> None:
+    def _start(
+        self,
+        records: dict[str, ServiceRecord],
+        name: str,
+        timeout_s: float,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         record = records[name]
         with open(record.log, "ab") as log:
             child = subprocess.Popen(
-                record.argv,
+                [*record.argv, *extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -291,11 +297,13 @@ class LocalStack(Backend):
         self._save(records)
         return self._info(record)
 
-    def restore(self, service: str) -> ServiceInfo:
+    def restore(self, service: str, extra_args: Sequence[str] = ()) -> ServiceInfo:
+        """Starts `service` again with its command line, plus `extra_args` for this start only
+        (flags given later win, e.g. a new `--data-version` for the DB)."""
         records, record = self._record(service)
         if self._process(record) is not None:
             raise BackendError(f"{service} is already running (pid {record.pid})")
-        self._start(records, service, READY_TIMEOUT_S)
+        self._start(records, service, READY_TIMEOUT_S, extra_args)
         return self._info(record)
 
     def _signal(self, service: str, sig: signal.Signals, expect: str) -> ServiceInfo:

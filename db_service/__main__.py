@@ -73,6 +73,15 @@ ENV = "HERDLAB_DB"
     help="Seed for latency and error draws.",
 )
 @click.option(
+    "--data-version",
+    envvar=f"{ENV}_DATA_VERSION",
+    default=1,
+    type=int,
+    show_default=True,
+    show_envvar=True,
+    help="Version of the data served: every value is a function of (key, version).",
+)
+@click.option(
     "--record-size",
     envvar=f"{ENV}_RECORD_SIZE",
     default=1_000_000,
@@ -94,6 +103,7 @@ def main(
     queue: int,
     error_rate: float,
     seed: int | None,
+    data_version: int,
     record_size: int,
 ) -> None:
     """The lab's deliberately slow database."""
@@ -103,6 +113,7 @@ def main(
         concurrency=concurrency,
         queue=queue,
         error_rate=error_rate,
+        version=data_version,
         seed=seed,
         record_size=record_size,
     )

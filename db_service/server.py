@@ -30,6 +30,11 @@ from herdlab.record import EventRecord, serve_page
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
 
+# Latency and spread are bounded so that every sleep the DB draws is a finite number of seconds:
+# an infinite spread would draw inf (or NaN, for inf * 0.0), and a NaN timer corrupts asyncio's
+# timer heap. A day is far beyond any scenario (the tests' longest is the gate's hour).
+MAX_LATENCY_S = 86_400.0
+
 
 @dataclass
 class DbConfig:
@@ -45,10 +50,11 @@ class DbConfig:
     def problems(self) -> list[str]:
         """What is wrong with this configuration, one message per problem."""
         found = []
-        if not self.latency_s >= 0:
-            found.append(f"latency must be >= 0 ms, got {self.latency_s * 1000:g}")
-        if not self.spread_s >= 0:
-            found.append(f"spread must be >= 0 ms, got {self.spread_s * 1000:g}")
+        limit_ms = f"0..{MAX_LATENCY_S * 1000:.0f} ms"
+        if not 0 <= self.latency_s <= MAX_LATENCY_S:
+            found.append(f"latency must be in {limit_ms}, got {self.latency_s * 1000:g}")
+        if not 0 <= self.spread_s <= MAX_LATENCY_S:
+            found.append(f"spread must be in {limit_ms}, got {self.spread_s * 1000:g}")
         if not 1 <= self.concurrency <= 1_000_000:
             found.append(f"concurrency must be in 1..1000000, got {self.concurrency}")
         if not 0 <= self.queue <= 1_000_000:
