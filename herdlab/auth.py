@@ -59,12 +59,12 @@ async def _deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> No
 _DENY = grpc.unary_unary_rpc_method_handler(_deny)
 
 if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:  # generic only in the type stubs
-    _Interceptor = grpc.aio.ServerInterceptor
+    ServerInterceptor = grpc.aio.ServerInterceptor
 
 
-class AdminTokenInterceptor(_Interceptor):
+class AdminTokenInterceptor(ServerInterceptor):
     def __init__(self, token: str) -> None:
         self._token = token.encode()
 

@@ -25,14 +25,14 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from herdlab.auth import AdminTokenInterceptor
+from herdlab.auth import AdminTokenInterceptor, ServerInterceptor
 
 MAX_PENDING_REQUESTS = 100_000
 
@@ -75,12 +75,6 @@ def channel_options(
     return options
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # generic only in the type stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
 @dataclass(frozen=True)
 class _Malformed:
     """What a request that did not parse is handed to its method as, with the parser's reason."""
@@ -88,7 +82,7 @@ class _Malformed:
     reason: str
 
 
-class MalformedRequestInterceptor(_Interceptor):
+class MalformedRequestInterceptor(ServerInterceptor):
     """Wraps every unary-unary handler so a request that does not parse is answered
     INVALID_ARGUMENT instead of UNKNOWN. Wrapped handlers are made once per method."""
 
@@ -166,7 +160,9 @@ async def serve(
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
     before the request is parsed.
     """
-    interceptors: list[_Interceptor] = [AdminTokenInterceptor(admin_token)] if admin_token else []
+    interceptors: list[ServerInterceptor] = (
+        [AdminTokenInterceptor(admin_token)] if admin_token else []
+    )
     server = grpc.aio.server(
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
