@@ -1,0 +1,166 @@
+"""`python -m benchmarks [--quick] [--out BENCHMARKS.md] [--json benchmarks/results.json]`
+
+Runs every section in one run, side by side, and rewrites the report and the results document
+(and the policies plot next to the document). `--quick` runs small sizes and few seeds: a smoke
+that fills every section in a few minutes, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import coalescing, herd_scale, hit_path, policies, recovery, report
+from benchmarks.system import cpu_plan, load_average, machine
+
+PLOT_NAME = "policies.png"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of every section; `FULL` is the measurement, `QUICK` the smoke."""
+
+    coalescing_calls: int
+    peer_callers: int
+    peer_db_latency_s: float
+    hit_concurrencies: tuple[int, ...]
+    hit_rounds: int
+    hit_warmup_s: float
+    hit_duration_s: float
+    policy_clients: tuple[int, ...]
+    policy_seeds: int
+    recovery_keys: tuple[int, ...]
+    recovery_policies: tuple[str, ...]
+    recovery_outage_s: float
+    recovery_db_concurrency: int
+    scale_start: int
+    scale_max: int
+    scale_bisect_steps: int
+    scale_repeats: int
+
+
+FULL = Profile(
+    coalescing_calls=10_000,
+    peer_callers=10_000,
+    peer_db_latency_s=0.2,
+    hit_concurrencies=(1, 64, 512),
+    hit_rounds=5,
+    hit_warmup_s=1.0,
+    hit_duration_s=3.0,
+    policy_clients=tuple(range(10, 101, 10)),
+    policy_seeds=100,
+    recovery_keys=(1_000, 10_000),
+    recovery_policies=("none", "exponential", "full", "equal", "decorrelated", "additive"),
+    recovery_outage_s=10.0,
+    recovery_db_concurrency=20,
+    scale_start=2_000,
+    scale_max=64_000,
+    scale_bisect_steps=2,
+    scale_repeats=3,
+)
+
+QUICK = Profile(
+    coalescing_calls=1_000,
+    peer_callers=1_000,
+    peer_db_latency_s=0.2,
+    hit_concurrencies=(1, 64, 512),
+    hit_rounds=1,
+    hit_warmup_s=0.3,
+    hit_duration_s=1.0,
+    policy_clients=(10, 50, 100),
+    policy_seeds=3,
+    recovery_keys=(100, 500),
+    recovery_policies=("exponential", "full"),
+    recovery_outage_s=1.0,
+    recovery_db_concurrency=20,
+    scale_start=1_000,
+    scale_max=2_000,
+    scale_bisect_steps=0,
+    scale_repeats=1,
+)
+
+
+def _log(line: str) -> None:
+    print(f"[benchmarks] {line}", file=sys.stderr, flush=True)
+
+
+def run(profile: Profile, plot_path: Path) -> dict[str, Any]:
+    plan = cpu_plan()
+    p = profile
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "coalescing": lambda: coalescing.run(
+            plan, p.coalescing_calls, p.peer_callers, p.peer_db_latency_s
+        ),
+        "hit_path": lambda: hit_path.run(
+            plan, p.hit_concurrencies, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s
+        ),
+        "policies": lambda: policies.run(p.policy_clients, p.policy_seeds, plot_path),
+        "herd_recovery": lambda: recovery.run(
+            p.recovery_keys,
+            p.recovery_policies,
+            p.recovery_outage_s,
+            p.recovery_db_concurrency,
+            seed=42,
+            emit=_log,
+        ),
+        "herd_scale": lambda: herd_scale.run(
+            plan, p.scale_start, p.scale_max, p.scale_bisect_steps, p.scale_repeats
+        ),
+    }
+    meta: dict[str, Any] = {"machine": machine(plan)}
+    results: dict[str, Any] = {"meta": meta}
+    seconds: dict[str, float] = {}
+    started = time.monotonic()
+    for name, section in sections.items():
+        _log(f"{name} ...")
+        t0 = time.monotonic()
+        try:
+            results[name] = section()
+        except Exception as exc:
+            # One section's failure must not throw away the others' measurements: it is
+            # recorded, rendered as a failure, and makes the command exit non-zero.
+            _log(f"{name} FAILED: {traceback.format_exc()}")
+            results[name] = {"failed": f"{type(exc).__name__}: {exc}"}
+        seconds[name] = round(time.monotonic() - t0, 1)
+        _log(f"{name} done in {seconds[name]:g} s")
+    meta["section_seconds"] = seconds
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    meta["load_average_at_end"] = [round(x, 2) for x in load_average()]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run every benchmark; rewrite BENCHMARKS.md and benchmarks/results.json.",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke, in minutes")
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
+    args = parser.parse_args()
+    command = " ".join(["python -m benchmarks", *sys.argv[1:]])
+    plot_path = args.json.parent / PLOT_NAME
+    results = run(QUICK if args.quick else FULL, plot_path)
+    results["meta"].update({"command": command, "quick": args.quick})
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    plot = os.path.relpath(plot_path.resolve(), args.out.resolve().parent)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report.render(results, plot))
+    _log(f"wrote {args.out} and {args.json} in {results['meta']['seconds']:g} s")
+    failed = [name for name in report.SECTIONS if "failed" in results[name]]
+    if failed:
+        _log(f"sections that failed: {', '.join(failed)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Section `coalescing`: one cold key, N concurrent requests, through the real cache service.
+
+1. The bare server's fan-out limit: it holds N calls for one key until all N are pending (and 1 s
+   more, so it is idle as the cache is when its DB answers), then answers them at once. From its
+   gate opening to the last client answered is the time one grpc.aio process needs to send N
+   replies (`bare_fanout_ms`); its RSS growth over N is the cost of a pending call
+   (`bare_rss_per_pending_bytes`). How long N calls took to arrive sizes step 2.
+2. The cache (coalescing on, policy `none`) in front of a DB whose latency outlasts the arrival of
+   all N calls (three times what step 1 measured, at least 2 s), so every caller but the first
+   waits on the one fetch. `db_queries` is the DB's own count (the limit is 1); `fanout_ms` runs
+   from the DB's answer (its recorded arrival + its latency, spread 0) to the last client
+   answered; `rss_per_waiter_bytes` is the cache's peak RSS growth over the callers that waited.
+3. Peers in-process (`benchmarks.peers`), each in a fresh interpreter on the client cores: once
+   for latency, once under tracemalloc for peak memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.peers import PEERS
+from benchmarks.servers import bare_server, get, lab_stack, load, read_json_file
+from benchmarks.stats import ratio
+from benchmarks.system import CpuPlan, peak_rss_bytes, rss_bytes, run_json
+from chaos.admin import Admin
+
+KEY = "burst"
+MIN_DB_LATENCY_S = 2.0
+MAX_DB_LATENCY_S = 60.0
+ARRIVAL_FACTOR = 3.0
+CALL_TIMEOUT_MARGIN_S = 60.0
+
+
+def _burst(plan: CpuPlan, target: str, calls: int, timeout_s: float) -> dict[str, Any]:
+    return load(
+        plan,
+        [
+            "burst",
+            "--target",
+            target,
+            "--calls",
+            str(calls),
+            "--key",
+            KEY,
+            "--timeout",
+            str(timeout_s),
+        ],
+        timeout_s=timeout_s + 60.0,
+    )
+
+
+def _bare(plan: CpuPlan, calls: int) -> dict[str, Any]:
+    events = Path(tempfile.mkdtemp(prefix="herdlab-bench-gate-")) / "gate.json"
+    extra = ["--hold", str(calls), "--hold-key", KEY, "--events", str(events)]
+    with bare_server(plan, extra) as bare:
+        before = rss_bytes(bare.pid)
+        burst = _burst(plan, bare.target, calls, CALL_TIMEOUT_MARGIN_S)
+        gate = read_json_file(events, 10.0)
+        peak = peak_rss_bytes(bare.pid)
+    opened = int(gate["gate_open_ns"])
+    return {
+        "calls": calls,
+        "held": gate["held"],
+        "arrival_s": round((int(gate["all_pending_ns"]) - burst["start_ns"]) / 1e9, 3),
+        "fanout_ms": round((burst["last_done_ns"] - opened) / 1e6, 1),
+        "rss_before_bytes": before,
+        "rss_peak_bytes": peak,
+        "rss_per_pending_bytes": round((peak - before) / max(1, int(gate["held"]))),
+        "latency_ms": burst["latency_ms"],
+        "errors": burst["errors"],
+    }
+
+
+async def _db_record(db: str, cache: str, after_seq: int) -> tuple[int, list[int]]:
+    async with Admin(db, cache) as admin:
+        arrivals = (await admin.db_state()).arrivals
+        return arrivals, await admin.db_arrivals(after_seq=after_seq)
+
+
+async def _db_arrivals(db: str, cache: str) -> int:
+    async with Admin(db, cache) as admin:
+        return int((await admin.db_state()).arrivals)
+
+
+def _cache(plan: CpuPlan, calls: int, db_latency_s: float) -> dict[str, Any]:
+    timeout_s = db_latency_s + CALL_TIMEOUT_MARGIN_S
+    db_args = ["--latency", f"{round(db_latency_s * 1000)}ms", "--spread", "0ms"]
+    cache_args = [
+        "--policy",
+        "none",
+        "--attempt-timeout",
+        f"{round(timeout_s)}s",
+        "--retry-total",
+        f"{round(timeout_s)}s",
+        "--ttl",
+        "1h",
+        "--coalescing",
+    ]
+    with lab_stack(plan, db_args, cache_args) as (_, db, cache):
+        get(cache.target, "warm", timeout_s)  # the whole path, DB channel included, is warm
+        before_rss = rss_bytes(cache.pid)
+        before_db = asyncio.run(_db_arrivals(db.target, cache.target))
+        burst = _burst(plan, cache.target, calls, timeout_s)
+        peak = peak_rss_bytes(cache.pid)
+        after_db, arrivals = asyncio.run(_db_record(db.target, cache.target, before_db))
+    waiters = int(burst["sources"].get("COALESCED", 0))
+    answered_ns = min(arrivals) + round(db_latency_s * 1e9) if arrivals else None
+    return {
+        "db_queries": after_db - before_db,
+        "db_latency_s": db_latency_s,
+        "waiters": waiters,
+        "sources": burst["sources"],
+        "errors": burst["errors"],
+        "fanout_ms": round((burst["last_done_ns"] - answered_ns) / 1e6, 1) if answered_ns else None,
+        "first_answer_after_db_ms": (
+            round((burst["first_done_ns"] - answered_ns) / 1e6, 1) if answered_ns else None
+        ),
+        "rss_before_bytes": before_rss,
+        "rss_peak_bytes": peak,
+        "rss_per_waiter_bytes": round((peak - before_rss) / waiters) if waiters else None,
+        "latency_ms": burst["latency_ms"],
+    }
+
+
+def _peer(plan: CpuPlan, peer: str, callers: int, latency_s: float) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.peers",
+        "--peer",
+        peer,
+        "--callers",
+        str(callers),
+        "--latency",
+        str(latency_s),
+    ]
+    timed, _ = run_json(argv, plan.client, timeout_s=300.0)
+    traced, _ = run_json([*argv, "--tracemalloc"], plan.client, timeout_s=600.0)
+    row: dict[str, Any] = json.loads(timed)
+    memory = json.loads(traced)
+    row["peak_memory_bytes"] = memory["peak_memory_bytes"]
+    row["db_queries_traced_run"] = memory["db_queries"]
+    return row
+
+
+def run(plan: CpuPlan, calls: int, peer_callers: int, peer_latency_s: float) -> dict[str, Any]:
+    bare = _bare(plan, calls)
+    db_latency_s = round(
+        min(MAX_DB_LATENCY_S, max(MIN_DB_LATENCY_S, ARRIVAL_FACTOR * bare["arrival_s"])), 3
+    )
+    cache = _cache(plan, calls, db_latency_s)
+    peers = [_peer(plan, peer, peer_callers, peer_latency_s) for peer in PEERS]
+    return {
+        "clients": calls,
+        "db_queries": cache["db_queries"],
+        "db_latency_s": db_latency_s,
+        "waiters": cache["waiters"],
+        "fanout_ms": cache["fanout_ms"],
+        "bare_fanout_ms": bare["fanout_ms"],
+        "fanout_over_bare": ratio(cache["fanout_ms"] or 0.0, bare["fanout_ms"]),
+        "rss_per_waiter_bytes": cache["rss_per_waiter_bytes"],
+        "bare_rss_per_pending_bytes": bare["rss_per_pending_bytes"],
+        "rss_over_bare": ratio(
+            float(cache["rss_per_waiter_bytes"] or 0), float(bare["rss_per_pending_bytes"])
+        ),
+        "latency_ms": cache["latency_ms"],
+        "cache": cache,
+        "bare": bare,
+        "peer_callers": peer_callers,
+        "peer_db_latency_s": peer_latency_s,
+        "peers": peers,
+    }

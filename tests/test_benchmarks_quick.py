@@ -1,0 +1,55 @@
+"""`python -m benchmarks --quick` end to end: real processes, real gRPC, every section.
+
+Slow (about three minutes): it carries its own timeout mark, above the suite's default. It
+asserts that the run completes and that both outputs have every section, never a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# `benchmarks` runs from the repository root (`python -m benchmarks`); it is not an installed
+# package, so the test names the sections itself.
+SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale")
+ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT_S = 420
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
+    out, doc = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--json", str(doc)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    results = json.loads(doc.read_text())
+    assert set(SECTIONS) <= set(results)
+    assert results["meta"]["quick"] is True
+    assert results["coalescing"]["db_queries"] == 1
+    peers = results["coalescing"]["peers"]
+    assert len([p for p in peers if p["peer"] != "herdlab"]) >= 2
+    assert all(p["db_queries"] >= 1 and "peak_memory_bytes" in p for p in peers)
+    assert set(results["hit_path"]["ratios"]) == {"1", "64", "512"}
+    assert all(r is not None for r in results["hit_path"]["ratios"].values())
+    assert results["policies"]["rows"]
+    assert (tmp_path / results["policies"]["plot"]).stat().st_size > 0
+    runs = results["herd_recovery"]["runs"]
+    assert len(runs) == 2 and all(run["policies"] for run in runs)
+    assert all(p["lost"] == 0 for run in runs for p in run["policies"])
+    assert results["herd_scale"]["sizes"]
+
+    text = out.read_text()
+    for number, section in enumerate(SECTIONS, start=1):
+        assert f"## {number}. " in text and f"(`{section}`)" in text, section
+    assert "python -m benchmarks --quick" in text
