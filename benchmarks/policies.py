@@ -10,11 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from benchmarks.contention import (
     BASE_S,
     CAP_S,
@@ -24,6 +19,7 @@ from benchmarks.contention import (
     average,
     loglog_slope,
 )
+from chaos.plotting import new_figure, save
 
 
 def run(clients: Sequence[int], seeds: int, plot_path: Path) -> dict[str, Any]:
@@ -62,7 +58,8 @@ def run(clients: Sequence[int], seeds: int, plot_path: Path) -> dict[str, Any]:
 
 
 def _plot(rows: list[dict[str, Any]], clients: Sequence[int], path: Path) -> None:
-    fig, (work, took) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(11, 4.2)
+    work, took = fig.subplots(1, 2)
     for policy in POLICIES:
         mine = [r for r in rows if r["policy"] == policy]
         work.plot(clients, [r["calls_mean"] for r in mine], marker="o", label=policy)
@@ -73,7 +70,4 @@ def _plot(rows: list[dict[str, Any]], clients: Sequence[int], path: Path) -> Non
         ax.grid(alpha=0.3)
     work.legend()
     fig.suptitle("Brooker's OCC contention model, herdlab RetryPolicy waits (simulated time)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

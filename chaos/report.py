@@ -20,13 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never a display
-
-import matplotlib.pyplot as plt
 from rich.table import Table
 
+from chaos.plotting import new_figure, save
 from chaos.scenarios.reconnect_storm import plot_reconnect_storm
 
 Doc = Mapping[str, Any]
@@ -124,9 +120,8 @@ def plot_timelines(
     as bars (labelled `bars[1]`), optionally `line[0]` as a step line, the `outage`
     ([start_s, end_s]) shaded and `db_capacity_per_bin`, if present, as a horizontal line."""
     count = max(1, len(rows))
-    fig, axes = plt.subplots(
-        count, 1, figsize=(12, 2.4 * count + 0.9), sharex=True, sharey=True, squeeze=False
-    )
+    fig = new_figure(12, 2.4 * count + 0.9)
+    axes = fig.subplots(count, 1, sharex=True, sharey=True, squeeze=False)
     for ax, row in zip(axes[:, 0], rows, strict=False):
         timeline = row["timeline"]
         bin_s = timeline["bin_s"]
@@ -168,11 +163,7 @@ def plot_timelines(
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel("seconds since the herd's release")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 # -- reconnect storm ------------------------------------------------------------------------------

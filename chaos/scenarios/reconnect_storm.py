@@ -52,6 +52,7 @@ from chaos.herd import (
     ProgressFn,
     run_herd,
 )
+from chaos.plotting import new_figure, save
 from chaos.scenarios.common import BIN_S, bin_index, bins, in_thread, scenario_stack, wait_listening
 from chaos.stack import READY_TIMEOUT_S, LocalStack
 from herdlab.grpcutil import Reconnect
@@ -509,15 +510,9 @@ def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
     """One row per variant on a shared time axis (seconds since the herd's release): herd attempts
     (grey bars) and served responses (blue line) per 100 ms on the left axis, reconnect attempts
     per 100 ms (red stems) on the right, the outage shaded, first success and all-READY marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     variants = doc["variants"]
-    fig, axes = plt.subplots(
-        len(variants), 1, figsize=(12, 2.7 * len(variants) + 0.9), sharex=True, squeeze=False
-    )
+    fig = new_figure(12, 2.7 * len(variants) + 0.9)
+    axes = fig.subplots(len(variants), 1, sharex=True, squeeze=False)
     for ax, row in zip(axes[:, 0], variants, strict=True):
         line = row["timeline"]
         bin_s = line["bin_s"]
@@ -569,7 +564,4 @@ def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
         f"SIGKILLed for {config['outage_s']:g} s (+ restart); times are from the moment the "
         "cache listens again"
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
