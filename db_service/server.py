@@ -134,20 +134,19 @@ class Db:
         self.rejected = 0
         self.dropped = 0
         self.failed = 0
-        self._publish_config()
-
-    def _publish_config(self) -> None:
-        m, c = self.metrics, self.config
-        m.capacity_concurrency.set(c.concurrency)
-        m.capacity_queue.set(c.queue)
-        m.capacity_per_second.set(c.capacity_per_s)
-        m.latency_base.set(c.latency_s)
-        m.error_rate.set(c.error_rate)
+        # Gauges read the live state when scraped: nothing to keep in step on the request path.
+        m = self.metrics
+        m.in_flight.set_function(lambda: self.capacity.in_flight)
+        m.queue_depth.set_function(lambda: self.capacity.queued)
+        m.capacity_concurrency.set_function(lambda: self.config.concurrency)
+        m.capacity_queue.set_function(lambda: self.config.queue)
+        m.capacity_per_second.set_function(lambda: self.config.capacity_per_s)
+        m.latency_base.set_function(lambda: self.config.latency_s)
+        m.error_rate.set_function(lambda: self.config.error_rate)
 
     def apply(self, config: DbConfig) -> None:
         self.config = config
         self.capacity.resize(config.concurrency, config.queue)
-        self._publish_config()
 
     def state(self) -> admin_pb2.DbState:
         c = self.config
@@ -165,10 +164,6 @@ class Db:
             queued=self.capacity.queued,
             capacity_per_s=c.capacity_per_s,
         )
-
-    def _gauges(self) -> None:
-        self.metrics.in_flight.set(self.capacity.in_flight)
-        self.metrics.queue_depth.set(self.capacity.queued)
 
     def _drop(self, stage: str) -> None:
         self.dropped += 1
@@ -188,14 +183,11 @@ class Db:
         except Rejected as exc:
             self.rejected += 1
             self.metrics.requests.labels("rejected").inc()
-            self._gauges()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"db overloaded: {exc}")
         except asyncio.CancelledError:
             self._drop("queue")
-            self._gauges()
             raise
         try:
-            self._gauges()
             remaining = context.time_remaining()
             if context.cancelled() or (remaining is not None and remaining <= 0):
                 self._drop("queue")
@@ -218,7 +210,6 @@ class Db:
             )
         finally:
             self.capacity.release()
-            self._gauges()
 
 
 class DbServicer(db_pb2_grpc.DbServicer):
