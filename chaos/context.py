@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chaos.backends.base import Backend
-from chaos.herd import ProgressFn
+from chaos.herd import ProgressFactory, ProgressFn
 from chaos.journal import Journal
 from chaos.stack import LocalStack
 
@@ -52,7 +52,7 @@ def emit_json(doc: Any) -> None:
 
 
 @contextmanager
-def progress_display(enabled: bool) -> Iterator[Callable[[str], ProgressFn | None]]:
+def progress_display(enabled: bool) -> Iterator[ProgressFactory]:
     """A live progress bar per phase on a terminal; nothing in a pipe."""
     if not (enabled and err.is_terminal):
         yield lambda _title: None

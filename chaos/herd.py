@@ -177,6 +177,8 @@ class KeyChooser:
 
 
 ProgressFn = Callable[[int, int], None]
+# Makes the progress callback of one phase, by its title (None: no display).
+ProgressFactory = Callable[[str], ProgressFn | None]
 
 
 class HerdMetrics:

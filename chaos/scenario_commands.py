@@ -18,7 +18,7 @@ import click
 from rich.table import Table
 
 from chaos.context import CONTEXT, err, out, progress_display
-from chaos.herd import ProgressFn
+from chaos.herd import ProgressFactory
 from chaos.report import table_for, write_report
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
@@ -28,7 +28,7 @@ from herdlab.config import DURATION
 from herdlab.retry import parse_policy_names
 
 Doc = dict[str, Any]
-Runner = Callable[[Callable[[str], ProgressFn | None]], Coroutine[Any, Any, Doc]]
+Runner = Callable[[ProgressFactory], Coroutine[Any, Any, Doc]]
 
 JSON_OPTION = click.option(
     "--json",
@@ -247,7 +247,7 @@ def demo(
     folder = out_dir or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     started = time.monotonic()
 
-    async def both(progress: Callable[[str], ProgressFn | None]) -> list[Doc]:
+    async def both(progress: ProgressFactory) -> list[Doc]:
         # One event loop for the whole demo: grpc.aio is bound to the loop it first ran on.
         err.print("[bold]1/2[/] stampede: coalescing off, then on")
         stampede_doc = await run_stampede(stampede_config, out.print, progress)

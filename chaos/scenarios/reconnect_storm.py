@@ -49,6 +49,7 @@ from chaos.herd import (
     HerdConfig,
     HerdHooks,
     HerdResult,
+    ProgressFactory,
     ProgressFn,
     run_herd,
 )
@@ -462,7 +463,7 @@ def _describe(row: dict[str, Any]) -> str:
 async def run_reconnect_storm(
     config: ReconnectStormConfig,
     emit: Callable[[str], None],
-    progress: Callable[[str], ProgressFn | None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Runs every (reconnect backoff, herd policy) variant; returns the JSON document."""
     problems = config.problems()

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
 from chaos.admin import Admin
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, run_herd
+from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFactory, ProgressFn, run_herd
 from chaos.scenarios.common import BIN_S, bins, in_thread, scenario_stack, wait_listening
 from chaos.stack import READY_TIMEOUT_S, LocalStack
 from herdlab.retry import POLICY_NAMES, RetryPolicy
@@ -429,7 +429,7 @@ def _row(
 async def run_retry_storm(
     config: RetryStormConfig,
     emit: Callable[[str], None],
-    progress: Callable[[str], ProgressFn | None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Runs one phase per policy, each on a fresh stack; returns the JSON document."""
     problems = config.problems()

@@ -54,7 +54,7 @@ import grpc
 import psutil
 
 from chaos.admin import Admin
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, run_herd
+from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFactory, ProgressFn, run_herd
 from chaos.scenarios.common import in_thread, scenario_stack
 from chaos.stack import LocalStack, StackInfo
 from herdlab.grpcutil import Reconnect, channel_options
@@ -603,7 +603,7 @@ class _Soak:
 async def run_soak(
     config: SoakConfig,
     emit: Callable[[str], None],
-    progress: Callable[[str], ProgressFn | None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Runs the soak on its own local stack (torn down at the end); returns the JSON document."""
     problems = config.problems()

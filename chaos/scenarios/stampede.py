@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.admin import Admin
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, Outcome, ProgressFn, run_herd
+from chaos.herd import (
+    HerdConfig,
+    HerdHooks,
+    HerdResult,
+    Outcome,
+    ProgressFactory,
+    ProgressFn,
+    run_herd,
+)
 from chaos.procstats import peak_rss_bytes
 from chaos.scenarios.common import in_thread, scenario_stack
 from herdlab.retry import RetryPolicy
@@ -149,7 +157,7 @@ async def _phase(
 async def run_stampede(
     config: StampedeConfig,
     emit: Callable[[str], None],
-    progress: Callable[[str], ProgressFn | None] | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Runs both scenarios, printing the workshop's lines through `emit`; returns the JSON doc."""
     rows = []
