@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TypeVar
 
 import grpc
@@ -183,6 +184,12 @@ class RetryPolicy:
 
     def wait(self) -> wait_base:
         """The tenacity wait strategy for this policy (one object, shared by all callers)."""
+        return self._wait
+
+    @cached_property
+    def _wait(self) -> wait_base:
+        # Built once per policy: the waits are stateless (decorrelated reads the previous sleep
+        # from tenacity's call state), so every call and every caller can share it.
         b, c, r = self.base_s, self.cap_s, self.rng
         waits: dict[str, Callable[[], wait_base]] = {
             "none": tenacity.wait_none,
