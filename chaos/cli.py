@@ -326,7 +326,7 @@ def herd(
         retry = RetryPolicy(
             name=policy,
             base_s=retry_base,
-            cap_s=max(retry_cap, retry_base),
+            cap_s=retry_cap,
             max_attempts=retry_attempts,
             max_total_s=deadline,
             attempt_timeout_s=min(attempt_timeout or deadline, deadline),
