@@ -258,6 +258,7 @@ class LocalStack(Backend):
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             proc.terminate()
+            # psutil's wait: `down` returns only once the process is gone, reaped included.
             try:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except psutil.TimeoutExpired:
@@ -289,8 +290,7 @@ class LocalStack(Backend):
         if proc is None:
             raise BackendError(f"{service} is not running")
         proc.kill()
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.wait(timeout=STOP_TIMEOUT_S)
+        _exited(proc, STOP_TIMEOUT_S)
         if record.pid is not None:
             self._reap(record.pid)
         record.state = "stopped"
@@ -324,6 +324,21 @@ class LocalStack(Backend):
 
     def resume(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGCONT, "running")
+
+
+def _exited(proc: psutil.Process, timeout_s: float) -> bool:
+    """True once `proc` has exited, within `timeout_s`. A zombie counts as exited: a process
+    started by an earlier `chaos` invocation is reaped by init, which may take a second, and an
+    outage should not be that second longer than asked."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def _tail(log: Path, lines: int = 1) -> str:

@@ -204,7 +204,10 @@ def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None
     Blocking (the sync gRPC API): controllers call it outside any event loop.
     """
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target, options=channel_options()) as channel:
+    # A service that is still starting refuses the first connects: with gRPC's default backoff
+    # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
+    fast = Reconnect(initial_ms=50, min_ms=1000, max_ms=250)
+    with grpc.insecure_channel(target, options=channel_options(reconnect=fast)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:
             if alive is not None and not alive():
