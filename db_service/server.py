@@ -18,60 +18,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from db_service.capacity import Capacity, Rejected
+from db_service.settings import DbSettings
 from herdlab.grpcutil import Context
 from herdlab.metrics import PREFIX
 from herdlab.record import EventRecord, serve_page
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
-
-# Latency and spread are bounded so that every sleep the DB draws is a finite number of seconds:
-# an infinite spread would draw inf (or NaN, for inf * 0.0), and a NaN timer corrupts asyncio's
-# timer heap. A day is far beyond any scenario (the tests' longest is the gate's hour).
-MAX_LATENCY_S = 86_400.0
-
-
-@dataclass
-class DbConfig:
-    latency_s: float = 0.05
-    spread_s: float = 0.02
-    concurrency: int = 50
-    queue: int = 500
-    error_rate: float = 0.0
-    version: int = 1
-    seed: int | None = None
-    record_size: int = 1_000_000
-
-    def problems(self) -> list[str]:
-        """What is wrong with this configuration, one message per problem."""
-        found = []
-        limit_ms = f"0..{MAX_LATENCY_S * 1000:.0f} ms"
-        if not 0 <= self.latency_s <= MAX_LATENCY_S:
-            found.append(f"latency must be in {limit_ms}, got {self.latency_s * 1000:g}")
-        if not 0 <= self.spread_s <= MAX_LATENCY_S:
-            found.append(f"spread must be in {limit_ms}, got {self.spread_s * 1000:g}")
-        if not 1 <= self.concurrency <= 1_000_000:
-            found.append(f"concurrency must be in 1..1000000, got {self.concurrency}")
-        if not 0 <= self.queue <= 1_000_000:
-            found.append(f"queue must be in 0..1000000, got {self.queue}")
-        if not 0.0 <= self.error_rate <= 1.0:
-            found.append(f"error rate must be in [0, 1], got {self.error_rate}")
-        if self.version < 1:
-            found.append(f"version must be >= 1, got {self.version}")
-        if not 1 <= self.record_size <= 50_000_000:
-            found.append(f"record size must be in 1..50000000, got {self.record_size}")
-        return found
-
-    @property
-    def capacity_per_s(self) -> float:
-        """Queries per second the DB can serve: concurrency / mean latency."""
-        mean = self.latency_s + self.spread_s / 2.0
-        return self.concurrency / mean if mean > 0 else float("inf")
 
 
 class DbMetrics:
@@ -124,7 +83,7 @@ class DbMetrics:
 class Db:
     """The DB's state, shared by its data-plane and admin servicers."""
 
-    def __init__(self, config: DbConfig, registry: CollectorRegistry) -> None:
+    def __init__(self, config: DbSettings, registry: CollectorRegistry) -> None:
         self.config = config
         self.capacity = Capacity(config.concurrency, config.queue)
         self.rng = random.Random(config.seed)
@@ -144,7 +103,7 @@ class Db:
         m.latency_base.set_function(lambda: self.config.latency_s)
         m.error_rate.set_function(lambda: self.config.error_rate)
 
-    def apply(self, config: DbConfig) -> None:
+    def apply(self, config: DbSettings) -> None:
         self.config = config
         self.capacity.resize(config.concurrency, config.queue)
 
@@ -224,7 +183,7 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
     def __init__(self, db: Db) -> None:
         self.db = db
 
-    async def _apply(self, config: DbConfig, context: Context) -> admin_pb2.DbState:
+    async def _apply(self, config: DbSettings, context: Context) -> admin_pb2.DbState:
         problems = config.problems()
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
@@ -232,22 +191,22 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
         return self.db.state()
 
     async def SetFaults(self, request: admin_pb2.Faults, context: Context) -> admin_pb2.DbState:
-        config = replace(self.db.config)
+        changes: dict[str, Any] = {}
         if request.HasField("latency_ms"):
-            config.latency_s = request.latency_ms / 1000
+            changes["latency_s"] = request.latency_ms / 1000
         if request.HasField("spread_ms"):
-            config.spread_s = request.spread_ms / 1000
+            changes["spread_s"] = request.spread_ms / 1000
         if request.HasField("error_rate"):
-            config.error_rate = request.error_rate
-        return await self._apply(config, context)
+            changes["error_rate"] = request.error_rate
+        return await self._apply(replace(self.db.config, **changes), context)
 
     async def SetCapacity(self, request: admin_pb2.Capacity, context: Context) -> admin_pb2.DbState:
-        config = replace(self.db.config)
+        changes: dict[str, Any] = {}
         if request.HasField("concurrency"):
-            config.concurrency = request.concurrency
+            changes["concurrency"] = request.concurrency
         if request.HasField("queue"):
-            config.queue = request.queue
-        return await self._apply(config, context)
+            changes["queue"] = request.queue
+        return await self._apply(replace(self.db.config, **changes), context)
 
     async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
         return self.db.state()

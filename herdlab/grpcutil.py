@@ -46,15 +46,17 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reconnect:
-    """gRPC connection backoff in ms: the first backoff and the largest (gRPC's own: 1 s, 120 s)."""
+    """A channel's connection backoff, in gRPC's terms (doc/connection-backoff.md): the first
+    backoff, the largest, and the minimum time a connection attempt is given before it is
+    abandoned. Defaults are gRPC's own: 1 s, 120 s, 20 s."""
 
-    initial_ms: int = 1000
-    # grpc.min_reconnect_backoff_ms is gRPC's minimum connect timeout (its default: 20 s), not a
-    # floor on the backoff.
-    min_ms: int = 1000
-    max_ms: int = 120_000
+    initial_backoff_ms: int = 1000
+    max_backoff_ms: int = 120_000
+    # Python reaches this through `grpc.min_reconnect_backoff_ms`, which gRPC core reads as the
+    # minimum connect timeout, not as a floor on the backoff.
+    min_connect_timeout_ms: int = 20_000
 
 
 def channel_options(
@@ -68,9 +70,9 @@ def channel_options(
         options.append(("grpc.use_local_subchannel_pool", 1))
     if reconnect is not None:
         options += [
-            ("grpc.initial_reconnect_backoff_ms", reconnect.initial_ms),
-            ("grpc.min_reconnect_backoff_ms", reconnect.min_ms),
-            ("grpc.max_reconnect_backoff_ms", reconnect.max_ms),
+            ("grpc.initial_reconnect_backoff_ms", reconnect.initial_backoff_ms),
+            ("grpc.min_reconnect_backoff_ms", reconnect.min_connect_timeout_ms),
+            ("grpc.max_reconnect_backoff_ms", reconnect.max_backoff_ms),
         ]
     return options
 
@@ -206,7 +208,7 @@ def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None
     deadline = time.monotonic() + timeout_s
     # A service that is still starting refuses the first connects: with gRPC's default backoff
     # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
-    fast = Reconnect(initial_ms=50, min_ms=1000, max_ms=250)
+    fast = Reconnect(initial_backoff_ms=50, max_backoff_ms=250, min_connect_timeout_ms=1000)
     with grpc.insecure_channel(target, options=channel_options(reconnect=fast)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:

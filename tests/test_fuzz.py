@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chaos.stack import LocalStack, StackInfo
-from db_service.server import MAX_LATENCY_S
+from db_service.settings import MAX_LATENCY_S
 from herdlab.grpcutil import channel_options
 from herdlab.record import RECORD_PAGE
 from herdlab.values import MAX_KEY_BYTES, key_error, value_for

@@ -72,10 +72,11 @@ GRPC_DEFAULT_BACKOFF = {
     "max_ms": 120_000,
     "min_connect_timeout_ms": 20_000,
 }
-# `min_ms` is what grpc.min_reconnect_backoff_ms sets: in gRPC core that is the minimum CONNECT
-# TIMEOUT, not a floor on the backoff. 1 s leaves a busy, just-restarted server time to finish
+# A 1 s minimum connect timeout leaves a busy, just-restarted server time to finish
 # the handshake; 100 ms would abandon slow handshakes and retry them.
-TUNED_RECONNECT = Reconnect(initial_ms=100, min_ms=1000, max_ms=1000)
+TUNED_RECONNECT = Reconnect(
+    initial_backoff_ms=100, max_backoff_ms=1000, min_connect_timeout_ms=1000
+)
 PROBE_POLL_S = 0.05
 _CONNECTING = "Subchannel connectivity state changed to CONNECTING"
 
@@ -138,7 +139,7 @@ class ReconnectStormConfig:
                 f"unknown or no reconnect setting {', '.join(bad)}; choose from "
                 + ", ".join(RECONNECT_NAMES)
             )
-        if not 100 <= self.tuned.initial_ms <= self.tuned.max_ms:
+        if not 100 <= self.tuned.initial_backoff_ms <= self.tuned.max_backoff_ms:
             found.append("tuned reconnect backoff must have 100ms <= initial <= max")
         try:
             self.policy("exponential")
@@ -164,11 +165,11 @@ class ReconnectStormConfig:
         if name == "default":
             return dict(GRPC_DEFAULT_BACKOFF)
         return {
-            "initial_ms": self.tuned.initial_ms,
+            "initial_ms": self.tuned.initial_backoff_ms,
             "multiplier": GRPC_DEFAULT_BACKOFF["multiplier"],
             "jitter": GRPC_DEFAULT_BACKOFF["jitter"],
-            "max_ms": self.tuned.max_ms,
-            "min_connect_timeout_ms": max(100, self.tuned.min_ms),
+            "max_ms": self.tuned.max_backoff_ms,
+            "min_connect_timeout_ms": self.tuned.min_connect_timeout_ms,
         }
 
     def herd_bound_s(self) -> float:

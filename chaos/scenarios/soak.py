@@ -156,7 +156,9 @@ class SoakConfig:
                 max_total_s=self.deadline_s,
                 attempt_timeout_s=min(1.0, self.deadline_s),
             ),
-            reconnect=Reconnect(initial_ms=100, min_ms=1000, max_ms=1000),
+            reconnect=Reconnect(
+                initial_backoff_ms=100, max_backoff_ms=1000, min_connect_timeout_ms=1000
+            ),
             seed=self.seed,
         )
 

@@ -1,0 +1,100 @@
+"""The cache's settings: store, coalescing, the retry policy towards the DB, its reconnects.
+
+Declared once (`herdlab.settings`): `cache-service`'s flags and environment variables, the argv
+`chaos` starts it with and experiment files' `[stack.cache]` all read these declarations; the
+retry policy and the store validate what relates several settings (`problems`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cache_service.store import TtlStore
+from herdlab.grpcutil import Reconnect
+from herdlab.retry import POLICY_NAMES, RetryPolicy
+from herdlab.settings import Settings, setting
+
+MAX_RECONNECT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class CacheSettings(Settings):
+    ttl_s: float = setting(30.0, "ttl", "duration", "How long a value stays fresh.")
+    max_keys: int = setting(
+        100_000,
+        "max_keys",
+        "int",
+        "Store size bound (least recently used goes first).",
+        lo=1,
+        hi=10_000_000,
+    )
+    coalescing: bool = setting(True, "coalescing", "bool", "Single-flight concurrent misses.")
+    policy: str = setting(
+        "full", "policy", "choice", "Retry policy towards the DB.", choices=POLICY_NAMES
+    )
+    retry_base_s: float = setting(0.1, "retry_base", "duration", "Backoff base.")
+    retry_cap_s: float = setting(5.0, "retry_cap", "duration", "Backoff cap.")
+    retry_attempts: int = setting(
+        6, "retry_attempts", "int", "Attempts at most, the first included.", lo=1, hi=100
+    )
+    retry_total_s: float = setting(
+        30.0, "retry_total", "duration", "Time budget of one fetch, sleeps included."
+    )
+    attempt_timeout_s: float = setting(
+        2.0, "attempt_timeout", "duration", "gRPC deadline of each attempt."
+    )
+    seed: int | None = setting(None, "seed", "seed", "Seed of the retry jitter.")
+    max_concurrent: int = setting(
+        50_000,
+        "max_concurrent",
+        "int",
+        "Calls handled at once; more get RESOURCE_EXHAUSTED.",
+        lo=1,
+        hi=1_000_000,
+    )
+    db_reconnect_initial_s: float = setting(
+        1.0,
+        "db_reconnect_initial",
+        "duration",
+        "First reconnect backoff towards the DB (gRPC's default: 1s).",
+    )
+    db_reconnect_max_s: float = setting(
+        120.0,
+        "db_reconnect_max",
+        "duration",
+        "Largest reconnect backoff towards the DB (gRPC's default: 120s).",
+    )
+
+    def retry_policy(self) -> RetryPolicy:
+        """The policy the cache's DB client retries with; ValueError names a bad setting."""
+        return RetryPolicy(
+            name=self.policy,
+            base_s=self.retry_base_s,
+            cap_s=self.retry_cap_s,
+            max_attempts=self.retry_attempts,
+            max_total_s=self.retry_total_s,
+            attempt_timeout_s=self.attempt_timeout_s,
+            seed=self.seed,
+        )
+
+    def store(self) -> TtlStore:
+        return TtlStore(self.ttl_s, self.max_keys)
+
+    def reconnect(self) -> Reconnect:
+        """The DB channel's connection backoff. gRPC's minimum connect timeout keeps its
+        default: a restarted DB that is slow to finish a handshake is not abandoned."""
+        return Reconnect(
+            initial_backoff_ms=max(1, round(self.db_reconnect_initial_s * 1000)),
+            max_backoff_ms=max(1, round(self.db_reconnect_max_s * 1000)),
+        )
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        for build in (self.retry_policy, self.store):
+            try:
+                build()
+            except ValueError as exc:
+                found.append(str(exc))
+        if not 0 < self.db_reconnect_initial_s <= self.db_reconnect_max_s <= MAX_RECONNECT_S:
+            found.append("need 0 < --db-reconnect-initial <= --db-reconnect-max <= 1h")
+        return found

@@ -1,0 +1,244 @@
+"""Typed settings: one declaration per setting, read by every place that needs it.
+
+A service's settings are a frozen dataclass whose fields each carry a `Setting` (its key, its
+kind, its bounds and its help). From that one declaration come:
+
+- the service's command-line options and environment variables (`options`), so `db-service
+  --help` and the bounds it enforces cannot drift apart;
+- validation (`problems`): each bound is written once, here, and every message names the key and
+  the allowed range in the same units the user writes;
+- the argv that starts a service with those settings (`to_argv`), durations always as `<n>ms`;
+- parsing of experiment files and sweeps (`parse_value`, `with_values`), where a value is the
+  same text a user would type on the command line (`"100ms"`, `20`, `"full"`).
+
+No library fitted: click and pydantic each cover one side (options or validation), and the lab
+needs the same declaration to produce both, plus argv for processes it starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import click
+
+from herdlab.config import DURATION, PROBABILITY, parse_duration
+
+Kind = Literal["duration", "int", "float", "probability", "bool", "choice", "text", "seed"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting is written, bounded and explained. `key` is the name in experiment files
+    and, with `-` for `_`, the command-line flag (`retry_cap` -> `--retry-cap`)."""
+
+    key: str
+    kind: Kind
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    # A `bool` setting's flag pair, e.g. ("--coalescing", "--no-coalescing").
+    negative: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        return self.key.replace("_", " ")
+
+    def allowed(self) -> str:
+        """The allowed values, in the units a user writes them."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind in ("seed", "text") or self.lo is None or self.hi is None:
+            return {"seed": "an integer", "text": "text"}.get(self.kind, "a number")
+        if self.kind == "duration":
+            return f"in [{format_duration(self.lo)}, {format_duration(self.hi)}]"
+        if self.kind == "int":
+            return f"in {int(self.lo)}..{int(self.hi)}"
+        return f"in [{self.lo:g}, {self.hi:g}]"
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` (already parsed), or None."""
+        if self.kind == "choice" and value not in self.choices:
+            return f"{self.label} must be {self.allowed()}, got {value!r}"
+        if self.lo is None or self.hi is None or value is None:
+            return None
+        if not self.lo <= value <= self.hi:
+            shown = format_duration(value) if self.kind == "duration" else str(value)
+            return f"{self.label} must be {self.allowed()}, got {shown}"
+        return None
+
+    def parse(self, raw: Any) -> Any:
+        """`raw` as a user wrote it (text or a TOML value) -> the typed value; ValueError if it
+        is not of this kind. Bounds are checked by `problem`."""
+        if self.kind == "duration":
+            if isinstance(raw, str):
+                return parse_duration(raw)
+            raise ValueError(f'{self.key} must be a duration with a unit, e.g. "100ms"')
+        if self.kind in ("int", "seed"):
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise ValueError(f"{self.key} must be an integer, got {raw!r}")
+            return raw
+        if self.kind in ("float", "probability"):
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ValueError(f"{self.key} must be a number, got {raw!r}")
+            return float(raw)
+        if self.kind == "bool":
+            if not isinstance(raw, bool):
+                raise ValueError(f"{self.key} must be true or false, got {raw!r}")
+            return raw
+        if not isinstance(raw, str):
+            raise ValueError(f"{self.key} must be text, got {raw!r}")
+        return raw
+
+    def argv(self, value: Any) -> list[str]:
+        if self.kind == "bool":
+            return [self.flag if value else (self.negative or f"--no-{self.flag[2:]}")]
+        if value is None:
+            return []
+        if self.kind == "duration":
+            return [self.flag, format_duration(value)]
+        if self.kind in ("float", "probability"):
+            return [self.flag, f"{value:g}"]
+        return [self.flag, str(value)]
+
+
+def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any:
+    """A dataclass field declared with its `Setting`."""
+    return dataclasses.field(
+        default=default, metadata={"setting": Setting(key, kind, help, **bounds)}
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """The one way the lab writes a duration on a command line: milliseconds with a unit."""
+    return f"{round(seconds * 1000, 3):g}ms"
+
+
+def fields(cls_or_obj: Any) -> Iterator[tuple[str, Setting]]:
+    """(attribute name, Setting) of every declared setting, in declaration order."""
+    for f in dataclasses.fields(cls_or_obj):
+        spec = f.metadata.get("setting")
+        if spec is not None:
+            yield f.name, spec
+
+
+def by_key(cls_or_obj: Any) -> dict[str, tuple[str, Setting]]:
+    return {spec.key: (name, spec) for name, spec in fields(cls_or_obj)}
+
+
+class Settings:
+    """Base of a service's settings dataclass (frozen, every field a `setting`)."""
+
+    def problems(self) -> list[str]:
+        """Every bound broken, one message each. Subclasses add checks that relate settings."""
+        found = []
+        for name, spec in fields(self):
+            problem = spec.problem(getattr(self, name))
+            if problem:
+                found.append(problem)
+        return found
+
+    def to_argv(self, *, changed_only: bool = False) -> list[str]:
+        """The flags that start a service with these settings (all, or those that differ from
+        the defaults)."""
+        default = type(self)() if changed_only else None
+        argv: list[str] = []
+        for name, spec in fields(self):
+            value = getattr(self, name)
+            if default is not None and getattr(default, name) == value:
+                continue
+            argv += spec.argv(value)
+        return argv
+
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
+
+
+def with_values(settings: SettingsT, values: Mapping[str, Any], *, where: str) -> SettingsT:
+    """A copy of `settings` with `values` ({key: raw value}) applied and checked. Raises
+    ValueError with one line naming `where` (e.g. "stack.db"), the key and what is allowed."""
+    known = by_key(settings)
+    changes: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        name, spec = known[key]
+        try:
+            value = spec.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{where}.{key}: {exc}") from None
+        problem = spec.problem(value)
+        if problem:
+            raise ValueError(f"{where}.{key}: {problem}")
+        changes[name] = value
+    changed: SettingsT = dataclasses.replace(settings, **changes)  # type: ignore[type-var]
+    return changed
+
+
+def options(cls: type[Any], env_prefix: str) -> Callable[[F], F]:
+    """Click options for every setting of `cls`, each also read from `{env_prefix}_{KEY}`.
+    Values are validated by `from_options` (the bounds live in the `Setting`, not here)."""
+    default = cls()
+
+    def decorate(command: F) -> F:
+        for name, spec in reversed(list(fields(cls))):
+            envvar = f"{env_prefix}_{spec.key.upper()}"
+            value = getattr(default, name)
+            common: dict[str, Any] = {
+                "envvar": envvar,
+                "show_envvar": True,
+                "help": spec.help,
+                "show_default": value is not None,
+            }
+            if spec.kind == "bool":
+                negative = spec.negative or f"--no-{spec.flag[2:]}"
+                command = click.option(f"{spec.flag}/{negative}", name, default=value, **common)(
+                    command
+                )
+                continue
+            param_type: Any = {
+                "duration": DURATION,
+                "probability": PROBABILITY,
+                "int": int,
+                "seed": int,
+                "float": float,
+                "choice": click.Choice(spec.choices),
+                "text": str,
+            }[spec.kind]
+            shown = format_duration(value) if spec.kind == "duration" else value
+            command = click.option(
+                spec.flag,
+                name,
+                default=shown,
+                type=param_type,
+                **common,
+            )(command)
+        return command
+
+    return decorate
+
+
+def from_options(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
+    """The settings named in `values` (click's keyword arguments; others are ignored). Raises
+    click.UsageError naming each flag whose value is out of bounds, or else each problem
+    between settings."""
+    names = {name for name, _ in fields(cls)}
+    settings = cls(**{k: v for k, v in values.items() if k in names})
+    found = [
+        f"Invalid value for '{spec.flag}': {problem}"
+        for name, spec in fields(settings)
+        if (problem := spec.problem(getattr(settings, name)))
+    ] or settings.problems()
+    if found:
+        raise click.UsageError("; ".join(found))
+    return settings
