@@ -41,24 +41,18 @@ policy is the only one retrying.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from chaos.admin import Admin
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFactory, ProgressFn, run_herd
-from chaos.scenarios.common import BIN_S, bins, in_thread, scenario_stack, wait_listening
-from chaos.stack import READY_TIMEOUT_S, LocalStack
-from herdlab.retry import POLICY_NAMES, RetryPolicy
-from protos import admin_pb2
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from chaos.engine import spec
+from chaos.engine.kinds import Kind, Row
+from chaos.engine.registry import KINDS
+from chaos.engine.runner import run_experiment
+from chaos.engine.shipped import path_of
+from chaos.herd import ProgressFactory
+from herdlab.retry import POLICY_NAMES
+from herdlab.settings import format_duration
 
 SCENARIO = "retry-storm"
 # The herd's deadline exceeds the cache's retry budget by this much, so users see the cache's
@@ -68,14 +62,6 @@ HERD_MARGIN_S = 10.0
 # an attempt's deadline after the herd's release (the herd takes ~1 s to get 1,000 fetches to the
 # DB; more on a busy machine).
 KILL_WITHIN = 0.8
-# Bounds the wait for the herd's release and first attempts.
-KILL_WAIT_S = 60.0
-POLL_S = 0.01
-WARM_DEADLINE_S = 60.0
-
-
-def _ms(seconds: float) -> str:
-    return f"{round(seconds * 1000)}ms"
 
 
 @dataclass(frozen=True)
@@ -169,293 +155,129 @@ class RetryStormConfig:
             parts.append(f"--seed {self.seed}")
         return " ".join(parts)
 
-    def db_args(self) -> list[str]:
-        return [
-            "--latency",
-            _ms(self.db_latency_s),
-            "--spread",
-            "0ms",
-            "--concurrency",
-            str(self.db_concurrency),
-            # Room for every key's fetch: the wave queues at the DB and meets its deadline there.
-            "--queue",
-            str(self.keys),
-            *(["--seed", str(self.seed)] if self.seed is not None else []),
-        ]
-
-    def cache_args(self, policy: str) -> list[str]:
-        return [
-            "--policy",
-            policy,
-            "--retry-base",
-            _ms(self.retry_base_s),
-            "--retry-cap",
-            _ms(self.retry_cap_s),
-            "--retry-attempts",
-            str(self.retry_attempts),
-            "--retry-total",
-            _ms(self.retry_total_s),
-            "--attempt-timeout",
-            _ms(self.attempt_timeout_s),
-            "--db-reconnect-initial",
-            _ms(self.reconnect_initial_s),
-            "--db-reconnect-max",
-            _ms(self.reconnect_max_s),
-            "--coalescing",
-            *(["--seed", str(self.seed)] if self.seed is not None else []),
-        ]
-
-    def herd(self, target: str, key_prefix: str) -> HerdConfig:
-        return HerdConfig(
-            target=target,
-            users=self.keys,
-            keys=self.keys,
-            distribution="round-robin",
-            key_prefix=key_prefix,
-            channels=min(self.channels, self.keys),
-            policy=RetryPolicy(
-                name="none",
-                max_total_s=self.herd_deadline_s,
-                attempt_timeout_s=self.herd_deadline_s,
-            ),
-            seed=self.seed,
-        )
+    def params(self) -> dict[str, Any]:
+        """The shipped experiment's params for this configuration."""
+        return {
+            "policies": list(self.policies),
+            "keys": self.keys,
+            "outage": format_duration(self.outage_s),
+            "seed": self.seed if self.seed is not None else 0,
+            "db_latency": format_duration(self.db_latency_s),
+            "db_concurrency": self.db_concurrency,
+            "retry_base": format_duration(self.retry_base_s),
+            "retry_cap": format_duration(self.retry_cap_s),
+            "retry_attempts": self.retry_attempts,
+            "retry_total": format_duration(self.retry_total_s),
+            "attempt_timeout": format_duration(self.attempt_timeout_s),
+            "reconnect_initial": format_duration(self.reconnect_initial_s),
+            "reconnect_max": format_duration(self.reconnect_max_s),
+            "channels": min(self.channels, self.keys),
+            "herd_deadline": format_duration(self.herd_deadline_s),
+            "kill_within": format_duration(KILL_WITHIN * self.attempt_timeout_s),
+        }
 
 
-@dataclass
-class _Marks:
-    """What happened to the DB when, in wall-clock ns."""
-
-    kill_ns: int  # just before the SIGKILL
-    restart_ns: int  # just before its process was started again
-    up_ns: int  # it accepted a TCP connection again
-    serving_ns: int  # its health check answered SERVING
-
-
-async def _restore(stack: LocalStack, target: str) -> tuple[int, int]:
-    """Starts the DB again; returns (listening, SERVING) instants. The health check that
-    `restore` waits on reconnects with gRPC's 1 s backoff, so it sees the DB late: the instant
-    the DB is back is taken from a TCP connect probe instead."""
-    stop = threading.Event()
-    probe = asyncio.ensure_future(asyncio.to_thread(wait_listening, target, READY_TIMEOUT_S, stop))
-    try:
-        await in_thread(stack.restore, "db")
-    except BaseException:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await probe
-        raise
-    serving_ns = time.time_ns()
-    up_ns = await probe  # the DB is SERVING, so it listens: the probe ends within a poll
-    return (up_ns or serving_ns), serving_ns
-
-
-async def _wait_first_attempts(
-    admin: Admin,
-    before: int,
-    config: RetryStormConfig,
-    herd: asyncio.Task[Any],
-    released: asyncio.Event,
-) -> int:
-    """Waits until the DB has seen every key's first attempt (`keys` arrivals since `before`),
-    but no longer than `KILL_WITHIN` of an attempt's deadline after the herd's release: a fetch
-    queued at the DB must still be waiting there, not timed out and retrying, when the DB dies.
-    Also ends if the herd ends or after `KILL_WAIT_S`. Returns the arrivals seen."""
-    loop = asyncio.get_running_loop()
-    deadline: float | None = None
-    seen = 0
-    for _ in range(math.ceil(KILL_WAIT_S / POLL_S)):
-        if deadline is None and released.is_set():
-            deadline = loop.time() + KILL_WITHIN * config.attempt_timeout_s
-        seen = (await admin.db_state()).arrivals - before
-        if seen >= config.keys or herd.done() or (deadline is not None and loop.time() > deadline):
-            break
-        await asyncio.sleep(POLL_S)
-    return seen
-
-
-async def _warm(admin: Admin, config: RetryStormConfig, herd: HerdConfig) -> dict[str, Any]:
-    """Fills the cache with every key, quickly (the DB gets a slot per key meanwhile)."""
-    await admin.set_capacity(
-        admin_pb2.Capacity(concurrency=max(config.keys, config.db_concurrency))
+def config_of(experiment: spec.Experiment) -> RetryStormConfig:
+    """The retry storm's parameters as an experiment states them (for the document's `config`)."""
+    policies = next((v for k, v in experiment.variants if k == "cache.policy"), ())
+    outage = next(
+        (s.action.seconds for s in experiment.timeline if s.do.startswith("outage")), None
     )
-    warm = replace(
-        herd,
-        policy=RetryPolicy(
-            name="none", max_total_s=WARM_DEADLINE_S, attempt_timeout_s=WARM_DEADLINE_S
-        ),
+    if outage is None:
+        outage = next((s.after_s for s in experiment.timeline if s.do == "restore db"), 0.0)
+    db, cache, herd = experiment.db, experiment.cache, experiment.herd
+    return RetryStormConfig(
+        policies=tuple(str(p) for p in policies),
+        keys=herd.keys,
+        outage_s=outage or 0.0,
+        seed=herd.seed,
+        db_latency_s=db.latency_s,
+        db_concurrency=db.concurrency,
+        retry_base_s=cache.retry_base_s,
+        retry_cap_s=cache.retry_cap_s,
+        retry_attempts=cache.retry_attempts,
+        retry_total_s=cache.retry_total_s,
+        attempt_timeout_s=cache.attempt_timeout_s,
+        reconnect_initial_s=cache.db_reconnect_initial_s,
+        reconnect_max_s=cache.db_reconnect_max_s,
+        channels=herd.channels,
     )
-    result = await run_herd(warm)
-    await admin.set_capacity(admin_pb2.Capacity(concurrency=config.db_concurrency))
-    expired = await admin.expire(None)
-    summary = result.summary()
-    return {"ok": summary["ok"], "errors": summary["errors"], "expired": expired}
 
 
-async def _phase(
-    config: RetryStormConfig,
-    policy: str,
-    emit: Callable[[str], None],
-    on_progress: ProgressFn | None,
-) -> dict[str, Any]:
-    async with scenario_stack("retry-storm") as stack:
-        return await _run_phase(stack, config, policy, emit, on_progress)
+def _header(experiment: spec.Experiment) -> dict[str, Any]:
+    config = config_of(experiment)
+    return {"scenario": SCENARIO, "config": {**asdict(config), "policies": list(config.policies)}}
 
 
-async def _run_phase(
-    stack: LocalStack,
-    config: RetryStormConfig,
-    policy: str,
-    emit: Callable[[str], None],
-    on_progress: ProgressFn | None,
-) -> dict[str, Any]:
-    herd_task: asyncio.Task[HerdResult] | None = None
-    try:
-        info = await in_thread(
-            stack.up, db_args=config.db_args(), cache_args=config.cache_args(policy)
-        )
-        db, cache = info.services["db"], info.services["cache"]
-        herd = config.herd(cache.grpc, f"storm:{policy}:")
-        async with Admin(db.grpc, cache.grpc) as admin:
-            warm = await _warm(admin, config, herd)
-            db_before = (await admin.db_state()).arrivals
-            cache_before = (await admin.cache_state()).db_attempts
-            released = asyncio.Event()
-            herd_task = asyncio.create_task(
-                run_herd(herd, HerdHooks(on_progress, on_release=released.set))
+def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+    db, herd = experiment.settings_for(variant)[0], experiment.herd
+    outage = config_of(experiment).outage_s
+    label = ", ".join(str(v) for v in variant.values())
+    return (
+        f"Retry storm: {label} ({herd.keys:,} keys, DB {db.capacity_per_s:g}/s, outage {outage:g}s)"
+    )
+
+
+def _describe(row: Row) -> list[str]:
+    recovery = row["recovery_s"]
+    return [
+        f"  {row['policy']}: peak after restore {row['post_restore_peak_per_100ms']:,}/100ms "
+        f"= {row['post_restore_peak_over_capacity']:g}x capacity, "
+        f"amplification {row['amplification']:g}, recovery "
+        + (f"{recovery:g}s" if recovery is not None else "incomplete")
+        + f" (ideal {row['ideal_recovery_s']:g}s), errors {row['client_errors']}, "
+        f"lost {row['lost']}"
+    ]
+
+
+KIND = KINDS.register(
+    SCENARIO,
+    Kind(
+        SCENARIO,
+        rows_key="policies",
+        fields=tuple(
+            (name, name)
+            for name in (
+                "policy",
+                "keys",
+                "db_capacity_per_s",
+                "db_attempts",
+                "amplification",
+                "post_restore_peak_per_100ms",
+                "post_restore_peak_over_capacity",
+                "recovery_s",
+                "ideal_recovery_s",
+                "recovery_over_ideal",
+                "client_errors",
+                "lost",
+                "keys_served",
+                "keys_pending_at_restore",
+                "db_queries",
+                "errors",
+                "wrong_values",
+                "latency_s",
+                "release_spread_s",
+                "warm",
+                "timeline",
             )
-            seen = await _wait_first_attempts(admin, db_before, config, herd_task, released)
-            killed_db_arrivals = await admin.db_arrivals(after_seq=db_before)
-        kill_ns = time.time_ns()
-        await in_thread(stack.kill, "db")
-        emit(
-            f"  {policy}: DB killed once {seen:,} of {config.keys:,} first attempts reached it; "
-            f"down for {config.outage_s:g}s"
-        )
-        await asyncio.sleep(max(0.0, config.outage_s - (time.time_ns() - kill_ns) / 1e9))
-        restart_ns = time.time_ns()
-        up_ns, serving_ns = await _restore(stack, db.grpc)
-        emit(f"  {policy}: DB restored; waiting for every key to be served")
-        result = await herd_task
-        async with Admin(db.grpc, cache.grpc) as admin:
-            restored_db_arrivals = await admin.db_arrivals()
-            attempts = await admin.cache_attempts(after_seq=cache_before)
-            capacity_per_s = (await admin.db_state()).capacity_per_s
-        return _row(
-            config,
-            policy,
-            result,
-            (killed_db_arrivals, restored_db_arrivals),
-            attempts,
-            capacity_per_s,
-            _Marks(kill_ns, restart_ns, up_ns, serving_ns),
-            warm,
-        )
-    finally:
-        if herd_task is not None and not herd_task.done():
-            herd_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await herd_task
-
-
-def _row(
-    config: RetryStormConfig,
-    policy: str,
-    result: HerdResult,
-    db_arrivals: tuple[list[int], list[int]],
-    attempts: list[int],
-    capacity_per_s: float,
-    marks: _Marks,
-    warm: dict[str, Any],
-) -> dict[str, Any]:
-    """The policy's result object; `db_arrivals` is (before the kill, after the restore)."""
-    t0 = result.release_ns
-
-    def rel(t_ns: int) -> float:
-        return round((t_ns - t0) / 1e9, 3)
-
-    before_kill, after_restore = db_arrivals
-    arrivals = before_kill + after_restore
-    ok = [o for o in result.outcomes if o.code is None]
-    served_ns = [o.done_ns for o in ok]
-    keys_served = len({o.key for o in ok})
-    end_ns = max([marks.serving_ns, *arrivals, *attempts, *(o.done_ns for o in result.outcomes)])
-    count = math.ceil((end_ns - t0) / 1e9 / BIN_S) + 1
-    per_bin = capacity_per_s * BIN_S
-    peak = max(bins(after_restore, t0, count), default=0)
-    summary = result.summary()
-    recovery_s = (
-        max(0.0, (max(served_ns) - marks.up_ns) / 1e9)
-        if served_ns and keys_served == config.keys
-        else None
-    )
-    return {
-        "policy": policy,
-        "keys": config.keys,
-        "db_capacity_per_s": round(capacity_per_s, 3),
-        "db_attempts": len(attempts),
-        "amplification": round(len(attempts) / config.keys, 3),
-        "post_restore_peak_per_100ms": peak,
-        "post_restore_peak_over_capacity": round(peak / per_bin, 3) if per_bin else None,
-        "recovery_s": None if recovery_s is None else round(recovery_s, 3),
-        "ideal_recovery_s": round(config.keys / capacity_per_s, 3),
-        "client_errors": sum(summary["errors"].values()),
-        "lost": summary["lost"],
-        "keys_served": keys_served,
-        # `ideal_recovery_s` counts every key; these were still unserved when the DB came back.
-        "keys_pending_at_restore": keys_served
-        - len({o.key for o in ok if o.done_ns <= marks.up_ns}),
-        "db_queries": len(arrivals),
-        "errors": summary["errors"],
-        "wrong_values": summary["wrong_values"],
-        "latency_s": summary["latency_s"],
-        "release_spread_s": round(result.release_spread_s, 3),
-        "warm": warm,
-        "timeline": {
-            "bin_s": BIN_S,
-            "t0_ns": t0,
-            "outage": [rel(marks.kill_ns), rel(marks.up_ns)],
-            "restart_s": rel(marks.restart_ns),
-            "serving_s": rel(marks.serving_ns),
-            "first_arrival_after_restore_s": rel(min(after_restore)) if after_restore else None,
-            "db_capacity_per_bin": round(per_bin, 3),
-            "db_arrivals": bins(arrivals, t0, count),
-            "cache_attempts": bins(attempts, t0, count),
-            "served": bins(served_ns, t0, count),
-        },
-    }
+        ),
+        header=_header,
+        announce=_announce,
+        describe=_describe,
+    ),
+)
 
 
 async def run_retry_storm(
     config: RetryStormConfig,
     emit: Callable[[str], None],
     progress: ProgressFactory | None = None,
+    *,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Runs one phase per policy, each on a fresh stack; returns the JSON document."""
+    """Runs the shipped retry-storm experiment with this configuration; returns its document."""
     problems = config.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    rows = []
-    for policy in config.policies:
-        emit(
-            f"Retry storm: {policy} ({config.keys:,} keys, DB {config.db_capacity_per_s:g}/s, "
-            f"outage {config.outage_s:g}s)"
-        )
-        on_progress = progress(f"retry-storm {policy}") if progress else None
-        row = await _phase(config, policy, emit, on_progress)
-        recovery = row["recovery_s"]
-        emit(
-            f"  {policy}: peak after restore {row['post_restore_peak_per_100ms']:,}/100ms "
-            f"= {row['post_restore_peak_over_capacity']:g}x capacity, "
-            f"amplification {row['amplification']:g}, recovery "
-            + (f"{recovery:g}s" if recovery is not None else "incomplete")
-            + f" (ideal {row['ideal_recovery_s']:g}s), errors {row['client_errors']}, "
-            f"lost {row['lost']}"
-        )
-        rows.append(row)
-    return {
-        "scenario": SCENARIO,
-        "command": config.command(),
-        "config": {**asdict(config), "policies": list(config.policies)},
-        "policies": rows,
-    }
+    experiment = spec.load(path_of(SCENARIO), config.params())
+    return await run_experiment(experiment, emit, progress, command or config.command())

@@ -1,0 +1,39 @@
+"""What every action is: parsed from its words at check time, run against a trial."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from chaos.backends.base import SERVICES
+
+if TYPE_CHECKING:
+    from chaos.engine.trial import Trial
+
+
+class Action(ABC):
+    usage: str  # e.g. "kill db|cache"
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, args: list[str]) -> Action:
+        """The action for these words; ValueError naming what is allowed otherwise."""
+
+    @abstractmethod
+    async def run(self, trial: Trial) -> dict[str, Any]:
+        """Does it; returns what the journal records of it."""
+
+    def said(self) -> str | None:
+        """How the run's narration says it was done (None: the action's words as written)."""
+        return None
+
+
+def service_name(service: str) -> str:
+    """How narration names a service: the DB, the cache."""
+    return "DB" if service == "db" else service
+
+
+def one_service(args: list[str], usage: str) -> str:
+    if len(args) != 1 or args[0] not in SERVICES:
+        raise ValueError(f"usage: {usage}")
+    return args[0]

@@ -1,0 +1,73 @@
+"""Process faults: kill (SIGKILL), restore (start again, same address), pause (SIGSTOP),
+resume (SIGCONT). Kill and restore are the trial's own, so every outage is timed one way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chaos.engine.actions.base import Action, one_service, service_name
+from chaos.engine.registry import ACTIONS
+
+if TYPE_CHECKING:
+    from chaos.engine.trial import Trial
+
+
+@dataclass(frozen=True)
+class _ProcessAction(Action):
+    service: str
+
+    @classmethod
+    def parse(cls, args: list[str]) -> Action:
+        return cls(one_service(args, cls.usage))
+
+
+class Kill(_ProcessAction):
+    def said(self) -> str:
+        return f"{service_name(self.service)} killed"
+
+    usage = "kill db|cache"
+
+    async def run(self, trial: Trial) -> dict[str, Any]:
+        await trial.kill(self.service)
+        return {}
+
+
+class Restore(_ProcessAction):
+    def said(self) -> str:
+        return f"{service_name(self.service)} restored"
+
+    usage = "restore db|cache"
+
+    async def run(self, trial: Trial) -> dict[str, Any]:
+        outage = await trial.restore(self.service)
+        assert outage.up_ns is not None and outage.restart_ns is not None
+        return {"listening_after_s": round((outage.up_ns - outage.restart_ns) / 1e9, 3)}
+
+
+class Pause(_ProcessAction):
+    def said(self) -> str:
+        return f"{service_name(self.service)} paused"
+
+    usage = "pause db|cache"
+
+    async def run(self, trial: Trial) -> dict[str, Any]:
+        await trial.pause(self.service)
+        return {}
+
+
+class Resume(_ProcessAction):
+    def said(self) -> str:
+        return f"{service_name(self.service)} resumed"
+
+    usage = "resume db|cache"
+
+    async def run(self, trial: Trial) -> dict[str, Any]:
+        await trial.resume(self.service)
+        return {}
+
+
+ACTIONS.register("kill", Kill)
+ACTIONS.register("restore", Restore)
+ACTIONS.register("pause", Pause)
+ACTIONS.register("resume", Resume)

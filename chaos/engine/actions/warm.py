@@ -1,0 +1,54 @@
+"""`warm`: fill the cache with every key of the herd, quickly, before the experiment starts.
+
+A round-robin herd asks once for each key (one user per key) while the DB has a slot per key,
+then the DB's concurrency goes back to its setting. Typically followed by `expire all`, so the
+herd meets warm connections and a cold cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from chaos.engine.actions.base import Action
+from chaos.engine.registry import ACTIONS
+from chaos.herd import run_herd
+from herdlab.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from chaos.engine.trial import Trial
+
+WARM_DEADLINE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Warm(Action):
+    usage = "warm"
+
+    @classmethod
+    def parse(cls, args: list[str]) -> Action:
+        if args:
+            raise ValueError(f"usage: {cls.usage}")
+        return cls()
+
+    async def run(self, trial: Trial) -> dict[str, Any]:
+        keys = trial.herd.keys
+        await trial.set_db_capacity(concurrency=max(keys, trial.db.concurrency))
+        config = replace(
+            trial.herd_config(),
+            users=keys,
+            distribution="round-robin",
+            requests_per_user=1,
+            think_s=0.0,
+            channels=min(trial.herd.channels, keys),
+            policy=RetryPolicy(
+                name="none", max_total_s=WARM_DEADLINE_S, attempt_timeout_s=WARM_DEADLINE_S
+            ),
+        )
+        result = await run_herd(config)
+        await trial.set_db_capacity(concurrency=trial.db.concurrency)
+        summary = result.summary()
+        return {"ok": summary["ok"], "errors": summary["errors"]}
+
+
+ACTIONS.register("warm", Warm)

@@ -1,0 +1,104 @@
+"""The herd of an experiment (`[herd]`): who asks, for what, how often, retrying how.
+
+Declared with `herdlab.settings`, like the services' settings, so experiment files, sweeps and
+error messages read one declaration. `config(target)` turns them into the herd's `HerdConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.herd import DISTRIBUTIONS, HerdConfig
+from herdlab.grpcutil import Reconnect
+from herdlab.retry import POLICY_NAMES, RetryPolicy
+from herdlab.settings import Settings, setting
+
+# Channel reconnect backoffs a herd can use: gRPC's own (no option set), or tuned for a lab
+# (100 ms first, at most 1 s; a 1 s minimum connect timeout keeps slow handshakes).
+RECONNECTS: dict[str, Reconnect | None] = {
+    "default": None,
+    "tuned": Reconnect(initial_backoff_ms=100, max_backoff_ms=1000, min_connect_timeout_ms=1000),
+}
+
+
+@dataclass(frozen=True)
+class HerdSettings(Settings):
+    users: int = setting(1000, "users", "int", "Virtual users.", lo=1, hi=100_000)
+    keys: int = setting(1, "keys", "int", "Distinct keys.", lo=1, hi=10_000_000)
+    distribution: str = setting(
+        "hot", "distribution", "choice", "How users pick keys.", choices=DISTRIBUTIONS
+    )
+    zipf_s: float = setting(1.1, "zipf_s", "float", "Zipf exponent.", lo=0.01, hi=10)
+    key_prefix: str = setting("key-", "key_prefix", "text", "Keys are PREFIX0..K-1.")
+    requests: int = setting(
+        1, "requests", "int", "Requests per user, one after another.", lo=1, hi=10_000
+    )
+    think_s: float = setting(
+        0.0, "think", "duration", "Pause between one user's requests.", lo=0.0, hi=60.0
+    )
+    channels: int = setting(8, "channels", "int", "gRPC channels (connections).", lo=1, hi=1024)
+    policy: str = setting(
+        "none", "policy", "choice", "The users' retry policy.", choices=POLICY_NAMES
+    )
+    retry_base_s: float = setting(0.1, "retry_base", "duration", "Backoff base.", lo=0.001, hi=600)
+    retry_cap_s: float = setting(5.0, "retry_cap", "duration", "Backoff cap.", lo=0.001, hi=600)
+    retry_attempts: int = setting(6, "retry_attempts", "int", "Attempts at most.", lo=1, hi=100)
+    deadline_s: float = setting(
+        10.0,
+        "deadline",
+        "duration",
+        "Each request's deadline, retries included.",
+        lo=0.001,
+        hi=3600,
+    )
+    attempt_timeout_s: float | None = setting(
+        None,
+        "attempt_timeout",
+        "duration",
+        "Deadline of each attempt [default: the request's deadline].",
+        lo=0.001,
+        hi=3600,
+    )
+    reconnect: str = setting(
+        "default",
+        "reconnect",
+        "choice",
+        "Channel reconnect backoff: gRPC's default or tuned (100 ms, at most 1 s).",
+        choices=tuple(RECONNECTS),
+    )
+    seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            name=self.policy,
+            base_s=self.retry_base_s,
+            cap_s=self.retry_cap_s,
+            max_attempts=self.retry_attempts,
+            max_total_s=self.deadline_s,
+            attempt_timeout_s=min(self.attempt_timeout_s or self.deadline_s, self.deadline_s),
+            seed=self.seed,
+        )
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        try:
+            self.retry_policy()
+        except ValueError as exc:
+            found.append(str(exc))
+        return found
+
+    def config(self, target: str, key_prefix: str | None = None) -> HerdConfig:
+        return HerdConfig(
+            target=target,
+            users=self.users,
+            keys=self.keys,
+            distribution=self.distribution,
+            zipf_s=self.zipf_s,
+            key_prefix=self.key_prefix if key_prefix is None else key_prefix,
+            requests_per_user=self.requests,
+            think_s=self.think_s,
+            channels=min(self.channels, self.users),
+            policy=self.retry_policy(),
+            reconnect=RECONNECTS[self.reconnect],
+            seed=self.seed,
+        )

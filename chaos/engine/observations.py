@@ -1,0 +1,73 @@
+"""What one trial saw: the facts measures are computed from, typed, all on the wall clock (ns).
+
+A trial fills one `Observations`; measures only read it. Records of a service that was killed
+are read just before the kill (a SIGKILLed process answers nothing), so `db_arrivals` and
+`cache_attempts` span every incarnation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cache_service.settings import CacheSettings
+from chaos.engine.herd_settings import HerdSettings
+from chaos.herd import HerdResult
+from db_service.settings import DbSettings
+
+
+@dataclass
+class Outage:
+    """A service killed and brought back: just before the SIGKILL, just before the restart, the
+    first TCP connect that succeeded again (a probe polled every 5 ms) and health SERVING."""
+
+    service: str
+    down_ns: int
+    restart_ns: int | None = None
+    up_ns: int | None = None
+    serving_ns: int | None = None
+
+
+@dataclass
+class JournalEntry:
+    """One action the trial took: when (ns), what (`do` as written), and what it reported."""
+
+    t_ns: int
+    do: str
+    phase: str  # "setup" or "timeline"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DbCounters:
+    """The DB's own counters, summed over its incarnations (each read before it was killed)."""
+
+    completed: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    failed: int = 0
+    slot_seconds: float = 0.0
+
+
+@dataclass
+class Observations:
+    variant: dict[str, Any]
+    db: DbSettings
+    cache: CacheSettings
+    herd: HerdSettings
+    herd_result: HerdResult
+    t0_ns: int  # the herd's release
+    end_ns: int
+    db_arrivals: list[int]
+    cache_attempts: list[int]
+    db_counters: DbCounters
+    db_capacity_per_s: float
+    outages: list[Outage]
+    journal: list[JournalEntry]
+    setup: dict[str, dict[str, Any]]  # what each setup action reported, by action name
+    cache_peak_rss_bytes: int
+    series: dict[str, Any] = field(default_factory=dict)  # what observers collected, by name
+
+    def outage(self, service: str) -> Outage | None:
+        """The first outage of `service`, if it had one."""
+        return next((o for o in self.outages if o.service == service), None)

@@ -1,0 +1,75 @@
+"""Where actions, conditions, measures, observers and scenario kinds register themselves.
+
+Each lives in one file that calls `register` at import; `load_all()` imports the packages that
+hold them, so the registry is complete before an experiment is checked. A name registered twice is
+a programming error and fails loudly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise RuntimeError(f"{self.what} {name!r} registered twice")
+        self._items[name] = item
+        return item
+
+    def __call__(self, name: str) -> Callable[[T], T]:
+        """Decorator form: `@MEASURES("lost")`."""
+
+        def decorate(item: T) -> T:
+            return self.register(name, item)
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        """The item named `name`; ValueError listing the known names otherwise."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.what} {name!r}; known: {', '.join(sorted(self._items))}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+
+ACTIONS: Registry[Any] = Registry("action")
+CONDITIONS: Registry[Any] = Registry("condition")
+MEASURES: Registry[Any] = Registry("measure")
+OBSERVERS: Registry[Any] = Registry("observer")
+KINDS: Registry[Any] = Registry("scenario kind")
+
+_PACKAGES = ("chaos.engine.actions", "chaos.engine.measures", "chaos.scenarios")
+_MODULES = ("chaos.engine.conditions",)
+_loaded = False
+
+
+def load_all() -> None:
+    """Imports every module of the packages that register things (once)."""
+    global _loaded
+    if _loaded:
+        return
+    for module in _MODULES:
+        importlib.import_module(module)
+    for package_name in _PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{info.name}")
+    _loaded = True

@@ -1,0 +1,131 @@
+"""Runs an experiment: one trial per variant, side by side, then the hypothesis and one result
+document (with provenance) that `chaos report` reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chaos.engine import provenance
+from chaos.engine.hypothesis import Check, RowView, check, held
+from chaos.engine.kinds import PLAIN, Kind
+from chaos.engine.observations import JournalEntry
+from chaos.engine.registry import KINDS, MEASURES
+from chaos.engine.spec import Experiment
+from chaos.engine.trial import Trial
+from chaos.herd import ProgressFactory
+from chaos.timeline import seconds_since
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One variant's measured values and what was done when, typed until written."""
+
+    name: str
+    variant: Mapping[str, Any]
+    values: Mapping[str, Any]
+    journal: tuple[JournalEntry, ...]
+    t0_ns: int
+
+    def journal_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "trial": self.name,
+                "variant": dict(self.variant),
+                "t_s": seconds_since(e.t_ns, self.t0_ns) if e.phase == "timeline" else None,
+                "time_ns": e.t_ns,
+                "phase": e.phase,
+                "do": e.do,
+                **e.details,
+            }
+            for e in self.journal
+        ]
+
+
+def kind_of(experiment: Experiment) -> Kind:
+    kind: Kind = KINDS.get(experiment.kind) if experiment.kind else PLAIN
+    return kind
+
+
+def _trial_name(kind: Kind, variant: Mapping[str, Any], index: int) -> str:
+    label = "-".join(str(v) for v in variant.values()) or "run"
+    return f"{kind.name}:{index}:{label}"
+
+
+async def run_experiment(
+    experiment: Experiment,
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+    command: str | None = None,
+) -> Doc:
+    kind = kind_of(experiment)
+    started = provenance.start(command)
+    needs = tuple(sorted({n for m in experiment.measures for n in MEASURES.get(m).needs}))
+    results = []
+    for index, variant in enumerate(experiment.combinations()):
+        emit(kind.announce(experiment, variant))
+        name = _trial_name(kind, variant, index)
+        trial = Trial(
+            experiment,
+            variant,
+            name=name,
+            emit=emit,
+            on_progress=progress(kind.announce(experiment, variant)) if progress else None,
+            observers=needs,
+        )
+        observations = await trial.run()
+        values = {m: MEASURES.get(m).compute(observations) for m in experiment.measures}
+        result = TrialResult(name, variant, values, tuple(observations.journal), observations.t0_ns)
+        for line in kind.describe(kind.row(values, experiment.measures)):
+            emit(line)
+        results.append(result)
+    checks = check(experiment.expect, [RowView(r.variant, r.values) for r in results])
+    for c in checks:
+        emit(f"  hypothesis {c.line()}")
+    return document(experiment, kind, results, checks, started)
+
+
+def document(
+    experiment: Experiment,
+    kind: Kind,
+    results: list[TrialResult],
+    checks: list[Check],
+    started: dict[str, Any],
+) -> Doc:
+    seeds = sorted(
+        {
+            s
+            for r in results
+            for s in (
+                experiment.settings_for(r.variant)[0].seed,
+                experiment.settings_for(r.variant)[1].seed,
+                experiment.settings_for(r.variant)[2].seed,
+            )
+            if s is not None
+        }
+    )
+    rows = []
+    for r in results:
+        row = kind.row(r.values, experiment.measures)
+        rows.append({**row, "variant": dict(r.variant)})
+    return {
+        **kind.header(experiment),
+        "command": started["command"],
+        "experiment": {
+            "title": experiment.title,
+            "description": experiment.description,
+            "file": experiment.source,
+            "sha256": experiment.sha256,
+            "kind": experiment.kind,
+            "params": dict(experiment.params),
+            "variants": [dict(r.variant) for r in results],
+            "measures": list(experiment.measures),
+        },
+        kind.rows_key: rows,
+        "hypothesis": {"held": held(checks), "checks": [c.to_json() for c in checks]},
+        "journal": [entry for r in results for entry in r.journal_json()],
+        "provenance": provenance.finish(started, seeds=seeds),
+    }

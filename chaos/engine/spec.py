@@ -1,0 +1,532 @@
+"""Experiment files: TOML, read with the standard library, checked before anything runs.
+
+```toml
+title = "..."                      # shown in the report
+description = "..."
+scenario = "retry-storm"           # optional: the kind whose document shape rows take
+setup = ["warm", "expire all"]     # actions before the herd's release
+[params]                           # named values; "${name}" elsewhere is replaced by them
+keys = 1000                        # (a whole "${name}" keeps the value's type)
+[stack.db]                         # any db-service setting, as on its command line
+latency = "100ms"
+[stack.cache]                      # any cache-service setting
+policy = "full"
+[herd]                             # users, keys, distribution, policy, deadline, channels, ...
+users = "${keys}"
+[[timeline]]                       # in order; each has `do` and one of at / after / when
+when = "db_arrivals >= ${keys}"    # a registered condition, an operator, a number
+within = "1.6s"                    # ... or this long after the release, whichever is first
+do = "kill db"
+[[timeline]]
+after = "10s"                      # after the previous step
+do = "restore db"
+[end]
+when = "herd_done"                 # every request has a value or an error; bounded by `limit`
+limit = "180s"
+measures = ["amplification", "lost"]        # optional: the kind's fields by default
+[variants]                                  # a sweep: one trial per combination, side by side
+"cache.policy" = ["exponential", "full"]
+[[expect]]                                  # the hypothesis: tolerances, as data
+variant = { "cache.policy" = "full" }       # optional: which rows (all when absent)
+lost = { eq = 0 }
+post_restore_peak_over_capacity = { max_times = 0.5, of = { "cache.policy" = "exponential" } }
+```
+
+Nothing in a file is evaluated as Python. Every problem is one `ExperimentError` line naming the
+file, the field and what is allowed (TOML syntax errors carry the parser's line and column).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cache_service.settings import CacheSettings
+from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.registry import ACTIONS, CONDITIONS, KINDS, MEASURES, load_all
+from db_service.settings import DbSettings
+from herdlab.config import parse_duration
+from herdlab.settings import Settings, with_values
+
+TOP_KEYS = (
+    "title",
+    "description",
+    "scenario",
+    "params",
+    "stack",
+    "herd",
+    "setup",
+    "timeline",
+    "end",
+    "measures",
+    "variants",
+    "expect",
+    "smoke",
+)
+SECTIONS = ("db", "cache", "herd")
+END_CONDITIONS = ("herd_done",)
+MAX_LIMIT_S = 7200.0
+MAX_VARIANTS = 64
+MAX_STEPS = 1000
+OPERATORS = (">=", "<=", "==", ">", "<")
+TOLERANCE_OPS = ("eq", "min", "max", "max_times", "min_times")
+_PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CONDITION = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+class ExperimentError(ValueError):
+    """One line: the file, the field and what is wrong with it."""
+
+    def __init__(self, source: str, where: str, message: str) -> None:
+        super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    op: str
+    value: float
+
+    def holds(self, measured: float) -> bool:
+        return {
+            ">=": measured >= self.value,
+            "<=": measured <= self.value,
+            "==": measured == self.value,
+            ">": measured > self.value,
+            "<": measured < self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One timeline entry: an action and when it runs (`at` after the release, `after` the
+    previous step, or `when` a condition holds, at the latest `within` after the release)."""
+
+    do: str
+    action: Any  # the parsed action (chaos.engine.actions.base.Action)
+    at_s: float | None = None
+    after_s: float | None = None
+    when: Condition | None = None
+    within_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    measure: str
+    op: str
+    value: Any
+    of: Mapping[str, Any] | None = None  # the variant a ratio is taken to
+
+    def __str__(self) -> str:
+        symbol = {"eq": "==", "min": ">=", "max": "<=", "max_times": "<=", "min_times": ">="}
+        if self.of is not None:
+            of = ", ".join(f"{k}={v}" for k, v in self.of.items())
+            return f"{self.measure} {symbol[self.op]} {self.value:g} x ({of})"
+        return f"{self.measure} {symbol[self.op]} {self.value}"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    variant: Mapping[str, Any]  # selector: every key must equal the row's variant value
+    tolerances: tuple[Tolerance, ...]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    source: str  # the file's path as given, or a name
+    text: str
+    title: str
+    description: str
+    kind: str | None
+    params: Mapping[str, Any]
+    db: DbSettings
+    cache: CacheSettings
+    herd: HerdSettings
+    setup: tuple[Step, ...]
+    timeline: tuple[Step, ...]
+    end_when: str
+    end_limit_s: float
+    measures: tuple[str, ...]
+    variants: tuple[tuple[str, tuple[Any, ...]], ...]
+    expect: tuple[Expectation, ...]
+    smoke: Mapping[str, Any] = field(default_factory=dict)  # params for a CI-sized run
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every variant: one {dotted key: value} per combination, in file order."""
+        keys = [k for k, _ in self.variants]
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(v for _, v in self.variants))
+        ]
+
+    def settings_for(
+        self, variant: Mapping[str, Any]
+    ) -> tuple[DbSettings, CacheSettings, HerdSettings]:
+        """The stack's and the herd's settings of one variant."""
+        sections: dict[str, Settings] = {"db": self.db, "cache": self.cache, "herd": self.herd}
+        for dotted, value in variant.items():
+            section, key = dotted.split(".", 1)
+            sections[section] = with_values(sections[section], {key: value}, where=section)
+        db, cache, herd = sections["db"], sections["cache"], sections["herd"]
+        assert isinstance(db, DbSettings)
+        assert isinstance(cache, CacheSettings)
+        assert isinstance(herd, HerdSettings)
+        return db, cache, herd
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load(path: Path, params: Mapping[str, Any] | None = None) -> Experiment:
+    """Reads and checks the experiment at `path`; `params` override its `[params]`."""
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ExperimentError(source, "", f"cannot read it: {exc.strerror or exc}") from None
+    return parse(text, source, params)
+
+
+def parse(text: str, source: str, params: Mapping[str, Any] | None = None) -> Experiment:
+    load_all()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ExperimentError(source, "", f"not valid TOML: {exc}") from None
+    return _Parser(source, text).experiment(raw, dict(params or {}))
+
+
+def _type_name(value: Any) -> str:
+    return {str: "text", bool: "a boolean", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+class _Parser:
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.text = text
+
+    def error(self, where: str, message: str) -> ExperimentError:
+        return ExperimentError(self.source, where, message)
+
+    def table(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(where, f"must be a table, got {_type_name(value)}")
+        return value
+
+    def only(self, table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                prefix = f"{where}." if where else ""
+                raise self.error(f"{prefix}{key}", f"unknown key; allowed: {', '.join(allowed)}")
+
+    def text_field(self, raw: Mapping[str, Any], key: str, *, required: bool) -> str:
+        value = raw.get(key)
+        if value is None:
+            if required:
+                raise self.error(key, "missing; give a short text")
+            return ""
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"must be non-empty text, got {_type_name(value)}")
+        return value
+
+    def duration(self, value: Any, where: str, lo: float = 0.0, hi: float = MAX_LIMIT_S) -> float:
+        if not isinstance(value, str):
+            raise self.error(where, f'must be a duration with a unit such as "10s", got {value!r}')
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(where, str(exc)) from None
+        if not lo <= seconds <= hi:
+            raise self.error(where, f"must be in [{lo:g}s, {hi:g}s], got {value}")
+        return seconds
+
+    # -- params --------------------------------------------------------------------------------
+
+    def substitute(self, value: Any, params: Mapping[str, Any], where: str) -> Any:
+        """`value` with every `${name}` replaced; a whole `"${name}"` keeps the param's type."""
+        if isinstance(value, dict):
+            return {k: self.substitute(v, params, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.substitute(v, params, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+        for name in _PARAM.findall(value):
+            if name not in params:
+                raise self.error(
+                    where,
+                    f"names ${{{name}}}, which [params] does not define; "
+                    f"defined: {', '.join(sorted(params)) or 'none'}",
+                )
+        whole = _PARAM.fullmatch(value.strip())
+        if whole:
+            return params[whole.group(1)]
+        return _PARAM.sub(lambda m: str(params[m.group(1)]), value)
+
+    # -- the experiment ------------------------------------------------------------------------
+
+    def experiment(self, raw: dict[str, Any], overrides: dict[str, Any]) -> Experiment:
+        self.only(raw, TOP_KEYS, "")
+        params = dict(self.table(raw.get("params", {}), "params"))
+        smoke = self.table(raw.get("smoke", {}), "smoke")
+        for name in smoke:
+            if name not in params:
+                raise self.error(f"smoke.{name}", "not a param of this file")
+        for name in overrides:
+            if name not in params:
+                raise self.error(
+                    f"params.{name}",
+                    "no such param to set; the file defines: "
+                    + (", ".join(sorted(params)) or "none"),
+                )
+        params.update(overrides)
+        body = {
+            k: self.substitute(v, params, k) for k, v in raw.items() if k not in ("params", "smoke")
+        }
+        kind = body.get("scenario")
+        if kind is not None and (not isinstance(kind, str) or kind not in KINDS):
+            raise self.error(
+                "scenario", f"unknown scenario kind {kind!r}; known: {', '.join(KINDS.names())}"
+            )
+        db, cache, herd = self.settings(body)
+        measures = self.measures(body.get("measures"), kind)
+        variants = self.variants(body.get("variants", {}), db, cache, herd)
+        end_raw = self.table(body.get("end", {}), "end")
+        self.only(end_raw, ("when", "limit"), "end")
+        end_when = end_raw.get("when", "herd_done")
+        if end_when not in END_CONDITIONS:
+            raise self.error(
+                "end.when", f"must be one of {', '.join(END_CONDITIONS)}, got {end_when!r}"
+            )
+        if "limit" not in end_raw:
+            raise self.error("end.limit", 'missing; every run is bounded in time, e.g. "180s"')
+        experiment = Experiment(
+            source=self.source,
+            text=self.text,
+            title=self.text_field(body, "title", required=True),
+            description=self.text_field(body, "description", required=False),
+            kind=kind,
+            params=params,
+            db=db,
+            cache=cache,
+            herd=herd,
+            setup=self.setup(body.get("setup", [])),
+            timeline=self.timeline(body.get("timeline", [])),
+            end_when=end_when,
+            end_limit_s=self.duration(end_raw["limit"], "end.limit", lo=0.001),
+            measures=measures,
+            variants=variants,
+            expect=(),
+            smoke=smoke,
+        )
+        expect = self.expect(body.get("expect", []), experiment)
+        return Experiment(**{**experiment.__dict__, "expect": expect})
+
+    def settings(self, body: Mapping[str, Any]) -> tuple[DbSettings, CacheSettings, HerdSettings]:
+        stack = self.table(body.get("stack", {}), "stack")
+        self.only(stack, ("db", "cache"), "stack")
+        try:
+            db = with_values(
+                DbSettings(), self.table(stack.get("db", {}), "stack.db"), where="stack.db"
+            )
+            cache = with_values(
+                CacheSettings(),
+                self.table(stack.get("cache", {}), "stack.cache"),
+                where="stack.cache",
+            )
+            herd = with_values(
+                HerdSettings(), self.table(body.get("herd", {}), "herd"), where="herd"
+            )
+        except ExperimentError:
+            raise
+        except ValueError as exc:
+            raise ExperimentError(self.source, "", str(exc)) from None
+        for where, settings in (("stack.db", db), ("stack.cache", cache), ("herd", herd)):
+            problems = settings.problems()
+            if problems:
+                raise self.error(where, problems[0])
+        return db, cache, herd
+
+    def measures(self, raw: Any, kind: str | None) -> tuple[str, ...]:
+        if raw is None:
+            if kind is None:
+                raise self.error(
+                    "measures",
+                    f"missing; name the measures to compute (known: {', '.join(MEASURES.names())})",
+                )
+            return tuple(KINDS.get(kind).measures)
+        if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
+            raise self.error("measures", "must be a non-empty list of measure names")
+        for index, name in enumerate(raw):
+            if name not in MEASURES:
+                raise self.error(
+                    f"measures[{index}]",
+                    f"unknown measure {name!r}; known: {', '.join(MEASURES.names())}",
+                )
+        return tuple(raw)
+
+    def variants(
+        self, raw: Any, db: DbSettings, cache: CacheSettings, herd: HerdSettings
+    ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        table = self.table(raw, "variants")
+        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd}
+        found = []
+        count = 1
+        for dotted, values in table.items():
+            where = f'variants."{dotted}"'
+            section, _, key = dotted.partition(".")
+            if section not in sections or not key:
+                raise self.error(where, "must name a setting as db.KEY, cache.KEY or herd.KEY")
+            if not isinstance(values, list) or not values:
+                raise self.error(where, "must be a non-empty list of values")
+            for value in values:
+                try:
+                    with_values(sections[section], {key: value}, where=section)
+                except ValueError as exc:
+                    raise self.error(where, str(exc)) from None
+            if len(set(map(repr, values))) != len(values):
+                raise self.error(where, "lists a value twice")
+            count *= len(values)
+            found.append((dotted, tuple(values)))
+        if count > MAX_VARIANTS:
+            raise self.error("variants", f"{count} combinations; at most {MAX_VARIANTS}")
+        return tuple(found)
+
+    def step(self, raw: Any, where: str, *, timed: bool) -> Step:
+        if isinstance(raw, str) and not timed:
+            raw = {"do": raw}
+        entry = self.table(raw, where)
+        allowed = ("do", "at", "after", "when", "within") if timed else ("do",)
+        self.only(entry, allowed, where)
+        do = entry.get("do")
+        if not isinstance(do, str) or not do.split():
+            raise self.error(
+                f"{where}.do", f"must name an action; known: {', '.join(ACTIONS.names())}"
+            )
+        name, *args = do.split()
+        try:
+            action = ACTIONS.get(name).parse(args)
+        except ValueError as exc:
+            raise self.error(f"{where}.do", str(exc)) from None
+        if not timed:
+            return Step(do=do, action=action)
+        triggers = [k for k in ("at", "after", "when") if k in entry]
+        if len(triggers) != 1:
+            raise self.error(where, "give exactly one of at, after, when")
+        at = self.duration(entry["at"], f"{where}.at") if "at" in entry else None
+        after = self.duration(entry["after"], f"{where}.after") if "after" in entry else None
+        when = self.condition(entry["when"], f"{where}.when") if "when" in entry else None
+        if "within" in entry and when is None:
+            raise self.error(f"{where}.within", "goes with when")
+        within = self.duration(entry["within"], f"{where}.within") if "within" in entry else None
+        return Step(do=do, action=action, at_s=at, after_s=after, when=when, within_s=within)
+
+    def condition(self, raw: Any, where: str) -> Condition:
+        match = _CONDITION.match(raw) if isinstance(raw, str) else None
+        if match is None:
+            raise self.error(
+                where,
+                f"must read CONDITION OP NUMBER (OP one of {' '.join(OPERATORS)}), got {raw!r}",
+            )
+        name = match.group(1)
+        if name not in CONDITIONS:
+            raise self.error(
+                where, f"unknown condition {name!r}; known: {', '.join(CONDITIONS.names())}"
+            )
+        return Condition(name, match.group(2), float(match.group(3)))
+
+    def setup(self, raw: Any) -> tuple[Step, ...]:
+        if not isinstance(raw, list):
+            raise self.error("setup", "must be a list of actions")
+        return tuple(self.step(entry, f"setup[{i}]", timed=False) for i, entry in enumerate(raw))
+
+    def timeline(self, raw: Any) -> tuple[Step, ...]:
+        if not isinstance(raw, list) or len(raw) > MAX_STEPS:
+            raise self.error(
+                "timeline", f"must be a list of at most {MAX_STEPS} steps ([[timeline]])"
+            )
+        steps = tuple(self.step(entry, f"timeline[{i}]", timed=True) for i, entry in enumerate(raw))
+        last_at = 0.0
+        for index, step in enumerate(steps):
+            if step.at_s is not None:
+                if step.at_s < last_at:
+                    raise self.error(
+                        f"timeline[{index}].at",
+                        f"actions out of order: {step.at_s:g}s comes before an earlier "
+                        f"step's {last_at:g}s",
+                    )
+                last_at = step.at_s
+        return steps
+
+    def expect(self, raw: Any, experiment: Experiment) -> tuple[Expectation, ...]:
+        if not isinstance(raw, list):
+            raise self.error("expect", "must be a list of tables ([[expect]])")
+        variant_keys = {k for k, _ in experiment.variants}
+        found = []
+        for index, entry in enumerate(raw):
+            where = f"expect[{index}]"
+            table = self.table(entry, where)
+            selector = self.selector(table.get("variant", {}), f"{where}.variant", variant_keys)
+            tolerances = []
+            for measure, rule in table.items():
+                if measure == "variant":
+                    continue
+                if measure not in experiment.measures:
+                    raise self.error(
+                        f"{where}.{measure}",
+                        "a tolerance on a field that this experiment does not measure; "
+                        f"measured: {', '.join(experiment.measures)}",
+                    )
+                tolerances.append(self.tolerance(measure, rule, f"{where}.{measure}", variant_keys))
+            if not tolerances:
+                raise self.error(where, "names no tolerance")
+            found.append(Expectation(selector, tuple(tolerances)))
+        return tuple(found)
+
+    def selector(self, raw: Any, where: str, variant_keys: set[str]) -> dict[str, Any]:
+        table = self.table(raw, where)
+        for key in table:
+            if key not in variant_keys:
+                raise self.error(
+                    f'{where}."{key}"',
+                    f"not a swept setting; swept: {', '.join(sorted(variant_keys)) or 'none'}",
+                )
+        return table
+
+    def tolerance(self, measure: str, raw: Any, where: str, variant_keys: set[str]) -> Tolerance:
+        table = self.table(raw, where)
+        self.only(table, (*TOLERANCE_OPS, "of"), where)
+        ops = [op for op in TOLERANCE_OPS if op in table]
+        if len(ops) != 1:
+            raise self.error(where, f"give exactly one of {', '.join(TOLERANCE_OPS)}")
+        op = ops[0]
+        value = table[op]
+        if op == "eq":
+            if not isinstance(value, bool | int | float | str):
+                raise self.error(
+                    f"{where}.eq", f"must be a number, boolean or text, got {_type_name(value)}"
+                )
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(f"{where}.{op}", f"must be a number, got {_type_name(value)}")
+        of = None
+        if op.endswith("_times"):
+            if "of" not in table:
+                raise self.error(where, f"{op} needs of = {{ ... }}, the variant to compare with")
+            of = self.selector(table["of"], f"{where}.of", variant_keys)
+        elif "of" in table:
+            raise self.error(f"{where}.of", "goes with max_times or min_times")
+        return Tolerance(measure, op, value, of)

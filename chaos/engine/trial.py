@@ -1,0 +1,308 @@
+"""One trial: one variant of an experiment on a fresh local stack, the lab's one run loop.
+
+1. the stack starts with the variant's settings (`scenario_stack`: torn down whatever happens);
+2. the setup actions run in order (e.g. warm every key, expire them all);
+3. the herd is released; the timeline's steps run in order, each at its time, after the previous
+   step, or when its condition holds (at the latest `within` after the release);
+4. the trial ends when the herd has ended (every request has a value or a typed error), bounded
+   by the experiment's limit;
+5. the services' exact records are read and everything is handed over as `Observations`.
+
+Killing and restoring a service are the trial's (`kill`, `restore`): a killed service's records
+are read just before the SIGKILL, and the instant it is back is taken from a TCP connect probe
+(the health check `restore` waits on sees a restarted service up to a second late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from cache_service.settings import CacheSettings
+from chaos.admin import Admin
+from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
+from chaos.engine.registry import CONDITIONS, OBSERVERS
+from chaos.engine.spec import Experiment, Step
+from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, run_herd
+from chaos.procstats import peak_rss_bytes
+from chaos.scenarios.common import in_thread, scenario_stack, wait_listening
+from chaos.stack import READY_TIMEOUT_S, LocalStack
+from db_service.settings import DbSettings
+from protos import admin_pb2
+
+POLL_S = 0.01
+# A condition is polled at most this long after the release when it has no `within`.
+MAX_CONDITION_WAIT_S = 3600.0
+
+
+class TrialError(RuntimeError):
+    """The trial could not do what the experiment asked (a service did not come back, the herd
+    outlived the limit); the message says what."""
+
+
+class Trial:
+    def __init__(
+        self,
+        experiment: Experiment,
+        variant: Mapping[str, Any],
+        *,
+        name: str,
+        emit: Callable[[str], None],
+        on_progress: ProgressFn | None,
+        observers: tuple[str, ...] = (),
+    ) -> None:
+        self.experiment = experiment
+        self.variant = dict(variant)
+        self.db: DbSettings
+        self.cache: CacheSettings
+        self.herd: HerdSettings
+        self.db, self.cache, self.herd = experiment.settings_for(variant)
+        self.name = name
+        self.label = ", ".join(str(v) for v in self.variant.values()) or name
+        self.emit = emit
+        self.on_progress = on_progress
+        self.observer_names = observers
+        self.stack: LocalStack
+        self.targets: dict[str, str] = {}
+        self.pids: dict[str, int | None] = {}
+        self.t0_ns = 0
+        self.released = asyncio.Event()
+        self.herd_task: asyncio.Task[HerdResult] | None = None
+        self.outages: list[Outage] = []
+        self.journal: list[JournalEntry] = []
+        self.setup_results: dict[str, dict[str, Any]] = {}
+        self.db_baseline = 0  # DB arrivals before the release, in the current incarnation
+        self.cache_baseline = 0
+        self._db_arrivals: list[int] = []  # of incarnations already killed
+        self._cache_attempts: list[int] = []
+        self._db_counters = DbCounters()
+        self.observers: dict[str, Any] = {}
+
+    # -- the services ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def admin(self) -> AsyncIterator[Admin]:
+        """Admin clients for the stack as it is now (fresh channels: no reconnect backoff left
+        over from a service that was killed)."""
+        async with Admin(self.targets["db"], self.targets["cache"]) as admin:
+            yield admin
+
+    def herd_config(self, key_prefix: str | None = None) -> HerdConfig:
+        prefix = key_prefix if key_prefix is not None else f"{self.name}:"
+        return self.herd.config(self.targets["cache"], prefix)
+
+    async def _harvest(self, service: str) -> None:
+        """Reads `service`'s records (and the DB's counters) before it is killed or the trial
+        ends; the next incarnation starts its records from zero."""
+        async with self.admin() as admin:
+            if service == "db":
+                self._db_arrivals += await admin.db_arrivals(after_seq=self.db_baseline)
+                state = await admin.db_state()
+                counters = self._db_counters
+                counters.completed += state.completed
+                counters.rejected += state.rejected
+                counters.dropped += state.dropped
+                counters.failed += state.failed
+                self.db_baseline = 0
+            else:
+                self._cache_attempts += await admin.cache_attempts(after_seq=self.cache_baseline)
+                self.cache_baseline = 0
+
+    async def kill(self, service: str) -> Outage:
+        if self.stack.status()[service].state == "running":
+            await self._harvest(service)
+        outage = Outage(service, down_ns=time.time_ns())
+        await in_thread(self.stack.kill, service)
+        self.outages.append(outage)
+        return outage
+
+    async def restore(self, service: str) -> Outage:
+        outage = next((o for o in reversed(self.outages) if o.service == service), None)
+        if outage is None or outage.up_ns is not None:
+            raise TrialError(f"restore {service}: it was not killed")
+        stop = threading.Event()
+        target = self.targets[service]
+        probe = asyncio.ensure_future(
+            asyncio.to_thread(wait_listening, target, READY_TIMEOUT_S, stop)
+        )
+        outage.restart_ns = time.time_ns()
+        try:
+            info = await in_thread(self.stack.restore, service)
+        finally:
+            stop.set()
+            up_ns = await probe
+        outage.serving_ns = time.time_ns()
+        outage.up_ns = up_ns or outage.serving_ns
+        self.pids[service] = info.pid
+        return outage
+
+    async def pause(self, service: str) -> None:
+        await in_thread(self.stack.pause, service)
+
+    async def resume(self, service: str) -> None:
+        await in_thread(self.stack.resume, service)
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def run(self) -> Observations:
+        async with scenario_stack(self.name.split(":")[0]) as stack:
+            self.stack = stack
+            info = await in_thread(
+                stack.up, db_args=self.db.to_argv(), cache_args=self.cache.to_argv()
+            )
+            self.targets = {name: s.grpc for name, s in info.services.items()}
+            self.pids = {name: s.pid for name, s in info.services.items()}
+            for step in self.experiment.setup:
+                await self._do(step, "setup")
+            try:
+                return await self._release()
+            finally:
+                await self._stop_herd()
+
+    async def _release(self) -> Observations:
+        async with self.admin() as admin:
+            self.db_baseline = (await admin.db_state()).arrivals
+            self.cache_baseline = (await admin.cache_state()).db_attempts
+        for name in self.observer_names:
+            self.observers[name] = OBSERVERS.get(name)(self)
+        for observer in self.observers.values():
+            await observer.start()
+
+        def on_release() -> None:
+            self.t0_ns = time.time_ns()
+            self.released.set()
+            for observer in self.observers.values():
+                observer.on_release()
+
+        self.herd_task = asyncio.create_task(
+            run_herd(self.herd_config(), HerdHooks(self.on_progress, on_release=on_release))
+        )
+        deadline = asyncio.get_running_loop().time() + self.experiment.end_limit_s
+        try:
+            await self._until_released()
+            await asyncio.wait_for(self._timeline(), self._left(deadline))
+            result = await asyncio.wait_for(asyncio.shield(self.herd_task), self._left(deadline))
+        except TimeoutError:
+            raise TrialError(
+                f"{self.name}: not ended within the limit of {self.experiment.end_limit_s:g}s"
+            ) from None
+        series = {}
+        for name, observer in self.observers.items():
+            series[name] = await observer.finish()
+        return await self._observations(result, series)
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.001, deadline - asyncio.get_running_loop().time())
+
+    async def _until_released(self) -> None:
+        assert self.herd_task is not None
+        waiter = asyncio.create_task(self.released.wait())
+        try:
+            await asyncio.wait({waiter, self.herd_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not self.released.is_set():
+            self.herd_task.result()
+            raise TrialError(f"{self.name}: the herd ended before it was released")
+
+    async def _stop_herd(self) -> None:
+        for observer in self.observers.values():
+            with contextlib.suppress(Exception):
+                await observer.close()
+        if self.herd_task is not None and not self.herd_task.done():
+            self.herd_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.herd_task
+
+    async def _timeline(self) -> None:
+        loop = asyncio.get_running_loop()
+        release = loop.time() - (time.time_ns() - self.t0_ns) / 1e9
+        previous = release
+        for step in self.experiment.timeline:
+            if step.at_s is not None:
+                await asyncio.sleep(max(0.0, release + step.at_s - loop.time()))
+            elif step.after_s is not None:
+                await asyncio.sleep(max(0.0, previous + step.after_s - loop.time()))
+            seen = await self._until(step, release) if step.when is not None else None
+            previous = loop.time()
+            await self._do(step, "timeline", {} if seen is None else {"when": seen})
+
+    async def _until(self, step: Step, release: float) -> dict[str, Any]:
+        """Polls the step's condition every POLL_S until it holds, the step's `within` has
+        passed since the release, or the herd has ended; returns what it saw."""
+        assert step.when is not None and self.herd_task is not None
+        loop = asyncio.get_running_loop()
+        condition = CONDITIONS.get(step.when.name)
+        bound = step.within_s if step.within_s is not None else MAX_CONDITION_WAIT_S
+        seen = 0.0
+        async with self.admin() as admin:
+            for _ in range(math.ceil(MAX_CONDITION_WAIT_S / POLL_S)):
+                seen = await condition(self, admin)
+                if step.when.holds(seen):
+                    return {"condition": str(step.when), "seen": seen, "held": True}
+                if self.herd_task.done() or loop.time() >= release + bound:
+                    break
+                await asyncio.sleep(POLL_S)
+        return {"condition": str(step.when), "seen": seen, "held": False}
+
+    async def _do(self, step: Step, phase: str, context: dict[str, Any] | None = None) -> None:
+        t_ns = time.time_ns()
+        details = {**(context or {}), **await step.action.run(self)}
+        self.journal.append(JournalEntry(t_ns, step.do, phase, details))
+        if phase == "setup":
+            self.setup_results[step.do.split()[0]] = details
+        shown = f" at +{(t_ns - self.t0_ns) / 1e9:.2f}s" if phase == "timeline" else ""
+        when = details.get("when")
+        if when:
+            shown += f" ({when['condition'].split()[0]} {when['seen']:,.0f}"
+            shown += ")" if when["held"] else ", not reached in time)"
+        extra = ", ".join(
+            f"{k} {v}" for k, v in details.items() if k != "when" and not isinstance(v, dict)
+        )
+        self.emit(
+            f"  {self.label}: {step.action.said() or step.do}{shown}"
+            + (f" ({extra})" if extra else "")
+        )
+
+    async def _observations(self, result: HerdResult, series: dict[str, Any]) -> Observations:
+        status = self.stack.status()
+        for service in ("db", "cache"):
+            if status[service].state == "running":
+                await self._harvest(service)
+        capacity_per_s = self.db.capacity_per_s
+        if status["db"].state == "running":
+            async with self.admin() as admin:
+                capacity_per_s = (await admin.db_state()).capacity_per_s
+        cache_pid = self.pids.get("cache")
+        return Observations(
+            variant=self.variant,
+            db=self.db,
+            cache=self.cache,
+            herd=self.herd,
+            herd_result=result,
+            t0_ns=self.t0_ns,
+            end_ns=time.time_ns(),
+            db_arrivals=self._db_arrivals,
+            cache_attempts=self._cache_attempts,
+            db_counters=self._db_counters,
+            db_capacity_per_s=capacity_per_s,
+            outages=self.outages,
+            journal=self.journal,
+            setup=self.setup_results,
+            cache_peak_rss_bytes=peak_rss_bytes(cache_pid) if cache_pid else 0,
+            series=series,
+        )
+
+    async def set_db_capacity(
+        self, concurrency: int | None = None, queue: int | None = None
+    ) -> None:
+        async with self.admin() as admin:
+            await admin.set_capacity(admin_pb2.Capacity(concurrency=concurrency, queue=queue))
