@@ -14,6 +14,7 @@ Each guard module registers itself (`herdlab.guards.registry`); importing them h
 makes their names usable, in this order.
 """
 
+from herdlab.guards import budget
 from herdlab.guards.base import Guard, GuardRejected, Outcome, Permit
 from herdlab.guards.guard_set import RECOMMENDED, GuardSet, parse_guard_set, parse_guard_sets
 from herdlab.guards.registry import names
@@ -28,6 +29,7 @@ __all__ = [
     "GuardSet",
     "Outcome",
     "Permit",
+    "budget",
     "parse_guard_set",
     "parse_guard_sets",
 ]
