@@ -14,7 +14,7 @@ Each guard module registers itself (`herdlab.guards.registry`); importing them h
 makes their names usable, in this order.
 """
 
-from herdlab.guards import budget, throttle, breaker  # noqa: I001  (registration order)
+from herdlab.guards import budget, throttle, breaker, limit  # noqa: I001  (registration order)
 from herdlab.guards.base import Guard, GuardRejected, Outcome, Permit
 from herdlab.guards.guard_set import RECOMMENDED, GuardSet, parse_guard_set, parse_guard_sets
 from herdlab.guards.registry import names
@@ -31,6 +31,7 @@ __all__ = [
     "Permit",
     "breaker",
     "budget",
+    "limit",
     "parse_guard_set",
     "parse_guard_sets",
     "throttle",
