@@ -1,7 +1,7 @@
 """The guard interface and its composition: GuardSet's ordering, release on refusal and shrinking
 time budget; the spec grammar (good specs, their canonical forms, bad specs with their exact
-one-line messages); the comma rule of parse_guard_sets. The per-guard arithmetic is in
-test_guards_<guard>.py."""
+one-line messages); the comma rule of parse_guard_sets; the scrape-time metrics. The per-guard
+arithmetic is in test_guards_<guard>.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from herdlab.guards import (
     GUARD_NAMES,
@@ -26,6 +27,7 @@ from herdlab.guards.breaker import Breaker
 from herdlab.guards.budget import A6Budget, FinagleBudget
 from herdlab.guards.limit import ConcurrencyLimit
 from herdlab.guards.limit_algorithms import AIMDLimit, StaticLimit, VegasLimit
+from herdlab.guards.metrics import GuardCollector
 from herdlab.guards.throttle import Throttle
 
 
@@ -386,3 +388,32 @@ def test_parse_guard_sets_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError) as error:
         parse_guard_sets(text)
     assert str(error.value) == message
+
+
+async def test_the_collector_reads_the_current_set_at_scrape_time() -> None:
+    clock = FakeClock()
+    current = [parse_guard_set("breaker:failures=1+limit:n=3", clock=clock)]
+    registry = CollectorRegistry()
+    GuardCollector(lambda: current[0], registry, "cache")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"side": "cache", **labels})
+
+    permit = await current[0].acquire(retry=False, timeout_s=1.0)
+    assert sample("herdlab_guard_state", guard="limit", key="in_flight") == 1.0
+    assert sample("herdlab_guard_state", guard="limit", key="limit") == 3.0
+    permit.done(Outcome.OVERLOAD, 0.1)
+    with pytest.raises(GuardRejected):
+        await current[0].acquire(retry=False, timeout_s=1.0)
+    assert sample("herdlab_guard_state", guard="breaker", key="state") == 2.0
+    assert sample("herdlab_guard_rejected_total", guard="breaker") == 1.0
+    assert sample("herdlab_guard_rejected_total", guard="limit") == 0.0
+    current[0] = parse_guard_set("none")
+    assert sample("herdlab_guard_state", guard="breaker", key="state") is None
+
+
+def test_the_collector_checks_its_side() -> None:
+    with pytest.raises(
+        ValueError, match=r"^guard metrics side must be one of cache, herd, got 'db'$"
+    ):
+        GuardCollector(lambda: parse_guard_set("none"), CollectorRegistry(), "db")
