@@ -1,0 +1,171 @@
+"""Guard sets: guards composed in order, and the spec grammar that names them.
+
+    set     := "none" | "recommended" | guard ("+" guard)*
+    guard   := name [":" part ("," part)*]
+    part    := word | key "=" value          (a bare word only where the guard takes one: the
+                                              limit's algorithm, first after ":")
+    sets    := set ("," set)*                 (parse_guard_sets, for sweeps)
+
+Durations are written as `herdlab.config.parse_duration` reads them (`500ms`, `30s`, `2m`).
+Commas both separate sets and parameters; parse_guard_sets resolves it thus: a comma-separated
+piece whose first guard part (the text before any "+") is a `k=v` pair, i.e. contains "=" and
+no ":", continues the previous set's last guard's parameters; any other piece starts a new set.
+So `none,throttle:k=2,window=30s,limit:n=20` is three sets, and a bare word (`aimd`) after a
+comma always starts a set, which is why the limit's algorithm comes first after ":".
+
+A set's `spec` is the canonical short form of what the user wrote: each guard's name, its
+algorithm, and only the parameters given, in the guard's order and canonical formatting
+(`throttle:window=0.5m,k=1.50` -> `throttle:k=1.5,window=30s`); `recommended` is replaced by
+the set it stands for, so a recorded spec says what ran. `Guard.spec` has every parameter.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+from herdlab.guards import registry
+from herdlab.guards.base import CallbackPermit, Clock, Guard, Outcome, Permit
+
+RECOMMENDED = "limit:aimd+breaker"
+"""The lab's recommended set for the retry storm (10,000 keys, full-jitter retries, a DB of 20
+slots x 100 ms, a 10 s outage); derived from the mechanisms, to be measured by the scenarios.
+
+The AIMD limit bounds what reaches the DB to `limit` calls in flight, so after the restore the
+DB's arrivals are its completions (closed loop) whatever the retry rate, and the other callers
+wait here with their own deadline; it shrinks on the outage's failures and grows back one slot
+per success while callers queue, without being told the DB's capacity. The breaker turns the
+outage's failures into local refusals after 5 and probes once a second.
+
+The limit comes first: a guard set asks its guards in order, so in `breaker+limit` the breaker
+decides when a call joins the limit's queue, and every call already queued when the DB fails is
+still sent after the breaker opened (up to the 10,000 keys); in `limit+breaker` the breaker
+decides as each call leaves the queue, so an open breaker refuses them
+(test_guards.py: test_the_breaker_decides_at_send_time_only_after_the_limit)."""
+
+
+class GuardSet:
+    """Guards applied in order; the empty set (spec `none`) admits everything.
+
+    `acquire` asks each guard in turn with what is left of `timeout_s` (measured on `clock`),
+    so a guard that waited shrinks the time the next one may wait. If guard i refuses, or the
+    caller is cancelled while it waits, the permits of guards 0..i-1 are reported
+    `done(IGNORE, 0)` (the call was never sent) and the error propagates. The set's permit
+    reports to every guard's permit, last guard first. Single-threaded, like its guards.
+    """
+
+    def __init__(
+        self, guards: Sequence[Guard], *, clock: Clock = time.monotonic, spec: str | None = None
+    ) -> None:
+        self.guards = tuple(guards)
+        self.spec = spec or ("+".join(g.spec for g in self.guards) or "none")
+        self._clock = clock
+
+    async def acquire(self, *, retry: bool, timeout_s: float) -> Permit:
+        deadline = self._clock() + timeout_s
+        permits: list[Permit] = []
+        try:
+            for guard in self.guards:
+                remaining = max(0.0, deadline - self._clock())
+                permits.append(await guard.acquire(retry=retry, timeout_s=remaining))
+        except BaseException:
+            for permit in reversed(permits):
+                permit.done(Outcome.IGNORE, 0.0)
+            raise
+        return CallbackPermit(lambda outcome, rtt_s: _done_all(permits, outcome, rtt_s))
+
+    @property
+    def rejected(self) -> int:
+        return sum(g.rejected for g in self.guards)
+
+    def state(self) -> dict[str, float]:
+        return {
+            f"{guard.name}_{key}": value
+            for guard in self.guards
+            for key, value in guard.state().items()
+        }
+
+
+def _done_all(permits: list[Permit], outcome: Outcome, rtt_s: float) -> None:
+    for permit in reversed(permits):
+        permit.done(outcome, rtt_s)
+
+
+def _split_guard(text: str, set_text: str) -> tuple[str, tuple[str, ...], dict[str, str]]:
+    name, colon, rest = (part.strip() for part in text.partition(":"))
+    if not name:
+        raise ValueError(f"guard set {set_text!r}: a guard name is missing")
+    words: list[str] = []
+    params: dict[str, str] = {}
+    if colon:
+        for part in (p.strip() for p in rest.split(",")):
+            key, equals, value = (x.strip() for x in part.partition("="))
+            if not key or (equals and not value):
+                raise ValueError(
+                    f"guard {name!r}: empty parameter in {text.strip()!r}; write {name}:k=v,k=v"
+                )
+            if not equals:
+                if params:
+                    raise ValueError(
+                        f"guard {name!r}: {key!r} must come first after ':', before the k=v "
+                        "parameters"
+                    )
+                words.append(key)
+            elif key in params:
+                raise ValueError(f"guard {name!r}: {key} is given twice")
+            else:
+                params[key] = value
+    return name, tuple(words), params
+
+
+def parse_guard_set(
+    text: str, *, clock: Clock = time.monotonic, rng: random.Random | None = None
+) -> GuardSet:
+    """`none`, `recommended`, `budget`, `budget+limit:aimd`, `limit:n=20`,
+    `throttle:k=1.5,window=30s` -> a GuardSet whose guards read `clock` and share `rng` (a new
+    unseeded one when None). Raises a one-line ValueError naming the guard, the parameter and
+    its allowed range."""
+    stripped = text.strip()
+    if stripped == "recommended":
+        stripped = RECOMMENDED
+    if not stripped:
+        raise ValueError(
+            "empty guard set; write none, recommended or guards joined by '+', "
+            "e.g. budget+limit:aimd"
+        )
+    if stripped == "none":
+        return GuardSet((), clock=clock)
+    source = rng if rng is not None else random.Random()
+    guards: list[Guard] = []
+    shorts: list[str] = []
+    for part in stripped.split("+"):
+        name, words, params = _split_guard(part, stripped)
+        if name in ("none", "recommended"):
+            raise ValueError(f"guard set {stripped!r}: {name} stands alone, not joined with '+'")
+        if any(g.name == name for g in guards):
+            raise ValueError(f"guard set {stripped!r}: guard {name!r} appears twice")
+        guard = registry.build(registry.GuardArgs(name, words, params, clock, source))
+        guards.append(guard)
+        shorts.append(guard.short_spec(params.keys()))
+    return GuardSet(guards, clock=clock, spec="+".join(shorts))
+
+
+def parse_guard_sets(text: str) -> list[str]:
+    """`none,budget,limit:aimd,recommended` -> each set's canonical spec, validated (see the
+    module docstring for how commas are told apart)."""
+    sets: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        first = piece.split("+", 1)[0]
+        if "=" in first and ":" not in first:
+            if not sets or ":" not in sets[-1].rsplit("+", 1)[-1]:
+                raise ValueError(
+                    f"guard sets {text!r}: {first!r} follows no guard's ':'; "
+                    "write guard:k=v (e.g. throttle:k=2,window=30s)"
+                )
+            sets[-1] = f"{sets[-1]},{piece}"
+        elif piece:
+            sets.append(piece)
+    if not sets:
+        raise ValueError("no guard set named; e.g. none,budget,limit:aimd,recommended")
+    return [parse_guard_set(s).spec for s in sets]
