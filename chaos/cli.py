@@ -19,6 +19,7 @@ from rich.table import Table
 from chaos.admin import AdminError
 from chaos.backends.base import BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
+from chaos.experiment_commands import run
 from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, run_herd
 from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
@@ -53,7 +54,7 @@ def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
     ctx.obj = Lab(state_dir, backend)
 
 
-for _command in (*COMMANDS, scenario, soak, demo, report):
+for _command in (*COMMANDS, run, scenario, soak, demo, report):
     cli.add_command(_command)
 
 
@@ -391,7 +392,10 @@ def _fail(code: int, message: str) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="chaos", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="chaos", standalone_mode=False)
+        # Without standalone mode click returns a command's `Exit(code)` instead of exiting.
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else "")
     except click.exceptions.Exit as exc:

@@ -230,6 +230,118 @@ def stampede_rows(doc: Doc) -> list[list[str]]:
     ]
 
 
+# -- any experiment -------------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def experiment_columns(doc: Doc) -> tuple[str, ...]:
+    """The variant, then every measure whose values are single numbers or words."""
+    rows = doc.get("rows", [])
+    measures = doc.get("experiment", {}).get("measures", [])
+    shown = [m for m in measures if rows and all(_scalar(r.get(m)) for r in rows)]
+    return ("variant", *shown)
+
+
+def experiment_rows(doc: Doc) -> list[list[str]]:
+    columns = experiment_columns(doc)[1:]
+    return [
+        [
+            ", ".join(f"{k}={v}" for k, v in row.get("variant", {}).items()) or "-",
+            *(_num(row.get(c)) if not isinstance(row.get(c), str) else row[c] for c in columns),
+        ]
+        for row in doc.get("rows", [])
+    ]
+
+
+def plot_experiment(doc: Doc, path: Path) -> Path | None:
+    """The retry-storm timeline plot for any experiment whose rows measured `timeline`."""
+    rows = [r for r in doc.get("rows", []) if "db_arrivals" in r.get("timeline", {})]
+    if not rows:
+        return None
+    return plot_timelines(
+        rows,
+        path,
+        bars=("db_arrivals", "DB arrivals"),
+        line=("cache_attempts", "cache->DB attempts"),
+        ylabel="per 100 ms",
+        title=doc.get("experiment", {}).get("title", "experiment"),
+        row_title=lambda r: ", ".join(f"{k}={v}" for k, v in r.get("variant", {}).items()),
+    )
+
+
+def engine_parts(doc: Doc) -> list[str]:
+    """The hypothesis, what was done when, and where the result came from (documents written
+    by the scenario engine)."""
+    parts: list[str] = []
+    checks = doc.get("hypothesis", {}).get("checks", [])
+    if checks:
+        verdict = {True: "held", False: "**DEVIATED**", None: "not checked"}
+        parts += [
+            "### Hypothesis",
+            "",
+            markdown_table(
+                ("verdict", "tolerance", "variant", "measured", "reference"),
+                [
+                    [
+                        verdict[c["held"]],
+                        c["tolerance"],
+                        ", ".join(f"{k}={v}" for k, v in c["variant"].items()) or "all",
+                        json.dumps(c["measured"]),
+                        "" if c["reference"] is None else json.dumps(c["reference"]),
+                    ]
+                    for c in checks
+                ],
+            ),
+            "",
+        ]
+    journal = doc.get("journal", [])
+    if journal:
+        rows = []
+        for e in journal:
+            details = {
+                k: v
+                for k, v in e.items()
+                if k not in ("trial", "variant", "t_s", "time_ns", "phase", "do")
+            }
+            rows.append(
+                [
+                    ", ".join(str(v) for v in e["variant"].values()) or "-",
+                    e["phase"],
+                    "" if e["t_s"] is None else f"{e['t_s']:+.2f} s",
+                    e["do"],
+                    json.dumps(details) if details else "",
+                ]
+            )
+        parts += [
+            "### What was done when",
+            "",
+            "Times are from the herd's release; setup runs before it.",
+            "",
+            markdown_table(("variant", "phase", "at", "action", "details"), rows),
+            "",
+        ]
+    p = doc.get("provenance")
+    if p:
+        parts += [
+            f"Run with herdlab {p.get('herdlab')} ({p.get('git_commit') or 'not a checkout'}), "
+            f"Python {p.get('python')}, grpcio {p.get('grpcio')}, {p.get('os')}, "
+            f"{p.get('cpu_count')} CPUs, load {p.get('load_average_start')} -> "
+            f"{p.get('load_average_end')}, {p.get('started_at')} to {p.get('ended_at')}, "
+            f"seeds {p.get('seeds')}; experiment sha256 "
+            f"{doc.get('experiment', {}).get('sha256', '')[:12]}.",
+            "",
+        ]
+    return parts
+
+
+def doc_title(doc: Doc, section: Section) -> str:
+    title = doc.get("experiment", {}).get("title") if section.name == "experiment" else None
+    return str(title or section.title)
+
+
 # -- sections -------------------------------------------------------------------------------------
 
 
@@ -245,10 +357,13 @@ class Section:
     name: str
     title: str
     matches: Callable[[Doc], bool]
-    columns: tuple[str, ...]
+    columns: tuple[str, ...] | Callable[[Doc], tuple[str, ...]]
     rows: Callable[[Doc], list[list[str]]]
     plots: tuple[Plot, ...] = ()
     reading: str = ""
+
+    def columns_of(self, doc: Doc) -> tuple[str, ...]:
+        return self.columns(doc) if callable(self.columns) else self.columns
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -296,6 +411,14 @@ SECTIONS: tuple[Section, ...] = (
         "blue) until its next attempt, seconds later. Tuned (100 ms, at most 1 s) every channel "
         "is READY within about a second.",
     ),
+    Section(
+        name="experiment",
+        title="Experiment",
+        matches=lambda doc: "experiment" in doc and "rows" in doc,
+        columns=experiment_columns,
+        rows=experiment_rows,
+        plots=(Plot("", plot_experiment, "DB arrivals and cache attempts per 100 ms"),),
+    ),
 )
 
 
@@ -311,7 +434,7 @@ def table_for(doc: Doc, expect: str | None = None) -> Table:
     section = section_for(doc)
     if expect is not None and section.name != expect:
         raise ValueError(f"expected a {expect} result document, got a {section.name} one")
-    table = Table(*section.columns, title=section.title)
+    table = Table(*section.columns_of(doc), title=doc_title(doc, section))
     for row in section.rows(doc):
         table.add_row(*row)
     return table
@@ -346,16 +469,20 @@ def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
         used[section.name] = used.get(section.name, 0) + 1
         name = section.name + (f"-{used[section.name]}" if used[section.name] > 1 else "")
         (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
-        parts += ["", f"## {section.title}", ""]
+        parts += ["", f"## {doc_title(doc, section)}", ""]
+        if doc.get("experiment", {}).get("description"):
+            parts += [" ".join(doc["experiment"]["description"].split()), ""]
         if doc.get("command"):
             parts += ["```", str(doc["command"]), "```", ""]
-        parts += [markdown_table(section.columns, section.rows(doc)), ""]
+        parts += [markdown_table(section.columns_of(doc), section.rows(doc)), ""]
         for plot in section.plots:
             png = out_dir / f"{name}{plot.suffix}.png"
             plot.draw(doc, png)
-            parts += [f"![{plot.caption}]({png.name})", ""]
+            if png.exists():  # a plot with nothing to draw writes no file
+                parts += [f"![{plot.caption}]({png.name})", ""]
         if section.reading:
             parts += [section.reading, ""]
+        parts += engine_parts(doc)
         parts += [f"Data: [{name}.json]({name}.json)"]
     (out_dir / "report.md").write_text("\n".join(parts) + "\n")
     return out_dir

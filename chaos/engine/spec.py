@@ -38,6 +38,7 @@ file, the field and what is allowed (TOML syntax errors carry the parser's line 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -171,6 +172,15 @@ class Experiment:
             dict(zip(keys, values, strict=True))
             for values in itertools.product(*(v for _, v in self.variants))
         ]
+
+    def with_seed(self, seed: int) -> Experiment:
+        """The same experiment with every service and the herd seeded by `seed`."""
+        return dataclasses.replace(
+            self,
+            db=dataclasses.replace(self.db, seed=seed),
+            cache=dataclasses.replace(self.cache, seed=seed),
+            herd=dataclasses.replace(self.herd, seed=seed),
+        )
 
     def settings_for(
         self, variant: Mapping[str, Any]
@@ -334,7 +344,7 @@ class _Parser:
             smoke=smoke,
         )
         expect = self.expect(body.get("expect", []), experiment)
-        return Experiment(**{**experiment.__dict__, "expect": expect})
+        return dataclasses.replace(experiment, expect=expect)
 
     def settings(self, body: Mapping[str, Any]) -> tuple[DbSettings, CacheSettings, HerdSettings]:
         stack = self.table(body.get("stack", {}), "stack")

@@ -1,4 +1,5 @@
-"""The workshop's scenario: N clients ask at once for one cold key.
+"""The workshop's scenario: N clients ask at once for one cold key (the shipped experiment
+`chaos/experiments/stampede.toml`; this module is its kind and the workshop's narration).
 
 Scenario 1 (STAMPEDE) runs with coalescing off: every client that finds the key missing queries
 the DB itself. Scenario 2 (SINGLE_FLIGHT) runs with coalescing on: the first client queries the
@@ -13,25 +14,20 @@ makes one attempt per miss (policy `none`), so one query is one client's miss.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.admin import Admin
-from chaos.herd import (
-    HerdConfig,
-    HerdHooks,
-    HerdResult,
-    Outcome,
-    ProgressFactory,
-    ProgressFn,
-    run_herd,
-)
-from chaos.procstats import peak_rss_bytes
-from chaos.scenarios.common import in_thread, scenario_stack
-from herdlab.retry import RetryPolicy
+from chaos.engine import spec
+from chaos.engine.kinds import Kind, Row
+from chaos.engine.measures.base import measure
+from chaos.engine.observations import Observations
+from chaos.engine.registry import KINDS
+from chaos.engine.runner import run_experiment
+from chaos.engine.shipped import path_of
+from chaos.herd import HerdResult, Outcome, ProgressFactory
+from herdlab.settings import format_duration
 
 SHOWN_CLIENTS = 8
 # One Python herd process on 2 cores gets ~10,000 requests through the cache to the DB in about
@@ -88,90 +84,72 @@ def client_lines(result: HerdResult, shown: int = SHOWN_CLIENTS) -> list[str]:
     return lines
 
 
-async def _phase(
-    config: StampedeConfig,
-    coalescing: bool,
-    on_progress: ProgressFn | None,
-) -> tuple[dict[str, Any], HerdResult]:
-    n = config.clients
-    deadline = f"{config.deadline_s}s"
-    async with scenario_stack("stampede") as stack:
-        info = await in_thread(
-            stack.up,
-            db_args=[
-                "--latency",
-                f"{config.db_latency_s}s",
-                "--spread",
-                "0ms",
-                "--concurrency",
-                str(n),
-                "--queue",
-                str(n),
-            ],
-            cache_args=[
-                "--policy",
-                "none",
-                "--attempt-timeout",
-                deadline,
-                "--retry-total",
-                deadline,
-                "--coalescing" if coalescing else "--no-coalescing",
-            ],
-        )
-        db, cache = info.services["db"], info.services["cache"]
-        async with Admin(db.grpc, cache.grpc) as admin:
-            before = (await admin.db_state()).arrivals
-            herd = HerdConfig(
-                target=cache.grpc,
-                users=n,
-                keys=1,
-                key_prefix="product-42:" + ("single-flight" if coalescing else "stampede") + ":",
-                channels=min(config.channels, n),
-                policy=RetryPolicy(
-                    name="none", max_total_s=config.deadline_s, attempt_timeout_s=config.deadline_s
-                ),
-            )
-            started = time.monotonic()
-            result = await run_herd(herd, HerdHooks(on_progress))
-            seconds = time.monotonic() - started
-            db_queries = (await admin.db_state()).arrivals - before
-        summary = result.summary()
-        row = {
-            "name": "single_flight" if coalescing else "stampede",
-            "coalescing": coalescing,
-            "clients": n,
-            "db_queries": db_queries,
-            "errors": sum(summary["errors"].values()),
-            "seconds": round(seconds, 3),
-            "lost": summary["lost"],
-            "wrong_values": summary["wrong_values"],
-            "sources": summary["sources"],
-            "latency_s": summary["latency_s"],
-            "release_spread_s": round(result.release_spread_s, 3),
-            "cache_peak_rss_bytes": peak_rss_bytes(cache.pid or 0),
-            "db_latency_s": config.db_latency_s,
-        }
-        return row, result
+def _name(coalescing: bool) -> str:
+    return "single_flight" if coalescing else "stampede"
+
+
+def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+    db, cache, herd = experiment.settings_for(variant)
+    number = 2 if cache.coalescing else 1
+    return (
+        f"Scenario {number}: {_name(cache.coalescing).upper()} ({herd.users:,} clients, one cold "
+        f"key, coalescing {'on' if cache.coalescing else 'off'}, DB latency {db.latency_s:g}s)"
+    )
+
+
+def _describe(row: Row) -> list[str]:
+    return [*row["client_lines"], f"Total DB Queries: {row['db_queries']:,}", ""]
+
+
+@measure("client_lines")
+def client_lines_measure(obs: Observations) -> list[str]:
+    """The workshop's line per client, abbreviated past a few clients."""
+    return client_lines(obs.herd_result)
+
+
+KIND = KINDS.register(
+    "stampede",
+    Kind(
+        "stampede",
+        rows_key="scenarios",
+        fields=(
+            ("coalescing", "coalescing"),
+            ("clients", "clients"),
+            ("db_queries", "db_queries"),
+            ("errors", "client_errors"),
+            ("seconds", "seconds"),
+            ("lost", "lost"),
+            ("wrong_values", "wrong_values"),
+            ("sources", "sources"),
+            ("latency_s", "latency_s"),
+            ("release_spread_s", "release_spread_s"),
+            ("cache_peak_rss_bytes", "cache_peak_rss_bytes"),
+            ("db_latency_s", "db_latency_s"),
+            ("client_lines", "client_lines"),
+        ),
+        announce=_announce,
+        describe=_describe,
+        derive=lambda row: {"name": _name(bool(row["coalescing"]))},
+    ),
+)
 
 
 async def run_stampede(
     config: StampedeConfig,
     emit: Callable[[str], None],
     progress: ProgressFactory | None = None,
+    *,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Runs both scenarios, printing the workshop's lines through `emit`; returns the JSON doc."""
-    rows = []
-    for number, coalescing in ((1, False), (2, True)):
-        title = "SINGLE_FLIGHT" if coalescing else "STAMPEDE"
-        emit(
-            f"Scenario {number}: {title} ({config.clients:,} clients, one cold key, "
-            f"coalescing {'on' if coalescing else 'off'}, DB latency {config.db_latency_s:g}s)"
-        )
-        on_progress = progress(title) if progress else None
-        row, result = await _phase(config, coalescing, on_progress)
-        for line in client_lines(result):
-            emit(line)
-        emit(f"Total DB Queries: {row['db_queries']:,}")
-        emit("")
-        rows.append(row)
-    return {"scenarios": rows}
+    """Runs the shipped stampede experiment (coalescing off, then on); returns its document."""
+    problems = config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    params = {
+        "clients": config.clients,
+        "db_latency": format_duration(config.db_latency_s),
+        "deadline": format_duration(config.deadline_s),
+        "channels": config.channels,
+    }
+    experiment = spec.load(path_of("stampede"), params)
+    return await run_experiment(experiment, emit, progress, command)

@@ -1,0 +1,324 @@
+"""Experiment files: what a malformed one is told (one line naming the file and the field, exit
+2, no process started), how params, variants and the hypothesis read, and a user's experiment
+whose tolerance cannot hold exiting 1 with the tolerance and the measured value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from chaos.cli import main
+from chaos.engine import spec
+from chaos.engine.hypothesis import RowView, check, held
+from chaos.engine.shipped import shipped
+
+BASE = """\
+title = "a small experiment"
+measures = ["lost", "db_queries"]
+[params]
+users = 2
+[herd]
+users = "${users}"
+[end]
+limit = "30s"
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+MALFORMED = [
+    pytest.param('title = "x"\n[herd\nusers = 2\n', "not valid TOML", id="toml-syntax-with-line"),
+    pytest.param(BASE + 'titel = "x"\n', "unknown key", id="unknown-top-key"),
+    pytest.param(
+        BASE.replace('title = "a small experiment"\n', ""), "title: missing", id="no-title"
+    ),
+    pytest.param(
+        BASE + '[stack.db]\nlatncy = "1s"\n', "unknown setting 'latncy'", id="unknown-setting"
+    ),
+    pytest.param(
+        BASE + '[stack.db]\nconcurrency = "many"\n',
+        "stack.db.concurrency: concurrency must be an integer",
+        id="wrong-type",
+    ),
+    pytest.param(
+        BASE + "[stack.db]\nconcurrency = 0\n",
+        "concurrency must be in 1..1000000, got 0",
+        id="out-of-range",
+    ),
+    pytest.param(
+        BASE.replace('users = "${users}"', 'users = "${users}"\ndeadline = "10"'),
+        "invalid duration '10'",
+        id="duration-without-unit",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "explode db"\n',
+        "unknown action 'explode'",
+        id="unknown-action",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "kill redis"\n',
+        "usage: kill db|cache",
+        id="bad-action-args",
+    ),
+    pytest.param(
+        BASE
+        + '[[timeline]]\nat = "5s"\ndo = "kill db"\n[[timeline]]\nat = "2s"\ndo = "restore db"\n',
+        "actions out of order",
+        id="out-of-order",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\nafter = "2s"\ndo = "kill db"\n',
+        "give exactly one of at, after, when",
+        id="two-triggers",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nwhen = "moon_phase >= 1"\ndo = "kill db"\n',
+        "unknown condition 'moon_phase'",
+        id="unknown-condition",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nwhen = "db_arrivals is big"\ndo = "kill db"\n',
+        "must read CONDITION OP NUMBER",
+        id="malformed-condition",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\nwithin = "2s"\ndo = "kill db"\n',
+        "within: goes with when",
+        id="within-without-when",
+    ),
+    pytest.param(
+        BASE.replace('"db_queries"]', '"nosuch"]'), "unknown measure 'nosuch'", id="unknown-measure"
+    ),
+    pytest.param(
+        BASE + "[[expect]]\namplification = { max = 2 }\n",
+        "a tolerance on a field that this experiment does not measure",
+        id="tolerance-on-unmeasured-field",
+    ),
+    pytest.param(
+        BASE + "[[expect]]\nlost = { around = 0 }\n",
+        "unknown key; allowed: eq, min",
+        id="unknown-op",
+    ),
+    pytest.param(
+        BASE
+        + '[variants]\n"cache.policy" = ["none", "full"]\n[[expect]]\nlost = { max_times = 2 }\n',
+        "max_times needs of",
+        id="ratio-without-reference",
+    ),
+    pytest.param(
+        BASE + '[[expect]]\nvariant = { "cache.policy" = "full" }\nlost = { eq = 0 }\n',
+        "not a swept setting",
+        id="selector-on-unswept-setting",
+    ),
+    pytest.param(
+        BASE + '[variants]\n"cache.policy" = ["full", "nosuch"]\n',
+        "policy must be one of",
+        id="bad-variant-value",
+    ),
+    pytest.param(
+        BASE + '[variants]\n"database.latency" = ["1s"]\n',
+        "must name a setting as db.KEY",
+        id="bad-variant-key",
+    ),
+    pytest.param(
+        BASE.replace('limit = "30s"', 'when = "herd_done"'),
+        "end.limit: missing",
+        id="unbounded-end",
+    ),
+    pytest.param(
+        BASE.replace('"${users}"', '"${clients}"'), "names ${clients}", id="undefined-param"
+    ),
+    pytest.param(BASE + 'scenario = "nosuch"\n', "unknown key", id="top-key-after-a-table"),
+    pytest.param(
+        'scenario = "nosuch"\n' + BASE, "unknown scenario kind 'nosuch'", id="unknown-kind"
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "needle"), MALFORMED)
+def test_a_malformed_file_exits_2_with_one_line_and_starts_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    needle: str,
+) -> None:
+    path = _write(tmp_path, text)
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    # Every stack a run starts lives in a temporary folder made first: none may appear.
+    monkeypatch.setattr(tempfile, "tempdir", str(stacks))
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(path)])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert str(path) in lines[0] and needle in lines[0], lines[0]
+    assert "Traceback" not in captured.err
+    assert list(stacks.iterdir()) == []
+
+
+def test_toml_errors_carry_the_parsers_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'title = "x"\n\n[herd\n')
+    with pytest.raises(spec.ExperimentError, match=r"line 3"):
+        spec.load(path)
+
+
+def test_params_keep_their_type_and_fill_strings(tmp_path: Path) -> None:
+    text = BASE + '[[timeline]]\nwhen = "db_arrivals >= ${users}"\ndo = "kill db"\n'
+    experiment = spec.load(_write(tmp_path, text), {"users": 7})
+    assert experiment.herd.users == 7
+    condition = experiment.timeline[0].when
+    assert condition is not None and condition.value == 7.0 and condition.op == ">="
+
+
+def test_setting_an_unknown_param_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(spec.ExperimentError, match=r"params.nosuch: no such param"):
+        spec.load(_write(tmp_path, BASE), {"nosuch": 1})
+
+
+def test_variants_are_every_combination_in_file_order(tmp_path: Path) -> None:
+    text = BASE + '[variants]\n"cache.policy" = ["none", "full"]\n"db.concurrency" = [5, 10]\n'
+    experiment = spec.load(_write(tmp_path, text))
+    assert experiment.combinations() == [
+        {"cache.policy": "none", "db.concurrency": 5},
+        {"cache.policy": "none", "db.concurrency": 10},
+        {"cache.policy": "full", "db.concurrency": 5},
+        {"cache.policy": "full", "db.concurrency": 10},
+    ]
+    db, cache, _ = experiment.settings_for({"cache.policy": "full", "db.concurrency": 10})
+    assert (cache.policy, db.concurrency) == ("full", 10)
+
+
+def _expect(tmp_path: Path, expect: str) -> spec.Experiment:
+    text = BASE + '[variants]\n"cache.policy" = ["exponential", "full"]\n' + expect
+    return spec.load(_write(tmp_path, text))
+
+
+ROWS = [
+    RowView({"cache.policy": "exponential"}, {"lost": 0, "db_queries": 100}),
+    RowView({"cache.policy": "full"}, {"lost": 0, "db_queries": 40}),
+]
+
+
+def test_a_ratio_to_another_variant_holds_or_deviates(tmp_path: Path) -> None:
+    half = '[[expect]]\nvariant = { "cache.policy" = "full" }\n'
+    holds = _expect(
+        tmp_path,
+        half + 'db_queries = { max_times = 0.5, of = { "cache.policy" = "exponential" } }\n',
+    )
+    checks = check(holds.expect, ROWS)
+    assert [(c.measured, c.reference, c.held) for c in checks] == [(40, 100, True)]
+    deviates = _expect(
+        tmp_path,
+        half + 'db_queries = { max_times = 0.3, of = { "cache.policy" = "exponential" } }\n',
+    )
+    assert not held(check(deviates.expect, ROWS))
+
+
+def test_a_missing_reference_row_is_not_checked_never_held(tmp_path: Path) -> None:
+    experiment = _expect(
+        tmp_path,
+        '[[expect]]\ndb_queries = { max_times = 1, of = { "cache.policy" = "exponential" } }\n',
+    )
+    checks = check(experiment.expect, ROWS[1:])
+    assert [c.held for c in checks] == [None]
+    assert held(checks)
+
+
+def test_bounds_fail_on_a_value_that_was_not_measured(tmp_path: Path) -> None:
+    experiment = _expect(tmp_path, "[[expect]]\ndb_queries = { min = 1 }\n")
+    rows = [RowView({"cache.policy": "full"}, {"lost": 0, "db_queries": None})]
+    assert [c.held for c in check(experiment.expect, rows)] == [False]
+
+
+def test_every_shipped_experiment_and_its_smoke_params_check() -> None:
+    found = shipped()
+    assert {"retry-storm", "stampede"} <= set(found)
+    for path in found.values():
+        experiment = spec.load(path)
+        assert experiment.expect, f"{path}: a shipped experiment states its hypothesis"
+        spec.load(path, experiment.smoke)
+
+
+def test_run_list_shows_the_shipped_experiments(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["run", "--list"])
+    shown = capsys.readouterr().out
+    for name in shipped():
+        assert name in shown
+
+
+USER_EXPERIMENT = """\
+title = "Coalescing makes one query of five"
+measures = ["db_queries", "lost", "client_errors"]
+
+[stack.db]
+latency = "300ms"
+spread = "0ms"
+concurrency = 5
+queue = 5
+
+[stack.cache]
+policy = "none"
+coalescing = true
+
+[herd]
+users = 5
+keys = 1
+deadline = "20s"
+
+[end]
+limit = "60s"
+
+[[expect]]
+lost = { eq = 0 }
+
+[[expect]]
+db_queries = { eq = 2 }   # cannot hold: five coalesced misses cost one query
+"""
+
+
+def test_a_tolerance_that_cannot_hold_exits_1_naming_it_and_the_measure(tmp_path: Path) -> None:
+    path = _write(tmp_path, USER_EXPERIMENT, "user.toml")
+    out_json = tmp_path / "r.json"
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "run", str(path), "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "db_queries == 2" in done.stderr and "measured 1" in done.stderr, done.stderr
+    doc = json.loads(out_json.read_text())
+    assert doc["hypothesis"]["held"] is False
+    assert doc["rows"][0]["db_queries"] == 1 and doc["rows"][0]["lost"] == 0
+    provenance = doc["provenance"]
+    for field in (
+        "herdlab",
+        "git_commit",
+        "python",
+        "grpcio",
+        "os",
+        "cpu_count",
+        "load_average_start",
+        "load_average_end",
+        "started_at",
+        "ended_at",
+        "seeds",
+        "command",
+    ):
+        assert field in provenance, field
+    assert len(doc["experiment"]["sha256"]) == 64
