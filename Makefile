@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint protos clean
+.PHONY: setup demo test smoke lint protos clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
+
+# Every shipped experiment at a CI-sized scale, each with its hypothesis (exit 1 if one deviates).
+smoke: setup
+	$(BIN)/chaos run --smoke --out reports/smoke chaos/experiments/*.toml
 
 lint: setup
 	$(BIN)/ruff check .

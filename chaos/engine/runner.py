@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.engine import provenance
+from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import Check, RowView, check, held
 from chaos.engine.kinds import PLAIN, Kind
 from chaos.engine.observations import JournalEntry
 from chaos.engine.registry import KINDS, MEASURES
+from chaos.engine.shipped import path_of
 from chaos.engine.spec import Experiment
 from chaos.engine.trial import Trial
 from chaos.herd import ProgressFactory
@@ -86,6 +87,17 @@ async def run_experiment(
     for c in checks:
         emit(f"  hypothesis {c.line()}")
     return document(experiment, kind, results, checks, started)
+
+
+async def run_shipped(
+    name: str,
+    params: Mapping[str, Any],
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+    command: str | None = None,
+) -> Doc:
+    """Runs the shipped experiment `name` with `params` (how `chaos scenario NAME` runs)."""
+    return await run_experiment(spec.load(path_of(name), params), emit, progress, command)
 
 
 def document(

@@ -48,8 +48,7 @@ from typing import Any
 from chaos.engine import spec
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_experiment
-from chaos.engine.shipped import path_of
+from chaos.engine.runner import run_shipped
 from chaos.herd import ProgressFactory
 from herdlab.retry import POLICY_NAMES
 from herdlab.settings import format_duration
@@ -279,5 +278,4 @@ async def run_retry_storm(
     problems = config.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    experiment = spec.load(path_of(SCENARIO), config.params())
-    return await run_experiment(experiment, emit, progress, command or config.command())
+    return await run_shipped(SCENARIO, config.params(), emit, progress, command or config.command())

@@ -24,8 +24,7 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_experiment
-from chaos.engine.shipped import path_of
+from chaos.engine.runner import run_shipped
 from chaos.herd import HerdResult, Outcome, ProgressFactory
 from herdlab.settings import format_duration
 
@@ -151,5 +150,4 @@ async def run_stampede(
         "deadline": format_duration(config.deadline_s),
         "channels": config.channels,
     }
-    experiment = spec.load(path_of("stampede"), params)
-    return await run_experiment(experiment, emit, progress, command)
+    return await run_shipped("stampede", params, emit, progress, command)
