@@ -1,20 +1,85 @@
 """How the cache calls the DB: one channel, one retry policy, every attempt counted and recorded.
 
-gRPC's transparent retries are off on this channel (see `herdlab.grpcutil`), so the DB sees
-exactly the attempts the policy makes. Each attempt's time goes into an exact record, which the
-retry-storm scenario reads to draw cache->DB attempts at 100 ms resolution.
+gRPC's retries are off on this channel (see `herdlab.grpcutil`) unless the policy is grpc-native,
+so under every tenacity policy the DB sees exactly the attempts the policy makes. Each attempt's
+time goes into an exact record, which the retry-storm scenario reads to draw cache->DB attempts at
+100 ms resolution.
+
+Under grpc-native gRPC makes the retries inside one call, out of the application's sight: the
+record and `herdlab_cache_db_attempts` then count calls, not attempts, so a storm's attempts must
+be read at the DB, whose arrival record holds every attempt exactly. channelz does see them: each
+attempt is a call started on the channel's subchannel, which `herdlab_cache_db_channel_attempts`
+reports for every policy (for the tenacity ones it equals the attempts counted here).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from herdlab.grpcutil import Reconnect, channel_options
 from herdlab.metrics import PREFIX
 from herdlab.record import EventRecord
 from herdlab.retry import RetryPolicy
 from protos import db_pb2, db_pb2_grpc
+
+# channelz is served by grpcio's core (grpcio-channelz only wraps these calls in a servicer).
+_cygrpc: Any = importlib.import_module("grpc._cython.cygrpc")
+# channelz pages hold up to 100 channels; the cache has a handful.
+MAX_CHANNELZ_PAGES = 100
+
+
+def channel_attempts(target: str) -> int:
+    """Calls started on the subchannels of this process's channels to `target`, from channelz:
+    one per attempt, gRPC's own retries included. Sums the subchannels alive when read."""
+    names = {target, f"dns:///{target}"}
+    total = 0
+    start = 0
+    for _ in range(MAX_CHANNELZ_PAGES):
+        page = json.loads(_cygrpc.channelz_get_top_channels(start))
+        for channel in page.get("channel", []):
+            start = max(start, int(channel["ref"]["channelId"]) + 1)
+            if channel["data"].get("target") in names:
+                total += sum(
+                    _subchannel_calls(int(ref["subchannelId"]))
+                    for ref in channel.get("subchannelRef", [])
+                )
+        if page.get("end", True):
+            break
+    return total
+
+
+def _subchannel_calls(subchannel_id: int) -> int:
+    try:
+        doc = json.loads(_cygrpc.channelz_get_subchannel(subchannel_id))
+    except ValueError:  # gone between two reads
+        return 0
+    return int(doc.get("subchannel", {}).get("data", {}).get("callsStarted", 0))
+
+
+class _ChannelAttempts(Collector):
+    """`herdlab_cache_db_channel_attempts_total`, read from channelz at scrape time."""
+
+    def __init__(self, target: str, policy: str) -> None:
+        self.target = target
+        self.policy = policy
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            f"{PREFIX}_cache_db_channel_attempts",
+            "Attempts towards the DB as gRPC's channelz counts them (calls started on the "
+            "subchannels), gRPC's own retries included, by retry policy.",
+            labels=["policy"],
+        )
+        family.add_metric([self.policy], channel_attempts(self.target))
+        yield family
 
 
 class DbClient:
@@ -30,15 +95,20 @@ class DbClient:
         self.policy = policy
         self.record = EventRecord(record_size)
         self._channel = grpc.aio.insecure_channel(
-            target, options=channel_options(reconnect=reconnect)
+            target,
+            options=channel_options(
+                reconnect=reconnect, service_config=policy.grpc_service_config()
+            ),
         )
         self._stub = db_pb2_grpc.DbStub(self._channel)
         self._attempts = Counter(
             f"{PREFIX}_cache_db_attempts",
-            "Attempts made towards the DB, by retry policy and outcome (ok or the gRPC code).",
+            "Attempts made towards the DB, by retry policy and outcome (ok or the gRPC code); "
+            "under grpc-native, calls (gRPC's retries inside them are not seen).",
             ["policy", "outcome"],
             registry=registry,
         )
+        registry.register(_ChannelAttempts(target, policy.name))
         self._sleeps = Histogram(
             f"{PREFIX}_cache_retry_sleep_seconds",
             "Backoff sleeps before a retry towards the DB, by retry policy.",

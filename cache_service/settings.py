@@ -65,6 +65,23 @@ class CacheSettings(Settings):
         "Largest reconnect backoff towards the DB (gRPC's default: 120s).",
     )
 
+    grpc_max_tokens: int = setting(
+        0,
+        "grpc_max_tokens",
+        "int",
+        "grpc-native only: gRFC A6 retryThrottling maxTokens (0: no throttling; A6's example: 10).",
+        lo=0,
+        hi=1000,
+    )
+    grpc_token_ratio: float = setting(
+        0.1,
+        "grpc_token_ratio",
+        "float",
+        "grpc-native only: tokens a success refunds (A6 tokenRatio).",
+        lo=0.001,
+        hi=1000,
+    )
+
     def retry_policy(self) -> RetryPolicy:
         """The policy the cache's DB client retries with; ValueError names a bad setting."""
         return RetryPolicy(
@@ -75,6 +92,8 @@ class CacheSettings(Settings):
             max_total_s=self.retry_total_s,
             attempt_timeout_s=self.attempt_timeout_s,
             seed=self.seed,
+            grpc_max_tokens=self.grpc_max_tokens or None,
+            grpc_token_ratio=self.grpc_token_ratio,
         )
 
     def store(self) -> TtlStore:

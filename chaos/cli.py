@@ -20,7 +20,17 @@ from chaos.admin import AdminError
 from chaos.backends.base import BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
 from chaos.experiment_commands import run
-from chaos.herd import DISTRIBUTIONS, HerdConfig, HerdHooks, HerdMetrics, run_herd
+from chaos.herd import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DISTRIBUTIONS,
+    MAX_IN_FLIGHT,
+    HerdConfig,
+    HerdHooks,
+    HerdMetrics,
+    OpenLoop,
+    parse_rate,
+    run_herd,
+)
 from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
@@ -211,7 +221,7 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     default=1000,
     type=click.IntRange(1, 100_000),
     show_default=True,
-    help="Virtual users, released together.",
+    help="Virtual users, released together (the burst; not with --rate).",
 )
 @click.option(
     "--keys",
@@ -225,7 +235,8 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     type=click.Choice(DISTRIBUTIONS),
     default="hot",
     show_default=True,
-    help="How users pick keys: one hot key, uniform, zipf.",
+    help="How requests pick keys: one hot key, uniform, zipf, round-robin, or unique (a fresh "
+    "key PREFIXi for request i, never asked twice in a run).",
 )
 @click.option(
     "--zipf-s",
@@ -248,6 +259,26 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     type=DURATION,
     show_default=True,
     help="Pause between one user's requests.",
+)
+@click.option(
+    "--rate",
+    default=None,
+    metavar="R/s",
+    help="Open loop: R new requests per second (200/s or 200, at most 100000/s) on a fixed "
+    "schedule, however slow the answers; needs --duration, replaces --users/--requests/--think.",
+)
+@click.option(
+    "--duration",
+    default=None,
+    type=DURATION,
+    help="Open loop: how long arrivals keep coming (at most 1h).",
+)
+@click.option(
+    "--max-in-flight",
+    default=None,
+    type=click.IntRange(1, MAX_IN_FLIGHT),
+    help=f"Open loop: requests in flight at most; an arrival beyond is skipped and counted "
+    f"[default: {DEFAULT_MAX_IN_FLIGHT}].",
 )
 @click.option(
     "--channels",
@@ -308,6 +339,9 @@ def herd(
     key_prefix: str,
     requests: int,
     think: float,
+    rate: str | None,
+    duration: float | None,
+    max_in_flight: int | None,
     channels: int,
     deadline: float,
     policy: str,
@@ -320,9 +354,11 @@ def herd(
     metrics_host: str,
     as_json: bool,
 ) -> None:
-    """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00")."""
+    """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00"), or, with
+    --rate and --duration, send requests on a fixed schedule (open loop)."""
     if not deadline > 0:
         raise click.BadParameter("must be > 0", param_hint="--deadline")
+    open_loop = _open_loop(rate, duration, max_in_flight)
     try:
         retry = RetryPolicy(
             name=policy,
@@ -345,6 +381,7 @@ def herd(
         requests_per_user=requests,
         think_s=think,
         channels=channels,
+        open_loop=open_loop,
         policy=retry,
         seed=seed,
     )
@@ -358,15 +395,20 @@ def herd(
         serve_metrics(registry, metrics_host, metrics_port)
     with progress_display(not as_json) as progress:
         result = asyncio.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
-    summary = {"target": config.target, "users": users, "policy": policy, **result.summary()}
+    summary = {
+        "target": config.target,
+        "users": result.users,
+        "policy": policy,
+        **result.summary(),
+    }
     if as_json:
         emit_json(summary)
         return
     lat = summary["latency_s"]
     table = Table("herd", "", show_header=False)
-    for label, value in (
+    rows = [
         ("target", summary["target"]),
-        ("users / policy", f"{users:,} / {policy}"),
+        ("users / policy", f"{result.users:,} / {policy}"),
         ("sent / ok / lost", f"{summary['sent']:,} / {summary['ok']:,} / {summary['lost']}"),
         ("errors", ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"),
         ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
@@ -377,9 +419,51 @@ def herd(
             f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
         ),
         ("wrong values", str(summary["wrong_values"])),
-    ):
+    ]
+    if open_loop is not None:
+        first = summary["first_bound_hit_s"]
+        rows += [
+            ("rate / duration", f"{open_loop.rate_per_s:g}/s / {open_loop.duration_s:g}s"),
+            (
+                "arrivals / sent / skipped",
+                f"{summary['arrivals']:,} / {summary['sent']:,} / {summary['skipped']:,}",
+            ),
+            (
+                f"bound {summary['max_in_flight']:,} in flight hit",
+                f"first at {first:.3f}s" if first is not None else "no",
+            ),
+            ("peak in flight", f"{summary['peak_in_flight']:,}"),
+            ("max lag / late", f"{summary['max_lag_s'] * 1e3:.1f} ms / {summary['late']:,}"),
+        ]
+    for label, value in rows:
         table.add_row(label, value)
     out.print(table)
+
+
+def _open_loop(
+    rate: str | None, duration: float | None, max_in_flight: int | None
+) -> OpenLoop | None:
+    """The open loop --rate/--duration/--max-in-flight ask for; None for a burst. The burst's
+    --users, --requests and --think cannot be combined with it: an error, not silently ignored."""
+    if rate is None:
+        for value, flag in ((duration, "--duration"), (max_in_flight, "--max-in-flight")):
+            if value is not None:
+                raise click.UsageError(f"{flag} needs --rate")
+        return None
+    if duration is None:
+        raise click.UsageError("--rate needs --duration")
+    ctx = click.get_current_context()
+    for name in ("users", "requests", "think"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(f"--{name} is for the burst; it cannot go with --rate")
+    try:
+        plan = OpenLoop(parse_rate(rate), duration, max_in_flight or DEFAULT_MAX_IN_FLIGHT)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate") from exc
+    problems = plan.problems()
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    return plan
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -1,10 +1,21 @@
-"""The herd: N synchronised virtual users, the thing that makes a stampede.
+"""The herd: load on the cache, as a synchronised burst or as an open loop.
 
-"Everyone hits refresh at 12:00:00": every user is created, connected and parked on a barrier
-first; the barrier opens once all N are waiting, and each sends its request(s) to the cache.
-Users are spread over M channels, each its own TCP connection, so a cache restart causes M
-reconnects. Each user retries under a named policy (the same `RetryPolicy` the cache uses towards
-the DB) within its deadline.
+Burst, the thing that makes a stampede. "Everyone hits refresh at 12:00:00": every user is
+created, connected and parked on a barrier first; the barrier opens once all N are waiting, and
+each sends its request(s) to the cache. A burst is a closed population: it drains, so the storm
+it starts always ends by itself.
+
+Open loop (`HerdConfig.open_loop`), the load that can keep a storm going (a metastable failure
+needs arrivals that do not slow down when the system does, Huang et al., OSDI 2022): request i is
+due at t0 + i / rate for i < rate x duration, on a fixed schedule, sent however slow the answers
+are. A loop that falls behind sends its late arrivals at once and reports the lag. At most
+`max_in_flight` requests are in flight: an arrival due when the bound is reached is not sent but
+counted (`skipped`), with when it happened, so the client's own limit cannot pass for the
+system's goodput.
+
+Requests are spread over M channels, each its own TCP connection, so a cache restart causes M
+reconnects. Each request retries under a named policy (the same `RetryPolicy` the cache uses
+towards the DB) within its deadline, the policy's total budget.
 
 Every request ends with a value or a typed gRPC error within its deadline. A request that does not
 (an unexpected exception, or one still running past deadline + margin) is counted as `lost`: the
@@ -38,12 +49,58 @@ from herdlab.retry import RetryExhausted, RetryPolicy
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
-DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin")
+DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin", "unique")
 # How long the herd waits for its channels before releasing anyway: a hung or absent cache must
 # give users typed errors within their deadlines, not stop the herd from starting.
 CONNECT_TIMEOUT_S = 5.0
 LOST_MARGIN_S = 5.0
+MAX_RATE_PER_S = 100_000.0
+MAX_DURATION_S = 3600.0
+# Every arrival keeps its outcome in memory (a few hundred bytes each).
+MAX_ARRIVALS = 10_000_000
+DEFAULT_MAX_IN_FLIGHT = 10_000
+MAX_IN_FLIGHT = 1_000_000
 SOURCE_NAMES = {v: k for k, v in cache_pb2.Source.items()}
+
+
+def parse_rate(text: str) -> float:
+    """`200/s` or `200` as arrivals per second, in (0, 100000]; ValueError naming the problem."""
+    number = text.strip().removesuffix("/s")
+    try:
+        rate = float(number)
+    except ValueError:
+        raise ValueError(f"invalid rate {text!r}: write it like 200/s or 200") from None
+    if not 0 < rate <= MAX_RATE_PER_S:
+        raise ValueError(f"rate must be in (0, 100000]/s, got {text!r}")
+    return rate
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """Arrivals at `rate_per_s` for `duration_s`, at most `max_in_flight` in flight at once."""
+
+    rate_per_s: float
+    duration_s: float
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+    @property
+    def arrivals(self) -> int:
+        """rate x duration, rounded down (products such as 0.7 x 10 are not exact in binary)."""
+        return math.floor(round(self.rate_per_s * self.duration_s, 6))
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
+            found.append(f"rate must be in (0, 100000]/s, got {self.rate_per_s:g}/s")
+        if not 0 < self.duration_s <= MAX_DURATION_S:
+            found.append(f"duration must be in (0, 1h], got {self.duration_s:g}s")
+        if not found and not 1 <= self.arrivals <= MAX_ARRIVALS:
+            found.append(
+                f"rate x duration must give 1..{MAX_ARRIVALS} arrivals, got {self.arrivals}"
+            )
+        if not 1 <= self.max_in_flight <= MAX_IN_FLIGHT:
+            found.append(f"max in flight must be in 1..{MAX_IN_FLIGHT}, got {self.max_in_flight}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -57,6 +114,8 @@ class HerdConfig:
     requests_per_user: int = 1
     think_s: float = 0.0  # pause between one user's requests
     channels: int = 8
+    # Set: an open loop instead of the burst (`users`, `requests_per_user`, `think_s` unused).
+    open_loop: OpenLoop | None = None
     # The policy's total budget (`max_total_s`) is each request's deadline.
     policy: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(name="none", max_total_s=10.0, attempt_timeout_s=10.0)
@@ -85,12 +144,17 @@ class HerdConfig:
             found.append(f"think time must be in [0, 60s], got {self.think_s:g}s")
         if not self.zipf_s > 0:
             found.append(f"zipf exponent must be > 0, got {self.zipf_s}")
+        if self.open_loop is not None:
+            found += self.open_loop.problems()
         return found
 
 
 @dataclass
 class Outcome:
-    """One request's end: a source name (HIT, MISS, ...) or an error code name, and its times."""
+    """One request's end: a source name (HIT, MISS, ...) or an error code name, and its times.
+
+    `user` is the burst's user, or the open loop's arrival index (due at start + index / rate).
+    """
 
     user: int
     key: str
@@ -106,11 +170,39 @@ class Outcome:
 
 
 @dataclass
+class OpenLoopStats:
+    """What an open loop's schedule did. Arrival i was due at `start_ns` + i / rate."""
+
+    plan: OpenLoop
+    start_ns: int
+    skipped_ns: list[int] = field(default_factory=list)  # each arrival not sent: bound reached
+    peak_in_flight: int = 0
+    max_lag_s: float = 0.0  # the latest an arrival was sent after it was due
+    late: int = 0  # arrivals sent after the next one was due: the loop had fallen behind
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rate_per_s": self.plan.rate_per_s,
+            "duration_s": self.plan.duration_s,
+            "arrivals": self.plan.arrivals,
+            "skipped": len(self.skipped_ns),
+            "max_in_flight": self.plan.max_in_flight,
+            "bound_hit": bool(self.skipped_ns),
+            "first_bound_hit_s": (
+                (self.skipped_ns[0] - self.start_ns) / 1e9 if self.skipped_ns else None
+            ),
+            "peak_in_flight": self.peak_in_flight,
+            "max_lag_s": self.max_lag_s,
+            "late": self.late,
+        }
+
+
+@dataclass
 class HerdResult:
-    users: int
+    users: int  # the burst's users; 0 for an open loop
     outcomes: list[Outcome]
-    release_ns: int  # when the barrier opened
-    release_spread_s: float  # from the barrier's opening to the last user's first send
+    release_ns: int  # when the barrier opened, or the open loop's first arrival was due
+    release_spread_s: float  # from then to the last user's first send (open loop: last arrival)
     lost: Counter[str]  # requests that ended with neither a value nor a typed error, by cause
     wrong_values: int
     seconds: float
@@ -118,6 +210,7 @@ class HerdResult:
     connected_channels: int = 0  # channels READY when the barrier opened
     # (time, channel index, connectivity state name) for every channel state change
     channel_events: list[tuple[int, int, str]] = field(default_factory=list)
+    open_loop: OpenLoopStats | None = None
 
     def summary(self) -> dict[str, Any]:
         ok = [o for o in self.outcomes if o.code is None]
@@ -138,6 +231,7 @@ class HerdResult:
             "release_spread_s": self.release_spread_s,
             "connected_channels": self.connected_channels,
             "seconds": self.seconds,
+            **(self.open_loop.summary() if self.open_loop is not None else {}),
         }
 
 
@@ -150,7 +244,9 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 class KeyChooser:
     """Draws keys `<prefix>0 .. <prefix>K-1`: one hot key, uniform, zipf(s) by rank, or
-    round-robin (draw i gets key i mod K, so K users need every key exactly once)."""
+    round-robin (draw i gets key i mod K, so K users need every key exactly once); or unique
+    (draw i gets `<prefix>i` whatever K: no key is asked twice in a run, so with a prefix not used
+    before every request is a miss)."""
 
     def __init__(self, config: HerdConfig, rng: random.Random) -> None:
         self.config = config
@@ -164,7 +260,9 @@ class KeyChooser:
     def __call__(self) -> str:
         c = self.config
         draw = next(self._draws)
-        if c.distribution == "hot" or c.keys == 1:
+        if c.distribution == "unique":
+            index = draw
+        elif c.distribution == "hot" or c.keys == 1:
             index = 0
         elif c.distribution == "round-robin":
             index = draw % c.keys
@@ -209,7 +307,8 @@ class HerdMetrics:
 
 @dataclass
 class HerdHooks:
-    """Optional observers: progress as requests finish, the barrier's opening, metrics."""
+    """Optional observers: progress as requests finish (skipped arrivals count as done), the
+    barrier's opening (open loop: its start), metrics."""
 
     on_progress: ProgressFn | None = None
     on_release: Callable[[], None] | None = None
@@ -217,7 +316,8 @@ class HerdHooks:
 
 
 async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdResult:
-    """Runs the herd to completion and returns every request's outcome."""
+    """Runs the herd (the burst, or `config.open_loop`) to completion and returns every request's
+    outcome. The channels get the policy's gRPC service config when it is grpc-native."""
     problems = config.problems()
     if problems:
         raise ValueError("; ".join(problems))
@@ -226,7 +326,12 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     policy = config.policy.with_seed(rng.randrange(2**32) if config.seed is not None else None)
     channels = [
         grpc.aio.insecure_channel(
-            config.target, options=channel_options(local_pool=True, reconnect=config.reconnect)
+            config.target,
+            options=channel_options(
+                local_pool=True,
+                reconnect=config.reconnect,
+                service_config=policy.grpc_service_config(),
+            ),
         )
         for _ in range(config.channels)
     ]
@@ -238,7 +343,8 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     try:
         connected = await _connect(channels)
         stubs = [cache_pb2_grpc.CacheStub(ch) for ch in channels]
-        result = await _Run(config, stubs, choose, policy, hooks or HerdHooks()).run()
+        run = _Run(config, stubs, choose, policy, hooks or HerdHooks())
+        result = await (run.burst() if config.open_loop is None else run.open(config.open_loop))
         result.channel_events = events
         result.connected_channels = connected
         return result
@@ -271,7 +377,7 @@ async def _connect(channels: list[grpc.aio.Channel]) -> int:
 
 
 class _Run:
-    """One herd run: the users, the barrier and what they saw."""
+    """One herd run: its requests and what they saw; `burst()` or `open()` drives them."""
 
     def __init__(
         self,
@@ -283,32 +389,28 @@ class _Run:
     ) -> None:
         self.config = config
         self.stubs = stubs
+        self.choose = choose
         self.policy = policy
         self.hooks = hooks
-        self.user_keys = [
-            [choose() for _ in range(config.requests_per_user)] for _ in range(config.users)
-        ]
-        self.total = config.users * config.requests_per_user
+        self.total = (
+            config.users * config.requests_per_user
+            if config.open_loop is None
+            else config.open_loop.arrivals
+        )
         self.outcomes: list[Outcome] = []
         self.attempt_times: list[int] = []
         self.first_sends: list[int] = []
         self.wrong = 0
         self.lost: Counter[str] = Counter()
+        self.skipped = 0
+        self.user_keys: list[list[str]] = []
         self.waiting = 0
         self.all_waiting = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def run(self) -> HerdResult:
-        tasks = [asyncio.create_task(self.user(u)) for u in range(self.config.users)]
-        await self.all_waiting.wait()
-        release_ns = time.time_ns()
-        started = time.monotonic()
-        self.release.set()
-        if self.hooks.on_release is not None:
-            self.hooks.on_release()
-        await asyncio.gather(*tasks)
+    def _result(self, users: int, release_ns: int, started: float) -> HerdResult:
         return HerdResult(
-            users=self.config.users,
+            users=users,
             outcomes=self.outcomes,
             release_ns=release_ns,
             release_spread_s=(max(self.first_sends) - release_ns) / 1e9 if self.first_sends else 0,
@@ -317,6 +419,21 @@ class _Run:
             seconds=time.monotonic() - started,
             attempt_times_ns=self.attempt_times,
         )
+
+    async def burst(self) -> HerdResult:
+        self.user_keys = [
+            [self.choose() for _ in range(self.config.requests_per_user)]
+            for _ in range(self.config.users)
+        ]
+        tasks = [asyncio.create_task(self.user(u)) for u in range(self.config.users)]
+        await self.all_waiting.wait()
+        release_ns = time.time_ns()
+        started = time.monotonic()
+        self.release.set()
+        if self.hooks.on_release is not None:
+            self.hooks.on_release()
+        await asyncio.gather(*tasks)
+        return self._result(self.config.users, release_ns, started)
 
     async def user(self, user: int) -> None:
         stub = self.stubs[user % len(self.stubs)]
@@ -328,20 +445,75 @@ class _Run:
         for number, key in enumerate(self.user_keys[user]):
             if number and self.config.think_s:
                 await asyncio.sleep(self.config.think_s)
-            try:
-                outcome = await asyncio.wait_for(
-                    self.request(stub, user, key), self.policy.max_total_s + LOST_MARGIN_S
-                )
-            except Exception as exc:
-                self.lost[type(exc).__name__] += 1
-                if self.hooks.metrics is not None:
-                    self.hooks.metrics.requests.labels("lost").inc()
+            await self.one(stub, user, key)
+
+    async def open(self, plan: OpenLoop) -> HerdResult:
+        """Sends arrival i at t0 + i / rate (i < rate x duration) unless `max_in_flight` requests
+        are in flight, then waits for every request sent. Each arrival draws its key, sent or not,
+        so a seed gives arrival i the same key whatever was skipped."""
+        loop = asyncio.get_running_loop()
+        interval_s = 1.0 / plan.rate_per_s
+        tasks: set[asyncio.Task[None]] = set()
+        in_flight = 0
+
+        def done(task: asyncio.Task[None]) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            tasks.discard(task)
+
+        stats = OpenLoopStats(plan, start_ns=time.time_ns())
+        t0 = loop.time()
+        started = time.monotonic()
+        if self.hooks.on_release is not None:
+            self.hooks.on_release()
+        for arrival in range(plan.arrivals):
+            due = t0 + arrival * interval_s
+            # A yield even when late: requests already sent must progress while the loop catches up.
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            lag_s = loop.time() - due
+            stats.max_lag_s = max(stats.max_lag_s, lag_s)
+            if lag_s > interval_s:
+                stats.late += 1
+            key = self.choose()
+            if in_flight >= plan.max_in_flight:
+                stats.skipped_ns.append(time.time_ns())
+                self.skipped += 1
+                self._progress()
                 continue
+            in_flight += 1
+            stats.peak_in_flight = max(stats.peak_in_flight, in_flight)
+            self.first_sends.append(time.time_ns())
+            task = asyncio.create_task(
+                self.one(self.stubs[arrival % len(self.stubs)], arrival, key)
+            )
+            tasks.add(task)
+            task.add_done_callback(done)
+        await asyncio.gather(*tasks)
+        result = self._result(0, stats.start_ns, started)
+        result.open_loop = stats
+        return result
+
+    async def one(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> None:
+        """One request, filed as an outcome, or as lost if it outlives deadline + margin."""
+        try:
+            outcome = await asyncio.wait_for(
+                self.request(stub, user, key), self.policy.max_total_s + LOST_MARGIN_S
+            )
+        except Exception as exc:
+            self.lost[type(exc).__name__] += 1
+            if self.hooks.metrics is not None:
+                self.hooks.metrics.requests.labels("lost").inc()
+        else:
             self.outcomes.append(outcome)
             if self.hooks.metrics is not None:
                 self.hooks.metrics.observe(outcome)
-            if self.hooks.on_progress is not None:
-                self.hooks.on_progress(len(self.outcomes) + self.lost.total(), self.total)
+        self._progress()
+
+    def _progress(self) -> None:
+        if self.hooks.on_progress is not None:
+            self.hooks.on_progress(
+                len(self.outcomes) + self.lost.total() + self.skipped, self.total
+            )
 
     async def request(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> Outcome:
         attempts = 0

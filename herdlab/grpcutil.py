@@ -4,9 +4,10 @@ Server side: how a lab server is built, what it advertises (grpc.health.v1 and r
 it stops (SIGTERM/SIGINT: health turns NOT_SERVING, new calls are refused, in-flight calls get
 `grace_s` to finish, exit 0).
 
-Client side: the channel options that keep measurements honest. gRPC's transparent retries are
-off, so only the lab's tenacity policies retry; each channel may get its own TCP connection
-(`local_pool`), so M channels are M connections and M reconnects.
+Client side: the channel options that keep measurements honest. gRPC's retries are off, so only
+the lab's tenacity policies retry, except on a channel given a `service_config` (the grpc-native
+policy, `herdlab.retry`): that channel alone turns gRPC's retries on. Each channel may get its own
+TCP connection (`local_pool`), so M channels are M connections and M reconnects.
 
 Malformed requests: bytes that do not parse as the method's request message (corrupt wire
 format, a string field that is not UTF-8, which no Python client can send but any other can) are
@@ -60,12 +61,20 @@ class Reconnect:
 
 
 def channel_options(
-    *, local_pool: bool = False, reconnect: Reconnect | None = None
+    *,
+    local_pool: bool = False,
+    reconnect: Reconnect | None = None,
+    service_config: str | None = None,
 ) -> list[tuple[str, Any]]:
+    """Options for a lab client channel. `service_config` (JSON, from
+    `RetryPolicy.grpc_service_config()`) is set on this channel with `grpc.enable_retries` 1;
+    without it gRPC's retries stay off."""
     options: list[tuple[str, Any]] = [
-        ("grpc.enable_retries", 0),
+        ("grpc.enable_retries", 0 if service_config is None else 1),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ]
+    if service_config is not None:
+        options.append(("grpc.service_config", service_config))
     if local_pool:
         options.append(("grpc.use_local_subchannel_pool", 1))
     if reconnect is not None:

@@ -13,6 +13,7 @@ The waits, with `expo(n) = min(cap, base * 2**(n-1))` for the n-th retry (n = 1,
     equal         expo(n)/2 + uniform(0, expo(n)/2)       (Equal Jitter)
     decorrelated  min(cap, uniform(base, 3 * previous))   (previous starts at base)
     additive      expo(n) + uniform(0, expo(n))           (the workshop's b + uniform(0, b))
+    grpc-native   gRPC's own retries (`grpc_service_config`); the application never sleeps
 
 tenacity's own jittered waits draw from the module-level `random`; the jittered waits here take a
 `random.Random`, so a seed reproduces a run exactly.
@@ -21,6 +22,7 @@ tenacity's own jittered waits draw from the module-level `random`; the jittered 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -35,8 +37,23 @@ from tenacity.wait import wait_base
 
 T = TypeVar("T")
 
-POLICY_NAMES = ("none", "fixed", "exponential", "full", "equal", "decorrelated", "additive")
+POLICY_NAMES = (
+    "none",
+    "fixed",
+    "exponential",
+    "full",
+    "equal",
+    "decorrelated",
+    "additive",
+    "grpc-native",
+)
 JITTERED = frozenset({"full", "equal", "decorrelated", "additive"})
+GRPC_NATIVE = "grpc-native"
+# gRFC A6 caps maxAttempts at 5: gRPC silently lowers a larger value to 5.
+GRPC_MAX_ATTEMPTS = 5
+# What gRPC itself retries under grpc-native. DEADLINE_EXCEEDED is not among them: see
+# `RetryPolicy.grpc_service_config`.
+GRPC_RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
 RETRYABLE_CODES = frozenset(
     {
@@ -140,6 +157,18 @@ class RetryPolicy:
     `attempt_timeout_s` is the gRPC deadline of each attempt (tenacity's stop cannot interrupt a
     running attempt, so the deadline does); it is shortened so no attempt outlives the total
     budget. `seed` makes the jitter reproducible; `None` seeds from the OS.
+
+    `grpc-native` hands the retries to gRPC (gRFC A6, as in grpc's examples/python/retry): the
+    caller's channel carries `grpc_service_config()` and `call()` makes one call whose deadline is
+    `max_total_s`; gRPC makes up to min(5, `max_attempts`) attempts inside it, sleeping its own
+    backoff (`base_s` growing x2 up to `cap_s`; C-core jitters it +-20%), and `attempt_timeout_s`
+    is not used (gRPC has no per-attempt deadline here). Those attempts are invisible to the
+    application: `on_attempt` sees one attempt per call, so whoever counts attempts at the caller
+    counts calls; the server's record (or the channel's channelz subchannel, `calls_started`) is
+    where they show. `grpc_max_tokens` adds A6 `retryThrottling` with `grpc_token_ratio`: the
+    channel starts with maxTokens, a retryable failure costs 1, a success refunds tokenRatio, and
+    no retry is made while tokens <= maxTokens / 2 (A6's example: 10 and 0.1). The bucket lives
+    in the channel, so it throttles every call on that channel together.
     """
 
     name: str = "full"
@@ -150,6 +179,8 @@ class RetryPolicy:
     attempt_timeout_s: float = 2.0
     retry_codes: frozenset[grpc.StatusCode] = RETRYABLE_CODES
     seed: int | None = None
+    grpc_max_tokens: int | None = None
+    grpc_token_ratio: float = 0.1
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +200,15 @@ class RetryPolicy:
             raise ValueError(f"retry policy cap ({self.cap_s}) must be >= base ({self.base_s})")
         if not 1 <= self.max_attempts <= 100:
             raise ValueError(f"retry policy attempts must be in 1..100, got {self.max_attempts}")
+        if self.grpc_max_tokens is not None and not 1 <= self.grpc_max_tokens <= 1000:
+            raise ValueError(
+                "retry policy grpc max tokens must be in 1..1000 (gRFC A6), "
+                f"got {self.grpc_max_tokens}"
+            )
+        if not 0 < self.grpc_token_ratio <= 1000:
+            raise ValueError(
+                f"retry policy grpc token ratio must be in (0, 1000], got {self.grpc_token_ratio}"
+            )
         if self.seed is not None:
             # Its own generator: a copy made with dataclasses.replace must not re-seed (and so
             # rewind) the original's.
@@ -180,7 +220,8 @@ class RetryPolicy:
 
     @property
     def attempts(self) -> int:
-        return 1 if self.name == "none" else self.max_attempts
+        """Attempts the application makes: under grpc-native one call, gRPC's attempts inside."""
+        return 1 if self.name in ("none", GRPC_NATIVE) else self.max_attempts
 
     def wait(self) -> wait_base:
         """The tenacity wait strategy for this policy (one object, shared by all callers)."""
@@ -199,8 +240,44 @@ class RetryPolicy:
             "equal": lambda: wait_equal_jitter(b, c, r),
             "decorrelated": lambda: wait_decorrelated_jitter(b, c, r),
             "additive": lambda: wait_additive_jitter(b, c, r),
+            GRPC_NATIVE: tenacity.wait_none,
         }
         return waits[self.name]()
+
+    def grpc_service_config(self) -> str | None:
+        """The `grpc.service_config` JSON for a grpc-native channel; None for every other policy.
+
+        maxAttempts is min(5, `max_attempts`) (A6 caps it at 5, and requires at least 2: with one
+        attempt there is no retryPolicy). Only UNAVAILABLE and RESOURCE_EXHAUSTED are retried.
+        DEADLINE_EXCEEDED is not: the deadline gRPC knows is the whole call's, so when it expires
+        the call is over and no attempt can follow (A6 would retry only a DEADLINE_EXCEEDED status
+        sent by the server). The tenacity policies retry it because each of their attempts has
+        its own, shorter deadline. The method config names no service, so it covers every method
+        of the channel: the lab gives the policy's channels one service each.
+        """
+        if self.name != GRPC_NATIVE:
+            return None
+        config: dict[str, object] = {}
+        attempts = min(GRPC_MAX_ATTEMPTS, self.max_attempts)
+        if attempts >= 2:
+            config["methodConfig"] = [
+                {
+                    "name": [{}],
+                    "retryPolicy": {
+                        "maxAttempts": attempts,
+                        "initialBackoff": f"{self.base_s:.9f}s",
+                        "maxBackoff": f"{self.cap_s:.9f}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": list(GRPC_RETRYABLE_CODES),
+                    },
+                }
+            ]
+        if self.grpc_max_tokens is not None:
+            config["retryThrottling"] = {
+                "maxTokens": self.grpc_max_tokens,
+                "tokenRatio": round(self.grpc_token_ratio, 3),
+            }
+        return json.dumps(config)
 
     def is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in self.retry_codes
@@ -230,24 +307,21 @@ class RetryPolicy:
         Raises `RetryExhausted` wrapping the last error when the policy gives up, or the error
         itself when it is not retryable. `on_attempt(n, error_or_None)` runs after every attempt;
         `on_sleep(seconds)` before every sleep. `sleep` is injectable so tests record schedules.
+
+        grpc-native: one `attempt(max_total_s)`, no sleep here (gRPC retries inside the call when
+        the channel has `grpc_service_config()`); a retryable error it ends with is still wrapped
+        in `RetryExhausted`, with `attempts` 1.
         """
         started = clock()
-        retrying = tenacity.AsyncRetrying(
-            wait=self.wait(),
-            stop=tenacity.stop_after_attempt(self.attempts)
-            | stop_before_total(clock, started, self.max_total_s),
-            retry=tenacity.retry_if_exception(self.is_retryable),
-            before_sleep=(lambda rs: on_sleep(rs.upcoming_sleep)) if on_sleep else None,
-            reraise=True,
-            sleep=sleep if sleep is not None else asyncio.sleep,
-        )
+        native = self.name == GRPC_NATIVE
         attempts = 0
 
         async def one() -> T:
             nonlocal attempts
             attempts += 1
             remaining = self.max_total_s - (clock() - started)
-            timeout = max(0.001, min(self.attempt_timeout_s, remaining))
+            per_attempt = self.max_total_s if native else self.attempt_timeout_s
+            timeout = max(0.001, min(per_attempt, remaining))
             try:
                 value = await attempt(timeout)
             except grpc.aio.AioRpcError as exc:
@@ -259,6 +333,17 @@ class RetryPolicy:
             return value
 
         try:
+            if native:
+                return await one()
+            retrying = tenacity.AsyncRetrying(
+                wait=self.wait(),
+                stop=tenacity.stop_after_attempt(self.attempts)
+                | stop_before_total(clock, started, self.max_total_s),
+                retry=tenacity.retry_if_exception(self.is_retryable),
+                before_sleep=(lambda rs: on_sleep(rs.upcoming_sleep)) if on_sleep else None,
+                reraise=True,
+                sleep=sleep if sleep is not None else asyncio.sleep,
+            )
             return await retrying(one)
         except grpc.aio.AioRpcError as exc:
             if self.is_retryable(exc):

@@ -5,6 +5,7 @@ and the attempts advance the same clock, so every schedule is recorded exactly."
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -388,3 +389,58 @@ def test_policy_names_are_parsed_with_clear_errors() -> None:
         parse_policy_names(" , ")
     with pytest.raises(ValueError, match=r"unknown retry policy bogus, nope; choose from none"):
         parse_policy_names("full,bogus,nope")
+
+
+# -- grpc-native: gRPC retries, the application calls once ---------------------------------------
+
+
+def test_grpc_native_service_config_follows_the_policy() -> None:
+    config = json.loads(policy("grpc-native", max_attempts=8).grpc_service_config() or "")
+    assert config == {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.100000000s",
+                    "maxBackoff": "5.000000000s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                },
+            }
+        ]
+    }
+    throttled = policy("grpc-native", max_attempts=3, grpc_max_tokens=10, grpc_token_ratio=0.1)
+    config = json.loads(throttled.grpc_service_config() or "")
+    assert config["methodConfig"][0]["retryPolicy"]["maxAttempts"] == 3
+    assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+
+
+def test_grpc_native_with_one_attempt_has_no_retry_policy() -> None:
+    """gRFC A6 rejects maxAttempts < 2; one attempt means no retryPolicy at all."""
+    assert json.loads(policy("grpc-native", max_attempts=1).grpc_service_config() or "") == {}
+
+
+@pytest.mark.parametrize("name", [n for n in POLICY_NAMES if n != "grpc-native"])
+def test_other_policies_have_no_service_config(name: str) -> None:
+    assert policy(name).grpc_service_config() is None
+
+
+async def test_grpc_native_makes_one_call_with_the_whole_budget() -> None:
+    t = FakeTime()
+    errors = always(grpc.StatusCode.UNAVAILABLE)
+    attempt = Attempts(t, errors)
+    p = policy("grpc-native", max_attempts=5, max_total_s=7.0, attempt_timeout_s=1.0)
+    with pytest.raises(RetryExhausted) as info:
+        await p.call(attempt, sleep=t.sleep, clock=t.clock)
+    assert attempt.timeouts == [7.0] and t.sleeps == []
+    assert info.value.attempts == 1 and info.value.last is errors[0]
+    ok = Attempts(t, [])
+    assert await p.call(ok, sleep=t.sleep, clock=t.clock) == "ok after 1"
+
+
+def test_grpc_throttling_is_bounded() -> None:
+    with pytest.raises(ValueError, match=r"grpc max tokens must be in 1..1000"):
+        policy("grpc-native", grpc_max_tokens=0)
+    with pytest.raises(ValueError, match=r"grpc token ratio must be in \(0, 1000\]"):
+        policy("grpc-native", grpc_token_ratio=0.0)
