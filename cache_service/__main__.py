@@ -53,7 +53,13 @@ def main(
 
     async def run() -> None:
         # The DB channel belongs to the running event loop, so it is made inside it.
-        db = DbClient(db_target, config.retry_policy(), registry, reconnect=config.reconnect())
+        db = DbClient(
+            db_target,
+            config.retry_policy(),
+            registry,
+            reconnect=config.reconnect(),
+            guards=config.guard_set(),
+        )
         cache = Cache(store, db, config.coalescing, registry)
         services = [
             Service(

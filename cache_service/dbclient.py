@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from herdlab.grpcutil import Reconnect, channel_options
+from herdlab.guards import GuardSet
+from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import PREFIX
 from herdlab.record import EventRecord
 from herdlab.retry import RetryPolicy
@@ -90,9 +92,13 @@ class DbClient:
         registry: CollectorRegistry,
         record_size: int = 1_000_000,
         reconnect: Reconnect | None = None,
+        guards: GuardSet | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
+        # One set for every fetch of this cache: guards learn from all of its calls to the DB.
+        self.guards = guards if guards is not None else GuardSet(())
+        GuardCollector(lambda: self.guards, registry, "cache")
         self.record = EventRecord(record_size)
         self._channel = grpc.aio.insecure_channel(
             target,
@@ -133,7 +139,8 @@ class DbClient:
         self._sleeps.labels(self.policy.name).observe(seconds)
 
     async def get(self, key: str) -> db_pb2.DbGetResponse:
-        """The DB's answer for `key` under the policy; raises `RetryExhausted` or `AioRpcError`."""
+        """The DB's answer for `key` under the policy and the guards; raises `RetryExhausted`
+        (its `last` may be a guard's refusal) or `AioRpcError`."""
         request = db_pb2.DbGetRequest(key=key)
 
         async def attempt(timeout_s: float) -> db_pb2.DbGetResponse:
@@ -141,4 +148,6 @@ class DbClient:
             reply: db_pb2.DbGetResponse = await self._stub.Get(request, timeout=timeout_s)
             return reply
 
-        return await self.policy.call(attempt, on_attempt=self._on_attempt, on_sleep=self._on_sleep)
+        return await self.policy.call(
+            attempt, on_attempt=self._on_attempt, on_sleep=self._on_sleep, guards=self.guards
+        )

@@ -18,6 +18,7 @@ from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
 from cache_service.store import TtlStore
 from herdlab.grpcutil import Context
+from herdlab.guards import GuardRejected
 from herdlab.metrics import PREFIX
 from herdlab.record import serve_page
 from herdlab.retry import RetryExhausted
@@ -149,6 +150,15 @@ def _typed_error(error: BaseException, attempts: int) -> tuple[grpc.StatusCode, 
     """The code and message a cache client gets for a fetch that failed with `error`."""
     if isinstance(error, grpc.aio.AioRpcError):
         code, details = error.code(), f"{error.code().name}: {error.details() or ''}"
+    elif isinstance(error, GuardRejected):
+        # Shed here, not by the DB: an open breaker says the DB is unavailable; a spent budget,
+        # a throttle or a full limit say this cache is out of room for the DB.
+        code = (
+            grpc.StatusCode.UNAVAILABLE
+            if error.guard == "breaker"
+            else grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        return code, f"refused by the cache's guard {error} (after {attempts} attempt(s))"
     else:
         code, details = grpc.StatusCode.UNAVAILABLE, f"{type(error).__name__}: {error}"
     if code not in _PASSED_THROUGH:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from cache_service.store import TtlStore
 from herdlab.grpcutil import Reconnect
+from herdlab.guards import GuardSet, parse_guard_set
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
 
@@ -82,6 +83,15 @@ class CacheSettings(Settings):
         hi=1000,
     )
 
+    guards: str = setting(
+        "none",
+        "guards",
+        "guards",
+        "Overload guard towards the DB, repeatable to compose a set in order: budget, throttle, "
+        "breaker, limit[:aimd|vegas|n=N] with k=v parameters, or recommended.",
+        flag_name="--guard",
+    )
+
     def retry_policy(self) -> RetryPolicy:
         """The policy the cache's DB client retries with; ValueError names a bad setting."""
         return RetryPolicy(
@@ -95,6 +105,10 @@ class CacheSettings(Settings):
             grpc_max_tokens=self.grpc_max_tokens or None,
             grpc_token_ratio=self.grpc_token_ratio,
         )
+
+    def guard_set(self) -> GuardSet:
+        """A fresh guard set (guards keep state: one set per client, built once)."""
+        return parse_guard_set(self.guards)
 
     def store(self) -> TtlStore:
         return TtlStore(self.ttl_s, self.max_keys)

@@ -312,6 +312,14 @@ def _cache_target(lab: Lab, target: str | None) -> str:
 )
 @click.option("--seed", default=None, type=int, help="Seed for keys and jitter.")
 @click.option(
+    "--guard",
+    "guards",
+    multiple=True,
+    metavar="NAME[:k=v,...]",
+    help="Overload guard around the users' calls, repeatable to compose a set in order "
+    "(budget, throttle, breaker, limit[:aimd|vegas|n=N], recommended).",
+)
+@click.option(
     "--metrics-port",
     envvar="HERDLAB_HERD_METRICS_PORT",
     default=0,
@@ -350,6 +358,7 @@ def herd(
     retry_attempts: int,
     attempt_timeout: float | None,
     seed: int | None,
+    guards: tuple[str, ...],
     metrics_port: int,
     metrics_host: str,
     as_json: bool,
@@ -384,6 +393,7 @@ def herd(
         open_loop=open_loop,
         policy=retry,
         seed=seed,
+        guards="+".join(guards) or "none",
     )
     problems = config.problems()
     if problems:

@@ -44,6 +44,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Histogram
 
 from herdlab.grpcutil import Reconnect, channel_options
+from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
+from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import PREFIX
 from herdlab.retry import RetryExhausted, RetryPolicy
 from herdlab.values import value_for
@@ -122,9 +124,15 @@ class HerdConfig:
     )
     reconnect: Reconnect | None = None
     seed: int | None = None
+    # Overload guards around the users' calls (`herdlab.guards`), one set for the whole herd.
+    guards: str = "none"
 
     def problems(self) -> list[str]:
         found = []
+        try:
+            parse_guard_set(self.guards)
+        except ValueError as exc:
+            found.append(str(exc))
         if not 1 <= self.users <= 100_000:
             found.append(f"users must be in 1..100000, got {self.users}")
         if not 1 <= self.keys <= 10_000_000:
@@ -283,6 +291,8 @@ class HerdMetrics:
     """The herd's own view, for Prometheus: requests by result (ok or the gRPC code)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.guards = GuardSet(())  # the running herd's, once it starts
+        GuardCollector(lambda: self.guards, registry, "herd")
         self.requests = prometheus_client.Counter(
             f"{PREFIX}_herd_requests",
             "Herd requests finished, by result (ok, a gRPC code name, or lost).",
@@ -392,6 +402,9 @@ class _Run:
         self.choose = choose
         self.policy = policy
         self.hooks = hooks
+        self.guards = parse_guard_set(config.guards)
+        if hooks.metrics is not None:
+            hooks.metrics.guards = self.guards
         self.total = (
             config.users * config.requests_per_user
             if config.open_loop is None
@@ -528,7 +541,7 @@ class _Run:
             return reply
 
         try:
-            reply = await self.policy.call(attempt)
+            reply = await self.policy.call(attempt, guards=self.guards)
         except RetryExhausted as exc:
             return Outcome(user, key, None, _code(exc.last), attempts, sent_ns, time.time_ns())
         except grpc.aio.AioRpcError as exc:
@@ -542,4 +555,6 @@ class _Run:
 def _code(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return str(error.code().name)
+    if isinstance(error, GuardRejected):
+        return f"REFUSED_{error.guard.upper()}"  # refused by the herd's own guard, never sent
     return type(error).__name__

@@ -35,6 +35,8 @@ import tenacity
 from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
+from herdlab.guards import GuardRejected, GuardSet, Outcome
+
 T = TypeVar("T")
 
 POLICY_NAMES = (
@@ -280,6 +282,9 @@ class RetryPolicy:
         return json.dumps(config)
 
     def is_retryable(self, exc: BaseException) -> bool:
+        """A retryable gRPC code, or a guard's refusal (nothing was sent: try again later)."""
+        if isinstance(exc, GuardRejected):
+            return True
         return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in self.retry_codes
 
     def schedule(self, retries: int) -> list[float]:
@@ -301,6 +306,7 @@ class RetryPolicy:
         on_attempt: Callable[[int, BaseException | None], None] | None = None,
         on_sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        guards: GuardSet | None = None,
     ) -> T:
         """Runs `attempt(timeout_s)` under this policy and returns its value.
 
@@ -311,23 +317,48 @@ class RetryPolicy:
         grpc-native: one `attempt(max_total_s)`, no sleep here (gRPC retries inside the call when
         the channel has `grpc_service_config()`); a retryable error it ends with is still wrapped
         in `RetryExhausted`, with `attempts` 1.
+
+        `guards` (`herdlab.guards`) are asked before every attempt, the first with `retry=False`
+        until one has been sent; a guard that waits (a concurrency limit) waits at most what is
+        left of the total budget, and the attempt's deadline then counts from the send. A refusal
+        (`GuardRejected`) is an attempt not sent: the policy counts it, sleeps its backoff and
+        tries again within its bounds, and gives up with `RetryExhausted` wrapping the refusal.
+        Each sent attempt's outcome is reported to the guards: OK, OVERLOAD (UNAVAILABLE,
+        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED) or IGNORE.
         """
         started = clock()
         native = self.name == GRPC_NATIVE
         attempts = 0
 
+        sent = 0
+
         async def one() -> T:
-            nonlocal attempts
+            nonlocal attempts, sent
             attempts += 1
+            permit = None
+            if guards is not None:
+                left = self.max_total_s - (clock() - started)
+                permit = await guards.acquire(retry=sent > 0, timeout_s=max(0.001, left))
             remaining = self.max_total_s - (clock() - started)
             per_attempt = self.max_total_s if native else self.attempt_timeout_s
             timeout = max(0.001, min(per_attempt, remaining))
+            sent += 1
+            sent_at = clock()
             try:
                 value = await attempt(timeout)
             except grpc.aio.AioRpcError as exc:
+                if permit is not None:
+                    overload = exc.code() in RETRYABLE_CODES
+                    permit.done(Outcome.OVERLOAD if overload else Outcome.IGNORE, clock() - sent_at)
                 if on_attempt:
                     on_attempt(attempts, exc)
                 raise
+            except BaseException:
+                if permit is not None:
+                    permit.done(Outcome.IGNORE, 0.0)
+                raise
+            if permit is not None:
+                permit.done(Outcome.OK, clock() - sent_at)
             if on_attempt:
                 on_attempt(attempts, None)
             return value
@@ -349,6 +380,8 @@ class RetryPolicy:
             if self.is_retryable(exc):
                 raise RetryExhausted(exc, attempts) from exc
             raise
+        except GuardRejected as exc:
+            raise RetryExhausted(exc, attempts) from exc
 
 
 def parse_policy_names(text: str) -> list[str]:

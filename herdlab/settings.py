@@ -25,8 +25,11 @@ from typing import Any, Literal, TypeVar
 import click
 
 from herdlab.config import DURATION, PROBABILITY, parse_duration
+from herdlab.guards import parse_guard_set
 
-Kind = Literal["duration", "int", "float", "probability", "bool", "choice", "text", "seed"]
+Kind = Literal[
+    "duration", "int", "float", "probability", "bool", "choice", "text", "seed", "guards"
+]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -43,10 +46,12 @@ class Setting:
     choices: tuple[str, ...] = ()
     # A `bool` setting's flag pair, e.g. ("--coalescing", "--no-coalescing").
     negative: str | None = None
+    # The flag when it is not the key's (a `guards` set is given as repeated `--guard`).
+    flag_name: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--" + self.key.replace("_", "-")
+        return self.flag_name or "--" + self.key.replace("_", "-")
 
     @property
     def label(self) -> str:
@@ -58,6 +63,8 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "guards":
+            return "a guard set such as none, budget or limit:aimd+breaker"
         if self.kind in ("seed", "text") or self.lo is None or self.hi is None:
             return {"seed": "an integer", "text": "text"}.get(self.kind, "a number")
         if self.kind == "duration":
@@ -70,6 +77,12 @@ class Setting:
         """What is wrong with `value` (already parsed), or None."""
         if self.kind == "choice" and value not in self.choices:
             return f"{self.label} must be {self.allowed()}, got {value!r}"
+        if self.kind == "guards":
+            try:
+                parse_guard_set(value)
+            except ValueError as exc:
+                return str(exc)
+            return None
         if self.lo is None or self.hi is None or value is None:
             return None
         if not self.lo <= value <= self.hi:
@@ -101,6 +114,8 @@ class Setting:
         return raw
 
     def argv(self, value: Any) -> list[str]:
+        if self.kind == "guards":
+            return [part for guard in guards_of(value) for part in (self.flag, guard)]
         if self.kind == "bool":
             return [self.flag if value else (self.negative or f"--no-{self.flag[2:]}")]
         if value is None:
@@ -110,6 +125,11 @@ class Setting:
         if self.kind in ("float", "probability"):
             return [self.flag, f"{value:g}"]
         return [self.flag, str(value)]
+
+
+def guards_of(spec: str) -> list[str]:
+    """The guards of a set spec, one per `--guard` flag (`none`: no flag)."""
+    return [] if spec.strip() in ("", "none") else spec.split("+")
 
 
 def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any:
@@ -200,6 +220,15 @@ def options(cls: type[Any], env_prefix: str) -> Callable[[F], F]:
                 "help": spec.help,
                 "show_default": value is not None,
             }
+            if spec.kind == "guards":
+                command = click.option(
+                    spec.flag,
+                    name,
+                    multiple=True,
+                    metavar="NAME[:k=v,...]",
+                    **{**common, "show_default": False},
+                )(command)
+                continue
             if spec.kind == "bool":
                 negative = spec.negative or f"--no-{spec.flag[2:]}"
                 command = click.option(f"{spec.flag}/{negative}", name, default=value, **common)(
@@ -232,8 +261,14 @@ def from_options(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
     """The settings named in `values` (click's keyword arguments; others are ignored). Raises
     click.UsageError naming each flag whose value is out of bounds, or else each problem
     between settings."""
-    names = {name for name, _ in fields(cls)}
-    settings = cls(**{k: v for k, v in values.items() if k in names})
+    kinds = {name: spec.kind for name, spec in fields(cls)}
+    settings = cls(
+        **{
+            k: "+".join(v) or "none" if kinds[k] == "guards" else v
+            for k, v in values.items()
+            if k in kinds
+        }
+    )
     found = [
         f"Invalid value for '{spec.flag}': {problem}"
         for name, spec in fields(settings)

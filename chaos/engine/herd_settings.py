@@ -67,6 +67,9 @@ class HerdSettings(Settings):
         choices=tuple(RECONNECTS),
     )
     seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
+    guards: str = setting(
+        "none", "guards", "guards", "Overload guards around the users' calls.", flag_name="--guard"
+    )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -101,4 +104,5 @@ class HerdSettings(Settings):
             policy=self.retry_policy(),
             reconnect=RECONNECTS[self.reconnect],
             seed=self.seed,
+            guards=self.guards,
         )
