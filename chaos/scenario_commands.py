@@ -25,6 +25,7 @@ from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
 from chaos.scenarios.soak import SoakConfig, run_soak
 from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
 from herdlab.config import DURATION
+from herdlab.guards import RECOMMENDED, parse_guard_sets
 from herdlab.retry import parse_policy_names
 
 Doc = dict[str, Any]
@@ -121,6 +122,13 @@ def stampede(
 @click.option(
     "--outage", default="10s", show_default=True, type=DURATION, help="How long the DB is down."
 )
+@click.option(
+    "--guards",
+    default="none",
+    show_default=True,
+    help="Guard sets on the cache's calls to the DB to compare, comma-separated; '+' composes "
+    f"a set (e.g. none,budget,limit:aimd+breaker,recommended = {RECOMMENDED}).",
+)
 @SEED_OPTION
 @JSON_OPTION
 @OUT_OPTION
@@ -128,12 +136,19 @@ def retry_storm(
     policies: str,
     keys: int,
     outage: float,
+    guards: str,
     seed: int,
     json_path: Path | None,
     out_dir: Path | None,
 ) -> None:
     """Kill the DB under a herd over K keys, restore it, and watch each policy's retry waves."""
-    config = RetryStormConfig(policies=_policies(policies), keys=keys, outage_s=outage, seed=seed)
+    try:
+        guard_sets = tuple(parse_guard_sets(guards))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--guards") from exc
+    config = RetryStormConfig(
+        policies=_policies(policies), keys=keys, outage_s=outage, seed=seed, guards=guard_sets
+    )
     _check(config.problems())
     _run(lambda progress: run_retry_storm(config, out.print, progress), json_path, out_dir)
 

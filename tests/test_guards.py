@@ -341,7 +341,7 @@ def test_bad_specs_fail_with_one_line_naming_guard_parameter_and_range(
     [
         (
             "none,budget,limit:aimd,recommended",
-            ["none", "budget", "limit:aimd", "limit:aimd+breaker"],
+            ["none", "budget", "limit:aimd", "recommended"],
         ),
         (
             "none,throttle:k=2,window=30s,limit:n=20",
@@ -349,7 +349,7 @@ def test_bad_specs_fail_with_one_line_naming_guard_parameter_and_range(
         ),
         (
             "limit:aimd,initial=10,max=100,budget:ttl=5s,ratio=0.1",
-            ["limit:aimd,initial=10,max=100", "budget:ratio=0.1,ttl=5s"],
+            ["limit:aimd,initial=10,max=100", "budget:ttl=5s,ratio=0.1"],
         ),
         (
             "budget+throttle:k=2,window=30s+limit:aimd,breaker",

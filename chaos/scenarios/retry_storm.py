@@ -50,6 +50,7 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_shipped
 from chaos.herd import ProgressFactory
+from herdlab.guards import parse_guard_set
 from herdlab.retry import POLICY_NAMES
 from herdlab.settings import format_duration
 
@@ -76,8 +77,11 @@ class RetryStormConfig:
     - a 2 s attempt deadline: longer than the herd takes to reach the DB (the fetches fail
       together at the kill, not one by one on their deadlines), short enough that the part of a
       wave the DB cannot serve in time fails together and comes back together;
-    - 40 attempts within 60 s: no fetch gives up while a 10 s outage and its recovery last;
-    - the cache's DB channel reconnects within 50..500 ms.
+    - 40 attempts within at least 60 s (`retry_total_s`, by default the outage plus twice the
+      ideal recovery: 110 s at 10,000 keys): no fetch gives up while the outage and its
+      recovery last;
+    - the cache's DB channel reconnects within 50..500 ms;
+    - guard sets (`herdlab.guards`) and DB queue disciplines to sweep beside the policies.
     """
 
     policies: tuple[str, ...] = ("exponential", "full")
@@ -92,19 +96,28 @@ class RetryStormConfig:
     retry_base_s: float = 0.1
     retry_cap_s: float = 6.0
     retry_attempts: int = 40
-    retry_total_s: float = 60.0
+    retry_total_s: float | None = None
     attempt_timeout_s: float = 2.0
     reconnect_initial_s: float = 0.05
     reconnect_max_s: float = 0.5
     channels: int = 8
+    guards: tuple[str, ...] = ("none",)
 
     @property
     def db_capacity_per_s(self) -> float:
         return self.db_concurrency / self.db_latency_s
 
     @property
+    def retry_budget_s(self) -> float:
+        """The cache's time budget for one fetch: `retry_total_s`, or at least 60 s and enough
+        for the outage plus twice the ideal recovery."""
+        if self.retry_total_s is not None:
+            return self.retry_total_s
+        return max(60.0, self.outage_s + 2 * self.keys / self.db_capacity_per_s)
+
+    @property
     def herd_deadline_s(self) -> float:
-        return self.retry_total_s + HERD_MARGIN_S
+        return self.retry_budget_s + HERD_MARGIN_S
 
     def problems(self) -> list[str]:
         found = []
@@ -129,17 +142,24 @@ class RetryStormConfig:
             found.append("need 0 < retry base <= retry cap <= 10m")
         if not 1 <= self.retry_attempts <= 100:
             found.append(f"retry attempts must be in 1..100, got {self.retry_attempts}")
-        if not self.outage_s < self.retry_total_s <= 3000:
+        if not self.outage_s < self.retry_budget_s <= 3000:
             found.append(
-                f"the retry budget ({self.retry_total_s:g}s) must outlast the outage "
+                f"the retry budget ({self.retry_budget_s:g}s) must outlast the outage "
                 f"({self.outage_s:g}s) and be at most 50m"
             )
-        if not 0 < self.attempt_timeout_s <= self.retry_total_s:
+        if not 0 < self.attempt_timeout_s <= self.retry_budget_s:
             found.append("need 0 < attempt timeout <= retry budget")
         if not 0 < self.reconnect_initial_s <= self.reconnect_max_s <= 120:
             found.append("need 0 < reconnect initial <= reconnect max <= 120s")
         if not 1 <= self.channels <= 1024:
             found.append(f"channels must be in 1..1024, got {self.channels}")
+        if not self.guards or len(set(self.guards)) != len(self.guards):
+            found.append("name each guard set once, at least one (none: no guard)")
+        for guards in self.guards:
+            try:
+                parse_guard_set(guards)
+            except ValueError as exc:
+                found.append(str(exc))
         return found
 
     def command(self) -> str:
@@ -152,6 +172,8 @@ class RetryStormConfig:
         ]
         if self.seed is not None:
             parts.append(f"--seed {self.seed}")
+        if self.guards != ("none",):
+            parts.append(f"--guards {','.join(self.guards)}")
         return " ".join(parts)
 
     def params(self) -> dict[str, Any]:
@@ -166,19 +188,21 @@ class RetryStormConfig:
             "retry_base": format_duration(self.retry_base_s),
             "retry_cap": format_duration(self.retry_cap_s),
             "retry_attempts": self.retry_attempts,
-            "retry_total": format_duration(self.retry_total_s),
+            "retry_total": format_duration(self.retry_budget_s),
             "attempt_timeout": format_duration(self.attempt_timeout_s),
             "reconnect_initial": format_duration(self.reconnect_initial_s),
             "reconnect_max": format_duration(self.reconnect_max_s),
             "channels": min(self.channels, self.keys),
             "herd_deadline": format_duration(self.herd_deadline_s),
             "kill_within": format_duration(KILL_WITHIN * self.attempt_timeout_s),
+            "guards": list(self.guards),
         }
 
 
 def config_of(experiment: spec.Experiment) -> RetryStormConfig:
     """The retry storm's parameters as an experiment states them (for the document's `config`)."""
-    policies = next((v for k, v in experiment.variants if k == "cache.policy"), ())
+    swept = dict(experiment.variants)
+    policies = swept.get("cache.policy", (experiment.cache.policy,))
     outage = next(
         (s.action.seconds for s in experiment.timeline if s.do.startswith("outage")), None
     )
@@ -200,12 +224,21 @@ def config_of(experiment: spec.Experiment) -> RetryStormConfig:
         reconnect_initial_s=cache.db_reconnect_initial_s,
         reconnect_max_s=cache.db_reconnect_max_s,
         channels=herd.channels,
+        guards=tuple(str(g) for g in swept.get("cache.guards", (cache.guards,))),
     )
 
 
 def _header(experiment: spec.Experiment) -> dict[str, Any]:
     config = config_of(experiment)
-    return {"scenario": SCENARIO, "config": {**asdict(config), "policies": list(config.policies)}}
+    return {
+        "scenario": SCENARIO,
+        "config": {
+            **asdict(config),
+            "policies": list(config.policies),
+            "guards": list(config.guards),
+            "retry_total_s": config.retry_budget_s,
+        },
+    }
 
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
@@ -238,6 +271,8 @@ KIND = KINDS.register(
             (name, name)
             for name in (
                 "policy",
+                "guards",
+                "guards_spec",
                 "keys",
                 "db_capacity_per_s",
                 "db_attempts",

@@ -152,8 +152,9 @@ def parse_guard_set(
 
 
 def parse_guard_sets(text: str) -> list[str]:
-    """`none,budget,limit:aimd,recommended` -> each set's canonical spec, validated (see the
-    module docstring for how commas are told apart)."""
+    """`none,budget,limit:aimd,recommended` -> each set as written, validated (see the module
+    docstring for how commas are told apart). Written, not canonical, so a sweep's rows carry
+    the names the user gave (`recommended`); `parse_guard_set(s).spec` says what ran."""
     sets: list[str] = []
     for piece in (p.strip() for p in text.split(",")):
         first = piece.split("+", 1)[0]
@@ -168,4 +169,6 @@ def parse_guard_sets(text: str) -> list[str]:
             sets.append(piece)
     if not sets:
         raise ValueError("no guard set named; e.g. none,budget,limit:aimd,recommended")
-    return [parse_guard_set(s).spec for s in sets]
+    for spec in sets:
+        parse_guard_set(spec)
+    return sets

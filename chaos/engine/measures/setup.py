@@ -6,12 +6,25 @@ from typing import Any
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
+from herdlab.guards import parse_guard_set
 
 
 @measure("policy")
 def policy(obs: Observations) -> str:
     """The cache's retry policy towards the DB."""
     return obs.cache.policy
+
+
+@measure("guards")
+def guards(obs: Observations) -> str:
+    """The cache's guard set towards the DB, as written (`none`: no guard)."""
+    return obs.cache.guards
+
+
+@measure("guards_spec")
+def guards_spec(obs: Observations) -> str:
+    """What the cache's guard set ran as: `recommended` expanded, parameters canonical."""
+    return parse_guard_set(obs.cache.guards).spec
 
 
 @measure("keys")
