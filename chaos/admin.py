@@ -1,7 +1,8 @@
 """The controller's side of the services' admin planes and the cache's Expire.
 
-Runtime faults (latency, error rate, capacity), coalescing, expiry and the exact event records
-are reached over gRPC, so they work the same against local processes and containers.
+Runtime faults (latency, error rate, capacity, the DB's queue discipline), coalescing, expiry
+and the exact event records are reached over gRPC, so they work the same against local processes
+and containers.
 """
 
 from __future__ import annotations
@@ -73,6 +74,18 @@ class Admin:
             )
         except grpc.aio.AioRpcError as exc:
             raise self._error("db", exc) from exc
+
+    async def set_queue_discipline(
+        self, discipline: str, target_s: float | None = None, interval_s: float | None = None
+    ) -> admin_pb2.DbState:
+        """Serves the DB's queue by `discipline` (fifo, codel, lifo) from now on; CoDel's target
+        and interval (seconds) change only when given."""
+        capacity = admin_pb2.Capacity(discipline=discipline)
+        if target_s is not None:
+            capacity.codel_target_ms = target_s * 1000
+        if interval_s is not None:
+            capacity.codel_interval_ms = interval_s * 1000
+        return await self.set_capacity(capacity)
 
     async def cache_state(self) -> admin_pb2.CacheState:
         try:

@@ -23,7 +23,10 @@ import click
 from chaos.admin import Admin
 from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
+from db_service.queueing import NAMES as DISCIPLINES
+from db_service.settings import DbSettings
 from herdlab.config import DURATION, PROBABILITY
+from herdlab.settings import by_key
 from protos import admin_pb2
 
 SERVICE = click.Choice(SERVICES)
@@ -246,6 +249,66 @@ def errors(lab: Lab, service: str, rate: float, as_json: bool, dry_run: bool) ->
     _report(lab, "errors", service, as_json, dry_run, error_rate=rate)
 
 
+async def _set_queue(
+    lab: Lab, discipline: str, target: float | None, interval: float | None
+) -> admin_pb2.DbState:
+    async with _admin(lab) as admin:
+        return await admin.set_queue_discipline(discipline, target, interval)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("service", type=SERVICE)
+@click.argument("discipline", type=click.Choice(DISCIPLINES))
+@click.option(
+    "--target",
+    type=DURATION,
+    default=None,
+    help="CoDel: how long a query joining a standing queue may wait [default: unchanged].",
+)
+@click.option(
+    "--interval",
+    type=DURATION,
+    default=None,
+    help="How long the queue must stay non-empty to stand [default: unchanged].",
+)
+@_common
+@pass_lab
+def queue(
+    lab: Lab,
+    service: str,
+    discipline: str,
+    target: float | None,
+    interval: float | None,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    """Set how the DB serves its queue: fifo, codel (sheds waiters past their limit) or lifo
+    (newest first while the queue stands)."""
+    _db_only(service, "queue")
+    details: dict[str, Any] = {"discipline": discipline}
+    declared = by_key(DbSettings)
+    for flag, key, value in (
+        ("--target", "codel_target", target),
+        ("--interval", "codel_interval", interval),
+    ):
+        if value is None:
+            continue
+        problem = declared[key][1].problem(value)
+        if problem:
+            raise click.BadParameter(problem, param_hint=flag)
+        details[f"{key}_ms"] = value * 1000
+    if target is not None and interval is not None:
+        # Either alone is checked against the DB's current value by the DB itself.
+        pair = DbSettings(codel_target_s=target, codel_interval_s=interval).problems()
+        if pair:
+            raise click.UsageError(pair[0])
+    if not dry_run:
+        state = asyncio.run(_set_queue(lab, discipline, target, interval))
+        details["codel_target_ms"] = state.capacity.codel_target_ms
+        details["codel_interval_ms"] = state.capacity.codel_interval_ms
+    _report(lab, "queue", service, as_json, dry_run, **details)
+
+
 async def _expire(lab: Lab, keys: list[str] | None) -> int:
     async with _admin(lab) as admin:
         return await admin.expire(keys)
@@ -267,4 +330,4 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
     _report(lab, "expire", target, as_json, dry_run, **details)
 
 
-COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, expire)
+COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, queue, expire)

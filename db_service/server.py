@@ -5,12 +5,20 @@ the DB's own record is what scenarios call `db_queries`. Then, in order:
 
 1. an invalid key is answered INVALID_ARGUMENT;
 2. the query takes a capacity slot or waits in the bounded queue; past the queue it is answered
-   RESOURCE_EXHAUSTED at once;
+   RESOURCE_EXHAUSTED at once. While it waits, the queue discipline (`db_service.queueing`:
+   fifo, codel, lifo) decides when its turn comes, and codel may shed it: RESOURCE_EXHAUSTED,
+   counted as dropped at stage `codel`;
 3. a query whose caller is gone when its slot comes (deadline passed or call cancelled) is
-   dropped and counted, never served;
-4. with probability `error_rate` the query fails with UNAVAILABLE (injected fault);
-5. otherwise it takes `latency + uniform(0, spread)` and returns the key's deterministic value.
-   A caller that leaves during that time is counted as dropped too.
+   dropped and counted (stage `queue`), never served;
+4. a query that waited for its slot and whose caller's remaining deadline is shorter than the
+   base latency (the least a query takes) is dropped too (stage `deadline`, DEADLINE_EXCEEDED):
+   Fail at Scale's check at dequeue, so no slot is spent on an answer nobody can use;
+5. with probability `error_rate` the query fails with UNAVAILABLE (injected fault);
+6. otherwise it takes `latency + uniform(0, spread)` and returns the key's deterministic value.
+   A caller that leaves during that time is counted as dropped too (stage `work`).
+
+Slot time (seconds slots were held, whatever the outcome) is kept by the capacity model and
+exported, for the lab's slot-time amplification (slot-seconds / (keys x service time)).
 """
 
 from __future__ import annotations
@@ -18,13 +26,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from db_service.capacity import Capacity, Rejected
+from db_service.queueing import Shed
 from db_service.settings import DbSettings
 from herdlab.grpcutil import Context
 from herdlab.metrics import PREFIX
@@ -33,8 +45,21 @@ from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
 
 
+class _ScrapedCounter(Collector):
+    """A counter whose value is read when scraped (prometheus-client's `Counter` has no
+    `set_function`); the function must never decrease."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._value = value
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._value())
+
+
 class DbMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, slot_seconds: Callable[[], float]) -> None:
         p = f"{PREFIX}_db"
         self.arrivals = Counter(
             f"{p}_arrivals", "Requests that reached the DB handler.", registry=registry
@@ -47,13 +72,28 @@ class DbMetrics:
         )
         self.dropped = Counter(
             f"{p}_dropped",
-            "Requests dropped because their caller had gone, by stage (queue, work).",
+            "Requests dropped without an answer, by stage: queue and work (caller gone while "
+            "queued or served), deadline (caller's time left shorter than the base latency when "
+            "its slot came), codel (shed by the codel discipline).",
             ["stage"],
             registry=registry,
         )
         self.in_flight = Gauge(f"{p}_in_flight", "Queries holding a slot.", registry=registry)
         self.queue_depth = Gauge(
             f"{p}_queue_depth", "Queries waiting for a slot.", registry=registry
+        )
+        self.queue_standing = Gauge(
+            f"{p}_queue_standing",
+            "1 while the queue has been non-empty for the codel interval (codel: new waiters get "
+            "the target; lifo: newest first).",
+            registry=registry,
+        )
+        registry.register(
+            _ScrapedCounter(
+                f"{p}_slot_seconds",
+                "Seconds concurrency slots were held, from taking to releasing, any outcome.",
+                slot_seconds,
+            )
         )
         self.latency = Histogram(
             f"{p}_latency_seconds",
@@ -72,6 +112,15 @@ class DbMetrics:
             "Queries per second the DB can serve (concurrency / mean latency).",
             registry=registry,
         )
+        self.queue_discipline = Info(
+            f"{p}_queue_discipline", "Queue discipline in force.", registry=registry
+        )
+        self.codel_target = Gauge(
+            f"{p}_codel_target_seconds", "Configured CoDel target.", registry=registry
+        )
+        self.codel_interval = Gauge(
+            f"{p}_codel_interval_seconds", "Configured CoDel interval.", registry=registry
+        )
         self.latency_base = Gauge(
             f"{p}_latency_base_seconds", "Configured base latency.", registry=registry
         )
@@ -85,10 +134,10 @@ class Db:
 
     def __init__(self, config: DbSettings, registry: CollectorRegistry) -> None:
         self.config = config
-        self.capacity = Capacity(config.concurrency, config.queue)
+        self.capacity = Capacity(config.concurrency, config.queue, config.discipline())
         self.rng = random.Random(config.seed)
         self.record = EventRecord(config.record_size)
-        self.metrics = DbMetrics(registry)
+        self.metrics = DbMetrics(registry, lambda: self.capacity.slot_seconds)
         self.completed = 0
         self.rejected = 0
         self.dropped = 0
@@ -97,6 +146,10 @@ class Db:
         m = self.metrics
         m.in_flight.set_function(lambda: self.capacity.in_flight)
         m.queue_depth.set_function(lambda: self.capacity.queued)
+        m.queue_standing.set_function(lambda: self.capacity.standing)
+        m.codel_target.set_function(lambda: self.config.codel_target_s)
+        m.codel_interval.set_function(lambda: self.config.codel_interval_s)
+        m.queue_discipline.info({"discipline": config.queue_discipline})
         m.capacity_concurrency.set_function(lambda: self.config.concurrency)
         m.capacity_queue.set_function(lambda: self.config.queue)
         m.capacity_per_second.set_function(lambda: self.config.capacity_per_s)
@@ -106,6 +159,8 @@ class Db:
     def apply(self, config: DbSettings) -> None:
         self.config = config
         self.capacity.resize(config.concurrency, config.queue)
+        self.capacity.set_discipline(config.discipline())
+        self.metrics.queue_discipline.info({"discipline": config.queue_discipline})
 
     def state(self) -> admin_pb2.DbState:
         c = self.config
@@ -113,7 +168,13 @@ class Db:
             faults=admin_pb2.Faults(
                 latency_ms=c.latency_s * 1000, spread_ms=c.spread_s * 1000, error_rate=c.error_rate
             ),
-            capacity=admin_pb2.Capacity(concurrency=c.concurrency, queue=c.queue),
+            capacity=admin_pb2.Capacity(
+                concurrency=c.concurrency,
+                queue=c.queue,
+                discipline=c.queue_discipline,
+                codel_target_ms=c.codel_target_s * 1000,
+                codel_interval_ms=c.codel_interval_s * 1000,
+            ),
             arrivals=self.record.total,
             completed=self.completed,
             rejected=self.rejected,
@@ -122,6 +183,8 @@ class Db:
             in_flight=self.capacity.in_flight,
             queued=self.capacity.queued,
             capacity_per_s=c.capacity_per_s,
+            slot_seconds=self.capacity.slot_seconds,
+            standing=self.capacity.standing,
         )
 
     def _drop(self, stage: str) -> None:
@@ -138,10 +201,13 @@ class Db:
             self.metrics.requests.labels("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
-            await self.capacity.acquire()
+            waited = await self.capacity.acquire()
         except Rejected as exc:
             self.rejected += 1
             self.metrics.requests.labels("rejected").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"db overloaded: {exc}")
+        except Shed as exc:
+            self._drop(exc.by)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"db overloaded: {exc}")
         except asyncio.CancelledError:
             self._drop("queue")
@@ -151,6 +217,13 @@ class Db:
             if context.cancelled() or (remaining is not None and remaining <= 0):
                 self._drop("queue")
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "caller gone before service")
+            if waited and remaining is not None and remaining < self.config.latency_s:
+                self._drop("deadline")
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"dropped at dequeue: {remaining * 1000:.0f}ms left, a query takes "
+                    f"{self.config.latency_s * 1000:.0f}ms",
+                )
             if self.config.error_rate and self.rng.random() < self.config.error_rate:
                 self.failed += 1
                 self.metrics.requests.labels("error").inc()
@@ -206,6 +279,12 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
             changes["concurrency"] = request.concurrency
         if request.HasField("queue"):
             changes["queue"] = request.queue
+        if request.HasField("discipline"):
+            changes["queue_discipline"] = request.discipline
+        if request.HasField("codel_target_ms"):
+            changes["codel_target_s"] = request.codel_target_ms / 1000
+        if request.HasField("codel_interval_ms"):
+            changes["codel_interval_s"] = request.codel_interval_ms / 1000
         return await self._apply(replace(self.db.config, **changes), context)
 
     async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:

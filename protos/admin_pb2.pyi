@@ -21,15 +21,21 @@ class Faults(_message.Message):
     def __init__(self, latency_ms: _Optional[float] = ..., spread_ms: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
 
 class Capacity(_message.Message):
-    __slots__ = ("concurrency", "queue")
+    __slots__ = ("concurrency", "queue", "discipline", "codel_target_ms", "codel_interval_ms")
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    DISCIPLINE_FIELD_NUMBER: _ClassVar[int]
+    CODEL_TARGET_MS_FIELD_NUMBER: _ClassVar[int]
+    CODEL_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     concurrency: int
     queue: int
-    def __init__(self, concurrency: _Optional[int] = ..., queue: _Optional[int] = ...) -> None: ...
+    discipline: str
+    codel_target_ms: float
+    codel_interval_ms: float
+    def __init__(self, concurrency: _Optional[int] = ..., queue: _Optional[int] = ..., discipline: _Optional[str] = ..., codel_target_ms: _Optional[float] = ..., codel_interval_ms: _Optional[float] = ...) -> None: ...
 
 class DbState(_message.Message):
-    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s")
+    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing")
     FAULTS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     ARRIVALS_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +46,8 @@ class DbState(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SLOT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STANDING_FIELD_NUMBER: _ClassVar[int]
     faults: Faults
     capacity: Capacity
     arrivals: int
@@ -50,7 +58,9 @@ class DbState(_message.Message):
     in_flight: int
     queued: int
     capacity_per_s: float
-    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ...) -> None: ...
+    slot_seconds: float
+    standing: bool
+    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ...) -> None: ...
 
 class Coalescing(_message.Message):
     __slots__ = ("enabled",)

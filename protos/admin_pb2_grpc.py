@@ -67,7 +67,8 @@ class DbAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetCapacity(self, request, context):
-        """Sets the concurrency limit and the wait-queue bound. Unset fields keep their value.
+        """Sets the concurrency limit, the wait-queue bound and the queue discipline. Unset fields keep
+        their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

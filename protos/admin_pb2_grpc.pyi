@@ -36,7 +36,9 @@ class DbAdminStub:
     SetFaults: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Faults, _admin_pb2.DbState]
     """Sets the latency model and the injected error rate. Unset fields keep their value."""
     SetCapacity: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Capacity, _admin_pb2.DbState]
-    """Sets the concurrency limit and the wait-queue bound. Unset fields keep their value."""
+    """Sets the concurrency limit, the wait-queue bound and the queue discipline. Unset fields keep
+    their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+    """
     GetState: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.DbState]
     GetArrivals: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RecordRequest, _admin_pb2.Record]
     """Pages through the DB's exact arrival record (one timestamp per request that reached it)."""
@@ -47,7 +49,9 @@ class DbAdminAsyncStub(DbAdminStub):
     SetFaults: _aio.UnaryUnaryMultiCallable[_admin_pb2.Faults, _admin_pb2.DbState]  # type: ignore[assignment]
     """Sets the latency model and the injected error rate. Unset fields keep their value."""
     SetCapacity: _aio.UnaryUnaryMultiCallable[_admin_pb2.Capacity, _admin_pb2.DbState]  # type: ignore[assignment]
-    """Sets the concurrency limit and the wait-queue bound. Unset fields keep their value."""
+    """Sets the concurrency limit, the wait-queue bound and the queue discipline. Unset fields keep
+    their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+    """
     GetState: _aio.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.DbState]  # type: ignore[assignment]
     GetArrivals: _aio.UnaryUnaryMultiCallable[_admin_pb2.RecordRequest, _admin_pb2.Record]  # type: ignore[assignment]
     """Pages through the DB's exact arrival record (one timestamp per request that reached it)."""
@@ -67,7 +71,9 @@ class DbAdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.Capacity,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.DbState, _abc.Awaitable[_admin_pb2.DbState]]:
-        """Sets the concurrency limit and the wait-queue bound. Unset fields keep their value."""
+        """Sets the concurrency limit, the wait-queue bound and the queue discipline. Unset fields keep
+        their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+        """
 
     @_abc_1.abstractmethod
     def GetState(
