@@ -141,6 +141,7 @@ class Db:
         self.completed = 0
         self.rejected = 0
         self.dropped = 0
+        self.dropped_by_stage: dict[str, int] = {}
         self.failed = 0
         # Gauges read the live state when scraped: nothing to keep in step on the request path.
         m = self.metrics
@@ -185,10 +186,12 @@ class Db:
             capacity_per_s=c.capacity_per_s,
             slot_seconds=self.capacity.slot_seconds,
             standing=self.capacity.standing,
+            dropped_by_stage=self.dropped_by_stage,
         )
 
     def _drop(self, stage: str) -> None:
         self.dropped += 1
+        self.dropped_by_stage[stage] = self.dropped_by_stage.get(stage, 0) + 1
         self.metrics.dropped.labels(stage).inc()
         self.metrics.requests.labels("dropped").inc()
 

@@ -35,7 +35,14 @@ class Capacity(_message.Message):
     def __init__(self, concurrency: _Optional[int] = ..., queue: _Optional[int] = ..., discipline: _Optional[str] = ..., codel_target_ms: _Optional[float] = ..., codel_interval_ms: _Optional[float] = ...) -> None: ...
 
 class DbState(_message.Message):
-    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing")
+    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing", "dropped_by_stage")
+    class DroppedByStageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     FAULTS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     ARRIVALS_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +55,7 @@ class DbState(_message.Message):
     CAPACITY_PER_S_FIELD_NUMBER: _ClassVar[int]
     SLOT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STANDING_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BY_STAGE_FIELD_NUMBER: _ClassVar[int]
     faults: Faults
     capacity: Capacity
     arrivals: int
@@ -60,7 +68,8 @@ class DbState(_message.Message):
     capacity_per_s: float
     slot_seconds: float
     standing: bool
-    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ...) -> None: ...
+    dropped_by_stage: _containers.ScalarMap[str, int]
+    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ..., dropped_by_stage: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Coalescing(_message.Message):
     __slots__ = ("enabled",)

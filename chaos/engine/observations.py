@@ -47,6 +47,7 @@ class DbCounters:
     dropped: int = 0
     failed: int = 0
     slot_seconds: float = 0.0
+    dropped_by_stage: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

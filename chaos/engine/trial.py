@@ -71,6 +71,7 @@ class Trial:
         self.observer_names = observers
         self.stack: LocalStack
         self.targets: dict[str, str] = {}
+        self.metrics_urls: dict[str, str] = {}
         self.pids: dict[str, int | None] = {}
         self.t0_ns = 0
         self.released = asyncio.Event()
@@ -110,6 +111,11 @@ class Trial:
                 counters.rejected += state.rejected
                 counters.dropped += state.dropped
                 counters.failed += state.failed
+                counters.slot_seconds += state.slot_seconds
+                for stage, count in state.dropped_by_stage.items():
+                    counters.dropped_by_stage[stage] = (
+                        counters.dropped_by_stage.get(stage, 0) + count
+                    )
                 self.db_baseline = 0
             else:
                 self._cache_attempts += await admin.cache_attempts(after_seq=self.cache_baseline)
@@ -158,6 +164,7 @@ class Trial:
                 stack.up, db_args=self.db.to_argv(), cache_args=self.cache.to_argv()
             )
             self.targets = {name: s.grpc for name, s in info.services.items()}
+            self.metrics_urls = {name: s.metrics for name, s in info.services.items()}
             self.pids = {name: s.pid for name, s in info.services.items()}
             for step in self.experiment.setup:
                 await self._do(step, "setup")

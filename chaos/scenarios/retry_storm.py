@@ -291,8 +291,10 @@ KIND = KINDS.register(
                 "wrong_values",
                 "latency_s",
                 "release_spread_s",
+                "slot_time_amplification",
                 "warm",
                 "timeline",
+                "guard_timeline",
             )
         ),
         header=_header,
