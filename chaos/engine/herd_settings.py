@@ -89,6 +89,13 @@ class HerdSettings(Settings):
         choices=tuple(RECONNECTS),
     )
     seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
+    rounds: bool = setting(
+        False,
+        "rounds",
+        "bool",
+        "Run the herd round after round until the timeline has run (steady traffic for a soak); "
+        "each round is users x requests, with a seed of its own.",
+    )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
