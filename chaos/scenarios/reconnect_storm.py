@@ -32,6 +32,7 @@ What is measured, all on the wall clock (comparable across processes):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +148,7 @@ class ReconnectStormConfig:
             "retry_attempts": self.retry_attempts,
             "deadline": format_duration(self.deadline_s),
             "seed": self.seed,
-            "limit": format_duration(self.limit_s),
+            "limit": f"{math.ceil(self.limit_s)}s",  # whole seconds: no exponent for long runs
         }
 
     def command(self) -> str:

@@ -130,7 +130,7 @@ class SoakConfig:
             "ttl": format_duration(self.ttl_s),
             "fetch_budget": format_duration(self.fetch_budget_s),
             "seed": self.seed,
-            "limit": format_duration(limit),
+            "limit": f"{round(limit)}s",  # whole seconds: no exponent for long runs
         }
 
     def command(self) -> str:
