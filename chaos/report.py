@@ -23,7 +23,7 @@ from typing import Any
 from rich.table import Table
 
 from chaos.plotting import new_figure, save
-from chaos.scenarios.reconnect_storm import plot_reconnect_storm
+from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
 
 Doc = Mapping[str, Any]
 PlotFn = Callable[[Doc, Path], object]

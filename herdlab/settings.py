@@ -141,7 +141,7 @@ def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any
 
 def format_duration(seconds: float) -> str:
     """The one way the lab writes a duration on a command line: milliseconds with a unit."""
-    return f"{round(seconds * 1000, 3):g}ms"
+    return f"{round(seconds * 1000, 3):.15g}ms"
 
 
 def fields(cls_or_obj: Any) -> Iterator[tuple[str, Setting]]:

@@ -13,7 +13,8 @@ import pytest
 from conftest import running_stack
 from support import Lab
 
-from chaos.scenarios.soak import Freshness, SoakConfig, run_soak
+from chaos.scenarios.freshness import Freshness
+from chaos.scenarios.soak import SoakConfig, run_soak
 from herdlab.values import value_for
 from protos import cache_pb2
 

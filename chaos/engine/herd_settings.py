@@ -19,6 +19,28 @@ RECONNECTS: dict[str, Reconnect | None] = {
     "default": None,
     "tuned": Reconnect(initial_backoff_ms=100, max_backoff_ms=1000, min_connect_timeout_ms=1000),
 }
+# gRPC core's connection backoff when no channel option is set (doc/connection-backoff.md):
+# attempts ~1, 2.6, 5.2, 9.3, 15.8 s after a loss, each +-20%.
+GRPC_DEFAULT_BACKOFF: dict[str, float] = {
+    "initial_ms": 1000,
+    "multiplier": 1.6,
+    "jitter": 0.2,
+    "max_ms": 120_000,
+    "min_connect_timeout_ms": 20_000,
+}
+
+
+def backoff_of(reconnect: str) -> dict[str, float]:
+    """The connection backoff a herd's channels use under `reconnect` (a `RECONNECTS` name)."""
+    option = RECONNECTS[reconnect]
+    if option is None:
+        return dict(GRPC_DEFAULT_BACKOFF)
+    return {
+        **GRPC_DEFAULT_BACKOFF,
+        "initial_ms": option.initial_backoff_ms,
+        "max_ms": option.max_backoff_ms,
+        "min_connect_timeout_ms": option.min_connect_timeout_ms,
+    }
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,13 @@ class HerdSettings(Settings):
     seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
     guards: str = setting(
         "none", "guards", "guards", "Overload guards around the users' calls.", flag_name="--guard"
+    )
+    rounds: bool = setting(
+        False,
+        "rounds",
+        "bool",
+        "Run the herd round after round until the timeline has run (steady traffic for a soak); "
+        "each round is users x requests, with a seed of its own.",
     )
 
     def retry_policy(self) -> RetryPolicy:

@@ -40,6 +40,8 @@ class Kind:
         default=lambda experiment, variant: f"{experiment.title}: {_variant_title(variant)}"
     )
     describe: Callable[[Row], list[str]] = _no_line
+    # One trial whose row's fields stand at the document's top level (the soak's shape).
+    flat: bool = False
     # Fields derived from the others once a row is measured (e.g. a display name).
     derive: Callable[[Row], dict[str, Any]] = lambda row: {}
 

@@ -56,7 +56,12 @@ MEASURES: Registry[Any] = Registry("measure")
 OBSERVERS: Registry[Any] = Registry("observer")
 KINDS: Registry[Any] = Registry("scenario kind")
 
-_PACKAGES = ("chaos.engine.actions", "chaos.engine.measures", "chaos.scenarios")
+_PACKAGES = (
+    "chaos.engine.actions",
+    "chaos.engine.measures",
+    "chaos.engine.observers",
+    "chaos.scenarios",
+)
 _MODULES = ("chaos.engine.conditions",)
 _loaded = False
 

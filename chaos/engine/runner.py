@@ -136,7 +136,11 @@ def document(
             "variants": [dict(r.variant) for r in results],
             "measures": list(experiment.measures),
         },
-        kind.rows_key: rows,
+        **(
+            {k: v for k, v in rows[0].items() if k != "variant"}
+            if kind.flat and len(rows) == 1
+            else {kind.rows_key: rows}
+        ),
         "hypothesis": {"held": held(checks), "checks": [c.to_json() for c in checks]},
         "journal": [entry for r in results for entry in r.journal_json()],
         "provenance": provenance.finish(started, seeds=seeds),

@@ -72,7 +72,7 @@ TOP_KEYS = (
 )
 SECTIONS = ("db", "cache", "herd")
 END_CONDITIONS = ("herd_done",)
-MAX_LIMIT_S = 7200.0
+MAX_LIMIT_S = 86_400.0
 MAX_VARIANTS = 64
 MAX_STEPS = 1000
 OPERATORS = (">=", "<=", "==", ">", "<")

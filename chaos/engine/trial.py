@@ -5,12 +5,14 @@
 3. the herd is released; the timeline's steps run in order, each at its time, after the previous
    step, or when its condition holds (at the latest `within` after the release);
 4. the trial ends when the herd has ended (every request has a value or a typed error), bounded
-   by the experiment's limit;
+   by the experiment's limit. A herd in rounds (`[herd] rounds = true`, steady traffic for a
+   soak) runs round after round until the timeline has run, then ends with its current round;
 5. the services' exact records are read and everything is handed over as `Observations`.
 
 Killing and restoring a service are the trial's (`kill`, `restore`): a killed service's records
 are read just before the SIGKILL, and the instant it is back is taken from a TCP connect probe
-(the health check `restore` waits on sees a restarted service up to a second late).
+(the health check `restore` waits on sees a restarted service up to a second late). A restore may
+add flags for that start only (the DB's `--data-version`, so its values change).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,6 +35,7 @@ from chaos.engine.spec import Experiment, Step
 from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, run_herd
 from chaos.procstats import peak_rss_bytes
 from chaos.scenarios.common import in_thread, scenario_stack, wait_listening
+from chaos.scenarios.herd_rounds import HerdRounds
 from chaos.stack import READY_TIMEOUT_S, LocalStack
 from db_service.settings import DbSettings
 from protos import admin_pb2
@@ -76,6 +79,7 @@ class Trial:
         self.t0_ns = 0
         self.released = asyncio.Event()
         self.herd_task: asyncio.Task[HerdResult] | None = None
+        self.rounds: HerdRounds | None = None  # the herd, when it runs in rounds
         self.outages: list[Outage] = []
         self.journal: list[JournalEntry] = []
         self.setup_results: dict[str, dict[str, Any]] = {}
@@ -129,7 +133,7 @@ class Trial:
         self.outages.append(outage)
         return outage
 
-    async def restore(self, service: str) -> Outage:
+    async def restore(self, service: str, extra_args: Sequence[str] = ()) -> Outage:
         outage = next((o for o in reversed(self.outages) if o.service == service), None)
         if outage is None or outage.up_ns is not None:
             raise TrialError(f"restore {service}: it was not killed")
@@ -140,7 +144,7 @@ class Trial:
         )
         outage.restart_ns = time.time_ns()
         try:
-            info = await in_thread(self.stack.restore, service)
+            info = await in_thread(self.stack.restore, service, extra_args)
         finally:
             stop.set()
             up_ns = await probe
@@ -188,13 +192,19 @@ class Trial:
             for observer in self.observers.values():
                 observer.on_release()
 
-        self.herd_task = asyncio.create_task(
-            run_herd(self.herd_config(), HerdHooks(self.on_progress, on_release=on_release))
-        )
+        herd: Coroutine[Any, Any, HerdResult]
+        if self.herd.rounds:
+            self.rounds = HerdRounds(self.herd_config(), on_release)
+            herd = self.rounds.run()
+        else:
+            herd = run_herd(self.herd_config(), HerdHooks(self.on_progress, on_release=on_release))
+        self.herd_task = asyncio.create_task(herd)
         deadline = asyncio.get_running_loop().time() + self.experiment.end_limit_s
         try:
             await self._until_released()
             await asyncio.wait_for(self._timeline(), self._left(deadline))
+            if self.rounds is not None:
+                self.rounds.stop()
             result = await asyncio.wait_for(asyncio.shield(self.herd_task), self._left(deadline))
         except TimeoutError:
             raise TrialError(

@@ -1,5 +1,6 @@
 """What every scenario needs: its own stack in a temporary folder, stack actions in threads that
-an interrupt cannot tear in half, TCP probes for the instant a service is back, and 100 ms bins.
+an interrupt cannot tear in half, and TCP probes for the instant a service is back. (Timelines'
+100 ms bins live in `chaos.timeline`.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -21,7 +22,6 @@ from chaos.stack import LocalStack
 P = ParamSpec("P")
 T = TypeVar("T")
 
-BIN_S = 0.1  # timelines are counted per 100 ms
 LISTEN_POLL_S = 0.005
 
 
@@ -64,17 +64,3 @@ def wait_listening(target: str, timeout_s: float, stop: threading.Event) -> int 
             if stop.wait(LISTEN_POLL_S):
                 return None
     return None
-
-
-def bin_index(t_ns: int, t0_ns: int) -> int:
-    return (t_ns - t0_ns) // round(BIN_S * 1e9)
-
-
-def bins(times_ns: Iterable[int], t0_ns: int, count: int) -> list[int]:
-    """Counts of `times_ns` per `BIN_S` bin from `t0_ns`; times outside the bins are left out."""
-    counts = [0] * count
-    for t in times_ns:
-        index = bin_index(t, t0_ns)
-        if 0 <= index < count:
-            counts[index] += 1
-    return counts

@@ -1,0 +1,102 @@
+"""What the `soak-cycles` action reported (its journal entry): the cycles run, the restarts, each
+fault's recovery, and the long-lived cache's memory and file descriptors at rest. None when the
+experiment ran no soak cycles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaos.engine.actions.soak_cycles import NAME
+from chaos.engine.measures.base import measure
+from chaos.engine.observations import Observations
+
+
+def report(obs: Observations) -> dict[str, Any] | None:
+    return next((e.details for e in obs.journal if e.do.split()[0] == NAME), None)
+
+
+def _cache(obs: Observations, moment: str, figure: str) -> int | None:
+    """`figure` (rss, fds) of the long-lived cache at `moment` (before, after)."""
+    found = report(obs)
+    return None if found is None else int(found["cache"][moment][figure])
+
+
+@measure("cycles")
+def cycles(obs: Observations) -> int | None:
+    found = report(obs)
+    return None if found is None else int(found["cycles"])
+
+
+@measure("db_restarts")
+def db_restarts(obs: Observations) -> int | None:
+    found = report(obs)
+    return None if found is None else int(found["db_restarts"])
+
+
+@measure("db_version_last")
+def db_version_last(obs: Observations) -> int | None:
+    """The data version the last DB served (each restore serves the next one)."""
+    found = report(obs)
+    return None if found is None else int(found["db_version_last"])
+
+
+@measure("cache_restarts")
+def cache_restarts(obs: Observations) -> int | None:
+    found = report(obs)
+    return None if found is None else int(found["cache_restarts"])
+
+
+@measure("fault_recovery_s")
+def fault_recovery_s(obs: Observations) -> dict[str, Any] | None:
+    """By fault: how many, and the longest time from the service's return to a never-seen key
+    served through the cache from the DB."""
+    found = report(obs)
+    return None if found is None else dict(found["recovery_s"])
+
+
+@measure("rss_before")
+def rss_before(obs: Observations) -> int | None:
+    """The long-lived cache's RSS (bytes) at rest, at the end of its warm-up."""
+    return _cache(obs, "before", "rss")
+
+
+@measure("rss_after")
+def rss_after(obs: Observations) -> int | None:
+    """The same at the end of the last cycle."""
+    return _cache(obs, "after", "rss")
+
+
+@measure("rss_growth")
+def rss_growth(obs: Observations) -> float | None:
+    """rss_after / rss_before - 1."""
+    before, after = _cache(obs, "before", "rss"), _cache(obs, "after", "rss")
+    return None if before is None or after is None else round(after / before - 1.0, 4)
+
+
+@measure("fds_before")
+def fds_before(obs: Observations) -> int | None:
+    return _cache(obs, "before", "fds")
+
+
+@measure("fds_after")
+def fds_after(obs: Observations) -> int | None:
+    return _cache(obs, "after", "fds")
+
+
+@measure("cache_measured")
+def cache_measured(obs: Observations) -> dict[str, Any] | None:
+    """Which cache process the figures are of, whether both readings were of that one process
+    at rest, from which cycle's end to which, and its RSS at the end of each of its cycles."""
+    found = report(obs)
+    if found is None:
+        return None
+    cache = found["cache"]
+    before, after = cache["before"], cache["after"]
+    return {
+        "pid": after["pid"],
+        "same_process": before["pid"] == after["pid"],
+        "connections_settled": before["settled"] and after["settled"],
+        "from_end_of_cycle": cache["from_end_of_cycle"],
+        "to_end_of_cycle": cache["to_end_of_cycle"],
+        "rss_by_cycle": cache["rss_by_cycle"],
+    }
