@@ -127,7 +127,14 @@ def stampede(
     default="none",
     show_default=True,
     help="Guard sets on the cache's calls to the DB to compare, comma-separated; '+' composes "
-    f"a set (e.g. none,budget,limit:aimd+breaker,recommended = {RECOMMENDED}).",
+    f"a set (e.g. none,budget,limit:vegas+breaker,recommended = {RECOMMENDED}).",
+)
+@click.option(
+    "--queue",
+    "queues",
+    default="fifo",
+    show_default=True,
+    help="The DB's queue disciplines to compare, comma-separated: fifo, codel, lifo.",
 )
 @SEED_OPTION
 @JSON_OPTION
@@ -137,6 +144,7 @@ def retry_storm(
     keys: int,
     outage: float,
     guards: str,
+    queues: str,
     seed: int,
     json_path: Path | None,
     out_dir: Path | None,
@@ -147,7 +155,12 @@ def retry_storm(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--guards") from exc
     config = RetryStormConfig(
-        policies=_policies(policies), keys=keys, outage_s=outage, seed=seed, guards=guard_sets
+        policies=_policies(policies),
+        keys=keys,
+        outage_s=outage,
+        seed=seed,
+        guards=guard_sets,
+        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
     )
     _check(config.problems())
     _run(lambda progress: run_retry_storm(config, out.print, progress), json_path, out_dir)

@@ -64,7 +64,7 @@ class Setting:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "guards":
-            return "a guard set such as none, budget or limit:aimd+breaker"
+            return "a guard set such as none, budget or limit:n=20+breaker"
         if self.kind in ("seed", "text") or self.lo is None or self.hi is None:
             return {"seed": "an integer", "text": "text"}.get(self.kind, "a number")
         if self.kind == "duration":

@@ -165,11 +165,12 @@ async def test_a_caller_cancelled_while_waiting_releases_the_earlier_permits() -
     assert limit.state() == {"limit": 1.0, "in_flight": 0.0, "waiting": 0.0}
 
 
-def test_recommended_is_an_aimd_limit_then_a_breaker() -> None:
+def test_recommended_is_the_dbs_concurrency_as_a_static_limit_then_a_breaker() -> None:
     guards = parse_guard_set("recommended")
-    assert RECOMMENDED == guards.spec == "limit:aimd+breaker"
+    assert RECOMMENDED == guards.spec == "limit:n=20+breaker"
     limit, breaker = guards.guards
-    assert isinstance(limit, ConcurrencyLimit) and isinstance(limit.algorithm, AIMDLimit)
+    assert isinstance(limit, ConcurrencyLimit) and isinstance(limit.algorithm, StaticLimit)
+    assert limit.algorithm.limit == 20
     assert isinstance(breaker, Breaker) and breaker.reset_s == 1.0
 
 
@@ -222,7 +223,7 @@ async def test_the_breaker_decides_at_send_time_only_after_the_limit() -> None:
         ("throttle:window=120s", "throttle:window=2m", [Throttle]),
         ("breaker:reset=500ms", "breaker:reset=500ms", [Breaker]),
         ("throttle + breaker:probes=2", "throttle+breaker:probes=2", [Throttle, Breaker]),
-        ("recommended", "limit:aimd+breaker", [ConcurrencyLimit, Breaker]),
+        ("recommended", "limit:n=20+breaker", [ConcurrencyLimit, Breaker]),
     ],
 )
 def test_good_specs_and_their_canonical_form(text: str, spec: str, kinds: list[type]) -> None:

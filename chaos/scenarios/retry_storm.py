@@ -50,6 +50,7 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_shipped
 from chaos.herd import ProgressFactory
+from db_service.queueing import NAMES as DISCIPLINES
 from herdlab.guards import parse_guard_set
 from herdlab.retry import POLICY_NAMES
 from herdlab.settings import format_duration
@@ -102,6 +103,7 @@ class RetryStormConfig:
     reconnect_max_s: float = 0.5
     channels: int = 8
     guards: tuple[str, ...] = ("none",)
+    queues: tuple[str, ...] = ("fifo",)
 
     @property
     def db_capacity_per_s(self) -> float:
@@ -160,6 +162,12 @@ class RetryStormConfig:
                 parse_guard_set(guards)
             except ValueError as exc:
                 found.append(str(exc))
+        unknown_queues = [q for q in self.queues if q not in DISCIPLINES]
+        if not self.queues or unknown_queues or len(set(self.queues)) != len(self.queues):
+            found.append(
+                f"queue disciplines must be named once each from {', '.join(DISCIPLINES)}, "
+                f"got {', '.join(self.queues) or 'none'}"
+            )
         return found
 
     def command(self) -> str:
@@ -174,6 +182,8 @@ class RetryStormConfig:
             parts.append(f"--seed {self.seed}")
         if self.guards != ("none",):
             parts.append(f"--guards {','.join(self.guards)}")
+        if self.queues != ("fifo",):
+            parts.append(f"--queue {','.join(self.queues)}")
         return " ".join(parts)
 
     def params(self) -> dict[str, Any]:
@@ -196,6 +206,7 @@ class RetryStormConfig:
             "herd_deadline": format_duration(self.herd_deadline_s),
             "kill_within": format_duration(KILL_WITHIN * self.attempt_timeout_s),
             "guards": list(self.guards),
+            "queues": list(self.queues),
         }
 
 
@@ -225,6 +236,7 @@ def config_of(experiment: spec.Experiment) -> RetryStormConfig:
         reconnect_max_s=cache.db_reconnect_max_s,
         channels=herd.channels,
         guards=tuple(str(g) for g in swept.get("cache.guards", (cache.guards,))),
+        queues=tuple(str(q) for q in swept.get("db.queue_discipline", (db.queue_discipline,))),
     )
 
 
@@ -236,6 +248,7 @@ def _header(experiment: spec.Experiment) -> dict[str, Any]:
             **asdict(config),
             "policies": list(config.policies),
             "guards": list(config.guards),
+            "queues": list(config.queues),
             "retry_total_s": config.retry_budget_s,
         },
     }
@@ -273,6 +286,7 @@ KIND = KINDS.register(
                 "policy",
                 "guards",
                 "guards_spec",
+                "queue",
                 "keys",
                 "db_capacity_per_s",
                 "db_attempts",

@@ -28,15 +28,20 @@ from collections.abc import Sequence
 from herdlab.guards import registry
 from herdlab.guards.base import CallbackPermit, Clock, Guard, Outcome, Permit
 
-RECOMMENDED = "limit:aimd+breaker"
+RECOMMENDED = "limit:n=20+breaker"
 """The lab's recommended set for the retry storm (10,000 keys, full-jitter retries, a DB of 20
-slots x 100 ms, a 10 s outage); derived from the mechanisms, to be measured by the scenarios.
+slots x 100 ms, a 10 s outage), chosen by measurement (README, "Stopping the storm").
 
-The AIMD limit bounds what reaches the DB to `limit` calls in flight, so after the restore the
-DB's arrivals are its completions (closed loop) whatever the retry rate, and the other callers
-wait here with their own deadline; it shrinks on the outage's failures and grows back one slot
-per success while callers queue, without being told the DB's capacity. The breaker turns the
-outage's failures into local refusals after 5 and probes once a second.
+A static limit of 20 calls in flight is the DB's real concurrency (Little's law: 20 slots x
+100 ms = 200/s): after the restore the DB's arrivals are its completions whatever the retry
+rate, and the other fetches wait here within their own budget. The breaker turns the outage's
+failures into local refusals after 5 and probes once a second, so the fetches waiting for a slot
+do not spend the outage failing fast against a dead DB.
+
+The adaptive limits are measured beside it and do worse here: loss-based AIMD learns only from
+drops, and a DB with a deep queue drops nothing until deadlines pass, so AIMD climbs to its
+maximum; Vegas reads the DB's queueing from latency but the event loops' jitter moves it between
+about 10 and 50. Use them where the capacity is unknown; use a static limit where it is known.
 
 The limit comes first: a guard set asks its guards in order, so in `breaker+limit` the breaker
 decides when a call joins the limit's queue, and every call already queued when the DB fails is

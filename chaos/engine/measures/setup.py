@@ -27,6 +27,12 @@ def guards_spec(obs: Observations) -> str:
     return parse_guard_set(obs.cache.guards).spec
 
 
+@measure("queue")
+def queue(obs: Observations) -> str:
+    """The DB's queue discipline: fifo, codel or lifo."""
+    return obs.db.queue_discipline
+
+
 @measure("keys")
 def keys(obs: Observations) -> int:
     return obs.herd.keys
