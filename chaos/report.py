@@ -44,6 +44,8 @@ def _num(value: Any, digits: int = 2) -> str:
 
 RETRY_STORM_COLUMNS = (
     "policy",
+    "guards",
+    "queue",
     "keys",
     "db_capacity_per_s",
     "db_attempts",
@@ -52,6 +54,7 @@ RETRY_STORM_COLUMNS = (
     "post_restore_peak_over_capacity",
     "recovery_s",
     "ideal_recovery_s",
+    "slot_time_amplification",
     "client_errors",
     "lost",
 )
@@ -61,6 +64,8 @@ def retry_storm_rows(doc: Doc) -> list[list[str]]:
     return [
         [
             row["policy"],
+            row.get("guards", "none"),
+            row.get("queue", "fifo"),
             _num(row["keys"]),
             _num(row["db_capacity_per_s"], 0),
             _num(row["db_attempts"]),
@@ -69,6 +74,7 @@ def retry_storm_rows(doc: Doc) -> list[list[str]]:
             _num(row["post_restore_peak_over_capacity"]),
             _num(row["recovery_s"]),
             _num(row["ideal_recovery_s"]),
+            _num(row.get("slot_time_amplification")),
             _num(row["client_errors"]),
             _num(row["lost"]),
         ]
@@ -78,8 +84,11 @@ def retry_storm_rows(doc: Doc) -> list[list[str]]:
 
 def _retry_storm_row_title(row: Mapping[str, Any]) -> str:
     recovery = row["recovery_s"]
+    extra = [f"guards {row['guards']}"] if row.get("guards", "none") != "none" else []
+    extra += [f"queue {row['queue']}"] if row.get("queue", "fifo") != "fifo" else []
+    name = " ".join([row["policy"], *(f"({e})" for e in extra)])
     return (
-        f"{row['policy']}: peak after restore {row['post_restore_peak_per_100ms']:,} per 100 ms "
+        f"{name}: peak after restore {row['post_restore_peak_per_100ms']:,} per 100 ms "
         f"= {row['post_restore_peak_over_capacity']:g}x capacity; recovery "
         + ("incomplete" if recovery is None else f"{recovery:.1f} s")
         + f" (ideal {row['ideal_recovery_s']:.1f} s); amplification {row['amplification']:.1f}; "
@@ -101,9 +110,20 @@ def plot_retry_storm(doc: Doc, path: Path) -> Path:
         bars=("db_arrivals", "DB arrivals"),
         line=("cache_attempts", "cache->DB attempts"),
         ylabel="per 100 ms",
-        title=f"Retry storm, {keys:,} keys{down}: what reached the DB, per policy",
+        title=f"Retry storm, {keys:,} keys{down}: what reached the DB, per configuration",
         row_title=_retry_storm_row_title,
+        served=True,
     )
+
+
+# The guards' state drawn on a row's second axis, by `guard_timeline` key, with its label.
+GUARD_SERIES = (
+    ("limit_limit", "concurrency limit"),
+    ("limit_in_flight", "calls in flight (limit)"),
+    ("breaker_state", "breaker (0 closed, 1 half-open, 2 open)"),
+    ("budget_tokens", "retry budget tokens"),
+    ("throttle_rejection_probability", "throttle rejection probability"),
+)
 
 
 def plot_timelines(
@@ -115,10 +135,13 @@ def plot_timelines(
     title: str,
     row_title: Callable[[Mapping[str, Any]], str],
     line: tuple[str, str] | None = None,
+    served: bool = False,
 ) -> Path:
     """One row per result on shared axes, from each `row["timeline"]`: the series `bars[0]`
-    as bars (labelled `bars[1]`), optionally `line[0]` as a step line, the `outage`
-    ([start_s, end_s]) shaded and `db_capacity_per_bin`, if present, as a horizontal line."""
+    as bars (labelled `bars[1]`), optionally `line[0]` as a step line and (`served`) the values
+    users got per bin as a second line, the `outage` ([start_s, end_s]) shaded,
+    `db_capacity_per_bin`, if present, as a horizontal line, and the guards' state from
+    `row["guard_timeline"]`, if any, on a second axis."""
     count = max(1, len(rows))
     fig = new_figure(12, 2.4 * count + 0.9)
     axes = fig.subplots(count, 1, sharex=True, sharey=True, squeeze=False)
@@ -138,8 +161,11 @@ def plot_timelines(
                 alpha=0.8,
                 label=line[1],
             )
-        start, end = timeline["outage"]
-        ax.axvspan(start, end, color="#d62728", alpha=0.1, label="DB down")
+        if served and "served" in timeline:
+            ax.step(xs, timeline["served"], where="post", color="#2ca02c", lw=0.9, label="goodput")
+        if timeline.get("outage"):
+            start, end = timeline["outage"]
+            ax.axvspan(start, end, color="#d62728", alpha=0.1, label="DB down")
         capacity = timeline.get("db_capacity_per_bin")
         if capacity:
             ax.axhline(
@@ -150,6 +176,19 @@ def plot_timelines(
                 label=f"DB capacity ({capacity:g} per bin)",
             )
         handles, labels = ax.get_legend_handles_labels()
+        guards = row.get("guard_timeline") or {}
+        drawn = [(k, label) for k, label in GUARD_SERIES if guards.get(k)]
+        if drawn:
+            twin = ax.twinx()
+            for (key, label), color in zip(
+                drawn, ("#6a3d9a", "#b15928", "#17becf", "#7f7f7f", "#bcbd22"), strict=False
+            ):
+                twin.step(
+                    guards["t_s"], guards[key], where="post", color=color, lw=1.0, label=label
+                )
+            twin.set_ylabel("guard state", fontsize=8)
+            more_handles, more_labels = twin.get_legend_handles_labels()
+            handles, labels = handles + more_handles, labels + more_labels
         order = sorted(range(len(labels)), key=lambda i: labels[i] != bars[1])
         ax.legend(
             [handles[i] for i in order],

@@ -260,33 +260,60 @@ def soak(cycles: int, seed: int, json_path: Path | None) -> None:
 @click.option("--keys", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--outage", default="10s", show_default=True, type=DURATION)
 @click.option("--policies", default="exponential,full", show_default=True)
+@click.option(
+    "--storm-keys",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Keys of the third act's storm: full jitter alone, then with the recommended guards.",
+)
 @SEED_OPTION
 def demo(
-    out_dir: Path | None, clients: int, keys: int, outage: float, policies: str, seed: int
+    out_dir: Path | None,
+    clients: int,
+    keys: int,
+    outage: float,
+    policies: str,
+    storm_keys: int,
+    seed: int,
 ) -> None:
-    """The lab end to end: a stampede, then a retry storm per policy, then a report folder."""
+    """The lab end to end: a stampede; a retry storm per policy; a storm jitter cannot stop,
+    then the same storm with the recommended guards; a report folder."""
     stampede_config = StampedeConfig(
         clients=clients, db_latency_s=auto_db_latency(clients), deadline_s=60.0
     )
     storm_config = RetryStormConfig(
         policies=_policies(policies), keys=keys, outage_s=outage, seed=seed
     )
-    _check(stampede_config.problems() + storm_config.problems())
+    guarded_config = RetryStormConfig(
+        policies=("full",),
+        keys=storm_keys,
+        outage_s=outage,
+        seed=seed,
+        guards=("none", "recommended"),
+    )
+    _check(stampede_config.problems() + storm_config.problems() + guarded_config.problems())
     folder = out_dir or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     started = time.monotonic()
 
-    async def both(progress: ProgressFactory) -> list[Doc]:
+    async def acts(progress: ProgressFactory) -> list[Doc]:
         # One event loop for the whole demo: grpc.aio is bound to the loop it first ran on.
-        err.print("[bold]1/2[/] stampede: coalescing off, then on")
+        err.print("[bold]1/3[/] stampede: coalescing off, then on")
         stampede_doc = await run_stampede(stampede_config, out.print, progress)
         out.print(table_for(stampede_doc))
-        err.print(f"[bold]2/2[/] retry storm: {', '.join(storm_config.policies)}")
+        err.print(f"[bold]2/3[/] retry storm: {', '.join(storm_config.policies)}")
         storm_doc = await run_retry_storm(storm_config, out.print, progress)
         out.print(table_for(storm_doc))
-        return [stampede_doc, storm_doc]
+        err.print(
+            f"[bold]3/3[/] stopping the storm: {storm_keys:,} keys, full jitter alone, then with "
+            f"the recommended guards ({RECOMMENDED})"
+        )
+        guarded_doc = await run_retry_storm(guarded_config, out.print, progress)
+        out.print(table_for(guarded_doc))
+        return [stampede_doc, storm_doc, guarded_doc]
 
     with progress_display(True) as progress:
-        docs = asyncio.run(both(progress))
+        docs = asyncio.run(acts(progress))
     report_dir = write_report(folder, docs)
     out.print(f"demo done in {time.monotonic() - started:.0f}s; report: {report_dir / 'report.md'}")
 
