@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import Self
 
 import grpc
 
@@ -29,14 +30,14 @@ class Admin:
     def __init__(self, db_target: str, cache_target: str, token: str | None = None) -> None:
         """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
         self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
-        self._db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
-        self._cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
-        self.db = admin_pb2_grpc.DbAdminStub(self._db_channel)
-        self.cache_admin = admin_pb2_grpc.CacheAdminStub(self._cache_channel)
-        self.cache = cache_pb2_grpc.CacheStub(self._cache_channel)
+        self.db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
+        self.cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
+        self.db_admin = admin_pb2_grpc.DbAdminStub(self.db_channel)
+        self.cache_admin = admin_pb2_grpc.CacheAdminStub(self.cache_channel)
+        self.cache = cache_pb2_grpc.CacheStub(self.cache_channel)
         self.targets = {"db": db_target, "cache": cache_target}
 
-    async def __aenter__(self) -> Admin:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -45,8 +46,8 @@ class Admin:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._db_channel.close(grace=None)
-        await self._cache_channel.close(grace=None)
+        await self.db_channel.close(grace=None)
+        await self.cache_channel.close(grace=None)
 
     def _error(self, service: str, exc: grpc.aio.AioRpcError) -> AdminError:
         return AdminError(
@@ -55,7 +56,7 @@ class Admin:
 
     async def db_state(self) -> admin_pb2.DbState:
         try:
-            return await self.db.GetState(
+            return await self.db_admin.GetState(
                 admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as exc:
@@ -63,13 +64,15 @@ class Admin:
 
     async def set_faults(self, faults: admin_pb2.Faults) -> admin_pb2.DbState:
         try:
-            return await self.db.SetFaults(faults, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata)
+            return await self.db_admin.SetFaults(
+                faults, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error("db", exc) from exc
 
     async def set_capacity(self, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
         try:
-            return await self.db.SetCapacity(
+            return await self.db_admin.SetCapacity(
                 capacity, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as exc:
@@ -135,7 +138,7 @@ class Admin:
             request = admin_pb2.RecordRequest(after_seq=seq)
             try:
                 if service == "db":
-                    page = await self.db.GetArrivals(
+                    page = await self.db_admin.GetArrivals(
                         request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
                     )
                 else:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TypeVar
 
-import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from chaos.admin import Admin
 from chaos.stack import StackInfo
-from herdlab.grpcutil import channel_options
-from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, db_pb2, db_pb2_grpc
+from protos import admin_pb2, cache_pb2, db_pb2, db_pb2_grpc
 
 T = TypeVar("T")
 
@@ -52,40 +50,16 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-class Lab:
-    """Clients of one running stack. `async with Lab(info) as lab:` inside a test."""
+class StackClients(Admin):
+    """The controller's admin clients of one running stack (`chaos.admin.Admin`) plus the data
+    plane's stubs and raw admin calls the tests need. `async with StackClients(info) as lab:`."""
 
     def __init__(self, info: StackInfo) -> None:
+        super().__init__(info.services["db"].grpc, info.services["cache"].grpc)
         self.info = info
-        db, cache = info.services["db"], info.services["cache"]
-        self._db_channel = grpc.aio.insecure_channel(db.grpc, options=channel_options())
-        self._cache_channel = grpc.aio.insecure_channel(cache.grpc, options=channel_options())
-        self.db = db_pb2_grpc.DbStub(self._db_channel)
-        self.db_admin = admin_pb2_grpc.DbAdminStub(self._db_channel)
-        self.cache = cache_pb2_grpc.CacheStub(self._cache_channel)
-        self.cache_admin = admin_pb2_grpc.CacheAdminStub(self._cache_channel)
-
-    async def __aenter__(self) -> Lab:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._db_channel.close(grace=None)
-        await self._cache_channel.close(grace=None)
+        self.db = db_pb2_grpc.DbStub(self.db_channel)
 
     # -- state ----------------------------------------------------------------------------------
-
-    async def db_state(self) -> admin_pb2.DbState:
-        state: admin_pb2.DbState = await self.db_admin.GetState(admin_pb2.Empty(), timeout=10)
-        return state
-
-    async def cache_state(self) -> admin_pb2.CacheState:
-        state: admin_pb2.CacheState = await self.cache_admin.GetState(admin_pb2.Empty(), timeout=10)
-        return state
 
     async def until_db(
         self, check: Callable[[admin_pb2.DbState], bool], what: str
@@ -108,7 +82,8 @@ class Lab:
 
     # -- control --------------------------------------------------------------------------------
 
-    async def set_faults(self, **faults: float) -> admin_pb2.DbState:
+    async def faults(self, **faults: float) -> admin_pb2.DbState:
+        """SetFaults as a raw call: a refused value raises the service's own AioRpcError."""
         state: admin_pb2.DbState = await self.db_admin.SetFaults(
             admin_pb2.Faults(**faults), timeout=10
         )
@@ -151,7 +126,7 @@ class DbGate:
     This orders events without timing: whatever the test sends while the gate is shut is
     certainly still in flight when it looks, however slow the machine."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: StackClients) -> None:
         self.lab = lab
         self._call: asyncio.Task[db_pb2.DbGetResponse] | None = None
         self.arrivals_before = 0
@@ -160,13 +135,13 @@ class DbGate:
         before = await self.lab.db_state()
         assert before.in_flight == 0 and before.queued == 0, before
         assert before.capacity.concurrency == 1, "the gate needs a DB with concurrency 1"
-        await self.lab.set_faults(latency_ms=3_600_000)
+        await self.lab.faults(latency_ms=3_600_000)
         self._call = asyncio.create_task(self.lab.db_get("gate", timeout_s=None))
         await self.lab.until_db(
             lambda s: s.in_flight == 1 and s.arrivals == before.arrivals + 1, "gate holds the slot"
         )
         # Queries admitted from now on (after the gate) take this latency.
-        await self.lab.set_faults(latency_ms=latency_after_ms)
+        await self.lab.faults(latency_ms=latency_after_ms)
         self.arrivals_before = before.arrivals + 1
 
     async def open(self) -> None:

@@ -12,7 +12,7 @@ from collections import Counter
 
 import grpc
 import pytest
-from support import DbGate, Lab, eventually
+from support import DbGate, StackClients, eventually
 
 from chaos.stack import LocalStack, StackInfo
 from herdlab.values import value_for
@@ -28,7 +28,7 @@ def source_names(replies: list[cache_pb2.CacheGetResponse]) -> Counter[str]:
 
 
 async def test_sources_miss_coalesced_then_hit(stack_info: StackInfo) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         gate = DbGate(lab)
         await gate.shut()
         first = asyncio.create_task(lab.cache_get("sources"))
@@ -49,7 +49,7 @@ async def test_single_flight_500_concurrent_clients_cost_one_db_query(
     stack_info: StackInfo,
 ) -> None:
     clients, key = 500, "cold-single-flight"
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         requests_before = await lab.metrics("cache")
         cache_before = await lab.cache_state()
         gate = DbGate(lab)
@@ -75,7 +75,7 @@ async def test_single_flight_500_concurrent_clients_cost_one_db_query(
 
 async def test_coalescing_off_every_client_queries_the_db(stack_info: StackInfo) -> None:
     clients, key = 200, "cold-stampede"
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         state = await lab.cache_admin.SetCoalescing(admin_pb2.Coalescing(enabled=False))
         assert not state.coalescing
         try:
@@ -98,7 +98,7 @@ async def test_a_cancelled_client_does_not_cancel_the_fetch_for_others(
 ) -> None:
     """The first client starts the fetch and goes away (its call is cancelled); a client that
     arrives afterwards joins the same fetch and gets the value; the DB saw one query."""
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         gate = DbGate(lab)
         await gate.shut()
         leaver = asyncio.create_task(lab.cache_get("leader-leaves"))
@@ -116,17 +116,17 @@ async def test_a_cancelled_client_does_not_cancel_the_fetch_for_others(
 
 async def test_waiters_share_one_failure_and_it_is_not_cached(stack_info: StackInfo) -> None:
     clients, key = 50, "shared-failure"
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         gate = DbGate(lab)
         await gate.shut()
-        await lab.set_faults(error_rate=1.0)
+        await lab.faults(error_rate=1.0)
         try:
             calls = [asyncio.create_task(lab.cache_get(key)) for _ in range(clients)]
             await lab.until_metric("cache", WAITERS, lambda v: v == clients - 1)
             await gate.open()
             results = await asyncio.gather(*calls, return_exceptions=True)
         finally:
-            await lab.set_faults(error_rate=0.0)
+            await lab.faults(error_rate=0.0)
         errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
         assert len(errors) == clients
         assert {e.code() for e in errors} == {grpc.StatusCode.UNAVAILABLE}
@@ -141,7 +141,7 @@ async def test_waiters_share_one_failure_and_it_is_not_cached(stack_info: StackI
 
 
 async def test_expire_keys_and_all(stack_info: StackInfo) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         keys = ["exp-a", "exp-b"]
         for key in keys:
             assert (await lab.cache_get(key)).source == cache_pb2.MISS
@@ -171,7 +171,7 @@ async def test_expire_keys_and_all(stack_info: StackInfo) -> None:
 async def test_expire_rejects_bad_requests(
     stack_info: StackInfo, request_args: dict[str, object], message: str
 ) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await lab.cache.Expire(cache_pb2.ExpireRequest(**request_args))  # type: ignore[arg-type]
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -185,7 +185,7 @@ async def test_db_down_gives_a_typed_error_and_nothing_failed_is_cached(
     opaque error) and stores nothing; once the DB is restored the same key is fetched."""
     stack, info = lab_stack
     key = "while-db-down"
-    async with Lab(info) as lab:
+    async with StackClients(info) as lab:
         keys_before = (await lab.cache_state()).keys
         await asyncio.to_thread(stack.kill, "db")
         try:

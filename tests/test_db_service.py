@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import Lab, scrape
+from support import StackClients, scrape
 
 from chaos.stack import StackInfo
 from herdlab.grpcutil import channel_options
@@ -37,12 +37,12 @@ CACHE_ARGS = [
 ]
 
 
-async def settle_db(lab: Lab) -> admin_pb2.DbState:
+async def settle_db(lab: StackClients) -> admin_pb2.DbState:
     return await lab.until_db(lambda s: s.in_flight == 0 and s.queued == 0, "DB idle")
 
 
 async def test_db_rejects_past_its_queue(stack_info: StackInfo) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         before = await settle_db(lab)
         calls = [asyncio.create_task(lab.db_get(f"burst-{i}", timeout_s=None)) for i in range(10)]
         state = await lab.until_db(
@@ -81,7 +81,7 @@ async def test_db_rejects_past_its_queue(stack_info: StackInfo) -> None:
 async def test_db_drops_work_whose_caller_deadline_passed(stack_info: StackInfo) -> None:
     """One caller holds the slot; a second waits in the queue with a short deadline, a third
     is admitted with a short deadline while the DB works on it. Both are dropped, not served."""
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         before = await settle_db(lab)
         dropped_before = await lab.metrics("db")
         holder = asyncio.create_task(lab.db_get("holder", timeout_s=None))
@@ -123,9 +123,9 @@ async def test_db_drops_work_whose_caller_deadline_passed(stack_info: StackInfo)
 async def test_invalid_keys_get_invalid_argument_on_both_services(
     stack_info: StackInfo, key: str, message: str
 ) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         await settle_db(lab)
-        await lab.set_faults(latency_ms=0)
+        await lab.faults(latency_ms=0)
         try:
             with pytest.raises(grpc.aio.AioRpcError) as db_error:
                 await lab.db_get(key)
@@ -140,7 +140,7 @@ async def test_invalid_keys_get_invalid_argument_on_both_services(
             reply = await lab.cache_get(f"valid-after-{len(key)}")
             assert reply.value == value_for(f"valid-after-{len(key)}", 1)
         finally:
-            await lab.set_faults(latency_ms=3_600_000)
+            await lab.faults(latency_ms=3_600_000)
 
 
 async def test_injected_errors_fail_queries_and_the_cache_retries_per_its_policy(
@@ -149,9 +149,9 @@ async def test_injected_errors_fail_queries_and_the_cache_retries_per_its_policy
     """error_rate=1: every admitted query fails with UNAVAILABLE. The cache's policy (fixed, 4
     attempts) makes exactly 4 attempts, all of which the DB counts; the cache answers with the
     DB's code and the number of attempts, and stores nothing."""
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         await settle_db(lab)
-        await lab.set_faults(latency_ms=0, error_rate=1.0)
+        await lab.faults(latency_ms=0, error_rate=1.0)
         try:
             before, cache_before = await lab.db_state(), await lab.cache_state()
             with pytest.raises(grpc.aio.AioRpcError) as direct:
@@ -169,18 +169,18 @@ async def test_injected_errors_fail_queries_and_the_cache_retries_per_its_policy
             assert cache_after.db_attempts - cache_before.db_attempts == 4
             assert cache_after.keys == cache_before.keys
             # The faults go away: the same key is fetched (not a remembered failure).
-            await lab.set_faults(error_rate=0.0)
+            await lab.faults(error_rate=0.0)
             reply = await lab.cache_get("faulty")
             assert (reply.source, reply.value) == (cache_pb2.MISS, value_for("faulty", 1))
         finally:
-            await lab.set_faults(latency_ms=3_600_000, error_rate=0.0)
+            await lab.faults(latency_ms=3_600_000, error_rate=0.0)
 
 
 async def test_admin_rejects_invalid_settings_with_a_message(stack_info: StackInfo) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         before = await lab.db_state()
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await lab.set_faults(error_rate=2.0)
+            await lab.faults(error_rate=2.0)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "error rate must be in [0, 1], got 2.0" in (error.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -191,7 +191,7 @@ async def test_admin_rejects_invalid_settings_with_a_message(stack_info: StackIn
 
 
 async def test_arrival_record_pages_through_exactly_the_arrivals(stack_info: StackInfo) -> None:
-    async with Lab(stack_info) as lab:
+    async with StackClients(stack_info) as lab:
         state = await settle_db(lab)
         assert state.arrivals > 10, "earlier tests should have left arrivals to page through"
         times, last = await lab.arrivals(page=7)

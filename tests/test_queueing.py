@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 import pytest
-from support import WAIT_S, DbGate, Lab
+from support import WAIT_S, DbGate, StackClients
 
 from chaos.stack import LocalStack, StackInfo
 from db_service.capacity import Capacity
@@ -349,7 +349,7 @@ class Scene:
     opened, calls cancelled) and the DB is back to fifo, 5 ms / 100 ms, an hour of latency and
     idle, so a failing test does not leave the next one a busy DB."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: StackClients) -> None:
         self.lab = lab
         self.gate = DbGate(lab)
         self.gate_shut = False
@@ -369,7 +369,7 @@ class Scene:
 
     async def restore(self) -> None:
         await self.set_queue(discipline="fifo", codel_target_ms=5, codel_interval_ms=100)
-        await self.lab.set_faults(latency_ms=3_600_000)
+        await self.lab.faults(latency_ms=3_600_000)
         await self.lab.until_db(lambda s: s.in_flight == 0 and s.queued == 0, "DB idle")
 
     async def set_queue(
@@ -422,7 +422,7 @@ async def test_codel_sheds_joiners_of_a_standing_queue_and_fifo_does_not(
     stands (the interval is cut to 1 ms), five more join: under codel each may wait only the
     target (0.5 ms, not the interval) and is shed while the gate holds the slot; under fifo all
     wait. Then the gate opens and whoever is still queued is served."""
-    async with Lab(stack_info) as lab, Scene(lab) as scene:
+    async with StackClients(stack_info) as lab, Scene(lab) as scene:
         await scene.set_queue(discipline, codel_target_ms=0.5, codel_interval_ms=LONG_INTERVAL_MS)
         await scene.shut_gate(latency_after_ms=0)
         codel_before = await scene.dropped("codel")
@@ -452,7 +452,7 @@ async def test_codel_sheds_joiners_of_a_standing_queue_and_fifo_does_not(
 async def test_lifo_serves_newest_first_only_while_the_queue_stands(
     stack_info: StackInfo, interval_ms: float, order: list[str]
 ) -> None:
-    async with Lab(stack_info) as lab, Scene(lab) as scene:
+    async with StackClients(stack_info) as lab, Scene(lab) as scene:
         await scene.set_queue("lifo", codel_target_ms=1, codel_interval_ms=LONG_INTERVAL_MS)
         # Each query is then served for 20 ms, one at a time: completions come in service order.
         await scene.shut_gate(latency_after_ms=20)
@@ -474,7 +474,7 @@ async def test_dequeue_drops_a_query_whose_deadline_is_shorter_than_the_service_
 ) -> None:
     """Service takes an hour; a query with WAIT_S left when its slot comes cannot be answered:
     it is dropped at once (stage deadline), and the slot goes straight to the next waiter."""
-    async with Lab(stack_info) as lab, Scene(lab) as scene:
+    async with StackClients(stack_info) as lab, Scene(lab) as scene:
         await scene.shut_gate(latency_after_ms=3_600_000)
         deadline_before = await scene.dropped("deadline")
         before = await lab.db_state()
@@ -497,9 +497,9 @@ async def test_dequeue_drops_a_query_whose_deadline_is_shorter_than_the_service_
 
 
 async def test_slot_seconds_are_reported_and_exported(stack_info: StackInfo) -> None:
-    async with Lab(stack_info) as lab, Scene(lab):
+    async with StackClients(stack_info) as lab, Scene(lab):
         before = await lab.db_state()
-        await lab.set_faults(latency_ms=50)
+        await lab.faults(latency_ms=50)
         await lab.db_get("timed")
         after = await lab.until_db(lambda s: s.in_flight == 0, "idle")
         # The slot was held at least for the 50 ms sleep (asyncio may wake up to 1 ns early).
@@ -522,7 +522,7 @@ async def test_slot_seconds_are_reported_and_exported(stack_info: StackInfo) -> 
 async def test_admin_changes_the_discipline_and_rejects_bad_values(
     stack_info: StackInfo, change: dict[str, Any], message: str
 ) -> None:
-    async with Lab(stack_info) as lab, Scene(lab) as scene:
+    async with StackClients(stack_info) as lab, Scene(lab) as scene:
         state = await scene.set_queue("codel", codel_target_ms=2, codel_interval_ms=50)
         capacity = state.capacity
         assert (capacity.concurrency, capacity.queue) == (1, 20)
@@ -558,7 +558,7 @@ async def test_chaos_queue_sets_the_discipline_and_journals_it(
     lab_stack: tuple[LocalStack, StackInfo],
 ) -> None:
     stack, info = lab_stack
-    async with Lab(info) as lab, Scene(lab):
+    async with StackClients(info) as lab, Scene(lab):
         dry = await asyncio.to_thread(chaos, stack.state_dir, "queue", "db", "lifo", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.startswith("would queue db (discipline=lifo)")

@@ -26,7 +26,7 @@ import grpc
 import psutil
 from conftest import running_stack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import Lab, eventually
+from support import StackClients, eventually
 
 from chaos.stack import StackInfo
 from herdlab.grpcutil import channel_options
@@ -117,16 +117,16 @@ DB_ARGS = ["--concurrency", "2", "--queue", "10", "--latency", "0ms", "--spread"
 
 
 async def hold_slots(
-    lab: Lab, overrun: Callable[[], list[asyncio.Task[Any]]]
+    lab: StackClients, overrun: Callable[[], list[asyncio.Task[Any]]]
 ) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]]]:
     """Fills the DB's two slots with hour-long work: first what `overrun()` starts, then a gate
     query. Work admitted afterwards takes WORK_MS. Returns (gate, overrunning calls)."""
-    await lab.set_faults(latency_ms=HOUR_MS)
+    await lab.faults(latency_ms=HOUR_MS)
     overrunning = overrun()
     await lab.until_db(lambda s: s.in_flight == 1, "the hour-long work holds a slot")
     gate = asyncio.ensure_future(lab.db_get("gate", timeout_s=None))
     await lab.until_db(lambda s: s.in_flight == 2, "the gate holds the other slot")
-    await lab.set_faults(latency_ms=WORK_MS)
+    await lab.faults(latency_ms=WORK_MS)
     return gate, overrunning
 
 
@@ -134,7 +134,7 @@ async def test_db_drains_on_sigterm(tmp_path: Path) -> None:
     """Parked at the DB: one query with an hour of work in a slot, and two queued behind the gate
     that will each take WORK_MS once it opens."""
     with running_stack(tmp_path, [*DB_ARGS, "--grace", f"{GRACE_S:g}s"], ()) as (_, info):
-        async with Lab(info) as lab:
+        async with StackClients(info) as lab:
             gate, overrunning = await hold_slots(
                 lab, lambda: start(1, lambda: lab.db_get("hour", None))
             )
@@ -150,7 +150,7 @@ async def test_cache_drains_on_sigterm(tmp_path: Path) -> None:
     fetch has an hour of work at the DB, the other waits behind the gate, then takes WORK_MS."""
     cache_args = ["--policy", "none", "--attempt-timeout", "1h", "--retry-total", "1h"]
     with running_stack(tmp_path, DB_ARGS, [*cache_args, "--grace", f"{GRACE_S:g}s"]) as (_, info):
-        async with Lab(info) as lab:
+        async with StackClients(info) as lab:
             gate, overrunning = await hold_slots(
                 lab, lambda: start(3, lambda: lab.cache_get("hour", 3600))
             )

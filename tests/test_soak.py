@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import running_stack
-from support import Lab
+from support import StackClients
 
 from chaos.scenarios.freshness import Freshness
 from chaos.scenarios.soak import SoakConfig, run_soak
@@ -83,7 +83,7 @@ async def test_staleness_is_observable_through_a_restored_db(tmp_path: Path) -> 
     cache whose TTL (1h) is longer than the checker allows (0), the check flags the cached v1
     while a key never read before comes back as v2. The check can fail."""
     with running_stack(tmp_path, (), ["--ttl", "1h"]) as (stack, info):
-        async with Lab(info) as lab:
+        async with StackClients(info) as lab:
             first = await lab.cache_get("old")
             assert (first.version, first.source) == (1, cache_pb2.MISS)
             stack.kill("db")
