@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import Check, RowView, check, held
@@ -98,6 +98,32 @@ async def run_shipped(
 ) -> Doc:
     """Runs the shipped experiment `name` with `params` (how `chaos scenario NAME` runs)."""
     return await run_experiment(spec.load(path_of(name), params), emit, progress, command)
+
+
+class ScenarioConfig(Protocol):
+    """A built-in scenario's typed parameters: checked, mapped onto its shipped file's params,
+    and said as the `chaos scenario` command line that runs them."""
+
+    def problems(self) -> list[str]: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    def command(self) -> str: ...
+
+
+async def run_scenario(
+    name: str,
+    config: ScenarioConfig,
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+    command: str | None = None,
+) -> Doc:
+    """Runs the shipped experiment `name` with `config`'s params; ValueError naming every
+    problem of `config` before anything starts."""
+    problems = config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return await run_shipped(name, config.params(), emit, progress, command or config.command())
 
 
 def document(

@@ -41,7 +41,7 @@ from chaos.engine import spec
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_shipped
+from chaos.engine.runner import run_scenario
 from chaos.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import format_duration
@@ -283,7 +283,4 @@ async def run_reconnect_storm(
 ) -> dict[str, Any]:
     """Runs the shipped reconnect-storm experiment with this configuration; returns its document
     (a row per (reconnect backoff, herd policy) variant)."""
-    problems = config.problems()
-    if problems:
-        raise ValueError("; ".join(problems))
-    return await run_shipped(SCENARIO, config.params(), emit, progress, command or config.command())
+    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -48,7 +48,7 @@ from typing import Any
 from chaos.engine import spec
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_shipped
+from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
 from db_service.queueing import NAMES as DISCIPLINES
 from herdlab.guards import parse_guard_set
@@ -326,7 +326,4 @@ async def run_retry_storm(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Runs the shipped retry-storm experiment with this configuration; returns its document."""
-    problems = config.problems()
-    if problems:
-        raise ValueError("; ".join(problems))
-    return await run_shipped(SCENARIO, config.params(), emit, progress, command or config.command())
+    return await run_scenario(SCENARIO, config, emit, progress, command)

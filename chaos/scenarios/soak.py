@@ -45,7 +45,7 @@ from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_shipped
+from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
 from herdlab.settings import format_duration
 
@@ -226,7 +226,4 @@ async def run_soak(
 ) -> dict[str, Any]:
     """Runs the shipped soak with this configuration on its own local stack (torn down at the
     end); returns its document."""
-    problems = config.problems()
-    if problems:
-        raise ValueError("; ".join(problems))
-    return await run_shipped(SCENARIO, config.params(), emit, progress, command or config.command())
+    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -24,7 +24,7 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_shipped
+from chaos.engine.runner import run_scenario
 from chaos.herd import HerdResult, Outcome, ProgressFactory
 from herdlab.settings import format_duration
 
@@ -56,6 +56,21 @@ class StampedeConfig:
         if not self.deadline_s > self.db_latency_s:
             found.append("deadline must be longer than the db latency")
         return found
+
+    def params(self) -> dict[str, Any]:
+        """The shipped experiment's params for this configuration."""
+        return {
+            "clients": self.clients,
+            "db_latency": format_duration(self.db_latency_s),
+            "deadline": format_duration(self.deadline_s),
+            "channels": self.channels,
+        }
+
+    def command(self) -> str:
+        return (
+            f"chaos scenario stampede --clients {self.clients} "
+            f"--db-latency {format_duration(self.db_latency_s)}"
+        )
 
 
 def describe(outcome: Outcome) -> str:
@@ -141,13 +156,4 @@ async def run_stampede(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Runs the shipped stampede experiment (coalescing off, then on); returns its document."""
-    problems = config.problems()
-    if problems:
-        raise ValueError("; ".join(problems))
-    params = {
-        "clients": config.clients,
-        "db_latency": format_duration(config.db_latency_s),
-        "deadline": format_duration(config.deadline_s),
-        "channels": config.channels,
-    }
-    return await run_shipped("stampede", params, emit, progress, command)
+    return await run_scenario("stampede", config, emit, progress, command)
