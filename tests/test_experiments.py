@@ -140,6 +140,16 @@ MALFORMED = [
     ),
     pytest.param(BASE + 'scenario = "nosuch"\n', "unknown key", id="top-key-after-a-table"),
     pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "set db.concurrency 0"\n',
+        "db.concurrency: concurrency must be in 1..1000000, got 0",
+        id="set-out-of-range",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "set db.seed 3"\n',
+        "usage: set SETTING VALUE",
+        id="set-not-at-runtime",
+    ),
+    pytest.param(
         'scenario = "nosuch"\n' + BASE, "unknown scenario kind 'nosuch'", id="unknown-kind"
     ),
 ]
@@ -278,6 +288,10 @@ users = 5
 keys = 1
 deadline = "20s"
 
+[[timeline]]
+at = "0s"
+do = "set db.queue_discipline lifo"
+
 [end]
 limit = "60s"
 
@@ -305,6 +319,9 @@ def test_a_tolerance_that_cannot_hold_exits_1_naming_it_and_the_measure(tmp_path
     doc = json.loads(out_json.read_text())
     assert doc["hypothesis"]["held"] is False
     assert doc["rows"][0]["db_queries"] == 1 and doc["rows"][0]["lost"] == 0
+    assert [(e["phase"], e["do"]) for e in doc["journal"]] == [
+        ("timeline", "set db.queue_discipline lifo")
+    ]
     provenance = doc["provenance"]
     for field in (
         "herdlab",
