@@ -41,6 +41,9 @@ class Profile:
     recovery_policies: tuple[str, ...]
     recovery_outage_s: float
     recovery_db_concurrency: int
+    guard_keys: int
+    guard_policy: str
+    guard_sets: tuple[str, ...]
     scale_start: int
     scale_max: int
     scale_bisect_steps: int
@@ -61,6 +64,18 @@ FULL = Profile(
     recovery_policies=("none", "exponential", "full", "equal", "decorrelated", "additive"),
     recovery_outage_s=10.0,
     recovery_db_concurrency=20,
+    guard_keys=10_000,
+    guard_policy="full",
+    guard_sets=(
+        "none",
+        "budget",
+        "throttle",
+        "breaker",
+        "limit",
+        "limit:aimd",
+        "limit:vegas+breaker",
+        "recommended",
+    ),
     scale_start=2_000,
     scale_max=64_000,
     scale_bisect_steps=2,
@@ -81,6 +96,9 @@ QUICK = Profile(
     recovery_policies=("exponential", "full"),
     recovery_outage_s=1.0,
     recovery_db_concurrency=20,
+    guard_keys=500,
+    guard_policy="full",
+    guard_sets=("none", "recommended"),
     scale_start=1_000,
     scale_max=2_000,
     scale_bisect_steps=0,
@@ -109,6 +127,9 @@ def run(profile: Profile, plot_path: Path) -> dict[str, Any]:
             p.recovery_outage_s,
             p.recovery_db_concurrency,
             seed=42,
+            guard_keys=p.guard_keys,
+            guard_policy=p.guard_policy,
+            guard_sets=p.guard_sets,
             emit=_log,
         ),
         "herd_scale": lambda: herd_scale.run(

@@ -110,6 +110,18 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"ratio {row['ratio']}{goal}",
             ]
         )
+    guarded_64 = next((row for row in h["rows"] if row["concurrency"] == 64), None)
+    if guarded_64 is not None:
+        guarded_rps = guarded_64["cache_guarded"]["rps"]
+        rows.append(
+            [
+                "hit_path",
+                f"c=64, guards `{h['guards']}` on: {guarded_rps:,.0f} req/s",
+                f"bare {guarded_64['bare']['rps']:,.0f} req/s",
+                f"ratio {guarded_64['guarded_ratio']} (goal >= {h['goal_ratio_at_64']}: "
+                f"{'met' if _guarded_goal_met(h, guarded_64) else 'MISSED'})",
+            ]
+        )
     full = next(x for x in p["summary"] if x["policy"] == "full")
     top = p["model"]["clients"][-1]
     rows.append(
@@ -143,6 +155,21 @@ def summary(results: dict[str, Any]) -> list[str]:
                     "not recovered",
                 ]
             )
+    g = r["guard_run"]
+    best = _best_recovery(g)
+    rows.append(
+        [
+            "herd_recovery",
+            f"K={g['keys']:,}, {g['policies'][0]['policy']} jitter, per guard set: "
+            + (
+                f"best `{best['guards']}` {best['recovery_s']} s"
+                if best is not None
+                else "no guard set served every key"
+            ),
+            f"ideal {g['policies'][0]['ideal_recovery_s']} s",
+            _x(best["recovery_over_ideal"]) if best is not None else "not recovered",
+        ]
+    )
     rows.append(
         [
             "herd_scale",
@@ -153,6 +180,10 @@ def summary(results: dict[str, Any]) -> list[str]:
         ]
     )
     return ["## Summary", "", *_table(["section", "figure", "limit", "distance"], rows)]
+
+
+def _guarded_goal_met(h: dict[str, Any], row: dict[str, Any]) -> bool:
+    return row["guarded_ratio"] is not None and row["guarded_ratio"] >= h["goal_ratio_at_64"]
 
 
 def _best_recovery(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -333,10 +364,11 @@ def hit_path(h: dict[str, Any]) -> list[str]:
         "",
         "`Get` on a warm key (TTL 1 h) of the cache service against the bare server "
         "(`benchmarks/bare_server.py`: the same `Cache` service and proto, the same grpc.aio "
-        "server options, a constant reply). Both are up at once on the server core; the same "
-        "closed-loop load generator (`benchmarks/loadgen.py`) drives one then the other, in "
-        f"{h['rounds']} round(s) of {h['duration_s']:g} s windows after {h['warmup_s']:g} s of "
-        "warm-up, alternating which goes first. Medians over rounds; ratio = cache / bare "
+        "server options, a constant reply). Both, and the guarded cache below, are up at once "
+        "on the server core; the same closed-loop load generator (`benchmarks/loadgen.py`) "
+        f"drives each in turn, in {h['rounds']} round(s) of {h['duration_s']:g} s windows after "
+        f"{h['warmup_s']:g} s of warm-up, reversing the order every round (cache, guarded "
+        "cache, bare; then bare, guarded cache, cache). Medians over rounds; ratio = cache / bare "
         "req/s (the limit is 1.0). Server CPU is the fraction of one core the server under "
         "test used in the window; CPU per request is that over req/s, and `cpu ratio` = bare / "
         "cache CPU per request: the throughput ratio the two would show with a core each to "
@@ -369,6 +401,71 @@ def hit_path(h: dict[str, Any]) -> list[str]:
             "",
         ]
     lines += _hit_gaps(h)
+    lines += _hit_guarded(h)
+    return lines
+
+
+def _span(pair: list[float] | None) -> str:
+    return "n/a" if pair is None else f"{pair[0]}-{pair[1]}"
+
+
+def _hit_guarded(h: dict[str, Any]) -> list[str]:
+    rows = []
+    for row in h["rows"]:
+        guarded, cache = row["cache_guarded"], row["cache"]
+        rows.append(
+            [
+                f"{row['concurrency']}",
+                f"{guarded['rps']:,.0f}",
+                f"{row['bare']['rps']:,.0f}",
+                f"**{row['guarded_ratio']}** ({_span(row['guarded_ratio_min_max'])})",
+                f"{row['ratio']} ({_span(row['ratio_min_max'])})",
+                f"{row['guarded_over_cache']}",
+                f"{guarded['p50_ms']:.2f} / {guarded['p99_ms']:.2f}",
+                f"{guarded['server_cpu_us_per_request']:.0f} / "
+                f"{cache['server_cpu_us_per_request']:.0f}",
+                f"{row['guarded_cpu_ratio']}",
+                f"{guarded['errors']}",
+            ]
+        )
+    lines = [
+        "### With the recommended guards on",
+        "",
+        f"The same rounds drive a third server: the cache started with `--guard {h['guards']}` "
+        f"(`{h['guards_spec']}` on its calls to the DB), with its own DB, measured between the "
+        "other two in every round. A hit never calls the DB, so it never reaches a guard: the "
+        "guards should cost nothing here, and `guarded / cache` (the two caches' req/s) "
+        "should sit at 1 within the rounds' noise. Ratios are medians over rounds, with the "
+        "lowest and highest round in brackets.",
+        "",
+        *_table(
+            [
+                "concurrency",
+                "guarded cache req/s",
+                "bare req/s",
+                "ratio guarded / bare (min-max)",
+                "ratio cache / bare (min-max)",
+                "guarded / cache",
+                "guarded p50 / p99 ms",
+                "CPU us per request guarded / cache",
+                "cpu ratio guarded",
+                "guarded errors",
+            ],
+            rows,
+        ),
+    ]
+    at64 = next((r for r in h["rows"] if r["concurrency"] == 64), None)
+    if at64 is not None:
+        lines += [
+            f"Goal with the guards on: ratio >= {h['goal_ratio_at_64']} at concurrency 64: "
+            + (
+                f"**met** ({at64['guarded_ratio']})."
+                if _guarded_goal_met(h, at64)
+                else f"**missed** ({at64['guarded_ratio']})."
+            )
+            + f" Guarded over plain cache there: {at64['guarded_over_cache']}.",
+            "",
+        ]
     return lines
 
 
@@ -610,7 +707,7 @@ def herd_recovery(r: dict[str, Any]) -> list[str]:
                 "budget (token bucket) in the cache's DB client, client-side adaptive "
                 "throttling, a cap of at least K / capacity (here "
                 f"{run['keys'] / run['db_capacity_per_s']:g} s), or a DB queue that sheds by "
-                "queueing delay instead of FIFO.",
+                "queueing delay instead of FIFO; the guard sets are measured below.",
                 "",
             ]
             most = max(retrying, key=lambda p: p["keys_served"])
@@ -625,7 +722,122 @@ def herd_recovery(r: dict[str, Any]) -> list[str]:
                     "a periodic overload into a sustained one; the fixes above bound them.",
                     "",
                 ]
-    return lines
+    return [*lines, *_guard_run(r["guard_run"])]
+
+
+# What each guard does, in the words of its module; its parameters are in `guards_params`.
+GUARD_MECHANISMS = {
+    "budget": "a retry budget (each retry needs tokens, overloads spend them, successes refund "
+    "a fraction; first attempts always pass)",
+    "throttle": "adaptive throttling (refuses calls locally in proportion to requests beyond "
+    "k x accepts over its window)",
+    "breaker": "a circuit breaker (opens after `failures` overloads in a row, probes after "
+    "`reset`)",
+    "limit": "a limit on calls in flight to the DB (the rest wait in the cache, within their "
+    "deadline)",
+}
+BREAKER_OPEN = 2.0  # `breaker_state`: 0 closed, 1 half-open, 2 open
+
+
+def _guard_did(name: str, state: dict[str, list[float]]) -> str:
+    """What the guard's exported state shows it did, from its [lowest, highest] values."""
+    if name == "budget" and "budget_tokens" in state:
+        low, high = state["budget_tokens"]
+        return f"its tokens ranged {low:g}..{high:g}"
+    if name == "throttle" and "throttle_rejection_probability" in state:
+        return (
+            "it refused up to "
+            f"{state['throttle_rejection_probability'][1]:.0%} of calls at its peak"
+        )
+    if name == "breaker" and "breaker_state" in state:
+        opened = state["breaker_state"][1] >= BREAKER_OPEN
+        return "it opened" if opened else "it never opened"
+    if name == "limit" and "limit_limit" in state:
+        low, high = state["limit_limit"]
+        held = f"held at {high:g}" if low == high else f"moved between {low:g} and {high:g}"
+        waiting = state.get("limit_waiting", [0.0, 0.0])[1]
+        return f"the limit {held}, with up to {waiting:,.0f} fetches waiting in the cache"
+    return "no state was sampled"
+
+
+def _guard_sentence(row: dict[str, Any], run: dict[str, Any]) -> str:
+    names = [part.partition(":")[0] for part in row["guards_spec"].split("+")]
+    if row["guards_spec"] == "none":
+        did = "no guard: the retry policy alone"
+    else:
+        did = f"`{row['guards_params']}`, " + "; ".join(
+            f"{GUARD_MECHANISMS[n]}: {_guard_did(n, row['guard_state'])}" for n in names
+        )
+    if row["recovery_s"] is not None:
+        outcome = (
+            f"recovered in {row['recovery_s']:g} s ({_x(row['recovery_over_ideal'])} the "
+            f"ideal) with amplification {row['amplification']:g} and slot-time amplification "
+            f"{row['slot_time_amplification']}"
+        )
+    else:
+        outcome = (
+            f"did not serve every key within the {run['retry']['total_s']:g} s budget "
+            f"({row['keys_served']:,} served, {row['client_errors']:,} client errors, "
+            f"amplification {row['amplification']:g}, slot-time amplification "
+            f"{row['slot_time_amplification']})"
+        )
+    return f"- `{row['guards']}`: {did}; {outcome}."
+
+
+def _guard_run(g: dict[str, Any]) -> list[str]:
+    retry = g["retry"]
+    rows = [
+        [
+            f"`{p['guards']}`",
+            f"`{p['guards_spec']}`",
+            "incomplete" if p["recovery_s"] is None else f"{p['recovery_s']:g}",
+            f"{p['ideal_recovery_s']:g}",
+            f"**{_x(p['recovery_over_ideal'])}**",
+            f"{p['amplification']:g}",
+            f"{p['post_restore_peak_over_capacity']}",
+            f"{p['slot_time_amplification']}",
+            f"{p['keys_served']:,}/{p['keys']:,}",
+            f"{p['client_errors']:,}",
+            f"{p['lost']}",
+        ]
+        for p in g["policies"]
+    ]
+    policy = g["policies"][0]["policy"]
+    return [
+        f"### K = {g['keys']:,} keys, `{policy}` jitter, per guard set",
+        "",
+        f"`{g['command']} --json r.json`; the same storm as above (DB capacity "
+        f"{g['db_capacity_per_s']:g} queries/s, {g['outage_s']:g} s outage, retry cap "
+        f"{retry['cap_s']:g} s, up to {retry['attempts']} attempts within {retry['total_s']:g} s, "
+        f"{retry['attempt_timeout_s']:g} s per attempt, DB queue "
+        f"{', '.join(sorted({p['queue'] for p in g['policies']}))}), with a guard set on the "
+        "cache's calls to the DB (`herdlab.guards`; `recommended` is `herdlab.guards."
+        "RECOMMENDED`). Slot-time amplification = DB slot-seconds spent / (keys x service "
+        "time), as the scenario measures it: the DB's slot time is counted from its start, so "
+        "it includes the warm-up's K queries (one service time each) and its floor here is 2, "
+        "not 1; the storm's own share is the figure minus 1.",
+        "",
+        *_table(
+            [
+                "guards",
+                "ran as",
+                "recovery_s",
+                "ideal_recovery_s",
+                "recovery / ideal",
+                "amplification",
+                "peak after restore / capacity",
+                "slot-time amplification",
+                "keys served",
+                "client errors",
+                "lost",
+            ],
+            rows,
+        ),
+        "What each guard did (its state as the cache exported it every 100 ms):",
+        "",
+        *[_guard_sentence(p, g) for p in g["policies"]],
+        "",
+    ]
 
 
 def herd_scale(s: dict[str, Any]) -> list[str]:

@@ -40,16 +40,38 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
     peers = results["coalescing"]["peers"]
     assert len([p for p in peers if p["peer"] != "herdlab"]) >= 2
     assert all(p["db_queries"] >= 1 and "peak_memory_bytes" in p for p in peers)
-    assert set(results["hit_path"]["ratios"]) == {"1", "64", "512"}
-    assert all(r is not None for r in results["hit_path"]["ratios"].values())
+    hit = results["hit_path"]
+    assert set(hit["ratios"]) == set(hit["guarded_ratios"]) == {"1", "64", "512"}
+    assert all(r is not None for r in [*hit["ratios"].values(), *hit["guarded_ratios"].values()])
+    assert hit["guards"] == "recommended" and "limit" in hit["guards_spec"]
+    for row in hit["rows"]:
+        assert row["cache_guarded"]["rounds"] and row["cache_guarded"]["errors"] == 0
+        assert len(row["guarded_paired_ratios"]) == len(row["paired_ratios"]) == hit["rounds"]
+        for span in (row["ratio_min_max"], row["guarded_ratio_min_max"]):
+            assert len(span) == 2 and span[0] <= span[1]
+        assert row["guarded_over_cache"] is not None and row["guarded_cpu_ratio"] is not None
     assert results["policies"]["rows"]
     assert (tmp_path / results["policies"]["plot"]).stat().st_size > 0
     runs = results["herd_recovery"]["runs"]
     assert len(runs) == 2 and all(run["policies"] for run in runs)
     assert all(p["lost"] == 0 for run in runs for p in run["policies"])
+    guard_run = results["herd_recovery"]["guard_run"]
+    guard_rows = guard_run["policies"]
+    assert [p["guards"] for p in guard_rows] == results["herd_recovery"]["guard_sets"]
+    assert len(guard_rows) >= 2 and "--guards " in guard_run["command"]
+    for p in guard_rows:
+        assert p["policy"] == "full" and p["keys"] == guard_run["keys"] and p["lost"] == 0
+        assert p["guards_spec"] and p["guards_params"] and p["queue"] == "fifo"
+        assert p["slot_time_amplification"] is not None and p["ideal_recovery_s"] > 0
+        assert (p["recovery_s"] is None) == (p["recovery_over_ideal"] is None)
+        assert all(low <= high for low, high in p["guard_state"].values())
+        assert bool(p["guard_state"]) == (p["guards_spec"] != "none")
     assert results["herd_scale"]["sizes"]
 
     text = out.read_text()
     for number, section in enumerate(SECTIONS, start=1):
         assert f"## {number}. " in text and f"(`{section}`)" in text, section
     assert "python -m benchmarks --quick" in text
+    assert "### With the recommended guards on" in text
+    assert f"`{guard_run['command']} --json r.json`" in text
+    assert all(f"- `{p['guards']}`: " in text for p in guard_rows)
