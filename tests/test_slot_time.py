@@ -10,6 +10,7 @@ from chaos.engine.measures.slot_time import slot_time_amplification
 from chaos.engine.observations import DbCounters, Observations
 from chaos.herd import HerdResult
 from db_service.settings import DbSettings
+from protos import admin_pb2
 
 
 def _observations(
@@ -49,3 +50,19 @@ def test_work_for_callers_that_left_shows_above_one() -> None:
 
 def test_a_db_with_no_service_time_has_no_ratio() -> None:
     assert slot_time_amplification(_observations(0.0, 10, 0.0, 0.0)) is None
+
+
+def test_counters_leave_out_what_setup_cost_before_the_release() -> None:
+    counters = DbCounters()
+    at_release = admin_pb2.DbState(
+        completed=1000, slot_seconds=100.0, dropped_by_stage={"queue": 2}
+    )
+    before_kill = admin_pb2.DbState(
+        completed=1300, slot_seconds=130.0, dropped_by_stage={"queue": 5, "deadline": 1}
+    )
+    counters.add(before_kill, at_release)
+    restored = admin_pb2.DbState(completed=50, slot_seconds=5.0, dropped_by_stage={"codel": 4})
+    counters.add(restored)
+    assert counters.completed == 350
+    assert counters.slot_seconds == 35.0
+    assert counters.dropped_by_stage == {"queue": 3, "deadline": 1, "codel": 4}

@@ -14,6 +14,7 @@ from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
 from chaos.herd import HerdResult
 from db_service.settings import DbSettings
+from protos import admin_pb2
 
 
 @dataclass
@@ -40,7 +41,8 @@ class JournalEntry:
 
 @dataclass
 class DbCounters:
-    """The DB's own counters, summed over its incarnations (each read before it was killed)."""
+    """The DB's own counters from the herd's release on, summed over its incarnations (each
+    read before it was killed)."""
 
     completed: int = 0
     rejected: int = 0
@@ -48,6 +50,18 @@ class DbCounters:
     failed: int = 0
     slot_seconds: float = 0.0
     dropped_by_stage: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state: admin_pb2.DbState, since: admin_pb2.DbState | None = None) -> None:
+        """Adds one incarnation's counters, less what they were at `since` (the release)."""
+        base = since or admin_pb2.DbState()
+        self.completed += state.completed - base.completed
+        self.rejected += state.rejected - base.rejected
+        self.dropped += state.dropped - base.dropped
+        self.failed += state.failed - base.failed
+        self.slot_seconds += state.slot_seconds - base.slot_seconds
+        for stage, count in state.dropped_by_stage.items():
+            before = base.dropped_by_stage.get(stage, 0)
+            self.dropped_by_stage[stage] = self.dropped_by_stage.get(stage, 0) + count - before
 
 
 @dataclass

@@ -88,6 +88,8 @@ class Trial:
         self._db_arrivals: list[int] = []  # of incarnations already killed
         self._cache_attempts: list[int] = []
         self._db_counters = DbCounters()
+        # The DB's counters at the release: what setup (e.g. warming) cost is not the trial's.
+        self._db_counters_at_release: admin_pb2.DbState | None = None
         self.observers: dict[str, Any] = {}
 
     # -- the services ---------------------------------------------------------------------------
@@ -109,17 +111,8 @@ class Trial:
         async with self.admin() as admin:
             if service == "db":
                 self._db_arrivals += await admin.db_arrivals(after_seq=self.db_baseline)
-                state = await admin.db_state()
-                counters = self._db_counters
-                counters.completed += state.completed
-                counters.rejected += state.rejected
-                counters.dropped += state.dropped
-                counters.failed += state.failed
-                counters.slot_seconds += state.slot_seconds
-                for stage, count in state.dropped_by_stage.items():
-                    counters.dropped_by_stage[stage] = (
-                        counters.dropped_by_stage.get(stage, 0) + count
-                    )
+                self._db_counters.add(await admin.db_state(), self._db_counters_at_release)
+                self._db_counters_at_release = None
                 self.db_baseline = 0
             else:
                 self._cache_attempts += await admin.cache_attempts(after_seq=self.cache_baseline)
@@ -179,7 +172,9 @@ class Trial:
 
     async def _release(self) -> Observations:
         async with self.admin() as admin:
-            self.db_baseline = (await admin.db_state()).arrivals
+            state = await admin.db_state()
+            self.db_baseline = state.arrivals
+            self._db_counters_at_release = state
             self.cache_baseline = (await admin.cache_state()).db_attempts
         for name in self.observer_names:
             self.observers[name] = OBSERVERS.get(name)(self)
