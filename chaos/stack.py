@@ -33,6 +33,7 @@ from herdlab.grpcutil import wait_serving
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+BIND_TRIES = 3
 
 
 def default_state_dir() -> Path:
@@ -144,11 +145,37 @@ class LocalStack(Backend):
         cache_metrics_port: int = 0,
         timeout_s: float = READY_TIMEOUT_S,
     ) -> StackInfo:
-        """Starts the DB then the cache; returns once both are SERVING."""
+        """Starts the DB then the cache; returns once both are SERVING.
+
+        Ports not given are picked free by the OS, then released for the service to bind: another
+        process can take one in between. When every port was picked so, a service that could
+        not bind its port is started again on fresh ones (at most `BIND_TRIES` times); ports the
+        caller chose are never changed."""
         if self.is_up():
             raise BackendError(
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
             )
+        chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
+        for _ in range(BIND_TRIES - 1):
+            try:
+                return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s)
+            except BackendError as exc:
+                text = str(exc).lower()
+                if any(chosen) or not ("bind" in text or "address already in use" in text):
+                    raise
+        return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s)
+
+    def _up(
+        self,
+        db_args: Sequence[str],
+        cache_args: Sequence[str],
+        db_port: int,
+        db_metrics_port: int,
+        cache_port: int,
+        cache_metrics_port: int,
+        *,
+        timeout_s: float,
+    ) -> StackInfo:
         db_port = db_port or free_port()
         db_metrics_port = db_metrics_port or free_port()
         cache_port = cache_port or free_port()
