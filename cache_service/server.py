@@ -152,12 +152,12 @@ def _typed_error(error: BaseException, attempts: int) -> tuple[grpc.StatusCode, 
         code, details = error.code(), f"{error.code().name}: {error.details() or ''}"
     elif isinstance(error, GuardRejected):
         # Shed here, not by the DB: an open breaker says the DB is unavailable; a spent budget,
-        # a throttle or a full limit say this cache is out of room for the DB.
-        code = (
-            grpc.StatusCode.UNAVAILABLE
-            if error.guard == "breaker"
-            else grpc.StatusCode.RESOURCE_EXHAUSTED
-        )
+        # a throttle or a full limit say this cache is out of room for the DB; a wait for the
+        # limit that used up the fetch's budget is its deadline.
+        code = {
+            "breaker": grpc.StatusCode.UNAVAILABLE,
+            "deadline": grpc.StatusCode.DEADLINE_EXCEEDED,
+        }.get(error.guard, grpc.StatusCode.RESOURCE_EXHAUSTED)
         return code, f"refused by the cache's guard {error} (after {attempts} attempt(s))"
     else:
         code, details = grpc.StatusCode.UNAVAILABLE, f"{type(error).__name__}: {error}"

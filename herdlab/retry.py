@@ -57,6 +57,9 @@ GRPC_MAX_ATTEMPTS = 5
 # `RetryPolicy.grpc_service_config`.
 GRPC_RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
+# An attempt is never sent with less time than this left of its policy's budget.
+MIN_SEND_S = 0.001
+
 RETRYABLE_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -323,8 +326,10 @@ class RetryPolicy:
         left of the total budget, and the attempt's deadline then counts from the send. A refusal
         (`GuardRejected`) is an attempt not sent: the policy counts it, sleeps its backoff and
         tries again within its bounds, and gives up with `RetryExhausted` wrapping the refusal.
-        Each sent attempt's outcome is reported to the guards: OK, OVERLOAD (UNAVAILABLE,
-        RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED) or IGNORE.
+        An attempt the guards' wait left no time for is not sent either (`GuardRejected` from
+        "deadline"). Each sent attempt's outcome is reported to the guards: OK, OVERLOAD
+        (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED of the attempt's own deadline) or
+        IGNORE (anything else, and a deadline the total budget cut short).
         """
         started = clock()
         native = self.name == GRPC_NATIVE
@@ -340,15 +345,23 @@ class RetryPolicy:
                 left = self.max_total_s - (clock() - started)
                 permit = await guards.acquire(retry=sent > 0, timeout_s=max(0.001, left))
             remaining = self.max_total_s - (clock() - started)
+            if permit is not None and remaining < MIN_SEND_S:
+                # The guards' wait took the budget: sending now would only spend the server's
+                # time on an answer nobody can use.
+                permit.done(Outcome.IGNORE, 0.0)
+                raise GuardRejected("deadline", "no time left to send after waiting")
             per_attempt = self.max_total_s if native else self.attempt_timeout_s
-            timeout = max(0.001, min(per_attempt, remaining))
+            timeout = max(MIN_SEND_S, min(per_attempt, remaining))
+            cut = timeout < per_attempt  # the total budget, not the attempt's deadline, bounds it
             sent += 1
             sent_at = clock()
             try:
                 value = await attempt(timeout)
             except grpc.aio.AioRpcError as exc:
                 if permit is not None:
-                    overload = exc.code() in RETRYABLE_CODES
+                    # A deadline the budget cut short says nothing of the server's load.
+                    expired = exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED and cut
+                    overload = exc.code() in RETRYABLE_CODES and not expired
                     permit.done(Outcome.OVERLOAD if overload else Outcome.IGNORE, clock() - sent_at)
                 if on_attempt:
                     on_attempt(attempts, exc)

@@ -4,10 +4,12 @@ policy's clock and sleep are injected."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
-from herdlab.guards import GuardRejected, parse_guard_set
+from herdlab.guards import GuardRejected, Outcome, parse_guard_set
 from herdlab.retry import RetryExhausted, RetryPolicy
 
 
@@ -106,3 +108,62 @@ async def test_errors_that_are_not_overload_do_not_open_the_breaker() -> None:
         with pytest.raises(grpc.aio.AioRpcError):
             await policy.call(invalid, clock=clock, guards=guards)
     assert guards.state()["breaker_state"] == 0  # still closed
+
+
+async def test_no_attempt_is_sent_once_a_limit_wait_took_the_budget() -> None:
+    clock = Clock()
+    guards = parse_guard_set("limit:n=1+breaker:failures=1", clock=clock)
+    policy = RetryPolicy(name="none", max_total_s=1.0, attempt_timeout_s=1.0)
+    holder = await guards.acquire(retry=False, timeout_s=1.0)
+    sent: list[float] = []
+
+    async def attempt(timeout_s: float) -> str:
+        sent.append(timeout_s)
+        return "v"
+
+    async def waiter() -> str:
+        return await policy.call(attempt, clock=clock, guards=guards)
+
+    task = asyncio.create_task(waiter())
+    await asyncio.sleep(0)  # the waiter is queued behind the holder
+    clock.now = 1.0  # ... and its whole budget passes while it waits
+    holder.done(Outcome.OK, 0.1)
+    with pytest.raises(RetryExhausted) as exhausted:
+        await task
+    assert sent == []
+    assert isinstance(exhausted.value.last, GuardRejected)
+    assert exhausted.value.last.guard == "deadline"
+    assert guards.state()["breaker_state"] == 0  # nothing was blamed on the server
+
+
+async def test_a_deadline_cut_short_by_the_budget_does_not_count_as_overload() -> None:
+    clock = Clock()
+    guards = parse_guard_set("breaker:failures=1", clock=clock)
+    # The attempt's own deadline (2 s) is longer than the whole budget (0.5 s): cut short.
+    policy = RetryPolicy(name="none", max_total_s=0.5, attempt_timeout_s=2.0)
+
+    async def attempt(timeout_s: float) -> str:
+        raise _error(grpc.StatusCode.DEADLINE_EXCEEDED)
+
+    with pytest.raises(RetryExhausted):
+        await policy.call(attempt, clock=clock, guards=guards)
+    assert guards.state()["breaker_state"] == 0
+
+
+async def test_a_cancelled_caller_gives_its_permit_back() -> None:
+    guards = parse_guard_set("limit:n=1")
+    policy = RetryPolicy(name="none", max_total_s=10.0)
+    entered = asyncio.Event()
+
+    async def attempt(timeout_s: float) -> str:
+        entered.set()
+        await asyncio.Event().wait()  # never answers
+        return "v"
+
+    task = asyncio.create_task(policy.call(attempt, guards=guards))
+    await entered.wait()
+    assert guards.state()["limit_in_flight"] == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert guards.state()["limit_in_flight"] == 0
