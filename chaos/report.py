@@ -24,6 +24,7 @@ from rich.table import Table
 
 from chaos.plotting import new_figure, save
 from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
+from chaos.timeline import BIN_S
 
 Doc = Mapping[str, Any]
 PlotFn = Callable[[Doc, Path], object]
@@ -202,6 +203,97 @@ def plot_timelines(
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel("seconds since the herd's release")
     fig.suptitle(title, fontsize=11)
+    return save(fig, path)
+
+
+# -- metastable -----------------------------------------------------------------------------------
+
+METASTABLE_COLUMNS = (
+    "configuration",
+    "policy",
+    "collapsed_s",
+    "back_to_90pct_s",
+    "herd_attempts",
+    "cache_db_attempts",
+    "db_drops",
+    "db_rejected",
+    "errors",
+    "lost",
+)
+
+
+def _drops(drops: Mapping[str, int]) -> str:
+    shown = [f"{stage} {count:,}" for stage, count in drops.items() if stage != "rejected"]
+    return ", ".join(shown) or "0"
+
+
+def metastable_rows(doc: Doc) -> list[list[str]]:
+    return [
+        [
+            row["configuration"],
+            row["policy"],
+            _num(row["collapsed_s"], 1),
+            _num(row["back_to_90pct_s"], 1),
+            _num(row["attempts"]["herd"]),
+            _num(row["attempts"]["cache_to_db"]),
+            _drops(row["drops_by_stage"]),
+            _num(row["drops_by_stage"].get("rejected", 0)),
+            _num(sum(row["errors"].values())),
+            _num(row["lost"]),
+        ]
+        for row in doc["rows"]
+    ]
+
+
+def _metastable_row_title(row: Mapping[str, Any]) -> str:
+    back = row["back_to_90pct_s"]
+    return (
+        f"{row['configuration']}: below half capacity for {row['collapsed_s']:g} s after the "
+        "trigger; back to 90% "
+        + ("never" if back is None else f"after {back:g} s")
+        + f"; lost {row['lost']}"
+    )
+
+
+def plot_metastable(doc: Doc, path: Path) -> Path:
+    """One row per configuration on shared axes: goodput per 100 ms as a rate (bars), what
+    reached the DB (a step line), the DB's capacity (dashed) and the trigger (shaded)."""
+    rows = doc["rows"]
+    config = doc.get("config", {})
+    count = max(1, len(rows))
+    fig = new_figure(12, 2.2 * count + 0.9)
+    axes = fig.subplots(count, 1, sharex=True, sharey=True, squeeze=False)
+    for ax, row in zip(axes[:, 0], rows, strict=False):
+        goodput = row["goodput_per_s"]
+        xs = [i * BIN_S for i in range(len(goodput))]
+        ax.bar(xs, goodput, width=BIN_S, align="edge", color="#3a6ea5", label="goodput")
+        arrivals = row["db_arrivals_per_s"]
+        ax.step(
+            [i * BIN_S for i in range(len(arrivals))],
+            arrivals,
+            where="post",
+            color="#e08a1e",
+            lw=0.7,
+            alpha=0.8,
+            label="DB arrivals",
+        )
+        if len(row["trigger_s"]) == 2:
+            ax.axvspan(*row["trigger_s"], color="#d62728", alpha=0.1, label="trigger")
+        capacity = row["db_capacity_per_s"]
+        ax.axhline(
+            capacity, color="#d62728", lw=1.2, ls="--", label=f"DB capacity ({capacity:g}/s)"
+        )
+        ax.legend(loc="upper right", fontsize=7, ncol=4)
+        ax.set_title(_metastable_row_title(row), fontsize=9, loc="left")
+        ax.set_ylabel("per second", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds since the open loop started (100 ms bins)")
+    rate = config.get("rate_per_s")
+    trigger = " then ".join(config.get("trigger", []))
+    fig.suptitle(
+        f"Metastable failure: {rate:g} arrivals/s, trigger: {trigger}; goodput per configuration",
+        fontsize=11,
+    )
     return save(fig, path)
 
 
@@ -449,6 +541,25 @@ SECTIONS: tuple[Section, ...] = (
         "every channel still in backoff fails its calls fast with UNAVAILABLE (grey bars with no "
         "blue) until its next attempt, seconds later. Tuned (100 ms, at most 1 s) every channel "
         "is READY within about a second.",
+    ),
+    Section(
+        name="metastable",
+        title="Metastable failure: the trigger gone, the overload kept by retries",
+        matches=lambda doc: doc.get("scenario") == "metastable",
+        columns=METASTABLE_COLUMNS,
+        rows=metastable_rows,
+        plots=(Plot("", plot_metastable, "Goodput and DB arrivals per 100 ms, per configuration"),),
+        reading="Each row is one configuration on its own fresh stack, 100 ms per bar, as a rate "
+        "per second. Bars are goodput: answers that reached a user still waiting. The step line "
+        "is every query that reached the DB, the dashed line what the DB can serve, the shaded "
+        "band the trigger. Under FIFO the DB stays busy after the trigger is gone, at several "
+        "times its capacity in arrivals, while goodput stays near zero: the queue stands at the "
+        "cache's attempt deadline, the queries served are cut by it mid-service, and their "
+        "retries keep the queue standing. `collapsed_s` counts from the trigger's end to the "
+        "first 1 s window at half the DB's capacity (or to the run's end), `back_to_90pct_s` to "
+        "the first at 90% of the arrival rate. DB drops are by stage: deadline (too little time "
+        "left at dequeue), work (cut mid-service), queue (caller gone while waiting), codel "
+        "(shed).",
     ),
     Section(
         name="experiment",

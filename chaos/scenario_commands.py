@@ -20,6 +20,13 @@ from rich.table import Table
 from chaos.context import CONTEXT, err, out, progress_display
 from chaos.herd import ProgressFactory
 from chaos.report import table_for, write_report
+from chaos.scenarios.metastable import (
+    DEFAULT_CONFIGURATIONS,
+    TRIGGERS,
+    MetastableConfig,
+    parse_configuration,
+    run_metastable,
+)
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
 from chaos.scenarios.soak import SoakConfig, run_soak
@@ -207,6 +214,75 @@ def reconnect_storm(
     )
     _check(config.problems())
     _run(lambda progress: run_reconnect_storm(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("metastable", context_settings=CONTEXT)
+@click.option(
+    "--configuration",
+    "configurations",
+    multiple=True,
+    metavar="GUARDS/QUEUE",
+    help="A configuration to run, repeatable: the cache's guard set towards the DB and the DB's "
+    "queue discipline (fifo, codel, lifo), e.g. none/fifo or 'limit:n=20,queue=0+breaker/fifo' "
+    "[default: " + ", ".join(f"{g}/{q}" for g, q in DEFAULT_CONFIGURATIONS) + "].",
+)
+@click.option(
+    "--rate",
+    default=160.0,
+    show_default=True,
+    type=click.FloatRange(1, 1000),
+    help="Arrivals per second (the DB serves 200/s).",
+)
+@click.option(
+    "--trigger",
+    default="latency",
+    show_default=True,
+    type=click.Choice(TRIGGERS),
+    help="A latency spike on the DB, or the DB killed and restored.",
+)
+@click.option(
+    "--for",
+    "trigger_for",
+    default="5s",
+    show_default=True,
+    type=DURATION,
+    help="How long the trigger lasts.",
+)
+@click.option(
+    "--after",
+    default="60s",
+    show_default=True,
+    type=DURATION,
+    help="How long the load goes on after the trigger is gone.",
+)
+@SEED_OPTION
+@JSON_OPTION
+@OUT_OPTION
+def metastable(
+    configurations: tuple[str, ...],
+    rate: float,
+    trigger: str,
+    trigger_for: float,
+    after: float,
+    seed: int,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """Load below capacity, a short trigger, then retries keep the DB collapsed; and the cures."""
+    try:
+        parsed = tuple(parse_configuration(c) for c in configurations)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--configuration") from exc
+    config = MetastableConfig(
+        configurations=parsed or DEFAULT_CONFIGURATIONS,
+        rate_per_s=rate,
+        trigger=trigger,
+        trigger_s=trigger_for,
+        after_s=after,
+        seed=seed,
+    )
+    _check(config.problems())
+    _run(lambda progress: run_metastable(config, out.print, progress), json_path, out_dir)
 
 
 @click.command(context_settings=CONTEXT)

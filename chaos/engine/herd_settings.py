@@ -2,13 +2,25 @@
 
 Declared with `herdlab.settings`, like the services' settings, so experiment files, sweeps and
 error messages read one declaration. `config(target)` turns them into the herd's `HerdConfig`.
+
+With `rate` set the herd is an open loop (`chaos.herd.OpenLoop`): arrivals at `rate` per second
+for `duration`, at most `max_in_flight` at once; `users`, `requests` and `think` are then unused.
+Without it the herd is the burst.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.herd import DISTRIBUTIONS, HerdConfig
+from chaos.herd import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DISTRIBUTIONS,
+    MAX_DURATION_S,
+    MAX_IN_FLIGHT,
+    MAX_RATE_PER_S,
+    HerdConfig,
+    OpenLoop,
+)
 from herdlab.grpcutil import Reconnect
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
@@ -99,6 +111,42 @@ class HerdSettings(Settings):
         "Run the herd round after round until the timeline has run (steady traffic for a soak); "
         "each round is users x requests, with a seed of its own.",
     )
+    rate_per_s: float | None = setting(
+        None,
+        "rate",
+        "float",
+        "Open loop: arrivals per second, sent on a fixed schedule however slow the answers "
+        "[default: none, the burst].",
+        lo=0.001,
+        hi=MAX_RATE_PER_S,
+    )
+    duration_s: float = setting(
+        60.0,
+        "duration",
+        "duration",
+        "Open loop: how long arrivals keep coming.",
+        lo=0.001,
+        hi=MAX_DURATION_S,
+    )
+    max_in_flight: int = setting(
+        DEFAULT_MAX_IN_FLIGHT,
+        "max_in_flight",
+        "int",
+        "Open loop: requests in flight at most; an arrival past it is counted, not sent.",
+        lo=1,
+        hi=MAX_IN_FLIGHT,
+    )
+
+    @property
+    def channel_count(self) -> int:
+        """Channels the herd opens: a burst needs no more than its users."""
+        return self.channels if self.rate_per_s is not None else min(self.channels, self.users)
+
+    def open_loop(self) -> OpenLoop | None:
+        """The open loop these settings describe, or None for the burst."""
+        if self.rate_per_s is None:
+            return None
+        return OpenLoop(self.rate_per_s, self.duration_s, self.max_in_flight)
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -117,6 +165,11 @@ class HerdSettings(Settings):
             self.retry_policy()
         except ValueError as exc:
             found.append(str(exc))
+        plan = self.open_loop()
+        if plan is not None:
+            found += plan.problems()
+            if self.rounds:
+                found.append("rate (an open loop) and rounds do not go together; choose one")
         return found
 
     def config(self, target: str, key_prefix: str | None = None) -> HerdConfig:
@@ -129,7 +182,8 @@ class HerdSettings(Settings):
             key_prefix=self.key_prefix if key_prefix is None else key_prefix,
             requests_per_user=self.requests,
             think_s=self.think_s,
-            channels=min(self.channels, self.users),
+            channels=self.channel_count,
+            open_loop=self.open_loop(),
             policy=self.retry_policy(),
             reconnect=RECONNECTS[self.reconnect],
             seed=self.seed,

@@ -5,6 +5,10 @@ title = "..."                      # shown in the report
 description = "..."
 scenario = "retry-storm"           # optional: the kind whose document shape rows take
 setup = ["warm", "expire all"]     # actions before the herd's release
+configurations = [                 # optional: rows named whole, one trial each (not a product)
+  { "cache.guards" = "none", "db.queue_discipline" = "fifo" },
+  { "cache.guards" = "recommended", "db.queue_discipline" = "fifo" },
+]
 [params]                           # named values; "${name}" elsewhere is replaced by them
 keys = 1000                        # (a whole "${name}" keeps the value's type)
 [stack.db]                         # any db-service setting, as on its command line
@@ -32,6 +36,13 @@ lost = { eq = 0 }
 post_restore_peak_over_capacity = { max_times = 0.5, of = { "cache.policy" = "exponential" } }
 ```
 
+`configurations` and `[variants]` combine by product: each configuration with each combination
+of the variants, the configuration's settings first (without `[variants]`, one trial per
+configuration). Every configuration names the same settings, each as `[variants]` would (`db.KEY`,
+`cache.KEY`, `herd.KEY`, also written as nested tables: `{ cache = { guards = "none" } }`), no
+setting both in `configurations` and in `[variants]`, no configuration twice; at most
+MAX_VARIANTS trials in all. `[[expect]]` selects rows by any of those settings.
+
 Nothing in a file is evaluated as Python. Every problem is one `ExperimentError` line naming the
 file, the field and what is allowed (TOML syntax errors carry the parser's line and column).
 """
@@ -41,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -67,6 +79,7 @@ TOP_KEYS = (
     "end",
     "measures",
     "variants",
+    "configurations",
     "expect",
     "smoke",
 )
@@ -160,18 +173,27 @@ class Experiment:
     variants: tuple[tuple[str, tuple[Any, ...]], ...]
     expect: tuple[Expectation, ...]
     smoke: Mapping[str, Any] = field(default_factory=dict)  # params for a CI-sized run
+    # Rows named whole ({dotted setting: value}), combined with `variants` by product.
+    configurations: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    @property
+    def swept_keys(self) -> set[str]:
+        """The settings that tell rows apart: those of `variants` and of `configurations`."""
+        return {k for k, _ in self.variants} | {k for c in self.configurations for k in c}
+
     def combinations(self) -> list[dict[str, Any]]:
-        """Every variant: one {dotted key: value} per combination, in file order."""
+        """Every variant: one {dotted key: value} per trial, in file order; each configuration
+        (if any) with each combination of `variants`."""
         keys = [k for k, _ in self.variants]
-        return [
+        swept = [
             dict(zip(keys, values, strict=True))
             for values in itertools.product(*(v for _, v in self.variants))
         ]
+        return [{**c, **v} for c in (self.configurations or ({},)) for v in swept]
 
     def with_seed(self, seed: int) -> Experiment:
         """The same experiment with every service and the herd seeded by `seed`."""
@@ -223,6 +245,17 @@ def _type_name(value: Any) -> str:
     return {str: "text", bool: "a boolean", int: "an integer", float: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
+    """`{ cache = { guards = "none" } }` as `{ "cache.guards" = "none" }` (one level)."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 class _Parser:
@@ -315,6 +348,9 @@ class _Parser:
         db, cache, herd = self.settings(body)
         measures = self.measures(body.get("measures"), kind)
         variants = self.variants(body.get("variants", {}), db, cache, herd)
+        configurations = self.configurations(
+            body.get("configurations", []), db, cache, herd, variants
+        )
         end_raw = self.table(body.get("end", {}), "end")
         self.only(end_raw, ("when", "limit"), "end")
         end_when = end_raw.get("when", "herd_done")
@@ -342,6 +378,7 @@ class _Parser:
             variants=variants,
             expect=(),
             smoke=smoke,
+            configurations=configurations,
         )
         expect = self.expect(body.get("expect", []), experiment)
         return dataclasses.replace(experiment, expect=expect)
@@ -416,6 +453,51 @@ class _Parser:
             raise self.error("variants", f"{count} combinations; at most {MAX_VARIANTS}")
         return tuple(found)
 
+    def configurations(
+        self,
+        raw: Any,
+        db: DbSettings,
+        cache: CacheSettings,
+        herd: HerdSettings,
+        variants: tuple[tuple[str, tuple[Any, ...]], ...],
+    ) -> tuple[dict[str, Any], ...]:
+        if not isinstance(raw, list):
+            raise self.error(
+                "configurations", 'must be a list of tables, e.g. [ { "cache.guards" = "none" } ]'
+            )
+        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd}
+        swept = {k for k, _ in variants}
+        trials = len(raw) * math.prod(len(v) for _, v in variants)
+        if trials > MAX_VARIANTS:
+            raise self.error("configurations", f"{trials} trials in all; at most {MAX_VARIANTS}")
+        found: list[dict[str, Any]] = []
+        for index, entry in enumerate(raw):
+            where = f"configurations[{index}]"
+            table = _flatten(self.table(entry, where))
+            if not table:
+                raise self.error(where, "names no setting")
+            for dotted, value in table.items():
+                at = f'{where}."{dotted}"'
+                section, _, key = dotted.partition(".")
+                if section not in sections or not key:
+                    raise self.error(at, "must name a setting as db.KEY, cache.KEY or herd.KEY")
+                if dotted in swept:
+                    raise self.error(at, "also swept in [variants]; name it in one place")
+                try:
+                    with_values(sections[section], {key: value}, where=section)
+                except ValueError as exc:
+                    raise self.error(at, str(exc)) from None
+            if found and table.keys() != found[0].keys():
+                raise self.error(
+                    where,
+                    f"names {', '.join(table)}; every configuration names the same settings as "
+                    f"the first ({', '.join(found[0])})",
+                )
+            if table in found:
+                raise self.error(where, f"the same as configurations[{found.index(table)}]")
+            found.append(table)
+        return tuple(found)
+
     def step(self, raw: Any, where: str, *, timed: bool) -> Step:
         if isinstance(raw, str) and not timed:
             raw = {"do": raw}
@@ -485,7 +567,7 @@ class _Parser:
     def expect(self, raw: Any, experiment: Experiment) -> tuple[Expectation, ...]:
         if not isinstance(raw, list):
             raise self.error("expect", "must be a list of tables ([[expect]])")
-        variant_keys = {k for k, _ in experiment.variants}
+        variant_keys = experiment.swept_keys
         found = []
         for index, entry in enumerate(raw):
             where = f"expect[{index}]"
