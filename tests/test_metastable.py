@@ -367,3 +367,10 @@ def test_bad_input_exits_2_with_one_line(
     assert needle in " ".join(err.split()), err
     assert "Traceback" not in err
     assert list(stacks.iterdir()) == []
+
+
+def test_a_burst_right_after_the_trigger_does_not_end_a_collapse_that_resumes() -> None:
+    # 150 answers in [2.0 s, 2.5 s), then nothing: only the windows from 2.0 s and 2.1 s hold
+    # half of 200/s (150 and 120 answers); the run stays collapsed for the other 7.8 s.
+    obs = _observations(_steady(300, 2.0, 2.5))
+    assert collapsed_s(obs) == pytest.approx(7.8)

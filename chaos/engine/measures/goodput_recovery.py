@@ -6,9 +6,10 @@ the first bin that starts at or after the trigger's end (`trigger.py`), and coun
 ends by the run's end: the open loop's last scheduled arrival (a burst: the trial's end), since
 after it goodput falls for want of arrivals, not of capacity.
 
-- `collapsed_s`: k x 100 ms for the first window whose goodput is at least half of the DB's
-  capacity per second; when no window reaches it, the time from b0 to the run's end (the
-  collapse lasted as long as the run could tell). 0: goodput was at half capacity at once.
+- `collapsed_s`: how long, after the trigger's end and up to the run's end, goodput stayed
+  below half of the DB's capacity per second: 100 ms for every window below it (the bins after
+  the last whole window take that window's verdict). A burst of answers right after the trigger
+  does not end a collapse that resumes: every window counts. 0: never below half.
 - `back_to_90pct_s`: k x 100 ms for the first window whose goodput is at least 90% of what the
   system was asked for, the open loop's rate capped at the DB's capacity (an open loop below
   capacity cannot be answered faster than it asks); None if no window reaches it.
@@ -75,8 +76,10 @@ def collapsed_s(obs: Observations) -> float | None:
     after = after_trigger(obs)
     if after is None:
         return None
-    k = _first_at_least(after.windows, COLLAPSE_SHARE * obs.db_capacity_per_s)
-    return rounded((k if k is not None else after.span_bins) * BIN_S)
+    half = COLLAPSE_SHARE * obs.db_capacity_per_s
+    below = [goodput < half for goodput in after.windows]
+    tail = after.span_bins - len(below)
+    return rounded((sum(below) + (tail if below and below[-1] else 0)) * BIN_S)
 
 
 @measure("back_to_90pct_s")
