@@ -14,16 +14,14 @@ reports for every policy (for the tenacity ones it equals the attempts counted h
 
 from __future__ import annotations
 
-import importlib
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from herdlab import channelz
 from herdlab.grpcutil import Reconnect, channel_options
 from herdlab.guards import GuardSet
 from herdlab.guards.metrics import GuardCollector
@@ -32,38 +30,15 @@ from herdlab.record import EventRecord
 from herdlab.retry import RetryPolicy
 from protos import db_pb2, db_pb2_grpc
 
-# channelz is served by grpcio's core (grpcio-channelz only wraps these calls in a servicer).
-_cygrpc: Any = importlib.import_module("grpc._cython.cygrpc")
-# channelz pages hold up to 100 channels; the cache has a handful.
-MAX_CHANNELZ_PAGES = 100
-
 
 def channel_attempts(target: str) -> int:
     """Calls started on the subchannels of this process's channels to `target`, from channelz:
     one per attempt, gRPC's own retries included. Sums the subchannels alive when read."""
-    names = {target, f"dns:///{target}"}
-    total = 0
-    start = 0
-    for _ in range(MAX_CHANNELZ_PAGES):
-        page = json.loads(_cygrpc.channelz_get_top_channels(start))
-        for channel in page.get("channel", []):
-            start = max(start, int(channel["ref"]["channelId"]) + 1)
-            if channel["data"].get("target") in names:
-                total += sum(
-                    _subchannel_calls(int(ref["subchannelId"]))
-                    for ref in channel.get("subchannelRef", [])
-                )
-        if page.get("end", True):
-            break
-    return total
-
-
-def _subchannel_calls(subchannel_id: int) -> int:
-    try:
-        doc = json.loads(_cygrpc.channelz_get_subchannel(subchannel_id))
-    except ValueError:  # gone between two reads
-        return 0
-    return int(doc.get("subchannel", {}).get("data", {}).get("callsStarted", 0))
+    return sum(
+        int(channelz.subchannel(sub).get("subchannel", {}).get("data", {}).get("callsStarted", 0))
+        for node in channelz.channels_to(target).values()
+        for sub in channelz.subchannel_ids(node)
+    )
 
 
 class _ChannelAttempts(Collector):

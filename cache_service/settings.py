@@ -7,6 +7,7 @@ retry policy and the store validate what relates several settings (`problems`).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from cache_service.store import TtlStore
@@ -16,11 +17,15 @@ from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
 
 MAX_RECONNECT_S = 3600.0
+MAX_DURATION_S = 3600.0  # a backoff, an attempt or a whole fetch: at most an hour
+MAX_TTL_S = 86_400.0
 
 
 @dataclass(frozen=True)
 class CacheSettings(Settings):
-    ttl_s: float = setting(30.0, "ttl", "duration", "How long a value stays fresh.")
+    ttl_s: float = setting(
+        30.0, "ttl", "duration", "How long a value stays fresh.", lo=0.0, hi=MAX_TTL_S
+    )
     max_keys: int = setting(
         100_000,
         "max_keys",
@@ -33,16 +38,30 @@ class CacheSettings(Settings):
     policy: str = setting(
         "full", "policy", "choice", "Retry policy towards the DB.", choices=POLICY_NAMES
     )
-    retry_base_s: float = setting(0.1, "retry_base", "duration", "Backoff base.")
-    retry_cap_s: float = setting(5.0, "retry_cap", "duration", "Backoff cap.")
+    retry_base_s: float = setting(
+        0.1, "retry_base", "duration", "Backoff base.", lo=0.0, hi=MAX_DURATION_S
+    )
+    retry_cap_s: float = setting(
+        5.0, "retry_cap", "duration", "Backoff cap.", lo=0.0, hi=MAX_DURATION_S
+    )
     retry_attempts: int = setting(
         6, "retry_attempts", "int", "Attempts at most, the first included.", lo=1, hi=100
     )
     retry_total_s: float = setting(
-        30.0, "retry_total", "duration", "Time budget of one fetch, sleeps included."
+        30.0,
+        "retry_total",
+        "duration",
+        "Time budget of one fetch, sleeps included.",
+        lo=0.0,
+        hi=MAX_DURATION_S,
     )
     attempt_timeout_s: float = setting(
-        2.0, "attempt_timeout", "duration", "gRPC deadline of each attempt."
+        2.0,
+        "attempt_timeout",
+        "duration",
+        "gRPC deadline of each attempt.",
+        lo=0.0,
+        hi=MAX_DURATION_S,
     )
     seed: int | None = setting(None, "seed", "seed", "Seed of the retry jitter.")
     max_concurrent: int = setting(
@@ -58,12 +77,16 @@ class CacheSettings(Settings):
         "db_reconnect_initial",
         "duration",
         "First reconnect backoff towards the DB (gRPC's default: 1s).",
+        lo=0.0,
+        hi=MAX_RECONNECT_S,
     )
     db_reconnect_max_s: float = setting(
         120.0,
         "db_reconnect_max",
         "duration",
         "Largest reconnect backoff towards the DB (gRPC's default: 120s).",
+        lo=0.0,
+        hi=MAX_RECONNECT_S,
     )
 
     grpc_max_tokens: int = setting(
@@ -107,8 +130,9 @@ class CacheSettings(Settings):
         )
 
     def guard_set(self) -> GuardSet:
-        """A fresh guard set (guards keep state: one set per client, built once)."""
-        return parse_guard_set(self.guards)
+        """A fresh guard set (guards keep state: one set per client, built once); its random
+        draws (throttle, Vegas' probe) follow `seed`."""
+        return parse_guard_set(self.guards, rng=random.Random(self.seed))
 
     def store(self) -> TtlStore:
         return TtlStore(self.ttl_s, self.max_keys)

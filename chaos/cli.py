@@ -1,8 +1,10 @@
 """`chaos`: the lab's controller.
 
 Exit codes: 0 done; 1 the lab failed at something it should have done (a service did not come
-up); 2 bad input or an action that cannot apply (unknown service, bad duration, nothing is up),
-always as one line on stderr naming the problem; 130 interrupted (Ctrl-C), after cleaning up.
+up), and for `chaos run` a tolerance of the hypothesis deviated; 2 bad input or an action that
+cannot apply (unknown service, bad duration, nothing is up); 3 a run could not be carried out
+as the experiment asked (it outlived its limit, a step failed at run time); 130 interrupted
+(Ctrl-C), after cleaning up. Every failure is one line on stderr naming the problem.
 """
 
 from __future__ import annotations
@@ -500,6 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(2, str(exc))
     except (AdminError, OSError) as exc:
         _fail(1, str(exc))
+    except RuntimeError as exc:  # TrialError and what a step raised at run time
+        _fail(3, str(exc))
     except (KeyboardInterrupt, click.exceptions.Abort):
         err.print("chaos: interrupted")
         sys.exit(130)

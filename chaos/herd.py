@@ -402,7 +402,7 @@ class _Run:
         self.choose = choose
         self.policy = policy
         self.hooks = hooks
-        self.guards = parse_guard_set(config.guards)
+        self.guards = parse_guard_set(config.guards, rng=random.Random(config.seed))
         if hooks.metrics is not None:
             hooks.metrics.guards = self.guards
         self.total = (

@@ -140,8 +140,9 @@ def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any
 
 
 def format_duration(seconds: float) -> str:
-    """The one way the lab writes a duration on a command line: milliseconds with a unit."""
-    return f"{round(seconds * 1000, 3):.15g}ms"
+    """The one way the lab writes a duration on a command line: milliseconds with a unit, to
+    the nanosecond and never in exponent notation (which no duration parser reads)."""
+    return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
 
 
 def fields(cls_or_obj: Any) -> Iterator[tuple[str, Setting]]:

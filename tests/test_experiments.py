@@ -150,6 +150,37 @@ MALFORMED = [
         id="set-not-at-runtime",
     ),
     pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "set db.codel_target 30s"\n',
+        "codel target must not exceed codel interval",
+        id="set-breaks-a-relation",
+    ),
+    pytest.param(
+        BASE + '[variants]\n"cache.retry_cap" = ["50ms"]\n',
+        "cap (0.05) must be >= base (0.1)",
+        id="variant-breaks-a-relation",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "restore db"\n',
+        "restore db needs an earlier step that kills it",
+        id="restore-without-kill",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "kill db"\n[[timeline]]\nat = "2s"\ndo = "kill db"\n',
+        "db is already killed",
+        id="kill-twice",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "expire ' + "k" * 300 + '"\n',
+        "bytes",
+        id="expire-a-key-too-long",
+    ),
+    pytest.param(
+        BASE + '[variants]\n"cache.policy" = ["none", "full"]\n[[expect]]\n'
+        'variant = { "cache.policy" = "ful" }\nlost = { eq = 0 }\n',
+        "policy must be one of",
+        id="selector-value-typo",
+    ),
+    pytest.param(
         'scenario = "nosuch"\n' + BASE, "unknown scenario kind 'nosuch'", id="unknown-kind"
     ),
 ]

@@ -4,7 +4,8 @@ Each `[[expect]]` entry selects rows by variant (all rows when it names none) an
 its tolerances against every selected row: `eq`, `min`, `max`, or a ratio to another variant's
 row (`max_times = 0.5, of = { "cache.policy" = "exponential" }`: at most half of the row that
 differs from this one only in those settings). A tolerance whose reference row was not run (a
-sweep narrowed on the command line) is reported as not checked, never as held.
+sweep narrowed on the command line), or that selects no row at all, is reported as not checked,
+never as held.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def _holds(tolerance: Tolerance, measured: Any, reference: Any) -> bool:
 def check(expectations: Sequence[Expectation], rows: Sequence[RowView]) -> list[Check]:
     checks = []
     for expectation in expectations:
+        if not any(_selected(row, expectation.variant) for row in rows):
+            # A sweep narrowed on the command line ran none of these rows: said, not held.
+            checks += [
+                Check(str(t), expectation.variant, None, None, None) for t in expectation.tolerances
+            ]
         for row in rows:
             if not _selected(row, expectation.variant):
                 continue

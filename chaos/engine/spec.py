@@ -380,8 +380,30 @@ class _Parser:
             smoke=smoke,
             configurations=configurations,
         )
+        self.combinations(experiment)
+        self.steps(experiment)
         expect = self.expect(body.get("expect", []), experiment)
         return dataclasses.replace(experiment, expect=expect)
+
+    def combinations(self, experiment: Experiment) -> None:
+        """Every variant's settings together (a cap below a base is caught here, not in a run)."""
+        for variant in experiment.combinations():
+            named = ", ".join(f"{k}={v}" for k, v in variant.items())
+            for where, settings in zip(
+                ("stack.db", "stack.cache", "herd"), experiment.settings_for(variant), strict=True
+            ):
+                problems = settings.problems()
+                if problems:
+                    raise self.error(f"variant ({named})", f"{where}: {problems[0]}")
+
+    def steps(self, experiment: Experiment) -> None:
+        """What each action asks of the experiment as a whole (e.g. `restore` after a `kill`)."""
+        down: set[str] = set()
+        for phase, steps in (("setup", experiment.setup), ("timeline", experiment.timeline)):
+            for index, step in enumerate(steps):
+                problem = step.action.problem(experiment, down)
+                if problem:
+                    raise self.error(f"{phase}[{index}].do", problem)
 
     def settings(self, body: Mapping[str, Any]) -> tuple[DbSettings, CacheSettings, HerdSettings]:
         stack = self.table(body.get("stack", {}), "stack")
@@ -590,13 +612,25 @@ class _Parser:
         return tuple(found)
 
     def selector(self, raw: Any, where: str, variant_keys: set[str]) -> dict[str, Any]:
+        """Which rows: swept settings and values each setting allows (a typo in a value is
+        an error here, not a tolerance that silently selects nothing)."""
         table = self.table(raw, where)
-        for key in table:
+        defaults: dict[str, Settings] = {
+            "db": DbSettings(),
+            "cache": CacheSettings(),
+            "herd": HerdSettings(),
+        }
+        for key, value in table.items():
             if key not in variant_keys:
                 raise self.error(
                     f'{where}."{key}"',
                     f"not a swept setting; swept: {', '.join(sorted(variant_keys)) or 'none'}",
                 )
+            section, _, name = key.partition(".")
+            try:
+                with_values(defaults[section], {name: value}, where=section)
+            except ValueError as exc:
+                raise self.error(f'{where}."{key}"', str(exc)) from None
         return table
 
     def tolerance(self, measure: str, raw: Any, where: str, variant_keys: set[str]) -> Tolerance:

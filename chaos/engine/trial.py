@@ -101,9 +101,9 @@ class Trial:
         async with Admin(self.targets["db"], self.targets["cache"]) as admin:
             yield admin
 
-    def herd_config(self, key_prefix: str | None = None) -> HerdConfig:
-        prefix = key_prefix if key_prefix is not None else f"{self.name}:"
-        return self.herd.config(self.targets["cache"], prefix)
+    def herd_config(self) -> HerdConfig:
+        """The herd of this trial; its keys are the trial's own (`<trial name>:<key_prefix>N`)."""
+        return self.herd.config(self.targets["cache"], f"{self.name}:{self.herd.key_prefix}")
 
     async def _harvest(self, service: str) -> None:
         """Reads `service`'s records (and the DB's counters) before it is killed or the trial
@@ -244,8 +244,10 @@ class Trial:
             elif step.after_s is not None:
                 await asyncio.sleep(max(0.0, previous + step.after_s - loop.time()))
             seen = await self._until(step, release) if step.when is not None else None
-            previous = loop.time()
             await self._do(step, "timeline", {} if seen is None else {"when": seen})
+            # `after` counts from the end of the previous step: after a kill, from the SIGKILL
+            # (reading the dying DB's records first must not shorten the outage).
+            previous = loop.time()
 
     async def _until(self, step: Step, release: float) -> dict[str, Any]:
         """Polls the step's condition every POLL_S until it holds, the step's `within` has

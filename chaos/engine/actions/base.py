@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from chaos.backends.base import SERVICES
 
 if TYPE_CHECKING:
+    from chaos.engine.spec import Experiment
     from chaos.engine.trial import Trial
 
 
@@ -22,6 +23,12 @@ class Action(ABC):
     @abstractmethod
     async def run(self, trial: Trial) -> dict[str, Any]:
         """Does it; returns what the journal records of it."""
+
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        """What this action cannot do in `experiment`, checked before anything starts, with
+        `down` the services killed by earlier steps (an action that kills or restores updates
+        it). None: nothing."""
+        return None
 
     def said(self) -> str | None:
         """How the run's narration says it was done (None: the action's words as written)."""

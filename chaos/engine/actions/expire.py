@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from chaos.engine.actions.base import Action
 from chaos.engine.registry import ACTIONS
+from herdlab.values import key_error
 
 if TYPE_CHECKING:
     from chaos.engine.trial import Trial
@@ -21,6 +22,10 @@ class Expire(Action):
     def parse(cls, args: list[str]) -> Action:
         if not args:
             raise ValueError(f"usage: {cls.usage}")
+        for key in args:
+            problem = key_error(key)
+            if problem:
+                raise ValueError(f"{problem}: {key[:64]!r}")
         return cls(None if args == ["all"] else tuple(args))
 
     async def run(self, trial: Trial) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from chaos.engine.registry import ACTIONS
 from herdlab.config import parse_duration
 
 if TYPE_CHECKING:
+    from chaos.engine.spec import Experiment
     from chaos.engine.trial import Trial
 
 MAX_OUTAGE_S = 3600.0
@@ -32,6 +33,11 @@ class Outage(Action):
         if not 0 < seconds <= MAX_OUTAGE_S:
             raise ValueError(f"outage must be in (0s, {MAX_OUTAGE_S:g}s], got {args[1]}")
         return cls(args[0], seconds)
+
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        return (
+            f"{self.service} is already killed by an earlier step" if self.service in down else None
+        )
 
     async def run(self, trial: Trial) -> dict[str, Any]:
         outage = await trial.kill(self.service)

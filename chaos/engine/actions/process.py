@@ -10,6 +10,7 @@ from chaos.engine.actions.base import Action, one_service, service_name
 from chaos.engine.registry import ACTIONS
 
 if TYPE_CHECKING:
+    from chaos.engine.spec import Experiment
     from chaos.engine.trial import Trial
 
 
@@ -23,6 +24,12 @@ class _ProcessAction(Action):
 
 
 class Kill(_ProcessAction):
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        if self.service in down:
+            return f"{self.service} is already killed by an earlier step"
+        down.add(self.service)
+        return None
+
     def said(self) -> str:
         return f"{service_name(self.service)} killed"
 
@@ -34,6 +41,12 @@ class Kill(_ProcessAction):
 
 
 class Restore(_ProcessAction):
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        if self.service not in down:
+            return f"restore {self.service} needs an earlier step that kills it"
+        down.discard(self.service)
+        return None
+
     def said(self) -> str:
         return f"{service_name(self.service)} restored"
 
@@ -46,6 +59,9 @@ class Restore(_ProcessAction):
 
 
 class Pause(_ProcessAction):
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        return f"{self.service} is killed at that point" if self.service in down else None
+
     def said(self) -> str:
         return f"{service_name(self.service)} paused"
 

@@ -9,7 +9,7 @@ file is read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from chaos.engine.actions.base import Action
@@ -19,6 +19,7 @@ from herdlab.settings import Setting, by_key
 from protos import admin_pb2
 
 if TYPE_CHECKING:
+    from chaos.engine.spec import Experiment
     from chaos.engine.trial import Trial
 
 # db key -> how its value becomes an admin request (SetFaults or SetCapacity).
@@ -37,14 +38,10 @@ RUNTIME = (*(f"db.{k}" for k in _DB), "cache.coalescing")
 
 def _word(spec: Setting, word: str) -> Any:
     """A command-line word as the setting's typed value (ValueError if it is not one)."""
-    if spec.kind in ("int", "seed"):
+    if spec.kind == "int":
         return int(word)
-    if spec.kind in ("float", "probability"):
+    if spec.kind == "probability":
         return float(word)
-    if spec.kind == "bool":
-        if word not in ("true", "false"):
-            raise ValueError(f"{spec.key} must be true or false, got {word!r}")
-        return word == "true"
     return spec.parse(word)
 
 
@@ -72,6 +69,16 @@ class Set(Action):
         if problem:
             raise ValueError(f"{target}: {problem}")
         return cls(target, value)
+
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        """The DB's settings with this value must hold together (CoDel's target within its
+        interval, say), as the admin plane will check them."""
+        if self.target == "cache.coalescing":
+            return None
+        key = self.target.split(".", 1)[1]
+        db = replace(experiment.db, **{by_key(DbSettings)[key][0]: self.value})
+        problems = db.problems()
+        return f"{self.target}: {problems[0]}" if problems else None
 
     async def run(self, trial: Trial) -> dict[str, Any]:
         async with trial.admin() as admin:

@@ -34,6 +34,7 @@ from chaos.scenarios.herd_rounds import HerdRounds
 from herdlab.config import parse_duration
 
 if TYPE_CHECKING:
+    from chaos.engine.spec import Experiment
     from chaos.engine.trial import Trial
 
 NAME = "soak-cycles"
@@ -100,6 +101,13 @@ class SoakCycles(Action):
         if problems:
             raise ValueError("; ".join(problems))
         return cls(plan)
+
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        if "stale_values" not in experiment.measures:
+            return f"{NAME} reads through the probe: measure stale_values"
+        if not experiment.herd.rounds:
+            return f"{NAME} holds the herd between rounds: set [herd] rounds = true"
+        return None
 
     def said(self) -> str:
         return f"{self.plan.cycles} soak cycles done"

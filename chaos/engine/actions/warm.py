@@ -16,9 +16,11 @@ from chaos.herd import run_herd
 from herdlab.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from chaos.engine.spec import Experiment
     from chaos.engine.trial import Trial
 
 WARM_DEADLINE_S = 60.0
+MAX_WARM_KEYS = 100_000  # one user per key, and a herd has at most this many users
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class Warm(Action):
         if args:
             raise ValueError(f"usage: {cls.usage}")
         return cls()
+
+    def problem(self, experiment: Experiment, down: set[str]) -> str | None:
+        if experiment.herd.keys > MAX_WARM_KEYS:
+            keys = experiment.herd.keys
+            return f"warm asks for each key once: at most {MAX_WARM_KEYS} keys, got {keys}"
+        return None
 
     async def run(self, trial: Trial) -> dict[str, Any]:
         keys = trial.herd.keys

@@ -1,7 +1,8 @@
 """`slot_time_amplification`: DB slot-seconds spent / (keys x service time).
 
-1 is the least work the keys could cost: each served once, holding a slot for the DB's base
-latency. Above 1, slots were held for queries that did not need to be served: a key served
+1 is the least work the keys could cost: each served once, holding a slot for the DB's mean
+service time (its latency plus half its spread, as the experiment set them: a `set db.latency`
+mid-run is not followed). Above 1, slots were held for queries that did not need to be served: a key served
 twice, or work for a caller that had already given up (the DB stops such work when it learns the
 caller has gone, so what shows here is the part it could not avoid).
 """

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import importlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -22,13 +20,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chaos.engine.registry import OBSERVERS
+from herdlab import channelz
+from herdlab.channelz import channels_to
 
 if TYPE_CHECKING:
     from chaos.engine.trial import Trial
 
-# channelz is served by grpcio's core; grpcio-channelz only wraps these same calls in a servicer.
-_cygrpc: Any = importlib.import_module("grpc._cython.cygrpc")
-_MAX_PAGES = 1000
 _CONNECTING = "Subchannel connectivity state changed to CONNECTING"
 POLL_S = 0.05
 # The reader outlives the trial's limit by at most this much if nobody stops it.
@@ -40,33 +37,6 @@ def parse_timestamp(text: str) -> int:
     whole, _, fraction = text.rstrip("Z").partition(".")
     seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
     return int(seconds) * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))
-
-
-def _node(get: Callable[[int], str], node_id: int) -> dict[str, Any]:
-    """One channelz node as JSON; {} if it is gone (a channel closed between two reads)."""
-    try:
-        text = get(node_id)
-    except ValueError:
-        return {}
-    doc: dict[str, Any] = json.loads(text)
-    return doc
-
-
-def channels_to(target: str) -> set[int]:
-    """channelz ids of this process's live channels whose target is `target`."""
-    names = {target, f"dns:///{target}"}
-    found: set[int] = set()
-    start = 0
-    for _ in range(_MAX_PAGES):
-        page = json.loads(_cygrpc.channelz_get_top_channels(start))
-        for channel in page.get("channel", []):
-            channel_id = int(channel["ref"]["channelId"])
-            start = max(start, channel_id + 1)
-            if channel["data"].get("target") in names:
-                found.add(channel_id)
-        if page.get("end", True):
-            break
-    return found
 
 
 class ReconnectProbe:
@@ -82,25 +52,25 @@ class ReconnectProbe:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self._before = channels_to(target)
+        self._before = set(channels_to(target))
         self.channel_ids: list[int] = []
         self.attempts: dict[int, list[int]] = {}  # subchannel id -> sorted CONNECTING times, ns
         self.gaps = 0
         self._newest: dict[int, int] = {}
 
     def attach(self) -> int:
-        self.channel_ids = sorted(channels_to(self.target) - self._before)
+        self.channel_ids = sorted(set(channels_to(self.target)) - self._before)
         return len(self.channel_ids)
 
     def poll(self) -> None:
         for channel_id in self.channel_ids:
-            channel = _node(_cygrpc.channelz_get_channel, channel_id).get("channel", {})
-            for ref in channel.get("subchannelRef", []):
-                self.read_subchannel(int(ref["subchannelId"]), self._subchannel_events)
+            node = channelz.channel(channel_id).get("channel", {})
+            for subchannel_id in channelz.subchannel_ids(node):
+                self.read_subchannel(subchannel_id, self._subchannel_events)
 
     @staticmethod
     def _subchannel_events(subchannel_id: int) -> list[dict[str, Any]]:
-        doc = _node(_cygrpc.channelz_get_subchannel, subchannel_id)
+        doc = channelz.subchannel(subchannel_id)
         events: list[dict[str, Any]] = (
             doc.get("subchannel", {}).get("data", {}).get("trace", {}).get("events", [])
         )
