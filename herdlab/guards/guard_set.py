@@ -30,7 +30,9 @@ from herdlab.guards.base import CallbackPermit, Clock, Guard, Outcome, Permit
 
 RECOMMENDED = "limit:n=20+breaker"
 """The lab's recommended set for the retry storm (10,000 keys, full-jitter retries, a DB of 20
-slots x 100 ms, a 10 s outage), chosen by measurement (README, "Stopping the storm").
+slots x 100 ms, a 10 s outage). Chosen for what reaches the DB (about one attempt per key, the
+restored DB met at exactly its capacity) with recovery within 1.2x of the physical limit; the
+measured sweep is in the README ("Stopping the storm") and BENCHMARKS.md.
 
 A static limit of 20 calls in flight is the DB's real concurrency (Little's law: 20 slots x
 100 ms = 200/s): after the restore the DB's arrivals are its completions whatever the retry
@@ -38,10 +40,11 @@ rate, and the other fetches wait here within their own budget. The breaker turns
 failures into local refusals after 5 and probes once a second, so the fetches waiting for a slot
 do not spend the outage failing fast against a dead DB.
 
-The adaptive limits are measured beside it and do worse here: loss-based AIMD learns only from
-drops, and a DB with a deep queue drops nothing until deadlines pass, so AIMD climbs to its
-maximum; Vegas reads the DB's queueing from latency but the event loops' jitter moves it between
-about 10 and 50. Use them where the capacity is unknown; use a static limit where it is known.
+The adaptive limits find a limit without being told, at a cost measured beside it: loss-based
+AIMD learns only from drops, and a DB with a deep queue drops nothing until deadlines pass, so
+AIMD climbs to its maximum (recovery as fast, but twice the attempts per key and twice the
+capacity in the DB's busiest 100 ms); Vegas reads queueing from latency, which the event loops'
+jitter makes noisy. Use them where the capacity is unknown; a static limit where it is known.
 
 The limit comes first: a guard set asks its guards in order, so in `breaker+limit` the breaker
 decides when a call joins the limit's queue, and every call already queued when the DB fails is
