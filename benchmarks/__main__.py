@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,11 @@ def _log(line: str) -> None:
     print(f"[benchmarks] {line}", file=sys.stderr, flush=True)
 
 
-def run(profile: Profile, plot_path: Path) -> dict[str, Any]:
+def run(
+    profile: Profile, plot_path: Path, only: Sequence[str] = (), kept: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Runs every section, or only the sections named in `only`, taking the others' results as
+    they were recorded in `kept` (an earlier results.json)."""
     plan = cpu_plan()
     p = profile
     sections: dict[str, Callable[[], dict[str, Any]]] = {
@@ -136,11 +140,21 @@ def run(profile: Profile, plot_path: Path) -> dict[str, Any]:
             plan, p.scale_start, p.scale_max, p.scale_bisect_steps, p.scale_repeats
         ),
     }
+    unknown = [name for name in only if name not in sections]
+    if unknown:
+        raise SystemExit(f"unknown section {', '.join(unknown)}; sections: {', '.join(sections)}")
     meta: dict[str, Any] = {"machine": machine(plan)}
     results: dict[str, Any] = {"meta": meta}
     seconds: dict[str, float] = {}
     started = time.monotonic()
     for name, section in sections.items():
+        if only and name not in only:
+            if kept is None or name not in kept:
+                raise SystemExit(f"no recorded result of section {name} to keep; run it too")
+            results[name] = kept[name]
+            seconds[name] = kept.get("meta", {}).get("section_seconds", {}).get(name, 0.0)
+            _log(f"{name}: kept from the earlier run")
+            continue
         _log(f"{name} ...")
         t0 = time.monotonic()
         try:
@@ -166,11 +180,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke, in minutes")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument(
+        "--sections",
+        default="",
+        help="re-run only these sections (comma-separated); the others keep the results "
+        "recorded in --json, and the report says which run each came from",
+    )
     args = parser.parse_args()
     command = " ".join(["python -m benchmarks", *sys.argv[1:]])
     plot_path = args.json.parent / PLOT_NAME
-    results = run(QUICK if args.quick else FULL, plot_path)
+    only = [name.strip() for name in args.sections.split(",") if name.strip()]
+    kept = json.loads(args.json.read_text()) if only and args.json.exists() else None
+    results = run(QUICK if args.quick else FULL, plot_path, only, kept)
     results["meta"].update({"command": command, "quick": args.quick})
+    if kept is not None:
+        results["meta"]["kept_sections"] = {
+            name: kept.get("meta", {}).get("command", "an earlier run")
+            for name in results
+            if name != "meta" and name not in only
+        }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     plot = os.path.relpath(plot_path.resolve(), args.out.resolve().parent)

@@ -51,6 +51,15 @@ def header(meta: dict[str, Any]) -> list[str]:
         "this file and `benchmarks/results.json`).",
         "",
         f"- **Command**: `{meta['command']}`" + (QUICK_NOTE if meta["quick"] else ""),
+        *(
+            [
+                "- **Kept from an earlier run**: "
+                + ", ".join(f"{name} (`{cmd}`)" for name, cmd in meta["kept_sections"].items())
+                + "; their figures are that run's, not this one's."
+            ]
+            if meta.get("kept_sections")
+            else []
+        ),
         f"- **Date**: {m['date']}; total {meta['seconds']:,.0f} s "
         + "("
         + ", ".join(f"{k} {v:,.0f} s" for k, v in meta["section_seconds"].items())
