@@ -8,7 +8,7 @@ from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.slot_time import slot_time_amplification
 from chaos.engine.observations import DbCounters, Observations
-from chaos.herd import HerdResult
+from chaos.herd import HerdResult, Outcome
 from db_service.settings import DbSettings
 from protos import admin_pb2
 
@@ -21,7 +21,15 @@ def _observations(
         db=DbSettings(latency_s=latency_s, spread_s=spread_s),
         cache=CacheSettings(),
         herd=HerdSettings(keys=keys),
-        herd_result=HerdResult(0, [], 0, 0.0, Counter(), 0, 0.0),
+        herd_result=HerdResult(
+            keys,
+            [Outcome(i, f"k{i}", "MISS", None, 1, 0, 0) for i in range(keys)],
+            0,
+            0.0,
+            Counter(),
+            0,
+            0.0,
+        ),
         t0_ns=0,
         end_ns=0,
         db_arrivals=[],

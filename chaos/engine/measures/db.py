@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chaos.engine.measures.base import measure
+from chaos.engine.measures.herd import keys_asked
 from chaos.engine.observations import Observations
 
 
@@ -20,9 +21,10 @@ def db_attempts(obs: Observations) -> int:
 
 
 @measure("amplification")
-def amplification(obs: Observations) -> float:
+def amplification(obs: Observations) -> float | None:
     """DB attempts made by the cache divided by the distinct keys needed."""
-    return round(len(obs.cache_attempts) / obs.herd.keys, 3)
+    keys = keys_asked(obs)
+    return round(len(obs.cache_attempts) / keys, 3) if keys else None
 
 
 @measure("db_capacity_per_s")

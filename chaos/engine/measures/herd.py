@@ -8,6 +8,12 @@ from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 
 
+def keys_asked(obs: Observations) -> int:
+    """Distinct keys the users asked for (their requests that ended, with a value or an
+    error): the keys a storm needed, the fresh keys of an open loop."""
+    return len({o.key for o in obs.herd_result.outcomes})
+
+
 def _summary(obs: Observations) -> dict[str, Any]:
     return obs.herd_result.summary()
 

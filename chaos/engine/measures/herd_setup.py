@@ -1,5 +1,6 @@
 """The herd's own settings, echoed in each row: its retry policy, its channels and how they
-reconnect (the cache's settings are echoed by `setup.py`)."""
+reconnect, the open loop's rate, the users' deadline (the stack's settings are echoed by
+`setup.py`)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,15 @@ def reconnect_backoff(obs: Observations) -> dict[str, float]:
 def channels(obs: Observations) -> int:
     """The herd's channels, each its own TCP connection."""
     return min(obs.herd.channels, obs.herd.users)
+
+
+@measure("arrival_rate_per_s")
+def arrival_rate_per_s(obs: Observations) -> float | None:
+    """The open loop's arrivals per second (None: the burst)."""
+    return obs.herd.rate_per_s
+
+
+@measure("herd_deadline_s")
+def herd_deadline_s(obs: Observations) -> float:
+    """How long each user waits for an answer."""
+    return obs.herd.deadline_s
