@@ -42,9 +42,9 @@ do not spend the outage failing fast against a dead DB.
 
 The adaptive limits find a limit without being told, at a cost measured beside it: loss-based
 AIMD learns only from drops, and a DB with a deep queue drops nothing until deadlines pass, so
-AIMD climbs to its maximum (recovery as fast, but twice the attempts per key and twice the
-capacity in the DB's busiest 100 ms); Vegas reads queueing from latency, which the event loops'
-jitter makes noisy. Use them where the capacity is unknown; a static limit where it is known.
+AIMD climbs towards its maximum (recovery as fast, but two attempts per key and 2.75x the
+DB's capacity in its busiest 100 ms); Vegas reads queueing from latency, which the event loops'
+jitter makes noisy (one attempt per key, but up to 3.25x capacity). Use them where the capacity is unknown; a static limit where it is known.
 
 The limit comes first: a guard set asks its guards in order, so in `breaker+limit` the breaker
 decides when a call joins the limit's queue, and every call already queued when the DB fails is
