@@ -333,6 +333,46 @@ def reconnect_storm_rows(doc: Doc) -> list[list[str]]:
     ]
 
 
+# -- soak -----------------------------------------------------------------------------------------
+
+SOAK_COLUMNS = (
+    "cycles",
+    "sent",
+    "ok",
+    "lost",
+    "wrong_values",
+    "stale_values",
+    "inflight_after",
+    "fds_before",
+    "fds_after",
+    "rss_before_mib",
+    "rss_after_mib",
+    "db_dropped",
+)
+
+
+def soak_rows(doc: Doc) -> list[list[str]]:
+    def mib(value: Any) -> str:
+        return _num(value / 2**20, 1) if isinstance(value, int | float) else MISSING
+
+    return [
+        [
+            _num(doc.get("cycles")),
+            _num(doc.get("sent")),
+            _num(doc.get("ok")),
+            _num(doc.get("lost")),
+            _num(doc.get("wrong_values")),
+            _num(doc.get("stale_values")),
+            _num(doc.get("inflight_after")),
+            _num(doc.get("fds_before")),
+            _num(doc.get("fds_after")),
+            mib(doc.get("rss_before")),
+            mib(doc.get("rss_after")),
+            _num(doc.get("db_dropped")),
+        ]
+    ]
+
+
 # -- stampede -------------------------------------------------------------------------------------
 
 STAMPEDE_COLUMNS = (
@@ -560,6 +600,15 @@ SECTIONS: tuple[Section, ...] = (
         "the first at 90% of the arrival rate. DB drops are by stage: deadline (too little time "
         "left at dequeue), work (cut mid-service), queue (caller gone while waiting), codel "
         "(shed).",
+    ),
+    Section(
+        name="soak",
+        title="Soak: the DB and the cache killed, paused and restored, cycle after cycle",
+        matches=lambda doc: doc.get("scenario") == "soak",
+        columns=SOAK_COLUMNS,
+        rows=soak_rows,
+        reading="Nothing may be lost, wrong or stale; nothing left in flight; the long-lived "
+        "cache's file descriptors and memory are read at the same quiet point before and after.",
     ),
     Section(
         name="experiment",

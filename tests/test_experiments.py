@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from chaos.cli import main
-from chaos.engine import spec
+from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import RowView, check, held
+from chaos.engine.runner import document, kind_of
 from chaos.engine.shipped import shipped
+from chaos.report import section_for
 
 BASE = """\
 title = "a small experiment"
@@ -370,3 +372,10 @@ def test_a_tolerance_that_cannot_hold_exits_1_naming_it_and_the_measure(tmp_path
     ):
         assert field in provenance, field
     assert len(doc["experiment"]["sha256"]) == 64
+
+
+def test_every_shipped_experiments_document_has_a_report_section() -> None:
+    for path in shipped().values():
+        experiment = spec.load(path)
+        doc = document(experiment, kind_of(experiment), [], [], provenance.start("test"))
+        assert section_for(doc).name != "", path

@@ -44,7 +44,8 @@ The adaptive limits find a limit without being told, at a cost measured beside i
 AIMD learns only from drops, and a DB with a deep queue drops nothing until deadlines pass, so
 AIMD climbs towards its maximum (recovery as fast, but two attempts per key and 2.75x the
 DB's capacity in its busiest 100 ms); Vegas reads queueing from latency, which the event loops'
-jitter makes noisy (one attempt per key, but up to 3.25x capacity). Use them where the capacity is unknown; a static limit where it is known.
+jitter makes noisy (one attempt per key, but up to 3.25x capacity). Use them where the capacity
+is unknown; a static limit where it is known.
 
 The limit comes first: a guard set asks its guards in order, so in `breaker+limit` the breaker
 decides when a call joins the limit's queue, and every call already queued when the DB fails is
