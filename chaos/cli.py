@@ -502,8 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(2, str(exc))
     except (AdminError, OSError) as exc:
         _fail(1, str(exc))
-    except RuntimeError as exc:  # TrialError and what a step raised at run time
-        _fail(3, str(exc))
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort):  # click's Abort is a RuntimeError
         err.print("chaos: interrupted")
         sys.exit(130)
+    except RuntimeError as exc:  # TrialError and what a step raised at run time
+        _fail(3, str(exc))
