@@ -44,7 +44,7 @@ from typing import Any
 from chaos.engine import spec
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_shipped
+from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
 from db_service import queueing
 from herdlab.guards import parse_guard_set
@@ -260,7 +260,4 @@ async def run_metastable(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Runs the shipped metastable experiment with this configuration; returns its document."""
-    problems = config.problems()
-    if problems:
-        raise ValueError("; ".join(problems))
-    return await run_shipped(SCENARIO, config.params(), emit, progress, command or config.command())
+    return await run_scenario(SCENARIO, config, emit, progress, command)
