@@ -170,11 +170,20 @@ def test_dry_run_changes_nothing(stack_dir: Path) -> None:
     assert _services(stack_dir) == before
 
 
+def _command_line(process: psutil.Process) -> str:
+    """A process's command line; empty for one that ended meanwhile (a short-lived child, such
+    as the `git` that provenance runs, can be a zombie when it is looked at)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return ""
+
+
 def _lab_processes(root: psutil.Process) -> list[psutil.Process]:
     return [
         p
         for p in root.children(recursive=True)
-        if any(m in " ".join(p.cmdline()) for m in ("db_service", "cache_service"))
+        if any(m in _command_line(p) for m in ("db_service", "cache_service"))
     ]
 
 
@@ -195,15 +204,18 @@ def test_ctrl_c_during_scenario_leaves_no_process(tmp_path: Path) -> None:
         text=True,
     )
     parent = psutil.Process(proc.pid)
-    # Interrupt once both services of the scenario's stack are listening (bounded wait).
-    seen: list[psutil.Process] = []
-    for _ in range(3000):
-        seen = _lab_processes(parent)
-        if len(seen) == 2 and all(_listening(p) for p in seen):
-            break
-        time.sleep(0.01)
-    assert len(seen) == 2, seen
-    proc.send_signal(signal.SIGINT)
+    try:
+        # Interrupt once both services of the scenario's stack are listening (bounded wait).
+        seen: list[psutil.Process] = []
+        for _ in range(3000):
+            seen = _lab_processes(parent)
+            if len(seen) == 2 and all(_listening(p) for p in seen):
+                break
+            time.sleep(0.01)
+        assert len(seen) == 2, seen
+    finally:
+        # Whatever happened above, the scenario is interrupted: no later test meets its stack.
+        proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
