@@ -595,9 +595,10 @@ SECTIONS: tuple[Section, ...] = (
         "band the trigger. Under FIFO the DB stays busy after the trigger is gone, at several "
         "times its capacity in arrivals, while goodput stays near zero: the queue stands at the "
         "cache's attempt deadline, the queries served are cut by it mid-service, and their "
-        "retries keep the queue standing. `collapsed_s` counts from the trigger's end to the "
-        "first 1 s window at half the DB's capacity (or to the run's end), `back_to_90pct_s` to "
-        "the first at 90% of the arrival rate. DB drops are by stage: deadline (too little time "
+        "retries keep the queue standing. `collapsed_s` is the time after the trigger's end that "
+        "goodput spent below half the DB's capacity (1 s windows, up to the run's end), "
+        "`back_to_90pct_s` the time to the first window at 90% of the arrival rate. DB drops "
+        "are by stage: deadline (too little time "
         "left at dequeue), work (cut mid-service), queue (caller gone while waiting), codel "
         "(shed).",
     ),
