@@ -194,8 +194,11 @@ def main() -> None:
     results = run(QUICK if args.quick else FULL, plot_path, only, kept)
     results["meta"].update({"command": command, "quick": args.quick})
     if kept is not None:
+        earlier = kept.get("meta", {})
         results["meta"]["kept_sections"] = {
-            name: kept.get("meta", {}).get("command", "an earlier run")
+            # A section the earlier run had kept in turn keeps the command that measured it.
+            name: earlier.get("kept_sections", {}).get(name)
+            or earlier.get("command", "an earlier run")
             for name in results
             if name != "meta" and name not in only
         }

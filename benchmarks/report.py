@@ -822,9 +822,8 @@ def _guard_run(g: dict[str, Any]) -> list[str]:
         f"{', '.join(sorted({p['queue'] for p in g['policies']}))}), with a guard set on the "
         "cache's calls to the DB (`herdlab.guards`; `recommended` is `herdlab.guards."
         "RECOMMENDED`). Slot-time amplification = DB slot-seconds spent / (keys x service "
-        "time), as the scenario measures it: the DB's slot time is counted from its start, so "
-        "it includes the warm-up's K queries (one service time each) and its floor here is 2, "
-        "not 1; the storm's own share is the figure minus 1.",
+        "time), counted from the herd's release: 1 is the least the keys could cost, above 1 "
+        "the DB held slots for work nobody needed, below 1 it served fewer keys than asked.",
         "",
         *_table(
             [
