@@ -4,12 +4,14 @@ Exit codes: 0 done; 1 the lab failed at something it should have done (a service
 up), and for `chaos run` a tolerance of the hypothesis deviated; 2 bad input or an action that
 cannot apply (unknown service, bad duration, nothing is up); 3 a run could not be carried out
 as the experiment asked (it outlived its limit, a step failed at run time); 130 interrupted
-(Ctrl-C), after cleaning up. Every failure is one line on stderr naming the problem.
+(Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP), each after cleaning up as Ctrl-C does.
+Every failure is one line on stderr naming the problem.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -486,7 +488,24 @@ def _fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
+# SIGTERM (what `timeout`, systemd and a cancelled CI job send) and SIGHUP (a closed terminal)
+# unwind like Ctrl-C: every stack this process started is torn down, then it exits 128 + signal.
+_STOPPING = (signal.SIGTERM, signal.SIGHUP)
+_received: list[int] = []
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    # Later signals must not cut the teardown short (it is bounded: see LocalStack.down). A
+    # handler, not SIG_IGN: an ignored signal would stay ignored in a service restored meanwhile.
+    for sig in _STOPPING:
+        signal.signal(sig, lambda *_: None)
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    for sig in _STOPPING:
+        signal.signal(sig, _on_stop_signal)
     try:
         code = cli.main(args=argv, prog_name="chaos", standalone_mode=False)
         # Without standalone mode click returns a command's `Exit(code)` instead of exiting.
@@ -503,6 +522,9 @@ def main(argv: list[str] | None = None) -> None:
     except (AdminError, OSError) as exc:
         _fail(1, str(exc))
     except (KeyboardInterrupt, click.exceptions.Abort):  # click's Abort is a RuntimeError
+        if _received:
+            err.print(f"chaos: stopped by {signal.Signals(_received[0]).name}")
+            sys.exit(128 + _received[0])
         err.print("chaos: interrupted")
         sys.exit(130)
     except RuntimeError as exc:  # TrialError and what a step raised at run time

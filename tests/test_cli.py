@@ -9,8 +9,10 @@ behind by `down` or by Ctrl-C during a scenario.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -194,8 +196,12 @@ def _listening(process: psutil.Process) -> bool:
         return False
 
 
-def test_ctrl_c_during_scenario_leaves_no_process(tmp_path: Path) -> None:
-    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path)}
+def _running_scenario(state_dir: Path) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    """A stampede scenario, running, with both services of its stack listening (bounded wait);
+    its DB is slow enough that nothing ends before the test acts."""
+    # The scenario's own stack folder goes under `state_dir/tmp`, where the test can see it.
+    (state_dir / "tmp").mkdir()
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(state_dir), "TMPDIR": str(state_dir / "tmp")}
     proc = subprocess.Popen(
         [*CHAOS, "scenario", "stampede", "--clients", "5", "--db-latency", "60s"],
         env=env,
@@ -204,20 +210,65 @@ def test_ctrl_c_during_scenario_leaves_no_process(tmp_path: Path) -> None:
         text=True,
     )
     parent = psutil.Process(proc.pid)
-    try:
-        # Interrupt once both services of the scenario's stack are listening (bounded wait).
-        seen: list[psutil.Process] = []
-        for _ in range(3000):
-            seen = _lab_processes(parent)
-            if len(seen) == 2 and all(_listening(p) for p in seen):
-                break
-            time.sleep(0.01)
-        assert len(seen) == 2, seen
-    finally:
-        # Whatever happened above, the scenario is interrupted: no later test meets its stack.
-        proc.send_signal(signal.SIGINT)
+    seen: list[psutil.Process] = []
+    for _ in range(3000):
+        seen = _lab_processes(parent)
+        if len(seen) == 2 and all(_listening(p) for p in seen):
+            break
+        time.sleep(0.01)
+    if len(seen) != 2:
+        proc.kill()
+        proc.communicate(timeout=60)
+        pytest.fail(f"the scenario's stack did not come up: {seen}")
+    return proc, seen
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_a_signal_during_a_scenario_tears_it_down_like_ctrl_c(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    proc, seen = _running_scenario(tmp_path)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
-    _, alive = psutil.wait_procs(seen, timeout=15)
+    # The controller tears down before it exits: nothing to wait for.
+    assert [p for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert list((tmp_path / "tmp").iterdir()) == [], "the stack's folder is removed"
+
+
+def test_a_killed_controller_leaves_no_process_10s_later(tmp_path: Path) -> None:
+    proc, seen = _running_scenario(tmp_path)
+    tethers = [p for p in psutil.Process(proc.pid).children() if "chaos.tether" in _command_line(p)]
+    assert len(tethers) == 1, "a scenario's stack is tethered to its controller"
+    proc.kill()
+    proc.communicate(timeout=60)
+    _, alive = psutil.wait_procs([*seen, *tethers], timeout=10)
     assert alive == [], f"left behind: {alive}"
+    assert list((tmp_path / "tmp").iterdir()) == [], "the stack's folder is removed"
+
+
+def test_services_of_chaos_up_outlive_the_shell_that_started_them(tmp_path: Path) -> None:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path)}
+    command = f"{shlex.join(CHAOS)} up >/dev/null && echo up && exec sleep 60"
+    shell = subprocess.Popen(
+        ["bash", "-c", command],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the shell's own session, as a terminal's
+    )
+    try:
+        assert shell.stdout is not None
+        assert shell.stdout.readline().strip() == "up"
+        os.killpg(shell.pid, signal.SIGHUP)  # the terminal closes: its session hangs up
+        shell.wait(timeout=30)
+        status = json.loads(chaos(tmp_path, "status", "--json").stdout)
+        assert {s["state"] for s in status["services"].values()} == {"running"}, status
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.communicate(timeout=30)
+        assert chaos(tmp_path, "down").returncode == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import tempfile
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from chaos import tether
 from chaos.stack import LocalStack
 
 P = ParamSpec("P")
@@ -40,13 +42,16 @@ async def in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
 @asynccontextmanager
 async def scenario_stack(name: str) -> AsyncIterator[LocalStack]:
     """A local stack of the scenario's own, in a temporary folder: whatever happens in the block
-    (an error, Ctrl-C), its processes are stopped and the folder removed afterwards."""
+    (an error, Ctrl-C, SIGTERM), its processes are stopped and the folder removed afterwards; if
+    this process is killed outright, its tether does the same."""
     state_dir = Path(tempfile.mkdtemp(prefix=f"herdlab-{name}-"))
     stack = LocalStack(state_dir)
+    watchdog = tether.start(os.getpid(), state_dir)
     try:
         yield stack
     finally:
         await in_thread(stack.down)
+        await in_thread(tether.release, watchdog)
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
