@@ -11,18 +11,18 @@ from prometheus_client import CollectorRegistry
 from cache_service.dbclient import DbClient
 from cache_service.server import Cache, CacheAdminServicer, CacheServicer
 from cache_service.settings import CacheSettings
-from herdlab import settings
+from herdlab import logs, settings
 from herdlab.auth import token_problem
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
-from herdlab.metrics import serve_metrics
+from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
 
 ENV = "HERDLAB_CACHE"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@server_options(ENV, port=50052, metrics_port=9102)
+@server_options("cache-service", ENV, port=50052, metrics_port=9102)
 @click.option(
     "--db-target",
     envvar=f"{ENV}_DB_TARGET",
@@ -48,6 +48,7 @@ def main(
     if problem:
         raise click.UsageError(problem)
     store = config.store()
+    logs.setup("cache")
     registry = CollectorRegistry()
     serve_metrics(registry, metrics_host, metrics_port)
 
@@ -81,6 +82,11 @@ def main(
                 grace_s=grace,
                 maximum_concurrent_rpcs=config.max_concurrent,
                 admin_token=admin_token,
+                announce={
+                    "metrics": metrics_address(metrics_host, metrics_port),
+                    "db_target": db_target,
+                    **config.described(),
+                },
             )
         finally:
             await db.close()

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
 from cache_service.store import TtlStore
+from herdlab import logs
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
 from herdlab.metrics import PREFIX
@@ -207,6 +208,7 @@ class CacheAdminServicer(admin_pb2_grpc.CacheAdminServicer):
         self, request: admin_pb2.Coalescing, context: Context
     ) -> admin_pb2.CacheState:
         self.cache.set_coalescing(request.enabled)
+        logs.event("admin_change", rpc="SetCoalescing", coalescing=request.enabled)
         return self.cache.state()
 
     async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.CacheState:

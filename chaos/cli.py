@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from rich.table import Table
 
 from chaos.admin import AdminError
-from chaos.backends.base import BackendError
+from chaos.backends.base import SERVICES, BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
 from chaos.experiment_commands import run
 from chaos.herd import (
@@ -44,6 +44,7 @@ from herdlab.retry import POLICY_NAMES, RetryPolicy
 
 
 @click.group(context_settings=CONTEXT, no_args_is_help=True)
+@click.version_option(package_name="herdlab", prog_name="chaos")
 @click.option(
     "--state-dir",
     envvar="HERDLAB_STATE_DIR",
@@ -189,6 +190,26 @@ def status(lab: Lab, as_json: bool) -> None:
         emit_json(doc)
     else:
         _print_status(doc)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("service", type=click.Choice(SERVICES))
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new lines until the stack is down."
+)
+@click.option(
+    "-n",
+    "--lines",
+    default=50,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="How many of the last lines to print first.",
+)
+@pass_lab
+def logs(lab: Lab, service: str, follow: bool, lines: int) -> None:
+    """Print a service's log: one logfmt line per start, admin change and drain."""
+    for line in lab.backend().logs(service, lines=lines, follow=follow):
+        click.echo(line)
 
 
 def _print_status(doc: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ line, hence on the same address: clients reconnect to where they were.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 BIND_TRIES = 3
+FOLLOW_POLL_S = 0.2  # `chaos logs -f`: how often a quiet log is looked at again
 
 
 def default_state_dir() -> Path:
@@ -348,6 +350,26 @@ class LocalStack(Backend):
 
     def pause(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGSTOP, "paused")
+
+    def logs(self, service: str, *, lines: int, follow: bool) -> Iterator[str]:
+        """The service's log file (it keeps every start of the service: a restore appends)."""
+        _, record = self._record(service)
+        path = Path(record.log)
+        try:
+            with path.open(errors="replace") as log:
+                yield from collections.deque((line.rstrip("\n") for line in log), maxlen=lines)
+                partial = ""
+                while follow and self.state_file.exists():
+                    chunk = log.readline()
+                    if not chunk:
+                        time.sleep(FOLLOW_POLL_S)
+                        continue
+                    partial += chunk
+                    if partial.endswith("\n"):
+                        yield partial.rstrip("\n")
+                        partial = ""
+        except OSError as exc:
+            raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
 
     def resume(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGCONT, "running")

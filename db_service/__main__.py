@@ -10,18 +10,18 @@ from prometheus_client import CollectorRegistry
 
 from db_service.server import Db, DbAdminServicer, DbServicer
 from db_service.settings import DbSettings
-from herdlab import settings
+from herdlab import logs, settings
 from herdlab.auth import token_problem
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
-from herdlab.metrics import serve_metrics
+from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
 
 ENV = "HERDLAB_DB"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@server_options(ENV, port=50051, metrics_port=9101)
+@server_options("db-service", ENV, port=50051, metrics_port=9101)
 @settings.options(DbSettings, ENV)
 def main(
     host: str,
@@ -52,7 +52,18 @@ def main(
             admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"].full_name,
         ),
     ]
-    asyncio.run(serve(services, host=host, port=port, grace_s=grace, admin_token=admin_token))
+    logs.setup("db")
+    announce = {"metrics": metrics_address(metrics_host, metrics_port), **config.described()}
+    asyncio.run(
+        serve(
+            services,
+            host=host,
+            port=port,
+            grace_s=grace,
+            admin_token=admin_token,
+            announce=announce,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from db_service.capacity import Capacity, Rejected
 from db_service.queueing import Shed
 from db_service.settings import DbSettings
+from herdlab import logs
 from herdlab.grpcutil import Context
 from herdlab.metrics import PREFIX
 from herdlab.record import EventRecord, serve_page
@@ -259,11 +260,14 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
     def __init__(self, db: Db) -> None:
         self.db = db
 
-    async def _apply(self, config: DbSettings, context: Context) -> admin_pb2.DbState:
+    async def _apply(self, rpc: str, config: DbSettings, context: Context) -> admin_pb2.DbState:
         problems = config.problems()
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        before = self.db.config.described()
         self.db.apply(config)
+        changed = {k: v for k, v in config.described().items() if before[k] != v}
+        logs.event("admin_change", rpc=rpc, **changed)
         return self.db.state()
 
     async def SetFaults(self, request: admin_pb2.Faults, context: Context) -> admin_pb2.DbState:
@@ -274,7 +278,7 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
             changes["spread_s"] = request.spread_ms / 1000
         if request.HasField("error_rate"):
             changes["error_rate"] = request.error_rate
-        return await self._apply(replace(self.db.config, **changes), context)
+        return await self._apply("SetFaults", replace(self.db.config, **changes), context)
 
     async def SetCapacity(self, request: admin_pb2.Capacity, context: Context) -> admin_pb2.DbState:
         changes: dict[str, Any] = {}
@@ -288,7 +292,7 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
             changes["codel_target_s"] = request.codel_target_ms / 1000
         if request.HasField("codel_interval_ms"):
             changes["codel_interval_s"] = request.codel_interval_ms / 1000
-        return await self._apply(replace(self.db.config, **changes), context)
+        return await self._apply("SetCapacity", replace(self.db.config, **changes), context)
 
     async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
         return self.db.state()

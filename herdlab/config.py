@@ -10,19 +10,22 @@ from typing import Any, TypeVar
 
 import click
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)\s*$")
+_PART = r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)"
+_DURATION = re.compile(rf"^(?:\s*{_PART})+\s*$")
+_PARTS = re.compile(_PART)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: str) -> float:
-    """`500ms`, `10s`, `1.5m`, `1h` -> seconds. A bare number, a negative or an unknown unit is
-    rejected: a duration always says its unit."""
-    match = _DURATION.match(text)
-    if not match:
+    """`500ms`, `10s`, `1.5m`, `1h`, and sums of them as Go and systemd write them (`1m30s`,
+    `1h2m3s`, `2s500ms`) -> seconds. A bare number, a negative or an unknown unit is rejected:
+    a duration always says its unit."""
+    if not _DURATION.match(text):
         raise ValueError(
-            f"invalid duration {text!r}: use a non-negative number with a unit, e.g. 500ms, 10s, 1m"
+            f"invalid duration {text!r}: use a non-negative number with a unit, e.g. 500ms, 10s, "
+            "1m30s"
         )
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PARTS.findall(text))
     if not math.isfinite(seconds):
         raise ValueError(f"invalid duration {text!r}: too large")
     return seconds
@@ -64,13 +67,16 @@ PROBABILITY = ProbabilityType()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def server_options(env_prefix: str, port: int, metrics_port: int) -> Callable[[F], F]:
-    """The listening options every lab server takes, each settable by environment variable:
-    `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`, `HERDLAB_GRACE` and
-    `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`)."""
+def server_options(
+    prog_name: str, env_prefix: str, port: int, metrics_port: int
+) -> Callable[[F], F]:
+    """`--version`, and the listening options every lab server takes, each settable by
+    environment variable: `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`,
+    `HERDLAB_GRACE` and `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`)."""
 
     def decorate(command: F) -> F:
         options = [
+            click.version_option(package_name="herdlab", prog_name=prog_name),
             click.option(
                 "--host",
                 envvar=f"{env_prefix}_HOST",

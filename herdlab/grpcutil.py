@@ -22,9 +22,10 @@ the handlers, where the services apply their own, visible capacity rules.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -33,6 +34,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from herdlab import logs
 from herdlab.auth import AdminTokenInterceptor, ServerInterceptor
 
 MAX_PENDING_REQUESTS = 100_000
@@ -165,8 +167,11 @@ async def serve(
     grace_s: float,
     maximum_concurrent_rpcs: int | None = None,
     admin_token: str | None = None,
+    announce: Mapping[str, Any] | None = None,
 ) -> None:
-    """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns.
+    """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns. Logs a line
+    when it listens (with `announce`: the other addresses and the settings), one when it starts
+    draining and one when it has drained (`herdlab.logs`).
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
     before the request is parsed.
@@ -198,14 +203,18 @@ async def serve(
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logs.event("listening", grpc=f"{host}:{bound}", pid=os.getpid(), **(announce or {}))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    started = time.monotonic()
+    logs.event("draining", grace=f"{grace_s:g}s")
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace_s)
+    logs.event("drained", took=f"{time.monotonic() - started:.3f}s")
 
 
 def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> bool:

@@ -18,3 +18,8 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
         # `_created` series double every counter's samples and say nothing the lab uses.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         start_http_server(port, addr=host, registry=registry)
+
+
+def metrics_address(host: str, port: int) -> str:
+    """Where `serve_metrics(registry, host, port)` serves, for a log line: `off` for port 0."""
+    return f"http://{host}:{port}/metrics" if port else "off"

@@ -113,6 +113,18 @@ class Setting:
             raise ValueError(f"{self.key} must be text, got {raw!r}")
         return raw
 
+    def text(self, value: Any) -> str:
+        """`value` as a log line or a table shows it (durations as the command line writes them)."""
+        if value is None:
+            return "none"
+        if self.kind == "duration":
+            return format_duration(value)
+        if self.kind in ("float", "probability"):
+            return f"{value:g}"
+        if self.kind == "bool":
+            return "true" if value else "false"
+        return str(value)
+
     def argv(self, value: Any) -> list[str]:
         if self.kind == "guards":
             return [part for guard in guards_of(value) for part in (self.flag, guard)]
@@ -168,6 +180,10 @@ class Settings:
             if problem:
                 found.append(problem)
         return found
+
+    def described(self) -> dict[str, str]:
+        """{key: value as text} of every setting, in declaration order."""
+        return {spec.key: spec.text(getattr(self, name)) for name, spec in fields(self)}
 
     def to_argv(self, *, changed_only: bool = False) -> list[str]:
         """The flags that start a service with these settings (all, or those that differ from

@@ -23,6 +23,10 @@ from herdlab.config import DURATION, PROBABILITY, parse_duration
         (".25s", 0.25),
         ("0s", 0.0),
         (" 10 s ", 10.0),
+        ("1m30s", 90.0),
+        ("1h2m3s", 3723.0),
+        ("2s500ms", 2.5),
+        ("1m 30s", 90.0),
     ],
 )
 def test_durations_with_a_unit_parse(text: str, seconds: float) -> None:
@@ -30,7 +34,11 @@ def test_durations_with_a_unit_parse(text: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["10x", "-1s", "", "5", "ms", "1e3s", "1.s", "10 sec", "inf s", "nan ms", "1,5s"]
+    "text",
+    [
+        *("10x", "-1s", "", "5", "ms", "1e3s", "1.s", "10 sec", "inf s", "nan ms", "1,5s"),
+        *("1m30", "1m-30s", "s1m"),
+    ],
 )
 def test_bad_durations_are_rejected_with_a_clear_message(text: str) -> None:
     with pytest.raises(ValueError, match=r"invalid duration .*: use a non-negative number with a"):

@@ -1,5 +1,5 @@
-"""The interface every chaos backend implements: find the lab's services, and kill, restore,
-pause and resume them by name (`db`, `cache`).
+"""The interface every chaos backend implements: find the lab's services, kill, restore, pause
+and resume them by name (`db`, `cache`), and read their logs.
 
 Runtime fault injection (latency, error rate, capacity, expiry) does not go through a backend: it
 goes through the services' own admin RPCs, which work the same wherever the services run.
@@ -8,6 +8,7 @@ goes through the services' own admin RPCs, which work the same wherever the serv
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 SERVICES = ("db", "cache")
@@ -49,6 +50,11 @@ class Backend(ABC):
     @abstractmethod
     def resume(self, service: str) -> ServiceInfo:
         """SIGCONT (or unpause)."""
+
+    @abstractmethod
+    def logs(self, service: str, *, lines: int, follow: bool) -> Iterator[str]:
+        """The last `lines` lines of the service's log; with `follow`, then each new line until
+        the stack is gone (or the caller stops reading)."""
 
 
 def check_service(service: str) -> None:

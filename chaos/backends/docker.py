@@ -14,6 +14,7 @@ freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_C
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -177,6 +178,17 @@ class DockerBackend(Backend):
         except _ENGINE_ERRORS:
             return True  # the engine did not answer this time; the deadline still bounds waiting
         return container.status in ("running", "restarting")
+
+    def logs(self, service: str, *, lines: int, follow: bool) -> Iterator[str]:
+        container = self._container(service)
+        try:
+            if not follow:
+                yield from container.logs(tail=lines).decode(errors="replace").splitlines()
+                return
+            for chunk in container.logs(tail=lines, stream=True, follow=True):
+                yield chunk.decode(errors="replace").rstrip("\n")
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: {service}: {_one_line(exc)}") from exc
 
     def _last_log_line(self, container: Any) -> str:
         try:

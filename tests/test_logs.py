@@ -1,0 +1,101 @@
+"""The services' log lines: logfmt that a parser can split back into the fields written, and the
+events an operator acts on, read back with `chaos logs` from real services."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from herdlab.logs import LogfmtFormatter, quote
+
+CHAOS = [sys.executable, "-m", "chaos"]
+
+
+def _fields(line: str) -> dict[str, str]:
+    """logfmt -> {key: value}, with quoted values unquoted (shlex reads the same escapes)."""
+    return dict(part.split("=", 1) for part in shlex.split(line, posix=True))
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1:50051"),
+        ("limit:n=20+breaker", '"limit:n=20+breaker"'),
+        ("two words", '"two words"'),
+        ('a "quoted" \\ back', '"a \\"quoted\\" \\\\ back"'),
+        ("line\nbreak", '"line\\nbreak"'),
+        ("", '""'),
+        (True, "true"),
+        (0.25, "0.25"),
+    ],
+)
+def test_values_are_bare_only_when_they_are_one_plain_token(value: object, written: str) -> None:
+    assert quote(value) == written
+
+
+def test_a_line_splits_back_into_its_fields() -> None:
+    record = logging.LogRecord("herdlab", logging.INFO, __file__, 1, "admin_change", None, None)
+    record.fields = {"rpc": "SetFaults", "latency": "300ms", "note": 'say "hi"'}
+    line = LogfmtFormatter("db").format(record)
+    fields = _fields(line)
+    assert fields["service"] == "db"
+    assert fields["event"] == "admin_change"
+    assert fields["note"] == 'say "hi"'
+    assert fields["ts"].endswith("Z")
+
+
+def _chaos(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(state_dir)}
+    return subprocess.run(
+        [*CHAOS, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def test_chaos_logs_shows_listen_admin_change_and_drain_lines(tmp_path: Path) -> None:
+    assert _chaos(tmp_path, "up").returncode == 0
+    try:
+        assert _chaos(tmp_path, "latency", "db", "300ms").returncode == 0
+        db = [_fields(line) for line in _chaos(tmp_path, "logs", "db").stdout.splitlines()]
+    finally:
+        assert _chaos(tmp_path, "down").returncode == 0
+    events = [f["event"] for f in db]
+    assert events == ["listening", "admin_change"]
+    listening, change = db
+    assert listening["grpc"].startswith("127.0.0.1:")
+    assert listening["latency"] == "50ms"  # every setting, as the command line writes it
+    assert change["rpc"] == "SetFaults"
+    assert change["latency"] == "300ms"
+    assert "spread" not in change  # only what changed
+    # The log file outlives the stack: the drain is in it.
+    log = (tmp_path / "logs" / "cache.log").read_text().splitlines()
+    assert [_fields(line)["event"] for line in log] == ["listening", "draining", "drained"]
+
+
+def test_chaos_logs_without_a_stack_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = _chaos(tmp_path, "logs", "db")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "chaos: error: no lab stack is up; run 'chaos up' first"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("module", "prog"),
+    [("chaos", "chaos"), ("db_service", "db-service"), ("cache_service", "cache-service")],
+)
+def test_every_command_says_its_version(module: str, prog: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{prog}, version ")
