@@ -76,7 +76,10 @@ def server_options(
 
     def decorate(command: F) -> F:
         options = [
-            click.version_option(package_name="herdlab", prog_name=prog_name),
+            # Named apart from the DB's `version` setting (`--data-version`), which it would shadow.
+            click.version_option(
+                None, "--version", "show_version", package_name="herdlab", prog_name=prog_name
+            ),
             click.option(
                 "--host",
                 envvar=f"{env_prefix}_HOST",

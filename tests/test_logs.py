@@ -99,3 +99,17 @@ def test_every_command_says_its_version(module: str, prog: str) -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith(f"{prog}, version ")
+
+
+def test_the_dbs_data_version_is_not_taken_for_version() -> None:
+    # `--version` is eager: had it fired, the bad port would never have been looked at.
+    result = subprocess.run(
+        [sys.executable, "-m", "db_service", "--data-version", "2", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "version" not in result.stdout
+    assert "70000" in result.stderr

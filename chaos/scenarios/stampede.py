@@ -137,6 +137,8 @@ KIND = KINDS.register(
             ("sources", "sources"),
             ("latency_s", "latency_s"),
             ("release_spread_s", "release_spread_s"),
+            ("db_arrival_spread_s", "db_arrival_spread_s"),
+            ("db_arrivals_per_s", "db_arrival_rate_per_s"),
             ("cache_peak_rss_bytes", "cache_peak_rss_bytes"),
             ("db_latency_s", "db_latency_s"),
             ("client_lines", "client_lines"),
