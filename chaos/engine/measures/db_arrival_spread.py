@@ -11,12 +11,16 @@ from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 
 
+def _spread_s(arrivals_ns: list[int]) -> float | None:
+    if not arrivals_ns:
+        return None
+    return round((max(arrivals_ns) - min(arrivals_ns)) / 1e9, 6)
+
+
 @measure("db_arrival_spread_s")
 def db_arrival_spread_s(obs: Observations) -> float | None:
     """Seconds from the DB's first arrival to its last (0 for one arrival, None for none)."""
-    if not obs.db_arrivals:
-        return None
-    return round((max(obs.db_arrivals) - min(obs.db_arrivals)) / 1e9, 6)
+    return _spread_s(obs.db_arrivals)
 
 
 @measure("db_arrival_rate_per_s")
@@ -24,7 +28,7 @@ def db_arrival_rate_per_s(obs: Observations) -> float | None:
     """Arrivals after the first per second of that spread (None with fewer than two, or all
     within one nanosecond). The stampede's document calls it `db_arrivals_per_s`; the measure
     of that name is the per-bin series of `goodput`."""
-    spread = db_arrival_spread_s(obs)
+    spread = _spread_s(obs.db_arrivals)
     if not spread:
         return None
     return round((len(obs.db_arrivals) - 1) / spread, 1)
