@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
@@ -11,12 +10,12 @@ from prometheus_client import CollectorRegistry
 from cache_service.dbclient import DbClient
 from cache_service.server import Cache, CacheAdminServicer, CacheServicer
 from cache_service.settings import CacheSettings
-from herdlab import logs, settings
+from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
-from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from protos import admin_pb2, cache_pb2
 
 ENV = "HERDLAB_CACHE"
 
@@ -31,6 +30,7 @@ ENV = "HERDLAB_CACHE"
     show_envvar=True,
     help="The DB's gRPC address.",
 )
+@loop.option
 @settings.options(CacheSettings, ENV)
 def main(
     host: str,
@@ -39,6 +39,7 @@ def main(
     metrics_port: int,
     grace: float,
     admin_token: str | None,
+    loop_name: str,
     db_target: str,
     **values: Any,
 ) -> None:
@@ -63,16 +64,8 @@ def main(
         )
         cache = Cache(store, db, config.coalescing, registry)
         services = [
-            Service(
-                cache_pb2_grpc.add_CacheServicer_to_server,
-                CacheServicer(cache),
-                cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name,
-            ),
-            Service(
-                admin_pb2_grpc.add_CacheAdminServicer_to_server,
-                CacheAdminServicer(cache),
-                admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"].full_name,
-            ),
+            Service(CacheServicer(cache), cache_pb2.DESCRIPTOR.services_by_name["Cache"]),
+            Service(CacheAdminServicer(cache), admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"]),
         ]
         try:
             await serve(
@@ -85,13 +78,14 @@ def main(
                 announce={
                     "metrics": metrics_address(metrics_host, metrics_port),
                     "db_target": db_target,
+                    "loop": loop_name,
                     **config.described(),
                 },
             )
         finally:
             await db.close()
 
-    asyncio.run(run())
+    loop.run(run(), loop_name)
 
 
 if __name__ == "__main__":

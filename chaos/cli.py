@@ -10,7 +10,7 @@ Every failure is one line on stderr naming the problem.
 
 from __future__ import annotations
 
-import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -38,6 +38,7 @@ from chaos.herd import (
 from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
+from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
@@ -63,9 +64,12 @@ from herdlab.retry import POLICY_NAMES, RetryPolicy
     show_envvar=True,
     help="Where the services run: local processes or Docker containers.",
 )
+@loop.option
 @click.pass_context
-def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
+def cli(ctx: click.Context, state_dir: Path, backend: str, loop_name: str) -> None:
     """Drive the thundering-herd lab: start it, break it, herd it, measure it."""
+    # The services this process starts inherit the choice (their --loop reads HERDLAB_LOOP).
+    os.environ[loop.ENV] = loop_name
     ctx.obj = Lab(state_dir, backend)
 
 
@@ -429,7 +433,7 @@ def herd(
         metrics = HerdMetrics(registry)
         serve_metrics(registry, metrics_host, metrics_port)
     with progress_display(not as_json) as progress:
-        result = asyncio.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
+        result = loop.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
     summary = {
         "target": config.target,
         "users": result.users,

@@ -8,7 +8,6 @@ starts); 130 interrupted, after every stack is torn down.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tomllib
 from pathlib import Path
@@ -22,6 +21,7 @@ from chaos.engine import spec
 from chaos.engine.runner import run_experiment
 from chaos.engine.shipped import shipped, title_of
 from chaos.report import table_for, write_report
+from herdlab import loop
 
 Doc = dict[str, Any]
 
@@ -163,7 +163,7 @@ def run(
         return [await run_experiment(e, out.print, progress) for e in experiments]
 
     with progress_display(True) as progress:
-        docs = asyncio.run(all_of(progress))
+        docs = loop.run(all_of(progress))
     held = True
     for doc in docs:
         out.print(table_for(doc))

@@ -7,7 +7,6 @@ at any moment tears the scenario's stack down before the command exits (130).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Coroutine
@@ -31,6 +30,7 @@ from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
 from chaos.scenarios.soak import SoakConfig, run_soak
 from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
+from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.guards import RECOMMENDED, parse_guard_sets
 from herdlab.retry import parse_policy_names
@@ -70,7 +70,7 @@ def _check(problems: list[str]) -> None:
 def _run(runner: Runner, json_path: Path | None, out_dir: Path | None) -> Doc:
     """Runs a scenario with a live progress display; prints its table; writes what was asked."""
     with progress_display(True) as progress:
-        doc = asyncio.run(runner(progress))
+        doc = loop.run(runner(progress))
     out.print(table_for(doc))
     _write(doc, json_path, out_dir)
     return doc
@@ -300,7 +300,7 @@ def soak(cycles: int, seed: int, json_path: Path | None) -> None:
     config = SoakConfig(cycles=cycles, seed=seed)
     _check(config.problems())
     with progress_display(True) as progress:
-        doc = asyncio.run(run_soak(config, out.print, progress))
+        doc = loop.run(run_soak(config, out.print, progress))
     table = Table("soak", "", show_header=False)
     for key in (
         "cycles",
@@ -389,7 +389,7 @@ def demo(
         return [stampede_doc, storm_doc, guarded_doc]
 
     with progress_display(True) as progress:
-        docs = asyncio.run(acts(progress))
+        docs = loop.run(acts(progress))
     report_dir = write_report(folder, docs)
     out.print(f"demo done in {time.monotonic() - started:.0f}s; report: {report_dir / 'report.md'}")
 

@@ -12,7 +12,6 @@ it did to the journal. Durations take unit suffixes: 500ms, 10s, 1m.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
 from db_service.queueing import NAMES as DISCIPLINES
 from db_service.settings import DbSettings
+from herdlab import loop
 from herdlab.config import DURATION, PROBABILITY
 from herdlab.settings import by_key
 from protos import admin_pb2
@@ -231,7 +231,7 @@ def latency(
     if spread is not None:
         details["spread_ms"] = spread * 1000
     if not dry_run:
-        state = asyncio.run(_set_faults(lab, faults))
+        state = loop.run(_set_faults(lab, faults))
         details["capacity_per_s"] = round(state.capacity_per_s, 1)
     _report(lab, "latency", service, as_json, dry_run, **details)
 
@@ -245,7 +245,7 @@ def errors(lab: Lab, service: str, rate: float, as_json: bool, dry_run: bool) ->
     """Make the DB fail this fraction of queries with UNAVAILABLE (0 turns it off)."""
     _db_only(service, "errors")
     if not dry_run:
-        asyncio.run(_set_faults(lab, admin_pb2.Faults(error_rate=rate)))
+        loop.run(_set_faults(lab, admin_pb2.Faults(error_rate=rate)))
     _report(lab, "errors", service, as_json, dry_run, error_rate=rate)
 
 
@@ -303,7 +303,7 @@ def queue(
         if pair:
             raise click.UsageError(pair[0])
     if not dry_run:
-        state = asyncio.run(_set_queue(lab, discipline, target, interval))
+        state = loop.run(_set_queue(lab, discipline, target, interval))
         details["codel_target_ms"] = state.capacity.codel_target_ms
         details["codel_interval_ms"] = state.capacity.codel_interval_ms
     _report(lab, "queue", service, as_json, dry_run, **details)
@@ -326,7 +326,7 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
     target = "all" if all_keys else ",".join(keys)
     details: dict[str, Any] = {}
     if not dry_run:
-        details["expired"] = asyncio.run(_expire(lab, None if all_keys else list(keys)))
+        details["expired"] = loop.run(_expire(lab, None if all_keys else list(keys)))
     _report(lab, "expire", target, as_json, dry_run, **details)
 
 

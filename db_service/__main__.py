@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
@@ -10,18 +9,19 @@ from prometheus_client import CollectorRegistry
 
 from db_service.server import Db, DbAdminServicer, DbServicer
 from db_service.settings import DbSettings
-from herdlab import logs, settings
+from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
-from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
+from protos import admin_pb2, db_pb2
 
 ENV = "HERDLAB_DB"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @server_options("db-service", ENV, port=50051, metrics_port=9101)
+@loop.option
 @settings.options(DbSettings, ENV)
 def main(
     host: str,
@@ -30,6 +30,7 @@ def main(
     metrics_port: int,
     grace: float,
     admin_token: str | None,
+    loop_name: str,
     **values: Any,
 ) -> None:
     """The lab's deliberately slow database."""
@@ -41,20 +42,16 @@ def main(
     db = Db(config, registry)
     serve_metrics(registry, metrics_host, metrics_port)
     services = [
-        Service(
-            db_pb2_grpc.add_DbServicer_to_server,
-            DbServicer(db),
-            db_pb2.DESCRIPTOR.services_by_name["Db"].full_name,
-        ),
-        Service(
-            admin_pb2_grpc.add_DbAdminServicer_to_server,
-            DbAdminServicer(db),
-            admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"].full_name,
-        ),
+        Service(DbServicer(db), db_pb2.DESCRIPTOR.services_by_name["Db"]),
+        Service(DbAdminServicer(db), admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"]),
     ]
     logs.setup("db")
-    announce = {"metrics": metrics_address(metrics_host, metrics_port), **config.described()}
-    asyncio.run(
+    announce = {
+        "metrics": metrics_address(metrics_host, metrics_port),
+        "loop": loop_name,
+        **config.described(),
+    }
+    loop.run(
         serve(
             services,
             host=host,
@@ -62,7 +59,8 @@ def main(
             grace_s=grace,
             admin_token=admin_token,
             announce=announce,
-        )
+        ),
+        loop_name,
     )
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -49,40 +48,17 @@ def token_problem(host: str, token: str | None) -> str | None:
     return None
 
 
-async def _deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await context.abort(
-        grpc.StatusCode.UNAUTHENTICATED,
-        f"admin call without a valid '{TOKEN_METADATA}' metadata entry",
-    )
-
-
-_DENY = grpc.unary_unary_rpc_method_handler(_deny)
-
-if TYPE_CHECKING:
-    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # generic only in the type stubs
-    ServerInterceptor = grpc.aio.ServerInterceptor
-
-
-class AdminTokenInterceptor(ServerInterceptor):
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        if is_admin_method(handler_call_details.method):
-            sent = b""
-            for key, value in handler_call_details.invocation_metadata or ():
-                if key == TOKEN_METADATA:
-                    sent = value.encode() if isinstance(value, str) else value
-            if not hmac.compare_digest(sent, self._token):
-                return _DENY
-        return await continuation(handler_call_details)
+async def require_token(context: grpc.aio.ServicerContext[Any, Any], token: bytes) -> None:
+    """Aborts the call with UNAUTHENTICATED unless its metadata carries `token`."""
+    sent = b""
+    for key, value in context.invocation_metadata() or ():
+        if key == TOKEN_METADATA:
+            sent = value.encode() if isinstance(value, str) else value
+    if not hmac.compare_digest(sent, token):
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"admin call without a valid '{TOKEN_METADATA}' metadata entry",
+        )
 
 
 def admin_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from herdlab import logs
-from herdlab.auth import AdminTokenInterceptor, ServerInterceptor
+from herdlab.auth import is_admin_method, require_token
 
 MAX_PENDING_REQUESTS = 100_000
 
@@ -95,68 +97,62 @@ class _Malformed:
     reason: str
 
 
-class MalformedRequestInterceptor(ServerInterceptor):
-    """Wraps every unary-unary handler so a request that does not parse is answered
-    INVALID_ARGUMENT instead of UNKNOWN. Wrapped handlers are made once per method."""
+@dataclass(frozen=True)
+class Service:
+    """One servicer to mount and the proto service it implements (every method unary-unary)."""
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    servicer: object
+    descriptor: ServiceDescriptor
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if (
-            handler is None
-            or handler.request_streaming
-            or handler.response_streaming
-            or handler.unary_unary is None
-            or handler.request_deserializer is None
-        ):
-            return handler
-        wrapped = _guard(handler.unary_unary, handler.request_deserializer, handler)
-        self._wrapped[method] = wrapped
-        return wrapped
+    @property
+    def name(self) -> str:
+        return str(self.descriptor.full_name)
+
+    def handlers(self, admin_token: str | None) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+        """The method handlers, built once: a request that does not parse is answered
+        INVALID_ARGUMENT, and with `admin_token` an admin method checks it before anything else.
+        Built here rather than by interceptors, which grpc runs on every call of every method."""
+        token = admin_token.encode() if admin_token else None
+        handlers = {}
+        for method in self.descriptor.methods:
+            behavior = getattr(self.servicer, method.name)
+            request = message_factory.GetMessageClass(method.input_type)
+            needs = token if is_admin_method(f"/{self.name}/{method.name}") else None
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _checked(behavior, needs),
+                request_deserializer=_lenient(request.FromString),
+                response_serializer=_serialize,
+            )
+        return handlers
 
 
-def _guard(
-    behavior: Callable[..., Any],
-    parse: Callable[[bytes], Any],
-    handler: grpc.RpcMethodHandler[Any, Any],
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(raw: bytes) -> Any:
         try:
             return parse(raw)
         except DecodeError as exc:
             return _Malformed(str(exc))
 
-    async def guarded(request: Any, context: Context) -> Any:
-        if isinstance(request, _Malformed):
+    return deserialize
+
+
+def _checked(
+    behavior: Callable[[Any, Context], Awaitable[Any]], token: bytes | None
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def call(request: Any, context: Context) -> Any:
+        if token is not None:
+            await require_token(context, token)
+        if type(request) is _Malformed:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
             )
         return await behavior(request, context)
 
-    return grpc.unary_unary_rpc_method_handler(
-        guarded, request_deserializer=deserialize, response_serializer=handler.response_serializer
-    )
-
-
-@dataclass(frozen=True)
-class Service:
-    """One servicer to mount: the generated `add_XServicer_to_server`, the object, its full name."""
-
-    add: Callable[[Any, grpc.aio.Server], None]
-    servicer: object
-    name: str
+    return call
 
 
 async def serve(
@@ -174,20 +170,20 @@ async def serve(
     draining and one when it has drained (`herdlab.logs`).
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
-    before the request is parsed.
+    before the request is looked at.
     """
-    interceptors: list[ServerInterceptor] = (
-        [AdminTokenInterceptor(admin_token)] if admin_token else []
-    )
     server = grpc.aio.server(
-        options=SERVER_OPTIONS,
-        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-        interceptors=[*interceptors, MalformedRequestInterceptor()],
+        options=SERVER_OPTIONS, maximum_concurrent_rpcs=maximum_concurrent_rpcs
     )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in services:
-        service.add(service.servicer, server)
+        handlers = service.handlers(admin_token)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.name, handlers),)
+        )
+        # grpc-stubs predates registered methods (the fast lookup generated code also uses).
+        server.add_registered_method_handlers(service.name, handlers)  # type: ignore[attr-defined]
     names = [s.name for s in services]
     reflection.enable_server_reflection(
         [

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from herdlab import loop
+
 _CHECKOUT = Path(__file__).resolve().parents[2]
 
 
@@ -58,6 +60,9 @@ def start(command: str | None = None) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "grpcio": _version("grpcio"),
+        # The controller's loop, which the services it starts inherit (`herdlab.loop`).
+        "event_loop": loop.chosen(),
+        "uvloop": _version("uvloop") if loop.chosen() == "uvloop" else None,
         "os": platform.platform(),
         "cpu_count": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
