@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import coalescing, herd_scale, hit_path, policies, recovery, report
+from benchmarks import (
+    coalescing,
+    herd_scale,
+    hit_path,
+    policies,
+    recovery,
+    report,
+    sharpness,
+)
 from benchmarks.system import cpu_plan, load_average, machine
 
 PLOT_NAME = "policies.png"
@@ -48,6 +56,8 @@ class Profile:
     scale_max: int
     scale_bisect_steps: int
     scale_repeats: int
+    sharp_clients: int
+    sharp_rounds: int
 
 
 FULL = Profile(
@@ -80,6 +90,8 @@ FULL = Profile(
     scale_max=64_000,
     scale_bisect_steps=2,
     scale_repeats=3,
+    sharp_clients=10_000,
+    sharp_rounds=3,
 )
 
 QUICK = Profile(
@@ -103,6 +115,8 @@ QUICK = Profile(
     scale_max=2_000,
     scale_bisect_steps=0,
     scale_repeats=1,
+    sharp_clients=1_000,
+    sharp_rounds=1,
 )
 
 
@@ -139,6 +153,7 @@ def run(
         "herd_scale": lambda: herd_scale.run(
             plan, p.scale_start, p.scale_max, p.scale_bisect_steps, p.scale_repeats
         ),
+        "sharpness": lambda: sharpness.run(p.sharp_clients, p.sharp_rounds),
     }
     unknown = [name for name in only if name not in sections]
     if unknown:

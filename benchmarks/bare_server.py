@@ -7,10 +7,10 @@ coalescer, no metrics, no health or reflection.
 `--hold N --hold-key K` makes it the fan-out limit: calls for key K are held until N of them are
 pending and `--settle` seconds more have passed (so the server is idle, as the cache is when its
 DB answers), then all are answered at once (what the coalescer does when its fetch ends). The
-instants the N-th call arrived and the gate opened are written as JSON to `--events`. Calls for
-other keys pass at once.
+instants the first and the N-th call arrived and the gate opened are written as JSON to
+`--events`. Calls for other keys pass at once. `--loop` picks the event loop (`herdlab.loop`).
 
-    python -m benchmarks.bare_server --port P [--hold N --hold-key K --events PATH]
+    python -m benchmarks.bare_server --port P [--hold N --hold-key K --events PATH] [--loop L]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from herdlab import loop
 from herdlab.grpcutil import SERVER_OPTIONS, Context
 from protos import cache_pb2, cache_pb2_grpc
 
@@ -41,6 +42,7 @@ class BareCache(cache_pb2_grpc.CacheServicer):
         self.hold_key = hold_key
         self.events = events
         self.pending = 0
+        self.first_pending_ns = 0
         self.all_pending_ns = 0
         # One future every held call awaits, as the coalescer's waiters await one fetch.
         self.gate: asyncio.Future[None] | None = None
@@ -54,6 +56,8 @@ class BareCache(cache_pb2_grpc.CacheServicer):
                 self.gate = loop.create_future()
                 loop.call_later(HOLD_TIMEOUT_S, self._open)
             self.pending += 1
+            if self.pending == 1:
+                self.first_pending_ns = time.time_ns()
             if self.pending == self.hold:
                 self.all_pending_ns = time.time_ns()
                 loop.call_later(self.settle_s, self._open)
@@ -77,6 +81,7 @@ class BareCache(cache_pb2_grpc.CacheServicer):
         if self.events is not None:
             tmp = self.events.with_suffix(".tmp")
             event = {
+                "first_pending_ns": self.first_pending_ns,
                 "all_pending_ns": self.all_pending_ns,
                 "gate_open_ns": opened_ns,
                 "held": self.pending,
@@ -109,8 +114,9 @@ def main() -> None:
         "--settle", type=float, default=1.0, help="seconds between the N-th call and the gate"
     )
     parser.add_argument("--events", type=Path, default=None)
+    parser.add_argument("--loop", choices=loop.NAMES, default=loop.chosen())
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.hold, args.hold_key, args.settle, args.events))
+    loop.run(serve(args.port, args.hold, args.hold_key, args.settle, args.events), args.loop)
 
 
 if __name__ == "__main__":

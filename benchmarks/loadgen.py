@@ -31,6 +31,7 @@ import grpc
 
 from benchmarks.stats import latency_ms
 from benchmarks.system import cpu_seconds
+from herdlab import loop
 from herdlab.grpcutil import channel_options
 from protos import cache_pb2, cache_pb2_grpc
 
@@ -177,11 +178,14 @@ def main() -> None:
     c.add_argument("--warmup", type=float, default=1.0)
     c.add_argument("--duration", type=float, default=3.0)
     c.add_argument("--server-pid", type=int, default=None)
+    parser.add_argument("--loop", choices=loop.NAMES, default=loop.chosen())
     args = parser.parse_args()
     if args.mode == "burst":
-        result = asyncio.run(burst(args.target, args.calls, args.key, args.channels, args.timeout))
+        result = loop.run(
+            burst(args.target, args.calls, args.key, args.channels, args.timeout), args.loop
+        )
     else:
-        result = asyncio.run(
+        result = loop.run(
             closed(
                 args.target,
                 args.concurrency,
@@ -190,7 +194,8 @@ def main() -> None:
                 args.warmup,
                 args.duration,
                 args.server_pid,
-            )
+            ),
+            args.loop,
         )
     print(json.dumps(result))
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale")
+from benchmarks.stats import ratio
+
+SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale", "sharpness")
 TITLES = {
     "coalescing": "Coalescing",
     "hit_path": "Hit path",
     "policies": "Policies on Brooker's contention model",
     "herd_recovery": "Herd recovery",
     "herd_scale": "Scale of the herd",
+    "sharpness": "Sharpness of the stampede",
 }
 QUICK_NOTE = " (quick mode: small sizes, few seeds: a smoke, not a measurement)"
 
@@ -84,7 +87,7 @@ def header(meta: dict[str, Any]) -> list[str]:
 
 
 def summary(results: dict[str, Any]) -> list[str]:
-    c, h, p, r, s = (results[k] for k in SECTIONS)
+    c, h, p, r, s, sharp = (results[k] for k in SECTIONS)
     rows = [
         [
             "coalescing",
@@ -106,15 +109,16 @@ def summary(results: dict[str, Any]) -> list[str]:
             _x(c["rss_over_bare"]),
         ],
     ]
+    loop_note = f" ({h['loop']})" if "loop" in h else ""
     for row in h["rows"]:
         goal = ""
-        if row["concurrency"] == 64:
+        if row["concurrency"] in _goal_concurrencies(h):
             met = row["ratio"] is not None and row["ratio"] >= h["goal_ratio_at_64"]
             goal = f" (goal >= {h['goal_ratio_at_64']}: {'met' if met else 'MISSED'})"
         rows.append(
             [
                 "hit_path",
-                f"c={row['concurrency']}: {row['cache']['rps']:,.0f} req/s",
+                f"c={row['concurrency']}{loop_note}: {row['cache']['rps']:,.0f} req/s",
                 f"bare {row['bare']['rps']:,.0f} req/s",
                 f"ratio {row['ratio']}{goal}",
             ]
@@ -188,7 +192,22 @@ def summary(results: dict[str, Any]) -> list[str]:
             f"{_kib(s['rss_per_user_bytes'])} herd RSS per user",
         ]
     )
+    for row in sharp["rows"]:
+        rows.append(
+            [
+                "sharpness",
+                f"{sharp['clients']:,} clients, {row['loop']}: the DB's arrivals spread over "
+                f"{row['lab']['db_arrival_spread_s']:.3f} s",
+                f"bare chain {row['chain']['arrival_spread_s']:.3f} s",
+                _x(row["spread_over_chain"]),
+            ]
+        )
     return ["## Summary", "", *_table(["section", "figure", "limit", "distance"], rows)]
+
+
+def _goal_concurrencies(h: dict[str, Any]) -> list[int]:
+    goals: list[int] = h.get("goal_concurrencies", [64])
+    return goals
 
 
 def _guarded_goal_met(h: dict[str, Any], row: dict[str, Any]) -> bool:
@@ -367,7 +386,6 @@ def hit_path(h: dict[str, Any]) -> list[str]:
                 f"{cache['client_cpu']:.2f} / {bare['client_cpu']:.2f}",
             ]
         )
-    at64 = next((r for r in h["rows"] if r["concurrency"] == 64), None)
     lines = [
         f"## 2. {TITLES['hit_path']} (`hit_path`)",
         "",
@@ -401,17 +419,68 @@ def hit_path(h: dict[str, Any]) -> list[str]:
             rows,
         ),
     ]
-    if at64 is not None:
-        met = at64["ratio"] is not None and at64["ratio"] >= h["goal_ratio_at_64"]
+    for goal_row in (r for r in h["rows"] if r["concurrency"] in _goal_concurrencies(h)):
+        met = goal_row["ratio"] is not None and goal_row["ratio"] >= h["goal_ratio_at_64"]
         lines += [
-            f"Goal: ratio >= {h['goal_ratio_at_64']} at concurrency 64: "
-            + (f"**met** ({at64['ratio']})." if met else f"**missed** ({at64['ratio']}).")
-            + f" CPU per request gives {at64['cpu_ratio']} there.",
+            f"Goal: ratio >= {h['goal_ratio_at_64']} at concurrency {goal_row['concurrency']}: "
+            + (
+                f"**met** ({goal_row['ratio']}, rounds {_span(goal_row['ratio_min_max'])})."
+                if met
+                else f"**missed** ({goal_row['ratio']})."
+            )
+            + f" CPU per request gives {goal_row['cpu_ratio']} there.",
             "",
         ]
     lines += _hit_gaps(h)
     lines += _hit_guarded(h)
+    lines += _hit_loops(h)
     return lines
+
+
+def _hit_loops(h: dict[str, Any]) -> list[str]:
+    by_loop: dict[str, list[dict[str, Any]]] = h.get("by_loop", {})
+    if len(by_loop) < 2:
+        return []
+    default = h["loop"]
+    rows = []
+    for name, loop_rows in by_loop.items():
+        for row, base in zip(loop_rows, by_loop[default], strict=True):
+            cache, bare = row["cache"], row["bare"]
+            rows.append(
+                [
+                    f"{name}{' (default)' if name == default else ''}",
+                    f"{row['concurrency']}",
+                    f"{cache['rps']:,.0f}",
+                    f"{bare['rps']:,.0f}",
+                    f"{row['ratio']} ({_span(row['ratio_min_max'])})",
+                    f"{cache['server_cpu_us_per_request']:.0f} / "
+                    f"{bare['server_cpu_us_per_request']:.0f}",
+                    _x(ratio(cache["rps"], base["cache"]["rps"])),
+                    _x(ratio(bare["rps"], base["bare"]["rps"])),
+                ]
+            )
+    return [
+        "### Event loops",
+        "",
+        "The same cache and bare server on each event loop (`--loop`; both servers of a row on "
+        "the same loop, the load generator on the default loop throughout), measured in the "
+        "same rounds as the servers above, interleaved with them. `vs default` divides each "
+        "loop's req/s by the default loop's, same concurrency, same rounds.",
+        "",
+        *_table(
+            [
+                "loop",
+                "concurrency",
+                "cache req/s",
+                "bare req/s",
+                "ratio cache / bare (min-max)",
+                "CPU us per request cache / bare",
+                "cache vs default",
+                "bare vs default",
+            ],
+            rows,
+        ),
+    ]
 
 
 def _span(pair: list[float] | None) -> str:
@@ -901,6 +970,50 @@ def herd_scale(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def sharpness(sh: dict[str, Any]) -> list[str]:
+    rows = []
+    for row in sh["rows"]:
+        lab, chain = row["lab"], row["chain"]
+        rows.append(
+            [
+                f"{row['loop']}{' (default)' if row['loop'] == sh['loop'] else ''}",
+                f"{lab['db_arrival_spread_s']:.3f}",
+                f"{lab['db_arrivals_per_s']:,.0f}",
+                f"{chain['arrival_spread_s']:.3f}",
+                f"**{_x(row['spread_over_chain'])}**",
+                f"{lab['release_spread_s']:.3f} / {chain['release_spread_s']:.3f}",
+                _x(row["lab_spread_vs_default"]),
+                f"{lab['lost']} / {chain['lost']}",
+            ]
+        )
+    return [
+        f"## 6. {TITLES['sharpness']} (`sharpness`)",
+        "",
+        f"`chaos scenario stampede --clients {sh['clients']:,}` (coalescing off: every client's "
+        "miss is a DB query) against the bare chain: the same herd (`chaos herd`, "
+        f"{sh['channels']} channels) -> a pass-through grpc.aio server "
+        "(`benchmarks/pass_through.py`, one channel upstream, as the cache has to the DB) -> "
+        "the bare server holding every call (`benchmarks/bare_server.py --hold`). The spread "
+        "runs from the first arrival at the last hop to the last, from the DB's exact record "
+        "and the bare server's. Every process of a run is on the row's event loop. Medians of "
+        f"{sh['rounds']} interleaved round(s); not pinned.",
+        "",
+        *_table(
+            [
+                "loop",
+                "lab: DB arrival spread s",
+                "lab: DB arrivals/s",
+                "bare chain: arrival spread s",
+                "lab / bare chain",
+                "herd release spread s lab / chain",
+                "lab spread vs default loop",
+                "lost lab / chain",
+            ],
+            rows,
+        ),
+    ]
+
+
 def render(results: dict[str, Any], plot: str) -> str:
     renderers: dict[str, Callable[[dict[str, Any]], list[str]]] = {
         "coalescing": coalescing,
@@ -908,6 +1021,7 @@ def render(results: dict[str, Any], plot: str) -> str:
         "policies": lambda p: policies(p, plot),
         "herd_recovery": herd_recovery,
         "herd_scale": herd_scale,
+        "sharpness": sharpness,
     }
     failed = [name for name in SECTIONS if "failed" in results[name]]
     lines = header(results["meta"])

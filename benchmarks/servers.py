@@ -20,6 +20,7 @@ import grpc
 
 from benchmarks.system import CpuPlan, pin, run_json, spawn, stop, wait_until
 from chaos.stack import HOST, LocalStack, StackInfo, free_port
+from herdlab import loop
 from herdlab.grpcutil import channel_options
 from protos import cache_pb2, cache_pb2_grpc
 
@@ -43,12 +44,17 @@ def get(target: str, key: str, timeout_s: float) -> cache_pb2.CacheGetResponse:
 
 @contextmanager
 def lab_stack(
-    plan: CpuPlan, db_args: Sequence[str], cache_args: Sequence[str]
+    plan: CpuPlan,
+    db_args: Sequence[str],
+    cache_args: Sequence[str],
+    loop_name: str | None = None,
 ) -> Iterator[tuple[StackInfo, Server, Server]]:
-    """The lab's DB and cache, pinned to the server cores; yields (info, db, cache)."""
+    """The lab's DB and cache, pinned to the server cores, on the event loop `loop_name` (default:
+    the lab's); yields (info, db, cache)."""
     stack = LocalStack(Path(tempfile.mkdtemp(prefix="herdlab-bench-")))
+    chosen = ["--loop", loop_name or loop.chosen()]
     try:
-        info = stack.up(db_args, cache_args)
+        info = stack.up([*db_args, *chosen], [*cache_args, *chosen])
         db, cache = info.services["db"], info.services["cache"]
         if db.pid is None or cache.pid is None:
             raise RuntimeError(f"the lab stack did not start: {info.to_json()}")
@@ -60,12 +66,16 @@ def lab_stack(
 
 
 @contextmanager
-def bare_server(plan: CpuPlan, extra: Sequence[str] = ()) -> Iterator[Server]:
-    """The bare `Cache` server, pinned to the server cores, answering once it is up."""
+def bare_server(
+    plan: CpuPlan, extra: Sequence[str] = (), loop_name: str | None = None
+) -> Iterator[Server]:
+    """The bare `Cache` server, pinned to the server cores, on the event loop `loop_name`
+    (default: the lab's), answering once it is up."""
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="herdlab-bench-bare-")) / "bare.log"
+    chosen = ["--loop", loop_name or loop.chosen()]
     proc = spawn(
-        [sys.executable, "-m", "benchmarks.bare_server", "--port", str(port), *extra],
+        [sys.executable, "-m", "benchmarks.bare_server", "--port", str(port), *chosen, *extra],
         plan.server,
         log,
     )

@@ -15,9 +15,9 @@ import pytest
 
 # `benchmarks` runs from the repository root (`python -m benchmarks`); it is not an installed
 # package, so the test names the sections itself.
-SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale")
+SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale", "sharpness")
 ROOT = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT_S = 420
+RUN_TIMEOUT_S = 540
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30)
@@ -67,11 +67,20 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         assert all(low <= high for low, high in p["guard_state"].values())
         assert bool(p["guard_state"]) == (p["guards_spec"] != "none")
     assert results["herd_scale"]["sizes"]
+    assert set(hit["by_loop"]) == {"asyncio", "uvloop"}
+    assert all(len(rows) == 3 for rows in hit["by_loop"].values())
+    sharp = results["sharpness"]["rows"]
+    assert [r["loop"] for r in sharp] == ["asyncio", "uvloop"]
+    for row in sharp:
+        assert row["lab"]["db_queries"] == results["sharpness"]["clients"]
+        assert row["lab"]["lost"] == row["chain"]["lost"] == 0
+        assert row["lab"]["db_arrival_spread_s"] > 0 and row["chain"]["arrival_spread_s"] > 0
 
     text = out.read_text()
     for number, section in enumerate(SECTIONS, start=1):
         assert f"## {number}. " in text and f"(`{section}`)" in text, section
     assert "python -m benchmarks --quick" in text
     assert "### With the recommended guards on" in text
+    assert "### Event loops" in text
     assert f"`{guard_run['command']} --json r.json`" in text
     assert all(f"- `{p['guards']}`: " in text for p in guard_rows)

@@ -1,0 +1,182 @@
+"""Section `sharpness`: how sharp a stampede is where it lands, against the bare chain.
+
+The workshop's herd is N identical queries within a millisecond. The lab's stampede (`chaos
+scenario stampede --clients N`, coalescing off) goes herd -> cache -> DB; each hop is a Python
+process, and the DB's exact record says how long the N queries took to arrive
+(`db_arrival_spread_s`, first to last). The limit is the same shape with nothing in it: the
+lab's herd (`chaos herd`, the same release barrier and channels) -> a pass-through grpc.aio
+server (`benchmarks.pass_through`) -> the bare server (`benchmarks.bare_server`), which holds
+the N calls and records when the first and the N-th arrived. `release_spread_s` is the herd's
+own (barrier open to the last user's first send) in both.
+
+Both run on each event loop (`--loop`, every process of the run on it), in interleaved rounds
+whose loop order reverses every round. Not pinned: the scenario starts its own processes.
+Figures are medians over rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.servers import read_json_file
+from benchmarks.stats import median, ratio
+from benchmarks.system import run_json, spawn, stop
+from chaos.scenarios.stampede import auto_db_latency
+from chaos.stack import HOST, free_port
+from herdlab import loop
+
+KEY_PREFIX = "burst"
+KEY = f"{KEY_PREFIX}0"  # the herd's keys are PREFIX0..K-1; one key
+CHANNELS = 8
+RUN_TIMEOUT_S = 900.0
+ALL = frozenset(range(os.cpu_count() or 1))
+
+
+def _chaos(loop_name: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "chaos", "--loop", loop_name, *args]
+
+
+def _lab(loop_name: str, clients: int) -> dict[str, Any]:
+    """The lab's stampede with coalescing off: the DB's arrival spread, the herd's release."""
+    out = Path(tempfile.mkdtemp(prefix="herdlab-bench-sharp-")) / "stampede.json"
+    run_json(
+        _chaos(loop_name, "scenario", "stampede", "--clients", str(clients), "--json", str(out)),
+        ALL,
+        RUN_TIMEOUT_S,
+    )
+    doc = json.loads(out.read_text())
+    row = next(r for r in doc["scenarios"] if not r["coalescing"])
+    return {
+        "db_arrival_spread_s": row["db_arrival_spread_s"],
+        "db_arrivals_per_s": row["db_arrivals_per_s"],
+        "release_spread_s": row["release_spread_s"],
+        "db_queries": row["db_queries"],
+        "lost": row["lost"],
+    }
+
+
+def _chain(loop_name: str, clients: int) -> dict[str, Any]:
+    """herd -> pass-through -> bare server: the bare server's arrival spread."""
+    work = Path(tempfile.mkdtemp(prefix="herdlab-bench-chain-"))
+    events = work / "gate.json"
+    bare_port, pass_port = free_port(), free_port()
+    hold_s = auto_db_latency(clients)
+    bare = spawn(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bare_server",
+            "--port",
+            str(bare_port),
+            "--loop",
+            loop_name,
+            "--hold",
+            str(clients),
+            "--hold-key",
+            KEY,
+            "--settle",
+            "0",
+            "--events",
+            str(events),
+        ],
+        ALL,
+        work / "bare.log",
+    )
+    middle = spawn(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.pass_through",
+            "--port",
+            str(pass_port),
+            "--upstream",
+            f"{HOST}:{bare_port}",
+            "--loop",
+            loop_name,
+        ],
+        ALL,
+        work / "pass.log",
+    )
+    try:
+        _, done = run_json(
+            _chaos(
+                loop_name,
+                "herd",
+                "--target",
+                f"{HOST}:{pass_port}",
+                "--users",
+                str(clients),
+                "--keys",
+                "1",
+                "--key-prefix",
+                KEY_PREFIX,
+                "--channels",
+                str(CHANNELS),
+                "--deadline",
+                f"{int(hold_s * 3)}s",
+                "--json",
+            ),
+            ALL,
+            RUN_TIMEOUT_S,
+        )
+        herd = json.loads(done.stdout)  # `chaos herd --json` prints one indented document
+        gate = read_json_file(events, hold_s)
+    finally:
+        stop(middle)
+        stop(bare)
+    return {
+        "arrival_spread_s": round((gate["all_pending_ns"] - gate["first_pending_ns"]) / 1e9, 6),
+        "release_spread_s": herd["release_spread_s"],
+        "lost": herd["lost"],
+    }
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: median([r[key] for r in runs]) for key in runs[0] if key != "lost"} | {
+        "lost": sum(r["lost"] for r in runs),
+        "rounds": runs,
+    }
+
+
+def run(clients: int, rounds: int, loops: Sequence[str] = loop.NAMES) -> dict[str, Any]:
+    lab: dict[str, list[dict[str, Any]]] = {name: [] for name in loops}
+    chain: dict[str, list[dict[str, Any]]] = {name: [] for name in loops}
+    for number in range(rounds):
+        for name in loops if number % 2 == 0 else loops[::-1]:
+            lab[name].append(_lab(name, clients))
+            chain[name].append(_chain(name, clients))
+    rows: list[dict[str, Any]] = []
+    for name in loops:
+        lab_m, chain_m = _medians(lab[name]), _medians(chain[name])
+        rows.append(
+            {
+                "loop": name,
+                "lab": lab_m,
+                "chain": chain_m,
+                "spread_over_chain": ratio(
+                    lab_m["db_arrival_spread_s"], chain_m["arrival_spread_s"]
+                ),
+            }
+        )
+    default = loop.chosen()
+    base = next(r for r in rows if r["loop"] == default)
+    for row in rows:
+        row["lab_spread_vs_default"] = ratio(
+            row["lab"]["db_arrival_spread_s"], base["lab"]["db_arrival_spread_s"]
+        )
+        row["release_spread_vs_default"] = ratio(
+            row["lab"]["release_spread_s"], base["lab"]["release_spread_s"]
+        )
+    return {
+        "clients": clients,
+        "rounds": rounds,
+        "channels": CHANNELS,
+        "loop": default,
+        "rows": rows,
+    }
