@@ -229,27 +229,41 @@ def test_a_refused_scrape_is_a_down_service_not_an_exception() -> None:
 # -- against a real local stack ---------------------------------------------------------------
 
 
-def chaos(state_dir: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "HERDLAB_STATE_DIR": str(state_dir)}
+def chaos(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*CHAOS, *args], text=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        [*CHAOS, *args],
+        text=True,
+        env={**os.environ, "HERDLAB_STATE_DIR": str(state_dir), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
-def run(state_dir: Path, *args: str) -> tuple[int, str, str]:
-    proc = chaos(state_dir, *args)
+def run(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = chaos(state_dir, *args, env=env)
     stdout, stderr = proc.communicate(timeout=60)
     return proc.returncode, stdout, stderr
 
 
-@pytest.fixture()
-def stack_dir(tmp_path: Path) -> Iterator[Path]:
-    code, _, stderr = run(tmp_path, "up", "--db-arg=--latency=5ms", "--db-arg=--spread=0ms")
+def _stack(state_dir: Path) -> Iterator[Path]:
+    code, _, stderr = run(state_dir, "up", "--db-arg=--latency=5ms", "--db-arg=--spread=0ms")
     assert code == 0, stderr
     try:
-        yield tmp_path
+        yield state_dir
     finally:
-        run(tmp_path, "down")
+        run(state_dir, "down")
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A stack the tests only read (and herd): one start for all of them."""
+    yield from _stack(tmp_path_factory.mktemp("watch"))
+
+
+@pytest.fixture()
+def stack_dir(tmp_path: Path) -> Iterator[Path]:
+    """A stack of the test's own, for a test that breaks it."""
+    yield from _stack(tmp_path)
 
 
 def _lines(stream: IO[str], until: Any, limit: int = 100) -> dict[str, Any]:
@@ -263,19 +277,19 @@ def _lines(stream: IO[str], until: Any, limit: int = 100) -> dict[str, Any]:
     raise AssertionError(f"not seen in {limit} lines")
 
 
-def test_watch_once_json_has_every_figure(stack_dir: Path) -> None:
+def test_watch_once_json_has_every_figure(shared_stack: Path) -> None:
     herd = chaos(
-        stack_dir,
+        shared_stack,
         *("herd", "--rate", "100/s", "--duration", "60s", "--distribution", "unique", "--json"),
     )
     try:
         # The herd is under way once the DB has seen arrivals: live figures, not zeros.
-        live = chaos(stack_dir, "watch", "--json", "--interval", "0.2s", "--count", "100")
+        live = chaos(shared_stack, "watch", "--json", "--interval", "0.2s", "--count", "100")
         assert live.stdout is not None
         _lines(live.stdout, lambda d: (d["db_arrivals_per_s"] or 0) > 0)
         live.kill()
         live.communicate(timeout=10)
-        code, stdout, stderr = run(stack_dir, "watch", "--once", "--json", "--interval", "1s")
+        code, stdout, stderr = run(shared_stack, "watch", "--once", "--json", "--interval", "1s")
     finally:
         herd.kill()
         herd.communicate(timeout=10)
@@ -290,6 +304,26 @@ def test_watch_once_json_has_every_figure(stack_dir: Path) -> None:
     assert doc["coalesced_waiters"] >= 0 and doc["keys_in_flight"] >= 0
     assert 0 < doc["latency_p50_s"] <= doc["latency_p99_s"]
     assert doc["guards"] == []
+
+
+def test_watch_reads_the_compose_stack_where_its_ports_are(shared_stack: Path) -> None:
+    """The docker backend reads the compose stack's published /metrics (here pointed, by the
+    documented variables, at a local stack: no Docker engine is needed to watch)."""
+    services = json.loads(run(shared_stack, "status", "--json")[1])["services"]
+    env = {f"HERDLAB_{n.upper()}_METRICS_URL": services[n]["metrics"] for n in ("db", "cache")}
+    code, stdout, stderr = run(
+        shared_stack / "elsewhere",
+        *("--backend", "docker", "watch", "--once", "--json", "--interval", "0.2s"),
+        env=env,
+    )
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert {n: s["metrics"] for n, s in doc["services"].items()} == {
+        "db": services["db"]["metrics"],
+        "cache": services["cache"]["metrics"],
+    }
+    assert all(s["up"] for s in doc["services"].values())
+    assert doc["db_capacity_per_s"] > 0
 
 
 def test_live_view_survives_a_killed_service_and_ctrl_c_exits_130(stack_dir: Path) -> None:
