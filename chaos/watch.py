@@ -400,18 +400,17 @@ class Watcher:
     been restarted on other ports, a replica added)."""
 
     endpoints: Callable[[], Mapping[str, str]]
-    clock: Callable[[], float] = time.monotonic
     timeout_s: float = SCRAPE_TIMEOUT_S
     _last: tuple[float, dict[str, Scrape]] | None = field(default=None, repr=False)
 
     def prime(self) -> None:
-        self._last = (self.clock(), scrape_all(self.endpoints(), self.timeout_s))
+        self._last = (time.monotonic(), scrape_all(self.endpoints(), self.timeout_s))
 
     def step(self) -> dict[str, Any]:
         if self._last is None:
             raise RuntimeError("Watcher.step() before prime()")
         started, before = self._last
-        now = self.clock()
+        now = time.monotonic()
         after = scrape_all(self.endpoints(), self.timeout_s)
         self._last = (now, after)
         return figures(before, after, max(now - started, 1e-6))
@@ -485,9 +484,9 @@ def watch(lab: Lab, interval: float, once: bool, as_json: bool, count: int | Non
         for doc in ticks():
             click.echo(json.dumps(doc, indent=2 if once else None))
         return
-    if once:
+    if once or not out.is_terminal:  # in a pipe or a file: one frame after another
         for doc in ticks():
-            out.print(render(doc, header))
+            out.print(render(doc, f"{header}  {time.strftime('%H:%M:%S')}"))
         return
     waiting = Text(f"{header}\nfirst figures in {interval:g}s ...", style="bold")
     with Live(waiting, console=out, auto_refresh=False, transient=False) as live:

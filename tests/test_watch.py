@@ -4,13 +4,19 @@ view; Ctrl-C)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
+import pty
+import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -353,3 +359,43 @@ def test_watch_without_a_stack_is_one_line_exit_2(tmp_path: Path) -> None:
     ]
     code, _, stderr = run(tmp_path, "watch", "--interval", "0s")
     assert code == 2 and "--interval" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_live_view_in_an_80x24_terminal(shared_stack: Path) -> None:
+    """The rich Live view on a real terminal (a pty of 80x24): frames within 80 columns, then
+    Ctrl-C exits 130 without a traceback."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(shared_stack), "TERM": "xterm"}
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    proc = subprocess.Popen(
+        [*CHAOS, "watch", "--interval", "0.2s", "--count", "1000"],
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        for _ in range(1000):  # a bound on reads, not a clock
+            ready, _, _ = select.select([master], [], [], 20)
+            assert ready, f"no output from the live view: {seen[-500:]!r}"
+            seen += os.read(master, 65536)
+            if seen.count(b"DB arrivals") >= 2:  # a second frame drawn over the first
+                break
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert seen.count(b"DB arrivals") >= 2, seen[-500:]
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", seen).decode(errors="replace")
+    for line in text.replace("\r", "\n").splitlines():
+        assert len(line) <= 80, line
+    assert "cache up" in text and "db up" in text
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
