@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -179,3 +181,21 @@ def test_report_html_is_one_self_contained_page(tmp_path: Path) -> None:
     assert [r for r in parser.references if not r.startswith("data:")] == []
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "| exponential |" not in page and "<td>exponential</td>" in page
+
+
+def test_chaos_report_html_prints_the_page(tmp_path: Path) -> None:
+    result_file = tmp_path / "r.json"
+    result_file.write_text(json.dumps(RETRY_STORM))
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "report", str(result_file), "--html", "--out", "rep"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(Path("rep") / "report.html")
+    assert (tmp_path / "rep" / "report.html").is_file() and (
+        tmp_path / "rep" / "report.md"
+    ).is_file()
