@@ -20,6 +20,7 @@ import click
 from prometheus_client import CollectorRegistry
 from rich.table import Table
 
+from chaos import prometheus_local
 from chaos.admin import AdminError
 from chaos.backends.base import SERVICES, BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
@@ -38,6 +39,7 @@ from chaos.herd import (
 from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
+from chaos.watch import watch
 from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
@@ -73,7 +75,7 @@ def cli(ctx: click.Context, state_dir: Path, backend: str, loop_name: str) -> No
     ctx.obj = Lab(state_dir, backend)
 
 
-for _command in (*COMMANDS, run, scenario, soak, demo, report):
+for _command in (*COMMANDS, run, scenario, soak, demo, report, watch):
     cli.add_command(_command)
 
 
@@ -139,6 +141,12 @@ for _command in (*COMMANDS, run, scenario, soak, demo, report):
     metavar="ARG",
     help="Extra argument for cache-service (repeatable), e.g. --cache-arg=--ttl=5s.",
 )
+@click.option(
+    "--prometheus",
+    "with_prometheus",
+    is_flag=True,
+    help="Also start the prometheus on PATH, scraping the stack with the lab's rules.",
+)
 @pass_lab
 def up(
     lab: Lab,
@@ -151,12 +159,17 @@ def up(
     coalescing: bool | None,
     db_args: tuple[str, ...],
     cache_args: tuple[str, ...],
+    with_prometheus: bool,
 ) -> None:
     """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
 
     Every other setting of the services can also be given by their environment variables
-    (see `db-service --help` and `cache-service --help`), which the processes inherit.
+    (see `db-service --help` and `cache-service --help`), which the processes inherit. A
+    Prometheus file_sd target file for the stack is written in the state dir; with
+    --prometheus a local Prometheus scrapes it.
     """
+    if with_prometheus:
+        prometheus_local.binary()  # absent: say so before anything starts
     extra_cache = list(cache_args)
     if policy:
         extra_cache += ["--policy", policy]
@@ -170,6 +183,13 @@ def up(
         cache_port=cache_port,
         cache_metrics_port=cache_metrics_port,
     )
+    if with_prometheus:
+        try:
+            prometheus_local.start(lab.stack)
+        except BaseException:
+            lab.stack.down()
+            raise
+        info = lab.stack.status_info()
     if as_json:
         emit_json(info.to_json())
     else:
@@ -189,7 +209,8 @@ def down(lab: Lab) -> None:
 @pass_lab
 def status(lab: Lab, as_json: bool) -> None:
     """Show the local stack's services: state, addresses, pids."""
-    doc = StackInfo(lab.backend().status()).to_json()
+    info = lab.stack.status_info() if lab.backend_name == "local" else None
+    doc = (info or StackInfo(lab.backend().status())).to_json()
     if as_json:
         emit_json(doc)
     else:
@@ -222,8 +243,13 @@ def _print_status(doc: dict[str, Any]) -> None:
         return
     table = Table("service", "state", "grpc", "metrics", "pid")
     for name, s in doc["services"].items():
-        table.add_row(name, s["state"], s["grpc"], s["metrics"], str(s["pid"] or "-"))
+        table.add_row(name, s["state"], s["grpc"] or "-", s["metrics"], str(s["pid"] or "-"))
     out.print(table)
+    prometheus = doc.get("prometheus")
+    if prometheus:
+        out.print(f"prometheus targets (file_sd): {prometheus['targets_file']}")
+        if prometheus["url"]:
+            out.print(f"prometheus: {prometheus['url']}")
 
 
 # -- herd -----------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def _print_checks(doc: Doc) -> bool:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write a report folder here: report.md, tables, plots, JSON.",
+    help="Write a report folder here: report.md, report.html, tables, plots, JSON.",
 )
 def run(
     files: tuple[str, ...],

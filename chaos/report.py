@@ -6,7 +6,8 @@ plots and a line on how to read them. Adding a scenario to reports is one more `
 `SECTIONS` (and its plot function).
 
 `write_report(out_dir, docs)` writes `report.md` (each section's table under the command that made
-it, then its plots), every document as JSON and every plot as PNG into `out_dir`.
+it, then its plots), every document as JSON and every plot as PNG into `out_dir`, and the same
+report as one self-contained page, `report.html` (`chaos.html_report`).
 
 A document may carry `command` (the command line that produced it); the report shows it.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from rich.table import Table
 
+from chaos.html_report import write_html
 from chaos.plotting import new_figure, save
 from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
 from chaos.timeline import BIN_S
@@ -656,7 +658,8 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
-    """Writes report.md, one JSON file per document and its PNGs into `out_dir`; returns it."""
+    """Writes report.md, report.html, one JSON file per document and its PNGs into `out_dir`;
+    returns it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     used: dict[str, int] = {}
     parts = [
@@ -684,5 +687,7 @@ def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
             parts += [section.reading, ""]
         parts += engine_parts(doc)
         parts += [f"Data: [{name}.json]({name}.json)"]
-    (out_dir / "report.md").write_text("\n".join(parts) + "\n")
+    markdown = "\n".join(parts) + "\n"
+    (out_dir / "report.md").write_text(markdown)
+    write_html(out_dir, markdown)
     return out_dir

@@ -1,8 +1,8 @@
 """The scenario commands (`chaos scenario ...`), `chaos demo` and `chaos report`.
 
 Each scenario runs on its own local stack, prints its story and a table, and can write its
-result document (`--json PATH`) and a report folder (`--out DIR`: report.md, PNGs, JSON). Ctrl-C
-at any moment tears the scenario's stack down before the command exits (130).
+result document (`--json PATH`) and a report folder (`--out DIR`: report.md, report.html, PNGs,
+JSON). Ctrl-C at any moment tears the scenario's stack down before the command exits (130).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ OUT_OPTION = click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write a report folder here: report.md, PNG plots, JSON.",
+    help="Write a report folder here: report.md, report.html, PNG plots, JSON.",
 )
 SEED_OPTION = click.option(
     "--seed", default=42, show_default=True, type=int, help="Seed for jitter and keys."
@@ -401,12 +401,20 @@ def demo(
 @click.option(
     "--out",
     "out_dir",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The report folder to write.",
+    help="The report folder to write [default: reports/report-<date>-<time>].",
 )
-def report(results: tuple[Path, ...], out_dir: Path) -> None:
-    """Turn result documents (scenario --json files) into a report folder with tables and plots."""
+@click.option(
+    "--html",
+    "html_only",
+    is_flag=True,
+    help="Print only the path of the folder's self-contained report.html (no tables), e.g. "
+    'xdg-open "$(chaos report r.json --html)".',
+)
+def report(results: tuple[Path, ...], out_dir: Path | None, html_only: bool) -> None:
+    """Turn result documents (scenario --json files) into a report folder: report.md and
+    report.html (one self-contained page, plots inlined), tables, plots, JSON."""
     docs = []
     for path in results:
         try:
@@ -414,9 +422,14 @@ def report(results: tuple[Path, ...], out_dir: Path) -> None:
         except ValueError as exc:
             raise click.BadParameter(f"{path}: not JSON ({exc})", param_hint="RESULTS") from exc
     try:
-        folder = write_report(out_dir, docs)
+        folder = write_report(
+            out_dir or Path("reports") / time.strftime("report-%Y%m%d-%H%M%S"), docs
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="RESULTS") from exc
+    if html_only:
+        click.echo(folder / "report.html")
+        return
     for doc in docs:
         out.print(table_for(doc))
-    out.print(f"report: {folder / 'report.md'}")
+    out.print(f"report: {folder / 'report.md'} (page: {folder / 'report.html'})")

@@ -21,13 +21,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from chaos import prometheus_local
 from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
 from herdlab.grpcutil import wait_serving
 
@@ -67,14 +68,19 @@ class ServiceRecord:
 @dataclass
 class StackInfo:
     services: dict[str, ServiceInfo] = field(default_factory=dict)
+    # Local stack: {"targets_file": file_sd path, "url": the local Prometheus or None}.
+    prometheus: dict[str, str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "services": {
                 name: {"grpc": s.grpc, "metrics": s.metrics, "pid": s.pid, "state": s.state}
                 for name, s in self.services.items()
             }
         }
+        if self.prometheus is not None:
+            doc["prometheus"] = self.prometheus
+        return doc
 
 
 class LocalStack(Backend):
@@ -233,6 +239,9 @@ class LocalStack(Backend):
         try:
             for name in SERVICES:
                 self._start(records, name, timeout_s)
+            prometheus_local.write_targets(
+                self.state_dir, {n: r.metrics for n, r in records.items()}
+            )
         except BaseException:
             self.down()
             raise
@@ -246,6 +255,18 @@ class LocalStack(Backend):
         extra_args: Sequence[str] = (),
     ) -> None:
         record = records[name]
+        child = self._spawn(records, record, extra_args)
+        if not wait_serving(record.grpc, timeout_s, alive=lambda: child.poll() is None):
+            tail = _tail(Path(record.log))
+            raise BackendError(
+                f"{name} did not become SERVING on {record.grpc} within {timeout_s:g}s"
+                + (f": {tail}" if tail else "")
+            )
+
+    def _spawn(
+        self, records: dict[str, ServiceRecord], record: ServiceRecord, extra_args: Sequence[str]
+    ) -> subprocess.Popen[bytes]:
+        """Starts `record`'s command line, output to its log, and records its pid."""
         with open(record.log, "ab") as log:
             child = subprocess.Popen(
                 [*record.argv, *extra_args],
@@ -259,18 +280,58 @@ class LocalStack(Backend):
         record.started_at = psutil.Process(child.pid).create_time()
         record.state = "running"
         self._save(records)
-        if not wait_serving(record.grpc, timeout_s, alive=lambda: child.poll() is None):
-            tail = _tail(Path(record.log))
-            raise BackendError(
-                f"{name} did not become SERVING on {record.grpc} within {timeout_s:g}s"
-                + (f": {tail}" if tail else "")
-            )
+        return child
+
+    def start_helper(
+        self,
+        name: str,
+        argv: Sequence[str],
+        metrics: str,
+        ready: Callable[[], bool],
+        timeout_s: float = READY_TIMEOUT_S,
+    ) -> ServiceInfo:
+        """Starts a helper process beside the lab's services (e.g. the local Prometheus): kept
+        in the state file, so `status` shows it and `down` stops it, but no chaos verb acts on
+        it. Returns once `ready()` holds (polled, at most `timeout_s`); a helper that exits or
+        is not ready in time is stopped, forgotten, and reported with its log's last line."""
+        records = self._load()
+        if not any(self._process(r) is not None for r in records.values()):
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        if name in records and self._process(records[name]) is not None:
+            raise BackendError(f"{name} is already running (pid {records[name].pid})")
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        record = ServiceRecord(
+            name=name,
+            argv=list(argv),
+            grpc="",
+            metrics=metrics,
+            log=str(self.state_dir / "logs" / f"{name}.log"),
+        )
+        records[name] = record
+        child = self._spawn(records, record, ())
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if child.poll() is not None or time.monotonic() > deadline:
+                proc = self._process(record)
+                if proc is not None:
+                    self._stop(proc)
+                self._reap(child.pid)
+                del records[name]
+                self._save(records)
+                tail = _tail(Path(record.log))
+                raise BackendError(
+                    f"{name} was not ready within {timeout_s:g}s" + (f": {tail}" if tail else "")
+                )
+            time.sleep(0.05)
+        return self._info(record)
 
     def down(self) -> list[str]:
-        """Stops every service (cache first); returns the names that were running."""
+        """Stops every helper, then every service (cache first); returns the names that were
+        running."""
         records = self._load()
         stopped = []
-        for name in reversed(SERVICES):
+        helpers = [name for name in records if name not in SERVICES]
+        for name in [*helpers, *reversed(SERVICES)]:
             record = records.get(name)
             if record is None:
                 continue
@@ -281,6 +342,7 @@ class LocalStack(Backend):
         self._reap_all()
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+        prometheus_local.remove_targets(self.state_dir)
         return stopped
 
     def _stop(self, proc: psutil.Process) -> None:
@@ -304,7 +366,8 @@ class LocalStack(Backend):
         return {name: self._info(record) for name, record in self._load().items()}
 
     def status_info(self) -> StackInfo:
-        return StackInfo(self.status())
+        services = self.status()
+        return StackInfo(services, prometheus_local.describe(self.state_dir, services))
 
     def _record(self, service: str) -> tuple[dict[str, ServiceRecord], ServiceRecord]:
         check_service(service)

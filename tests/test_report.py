@@ -6,7 +6,11 @@ own tests check that shape on real runs); the report must not need more than tha
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
+import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +143,59 @@ def test_two_documents_of_one_kind_keep_both(tmp_path: Path) -> None:
     out = write_report(tmp_path, [RETRY_STORM, RETRY_STORM])
     assert (out / "retry-storm.json").exists() and (out / "retry-storm-2.json").exists()
     assert (out / "retry-storm.png").exists() and (out / "retry-storm-2.png").exists()
+
+
+class _Page(HTMLParser):
+    """What a report page holds: its tables, its images' sources, every reference it makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables = 0
+        self.images: list[str] = []
+        self.references: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tables += tag == "table"
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "action", "poster") and value:
+                self.references.append(value)
+                if tag == "img":
+                    self.images.append(value)
+        if tag in ("script", "link", "iframe", "object", "embed"):
+            self.references.append(tag)
+
+
+def test_report_html_is_one_self_contained_page(tmp_path: Path) -> None:
+    hostile = {**STAMPEDE, "command": "chaos scenario stampede <script>alert(1)</script>"}
+    out = write_report(tmp_path / "report", [hostile, RETRY_STORM])
+    page = (out / "report.html").read_text()
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    assert parser.tables == 2  # one per document
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and len(parser.images) == len(pngs)
+    inlined = {base64.b64decode(src.split(",", 1)[1]) for src in parser.images}
+    assert inlined == {png.read_bytes() for png in pngs}
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert [r for r in parser.references if not r.startswith("data:")] == []
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "| exponential |" not in page and "<td>exponential</td>" in page
+
+
+def test_chaos_report_html_prints_the_page(tmp_path: Path) -> None:
+    result_file = tmp_path / "r.json"
+    result_file.write_text(json.dumps(RETRY_STORM))
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "report", str(result_file), "--html", "--out", "rep"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(Path("rep") / "report.html")
+    assert (tmp_path / "rep" / "report.html").is_file() and (
+        tmp_path / "rep" / "report.md"
+    ).is_file()

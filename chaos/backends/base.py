@@ -14,6 +14,16 @@ from dataclasses import dataclass
 SERVICES = ("db", "cache")
 
 
+def role_of(service: str) -> str:
+    """What a service of the stack is: `db`, `cache` (`cache-<n>` replicas too), or `other`
+    (a helper such as the local Prometheus)."""
+    if service == "db":
+        return "db"
+    if service == "cache" or service.startswith("cache-"):
+        return "cache"
+    return "other"
+
+
 class BackendError(Exception):
     """An action could not be done; the message says why, in one line."""
 

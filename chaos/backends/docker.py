@@ -42,6 +42,12 @@ _STATES = {"running": "running", "paused": "paused"}
 _ENGINE_ERRORS = (docker.errors.DockerException, OSError)
 
 
+def metrics_url(service: str) -> str:
+    """Where `service`'s /metrics answers as seen from this machine: the environment's
+    `HERDLAB_<SERVICE>_METRICS_URL`, else the port the compose file publishes."""
+    return os.environ.get(f"HERDLAB_{service.upper()}_METRICS_URL") or DEFAULT_METRICS[service]
+
+
 def _one_line(error: BaseException) -> str:
     explanation = getattr(error, "explanation", None)
     return " ".join(str(explanation or error).split())
@@ -95,7 +101,7 @@ class DockerBackend(Backend):
             name=service,
             state=_STATES.get(str(container.status), "stopped"),
             grpc=os.environ.get(f"HERDLAB_{env}_TARGET") or DEFAULT_GRPC[service],
-            metrics=os.environ.get(f"HERDLAB_{env}_METRICS_URL") or DEFAULT_METRICS[service],
+            metrics=metrics_url(service),
             container=str(container.id),
         )
 
