@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import click
@@ -60,7 +61,14 @@ def main(
             reconnect=config.reconnect(),
             guards=config.guard_set(),
         )
-        cache = Cache(store, db, config.coalescing, registry)
+        cache = Cache(
+            store,
+            db,
+            config.coalescing,
+            registry,
+            freshness=config.freshness(),
+            rng=random.Random(config.seed),
+        )
         services = [
             Service(
                 cache_pb2_grpc.add_CacheServicer_to_server,
@@ -83,6 +91,7 @@ def main(
                 admin_token=admin_token,
             )
         finally:
+            await cache.close()
             await db.close()
 
     asyncio.run(run())
