@@ -21,12 +21,12 @@ from support import DbGate, StackClients, eventually
 
 from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
-from cache_service.server import Cache, CacheAdminServicer, CacheServicer
+from cache_service.server import Cache, CacheServicer
 from cache_service.store import TtlStore
 from chaos.stack import StackInfo
 from herdlab.retry import RetryPolicy
 from herdlab.values import value_for
-from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from protos import admin_pb2, cache_pb2, cache_pb2_grpc
 
 DB_ARGS = ["--concurrency", "1", "--queue", "100000", "--latency", "0ms", "--spread", "0ms"]
 CACHE_ARGS = ["--policy", "none", "--attempt-timeout", "60s", "--ttl", "1h"]
@@ -52,8 +52,7 @@ class AlwaysEarly(random.Random):
 class InProcessCache:
     cache: Cache
     clock: Clock
-    stub: cache_pb2_grpc.CacheStub
-    admin: admin_pb2_grpc.CacheAdminStub
+    stub: cache_pb2_grpc.CacheAsyncStub
     registry: CollectorRegistry
 
     async def get(self, key: str) -> cache_pb2.CacheGetResponse:
@@ -82,7 +81,6 @@ async def in_process_cache(
     )
     server = grpc.aio.server()
     cache_pb2_grpc.add_CacheServicer_to_server(CacheServicer(cache), server)
-    admin_pb2_grpc.add_CacheAdminServicer_to_server(CacheAdminServicer(cache), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -91,11 +89,10 @@ async def in_process_cache(
             cache,
             clock,
             cache_pb2_grpc.CacheStub(channel),
-            admin_pb2_grpc.CacheAdminStub(channel),
             registry,
         )
     finally:
-        await channel.close()
+        await channel.close(grace=None)
         await server.stop(None)
         await cache.close()
         await db.close()
