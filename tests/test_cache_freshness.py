@@ -8,11 +8,16 @@ Ordering comes from the DB gate (`support.DbGate`: the DB's only slot held), nev
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,7 +28,7 @@ from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
 from cache_service.server import Cache, CacheServicer
 from cache_service.store import TtlStore
-from chaos.stack import StackInfo
+from chaos.stack import LocalStack, StackInfo
 from herdlab.retry import RetryPolicy
 from herdlab.values import value_for
 from protos import admin_pb2, cache_pb2, cache_pb2_grpc
@@ -255,3 +260,75 @@ async def test_db_keeps_the_exact_peak_of_queries_for_one_key(stack_info: StackI
             assert (await lab.reset_db_peaks()).max_in_flight_per_key == 0
         finally:
             await lab.set_coalescing(True)
+
+
+def chaos(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(state_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "chaos", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_chaos_freshness_sets_the_policy_and_journals_it(
+    lab_stack: tuple[LocalStack, StackInfo],
+) -> None:
+    stack, info = lab_stack
+    async with StackClients(info) as lab:
+        dry = await asyncio.to_thread(
+            chaos, stack.state_dir, "freshness", "--sie", "30s", "--dry-run"
+        )
+        assert dry.returncode == 0, dry.stderr
+        assert dry.stdout.startswith("would freshness cache (stale_if_error_s=30.0)")
+        assert (await lab.cache_state()).freshness.stale_if_error_s == 0
+        args = ["freshness", "--swr", "5s", "--sie", "30s", "--beta", "1", "--ttl-jitter", "10"]
+        done = await asyncio.to_thread(chaos, stack.state_dir, *args, "--json")
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert (doc["verb"], doc["target"], doc["result"]) == ("freshness", "cache", "ok")
+        assert (doc["stale_while_revalidate_s"], doc["stale_if_error_s"]) == (5, 30)
+        assert (doc["beta"], doc["ttl_jitter_pct"]) == (1, 10)
+        state = (await lab.cache_state()).freshness
+        assert (state.stale_while_revalidate_s, state.beta) == (5, 1)
+        journal = (stack.state_dir / "journal.jsonl").read_text().splitlines()
+        assert json.loads(journal[-1])["verb"] == "freshness"
+        off = await asyncio.to_thread(
+            chaos,
+            stack.state_dir,
+            "freshness",
+            "--swr",
+            "0s",
+            "--sie",
+            "0s",
+            "--beta",
+            "0",
+            "--ttl-jitter",
+            "0",
+        )
+        assert off.returncode == 0, off.stderr
+        assert (await lab.cache_state()).freshness == admin_pb2.Freshness(
+            stale_while_revalidate_s=0, stale_if_error_s=0, beta=0, ttl_jitter_pct=0
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["freshness"], "give at least one of --swr, --sie, --beta, --ttl-jitter"),
+        (["freshness", "--ttl-jitter", "95"], "ttl jitter must be in [0, 90]"),
+        (["freshness", "--beta", "-1"], "beta must be in [0, 100]"),
+        (["freshness", "--sie", "soon"], "--sie"),
+    ],
+)
+def test_chaos_freshness_bad_input_exits_2_with_one_line(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = chaos(tmp_path, *args)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chaos: error: "), result.stderr
+    assert needle in lines[0]
