@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import click
@@ -62,7 +63,14 @@ def main(
             reconnect=config.reconnect(),
             guards=config.guard_set(),
         )
-        cache = Cache(store, db, config.coalescing, registry)
+        cache = Cache(
+            store,
+            db,
+            config.coalescing,
+            registry,
+            freshness=config.freshness(),
+            rng=random.Random(config.seed),
+        )
         services = [
             Service(CacheServicer(cache), cache_pb2.DESCRIPTOR.services_by_name["Cache"]),
             Service(CacheAdminServicer(cache), admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"]),
@@ -83,6 +91,7 @@ def main(
                 },
             )
         finally:
+            await cache.close()
             await db.close()
 
     loop.run(run(), loop_name)
