@@ -36,6 +36,7 @@ from chaos.herd import (
 from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
+from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
@@ -66,7 +67,7 @@ def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
     ctx.obj = Lab(state_dir, backend)
 
 
-for _command in (*COMMANDS, run, scenario, soak, demo, report):
+for _command in (*COMMANDS, *WIRE_COMMANDS, run, scenario, soak, demo, report):
     cli.add_command(_command)
 
 
@@ -119,6 +120,12 @@ for _command in (*COMMANDS, run, scenario, soak, demo, report):
     help="Start the cache with single-flight on or off [default: on].",
 )
 @click.option(
+    "--proxy",
+    default="",
+    metavar="db,cache",
+    help="Put the wire-fault proxy in front of these services (chaos partition, chaos wire).",
+)
+@click.option(
     "--db-arg",
     "db_args",
     multiple=True,
@@ -142,6 +149,7 @@ def up(
     cache_metrics_port: int,
     policy: str | None,
     coalescing: bool | None,
+    proxy: str,
     db_args: tuple[str, ...],
     cache_args: tuple[str, ...],
 ) -> None:
@@ -162,6 +170,7 @@ def up(
         db_metrics_port=db_metrics_port,
         cache_port=cache_port,
         cache_metrics_port=cache_metrics_port,
+        proxy=[name for name in proxy.split(",") if name],
     )
     if as_json:
         emit_json(info.to_json())
@@ -208,6 +217,8 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     services = lab.backend().status()
     if "cache" not in services:
         raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
+    if lab.backend_name == "local":
+        return lab.stack.client_target("cache")  # through the wire proxy when there is one
     return services["cache"].grpc
 
 
