@@ -59,6 +59,7 @@ def main(
             registry,
             reconnect=config.reconnect(),
             guards=config.guard_set(),
+            keepalive=config.keepalive(),
         )
         cache = Cache(store, db, config.coalescing, registry)
         services = [
@@ -81,6 +82,7 @@ def main(
                 grace_s=grace,
                 maximum_concurrent_rpcs=config.max_concurrent,
                 admin_token=admin_token,
+                pings=config.pings(),
             )
         finally:
             await db.close()

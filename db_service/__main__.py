@@ -52,7 +52,16 @@ def main(
             admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"].full_name,
         ),
     ]
-    asyncio.run(serve(services, host=host, port=port, grace_s=grace, admin_token=admin_token))
+    asyncio.run(
+        serve(
+            services,
+            host=host,
+            port=port,
+            grace_s=grace,
+            admin_token=admin_token,
+            pings=config.pings(),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -60,11 +60,55 @@ class Reconnect:
     min_connect_timeout_ms: int = 20_000
 
 
+@dataclass(frozen=True, kw_only=True)
+class Keepalive:
+    """A client channel's keepalive (gRPC doc/keepalive.md, gRFC A8): after `time_ms` without
+    activity the transport sends an HTTP/2 PING and closes the connection if no ACK comes within
+    `timeout_ms`; calls on it fail UNAVAILABLE and the channel reconnects. Without it a
+    half-open connection (a partition, a hung host) is noticed only by each call's deadline and
+    the channel stays READY. `without_calls` pings an idle channel too. gRPC core also stops
+    after 2 pings with no data sent (`grpc.http2.max_pings_without_data`); that cap is lifted,
+    or an idle channel would stop probing. Servers must allow the rate (`PingPolicy`)."""
+
+    time_ms: int
+    timeout_ms: int = 20_000
+    without_calls: bool = True
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.keepalive_time_ms", self.time_ms),
+            ("grpc.keepalive_timeout_ms", self.timeout_ms),
+            ("grpc.keepalive_permit_without_calls", int(self.without_calls)),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PingPolicy:
+    """What a server accepts of its clients' pings. A ping sooner than `min_interval_ms` after
+    the previous one (with no data in between) is a strike; past `max_strikes` the server sends
+    GOAWAY "too_many_pings" and closes the connection. gRPC's defaults (5 minutes, 2 strikes, no
+    pings without calls) answer a 1 s keepalive with GOAWAY; the lab's defaults accept pings
+    every 500 ms, with or without calls."""
+
+    min_interval_ms: int = 500
+    max_strikes: int = 2
+    permit_without_calls: bool = True
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", self.min_interval_ms),
+            ("grpc.http2.max_ping_strikes", self.max_strikes),
+            ("grpc.keepalive_permit_without_calls", int(self.permit_without_calls)),
+        ]
+
+
 def channel_options(
     *,
     local_pool: bool = False,
     reconnect: Reconnect | None = None,
     service_config: str | None = None,
+    keepalive: Keepalive | None = None,
 ) -> list[tuple[str, Any]]:
     """Options for a lab client channel. `service_config` (JSON, from
     `RetryPolicy.grpc_service_config()`) is set on this channel with `grpc.enable_retries` 1;
@@ -83,6 +127,8 @@ def channel_options(
             ("grpc.min_reconnect_backoff_ms", reconnect.min_connect_timeout_ms),
             ("grpc.max_reconnect_backoff_ms", reconnect.max_backoff_ms),
         ]
+    if keepalive is not None:
+        options += keepalive.options()
     return options
 
 
@@ -165,17 +211,19 @@ async def serve(
     grace_s: float,
     maximum_concurrent_rpcs: int | None = None,
     admin_token: str | None = None,
+    pings: PingPolicy | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns.
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
-    before the request is parsed.
+    before the request is parsed. `pings`: how clients' keepalive pings are enforced (default:
+    `PingPolicy()`).
     """
     interceptors: list[ServerInterceptor] = (
         [AdminTokenInterceptor(admin_token)] if admin_token else []
     )
     server = grpc.aio.server(
-        options=SERVER_OPTIONS,
+        options=[*SERVER_OPTIONS, *(pings or PingPolicy()).options()],
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         interceptors=[*interceptors, MalformedRequestInterceptor()],
     )
