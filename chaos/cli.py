@@ -190,8 +190,10 @@ def down(lab: Lab) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the stack as JSON.")
 @pass_lab
 def status(lab: Lab, as_json: bool) -> None:
-    """Show the local stack's services: state, addresses, pids."""
-    doc = StackInfo(lab.backend().status()).to_json()
+    """Show the local stack's services: state, addresses, pids (and the wire proxy's links)."""
+    backend = lab.backend()
+    proxied = lab.stack.proxied() if lab.backend_name == "local" else {}
+    doc = StackInfo(backend.status(), proxied).to_json()
     if as_json:
         emit_json(doc)
     else:

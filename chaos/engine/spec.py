@@ -651,6 +651,7 @@ class _Parser:
             "db": DbSettings(),
             "cache": CacheSettings(),
             "herd": HerdSettings(),
+            "wire": WireSettings(),
         }
         for key, value in table.items():
             if key not in variant_keys:
