@@ -85,7 +85,8 @@ class PartitionConfig:
             "think": format_duration(self.think_s),
             "requests": self.requests_per_user,
             "faults": list(self.faults),
-            "keepalives": ["0s", format_duration(self.keepalive_s)],
+            # As the shipped file writes them, so its [[expect]] selectors match ("1s").
+            "keepalives": ["0s", f"{self.keepalive_s:g}s"],
             "keepalive_timeout": format_duration(self.keepalive_timeout_s),
             "deadline": format_duration(self.deadline_s),
             "seed": self.seed,

@@ -121,6 +121,7 @@ class Connection:
         self.pumps: list[asyncio.Task[None]] = []
         self.closed = False
         self.close_pending = False
+        self.dropped = 0  # bytes read and not passed on (blackhole, timeout)
 
     def close(self) -> None:
         """Closes both sides (FIN); the pumps end."""
@@ -186,12 +187,17 @@ class Link:
             self._server.close()
         for name in list(self.faults):
             self.remove(name)
+        pending = []
         for conn in list(self.connections):
             conn.close()
-        pending = [*self._handlers, *(t for c in self.connections for t in c.holds.values())]
+            pending += [*conn.pumps, *conn.holds.values()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        # Handlers end once their pumps have; one still connecting upstream is cancelled.
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -263,6 +269,9 @@ class Link:
         self._handlers.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # Only `stop` cancels a handler; asyncio's server would log a cancelled one.
+            writer.transport.abort()
         finally:
             self._handlers.discard(task)
 
@@ -323,11 +332,13 @@ class Link:
                 )
                 if not chunk:
                     break
+                size = len(chunk)
                 for installed in self.active[direction]:
                     if chunk is None:
                         break
                     if self._touches(conn, installed):
                         chunk = await installed.spec.toxic.pipe(chunk, conn, self.rng)
+                conn.dropped += size - len(chunk or b"")
                 if chunk and not conn.closed:
                     writer.write(chunk)
                     await writer.drain()
