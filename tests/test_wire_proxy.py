@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -77,6 +77,14 @@ async def proxied() -> AsyncIterator[tuple[Link, Upstream]]:
         await upstream.server.wait_closed()
 
 
+async def until(link: Link, holds: Callable[[], bool]) -> None:
+    """Waits (at most 5 s) for `holds()`, re-checked each time the link reports a change."""
+    async with asyncio.timeout(5):
+        while not holds():
+            link.changed.clear()
+            await link.changed.wait()
+
+
 async def connect(link: Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = link.listen.rsplit(":", 1)
     return await asyncio.open_connection(host, int(port))
@@ -135,9 +143,7 @@ async def test_blackhole_keeps_the_connection_and_drops_the_bytes_until_removed(
     link.add(fault)
     writer.write(b"lost|")
     conn = next(iter(link.connections))
-    async with asyncio.timeout(5):
-        while conn.dropped < 5:  # the proxy has read them and dropped them
-            await asyncio.sleep(0.005)
+    await until(link, lambda: conn.dropped == 5)  # the proxy has read them and dropped them
     # Bug: a partition that closed or reset the connection would be a kill, not a partition.
     assert len(link.connections) == 1 and not conn.closed
     link.remove("cache-partition")
@@ -215,9 +221,7 @@ async def test_a_fault_on_one_direction_leaves_the_other(proxied: tuple[Link, Up
     writer.write(b"up")
     await upstream.wait_for(b"up")  # upstream passes; the echo coming back is dropped
     conn = next(iter(link.connections))
-    async with asyncio.timeout(5):
-        while conn.dropped < 2:
-            await asyncio.sleep(0.005)
+    await until(link, lambda: conn.dropped == 2)
     link.remove("cache-blackhole")
     writer.write(b"again")
     assert await read_exactly(reader, 5) == b"again"
@@ -230,9 +234,7 @@ async def test_a_fault_given_a_duration_is_removed_by_the_proxy(
     link, _ = proxied
     installed = link.add(parse_fault("", "cache", "blackhole", {}, for_ms=50))
     assert installed.expires_at is not None and installed.timer is not None
-    async with asyncio.timeout(5):
-        while link.faults:
-            await asyncio.sleep(0.01)
+    await until(link, lambda: not link.faults)
     assert link.active == {"upstream": (), "downstream": ()}
 
 
@@ -275,9 +277,7 @@ async def test_stop_leaves_no_task_and_no_socket_behind() -> None:
     clients = [await connect(link) for _ in range(3)]
     for _, writer in clients:
         writer.write(b"x")
-    async with asyncio.timeout(5):
-        while len(link.connections) < 3:
-            await asyncio.sleep(0.01)
+    await until(link, lambda: len(link.connections) == 3)
     await link.stop()
     for _, writer in clients:
         await close(writer)

@@ -168,6 +168,8 @@ class Link:
     active: dict[str, tuple[Installed, ...]] = field(
         default_factory=lambda: {d: () for d in DIRECTIONS}
     )
+    # Set whenever faults, connections or dropped bytes change (for whoever waits on them).
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -215,6 +217,7 @@ class Link:
             installed.timer = loop.call_later(spec.for_ms / 1000, self.remove, spec.name)
         self.faults[spec.name] = installed
         self._rebuild()
+        self.changed.set()
         for conn in self.connections:
             self._meet(conn, installed)
         return installed
@@ -224,6 +227,7 @@ class Link:
         if installed.timer is not None:
             installed.timer.cancel()
         self._rebuild()
+        self.changed.set()
         for conn in self.connections:
             hold = conn.holds.pop(name, None)
             if hold is not None:
@@ -289,6 +293,7 @@ class Link:
             return
         conn = Connection((reader, writer), upstream)
         self.connections.add(conn)
+        self.changed.set()
         try:
             for installed in self.faults.values():
                 self._meet(conn, installed)
@@ -311,6 +316,7 @@ class Link:
                 with contextlib.suppress(OSError, ConnectionError):
                     await side.wait_closed()
             self.connections.discard(conn)
+            self.changed.set()
 
     def _read_size(self, faults: Iterable[Installed]) -> int:
         sizes = [s for f in faults if (s := f.spec.toxic.read_size()) is not None]
@@ -338,7 +344,9 @@ class Link:
                         break
                     if self._touches(conn, installed):
                         chunk = await installed.spec.toxic.pipe(chunk, conn, self.rng)
-                conn.dropped += size - len(chunk or b"")
+                if chunk is None or len(chunk) < size:
+                    conn.dropped += size - len(chunk or b"")
+                    self.changed.set()
                 if chunk and not conn.closed:
                     writer.write(chunk)
                     await writer.drain()
