@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import coalescing, herd_scale, hit_path, policies, recovery, report
+from benchmarks import coalescing, herd_scale, hit_path, policies, recovery, report, wire_proxy
 from benchmarks.system import cpu_plan, load_average, machine
 
 PLOT_NAME = "policies.png"
+# The proxy's overhead is read at the hit path's usual points (one caller, and 64 at once).
+WIRE_CONCURRENCIES = (1, 64)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ def run(
         ),
         "herd_scale": lambda: herd_scale.run(
             plan, p.scale_start, p.scale_max, p.scale_bisect_steps, p.scale_repeats
+        ),
+        "wire_proxy": lambda: wire_proxy.run(
+            plan, WIRE_CONCURRENCIES, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s
         ),
     }
     unknown = [name for name in only if name not in sections]

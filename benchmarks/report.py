@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale")
+SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale", "wire_proxy")
 TITLES = {
     "coalescing": "Coalescing",
     "hit_path": "Hit path",
     "policies": "Policies on Brooker's contention model",
     "herd_recovery": "Herd recovery",
     "herd_scale": "Scale of the herd",
+    "wire_proxy": "Wire-fault proxy overhead",
 }
 QUICK_NOTE = " (quick mode: small sizes, few seeds: a smoke, not a measurement)"
 
@@ -84,7 +85,7 @@ def header(meta: dict[str, Any]) -> list[str]:
 
 
 def summary(results: dict[str, Any]) -> list[str]:
-    c, h, p, r, s = (results[k] for k in SECTIONS)
+    c, h, p, r, s = (results[k] for k in SECTIONS[:5])
     rows = [
         [
             "coalescing",
@@ -188,6 +189,15 @@ def summary(results: dict[str, Any]) -> list[str]:
             f"{_kib(s['rss_per_user_bytes'])} herd RSS per user",
         ]
     )
+    for row in results["wire_proxy"]["rows"]:
+        rows.append(
+            [
+                "wire_proxy",
+                f"c={row['concurrency']}: {row['proxied_rps']:,.0f} req/s through the proxy",
+                f"direct {row['direct_rps']:,.0f} req/s",
+                f"ratio {row['ratio']}",
+            ]
+        )
     return ["## Summary", "", *_table(["section", "figure", "limit", "distance"], rows)]
 
 
@@ -901,6 +911,43 @@ def herd_scale(s: dict[str, Any]) -> list[str]:
     ]
 
 
+def wire_proxy(w: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"{row['concurrency']}",
+            f"{row['direct_rps']:,.0f}",
+            f"{row['proxied_rps']:,.0f}",
+            f"**{row['ratio']}**",
+            ", ".join(f"{x}" for x in row["paired_ratios"]),
+            f"{row['direct_p50_ms']:.2f} / {row['proxied_p50_ms']:.2f}",
+        ]
+        for row in w["rows"]
+    ]
+    return [
+        f"## 6. {TITLES['wire_proxy']} (`wire_proxy`)",
+        "",
+        "`Get` on a warm key (TTL 1 h) of one cache, directly and through the wire-fault proxy "
+        "in front of it (`chaos up --proxy cache`, no fault in force), by the same closed-loop "
+        f"load generator, in {w['rounds']} round(s) of {w['duration_s']:g} s windows after "
+        f"{w['warmup_s']:g} s of warm-up, the order reversed every round. The cache and the "
+        "proxy share the server core, so the ratio (proxied / direct req/s, medians) is what "
+        "a run behind the proxy loses on this machine: the proxy's CPU per request comes out "
+        "of the cache's core.",
+        "",
+        *_table(
+            [
+                "concurrency",
+                "direct req/s",
+                "proxied req/s",
+                "ratio",
+                "ratio per round",
+                "p50 ms direct / proxied",
+            ],
+            rows,
+        ),
+    ]
+
+
 def render(results: dict[str, Any], plot: str) -> str:
     renderers: dict[str, Callable[[dict[str, Any]], list[str]]] = {
         "coalescing": coalescing,
@@ -908,6 +955,7 @@ def render(results: dict[str, Any], plot: str) -> str:
         "policies": lambda p: policies(p, plot),
         "herd_recovery": herd_recovery,
         "herd_scale": herd_scale,
+        "wire_proxy": wire_proxy,
     }
     failed = [name for name in SECTIONS if "failed" in results[name]]
     lines = header(results["meta"])
