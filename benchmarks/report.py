@@ -945,6 +945,31 @@ def wire_proxy(w: dict[str, Any]) -> list[str]:
             ],
             rows,
         ),
+        *_wire_noise(w),
+    ]
+
+
+def _wire_noise(w: dict[str, Any]) -> list[str]:
+    """A reading of the per-round ratios: when they fall on both sides of 1.0 the run cannot
+    tell the proxy's cost from the machine's noise, and says so."""
+    mixed = [
+        row
+        for row in w["rows"]
+        if any(x is not None and x < 1 for x in row["paired_ratios"])
+        and any(x is not None and x > 1 for x in row["paired_ratios"])
+    ]
+    if not mixed:
+        return []
+    spans = "; ".join(
+        f"c={row['concurrency']}: {min(x for x in row['paired_ratios'] if x is not None)}-"
+        f"{max(x for x in row['paired_ratios'] if x is not None)}"
+        for row in mixed
+    )
+    return [
+        f"The rounds disagree ({spans}): in this run the machine's noise was larger than the "
+        "proxy's cost, so the median ratio is not a measurement of it; re-run on a quiet "
+        "machine (see the load average above).",
+        "",
     ]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from typing import Any
 
@@ -29,10 +28,10 @@ import click
 
 from cache_service.__main__ import main as cache_main
 from cache_service.settings import CacheSettings
-from chaos.admin import Admin
+from chaos.admin import Admin, AdminError
 from chaos.backends.base import BackendError
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.verbs import _common, _positive_duration, _report
+from chaos.verbs import _common, _positive_duration, _report, hold_for
 from chaos.wire.admin import WireClient, fault_doc
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main
@@ -54,31 +53,17 @@ def _proxy(lab: Lab, link: str) -> str:
     return admin
 
 
-async def _hold(client: WireClient, fault: wire_pb2.Fault, seconds: float) -> bool:
-    """Waits out a `--for` fault; True if it ran its course, False if cut short by SIGINT or
-    SIGTERM (then it is removed at once)."""
-    loop = asyncio.get_running_loop()
-    waiter = asyncio.ensure_future(asyncio.sleep(seconds))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, waiter.cancel)
-    try:
-        await waiter
-        return True
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await client.remove(fault.name)
-        return False
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 async def _apply(admin: str, fault: wire_pb2.Fault) -> tuple[wire_pb2.Fault, bool]:
     async with WireClient(admin) as client:
         added = await client.add(fault)
         if fault.for_ms <= 0 or fault.once:
             return added, True
-        return added, await _hold(client, added, fault.for_ms / 1000)
+
+        async def remove() -> None:
+            with contextlib.suppress(AdminError):  # NOT_FOUND: it has just expired
+                await client.remove(added.name)
+
+        return added, await hold_for(fault.for_ms / 1000, remove)
 
 
 def _put(
@@ -271,9 +256,11 @@ async def _state(lab: Lab) -> dict[str, Any]:
                 "queue": state.capacity.queue,
                 "discipline": state.capacity.discipline,
             }
+            reverts = dict(state.reverts_at_unix)
             if db_start is not None:
                 start = _db_start(db_start)
                 db["changed"] = sorted(k for k, v in db.items() if start[k] != v)
+            db["reverts_at"] = reverts  # set with --for: when the DB puts each back
             doc["db"] = db
         if services["cache"].state == "running":
             cache_state = await admin.cache_state()
@@ -319,7 +306,11 @@ def faults(lab: Lab, as_json: bool) -> None:
         shown = ", ".join(
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in values.items()
-            if k != "changed"
+            if k not in ("changed", "reverts_at")
+        )
+        reverts = values.get("reverts_at") or {}
+        shown += "".join(
+            f", {k} reverts in {max(0.0, at - time.time()):.1f}s" for k, at in reverts.items()
         )
         lines.append(
             f"{service}: {shown}" + (f" (changed: {', '.join(sorted(changed))})" if changed else "")

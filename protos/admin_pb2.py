@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/admin.proto\x12\nherdlab.v1\"\x07\n\x05\x45mpty\"~\n\x06\x46\x61ults\x12\x17\n\nlatency_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tspread_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nerror_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_latency_msB\x0c\n\n_spread_msB\r\n\x0b_error_rate\"\xe2\x01\n\x08\x43\x61pacity\x12\x18\n\x0b\x63oncurrency\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05queue\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\ndiscipline\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1c\n\x0f\x63odel_target_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x63odel_interval_ms\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x0e\n\x0c_concurrencyB\x08\n\x06_queueB\r\n\x0b_disciplineB\x12\n\x10_codel_target_msB\x14\n\x12_codel_interval_ms\"\x8a\x03\n\x07\x44\x62State\x12\"\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x12.herdlab.v1.Faults\x12&\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x14.herdlab.v1.Capacity\x12\x10\n\x08\x61rrivals\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\x10\n\x08rejected\x18\x05 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tin_flight\x18\x08 \x01(\x05\x12\x0e\n\x06queued\x18\t \x01(\x05\x12\x16\n\x0e\x63\x61pacity_per_s\x18\n \x01(\x01\x12\x14\n\x0cslot_seconds\x18\x0b \x01(\x01\x12\x10\n\x08standing\x18\x0c \x01(\x08\x12\x41\n\x10\x64ropped_by_stage\x18\r \x03(\x0b\x32\'.herdlab.v1.DbState.DroppedByStageEntry\x1a\x35\n\x13\x44roppedByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1d\n\nCoalescing\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"z\n\nCacheState\x12\x12\n\ncoalescing\x18\x01 \x01(\x08\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x01(\x03\x12\x16\n\x0ein_flight_keys\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x62_attempts\x18\x05 \x01(\x03\x12\r\n\x05ttl_s\x18\x06 \x01(\x01\"1\n\rRecordRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"P\n\x06Record\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08times_ns\x18\x02 \x03(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x12\n\noldest_seq\x18\x04 \x01(\x03\x32\xeb\x01\n\x07\x44\x62\x41\x64min\x12\x34\n\tSetFaults\x12\x12.herdlab.v1.Faults\x1a\x13.herdlab.v1.DbState\x12\x38\n\x0bSetCapacity\x12\x14.herdlab.v1.Capacity\x1a\x13.herdlab.v1.DbState\x12\x32\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x13.herdlab.v1.DbState\x12<\n\x0bGetArrivals\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Record2\xc2\x01\n\nCacheAdmin\x12?\n\rSetCoalescing\x12\x16.herdlab.v1.Coalescing\x1a\x16.herdlab.v1.CacheState\x12\x35\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x16.herdlab.v1.CacheState\x12<\n\x0bGetAttempts\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Recordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/admin.proto\x12\nherdlab.v1\"\x07\n\x05\x45mpty\"\x9e\x01\n\x06\x46\x61ults\x12\x17\n\nlatency_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tspread_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nerror_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06\x66or_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\r\n\x0b_latency_msB\x0c\n\n_spread_msB\r\n\x0b_error_rateB\t\n\x07_for_ms\"\xe2\x01\n\x08\x43\x61pacity\x12\x18\n\x0b\x63oncurrency\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05queue\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\ndiscipline\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1c\n\x0f\x63odel_target_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x63odel_interval_ms\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x0e\n\x0c_concurrencyB\x08\n\x06_queueB\r\n\x0b_disciplineB\x12\n\x10_codel_target_msB\x14\n\x12_codel_interval_ms\"\x81\x04\n\x07\x44\x62State\x12\"\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x12.herdlab.v1.Faults\x12&\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x14.herdlab.v1.Capacity\x12\x10\n\x08\x61rrivals\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\x10\n\x08rejected\x18\x05 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tin_flight\x18\x08 \x01(\x05\x12\x0e\n\x06queued\x18\t \x01(\x05\x12\x16\n\x0e\x63\x61pacity_per_s\x18\n \x01(\x01\x12\x14\n\x0cslot_seconds\x18\x0b \x01(\x01\x12\x10\n\x08standing\x18\x0c \x01(\x08\x12\x41\n\x10\x64ropped_by_stage\x18\r \x03(\x0b\x32\'.herdlab.v1.DbState.DroppedByStageEntry\x12?\n\x0freverts_at_unix\x18\x0e \x03(\x0b\x32&.herdlab.v1.DbState.RevertsAtUnixEntry\x1a\x35\n\x13\x44roppedByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x34\n\x12RevertsAtUnixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1d\n\nCoalescing\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"z\n\nCacheState\x12\x12\n\ncoalescing\x18\x01 \x01(\x08\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x01(\x03\x12\x16\n\x0ein_flight_keys\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x62_attempts\x18\x05 \x01(\x03\x12\r\n\x05ttl_s\x18\x06 \x01(\x01\"1\n\rRecordRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"P\n\x06Record\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08times_ns\x18\x02 \x03(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x12\n\noldest_seq\x18\x04 \x01(\x03\x32\xeb\x01\n\x07\x44\x62\x41\x64min\x12\x34\n\tSetFaults\x12\x12.herdlab.v1.Faults\x1a\x13.herdlab.v1.DbState\x12\x38\n\x0bSetCapacity\x12\x14.herdlab.v1.Capacity\x1a\x13.herdlab.v1.DbState\x12\x32\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x13.herdlab.v1.DbState\x12<\n\x0bGetArrivals\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Record2\xc2\x01\n\nCacheAdmin\x12?\n\rSetCoalescing\x12\x16.herdlab.v1.Coalescing\x1a\x16.herdlab.v1.CacheState\x12\x35\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x16.herdlab.v1.CacheState\x12<\n\x0bGetAttempts\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Recordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._loaded_options = None
   _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_options = b'8\001'
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._loaded_options = None
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._serialized_options = b'8\001'
   _globals['_EMPTY']._serialized_start=34
   _globals['_EMPTY']._serialized_end=41
-  _globals['_FAULTS']._serialized_start=43
-  _globals['_FAULTS']._serialized_end=169
-  _globals['_CAPACITY']._serialized_start=172
-  _globals['_CAPACITY']._serialized_end=398
-  _globals['_DBSTATE']._serialized_start=401
-  _globals['_DBSTATE']._serialized_end=795
-  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_start=742
-  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_end=795
-  _globals['_COALESCING']._serialized_start=797
-  _globals['_COALESCING']._serialized_end=826
-  _globals['_CACHESTATE']._serialized_start=828
-  _globals['_CACHESTATE']._serialized_end=950
-  _globals['_RECORDREQUEST']._serialized_start=952
-  _globals['_RECORDREQUEST']._serialized_end=1001
-  _globals['_RECORD']._serialized_start=1003
-  _globals['_RECORD']._serialized_end=1083
-  _globals['_DBADMIN']._serialized_start=1086
-  _globals['_DBADMIN']._serialized_end=1321
-  _globals['_CACHEADMIN']._serialized_start=1324
-  _globals['_CACHEADMIN']._serialized_end=1518
+  _globals['_FAULTS']._serialized_start=44
+  _globals['_FAULTS']._serialized_end=202
+  _globals['_CAPACITY']._serialized_start=205
+  _globals['_CAPACITY']._serialized_end=431
+  _globals['_DBSTATE']._serialized_start=434
+  _globals['_DBSTATE']._serialized_end=947
+  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_start=840
+  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_end=893
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._serialized_start=895
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._serialized_end=947
+  _globals['_COALESCING']._serialized_start=949
+  _globals['_COALESCING']._serialized_end=978
+  _globals['_CACHESTATE']._serialized_start=980
+  _globals['_CACHESTATE']._serialized_end=1102
+  _globals['_RECORDREQUEST']._serialized_start=1104
+  _globals['_RECORDREQUEST']._serialized_end=1153
+  _globals['_RECORD']._serialized_start=1155
+  _globals['_RECORD']._serialized_end=1235
+  _globals['_DBADMIN']._serialized_start=1238
+  _globals['_DBADMIN']._serialized_end=1473
+  _globals['_CACHEADMIN']._serialized_start=1476
+  _globals['_CACHEADMIN']._serialized_end=1670
 # @@protoc_insertion_point(module_scope)

@@ -193,3 +193,47 @@ def test_a_stack_started_without_proxy_says_so(tmp_path: Path) -> None:
         stack.proxy_admin()
     assert stack.proxied() == {}
     assert stack.client_target("cache") == "127.0.0.1:1"
+
+
+def test_latency_for_is_listed_while_it_holds_and_ctrl_c_reverts_it(proxied_dir: Path) -> None:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(proxied_dir)}
+    held = subprocess.Popen(
+        [*CHAOS, "latency", "db", "300ms", "--for", "60s"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not faults(proxied_dir)["db"]["reverts_at"] and time.monotonic() < deadline:
+            assert held.poll() is None, held.communicate()
+        db = faults(proxied_dir)["db"]
+        assert db["latency_ms"] == 300 and list(db["reverts_at"]) == ["latency_ms"]
+        held.send_signal(signal.SIGINT)
+        assert held.wait(timeout=30) == 130
+    finally:
+        if held.poll() is None:
+            held.kill()
+        held.communicate()
+    db = faults(proxied_dir)["db"]
+    assert db["latency_ms"] == 1 and db["reverts_at"] == {} and db["changed"] == []
+
+
+def test_latency_for_reverts_on_the_db_even_if_its_command_is_killed(proxied_dir: Path) -> None:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(proxied_dir)}
+    held = subprocess.Popen(
+        [*CHAOS, "errors", "db", "0.5", "--for", "3s"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not faults(proxied_dir)["db"]["reverts_at"] and time.monotonic() < deadline:
+        assert held.poll() is None
+    held.kill()
+    held.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while faults(proxied_dir)["db"]["error_rate"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert faults(proxied_dir)["db"]["error_rate"] == 0
