@@ -37,6 +37,7 @@ from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
 from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
+from chaos.wire_commands import in_force
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
@@ -193,11 +194,25 @@ def status(lab: Lab, as_json: bool) -> None:
     """Show the local stack's services: state, addresses, pids (and the wire proxy's links)."""
     backend = lab.backend()
     proxied = lab.stack.proxied() if lab.backend_name == "local" else {}
-    doc = StackInfo(backend.status(), proxied).to_json()
+    services = backend.status()
+    doc = StackInfo(services, proxied).to_json()
+    if "db" in services and "cache" in services:
+        doc["settings"] = asyncio.run(in_force(lab))  # the settings and faults in force
     if as_json:
         emit_json(doc)
     else:
         _print_status(doc)
+        for service, link in doc.get("proxy", {}).items():
+            out.print(f"{service} through the wire proxy at {link}")
+        for service in ("db", "cache"):
+            values = doc.get("settings", {}).get(service)
+            if values:
+                shown = ", ".join(
+                    f"{k}={v}" for k, v in values.items() if k not in ("changed", "reverts_at")
+                )
+                out.print(f"{service}: {shown}")
+        for fault in doc.get("settings", {}).get("wire", []):
+            out.print(f"wire {fault['link']}: {fault['kind']} {fault['stream']} ({fault['name']})")
 
 
 def _print_status(doc: dict[str, Any]) -> None:

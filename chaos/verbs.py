@@ -408,4 +408,64 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
     _report(lab, "expire", target, as_json, dry_run, **details)
 
 
-COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, queue, expire)
+async def _set_coalescing(lab: Lab, enabled: bool) -> None:
+    async with _admin(lab) as admin:
+        await admin.set_coalescing(enabled)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("state", type=click.Choice(("on", "off")))
+@_common
+@pass_lab
+def coalescing(lab: Lab, state: str, as_json: bool, dry_run: bool) -> None:
+    """Turn the cache's single-flight coalescing on or off (runtime)."""
+    if dry_run:
+        _admin(lab)
+    else:
+        asyncio.run(_set_coalescing(lab, state == "on"))
+    _report(lab, "coalescing", "cache", as_json, dry_run, coalescing=state)
+
+
+async def _set_capacity(lab: Lab, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
+    async with _admin(lab) as admin:
+        return await admin.set_capacity(capacity)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--concurrency", type=click.IntRange(1, 1_000_000), default=None, help="DB slots.")
+@click.option("--queue", type=click.IntRange(0, 10_000_000), default=None, help="DB wait queue.")
+@_common
+@pass_lab
+def capacity(
+    lab: Lab, concurrency: int | None, queue: int | None, as_json: bool, dry_run: bool
+) -> None:
+    """Set the DB's capacity at runtime: queries served at once and the wait-queue bound."""
+    if concurrency is None and queue is None:
+        raise click.UsageError("give --concurrency, --queue or both")
+    details: dict[str, Any] = {
+        k: v for k, v in (("concurrency", concurrency), ("queue", queue)) if v is not None
+    }
+    if dry_run:
+        _admin(lab)
+    else:
+        state = asyncio.run(
+            _set_capacity(lab, admin_pb2.Capacity(concurrency=concurrency, queue=queue))
+        )
+        details["capacity_per_s"] = round(state.capacity_per_s, 1)
+    _report(lab, "capacity", "db", as_json, dry_run, **details)
+
+
+COMMANDS = (
+    kill,
+    restore,
+    pause,
+    resume,
+    outage,
+    flap,
+    latency,
+    errors,
+    queue,
+    expire,
+    coalescing,
+    capacity,
+)

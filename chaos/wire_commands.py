@@ -234,7 +234,8 @@ def start_settings(lab: Lab) -> tuple[DbSettings, CacheSettings]:
     return db, cache
 
 
-async def _state(lab: Lab) -> dict[str, Any]:
+async def in_force(lab: Lab) -> dict[str, Any]:
+    """What is in force now (`chaos faults --json`; `chaos status` shows it too)."""
     services = lab.backend().status()
     if "db" not in services or "cache" not in services:
         raise BackendError("no lab stack is up; run 'chaos up' first")
@@ -293,7 +294,7 @@ def _db_start(db: DbSettings) -> dict[str, Any]:
 def faults(lab: Lab, as_json: bool) -> None:
     """List what is in force: wire faults, the DB's latency, error rate and capacity, the
     cache's coalescing, paused or killed services; settings changed since 'chaos up' marked."""
-    doc = asyncio.run(_state(lab))
+    doc = asyncio.run(in_force(lab))
     if as_json:
         emit_json(doc)
         return
