@@ -130,19 +130,25 @@ def test_a_for_fault_expires_on_the_proxy_even_if_its_command_is_killed(
 
 
 def test_reset_returns_the_start_settings_and_removes_wire_faults(proxied_dir: Path) -> None:
-    assert (
-        chaos(proxied_dir, "wire", "cache", "--latency", "1ms", "--stream", "upstream").returncode
-        == 0
-    )
-    assert chaos(proxied_dir, "latency", "db", "300ms").returncode == 0
+    for args in (
+        ["wire", "cache", "--latency", "1ms", "--stream", "upstream"],
+        ["latency", "db", "300ms"],
+        ["capacity", "--concurrency", "5"],
+        ["coalescing", "off"],
+    ):
+        done = chaos(proxied_dir, *args)
+        assert done.returncode == 0, done.stderr
     doc = faults(proxied_dir)
-    assert doc["db"]["latency_ms"] == 300 and doc["db"]["changed"] == ["latency_ms"]
+    assert doc["db"]["latency_ms"] == 300 and doc["db"]["concurrency"] == 5
+    assert doc["db"]["changed"] == ["concurrency", "latency_ms"]
+    assert doc["cache"] == {"coalescing": False, "changed": ["coalescing"]}
     assert [f["name"] for f in doc["wire"]] == ["cache-latency"]
     reset = chaos(proxied_dir, "reset", "--json")
     assert reset.returncode == 0, reset.stderr
     assert json.loads(reset.stdout)["wire_removed"] == ["cache-latency"]
     doc = faults(proxied_dir)
     assert doc["wire"] == [] and doc["db"]["changed"] == [] and doc["db"]["latency_ms"] == 1
+    assert doc["cache"]["changed"] == []
 
 
 def test_reset_once_resets_the_connections_open_now(proxied_dir: Path) -> None:
