@@ -102,7 +102,9 @@ class PingPolicy:
 
     def options(self) -> list[tuple[str, Any]]:
         return [
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", self.min_interval_ms),
+            # The C name is GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; the string
+            # gRPC core reads is this one (a key it does not know is silently ignored).
+            ("grpc.http2.min_ping_interval_without_data_ms", self.min_interval_ms),
             ("grpc.http2.max_ping_strikes", self.max_strikes),
             ("grpc.keepalive_permit_without_calls", int(self.permit_without_calls)),
         ]
