@@ -74,6 +74,13 @@ def _positive_duration(value: float, flag: str) -> float:
     return value
 
 
+def _check_up(lab: Lab, service: str) -> None:
+    """What a real run of a process verb checks first (for `--dry-run`): a stack is up and has
+    `service`; BackendError as the real run would raise otherwise."""
+    if service not in lab.backend().status():
+        raise BackendError("no lab stack is up; run 'chaos up' first")
+
+
 def _act(
     lab: Lab, verb: str, service: str, action: Callable[[Backend, str], ServiceInfo]
 ) -> ServiceInfo:
@@ -98,7 +105,9 @@ def _process_verb(
     @pass_lab
     def command(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
         details = {}
-        if not dry_run:
+        if dry_run:
+            _check_up(lab, service)
+        else:
             details["service"] = _service_doc(_act(lab, verb, service, action))
         _report(lab, verb, service, as_json, dry_run, **details)
 
@@ -143,6 +152,7 @@ def outage(lab: Lab, service: str, duration: float, as_json: bool, dry_run: bool
     """Kill a service, keep it down for a while, restore it (same address)."""
     _positive_duration(duration, "--for")
     if dry_run:
+        _check_up(lab, service)
         _report(lab, "outage", service, as_json, dry_run, seconds=duration)
         return
     down_at, up_at = _outage(lab, service, duration)
@@ -171,6 +181,7 @@ def flap(
     _positive_duration(down_s, "--down")
     _positive_duration(up_s, "--up")
     if dry_run:
+        _check_up(lab, service)
         _report(lab, "flap", service, as_json, dry_run, down_s=down_s, up_s=up_s, cycles=cycles)
         return
     outages = []
@@ -380,7 +391,9 @@ def queue(
         pair = DbSettings(codel_target_s=target, codel_interval_s=interval).problems()
         if pair:
             raise click.UsageError(pair[0])
-    if not dry_run:
+    if dry_run:
+        _admin(lab)
+    else:
         state = asyncio.run(_set_queue(lab, discipline, target, interval))
         details["codel_target_ms"] = state.capacity.codel_target_ms
         details["codel_interval_ms"] = state.capacity.codel_interval_ms
@@ -403,7 +416,9 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
         raise click.UsageError("give either KEY... or --all")
     target = "all" if all_keys else ",".join(keys)
     details: dict[str, Any] = {}
-    if not dry_run:
+    if dry_run:
+        _admin(lab)
+    else:
         details["expired"] = asyncio.run(_expire(lab, None if all_keys else list(keys)))
     _report(lab, "expire", target, as_json, dry_run, **details)
 

@@ -182,8 +182,16 @@ def test_bad_wire_input_exits_2_with_one_line(
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_wire_verbs_without_a_stack_exit_2(tmp_path: Path) -> None:
-    result = chaos(tmp_path, "partition", "cache", "--dry-run")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["partition", "cache", "--dry-run"],
+        ["latency", "db", "300ms", "--for", "5s", "--dry-run"],
+        ["kill", "db", "--dry-run"],
+    ],
+)
+def test_dry_run_without_a_stack_fails_as_a_real_run_would(tmp_path: Path, args: list[str]) -> None:
+    result = chaos(tmp_path, *args)
     assert result.returncode == 2 and "no lab stack is up" in result.stderr, result
     assert len(result.stderr.splitlines()) == 1
 
