@@ -26,10 +26,13 @@ from benchmarks import (
     recovery,
     report,
     sharpness,
+    wire_proxy,
 )
 from benchmarks.system import cpu_plan, load_average, machine
 
 PLOT_NAME = "policies.png"
+# The proxy's overhead is read at the hit path's usual points (one caller, and 64 at once).
+WIRE_CONCURRENCIES = (1, 64)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ def run(
             plan, p.scale_start, p.scale_max, p.scale_bisect_steps, p.scale_repeats
         ),
         "sharpness": lambda: sharpness.run(p.sharp_clients, p.sharp_rounds),
+        "wire_proxy": lambda: wire_proxy.run(
+            plan, WIRE_CONCURRENCIES, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s
+        ),
     }
     unknown = [name for name in only if name not in sections]
     if unknown:

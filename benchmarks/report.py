@@ -8,7 +8,15 @@ from typing import Any
 
 from benchmarks.stats import ratio
 
-SECTIONS = ("coalescing", "hit_path", "policies", "herd_recovery", "herd_scale", "sharpness")
+SECTIONS = (
+    "coalescing",
+    "hit_path",
+    "policies",
+    "herd_recovery",
+    "herd_scale",
+    "sharpness",
+    "wire_proxy",
+)
 TITLES = {
     "coalescing": "Coalescing",
     "hit_path": "Hit path",
@@ -16,6 +24,7 @@ TITLES = {
     "herd_recovery": "Herd recovery",
     "herd_scale": "Scale of the herd",
     "sharpness": "Sharpness of the stampede",
+    "wire_proxy": "Wire-fault proxy overhead",
 }
 QUICK_NOTE = " (quick mode: small sizes, few seeds: a smoke, not a measurement)"
 
@@ -87,7 +96,7 @@ def header(meta: dict[str, Any]) -> list[str]:
 
 
 def summary(results: dict[str, Any]) -> list[str]:
-    c, h, p, r, s, sharp = (results[k] for k in SECTIONS)
+    c, h, p, r, s, sharp = (results[k] for k in SECTIONS[:6])
     rows = [
         [
             "coalescing",
@@ -200,6 +209,15 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"{row['lab']['db_arrival_spread_s']:.3f} s",
                 f"bare chain {row['chain']['arrival_spread_s']:.3f} s",
                 _x(row["spread_over_chain"]),
+            ]
+        )
+    for row in results["wire_proxy"]["rows"]:
+        rows.append(
+            [
+                "wire_proxy",
+                f"c={row['concurrency']}: {row['proxied_rps']:,.0f} req/s through the proxy",
+                f"direct {row['direct_rps']:,.0f} req/s",
+                f"ratio {row['ratio']}",
             ]
         )
     return ["## Summary", "", *_table(["section", "figure", "limit", "distance"], rows)]
@@ -1014,6 +1032,68 @@ def sharpness(sh: dict[str, Any]) -> list[str]:
     ]
 
 
+def wire_proxy(w: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"{row['concurrency']}",
+            f"{row['direct_rps']:,.0f}",
+            f"{row['proxied_rps']:,.0f}",
+            f"**{row['ratio']}**",
+            ", ".join(f"{x}" for x in row["paired_ratios"]),
+            f"{row['direct_p50_ms']:.2f} / {row['proxied_p50_ms']:.2f}",
+        ]
+        for row in w["rows"]
+    ]
+    return [
+        f"## 7. {TITLES['wire_proxy']} (`wire_proxy`)",
+        "",
+        "`Get` on a warm key (TTL 1 h) of one cache, directly and through the wire-fault proxy "
+        "in front of it (`chaos up --proxy cache`, no fault in force), by the same closed-loop "
+        f"load generator, in {w['rounds']} round(s) of {w['duration_s']:g} s windows after "
+        f"{w['warmup_s']:g} s of warm-up, the order reversed every round. The cache and the "
+        "proxy share the server core, so the ratio (proxied / direct req/s, medians) is what "
+        "a run behind the proxy loses on this machine: the proxy's CPU per request comes out "
+        "of the cache's core.",
+        "",
+        *_table(
+            [
+                "concurrency",
+                "direct req/s",
+                "proxied req/s",
+                "ratio",
+                "ratio per round",
+                "p50 ms direct / proxied",
+            ],
+            rows,
+        ),
+        *_wire_noise(w),
+    ]
+
+
+def _wire_noise(w: dict[str, Any]) -> list[str]:
+    """A reading of the per-round ratios: when they fall on both sides of 1.0 the run cannot
+    tell the proxy's cost from the machine's noise, and says so."""
+    mixed = [
+        row
+        for row in w["rows"]
+        if any(x is not None and x < 1 for x in row["paired_ratios"])
+        and any(x is not None and x > 1 for x in row["paired_ratios"])
+    ]
+    if not mixed:
+        return []
+    spans = "; ".join(
+        f"c={row['concurrency']}: {min(x for x in row['paired_ratios'] if x is not None)}-"
+        f"{max(x for x in row['paired_ratios'] if x is not None)}"
+        for row in mixed
+    )
+    return [
+        f"The rounds disagree ({spans}): in this run the machine's noise was larger than the "
+        "proxy's cost, so the median ratio is not a measurement of it; re-run on a quiet "
+        "machine (see the load average above).",
+        "",
+    ]
+
+
 def render(results: dict[str, Any], plot: str) -> str:
     renderers: dict[str, Callable[[dict[str, Any]], list[str]]] = {
         "coalescing": coalescing,
@@ -1022,6 +1102,7 @@ def render(results: dict[str, Any], plot: str) -> str:
         "herd_recovery": herd_recovery,
         "herd_scale": herd_scale,
         "sharpness": sharpness,
+        "wire_proxy": wire_proxy,
     }
     failed = [name for name in SECTIONS if "failed" in results[name]]
     lines = header(results["meta"])

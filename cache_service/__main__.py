@@ -62,6 +62,7 @@ def main(
             registry,
             reconnect=config.reconnect(),
             guards=config.guard_set(),
+            keepalive=config.keepalive(),
         )
         cache = Cache(
             store,
@@ -89,6 +90,7 @@ def main(
                     "loop": loop_name,
                     **config.described(),
                 },
+                pings=config.pings(),
             )
         finally:
             await cache.close()

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from herdlab import channelz
-from herdlab.grpcutil import Reconnect, channel_options
+from herdlab.grpcutil import Keepalive, Reconnect, channel_options
 from herdlab.guards import GuardSet
 from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import PREFIX
@@ -68,6 +68,7 @@ class DbClient:
         record_size: int = 1_000_000,
         reconnect: Reconnect | None = None,
         guards: GuardSet | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
@@ -78,7 +79,9 @@ class DbClient:
         self._channel = grpc.aio.insecure_channel(
             target,
             options=channel_options(
-                reconnect=reconnect, service_config=policy.grpc_service_config()
+                reconnect=reconnect,
+                service_config=policy.grpc_service_config(),
+                keepalive=keepalive,
             ),
         )
         self._stub = db_pb2_grpc.DbStub(self._channel)

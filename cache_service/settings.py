@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cache_service import freshness
 from cache_service.freshness import Freshness
 from cache_service.store import TtlStore
-from herdlab.grpcutil import Reconnect
+from herdlab.grpcutil import Keepalive, PingPolicy, Reconnect
 from herdlab.guards import GuardSet, parse_guard_set
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
@@ -126,6 +126,45 @@ class CacheSettings(Settings):
         lo=0.0,
         hi=MAX_RECONNECT_S,
     )
+    db_keepalive_s: float = setting(
+        0.0,
+        "db_keepalive",
+        "duration",
+        "Keepalive ping towards the DB after this long without activity (0: off, gRPC's "
+        "default): a half-open DB connection is then noticed within keepalive + timeout.",
+        lo=0.0,
+        hi=MAX_RECONNECT_S,
+    )
+    db_keepalive_timeout_s: float = setting(
+        20.0,
+        "db_keepalive_timeout",
+        "duration",
+        "How long a keepalive ping may wait for its ACK before the connection is closed.",
+        lo=0.001,
+        hi=MAX_RECONNECT_S,
+    )
+    db_keepalive_without_calls: bool = setting(
+        True,
+        "db_keepalive_without_calls",
+        "bool",
+        "Ping the DB even with no call in flight.",
+    )
+    ping_min_interval_s: float = setting(
+        0.5,
+        "ping_min_interval",
+        "duration",
+        "Clients' keepalive pings closer than this are strikes (gRPC's default: 5m).",
+        lo=0.0,
+        hi=3600.0,
+    )
+    ping_strikes: int = setting(
+        2,
+        "ping_strikes",
+        "int",
+        "Strikes tolerated before GOAWAY too_many_pings (0: any number).",
+        lo=0,
+        hi=1000,
+    )
 
     grpc_max_tokens: int = setting(
         0,
@@ -189,6 +228,22 @@ class CacheSettings(Settings):
         return Reconnect(
             initial_backoff_ms=max(1, round(self.db_reconnect_initial_s * 1000)),
             max_backoff_ms=max(1, round(self.db_reconnect_max_s * 1000)),
+        )
+
+    def keepalive(self) -> Keepalive | None:
+        """The DB channel's keepalive, or None when off."""
+        if self.db_keepalive_s <= 0:
+            return None
+        return Keepalive(
+            time_ms=max(1, round(self.db_keepalive_s * 1000)),
+            timeout_ms=max(1, round(self.db_keepalive_timeout_s * 1000)),
+            without_calls=self.db_keepalive_without_calls,
+        )
+
+    def pings(self) -> PingPolicy:
+        """How the cache's server enforces its clients' keepalive pings."""
+        return PingPolicy(
+            min_interval_ms=round(self.ping_min_interval_s * 1000), max_strikes=self.ping_strikes
         )
 
     def problems(self) -> list[str]:

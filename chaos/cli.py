@@ -40,6 +40,8 @@ from chaos.scenario_commands import demo, report, scenario, soak
 from chaos.stack import StackInfo, default_state_dir
 from chaos.verbs import COMMANDS
 from chaos.watch import watch
+from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
+from chaos.wire_commands import in_force
 from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
@@ -75,7 +77,7 @@ def cli(ctx: click.Context, state_dir: Path, backend: str, loop_name: str) -> No
     ctx.obj = Lab(state_dir, backend)
 
 
-for _command in (*COMMANDS, run, scenario, soak, demo, report, watch):
+for _command in (*COMMANDS, *WIRE_COMMANDS, run, scenario, soak, demo, report, watch):
     cli.add_command(_command)
 
 
@@ -128,6 +130,12 @@ for _command in (*COMMANDS, run, scenario, soak, demo, report, watch):
     help="Start the cache with single-flight on or off [default: on].",
 )
 @click.option(
+    "--proxy",
+    default="",
+    metavar="db,cache",
+    help="Put the wire-fault proxy in front of these services (chaos partition, chaos wire).",
+)
+@click.option(
     "--db-arg",
     "db_args",
     multiple=True,
@@ -157,6 +165,7 @@ def up(
     cache_metrics_port: int,
     policy: str | None,
     coalescing: bool | None,
+    proxy: str,
     db_args: tuple[str, ...],
     cache_args: tuple[str, ...],
     with_prometheus: bool,
@@ -182,6 +191,7 @@ def up(
         db_metrics_port=db_metrics_port,
         cache_port=cache_port,
         cache_metrics_port=cache_metrics_port,
+        proxy=[name for name in proxy.split(",") if name],
     )
     if with_prometheus:
         try:
@@ -208,13 +218,27 @@ def down(lab: Lab) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the stack as JSON.")
 @pass_lab
 def status(lab: Lab, as_json: bool) -> None:
-    """Show the local stack's services: state, addresses, pids."""
+    """Show the local stack's services: state, addresses, pids (and the wire proxy's links)."""
     info = lab.stack.status_info() if lab.backend_name == "local" else None
-    doc = (info or StackInfo(lab.backend().status())).to_json()
+    services = info.services if info is not None else lab.backend().status()
+    doc = (info or StackInfo(services)).to_json()
+    if "db" in services and "cache" in services:
+        doc["settings"] = loop.run(in_force(lab))  # the settings and faults in force
     if as_json:
         emit_json(doc)
     else:
         _print_status(doc)
+        for service, link in doc.get("proxy", {}).items():
+            out.print(f"{service} through the wire proxy at {link}")
+        for service in ("db", "cache"):
+            values = doc.get("settings", {}).get(service)
+            if values:
+                shown = ", ".join(
+                    f"{k}={v}" for k, v in values.items() if k not in ("changed", "reverts_at")
+                )
+                out.print(f"{service}: {shown}")
+        for fault in doc.get("settings", {}).get("wire", []):
+            out.print(f"wire {fault['link']}: {fault['kind']} {fault['stream']} ({fault['name']})")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -261,6 +285,8 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     services = lab.backend().status()
     if "cache" not in services:
         raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
+    if lab.backend_name == "local":
+        return lab.stack.client_target("cache")  # through the wire proxy when there is one
     return services["cache"].grpc
 
 

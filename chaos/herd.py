@@ -43,7 +43,7 @@ import grpc
 import prometheus_client
 from prometheus_client import CollectorRegistry, Histogram
 
-from herdlab.grpcutil import Reconnect, channel_options
+from herdlab.grpcutil import Keepalive, Reconnect, channel_options
 from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import PREFIX
@@ -123,6 +123,7 @@ class HerdConfig:
         default_factory=lambda: RetryPolicy(name="none", max_total_s=10.0, attempt_timeout_s=10.0)
     )
     reconnect: Reconnect | None = None
+    keepalive: Keepalive | None = None  # the channels' keepalive pings (None: off, gRPC's default)
     seed: int | None = None
     # Overload guards around the users' calls (`herdlab.guards`), one set for the whole herd.
     guards: str = "none"
@@ -342,6 +343,7 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
                 local_pool=True,
                 reconnect=config.reconnect,
                 service_config=policy.grpc_service_config(),
+                keepalive=config.keepalive,
             ),
         )
         for _ in range(config.channels)

@@ -27,6 +27,7 @@ from chaos.scenarios.metastable import (
     parse_configuration,
     run_metastable,
 )
+from chaos.scenarios.partition import PartitionConfig, run_partition
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
 from chaos.scenarios.soak import SoakConfig, run_soak
@@ -216,6 +217,64 @@ def reconnect_storm(
     )
     _check(config.problems())
     _run(lambda progress: run_reconnect_storm(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("partition", context_settings=CONTEXT)
+@click.option("--users", default=200, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--channels",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Connections the herd holds.",
+)
+@click.option(
+    "--for",
+    "outage",
+    default="10s",
+    show_default=True,
+    type=DURATION,
+    help="How long the cache is partitioned (or killed).",
+)
+@click.option(
+    "--keepalive",
+    default="1s",
+    show_default=True,
+    type=DURATION,
+    help="The keepalive variant's ping interval (and ACK timeout); the other variant has none.",
+)
+@click.option(
+    "--faults",
+    default="kill,partition",
+    show_default=True,
+    help="The faults to compare: kill (connections reset), partition (left half-open).",
+)
+@SEED_OPTION
+@JSON_OPTION
+@OUT_OPTION
+def partition(
+    users: int,
+    channels: int,
+    outage: float,
+    keepalive: float,
+    faults: str,
+    seed: int,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """Partition (or kill) the cache under a herd holding M channels, then heal it; with and
+    without keepalive pings."""
+    config = PartitionConfig(
+        users=users,
+        channels=channels,
+        outage_s=outage,
+        keepalive_s=keepalive,
+        keepalive_timeout_s=keepalive,
+        faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
+        seed=seed,
+    )
+    _check(config.problems())
+    _run(lambda progress: run_partition(config, out.print, progress), json_path, out_dir)
 
 
 @scenario.command("metastable", context_settings=CONTEXT)

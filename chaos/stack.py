@@ -8,6 +8,13 @@ time, so a recycled pid is never signalled.
 
 Ports not given are chosen free by the OS. `restore` starts a service again with the same command
 line, hence on the same address: clients reconnect to where they were.
+
+With `proxy` (`chaos up --proxy db,cache`) a third process, the wire-fault proxy (`chaos.wire`,
+record `wire`), starts between the DB and the cache with a link in front of each service named:
+the cache's DB target is then the proxy's `db` link, and clients of the cache reach it through
+the `cache` link (`client_target`). The proxy is a process of its own, not a task inside a
+`chaos` invocation, so faults put in force by one `chaos partition` outlive it and expire on the
+proxy's own timer; it is stopped with the stack.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from typing import Any
 import psutil
 
 from chaos import prometheus_local
-from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from chaos.backends.base import Backend, BackendError, ServiceInfo, check_service
+from chaos.wire.proxy import LINK_NAMES
 from herdlab.grpcutil import wait_serving
 
 HOST = "127.0.0.1"
@@ -63,6 +71,7 @@ class ServiceRecord:
     pid: int | None = None
     started_at: float | None = None  # psutil create_time, to recognise the process
     state: str = "stopped"
+    links: dict[str, str] | None = None  # the wire proxy: service -> address clients use
 
 
 @dataclass
@@ -70,6 +79,7 @@ class StackInfo:
     services: dict[str, ServiceInfo] = field(default_factory=dict)
     # Local stack: {"targets_file": file_sd path, "url": the local Prometheus or None}.
     prometheus: dict[str, str | None] | None = None
+    proxy: dict[str, str] = field(default_factory=dict)  # proxied service -> its link address
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -80,6 +90,8 @@ class StackInfo:
         }
         if self.prometheus is not None:
             doc["prometheus"] = self.prometheus
+        if self.proxy:
+            doc["proxy"] = dict(self.proxy)
         return doc
 
 
@@ -152,13 +164,20 @@ class LocalStack(Backend):
         cache_port: int = 0,
         cache_metrics_port: int = 0,
         timeout_s: float = READY_TIMEOUT_S,
+        proxy: Sequence[str] = (),
     ) -> StackInfo:
         """Starts the DB then the cache; returns once both are SERVING.
 
         Ports not given are picked free by the OS, then released for the service to bind: another
         process can take one in between. When every port was picked so, a service that could
         not bind its port is started again on fresh ones (at most `BIND_TRIES` times); ports the
-        caller chose are never changed."""
+        caller chose are never changed. `proxy` names the services to put the wire-fault proxy
+        in front of (see the module)."""
+        unknown = [name for name in proxy if name not in LINK_NAMES]
+        if unknown:
+            raise BackendError(
+                f"cannot proxy {', '.join(unknown)}; choose from {', '.join(LINK_NAMES)}"
+            )
         if self.is_up():
             raise BackendError(
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
@@ -166,12 +185,12 @@ class LocalStack(Backend):
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
         for _ in range(BIND_TRIES - 1):
             try:
-                return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s)
+                return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s, proxy=proxy)
             except BackendError as exc:
                 text = str(exc).lower()
                 if any(chosen) or not ("bind" in text or "address already in use" in text):
                     raise
-        return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s)
+        return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s, proxy=proxy)
 
     def _up(
         self,
@@ -183,6 +202,7 @@ class LocalStack(Backend):
         cache_metrics_port: int,
         *,
         timeout_s: float,
+        proxy: Sequence[str] = (),
     ) -> StackInfo:
         db_port = db_port or free_port()
         db_metrics_port = db_metrics_port or free_port()
@@ -191,6 +211,8 @@ class LocalStack(Backend):
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         db_target = f"{HOST}:{db_port}"
+        wire = _wire_record(proxy, db_target, f"{HOST}:{cache_port}", logs) if proxy else None
+        cache_db_target = wire.links["db"] if wire and wire.links and "db" in wire.links else None
         records = {
             "db": ServiceRecord(
                 name="db",
@@ -227,7 +249,7 @@ class LocalStack(Backend):
                     "--metrics-port",
                     str(cache_metrics_port),
                     "--db-target",
-                    db_target,
+                    cache_db_target or db_target,
                     *cache_args,
                 ],
                 grpc=f"{HOST}:{cache_port}",
@@ -235,9 +257,11 @@ class LocalStack(Backend):
                 log=str(logs / "cache.log"),
             ),
         }
+        if wire is not None:  # started after the DB, before the cache that may call through it
+            records = {"db": records["db"], "wire": wire, "cache": records["cache"]}
         self._save(records)
         try:
-            for name in SERVICES:
+            for name in records:
                 self._start(records, name, timeout_s)
             prometheus_local.write_targets(
                 self.state_dir, {n: r.metrics for n, r in records.items()}
@@ -330,11 +354,9 @@ class LocalStack(Backend):
         running."""
         records = self._load()
         stopped = []
-        helpers = [name for name in records if name not in SERVICES]
-        for name in [*helpers, *reversed(SERVICES)]:
-            record = records.get(name)
-            if record is None:
-                continue
+        # Reverse start order: helpers (started last) first, then the cache, the proxy, the DB.
+        for name in reversed(list(records)):
+            record = records[name]
             proc = self._process(record)
             if proc is not None:
                 self._stop(proc)
@@ -367,7 +389,37 @@ class LocalStack(Backend):
 
     def status_info(self) -> StackInfo:
         services = self.status()
-        return StackInfo(services, prometheus_local.describe(self.state_dir, services))
+        return StackInfo(
+            services,
+            prometheus=prometheus_local.describe(self.state_dir, services),
+            proxy=self.proxied(),
+        )
+
+    def proxied(self) -> dict[str, str]:
+        """The services behind the wire proxy, each with the address its clients use."""
+        wire = self._load().get("wire")
+        return dict(wire.links or {}) if wire is not None else {}
+
+    def proxy_admin(self) -> str:
+        """The wire proxy's admin address; BackendError when the stack has none."""
+        records = self._load()
+        if not records:
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        wire = records.get("wire")
+        if wire is None:
+            raise BackendError(
+                "the stack has no wire proxy; start it with 'chaos up --proxy db,cache'"
+            )
+        if self._process(wire) is None:
+            raise BackendError("the wire proxy is not running")
+        return wire.grpc
+
+    def client_target(self, service: str) -> str:
+        """Where clients of `service` connect: its proxy link when proxied, else the service."""
+        proxied = self.proxied()
+        if service in proxied:
+            return proxied[service]
+        return self._record(service)[1].grpc
 
     def _record(self, service: str) -> tuple[dict[str, ServiceRecord], ServiceRecord]:
         check_service(service)
@@ -436,6 +488,26 @@ class LocalStack(Backend):
 
     def resume(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGCONT, "running")
+
+
+def _wire_record(
+    proxy: Sequence[str], db_target: str, cache_target: str, logs: Path
+) -> ServiceRecord:
+    """The wire proxy's record: an admin port, and a link per proxied service."""
+    upstreams = {"db": db_target, "cache": cache_target}
+    links = {name: free_port() for name in LINK_NAMES if name in proxy}
+    admin = free_port()
+    argv = [sys.executable, "-m", "chaos.wire", "--host", HOST, "--port", str(admin)]
+    for name, port in links.items():
+        argv += ["--link", f"{name}:{port}:{upstreams[name]}"]
+    return ServiceRecord(
+        name="wire",
+        argv=argv,
+        grpc=f"{HOST}:{admin}",
+        metrics="",
+        log=str(logs / "wire.log"),
+        links={name: f"{HOST}:{port}" for name, port in links.items()},
+    )
 
 
 def _exited(proc: psutil.Process, timeout_s: float) -> bool:

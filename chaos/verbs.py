@@ -9,12 +9,18 @@ Runtime faults go through the services' admin RPCs, wherever they run:
 
 Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
 it did to the journal. Durations take unit suffixes: 500ms, 10s, 1m.
+
+`latency` and `errors` take `--for D`: the DB is told to put the old values back itself after D
+(so the revert holds even if this process is killed), and the command stays in the foreground
+until then; Ctrl-C or SIGTERM puts them back at once (exit 130).
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -32,6 +38,7 @@ from herdlab.settings import by_key
 from protos import admin_pb2
 
 SERVICE = click.Choice(SERVICES)
+DB_ONLY = click.Choice(("db",))  # the targets runtime faults work on
 MAX_CYCLES = 1000
 MAX_OUTAGE_S = 3600.0
 
@@ -70,6 +77,13 @@ def _positive_duration(value: float, flag: str) -> float:
     return value
 
 
+def _check_up(lab: Lab, service: str) -> None:
+    """What a real run of a process verb checks first (for `--dry-run`): a stack is up and has
+    `service`; BackendError as the real run would raise otherwise."""
+    if service not in lab.backend().status():
+        raise BackendError("no lab stack is up; run 'chaos up' first")
+
+
 def _act(
     lab: Lab, verb: str, service: str, action: Callable[[Backend, str], ServiceInfo]
 ) -> ServiceInfo:
@@ -94,7 +108,9 @@ def _process_verb(
     @pass_lab
     def command(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
         details = {}
-        if not dry_run:
+        if dry_run:
+            _check_up(lab, service)
+        else:
             details["service"] = _service_doc(_act(lab, verb, service, action))
         _report(lab, verb, service, as_json, dry_run, **details)
 
@@ -139,6 +155,7 @@ def outage(lab: Lab, service: str, duration: float, as_json: bool, dry_run: bool
     """Kill a service, keep it down for a while, restore it (same address)."""
     _positive_duration(duration, "--for")
     if dry_run:
+        _check_up(lab, service)
         _report(lab, "outage", service, as_json, dry_run, seconds=duration)
         return
     down_at, up_at = _outage(lab, service, duration)
@@ -167,6 +184,7 @@ def flap(
     _positive_duration(down_s, "--down")
     _positive_duration(up_s, "--up")
     if dry_run:
+        _check_up(lab, service)
         _report(lab, "flap", service, as_json, dry_run, down_s=down_s, up_s=up_s, cycles=cycles)
         return
     outages = []
@@ -198,9 +216,47 @@ def _admin(lab: Lab) -> Admin:
     return Admin(services["db"].grpc, services["cache"].grpc)
 
 
-async def _set_faults(lab: Lab, faults: admin_pb2.Faults) -> admin_pb2.DbState:
+async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> bool:
+    """Waits `seconds` in the foreground; True if it ran its course. SIGINT or SIGTERM ends the
+    wait at once, runs `revert` and returns False."""
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.ensure_future(asyncio.sleep(seconds))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, waiter.cancel)
+    try:
+        await waiter
+        return True
+    except asyncio.CancelledError:
+        await revert()
+        return False
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _set_faults_for(
+    lab: Lab, faults: admin_pb2.Faults, seconds: float | None
+) -> tuple[admin_pb2.DbState, bool]:
+    """Sets `faults`; with `seconds`, for that long (see the module). Returns the DB's state
+    after the change and whether the faults ran their course (False: interrupted, reverted)."""
     async with _admin(lab) as admin:
-        return await admin.set_faults(faults)
+        if seconds is None:
+            return await admin.set_faults(faults), True
+        before = (await admin.db_state()).faults
+        previous = admin_pb2.Faults()
+        for name in ("latency_ms", "spread_ms", "error_rate"):
+            if faults.HasField(name):
+                setattr(previous, name, getattr(before, name))
+        faults.for_ms = seconds * 1000
+        state = await admin.set_faults(faults)
+        finished = await hold_for(seconds, lambda: admin.set_faults(previous))
+        return state, finished
+
+
+def _timed(lab: Lab, verb: str, target: str, finished: bool, details: dict[str, Any]) -> None:
+    if not finished:
+        lab.journal.append(verb, target, "reverted", backend=lab.backend_name, **details)
+        raise KeyboardInterrupt
 
 
 def _db_only(service: str, verb: str) -> None:
@@ -210,8 +266,25 @@ def _db_only(service: str, verb: str) -> None:
         )
 
 
+FOR_OPTION = click.option(
+    "--for",
+    "duration",
+    type=DURATION,
+    default=None,
+    help="Put the old value back after this long (the DB does it itself; Ctrl-C does it now).",
+)
+
+
+def _check_for(lab: Lab, duration: float | None, dry_run: bool) -> None:
+    """What a real run checks first: a valid duration, a stack up with a DB."""
+    if duration is not None:
+        _positive_duration(duration, "--for")
+    if dry_run:
+        _admin(lab)
+
+
 @click.command(context_settings=CONTEXT)
-@click.argument("service", type=SERVICE)
+@click.argument("service", type=DB_ONLY)
 @click.argument("latency", type=DURATION)
 @click.option(
     "--spread",
@@ -219,36 +292,53 @@ def _db_only(service: str, verb: str) -> None:
     default=None,
     help="Extra latency, uniform in [0, spread] [default: unchanged].",
 )
+@FOR_OPTION
 @_common
 @pass_lab
 def latency(
-    lab: Lab, service: str, latency: float, spread: float | None, as_json: bool, dry_run: bool
+    lab: Lab,
+    service: str,
+    latency: float,
+    spread: float | None,
+    duration: float | None,
+    as_json: bool,
+    dry_run: bool,
 ) -> None:
     """Set the DB's base latency per query (runtime, through its admin service)."""
-    _db_only(service, "latency")
+    _check_for(lab, duration, dry_run)
     faults = admin_pb2.Faults(latency_ms=latency * 1000)
     if spread is not None:
         faults.spread_ms = spread * 1000
     details: dict[str, Any] = {"latency_ms": latency * 1000}
     if spread is not None:
         details["spread_ms"] = spread * 1000
+    if duration is not None:
+        details["for_s"] = duration
     if not dry_run:
-        state = loop.run(_set_faults(lab, faults))
+        state, finished = loop.run(_set_faults_for(lab, faults, duration))
         details["capacity_per_s"] = round(state.capacity_per_s, 1)
+        _timed(lab, "latency", service, finished, details)
     _report(lab, "latency", service, as_json, dry_run, **details)
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("service", type=SERVICE)
+@click.argument("service", type=DB_ONLY)
 @click.argument("rate", type=PROBABILITY)
+@FOR_OPTION
 @_common
 @pass_lab
-def errors(lab: Lab, service: str, rate: float, as_json: bool, dry_run: bool) -> None:
+def errors(
+    lab: Lab, service: str, rate: float, duration: float | None, as_json: bool, dry_run: bool
+) -> None:
     """Make the DB fail this fraction of queries with UNAVAILABLE (0 turns it off)."""
-    _db_only(service, "errors")
+    _check_for(lab, duration, dry_run)
+    details: dict[str, Any] = {"error_rate": rate}
+    if duration is not None:
+        details["for_s"] = duration
     if not dry_run:
-        loop.run(_set_faults(lab, admin_pb2.Faults(error_rate=rate)))
-    _report(lab, "errors", service, as_json, dry_run, error_rate=rate)
+        _, finished = loop.run(_set_faults_for(lab, admin_pb2.Faults(error_rate=rate), duration))
+        _timed(lab, "errors", service, finished, details)
+    _report(lab, "errors", service, as_json, dry_run, **details)
 
 
 async def _set_queue(
@@ -304,7 +394,9 @@ def queue(
         pair = DbSettings(codel_target_s=target, codel_interval_s=interval).problems()
         if pair:
             raise click.UsageError(pair[0])
-    if not dry_run:
+    if dry_run:
+        _admin(lab)
+    else:
         state = loop.run(_set_queue(lab, discipline, target, interval))
         details["codel_target_ms"] = state.capacity.codel_target_ms
         details["codel_interval_ms"] = state.capacity.codel_interval_ms
@@ -327,9 +419,58 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
         raise click.UsageError("give either KEY... or --all")
     target = "all" if all_keys else ",".join(keys)
     details: dict[str, Any] = {}
-    if not dry_run:
+    if dry_run:
+        _admin(lab)
+    else:
         details["expired"] = loop.run(_expire(lab, None if all_keys else list(keys)))
     _report(lab, "expire", target, as_json, dry_run, **details)
+
+
+async def _set_coalescing(lab: Lab, enabled: bool) -> None:
+    async with _admin(lab) as admin:
+        await admin.set_coalescing(enabled)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("state", type=click.Choice(("on", "off")))
+@_common
+@pass_lab
+def coalescing(lab: Lab, state: str, as_json: bool, dry_run: bool) -> None:
+    """Turn the cache's single-flight coalescing on or off (runtime)."""
+    if dry_run:
+        _admin(lab)
+    else:
+        loop.run(_set_coalescing(lab, state == "on"))
+    _report(lab, "coalescing", "cache", as_json, dry_run, coalescing=state)
+
+
+async def _set_capacity(lab: Lab, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
+    async with _admin(lab) as admin:
+        return await admin.set_capacity(capacity)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--concurrency", type=click.IntRange(1, 1_000_000), default=None, help="DB slots.")
+@click.option("--queue", type=click.IntRange(0, 10_000_000), default=None, help="DB wait queue.")
+@_common
+@pass_lab
+def capacity(
+    lab: Lab, concurrency: int | None, queue: int | None, as_json: bool, dry_run: bool
+) -> None:
+    """Set the DB's capacity at runtime: queries served at once and the wait-queue bound."""
+    if concurrency is None and queue is None:
+        raise click.UsageError("give --concurrency, --queue or both")
+    details: dict[str, Any] = {
+        k: v for k, v in (("concurrency", concurrency), ("queue", queue)) if v is not None
+    }
+    if dry_run:
+        _admin(lab)
+    else:
+        state = loop.run(
+            _set_capacity(lab, admin_pb2.Capacity(concurrency=concurrency, queue=queue))
+        )
+        details["capacity_per_s"] = round(state.capacity_per_s, 1)
+    _report(lab, "capacity", "db", as_json, dry_run, **details)
 
 
 async def _set_freshness(lab: Lab, freshness: admin_pb2.Freshness) -> admin_pb2.CacheState:
@@ -405,7 +546,9 @@ def freshness(
         details[field] = value
     if not details:
         raise click.UsageError("give at least one of --swr, --sie, --beta, --ttl-jitter")
-    if not dry_run:
+    if dry_run:
+        _admin(lab)
+    else:
         state = loop.run(_set_freshness(lab, request))
         details = {
             "stale_while_revalidate_s": state.freshness.stale_while_revalidate_s,
@@ -416,4 +559,18 @@ def freshness(
     _report(lab, "freshness", "cache", as_json, dry_run, **details)
 
 
-COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, queue, expire, freshness)
+COMMANDS = (
+    kill,
+    restore,
+    pause,
+    resume,
+    outage,
+    flap,
+    latency,
+    errors,
+    queue,
+    expire,
+    coalescing,
+    capacity,
+    freshness,
+)

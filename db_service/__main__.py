@@ -59,6 +59,7 @@ def main(
             grace_s=grace,
             admin_token=admin_token,
             announce=announce,
+            pings=config.pings(),
         ),
         loop_name,
     )

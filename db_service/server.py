@@ -281,9 +281,19 @@ class DbServicer(db_pb2_grpc.DbServicer):
         return await self.db.get(request.key, context)
 
 
+# Fields `SetFaults` can set for a while (`for_ms`), by their name in `Faults`: the setting each is.
+TIMED_FAULTS = {"latency_ms": "latency_s", "spread_ms": "spread_s", "error_rate": "error_rate"}
+MAX_FAULT_FOR_MS = 86_400_000.0
+
+
 class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
+    """The DB's admin plane. A fault set with `for_ms` is put back by the DB itself at its
+    deadline (a timer per field, on the DB's event loop), so it ends on time even if whoever set
+    it is gone; setting a field again replaces its pending revert."""
+
     def __init__(self, db: Db) -> None:
         self.db = db
+        self._reverts: dict[str, tuple[float, asyncio.TimerHandle]] = {}  # field -> (at, timer)
 
     async def _apply(self, rpc: str, config: DbSettings, context: Context) -> admin_pb2.DbState:
         problems = config.problems()
@@ -303,7 +313,40 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
             changes["spread_s"] = request.spread_ms / 1000
         if request.HasField("error_rate"):
             changes["error_rate"] = request.error_rate
-        return await self._apply("SetFaults", replace(self.db.config, **changes), context)
+        for_ms = request.for_ms if request.HasField("for_ms") else 0.0
+        if not 0 <= for_ms <= MAX_FAULT_FOR_MS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"for_ms must be in [0, {MAX_FAULT_FOR_MS:g}], got {for_ms:g}",
+            )
+        before = self.db.config
+        state = await self._apply("SetFaults", replace(before, **changes), context)
+        fields = [f for f in TIMED_FAULTS if request.HasField(f)]
+        for field in fields:
+            pending = self._reverts.pop(field, None)
+            if pending is not None:
+                pending[1].cancel()
+        if for_ms > 0:
+            loop = asyncio.get_running_loop()
+            at = time.time() + for_ms / 1000
+            for field in fields:
+                setting = TIMED_FAULTS[field]
+                timer = loop.call_later(
+                    for_ms / 1000, self._revert, field, setting, getattr(before, setting)
+                )
+                self._reverts[field] = (at, timer)
+            state.reverts_at_unix.update({f: at for f in fields})
+        return state
+
+    def _revert(self, field: str, setting: str, value: float) -> None:
+        self._reverts.pop(field, None)
+        changes: dict[str, Any] = {setting: value}
+        self.db.apply(replace(self.db.config, **changes))
+
+    async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
+        state = self.db.state()
+        state.reverts_at_unix.update({f: at for f, (at, _) in self._reverts.items()})
+        return state
 
     async def SetCapacity(self, request: admin_pb2.Capacity, context: Context) -> admin_pb2.DbState:
         changes: dict[str, Any] = {}
@@ -318,9 +361,6 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
         if request.HasField("codel_interval_ms"):
             changes["codel_interval_s"] = request.codel_interval_ms / 1000
         return await self._apply("SetCapacity", replace(self.db.config, **changes), context)
-
-    async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
-        return self.db.state()
 
     async def GetArrivals(
         self, request: admin_pb2.RecordRequest, context: Context

@@ -64,11 +64,62 @@ class Reconnect:
     min_connect_timeout_ms: int = 20_000
 
 
+@dataclass(frozen=True, kw_only=True)
+class Keepalive:
+    """A client channel's keepalive (gRPC doc/keepalive.md, gRFC A8): after `time_ms` without
+    activity the transport sends an HTTP/2 PING and closes the connection if no ACK comes within
+    `timeout_ms`; calls on it fail UNAVAILABLE and the channel reconnects. Without it a
+    half-open connection (a partition, a hung host) is noticed only by each call's deadline and
+    the channel stays READY. `without_calls` pings an idle channel too. gRPC core also stops
+    after 2 pings with no data sent (`grpc.http2.max_pings_without_data`); that cap is lifted,
+    or an idle channel would stop probing. Servers must allow the rate (`PingPolicy`).
+
+    Measured with grpcio 1.85 through the lab's partition: `grpc.keepalive_timeout_ms` alone
+    does not end a connection whose pings go unanswered; core waits for the ping's ACK as long
+    as `grpc.http2.ping_timeout_ms` (default 1 minute). Both are set to `timeout_ms`."""
+
+    time_ms: int
+    timeout_ms: int = 20_000
+    without_calls: bool = True
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.keepalive_time_ms", self.time_ms),
+            ("grpc.keepalive_timeout_ms", self.timeout_ms),
+            ("grpc.http2.ping_timeout_ms", self.timeout_ms),
+            ("grpc.keepalive_permit_without_calls", int(self.without_calls)),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PingPolicy:
+    """What a server accepts of its clients' pings. A ping sooner than `min_interval_ms` after
+    the previous one (with no data in between) is a strike; past `max_strikes` the server sends
+    GOAWAY "too_many_pings" and closes the connection. gRPC's defaults (5 minutes, 2 strikes, no
+    pings without calls) answer a 1 s keepalive with GOAWAY; the lab's defaults accept pings
+    every 500 ms, with or without calls."""
+
+    min_interval_ms: int = 500
+    max_strikes: int = 2
+    permit_without_calls: bool = True
+
+    def options(self) -> list[tuple[str, Any]]:
+        return [
+            # The C name is GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; the string
+            # gRPC core reads is this one (a key it does not know is silently ignored).
+            ("grpc.http2.min_ping_interval_without_data_ms", self.min_interval_ms),
+            ("grpc.http2.max_ping_strikes", self.max_strikes),
+            ("grpc.keepalive_permit_without_calls", int(self.permit_without_calls)),
+        ]
+
+
 def channel_options(
     *,
     local_pool: bool = False,
     reconnect: Reconnect | None = None,
     service_config: str | None = None,
+    keepalive: Keepalive | None = None,
 ) -> list[tuple[str, Any]]:
     """Options for a lab client channel. `service_config` (JSON, from
     `RetryPolicy.grpc_service_config()`) is set on this channel with `grpc.enable_retries` 1;
@@ -87,6 +138,8 @@ def channel_options(
             ("grpc.min_reconnect_backoff_ms", reconnect.min_connect_timeout_ms),
             ("grpc.max_reconnect_backoff_ms", reconnect.max_backoff_ms),
         ]
+    if keepalive is not None:
+        options += keepalive.options()
     return options
 
 
@@ -164,16 +217,19 @@ async def serve(
     maximum_concurrent_rpcs: int | None = None,
     admin_token: str | None = None,
     announce: Mapping[str, Any] | None = None,
+    pings: PingPolicy | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns. Logs a line
     when it listens (with `announce`: the other addresses and the settings), one when it starts
     draining and one when it has drained (`herdlab.logs`).
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
-    before the request is looked at.
+    before the request is looked at. `pings`: how clients' keepalive pings are enforced
+    (default: `PingPolicy()`).
     """
     server = grpc.aio.server(
-        options=SERVER_OPTIONS, maximum_concurrent_rpcs=maximum_concurrent_rpcs
+        options=[*SERVER_OPTIONS, *(pings or PingPolicy()).options()],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

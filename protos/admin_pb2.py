@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/admin.proto\x12\nherdlab.v1\"\x07\n\x05\x45mpty\"~\n\x06\x46\x61ults\x12\x17\n\nlatency_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tspread_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nerror_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_latency_msB\x0c\n\n_spread_msB\r\n\x0b_error_rate\"\xe2\x01\n\x08\x43\x61pacity\x12\x18\n\x0b\x63oncurrency\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05queue\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\ndiscipline\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1c\n\x0f\x63odel_target_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x63odel_interval_ms\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x0e\n\x0c_concurrencyB\x08\n\x06_queueB\r\n\x0b_disciplineB\x12\n\x10_codel_target_msB\x14\n\x12_codel_interval_ms\"\xa9\x03\n\x07\x44\x62State\x12\"\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x12.herdlab.v1.Faults\x12&\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x14.herdlab.v1.Capacity\x12\x10\n\x08\x61rrivals\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\x10\n\x08rejected\x18\x05 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tin_flight\x18\x08 \x01(\x05\x12\x0e\n\x06queued\x18\t \x01(\x05\x12\x16\n\x0e\x63\x61pacity_per_s\x18\n \x01(\x01\x12\x14\n\x0cslot_seconds\x18\x0b \x01(\x01\x12\x10\n\x08standing\x18\x0c \x01(\x08\x12\x41\n\x10\x64ropped_by_stage\x18\r \x03(\x0b\x32\'.herdlab.v1.DbState.DroppedByStageEntry\x12\x1d\n\x15max_in_flight_per_key\x18\x0e \x01(\x05\x1a\x35\n\x13\x44roppedByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1d\n\nCoalescing\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"\xcf\x01\n\tFreshness\x12%\n\x18stale_while_revalidate_s\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10stale_if_error_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0ettl_jitter_pct\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x1b\n\x19_stale_while_revalidate_sB\x13\n\x11_stale_if_error_sB\x07\n\x05_betaB\x11\n\x0f_ttl_jitter_pct\"\x85\x02\n\nCacheState\x12\x12\n\ncoalescing\x18\x01 \x01(\x08\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x01(\x03\x12\x16\n\x0ein_flight_keys\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x62_attempts\x18\x05 \x01(\x03\x12\r\n\x05ttl_s\x18\x06 \x01(\x01\x12(\n\tfreshness\x18\x07 \x01(\x0b\x32\x15.herdlab.v1.Freshness\x12\x14\n\x0cstale_served\x18\x08 \x01(\x03\x12\x17\n\x0fmax_stale_age_s\x18\t \x01(\x01\x12\x17\n\x0f\x65\x61rly_refreshes\x18\n \x01(\x03\x12\x17\n\x0fstale_refreshes\x18\x0b \x01(\x03\"1\n\rRecordRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"P\n\x06Record\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08times_ns\x18\x02 \x03(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x12\n\noldest_seq\x18\x04 \x01(\x03\x32\xa1\x02\n\x07\x44\x62\x41\x64min\x12\x34\n\tSetFaults\x12\x12.herdlab.v1.Faults\x1a\x13.herdlab.v1.DbState\x12\x38\n\x0bSetCapacity\x12\x14.herdlab.v1.Capacity\x1a\x13.herdlab.v1.DbState\x12\x32\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x13.herdlab.v1.DbState\x12<\n\x0bGetArrivals\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Record\x12\x34\n\nResetPeaks\x12\x11.herdlab.v1.Empty\x1a\x13.herdlab.v1.DbState2\x81\x02\n\nCacheAdmin\x12?\n\rSetCoalescing\x12\x16.herdlab.v1.Coalescing\x1a\x16.herdlab.v1.CacheState\x12=\n\x0cSetFreshness\x12\x15.herdlab.v1.Freshness\x1a\x16.herdlab.v1.CacheState\x12\x35\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x16.herdlab.v1.CacheState\x12<\n\x0bGetAttempts\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Recordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/admin.proto\x12\nherdlab.v1\"\x07\n\x05\x45mpty\"\x9e\x01\n\x06\x46\x61ults\x12\x17\n\nlatency_ms\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tspread_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nerror_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x06\x66or_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\r\n\x0b_latency_msB\x0c\n\n_spread_msB\r\n\x0b_error_rateB\t\n\x07_for_ms\"\xe2\x01\n\x08\x43\x61pacity\x12\x18\n\x0b\x63oncurrency\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05queue\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\ndiscipline\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1c\n\x0f\x63odel_target_ms\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x63odel_interval_ms\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x0e\n\x0c_concurrencyB\x08\n\x06_queueB\r\n\x0b_disciplineB\x12\n\x10_codel_target_msB\x14\n\x12_codel_interval_ms\"\xa0\x04\n\x07\x44\x62State\x12\"\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x12.herdlab.v1.Faults\x12&\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x14.herdlab.v1.Capacity\x12\x10\n\x08\x61rrivals\x18\x03 \x01(\x03\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\x10\n\x08rejected\x18\x05 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x06 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x11\n\tin_flight\x18\x08 \x01(\x05\x12\x0e\n\x06queued\x18\t \x01(\x05\x12\x16\n\x0e\x63\x61pacity_per_s\x18\n \x01(\x01\x12\x14\n\x0cslot_seconds\x18\x0b \x01(\x01\x12\x10\n\x08standing\x18\x0c \x01(\x08\x12\x41\n\x10\x64ropped_by_stage\x18\r \x03(\x0b\x32\'.herdlab.v1.DbState.DroppedByStageEntry\x12\x1d\n\x15max_in_flight_per_key\x18\x0e \x01(\x05\x12?\n\x0freverts_at_unix\x18\x0f \x03(\x0b\x32&.herdlab.v1.DbState.RevertsAtUnixEntry\x1a\x35\n\x13\x44roppedByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x34\n\x12RevertsAtUnixEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1d\n\nCoalescing\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"\xcf\x01\n\tFreshness\x12%\n\x18stale_while_revalidate_s\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10stale_if_error_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0ettl_jitter_pct\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x1b\n\x19_stale_while_revalidate_sB\x13\n\x11_stale_if_error_sB\x07\n\x05_betaB\x11\n\x0f_ttl_jitter_pct\"\x85\x02\n\nCacheState\x12\x12\n\ncoalescing\x18\x01 \x01(\x08\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x01(\x03\x12\x16\n\x0ein_flight_keys\x18\x04 \x01(\x05\x12\x13\n\x0b\x64\x62_attempts\x18\x05 \x01(\x03\x12\r\n\x05ttl_s\x18\x06 \x01(\x01\x12(\n\tfreshness\x18\x07 \x01(\x0b\x32\x15.herdlab.v1.Freshness\x12\x14\n\x0cstale_served\x18\x08 \x01(\x03\x12\x17\n\x0fmax_stale_age_s\x18\t \x01(\x01\x12\x17\n\x0f\x65\x61rly_refreshes\x18\n \x01(\x03\x12\x17\n\x0fstale_refreshes\x18\x0b \x01(\x03\"1\n\rRecordRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"P\n\x06Record\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08times_ns\x18\x02 \x03(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x12\n\noldest_seq\x18\x04 \x01(\x03\x32\xa1\x02\n\x07\x44\x62\x41\x64min\x12\x34\n\tSetFaults\x12\x12.herdlab.v1.Faults\x1a\x13.herdlab.v1.DbState\x12\x38\n\x0bSetCapacity\x12\x14.herdlab.v1.Capacity\x1a\x13.herdlab.v1.DbState\x12\x32\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x13.herdlab.v1.DbState\x12<\n\x0bGetArrivals\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Record\x12\x34\n\nResetPeaks\x12\x11.herdlab.v1.Empty\x1a\x13.herdlab.v1.DbState2\x81\x02\n\nCacheAdmin\x12?\n\rSetCoalescing\x12\x16.herdlab.v1.Coalescing\x1a\x16.herdlab.v1.CacheState\x12=\n\x0cSetFreshness\x12\x15.herdlab.v1.Freshness\x1a\x16.herdlab.v1.CacheState\x12\x35\n\x08GetState\x12\x11.herdlab.v1.Empty\x1a\x16.herdlab.v1.CacheState\x12<\n\x0bGetAttempts\x12\x19.herdlab.v1.RecordRequest\x1a\x12.herdlab.v1.Recordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._loaded_options = None
   _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_options = b'8\001'
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._loaded_options = None
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._serialized_options = b'8\001'
   _globals['_EMPTY']._serialized_start=34
   _globals['_EMPTY']._serialized_end=41
-  _globals['_FAULTS']._serialized_start=43
-  _globals['_FAULTS']._serialized_end=169
-  _globals['_CAPACITY']._serialized_start=172
-  _globals['_CAPACITY']._serialized_end=398
-  _globals['_DBSTATE']._serialized_start=401
-  _globals['_DBSTATE']._serialized_end=826
-  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_start=773
-  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_end=826
-  _globals['_COALESCING']._serialized_start=828
-  _globals['_COALESCING']._serialized_end=857
-  _globals['_FRESHNESS']._serialized_start=860
-  _globals['_FRESHNESS']._serialized_end=1067
-  _globals['_CACHESTATE']._serialized_start=1070
-  _globals['_CACHESTATE']._serialized_end=1331
-  _globals['_RECORDREQUEST']._serialized_start=1333
-  _globals['_RECORDREQUEST']._serialized_end=1382
-  _globals['_RECORD']._serialized_start=1384
-  _globals['_RECORD']._serialized_end=1464
-  _globals['_DBADMIN']._serialized_start=1467
-  _globals['_DBADMIN']._serialized_end=1756
-  _globals['_CACHEADMIN']._serialized_start=1759
-  _globals['_CACHEADMIN']._serialized_end=2016
+  _globals['_FAULTS']._serialized_start=44
+  _globals['_FAULTS']._serialized_end=202
+  _globals['_CAPACITY']._serialized_start=205
+  _globals['_CAPACITY']._serialized_end=431
+  _globals['_DBSTATE']._serialized_start=434
+  _globals['_DBSTATE']._serialized_end=978
+  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_start=871
+  _globals['_DBSTATE_DROPPEDBYSTAGEENTRY']._serialized_end=924
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._serialized_start=926
+  _globals['_DBSTATE_REVERTSATUNIXENTRY']._serialized_end=978
+  _globals['_COALESCING']._serialized_start=980
+  _globals['_COALESCING']._serialized_end=1009
+  _globals['_FRESHNESS']._serialized_start=1012
+  _globals['_FRESHNESS']._serialized_end=1219
+  _globals['_CACHESTATE']._serialized_start=1222
+  _globals['_CACHESTATE']._serialized_end=1483
+  _globals['_RECORDREQUEST']._serialized_start=1485
+  _globals['_RECORDREQUEST']._serialized_end=1534
+  _globals['_RECORD']._serialized_start=1536
+  _globals['_RECORD']._serialized_end=1616
+  _globals['_DBADMIN']._serialized_start=1619
+  _globals['_DBADMIN']._serialized_end=1908
+  _globals['_CACHEADMIN']._serialized_start=1911
+  _globals['_CACHEADMIN']._serialized_end=2168
 # @@protoc_insertion_point(module_scope)

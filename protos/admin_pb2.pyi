@@ -11,14 +11,16 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class Faults(_message.Message):
-    __slots__ = ("latency_ms", "spread_ms", "error_rate")
+    __slots__ = ("latency_ms", "spread_ms", "error_rate", "for_ms")
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     SPREAD_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    FOR_MS_FIELD_NUMBER: _ClassVar[int]
     latency_ms: float
     spread_ms: float
     error_rate: float
-    def __init__(self, latency_ms: _Optional[float] = ..., spread_ms: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
+    for_ms: float
+    def __init__(self, latency_ms: _Optional[float] = ..., spread_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., for_ms: _Optional[float] = ...) -> None: ...
 
 class Capacity(_message.Message):
     __slots__ = ("concurrency", "queue", "discipline", "codel_target_ms", "codel_interval_ms")
@@ -35,7 +37,7 @@ class Capacity(_message.Message):
     def __init__(self, concurrency: _Optional[int] = ..., queue: _Optional[int] = ..., discipline: _Optional[str] = ..., codel_target_ms: _Optional[float] = ..., codel_interval_ms: _Optional[float] = ...) -> None: ...
 
 class DbState(_message.Message):
-    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing", "dropped_by_stage", "max_in_flight_per_key")
+    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing", "dropped_by_stage", "max_in_flight_per_key", "reverts_at_unix")
     class DroppedByStageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +45,13 @@ class DbState(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RevertsAtUnixEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     FAULTS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     ARRIVALS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +66,7 @@ class DbState(_message.Message):
     STANDING_FIELD_NUMBER: _ClassVar[int]
     DROPPED_BY_STAGE_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_PER_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVERTS_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     faults: Faults
     capacity: Capacity
     arrivals: int
@@ -71,7 +81,8 @@ class DbState(_message.Message):
     standing: bool
     dropped_by_stage: _containers.ScalarMap[str, int]
     max_in_flight_per_key: int
-    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ..., dropped_by_stage: _Optional[_Mapping[str, int]] = ..., max_in_flight_per_key: _Optional[int] = ...) -> None: ...
+    reverts_at_unix: _containers.ScalarMap[str, float]
+    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ..., dropped_by_stage: _Optional[_Mapping[str, int]] = ..., max_in_flight_per_key: _Optional[int] = ..., reverts_at_unix: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Coalescing(_message.Message):
     __slots__ = ("enabled",)

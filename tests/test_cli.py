@@ -46,7 +46,7 @@ def chaos(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.Comple
         (["herd", "--policy", "bogus"], "'bogus' is not one of"),
         (["restore", "db"], "no lab stack is up"),
         (["kill", "cache"], "no lab stack is up"),
-        (["latency", "cache", "300ms"], "db only"),
+        (["latency", "cache", "300ms"], "'cache' is not 'db'"),
         (["errors", "db", "1.5"], "not between 0 and 1"),
         (["expire"], "either KEY... or --all"),
         (["flap", "db", "--down", "1s", "--up", "1s", "--cycles", "0"], "--cycles"),

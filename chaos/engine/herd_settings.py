@@ -21,7 +21,7 @@ from chaos.herd import (
     HerdConfig,
     OpenLoop,
 )
-from herdlab.grpcutil import Reconnect
+from herdlab.grpcutil import Keepalive, Reconnect
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
 
@@ -100,6 +100,26 @@ class HerdSettings(Settings):
         "Channel reconnect backoff: gRPC's default or tuned (100 ms, at most 1 s).",
         choices=tuple(RECONNECTS),
     )
+    keepalive_s: float = setting(
+        0.0,
+        "keepalive",
+        "duration",
+        "Keepalive ping on each channel after this long without activity (0: off, gRPC's "
+        "default): a half-open connection is then noticed within keepalive + timeout.",
+        lo=0.0,
+        hi=3600,
+    )
+    keepalive_timeout_s: float = setting(
+        20.0,
+        "keepalive_timeout",
+        "duration",
+        "How long a keepalive ping may wait for its ACK before the connection is closed.",
+        lo=0.001,
+        hi=3600,
+    )
+    keepalive_without_calls: bool = setting(
+        True, "keepalive_without_calls", "bool", "Ping idle channels too."
+    )
     seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
     guards: str = setting(
         "none", "guards", "guards", "Overload guards around the users' calls.", flag_name="--guard"
@@ -141,6 +161,16 @@ class HerdSettings(Settings):
     def channel_count(self) -> int:
         """Channels the herd opens: a burst needs no more than its users."""
         return self.channels if self.rate_per_s is not None else min(self.channels, self.users)
+
+    def keepalive(self) -> Keepalive | None:
+        """The channels' keepalive, or None when off."""
+        if self.keepalive_s <= 0:
+            return None
+        return Keepalive(
+            time_ms=max(1, round(self.keepalive_s * 1000)),
+            timeout_ms=max(1, round(self.keepalive_timeout_s * 1000)),
+            without_calls=self.keepalive_without_calls,
+        )
 
     def open_loop(self) -> OpenLoop | None:
         """The open loop these settings describe, or None for the burst."""
@@ -186,6 +216,7 @@ class HerdSettings(Settings):
             open_loop=self.open_loop(),
             policy=self.retry_policy(),
             reconnect=RECONNECTS[self.reconnect],
+            keepalive=self.keepalive(),
             seed=self.seed,
             guards=self.guards,
         )

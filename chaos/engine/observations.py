@@ -20,13 +20,16 @@ from protos import admin_pb2
 @dataclass
 class Outage:
     """A service killed and brought back: just before the SIGKILL, just before the restart, the
-    first TCP connect that succeeded again (a probe polled every 5 ms) and health SERVING."""
+    first TCP connect that succeeded again (a probe polled every 5 ms) and health SERVING. A
+    partition (`kind` "partition") is an outage too: from the instant the proxy dropped its
+    bytes (`down_ns`) to the instant it passed them again (`up_ns`, the heal)."""
 
     service: str
     down_ns: int
     restart_ns: int | None = None
     up_ns: int | None = None
     serving_ns: int | None = None
+    kind: str = "kill"
 
 
 @dataclass

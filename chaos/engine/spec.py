@@ -15,6 +15,8 @@ keys = 1000                        # (a whole "${name}" keeps the value's type)
 latency = "100ms"
 [stack.cache]                      # any cache-service setting
 policy = "full"
+[stack.wire]                       # optional: the wire-fault proxy (`chaos.wire.settings`)
+proxy = "cache"
 [herd]                             # users, keys, distribution, policy, deadline, channels, ...
 users = "${keys}"
 [[timeline]]                       # in order; each has `do` and one of at / after / when
@@ -39,8 +41,8 @@ post_restore_peak_over_capacity = { max_times = 0.5, of = { "cache.policy" = "ex
 `configurations` and `[variants]` combine by product: each configuration with each combination
 of the variants, the configuration's settings first (without `[variants]`, one trial per
 configuration). Every configuration names the same settings, each as `[variants]` would (`db.KEY`,
-`cache.KEY`, `herd.KEY`, also written as nested tables: `{ cache = { guards = "none" } }`), no
-setting both in `configurations` and in `[variants]`, no configuration twice; at most
+`cache.KEY`, `herd.KEY`, `wire.KEY`, also written as nested tables: `{ cache = { guards = "none" }
+}`), no setting both in `configurations` and in `[variants]`, no configuration twice; at most
 MAX_VARIANTS trials in all. `[[expect]]` selects rows by any of those settings.
 
 Nothing in a file is evaluated as Python. Every problem is one `ExperimentError` line naming the
@@ -63,6 +65,7 @@ from typing import Any
 from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.registry import ACTIONS, CONDITIONS, KINDS, MEASURES, load_all
+from chaos.wire.settings import WireSettings
 from db_service.settings import DbSettings
 from herdlab.config import parse_duration
 from herdlab.settings import Settings, with_values
@@ -175,6 +178,7 @@ class Experiment:
     smoke: Mapping[str, Any] = field(default_factory=dict)  # params for a CI-sized run
     # Rows named whole ({dotted setting: value}), combined with `variants` by product.
     configurations: tuple[Mapping[str, Any], ...] = ()
+    wire: WireSettings = field(default_factory=WireSettings)
 
     @property
     def sha256(self) -> str:
@@ -207,8 +211,13 @@ class Experiment:
     def settings_for(
         self, variant: Mapping[str, Any]
     ) -> tuple[DbSettings, CacheSettings, HerdSettings]:
-        """The stack's and the herd's settings of one variant."""
-        sections: dict[str, Settings] = {"db": self.db, "cache": self.cache, "herd": self.herd}
+        """The stack's and the herd's settings of one variant (its wire settings: `wire_for`)."""
+        sections: dict[str, Settings] = {
+            "db": self.db,
+            "cache": self.cache,
+            "herd": self.herd,
+            "wire": self.wire,
+        }
         for dotted, value in variant.items():
             section, key = dotted.split(".", 1)
             sections[section] = with_values(sections[section], {key: value}, where=section)
@@ -217,6 +226,11 @@ class Experiment:
         assert isinstance(cache, CacheSettings)
         assert isinstance(herd, HerdSettings)
         return db, cache, herd
+
+    def wire_for(self, variant: Mapping[str, Any]) -> WireSettings:
+        """The wire settings of one variant."""
+        values = {k.split(".", 1)[1]: v for k, v in variant.items() if k.startswith("wire.")}
+        return with_values(self.wire, values, where="wire") if values else self.wire
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -262,6 +276,7 @@ class _Parser:
     def __init__(self, source: str, text: str) -> None:
         self.source = source
         self.text = text
+        self.wire = WireSettings()  # read with the other settings (`settings`)
 
     def error(self, where: str, message: str) -> ExperimentError:
         return ExperimentError(self.source, where, message)
@@ -379,6 +394,7 @@ class _Parser:
             expect=(),
             smoke=smoke,
             configurations=configurations,
+            wire=self.wire,
         )
         self.combinations(experiment)
         self.steps(experiment)
@@ -395,6 +411,9 @@ class _Parser:
                 problems = settings.problems()
                 if problems:
                     raise self.error(f"variant ({named})", f"{where}: {problems[0]}")
+            problems = experiment.wire_for(variant).problems()
+            if problems:
+                raise self.error(f"variant ({named})", f"stack.wire: {problems[0]}")
 
     def steps(self, experiment: Experiment) -> None:
         """What each action asks of the experiment as a whole (e.g. `restore` after a `kill`)."""
@@ -407,7 +426,7 @@ class _Parser:
 
     def settings(self, body: Mapping[str, Any]) -> tuple[DbSettings, CacheSettings, HerdSettings]:
         stack = self.table(body.get("stack", {}), "stack")
-        self.only(stack, ("db", "cache"), "stack")
+        self.only(stack, ("db", "cache", "wire"), "stack")
         try:
             db = with_values(
                 DbSettings(), self.table(stack.get("db", {}), "stack.db"), where="stack.db"
@@ -420,11 +439,20 @@ class _Parser:
             herd = with_values(
                 HerdSettings(), self.table(body.get("herd", {}), "herd"), where="herd"
             )
+            self.wire = with_values(
+                WireSettings(), self.table(stack.get("wire", {}), "stack.wire"), where="stack.wire"
+            )
         except ExperimentError:
             raise
         except ValueError as exc:
             raise ExperimentError(self.source, "", str(exc)) from None
-        for where, settings in (("stack.db", db), ("stack.cache", cache), ("herd", herd)):
+        checked: tuple[tuple[str, Settings], ...] = (
+            ("stack.db", db),
+            ("stack.cache", cache),
+            ("herd", herd),
+            ("stack.wire", self.wire),
+        )
+        for where, settings in checked:
             problems = settings.problems()
             if problems:
                 raise self.error(where, problems[0])
@@ -452,14 +480,16 @@ class _Parser:
         self, raw: Any, db: DbSettings, cache: CacheSettings, herd: HerdSettings
     ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         table = self.table(raw, "variants")
-        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd}
+        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd, "wire": self.wire}
         found = []
         count = 1
         for dotted, values in table.items():
             where = f'variants."{dotted}"'
             section, _, key = dotted.partition(".")
             if section not in sections or not key:
-                raise self.error(where, "must name a setting as db.KEY, cache.KEY or herd.KEY")
+                raise self.error(
+                    where, "must name a setting as db.KEY, cache.KEY, herd.KEY or wire.KEY"
+                )
             if not isinstance(values, list) or not values:
                 raise self.error(where, "must be a non-empty list of values")
             for value in values:
@@ -487,7 +517,7 @@ class _Parser:
             raise self.error(
                 "configurations", 'must be a list of tables, e.g. [ { "cache.guards" = "none" } ]'
             )
-        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd}
+        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd, "wire": self.wire}
         swept = {k for k, _ in variants}
         trials = len(raw) * math.prod(len(v) for _, v in variants)
         if trials > MAX_VARIANTS:
@@ -502,7 +532,9 @@ class _Parser:
                 at = f'{where}."{dotted}"'
                 section, _, key = dotted.partition(".")
                 if section not in sections or not key:
-                    raise self.error(at, "must name a setting as db.KEY, cache.KEY or herd.KEY")
+                    raise self.error(
+                        at, "must name a setting as db.KEY, cache.KEY, herd.KEY or wire.KEY"
+                    )
                 if dotted in swept:
                     raise self.error(at, "also swept in [variants]; name it in one place")
                 try:
@@ -619,6 +651,7 @@ class _Parser:
             "db": DbSettings(),
             "cache": CacheSettings(),
             "herd": HerdSettings(),
+            "wire": WireSettings(),
         }
         for key, value in table.items():
             if key not in variant_keys:

@@ -9,10 +9,12 @@
    soak) runs round after round until the timeline has run, then ends with its current round;
 5. the services' exact records are read and everything is handed over as `Observations`.
 
-Killing and restoring a service are the trial's (`kill`, `restore`): a killed service's records
-are read just before the SIGKILL, and the instant it is back is taken from a TCP connect probe
-(the health check `restore` waits on sees a restarted service up to a second late). A restore may
-add flags for that start only (the DB's `--data-version`, so its values change).
+Killing and restoring a service are the trial's (`kill`, `restore`), and so are partitioning and
+healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack.wire]`,
+both timed as an `Outage`): a killed service's records are read just before the SIGKILL, and
+the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
+sees a restarted service up to a second late). A restore may add flags for that start only (the
+DB's `--data-version`, so its values change).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from chaos.procstats import peak_rss_bytes
 from chaos.scenarios.common import in_thread, scenario_stack, wait_listening
 from chaos.scenarios.herd_rounds import HerdRounds
 from chaos.stack import READY_TIMEOUT_S, LocalStack
+from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
-from protos import admin_pb2
+from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
 # A condition is polled at most this long after the release when it has no `within`.
@@ -67,6 +70,7 @@ class Trial:
         self.cache: CacheSettings
         self.herd: HerdSettings
         self.db, self.cache, self.herd = experiment.settings_for(variant)
+        self.wire = experiment.wire_for(variant)
         self.name = name
         self.label = ", ".join(str(v) for v in self.variant.values()) or name
         self.emit = emit
@@ -74,6 +78,8 @@ class Trial:
         self.observer_names = observers
         self.stack: LocalStack
         self.targets: dict[str, str] = {}
+        self.herd_target = ""  # the cache's address as the herd reaches it (its proxy link)
+        self.wire_admin: str | None = None
         self.metrics_urls: dict[str, str] = {}
         self.pids: dict[str, int | None] = {}
         self.t0_ns = 0
@@ -103,7 +109,7 @@ class Trial:
 
     def herd_config(self) -> HerdConfig:
         """The herd of this trial; its keys are the trial's own (`<trial name>:<key_prefix>N`)."""
-        return self.herd.config(self.targets["cache"], f"{self.name}:{self.herd.key_prefix}")
+        return self.herd.config(self.herd_target, f"{self.name}:{self.herd.key_prefix}")
 
     async def _harvest(self, service: str) -> None:
         """Reads `service`'s records (and the DB's counters) before it is killed or the trial
@@ -146,6 +152,34 @@ class Trial:
         self.pids[service] = info.pid
         return outage
 
+    async def partition(self, service: str) -> Outage:
+        """Blackholes both directions of `service`'s proxy link: its connections stay open and
+        carry nothing."""
+        if self.wire_admin is None or service not in self.wire.proxied():
+            raise TrialError(f"partition {service}: the stack has no wire proxy in front of it")
+        async with WireClient(self.wire_admin) as wire:
+            outage = Outage(service, down_ns=time.time_ns(), kind="partition")
+            await wire.add(
+                wire_pb2.Fault(
+                    name=f"{service}-partition", link=service, kind="blackhole", stream="both"
+                )
+            )
+        self.outages.append(outage)
+        return outage
+
+    async def heal(self, service: str) -> Outage:
+        """Undoes the service's last fault: removes a partition, or restores a killed service."""
+        outage = next((o for o in reversed(self.outages) if o.service == service), None)
+        if outage is None or outage.up_ns is not None:
+            raise TrialError(f"heal {service}: it was not partitioned or killed")
+        if outage.kind == "kill":
+            return await self.restore(service)
+        assert self.wire_admin is not None
+        async with WireClient(self.wire_admin) as wire:
+            await wire.remove(f"{service}-partition")
+            outage.up_ns = time.time_ns()
+        return outage
+
     async def pause(self, service: str) -> None:
         await in_thread(self.stack.pause, service)
 
@@ -158,9 +192,15 @@ class Trial:
         async with scenario_stack(self.name.split(":")[0]) as stack:
             self.stack = stack
             info = await in_thread(
-                stack.up, db_args=self.db.to_argv(), cache_args=self.cache.to_argv()
+                stack.up,
+                db_args=self.db.to_argv(),
+                cache_args=self.cache.to_argv(),
+                proxy=self.wire.proxied(),
             )
             self.targets = {name: s.grpc for name, s in info.services.items()}
+            self.herd_target = info.proxy.get("cache", self.targets["cache"])
+            if "wire" in info.services:
+                self.wire_admin = info.services["wire"].grpc
             self.metrics_urls = {name: s.metrics for name, s in info.services.items()}
             self.pids = {name: s.pid for name, s in info.services.items()}
             for step in self.experiment.setup:
@@ -288,6 +328,9 @@ class Trial:
 
     async def _observations(self, result: HerdResult, series: dict[str, Any]) -> Observations:
         status = self.stack.status()
+        if self.wire_admin is not None:  # a partition left in force ends with the trial
+            async with WireClient(self.wire_admin) as wire:
+                await wire.clear()
         for service in ("db", "cache"):
             if status[service].state == "running":
                 await self._harvest(service)

@@ -1,22 +1,34 @@
-"""The reconnect storm's figure: one row per variant on a shared time axis, from its document."""
+"""The reconnect storm's figure: one row per variant on a shared time axis, from its document.
+The same axes serve every document whose rows carry a `reconnect_timeline` (`plot_timelines`;
+the partition scenario draws its rows on them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from chaos.plotting import new_figure, save
 
 
-def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
+def secs(value: float | None) -> str:
+    return "never" if value is None else f"+{value:.2f} s"
+
+
+def plot_timelines(
+    rows: Sequence[Mapping[str, Any]],
+    title_of: Callable[[Mapping[str, Any]], str],
+    suptitle: str,
+    path: Path,
+    *,
+    shaded: str = "cache down",
+) -> None:
     """One row per variant on a shared time axis (seconds since the herd's release): herd attempts
     (grey bars) and served responses (blue line) per 100 ms on the left axis, reconnect attempts
     per 100 ms (red stems) on the right, the outage shaded, first success and all-READY marked."""
-    variants = doc["variants"]
-    fig = new_figure(12, 2.7 * len(variants) + 0.9)
-    axes = fig.subplots(len(variants), 1, sharex=True, squeeze=False)
-    for ax, row in zip(axes[:, 0], variants, strict=True):
+    fig = new_figure(12, 2.7 * len(rows) + 0.9)
+    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)
+    for ax, row in zip(axes[:, 0], rows, strict=True):
         line = row["timeline"]
         bin_s = line["bin_s"]
         xs = [i * bin_s for i in range(len(line["herd_attempts"]))]
@@ -26,7 +38,7 @@ def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
         ax.set_ylim(0, max(1, *line["herd_attempts"]) * 1.35)  # room for the legend
         start, end = line["outage"]
         if start is not None and end is not None:
-            ax.axvspan(start, end, color="#e8489a", alpha=0.12, label="cache down")
+            ax.axvspan(start, end, color="#e8489a", alpha=0.12, label=shaded)
         if line["first_success_s"] is not None:
             ax.axvline(line["first_success_s"], color="#138a36", lw=1.6, label="first success")
         if line["all_channels_ready_s"] is not None:
@@ -41,30 +53,36 @@ def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
             twin.plot(centres, counts, "o", color="#c8102e", ms=3, label="reconnect attempts")
         twin.set_ylim(0, max(2, *line["reconnects"]) * 1.35)
         twin.set_ylabel("reconnects\nper 100 ms", color="#c8102e")
-
-        def secs(value: float | None) -> str:
-            return "never" if value is None else f"+{value:.2f} s"
-
-        ax.set_title(
-            f"{row['reconnect']} reconnect backoff ({row['backoff']['initial_ms']:g} ms initial, "
-            f"{row['backoff']['max_ms'] / 1000:g} s max), herd retry {row['policy']}: "
-            f"first success {secs(row['time_to_first_success_s'])}, all {row['channels']} "
-            f"channels READY {secs(row['time_to_all_channels_ready_s'])}, "
-            f"{row['reconnect_attempts']} reconnects, "
-            f"{row['failed_after_restore']:,} failed after the restart, lost {row['lost']}",
-            fontsize=8.5,
-            loc="left",
-        )
+        ax.set_title(title_of(row), fontsize=8.5, loc="left")
         handles, labels = ax.get_legend_handles_labels()
         twin_handles, twin_labels = twin.get_legend_handles_labels()
         ax.legend(
             handles + twin_handles, labels + twin_labels, loc="upper right", fontsize=7, ncol=6
         )
     axes[-1, 0].set_xlabel("seconds since the herd's release")
+    fig.suptitle(suptitle)
+    save(fig, path)
+
+
+def _title(row: Mapping[str, Any]) -> str:
+    return (
+        f"{row['reconnect']} reconnect backoff ({row['backoff']['initial_ms']:g} ms initial, "
+        f"{row['backoff']['max_ms'] / 1000:g} s max), herd retry {row['policy']}: "
+        f"first success {secs(row['time_to_first_success_s'])}, all {row['channels']} "
+        f"channels READY {secs(row['time_to_all_channels_ready_s'])}, "
+        f"{row['reconnect_attempts']} reconnects, "
+        f"{row['failed_after_restore']:,} failed after the restart, lost {row['lost']}"
+    )
+
+
+def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
+    """The reconnect storm's variants on the shared axes (`plot_timelines`)."""
     config = doc["config"]
-    fig.suptitle(
+    plot_timelines(
+        doc["variants"],
+        _title,
         f"Reconnect storm: {config['users']:,} users on {config['channels']} channels, cache "
         f"SIGKILLed for {config['outage_s']:g} s (+ restart); times are from the moment the "
-        "cache listens again"
+        "cache listens again",
+        path,
     )
-    save(fig, path)

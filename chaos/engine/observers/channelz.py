@@ -129,7 +129,7 @@ class ChannelzObserver:
         self._poller: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        self.probe = ReconnectProbe(self.trial.targets["cache"])
+        self.probe = ReconnectProbe(self.trial.herd_target)
         bound_s = self.trial.experiment.end_limit_s + MARGIN_S
         self._poller = asyncio.ensure_future(asyncio.to_thread(self.probe.run, self._stop, bound_s))
 

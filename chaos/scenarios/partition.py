@@ -1,0 +1,170 @@
+"""Partition: the cache is partitioned on the wire (or killed) while the herd holds M channels,
+then healed (or restored); with and without keepalive pings on the herd's channels.
+
+The shipped experiment `chaos/experiments/partition.toml` says what runs; this module is its kind
+(the document's `rows`, one per (fault, keepalive) variant) and the typed configuration `chaos
+scenario partition` builds it from. The run is the reconnect storm's (`reconnect_storm.py`) with
+the wire proxy in front of the cache (`[stack.wire] proxy = "cache"`) and the fault swept
+(`"wire.fault" = ["kill", "partition"]`): its measures (reconnect attempts from the channelz
+observer, the 100 ms timeline its plot draws) count from the fault's start to its heal whichever
+fault it was. What a partition adds (`chaos/engine/measures/fault_notice.py`): when the herd first
+saw an error, channels that stayed READY on dead connections, and when all were READY again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chaos.engine import spec
+from chaos.engine.kinds import Kind, Row
+from chaos.engine.registry import KINDS
+from chaos.engine.runner import run_scenario
+from chaos.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
+from chaos.wire.settings import FAULTS
+from herdlab.settings import format_duration
+
+SCENARIO = "partition"
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    users: int = 200
+    channels: int = 8
+    keys: int = 100
+    outage_s: float = 10.0  # how long the partition (or the kill) holds
+    fault_after_s: float = 1.0  # after the herd's release
+    think_s: float = 1.0
+    requests_per_user: int = 25
+    faults: tuple[str, ...] = FAULTS
+    keepalive_s: float = 1.0  # the keepalive variant's ping interval (the other has none)
+    keepalive_timeout_s: float = 1.0
+    deadline_s: float = 5.0
+    seed: int = 42
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 1 <= self.users <= 100_000:
+            found.append(f"users must be in 1..100000, got {self.users}")
+        if not 1 <= self.channels <= min(self.users, 1024):
+            found.append(f"channels must be in 1..min(users, 1024), got {self.channels}")
+        if not 0 < self.outage_s <= 600:
+            found.append(f"the partition must last (0, 600s], got {self.outage_s:g}s")
+        if not 0 < self.keepalive_s <= 3600:
+            found.append(f"keepalive must be in (0, 3600s], got {self.keepalive_s:g}s")
+        if not 0 < self.keepalive_timeout_s <= 3600:
+            found.append(
+                f"keepalive timeout must be in (0, 3600s], got {self.keepalive_timeout_s:g}s"
+            )
+        bad = [f for f in self.faults if f not in FAULTS]
+        if not self.faults or bad:
+            found.append(f"unknown or no fault {', '.join(bad)}; choose from {', '.join(FAULTS)}")
+        if self.requests_per_user * self.think_s <= self.fault_after_s + self.outage_s:
+            found.append(
+                "the herd would end before the heal: requests x think time "
+                f"({self.requests_per_user * self.think_s:g}s) must exceed "
+                f"{self.fault_after_s + self.outage_s:g}s"
+            )
+        return found
+
+    @property
+    def limit_s(self) -> float:
+        per_request = self.think_s + self.deadline_s + LOST_MARGIN_S
+        herd_s = CONNECT_TIMEOUT_S + self.requests_per_user * per_request
+        return min(spec.MAX_LIMIT_S, herd_s + self.fault_after_s + self.outage_s)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "channels": self.channels,
+            "keys": self.keys,
+            "outage": format_duration(self.outage_s),
+            "fault_after": format_duration(self.fault_after_s),
+            "think": format_duration(self.think_s),
+            "requests": self.requests_per_user,
+            "faults": list(self.faults),
+            # As the shipped file writes them, so its [[expect]] selectors match ("1s").
+            "keepalives": ["0s", f"{self.keepalive_s:g}s"],
+            "keepalive_timeout": format_duration(self.keepalive_timeout_s),
+            "deadline": format_duration(self.deadline_s),
+            "seed": self.seed,
+            "limit": f"{math.ceil(self.limit_s)}s",
+        }
+
+    def command(self) -> str:
+        return (
+            f"chaos scenario partition --users {self.users} --channels {self.channels} "
+            f"--for {self.outage_s:g}s --keepalive {self.keepalive_s:g}s "
+            f"--faults {','.join(self.faults)} --seed {self.seed}"
+        )
+
+
+def _describe(row: Row) -> list[str]:
+    def secs(value: float | None) -> str:
+        return "never" if value is None else f"{value:.2f}s"
+
+    errors = ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items()))
+    return [
+        f"  first error {secs(row['noticed_s'])} after the fault; {row['stayed_ready']} of "
+        f"{row['channels']} channels stayed READY through it; all READY again "
+        f"{secs(row['all_ready_after_heal_s'])} after the heal; {row['reconnect_attempts']} "
+        f"reconnect attempts; {row['ok']:,}/{row['requests']:,} ok; errors: {errors or 'none'}; "
+        f"lost {row['lost']}"
+    ]
+
+
+def _header(experiment: spec.Experiment) -> dict[str, Any]:
+    herd = experiment.herd
+    return {
+        "scenario": SCENARIO,
+        "config": {
+            "users": herd.users,
+            "channels": herd.channels,
+            "think_s": herd.think_s,
+            "requests_per_user": herd.requests,
+            "deadline_s": herd.deadline_s,
+            "keepalive_timeout_s": herd.keepalive_timeout_s,
+            "reconnect": herd.reconnect,
+            "seed": herd.seed,
+        },
+    }
+
+
+KIND = KINDS.register(
+    SCENARIO,
+    Kind(
+        SCENARIO,
+        fields=(
+            ("fault", "fault"),
+            ("keepalive", "keepalive"),
+            ("noticed_s", "noticed_s"),
+            ("reconnect_attempts", "reconnect_attempts"),
+            ("all_ready_after_heal_s", "all_ready_after_heal_s"),
+            ("stayed_ready", "stayed_ready"),
+            ("client_errors", "errors"),  # by gRPC code
+            ("lost", "lost"),
+            ("wrong_values", "wrong_values"),
+            ("channels", "probe_channels"),
+            ("requests", "requests"),
+            ("ok", "ok"),
+            ("time_to_first_success_s", "time_to_first_success_s"),
+            ("failed_after_heal", "failed_after_restore"),
+            ("reconnect_attempts_in_outage", "reconnect_attempts_in_outage"),
+            ("probe_gaps", "probe_gaps"),
+            ("timeline", "reconnect_timeline"),
+        ),
+        header=_header,
+        describe=_describe,
+    ),
+)
+
+
+async def run_partition(
+    config: PartitionConfig,
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+) -> dict[str, Any]:
+    """Runs the shipped partition experiment with this configuration; returns its document."""
+    return await run_scenario(SCENARIO, config, emit, progress)

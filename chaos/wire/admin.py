@@ -1,0 +1,188 @@
+"""The proxy's admin plane (`WireAdmin`, protos/wire.proto): add, list and remove faults.
+
+Server side: `WireAdminServicer` checks every request (`chaos.wire.proxy.parse_fault`) and
+answers INVALID_ARGUMENT naming the problem, NOT_FOUND for a fault that is not in force. Client
+side: `WireClient`, bounded by `ADMIN_TIMEOUT_S` per call, raising `AdminError` as the services'
+admin client does.
+"""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from chaos.admin import ADMIN_TIMEOUT_S, AdminError
+from chaos.wire.proxy import Installed, Link, parse_fault
+from herdlab.auth import TOKEN_ENV, admin_metadata
+from herdlab.grpcutil import Context, channel_options
+from protos import wire_pb2, wire_pb2_grpc
+
+
+def fault_message(installed: Installed) -> wire_pb2.Fault:
+    spec = installed.spec
+    return wire_pb2.Fault(
+        name=spec.name,
+        link=spec.link,
+        kind=spec.toxic.kind,
+        stream=spec.stream,
+        toxicity=spec.toxicity,
+        attributes=spec.toxic.attributes(),
+        for_ms=spec.for_ms,
+        once=spec.once,
+        expires_at_unix=installed.expires_at or 0.0,
+        added_at_unix=installed.added_at,
+    )
+
+
+def fault_doc(fault: wire_pb2.Fault) -> dict[str, object]:
+    """A fault as `chaos faults --json` shows it."""
+    return {
+        "name": fault.name,
+        "link": fault.link,
+        "kind": fault.kind,
+        "stream": fault.stream,
+        "toxicity": fault.toxicity,
+        "attributes": dict(fault.attributes),
+        "expires_at": fault.expires_at_unix or None,
+    }
+
+
+class WireAdminServicer(wire_pb2_grpc.WireAdminServicer):
+    def __init__(self, links: dict[str, Link]) -> None:
+        self.links = links
+
+    def _faults(self) -> wire_pb2.FaultList:
+        return wire_pb2.FaultList(
+            faults=[fault_message(f) for link in self.links.values() for f in link.faults.values()]
+        )
+
+    async def AddFault(self, request: wire_pb2.Fault, context: Context) -> wire_pb2.Fault:
+        link = self.links.get(request.link)
+        if link is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"no link {request.link!r}; this proxy has: {', '.join(self.links) or 'none'}",
+            )
+            raise AssertionError("unreachable")
+        try:
+            spec = parse_fault(
+                request.name,
+                request.link,
+                request.kind,
+                dict(request.attributes),
+                stream=request.stream,
+                toxicity=request.toxicity if request.HasField("toxicity") else 1.0,
+                for_ms=request.for_ms,
+                once=request.once,
+            )
+            if any(spec.name in other.faults for other in self.links.values()):
+                raise ValueError(f"a fault named {spec.name!r} is already in force")
+            installed = await link.apply_once(spec) if spec.once else link.add(spec)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from exc
+        return fault_message(installed)
+
+    async def RemoveFault(self, request: wire_pb2.FaultRef, context: Context) -> wire_pb2.FaultList:
+        for link in self.links.values():
+            if request.name in link.faults:
+                return wire_pb2.FaultList(faults=[fault_message(link.remove(request.name))])
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no fault {request.name!r} is in force")
+        raise AssertionError("unreachable")
+
+    async def ListFaults(self, request: wire_pb2.WireEmpty, context: Context) -> wire_pb2.FaultList:
+        return self._faults()
+
+    async def ClearFaults(
+        self, request: wire_pb2.WireEmpty, context: Context
+    ) -> wire_pb2.FaultList:
+        removed = [
+            fault_message(link.remove(name))
+            for link in self.links.values()
+            for name in list(link.faults)
+        ]
+        return wire_pb2.FaultList(faults=removed)
+
+    async def GetLinks(self, request: wire_pb2.WireEmpty, context: Context) -> wire_pb2.LinkList:
+        return wire_pb2.LinkList(
+            links=[
+                wire_pb2.Link(
+                    name=link.name,
+                    listen=link.listen,
+                    upstream=link.upstream,
+                    connections=len(link.connections),
+                )
+                for link in self.links.values()
+            ]
+        )
+
+
+class WireClient:
+    """The proxy's admin client. Use as `async with WireClient(target) as wire`."""
+
+    def __init__(self, target: str, token: str | None = None) -> None:
+        self.target = target
+        self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
+        self._channel = grpc.aio.insecure_channel(target, options=channel_options())
+        self._stub = wire_pb2_grpc.WireAdminStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._channel.close(grace=None)
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> AdminError:
+        return AdminError(f"wire proxy at {self.target}: {exc.code().name}: {exc.details()}")
+
+    async def add(self, fault: wire_pb2.Fault) -> wire_pb2.Fault:
+        try:
+            return await self._stub.AddFault(
+                fault, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+
+    async def remove(self, name: str) -> list[wire_pb2.Fault]:
+        try:
+            reply = await self._stub.RemoveFault(
+                wire_pb2.FaultRef(name=name), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+        return list(reply.faults)
+
+    async def faults(self) -> list[wire_pb2.Fault]:
+        try:
+            reply = await self._stub.ListFaults(
+                wire_pb2.WireEmpty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+        return list(reply.faults)
+
+    async def clear(self) -> list[wire_pb2.Fault]:
+        try:
+            reply = await self._stub.ClearFaults(
+                wire_pb2.WireEmpty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+        return list(reply.faults)
+
+    async def links(self) -> list[wire_pb2.Link]:
+        try:
+            reply = await self._stub.GetLinks(
+                wire_pb2.WireEmpty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from exc
+        return list(reply.links)

@@ -1,0 +1,41 @@
+"""An experiment's wire settings (`[stack.wire]`): which services the trial's stack puts the
+wire-fault proxy in front of, and what the timeline's `fault SERVICE` step does, so kill and
+partition can be swept side by side (`"wire.fault" = ["kill", "partition"]`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.wire.proxy import LINK_NAMES
+from herdlab.settings import Settings, setting
+
+FAULTS = ("partition", "kill")
+
+
+@dataclass(frozen=True)
+class WireSettings(Settings):
+    proxy: str = setting(
+        "",
+        "proxy",
+        "text",
+        "Services behind the wire proxy: db, cache or db,cache (empty: no proxy).",
+    )
+    fault: str = setting(
+        "partition",
+        "fault",
+        "choice",
+        "What a `fault SERVICE` step does: partition it on the wire (connections left "
+        "half-open, both directions blackholed; needs the proxy) or kill it (SIGKILL: "
+        "connections reset). `heal SERVICE` undoes either.",
+        choices=FAULTS,
+    )
+
+    def proxied(self) -> tuple[str, ...]:
+        return tuple(name for name in self.proxy.split(",") if name)
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        unknown = [name for name in self.proxied() if name not in LINK_NAMES]
+        if unknown:
+            found.append(f"proxy must name {' and/or '.join(LINK_NAMES)}, got {self.proxy!r}")
+        return found

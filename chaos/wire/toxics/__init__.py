@@ -1,0 +1,28 @@
+"""The wire faults, one file each, registered by kind in `TOXICS` (like toxiproxy's toxics).
+
+Adding a fault is one file here with one `@register` class; the proxy, the admin plane and the
+CLI read the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from chaos.engine.registry import Registry
+from chaos.wire.toxics.base import Toxic
+
+TOXICS: Registry[type[Toxic]] = Registry("wire fault kind")
+
+
+def register(cls: type[Toxic]) -> type[Toxic]:
+    return TOXICS.register(cls.kind, cls)
+
+
+def _load() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_load()

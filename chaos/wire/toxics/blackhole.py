@@ -1,0 +1,24 @@
+"""`blackhole`: connections are accepted and kept, and the direction's bytes are dropped. Both
+directions blackholed is a partition as a client sees one: no reset, no FIN, a connection that
+looks open and carries nothing (half-open), noticed only by a keepalive or a deadline."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chaos.wire.toxics import register
+from chaos.wire.toxics.base import Toxic
+
+if TYPE_CHECKING:
+    from chaos.wire.proxy import Connection
+
+
+@register
+@dataclass(frozen=True)
+class Blackhole(Toxic):
+    kind = "blackhole"
+
+    async def pipe(self, chunk: bytes, conn: Connection, rng: random.Random) -> bytes | None:
+        return None

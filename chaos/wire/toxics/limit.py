@@ -1,0 +1,30 @@
+"""`limit`: a connection is closed (FIN, both sides) once `max_bytes` bytes have passed in the
+direction(s) it applies to since the fault met it; the chunk that crosses the limit is cut at it."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chaos.wire.toxics import register
+from chaos.wire.toxics.base import Toxic, attribute
+
+if TYPE_CHECKING:
+    from chaos.wire.proxy import Connection
+
+
+@register
+@dataclass(frozen=True)
+class Limit(Toxic):
+    kind = "limit"
+    max_bytes: float = attribute(0.0, 0.0, 1e12, "Bytes passed before the connection is closed.")
+
+    async def pipe(self, chunk: bytes, conn: Connection, rng: random.Random) -> bytes | None:
+        passed = conn.counters.get(id(self), 0)
+        allowed = max(0, int(self.max_bytes) - passed)
+        if len(chunk) >= allowed:
+            conn.close_after_write()
+            chunk = chunk[:allowed]
+        conn.counters[id(self)] = passed + len(chunk)
+        return chunk or None

@@ -1,0 +1,27 @@
+"""`reset`: `after_ms` after it meets a connection (when the fault is added, or when a new
+connection is accepted while it holds) the client's side is closed with a TCP RST (SO_LINGER 0):
+the client reads ECONNRESET, as from a host that lost its state. Bytes pass until then."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chaos.wire.toxics import register
+from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
+
+if TYPE_CHECKING:
+    from chaos.wire.proxy import Connection
+
+
+@register
+@dataclass(frozen=True)
+class Reset(Toxic):
+    kind = "reset"
+    holds = True
+    after_ms: float = attribute(0.0, 0.0, MAX_MS, "Delay before the RST, ms.")
+
+    async def hold(self, conn: Connection) -> None:
+        await asyncio.sleep(self.after_ms / 1000)
+        conn.reset()

@@ -1,0 +1,31 @@
+"""`timeout`: the direction's bytes are dropped, and `timeout_ms` after it meets a connection
+that connection is closed (FIN, both sides). With 0 it is never closed: a blackhole."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chaos.wire.toxics import register
+from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
+
+if TYPE_CHECKING:
+    from chaos.wire.proxy import Connection
+
+
+@register
+@dataclass(frozen=True)
+class Timeout(Toxic):
+    kind = "timeout"
+    holds = True
+    timeout_ms: float = attribute(0.0, 0.0, MAX_MS, "Close the connection after this, ms.")
+
+    async def pipe(self, chunk: bytes, conn: Connection, rng: random.Random) -> bytes | None:
+        return None
+
+    async def hold(self, conn: Connection) -> None:
+        if self.timeout_ms > 0:
+            await asyncio.sleep(self.timeout_ms / 1000)
+            conn.close()

@@ -1,0 +1,291 @@
+"""The wire-fault proxy over real sockets on 127.0.0.1: each fault as a client sees it, the
+rules every fault shares (direction, expiry, removal), bad faults refused, and nothing of the
+proxy (task or socket) left behind once it stops.
+
+The service behind the proxy is a tiny asyncio TCP server that records what reached it and
+echoes it back, so a test can say what went through and what the client got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import psutil
+import pytest
+
+from chaos.wire.proxy import Link, parse_fault
+from chaos.wire.toxics import TOXICS
+from chaos.wire.toxics.latency import Latency
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Upstream:
+    """An echo server that records every byte it received."""
+
+    received: bytearray = field(default_factory=bytearray)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    server: asyncio.Server | None = None
+    handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            while chunk := await reader.read(65536):
+                self.received += chunk
+                self.arrived.set()
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.handlers.discard(task)
+
+    async def wait_for(self, data: bytes) -> None:
+        """Until `data` has reached the server (bounded)."""
+        async with asyncio.timeout(5):
+            while data not in self.received:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@pytest.fixture()
+async def proxied() -> AsyncIterator[tuple[Link, Upstream]]:
+    upstream = Upstream()
+    upstream.server = await asyncio.start_server(upstream.handle, HOST, 0)
+    port = upstream.server.sockets[0].getsockname()[1]
+    link = Link("cache", HOST, port, rng=random.Random(1))
+    await link.start(HOST, 0)
+    try:
+        yield link, upstream
+    finally:
+        await link.stop()
+        upstream.server.close()
+        for task in list(upstream.handlers):
+            task.cancel()
+        await asyncio.gather(*upstream.handlers, return_exceptions=True)
+        await upstream.server.wait_closed()
+
+
+async def until(link: Link, holds: Callable[[], bool]) -> None:
+    """Waits (at most 5 s) for `holds()`, re-checked each time the link reports a change."""
+    async with asyncio.timeout(5):
+        while not holds():
+            link.changed.clear()
+            await link.changed.wait()
+
+
+async def connect(link: Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = link.listen.rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+async def read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
+    async with asyncio.timeout(5):
+        return await reader.readexactly(n)
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def test_without_faults_bytes_pass_both_ways(proxied: tuple[Link, Upstream]) -> None:
+    link, upstream = proxied
+    reader, writer = await connect(link)
+    writer.write(b"hello")
+    assert await read_exactly(reader, 5) == b"hello"
+    assert bytes(upstream.received) == b"hello"
+    await close(writer)
+
+
+async def test_latency_delays_each_chunk_at_least_its_latency(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    link.add(parse_fault("", "cache", "latency", {"latency_ms": 150}, stream="downstream"))
+    reader, writer = await connect(link)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(b"ping")
+    assert await read_exactly(reader, 4) == b"ping"
+    assert loop.time() - started >= 0.15
+    await close(writer)
+
+
+def test_latency_jitter_stays_within_its_bounds_and_never_below_zero() -> None:
+    rng = random.Random(7)
+    toxic = Latency(latency_ms=10, jitter_ms=50)
+    delays = [toxic.delay_s(rng) for _ in range(1000)]
+    assert all(0.0 <= d <= 0.060 for d in delays)
+    assert min(delays) == 0.0  # draws below zero are clamped
+
+
+async def test_blackhole_keeps_the_connection_and_drops_the_bytes_until_removed(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, upstream = proxied
+    reader, writer = await connect(link)
+    writer.write(b"before|")
+    assert await read_exactly(reader, 7) == b"before|"
+    fault = parse_fault("cache-partition", "cache", "blackhole", {})
+    link.add(fault)
+    writer.write(b"lost|")
+    conn = next(iter(link.connections))
+    await until(link, lambda: conn.dropped == 5)  # the proxy has read them and dropped them
+    # Bug: a partition that closed or reset the connection would be a kill, not a partition.
+    assert len(link.connections) == 1 and not conn.closed
+    link.remove("cache-partition")
+    writer.write(b"after")
+    await upstream.wait_for(b"after")
+    assert bytes(upstream.received) == b"before|after"
+    assert await read_exactly(reader, 5) == b"after"
+    await close(writer)
+
+
+async def test_reset_closes_the_client_side_with_rst(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    reader, writer = await connect(link)
+    writer.write(b"x")
+    assert await read_exactly(reader, 1) == b"x"
+    await link.apply_once(parse_fault("", "cache", "reset", {}, once=True))
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(5):
+            await reader.read(1)
+    assert link.faults == {}  # applied once, then removed
+    await close(writer)
+
+
+async def test_reset_in_force_resets_new_connections(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    link.add(parse_fault("", "cache", "reset", {}))
+    reader, writer = await connect(link)
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(5):
+            await reader.read(1)
+    await close(writer)
+
+
+async def test_timeout_drops_bytes_then_closes(proxied: tuple[Link, Upstream]) -> None:
+    link, upstream = proxied
+    link.add(parse_fault("", "cache", "timeout", {"timeout_ms": 100}))
+    reader, writer = await connect(link)
+    writer.write(b"dropped")
+    async with asyncio.timeout(5):
+        assert await reader.read(10) == b""  # EOF: closed, not reset
+    assert bytes(upstream.received) == b""
+    await close(writer)
+
+
+async def test_limit_passes_that_many_bytes_then_closes(proxied: tuple[Link, Upstream]) -> None:
+    link, upstream = proxied
+    link.add(parse_fault("", "cache", "limit", {"max_bytes": 5}, stream="upstream"))
+    reader, writer = await connect(link)
+    writer.write(b"0123456789")
+    async with asyncio.timeout(5):
+        assert await reader.read(100) in (b"01234", b"")
+        assert await reader.read(100) == b""
+    assert bytes(upstream.received) in (b"01234", b"")
+    assert bytes(upstream.received) == bytes(upstream.received)[:5]
+    await close(writer)
+
+
+async def test_bandwidth_takes_at_least_size_over_rate(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    link.add(parse_fault("", "cache", "bandwidth", {"rate_kbps": 10}, stream="downstream"))
+    reader, writer = await connect(link)
+    payload = b"z" * 3072  # 3 KiB at 10 KiB/s: at least 0.3 s
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(payload)
+    assert await read_exactly(reader, len(payload)) == payload
+    assert loop.time() - started >= 0.3
+    await close(writer)
+
+
+async def test_a_fault_on_one_direction_leaves_the_other(proxied: tuple[Link, Upstream]) -> None:
+    link, upstream = proxied
+    link.add(parse_fault("", "cache", "blackhole", {}, stream="downstream"))
+    reader, writer = await connect(link)
+    writer.write(b"up")
+    await upstream.wait_for(b"up")  # upstream passes; the echo coming back is dropped
+    conn = next(iter(link.connections))
+    await until(link, lambda: conn.dropped == 2)
+    link.remove("cache-blackhole")
+    writer.write(b"again")
+    assert await read_exactly(reader, 5) == b"again"
+    await close(writer)
+
+
+async def test_a_fault_given_a_duration_is_removed_by_the_proxy(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    installed = link.add(parse_fault("", "cache", "blackhole", {}, for_ms=50))
+    assert installed.expires_at is not None and installed.timer is not None
+    await until(link, lambda: not link.faults)
+    assert link.active == {"upstream": (), "downstream": ()}
+
+
+@pytest.mark.parametrize(
+    ("kind", "attributes", "options", "needle"),
+    [
+        ("nosuch", {}, {}, "unknown wire fault kind 'nosuch'"),
+        ("latency", {"latency_ms": -1}, {}, "latency latency_ms must be in"),
+        ("latency", {"delay": 1}, {}, "latency has no attribute 'delay'"),
+        ("latency", {"latency_ms": float("nan")}, {}, "must be in"),
+        ("blackhole", {}, {"stream": "sideways"}, "stream must be one of"),
+        ("blackhole", {}, {"toxicity": 0.0}, "toxicity must be in (0, 1]"),
+        ("blackhole", {}, {"once": True}, "once applies to faults on whole connections"),
+        ("blackhole", {}, {"for_ms": -5.0}, "for must be in"),
+    ],
+)
+def test_bad_faults_are_refused_naming_the_problem(
+    kind: str, attributes: dict[str, float], options: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(ValueError, match=None) as caught:
+        parse_fault("", "cache", kind, attributes, **options)  # type: ignore[arg-type]
+    assert needle in str(caught.value)
+
+
+def test_every_fault_the_issue_names_is_registered() -> None:
+    assert set(TOXICS.names()) >= {"latency", "bandwidth", "blackhole", "reset", "timeout", "limit"}
+
+
+async def test_stop_leaves_no_task_and_no_socket_behind() -> None:
+    me = psutil.Process()
+    before_tasks = asyncio.all_tasks()
+    before_fds = me.num_fds()
+    upstream = Upstream()
+    upstream.server = await asyncio.start_server(upstream.handle, HOST, 0)
+    port = upstream.server.sockets[0].getsockname()[1]
+    link = Link("db", HOST, port)
+    await link.start(HOST, 0)
+    link.add(parse_fault("", "db", "timeout", {"timeout_ms": 60_000}))  # a pending hold
+    link.add(parse_fault("slow", "db", "latency", {"latency_ms": 10}, for_ms=60_000))
+    clients = [await connect(link) for _ in range(3)]
+    for _, writer in clients:
+        writer.write(b"x")
+    await until(link, lambda: len(link.connections) == 3)
+    await link.stop()
+    for _, writer in clients:
+        await close(writer)
+    upstream.server.close()
+    await asyncio.gather(*upstream.handlers, return_exceptions=True)
+    await upstream.server.wait_closed()
+    assert link.connections == set() and link.faults == {}
+    assert asyncio.all_tasks() == before_tasks
+    assert me.num_fds() == before_fds
+    listen_port = int(link.listen.rsplit(":", 1)[1])
+    assert not [c for c in me.net_connections() if c.laddr and c.laddr.port == listen_port]
