@@ -3,9 +3,9 @@
 The admin plane is everything that changes or reveals the lab's state rather than reading data:
 the `DbAdmin`, `CacheAdmin` and `WireAdmin` services (latency, errors, capacity, coalescing, event
 records, wire faults) and `Cache.Expire`. On 127.0.0.1 / ::1 only local processes can reach it
-and no token is needed. A server bound anywhere else refuses to start without a token (`HERDLAB_ADMIN_TOKEN`), and then
-answers admin calls that do not carry it (metadata `x-herdlab-admin-token`) with
-UNAUTHENTICATED. When a token is set it is required on every bind. Tokens are compared in
+and no token is needed. A server bound anywhere else refuses to start without a token
+(`HERDLAB_ADMIN_TOKEN`), and then answers admin calls that do not carry it (metadata
+`x-herdlab-admin-token`) with UNAUTHENTICATED. When a token is set it is required on every bind. Tokens are compared in
 constant time. Data-plane calls (`Db.Get`, `Cache.Get`), health and reflection stay open.
 """
 
