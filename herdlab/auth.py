@@ -5,8 +5,9 @@ the `DbAdmin`, `CacheAdmin` and `WireAdmin` services (latency, errors, capacity,
 records, wire faults) and `Cache.Expire`. On 127.0.0.1 / ::1 only local processes can reach it
 and no token is needed. A server bound anywhere else refuses to start without a token
 (`HERDLAB_ADMIN_TOKEN`), and then answers admin calls that do not carry it (metadata
-`x-herdlab-admin-token`) with UNAUTHENTICATED. When a token is set it is required on every bind. Tokens are compared in
-constant time. Data-plane calls (`Db.Get`, `Cache.Get`), health and reflection stay open.
+`x-herdlab-admin-token`) with UNAUTHENTICATED. When a token is set it is required on every
+bind. Tokens are compared in constant time. Data-plane calls (`Db.Get`, `Cache.Get`), health and
+reflection stay open.
 """
 
 from __future__ import annotations
