@@ -13,6 +13,7 @@ from cache_service.server import Cache, CacheAdminServicer, CacheServicer
 from cache_service.settings import CacheSettings
 from herdlab import settings
 from herdlab.auth import token_problem
+from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import serve_metrics
@@ -72,6 +73,7 @@ def main(
                 CacheAdminServicer(cache),
                 admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"].full_name,
             ),
+            chaos_log_service(registry),
         ]
         try:
             await serve(

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from chaos.admin import Admin
+from chaos.admin import Admin, note_action
 from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
 from db_service.queueing import NAMES as DISCIPLINES
@@ -43,17 +43,39 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _report(lab: Lab, verb: str, target: str, as_json: bool, dry_run: bool, **details: Any) -> None:
+def _report(
+    lab: Lab,
+    verb: str,
+    target: str,
+    as_json: bool,
+    dry_run: bool,
+    counted_as: str | None = None,
+    **details: Any,
+) -> None:
+    """Journals a done action (and has it counted, as acting on `counted_as`, by default
+    `target`), then prints it."""
     if dry_run:
         doc = {"verb": verb, "target": target, "result": "dry-run", **details}
     else:
         doc = lab.journal.append(verb, target, "ok", backend=lab.backend_name, **details)
+        _count(lab, verb, counted_as or target)
     if as_json:
         emit_json(doc)
     else:
         extra = " ".join(f"{k}={v}" for k, v in details.items() if k != "service")
         prefix = "would " if dry_run else ""
         out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
+
+
+def _count(lab: Lab, verb: str, service: str) -> None:
+    """Has every running service count the action in `herdlab_chaos_actions_total` (see
+    `herdlab.chaoslog`): this command exits at once, the services are what Prometheus scrapes.
+    Best effort: the action is done and journalled whoever counts it."""
+    try:
+        running = {n: s.grpc for n, s in lab.backend().status().items() if s.state == "running"}
+    except BackendError:
+        return
+    asyncio.run(note_action(running, verb, service))
 
 
 def _service_doc(info: ServiceInfo) -> dict[str, Any]:
@@ -91,7 +113,7 @@ def _process_verb(
     @_common
     @pass_lab
     def command(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
-        details = {}
+        details: dict[str, Any] = {}
         if not dry_run:
             details["service"] = _service_doc(_act(lab, verb, service, action))
         _report(lab, verb, service, as_json, dry_run, **details)
@@ -327,7 +349,7 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
     details: dict[str, Any] = {}
     if not dry_run:
         details["expired"] = asyncio.run(_expire(lab, None if all_keys else list(keys)))
-    _report(lab, "expire", target, as_json, dry_run, **details)
+    _report(lab, "expire", target, as_json, dry_run, counted_as="cache", **details)
 
 
 COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, queue, expire)

@@ -12,6 +12,7 @@ from db_service.server import Db, DbAdminServicer, DbServicer
 from db_service.settings import DbSettings
 from herdlab import settings
 from herdlab.auth import token_problem
+from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import serve_metrics
@@ -51,6 +52,7 @@ def main(
             DbAdminServicer(db),
             admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"].full_name,
         ),
+        chaos_log_service(registry),
     ]
     asyncio.run(serve(services, host=host, port=port, grace_s=grace, admin_token=admin_token))
 
