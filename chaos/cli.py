@@ -22,6 +22,7 @@ from chaos.admin import AdminError
 from chaos.backends.base import BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
 from chaos.experiment_commands import run
+from chaos.extras import MissingExtra
 from chaos.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
@@ -39,6 +40,9 @@ from chaos.verbs import COMMANDS
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
+
+# Commands that start their own local stacks, whatever the backend.
+LOCAL_ONLY = frozenset({"run", "scenario", "soak", "demo"})
 
 
 @click.group(context_settings=CONTEXT, no_args_is_help=True)
@@ -63,6 +67,11 @@ from herdlab.retry import POLICY_NAMES, RetryPolicy
 @click.pass_context
 def cli(ctx: click.Context, state_dir: Path, backend: str) -> None:
     """Drive the thundering-herd lab: start it, break it, herd it, measure it."""
+    if backend == "docker" and ctx.invoked_subcommand in LOCAL_ONLY:
+        raise click.UsageError(
+            f"chaos {ctx.invoked_subcommand} runs local stacks only; --backend docker is for the "
+            "verbs on the compose stack (kill, pause, outage, ...)"
+        )
     ctx.obj = Lab(state_dir, backend)
 
 
@@ -498,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         _fail(2 if isinstance(exc, click.UsageError) else exc.exit_code, exc.format_message())
-    except BackendError as exc:
+    except (BackendError, MissingExtra) as exc:
         _fail(2, str(exc))
     except (AdminError, OSError) as exc:
         _fail(1, str(exc))
