@@ -140,3 +140,12 @@ def test_fresh_herd_shows_every_result_at_zero() -> None:
     for result in HERD_RESULTS:
         assert _at_zero(samples, "herdlab_herd_requests_total", result=result), result
     _common(samples)
+
+
+def test_recording_and_alerting_rules_pass_their_unit_tests() -> None:
+    rules = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+    for args in (["check", "rules", "rules.yml"], ["test", "rules", "rules_test.yml"]):
+        result = subprocess.run(
+            [_promtool(), *args], cwd=rules, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
