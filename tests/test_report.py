@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from chaos import extras
 from chaos.report import (
     RETRY_STORM_COLUMNS,
     markdown_table,
@@ -139,3 +140,17 @@ def test_two_documents_of_one_kind_keep_both(tmp_path: Path) -> None:
     out = write_report(tmp_path, [RETRY_STORM, RETRY_STORM])
     assert (out / "retry-storm.json").exists() and (out / "retry-storm-2.json").exists()
     assert (out / "retry-storm.png").exists() and (out / "retry-storm-2.png").exists()
+
+
+def test_without_matplotlib_the_report_keeps_its_tables_and_says_plots_were_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(extras, "installed", lambda extra: extra != extras.PLOT)
+    out = write_report(tmp_path, [STAMPEDE, RETRY_STORM])
+    report = (out / "report.md").read_text()
+    assert not list(out.glob("*.png"))
+    assert markdown_table(RETRY_STORM_COLUMNS, []).splitlines()[0] in report
+    # Only the retry storm has figures: one note, under its table.
+    assert report.count("Plots skipped: matplotlib is not installed") == 1
+    assert "pip install 'herdlab[plot]'" in report
+    assert capsys.readouterr().err.count("report without plots") == 1
