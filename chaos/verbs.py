@@ -7,7 +7,9 @@ Runtime faults go through the services' admin RPCs, wherever they run:
   latency, errors (injected error rate), expire (drop cached keys).
 
 Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
-it did to the journal. Durations take unit suffixes: 500ms, 10s, 1m.
+it did to the journal. A done action is also counted by every service still running
+(`herdlab_chaos_actions_total{verb,target}`, for Prometheus; `counted_by` names them).
+Durations take unit suffixes: 500ms, 10s, 1m.
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ def _report(
     counted_as: str | None = None,
     **details: Any,
 ) -> None:
-    """Journals a done action (and has it counted, as acting on `counted_as`, by default
-    `target`), then prints it."""
+    """Has a done action counted (as acting on `counted_as`, by default `target`), journals it
+    with the services that counted it (`counted_by`), then prints it."""
     if dry_run:
         doc = {"verb": verb, "target": target, "result": "dry-run", **details}
     else:
-        doc = lab.journal.append(verb, target, "ok", backend=lab.backend_name, **details)
-        _count(lab, verb, counted_as or target)
+        counted_by = _count(lab, verb, counted_as or target)
+        doc = lab.journal.append(
+            verb, target, "ok", backend=lab.backend_name, counted_by=counted_by, **details
+        )
     if as_json:
         emit_json(doc)
     else:
@@ -67,15 +71,15 @@ def _report(
         out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
 
 
-def _count(lab: Lab, verb: str, service: str) -> None:
+def _count(lab: Lab, verb: str, service: str) -> list[str]:
     """Has every running service count the action in `herdlab_chaos_actions_total` (see
     `herdlab.chaoslog`): this command exits at once, the services are what Prometheus scrapes.
-    Best effort: the action is done and journalled whoever counts it."""
+    Best effort: the action is done and journalled whoever counts it; returns who did."""
     try:
         running = {n: s.grpc for n, s in lab.backend().status().items() if s.state == "running"}
     except BackendError:
-        return
-    asyncio.run(note_action(running, verb, service))
+        return []
+    return asyncio.run(note_action(running, verb, service))
 
 
 def _service_doc(info: ServiceInfo) -> dict[str, Any]:

@@ -181,7 +181,9 @@ def test_chaos_actions_are_counted_by_the_services_that_answer(stack_dir: Path) 
     services = _services(stack_dir)
     assert chaos(stack_dir, "latency", "db", "20ms").returncode == 0
     assert chaos(stack_dir, "kill", "db", "--dry-run").returncode == 0
-    assert chaos(stack_dir, "kill", "db").returncode == 0
+    killed = chaos(stack_dir, "kill", "db", "--json")
+    assert killed.returncode == 0, killed.stderr
+    assert json.loads(killed.stdout)["counted_by"] == ["cache"]
     # The killed DB cannot count; the cache, which survived, counted both actions and no dry run.
     cache = _chaos_actions(services["cache"]["metrics"])
     assert cache[("latency", "db")] == 1 and cache[("kill", "db")] == 1
