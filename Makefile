@@ -1,21 +1,32 @@
 # The lab's two commands: `make demo` (set up from a fresh clone and run the main job: a stampede,
 # a retry storm per policy, a report folder) and `make test` (set up and run the tests).
-# Everything installs into .venv.
+# Everything installs into .venv, with the versions of constraints.txt. The demo installs only
+# what it needs (the lab and the `plot` extra); test, lint and smoke install every extra.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+PIP_INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
+ALL_EXTRAS := plot,docker,dev,bench
 
-.PHONY: setup demo test smoke lint protos clean
+.PHONY: setup setup-demo demo test smoke lint protos env constraints clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-all
+setup-demo: $(VENV)/.installed-demo
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+
+$(VENV)/.installed-demo: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[plot]'
 	touch $@
 
-demo: setup
+# Every extra is a superset of the demo's install.
+$(VENV)/.installed-all: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[$(ALL_EXTRAS)]'
+	touch $@ $(VENV)/.installed-demo
+
+demo: setup-demo
 	$(BIN)/chaos demo
 
 test: setup
@@ -32,6 +43,23 @@ lint: setup
 
 protos: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m protos.generate
+
+# .env for `docker compose`: the settings of .env.example with a fresh random admin token.
+# Kept if it exists (the running stack's services hold the token they started with).
+env: .env
+.env:
+	umask 077 && sed "s/^HERDLAB_ADMIN_TOKEN=.*/HERDLAB_ADMIN_TOKEN=$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" .env.example > $@
+	@echo "wrote .env with a new HERDLAB_ADMIN_TOKEN"
+
+# Re-pins constraints.txt from a clean install of every extra (after a change to pyproject.toml).
+constraints:
+	rm -rf build/constraints-venv
+	$(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install --quiet --disable-pip-version-check '.[$(ALL_EXTRAS)]'
+	sed '/^[^#]/,$$d' constraints.txt > build/constraints.txt
+	build/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^herdlab' >> build/constraints.txt
+	mv build/constraints.txt constraints.txt
+	rm -rf build/constraints-venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info

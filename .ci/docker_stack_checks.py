@@ -1,15 +1,18 @@
 """Checks of the docker compose stack for .ci/docker-stack.sh (standard library only).
 
     dashboard DASHBOARD DATASOURCES
-        offline: the dashboard is valid JSON with a uid, every panel and target queries the
-        provisioned data source, every target has a PromQL expression.
+        offline: the dashboard is valid JSON with a uid, every panel, target and query
+        annotation queries the provisioned data source and has a PromQL expression; its
+        refresh is one of its refresh intervals.
     queries --prometheus URL --start T --end T DASHBOARD
-        every PromQL expression of the dashboard evaluates without error over [T, T] against the
-        live Prometheus and returns data; every recording rule evaluates healthy.
+        every PromQL expression of the dashboard (annotations included) evaluates without error
+        over [T, T] against the live Prometheus and returns data; every recording and alerting
+        rule evaluates healthy.
     outage --prometheus URL --start T --end T --policy P --herd-summary FILE
         around the DB outage that Prometheus saw (up{job="db"} == 0): the DB had load before,
         its arrivals fell to zero, came back, and the cache's failed attempts towards the DB
-        under the no-jitter policy P came in waves; the herd lost nothing.
+        under the no-jitter policy P came in waves; the services counted the outage (the
+        dashboard's chaos annotation); the herd lost nothing.
 
 Each check prints what it measured; any failure exits 1 naming the check.
 """
@@ -90,13 +93,19 @@ class Prometheus:
 
 
 def dashboard_exprs(path: Path) -> list[tuple[str, str]]:
-    """(panel title, expr) of every target of the dashboard."""
+    """(panel or annotation title, expr) of every target and query annotation of the dashboard."""
     doc = json.loads(path.read_text())
-    return [
+    targets = [
         (str(panel["title"]), str(target["expr"]))
         for panel in doc["panels"]
         for target in panel.get("targets", [])
     ]
+    return targets + [(f"annotation {a['name']}", str(a["expr"])) for a in annotations(doc)]
+
+
+def annotations(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's annotations that query a data source (not Grafana's built-in one)."""
+    return [a for a in doc.get("annotations", {}).get("list", []) if not a.get("builtIn")]
 
 
 def check_dashboard(path: Path, datasources: Path) -> None:
@@ -123,6 +132,14 @@ def check_dashboard(path: Path, datasources: Path) -> None:
         for target in panel["targets"]:
             if not str(target.get("expr", "")).strip():
                 raise CheckFailed(f"{title}: target {target.get('refId')} has no expr")
+    for annotation in annotations(doc):
+        name = annotation.get("name")
+        if (annotation.get("datasource") or {}).get("uid") not in uids:
+            raise CheckFailed(f"annotation {name}: data source is not one of {uids}")
+        if not str(annotation.get("expr", "")).strip():
+            raise CheckFailed(f"annotation {name}: no expr")
+    if doc.get("refresh") not in (doc.get("timepicker", {}).get("refresh_intervals") or []):
+        raise CheckFailed(f"refresh {doc.get('refresh')!r} is not one of the refresh intervals")
     print(f"dashboard {path}: {len(panels)} panels, {len(dashboard_exprs(path))} queries, ok")
 
 
@@ -147,12 +164,13 @@ def check_queries(prom: Prometheus, start: int, end: int, path: Path) -> None:
             raise CheckFailed(f"dashboard query {expr!r} ({title}) returned no data")
         points = sum(len(s["values"]) for s in result)
         print(f"  ok  {expr}  ({len(result)} series, {points} points)")
-    groups = prom.get("/api/v1/rules", {"type": "record"})["groups"]
+    groups = prom.get("/api/v1/rules", {})["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     bad = [f"{r['name']}: {r.get('lastError')}" for r in rules if r["health"] != "ok"]
-    if not rules or bad:
-        raise CheckFailed(f"recording rules not healthy: {bad or 'none loaded'}")
-    print(f"  ok  {len(rules)} recording rules evaluate healthy")
+    alerts = sum(r["type"] == "alerting" for r in rules)
+    if not rules or not alerts or bad:
+        raise CheckFailed(f"rules not healthy: {bad or 'no recording or no alerting rule loaded'}")
+    print(f"  ok  {len(rules)} rules ({alerts} alerting) evaluate healthy")
 
 
 # -- outage ---------------------------------------------------------------------------------
@@ -207,10 +225,10 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
     if not cache_up or min(cache_up.values()) < 1:
         raise CheckFailed("the cache must stay up through the DB's outage")
 
-    rate = prom.series("sum(job:herdlab_db_arrivals:rate3s)", start, window_end)
-    arrivals = prom.series("sum(job:herdlab_db_arrivals:irate2s) or vector(0)", start, window_end)
+    rate = prom.series("sum(job:herdlab_db_arrivals:rate4s)", start, window_end)
+    arrivals = prom.series("sum(job:herdlab_db_arrivals:irate4s) or vector(0)", start, window_end)
     cache_ok = prom.series(
-        'sum(policy_outcome:herdlab_cache_db_attempts:irate2s{outcome="ok"}) or vector(0)',
+        'sum(policy_outcome:herdlab_cache_db_attempts:irate4s{outcome="ok"}) or vector(0)',
         start,
         window_end,
     )
@@ -224,7 +242,7 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
             f"cache->DB successes before the outage {served:.0f}/s < {MIN_LOAD_PER_S:g}/s"
         )
     failed = prom.series(
-        "sum(policy_outcome:herdlab_cache_db_attempts:irate2s"
+        "sum(policy_outcome:herdlab_cache_db_attempts:irate4s"
         f'{{policy="{policy}", outcome!="ok"}}) or vector(0)',
         start,
         window_end,
@@ -267,6 +285,17 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
         )
     shown = ", ".join(f"{failed[t]:.0f}/s at {t - first:+d} s" for t in peaks)
     print(f"ok  waves of failed cache->DB attempts under {policy!r}: {shown}")
+
+    counted = prom.series(
+        'max(verb_target:herdlab_chaos_actions:increase4s{verb="outage", target="db"})'
+        " or vector(0)",
+        first,
+        window_end,
+    )
+    if max(counted.values(), default=0) < 1:
+        raise CheckFailed("no service counted `chaos outage db` (herdlab_chaos_actions_total)")
+    marked = [t - first for t, v in sorted(counted.items()) if v > 0]
+    print(f"ok  chaos outage db counted; the dashboard annotates it from {marked[0]:+d} s")
 
     summary = json.loads(herd_summary.read_text())
     if summary.get("lost") != 0 or summary.get("wrong_values") != 0:

@@ -13,6 +13,7 @@ from cache_service.server import Cache, CacheAdminServicer, CacheServicer
 from cache_service.settings import CacheSettings
 from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
+from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
@@ -75,6 +76,7 @@ def main(
         services = [
             Service(CacheServicer(cache), cache_pb2.DESCRIPTOR.services_by_name["Cache"]),
             Service(CacheAdminServicer(cache), admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"]),
+            chaos_log_service(registry),
         ]
         try:
             await serve(

@@ -59,6 +59,11 @@ class _ChannelAttempts(Collector):
         yield family
 
 
+# The outcomes of an attempt towards the DB exported at 0 from the start: ok and the codes the
+# DB answers with when it is down, full or late (any other code is counted when it happens).
+ATTEMPT_OUTCOMES = ("ok", "unavailable", "resource_exhausted", "deadline_exceeded")
+
+
 class DbClient:
     def __init__(
         self,
@@ -92,6 +97,8 @@ class DbClient:
             ["policy", "outcome"],
             registry=registry,
         )
+        for outcome in ATTEMPT_OUTCOMES:
+            self._attempts.labels(policy.name, outcome)
         registry.register(_ChannelAttempts(target, policy.name))
         self._sleeps = Histogram(
             f"{PREFIX}_cache_retry_sleep_seconds",
@@ -100,6 +107,7 @@ class DbClient:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16),
             registry=registry,
         )
+        self._sleeps.labels(policy.name)
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

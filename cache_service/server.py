@@ -51,6 +51,19 @@ _MAX_EXPIRE_KEYS = 100_000
 STALE_AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600)
 
 
+# Every (source, result) a Get can end with, and the sources with a latency: exported at 0 from
+# the start, so a fresh /metrics shows each one.
+SOURCE_RESULTS = (
+    ("hit", "ok"),
+    ("miss", "ok"),
+    ("miss", "error"),
+    ("coalesced", "ok"),
+    ("coalesced", "error"),
+    ("none", "invalid"),
+)
+LATENCY_SOURCES = ("hit", "miss", "coalesced")
+
+
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         p = f"{PREFIX}_cache"
@@ -68,6 +81,10 @@ class CacheMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
+        for source, result in SOURCE_RESULTS:
+            self.requests.labels(source, result)
+        for source in LATENCY_SOURCES:
+            self.latency.labels(source)
         self.in_flight_keys = Gauge(
             f"{p}_in_flight_keys", "Keys with a DB fetch under way.", registry=registry
         )

@@ -7,7 +7,9 @@ work the same against local processes and containers.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
 
@@ -15,9 +17,12 @@ import grpc
 
 from herdlab.auth import TOKEN_ENV, admin_metadata
 from herdlab.grpcutil import channel_options
-from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 ADMIN_TIMEOUT_S = 10.0
+# Telling a service of a chaos action is best effort: a service that does not answer this soon
+# (paused, busy, gone) simply does not count it.
+NOTE_TIMEOUT_S = 2.0
 
 
 class AdminError(Exception):
@@ -170,3 +175,26 @@ class Admin:
             if seq >= page.total or not page.times_ns:
                 break
         return times
+
+
+async def note_action(
+    services: Mapping[str, str], verb: str, target: str, token: str | None = None
+) -> list[str]:
+    """Tells each service (name -> gRPC address) that `verb` was done to `target`, so that it
+    counts it in `herdlab_chaos_actions_total`; returns the names of those that counted it.
+    `token` defaults to `HERDLAB_ADMIN_TOKEN`."""
+    metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
+    request = chaos_pb2.ChaosAction(verb=verb, target=target)
+
+    async def tell(name: str, address: str) -> str | None:
+        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+            try:
+                await chaos_pb2_grpc.ChaosLogStub(channel).NoteAction(
+                    request, timeout=NOTE_TIMEOUT_S, metadata=metadata
+                )
+            except grpc.aio.AioRpcError:
+                return None
+        return name
+
+    told = await asyncio.gather(*(tell(name, address) for name, address in services.items()))
+    return [name for name in told if name is not None]

@@ -25,6 +25,7 @@ from chaos.admin import AdminError
 from chaos.backends.base import SERVICES, BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
 from chaos.experiment_commands import run
+from chaos.extras import MissingExtra
 from chaos.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
@@ -46,6 +47,9 @@ from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
+
+# Commands that start their own local stacks, whatever the backend.
+LOCAL_ONLY = frozenset({"run", "scenario", "soak", "demo"})
 
 
 @click.group(context_settings=CONTEXT, no_args_is_help=True)
@@ -72,6 +76,11 @@ from herdlab.retry import POLICY_NAMES, RetryPolicy
 @click.pass_context
 def cli(ctx: click.Context, state_dir: Path, backend: str, loop_name: str) -> None:
     """Drive the thundering-herd lab: start it, break it, herd it, measure it."""
+    if backend == "docker" and ctx.invoked_subcommand in LOCAL_ONLY:
+        raise click.UsageError(
+            f"chaos {ctx.invoked_subcommand} runs local stacks only; --backend docker is for the "
+            "verbs on the compose stack (kill, pause, outage, ...)"
+        )
     # The services this process starts inherit the choice (their --loop reads HERDLAB_LOOP).
     os.environ[loop.ENV] = loop_name
     ctx.obj = Lab(state_dir, backend)
@@ -594,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         _fail(2 if isinstance(exc, click.UsageError) else exc.exit_code, exc.format_message())
-    except BackendError as exc:
+    except (BackendError, MissingExtra) as exc:
         _fail(2, str(exc))
     except (AdminError, OSError) as exc:
         _fail(1, str(exc))

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from chaos import extras
 from chaos.backends.base import Backend
 from chaos.herd import ProgressFactory, ProgressFn
 from chaos.journal import Journal
@@ -38,6 +39,7 @@ class Lab:
 
     def backend(self) -> Backend:
         if self.backend_name == "docker":
+            extras.require(extras.DOCKER, "--backend docker")
             from chaos.backends.docker import DockerBackend  # the SDK loads only when asked for
 
             return DockerBackend()

@@ -289,6 +289,11 @@ ProgressFn = Callable[[int, int], None]
 ProgressFactory = Callable[[str], ProgressFn | None]
 
 
+# The results a herd request ends with that are exported at 0 from the start (any other gRPC
+# code is counted when it happens).
+HERD_RESULTS = ("ok", "unavailable", "resource_exhausted", "deadline_exceeded", "lost")
+
+
 class HerdMetrics:
     """The herd's own view, for Prometheus: requests by result (ok or the gRPC code)."""
 
@@ -301,6 +306,8 @@ class HerdMetrics:
             ["result"],
             registry=registry,
         )
+        for result in HERD_RESULTS:
+            self.requests.labels(result)
         self.attempts = prometheus_client.Counter(
             f"{PREFIX}_herd_attempts", "Attempts made by herd users.", registry=registry
         )

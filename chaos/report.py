@@ -15,6 +15,7 @@ A document may carry `command` (the command line that produced it); the report s
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any
 
 from rich.table import Table
 
+from chaos import extras
 from chaos.html_report import write_html
 from chaos.plotting import new_figure, save
 from chaos.scenarios.partition_plot import plot_partition
@@ -34,6 +36,7 @@ Doc = Mapping[str, Any]
 PlotFn = Callable[[Doc, Path], object]
 
 MISSING = "n/a"
+PLOTS_SKIPPED = f"matplotlib is not installed ({extras.install_hint(extras.PLOT)})"
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -803,8 +806,14 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
     """Writes report.md, report.html, one JSON file per document and its PNGs into `out_dir`;
-    returns it."""
+    returns it.
+
+    Without matplotlib (the `plot` extra) the PNGs are skipped: report.md says so under each
+    table that has figures, and one line on stderr says so once."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    draw = extras.installed(extras.PLOT)
+    if not draw and any(section_for(doc).plots for doc in docs):
+        print(f"chaos: report without plots: {PLOTS_SKIPPED}", file=sys.stderr)
     used: dict[str, int] = {}
     parts = [
         "# herdlab report",
@@ -822,7 +831,9 @@ def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
         if doc.get("command"):
             parts += ["```", str(doc["command"]), "```", ""]
         parts += [markdown_table(section.columns_of(doc), section.rows(doc)), ""]
-        for plot in section.plots:
+        if section.plots and not draw:
+            parts += [f"Plots skipped: {PLOTS_SKIPPED}.", ""]
+        for plot in section.plots if draw else ():
             png = out_dir / f"{name}{plot.suffix}.png"
             plot.draw(doc, png)
             if png.exists():  # a plot with nothing to draw writes no file

@@ -8,7 +8,9 @@ Runtime faults go through the services' admin RPCs, wherever they run:
   freshness (the cache's stale serving, early refresh and TTL jitter).
 
 Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
-it did to the journal. Durations take unit suffixes: 500ms, 10s, 1m.
+it did to the journal. A done action is also counted by every service still running
+(`herdlab_chaos_actions_total{verb,target}`, for Prometheus; `counted_by` names them).
+Durations take unit suffixes: 500ms, 10s, 1m, 1m30s.
 
 `latency` and `errors` take `--for D`: the DB is told to put the old values back itself after D
 (so the revert holds even if this process is killed), and the command stays in the foreground
@@ -27,7 +29,7 @@ from typing import Any
 import click
 
 from cache_service.settings import CacheSettings
-from chaos.admin import Admin
+from chaos.admin import Admin, note_action
 from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
 from db_service.queueing import NAMES as DISCIPLINES
@@ -52,17 +54,41 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _report(lab: Lab, verb: str, target: str, as_json: bool, dry_run: bool, **details: Any) -> None:
+def _report(
+    lab: Lab,
+    verb: str,
+    target: str,
+    as_json: bool,
+    dry_run: bool,
+    counted_as: str | None = None,
+    **details: Any,
+) -> None:
+    """Has a done action counted (as acting on `counted_as`, by default `target`), journals it
+    with the services that counted it (`counted_by`), then prints it."""
     if dry_run:
         doc = {"verb": verb, "target": target, "result": "dry-run", **details}
     else:
-        doc = lab.journal.append(verb, target, "ok", backend=lab.backend_name, **details)
+        counted_by = _count(lab, verb, counted_as or target)
+        doc = lab.journal.append(
+            verb, target, "ok", backend=lab.backend_name, counted_by=counted_by, **details
+        )
     if as_json:
         emit_json(doc)
     else:
         extra = " ".join(f"{k}={v}" for k, v in details.items() if k != "service")
         prefix = "would " if dry_run else ""
         out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
+
+
+def _count(lab: Lab, verb: str, service: str) -> list[str]:
+    """Has every running service count the action in `herdlab_chaos_actions_total` (see
+    `herdlab.chaoslog`): this command exits at once, the services are what Prometheus scrapes.
+    Best effort: the action is done and journalled whoever counts it; returns who did."""
+    try:
+        running = {n: s.grpc for n, s in lab.backend().status().items() if s.state == "running"}
+    except BackendError:
+        return []
+    return asyncio.run(note_action(running, verb, service))
 
 
 def _service_doc(info: ServiceInfo) -> dict[str, Any]:
@@ -107,7 +133,7 @@ def _process_verb(
     @_common
     @pass_lab
     def command(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
-        details = {}
+        details: dict[str, Any] = {}
         if dry_run:
             _check_up(lab, service)
         else:
@@ -423,7 +449,7 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
         _admin(lab)
     else:
         details["expired"] = loop.run(_expire(lab, None if all_keys else list(keys)))
-    _report(lab, "expire", target, as_json, dry_run, **details)
+    _report(lab, "expire", target, as_json, dry_run, counted_as="cache", **details)
 
 
 async def _set_coalescing(lab: Lab, enabled: bool) -> None:

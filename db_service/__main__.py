@@ -11,6 +11,7 @@ from db_service.server import Db, DbAdminServicer, DbServicer
 from db_service.settings import DbSettings
 from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
+from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options
 from herdlab.grpcutil import Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
@@ -44,6 +45,7 @@ def main(
     services = [
         Service(DbServicer(db), db_pb2.DESCRIPTOR.services_by_name["Db"]),
         Service(DbAdminServicer(db), admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"]),
+        chaos_log_service(registry),
     ]
     logs.setup("db")
     announce = {

@@ -63,6 +63,12 @@ class _ScrapedCounter(Collector):
         yield CounterMetricFamily(self._name, self._documentation, value=self._value())
 
 
+# Every label value the DB exports, at 0 from the start: a fresh /metrics shows each one, and the
+# first event of a kind is an increase Prometheus can see.
+OUTCOMES = ("ok", "rejected", "dropped", "error", "invalid")
+DROP_STAGES = ("queue", "work", "deadline", "codel")
+
+
 class DbMetrics:
     def __init__(self, registry: CollectorRegistry, slot_seconds: Callable[[], float]) -> None:
         p = f"{PREFIX}_db"
@@ -83,6 +89,10 @@ class DbMetrics:
             ["stage"],
             registry=registry,
         )
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome)
+        for stage in DROP_STAGES:
+            self.dropped.labels(stage)
         self.in_flight = Gauge(f"{p}_in_flight", "Queries holding a slot.", registry=registry)
         self.queue_depth = Gauge(
             f"{p}_queue_depth", "Queries waiting for a slot.", registry=registry

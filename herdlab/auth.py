@@ -20,7 +20,12 @@ import grpc
 
 TOKEN_ENV = "HERDLAB_ADMIN_TOKEN"
 TOKEN_METADATA = "x-herdlab-admin-token"
-ADMIN_PREFIXES = ("/herdlab.v1.DbAdmin/", "/herdlab.v1.CacheAdmin/", "/herdlab.v1.WireAdmin/")
+ADMIN_PREFIXES = (
+    "/herdlab.v1.DbAdmin/",
+    "/herdlab.v1.CacheAdmin/",
+    "/herdlab.v1.WireAdmin/",
+    "/herdlab.v1.ChaosLog/",
+)
 ADMIN_METHODS = frozenset({"/herdlab.v1.Cache/Expire"})
 
 

@@ -1,6 +1,6 @@
 """The admin plane's lock over real gRPC: with a token set, admin calls (DbAdmin, CacheAdmin,
-Cache.Expire) without it are refused with UNAUTHENTICATED and change nothing, while the data
-plane stays open; a server asked to listen beyond loopback without a token refuses to start."""
+Cache.Expire, ChaosLog) without it are refused with UNAUTHENTICATED and change nothing, while the
+data plane stays open; a server asked to listen beyond loopback without a token refuses to start."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from chaos.admin import Admin, AdminError
 from chaos.stack import LocalStack, StackInfo
 from herdlab.auth import TOKEN_ENV, TOKEN_METADATA
 from herdlab.grpcutil import channel_options
-from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc
+from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 TOKEN = "s3cret-lab-token"
 
@@ -66,6 +66,9 @@ async def _calls(info: StackInfo, metadata: tuple[tuple[str, str], ...]) -> dict
             "Expire": cache_stub.Expire(
                 cache_pb2.ExpireRequest(all=True), timeout=10, metadata=metadata
             ),
+            "NoteAction": chaos_pb2_grpc.ChaosLogStub(db_channel).NoteAction(
+                chaos_pb2.ChaosAction(verb="kill", target="cache"), timeout=10, metadata=metadata
+            ),
         }
         for name, call in calls.items():
             try:
@@ -84,6 +87,7 @@ def test_admin_calls_without_token_are_refused_and_change_nothing(locked_stack: 
             "GetArrivals": "UNAUTHENTICATED",
             "SetCoalescing": "UNAUTHENTICATED",
             "Expire": "UNAUTHENTICATED",
+            "NoteAction": "UNAUTHENTICATED",
             "Get": "OK",
         }
 

@@ -17,11 +17,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.herd import HerdConfig, HerdResult, run_herd
 from herdlab.retry import RetryPolicy
@@ -52,6 +54,8 @@ def chaos(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.Comple
         (["flap", "db", "--down", "1s", "--up", "1s", "--cycles", "0"], "--cycles"),
         (["scenario", "stampede", "--clients", "0"], "--clients"),
         (["nosuchverb"], "No such command"),
+        (["--backend", "docker", "scenario", "stampede"], "runs local stacks only"),
+        (["--backend", "docker", "run", "chaos/experiments/stampede.toml"], "local stacks only"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
@@ -162,6 +166,35 @@ def test_outage_restores_and_is_journalled(stack_dir: Path) -> None:
         ("restore", "ok"),
         ("outage", "ok"),
     ]
+
+
+def _chaos_actions(metrics_url: object) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(str(metrics_url), timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.labels["verb"], sample.labels["target"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "herdlab_chaos_actions"
+        for sample in family.samples
+    }
+
+
+def test_chaos_actions_are_counted_by_the_services_that_answer(stack_dir: Path) -> None:
+    services = _services(stack_dir)
+    assert chaos(stack_dir, "latency", "db", "20ms").returncode == 0
+    assert chaos(stack_dir, "kill", "db", "--dry-run").returncode == 0
+    killed = chaos(stack_dir, "kill", "db", "--json")
+    assert killed.returncode == 0, killed.stderr
+    assert json.loads(killed.stdout)["counted_by"] == ["cache"]
+    # The killed DB cannot count; the cache, which survived, counted both actions and no dry run.
+    cache = _chaos_actions(services["cache"]["metrics"])
+    assert cache[("latency", "db")] == 1 and cache[("kill", "db")] == 1
+    assert cache[("pause", "cache")] == 0, "every known pair is exported from the start"
+    assert chaos(stack_dir, "restore", "db").returncode == 0
+    db = _chaos_actions(_services(stack_dir)["db"]["metrics"])
+    # The restarted DB starts from 0 and counts its own restore.
+    assert db[("restore", "db")] == 1 and db[("kill", "db")] == 0
+    assert _chaos_actions(services["cache"]["metrics"])[("restore", "db")] == 1
 
 
 def test_dry_run_changes_nothing(stack_dir: Path) -> None:

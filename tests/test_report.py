@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from chaos import extras
 from chaos.report import (
     RETRY_STORM_COLUMNS,
     markdown_table,
@@ -199,3 +200,17 @@ def test_chaos_report_html_prints_the_page(tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "report.html").is_file() and (
         tmp_path / "rep" / "report.md"
     ).is_file()
+
+
+def test_without_matplotlib_the_report_keeps_its_tables_and_says_plots_were_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(extras, "installed", lambda extra: extra != extras.PLOT)
+    out = write_report(tmp_path, [STAMPEDE, RETRY_STORM])
+    report = (out / "report.md").read_text()
+    assert not list(out.glob("*.png"))
+    assert markdown_table(RETRY_STORM_COLUMNS, []).splitlines()[0] in report
+    # Only the retry storm has figures: one note, under its table.
+    assert report.count("Plots skipped: matplotlib is not installed") == 1
+    assert "pip install 'herdlab[plot]'" in report
+    assert capsys.readouterr().err.count("report without plots") == 1

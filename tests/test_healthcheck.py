@@ -1,0 +1,76 @@
+"""`python -m herdlab.healthcheck`, the image's own gRPC health client, against real gRPC servers:
+SERVING exits 0; NOT_SERVING, a server without the health service, a port that is not gRPC, a
+closed port and bad arguments exit 1 with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from chaos.stack import StackInfo, free_port
+
+HEALTHCHECK = [sys.executable, "-m", "herdlab.healthcheck", "--timeout", "5s"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HEALTHCHECK, *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.fixture()
+def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        server.stop(None)
+
+
+def test_serving_lab_services_pass(stack_info: StackInfo) -> None:
+    for service in ("db", "cache"):
+        result = _run(stack_info.services[service].grpc)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+
+
+def test_each_status_is_read_from_the_reply(
+    health_server: tuple[str, health.HealthServicer],
+) -> None:
+    target, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    assert _run(target).returncode == 0
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    result = _run(target)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"healthcheck: {target} answered status 2, not SERVING"
+
+
+def test_no_health_service_is_unhealthy() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        result = _run(f"127.0.0.1:{port}")
+    finally:
+        server.stop(None)
+    assert result.returncode == 1
+    assert "without a reply" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_metrics_port_closed_port_and_bad_arguments_exit_1(stack_info: StackInfo) -> None:
+    metrics = stack_info.services["db"].metrics.split("//", 1)[1].split("/", 1)[0]
+    for args in ([metrics], [f"127.0.0.1:{free_port()}"], ["nocolon"], ["--timeout", "1x", "a:1"]):
+        result = _run(*args)
+        assert result.returncode == 1, args
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, args
