@@ -25,7 +25,8 @@ from herdlab.grpcutil import Context, Service
 from herdlab.metrics import PREFIX
 from protos import chaos_pb2, chaos_pb2_grpc
 
-# The controller's verbs (`chaos.verbs.COMMANDS`) and the services they act on.
+# The controller's verbs (`chaos.verbs.COMMANDS`, the wire verbs of `chaos.wire_commands`) and the
+# services they act on.
 VERBS = (
     "kill",
     "restore",
@@ -37,6 +38,13 @@ VERBS = (
     "errors",
     "queue",
     "expire",
+    "coalescing",
+    "capacity",
+    "freshness",
+    "partition",
+    "wire",
+    "heal",
+    "reset",
 )
 TARGETS = ("db", "cache")
 MAX_PAIRS = 256
