@@ -60,7 +60,8 @@ def main(
             reconnect=config.reconnect(),
             guards=config.guard_set(),
         )
-        cache = Cache(store, db, config.coalescing, registry)
+        shared = config.shared_store(registry)
+        cache = Cache(store, db, config.coalescing, registry, shared)
         services = [
             Service(
                 cache_pb2_grpc.add_CacheServicer_to_server,
@@ -83,6 +84,8 @@ def main(
                 admin_token=admin_token,
             )
         finally:
+            if shared is not None:
+                await shared.close()
             await db.close()
 
     asyncio.run(run())

@@ -5,6 +5,14 @@ the first caller starts the key's fetch (MISS) and the callers arriving while it
 (COALESCED); with coalescing off every caller fetches for itself (MISS), which is the stampede.
 A fetched value is stored; a failed fetch stores nothing and every caller waiting on it gets the
 same typed error: the code of the DB's last answer, with a message naming the attempts made.
+
+With a shared store (`--store redis://...`, `shared.py`) the values live in Redis for every
+replica. A replica's single-flight is then in front of everything Redis does for a key: its
+concurrent callers share one read of the value and, on a miss, one lease (so a replica makes one
+Redis round trip per key, not one per caller). The caller whose flight read a fresh value gets
+HIT; the one whose flight fetched under the lease gets MISS; everyone else (waiting on this
+replica's flight or on another replica's lease) gets COALESCED. Without a shared store the local
+hit path is as before: one dict lookup, nothing awaited.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
+from cache_service.shared import LeaseFailed, SharedEntry, SharedStore, SharedUnavailable
 from cache_service.store import TtlStore
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
@@ -34,6 +43,7 @@ _PASSED_THROUGH = frozenset(
     }
 )
 _MAX_EXPIRE_KEYS = 100_000
+_SOURCES = {"hit": cache_pb2.HIT, "miss": cache_pb2.MISS, "coalesced": cache_pb2.COALESCED}
 
 
 class CacheMetrics:
@@ -79,13 +89,18 @@ class Cache:
         db: DbClient,
         coalescing: bool,
         registry: CollectorRegistry,
+        shared: SharedStore | None = None,
     ) -> None:
         self.store = store
         self.db = db
+        self.shared = shared
         self.coalescer: Coalescer[db_pb2.DbGetResponse] = Coalescer()
+        self.flights: Coalescer[tuple[SharedEntry, str]] = Coalescer()  # with a shared store
         self.metrics = CacheMetrics(registry)
-        self.metrics.in_flight_keys.set_function(self.coalescer.in_flight)
-        self.metrics.waiters.set_function(lambda: self.coalescer.waiters)
+        self.metrics.in_flight_keys.set_function(
+            lambda: self.coalescer.in_flight() + self.flights.in_flight()
+        )
+        self.metrics.waiters.set_function(lambda: self.coalescer.waiters + self.flights.waiters)
         self.metrics.keys.set_function(lambda: len(self.store))
         self.set_coalescing(coalescing)
 
@@ -98,7 +113,7 @@ class Cache:
             coalescing=self.coalescing,
             policy=self.db.policy.name,
             keys=len(self.store),
-            in_flight_keys=self.coalescer.in_flight(),
+            in_flight_keys=self.coalescer.in_flight() + self.flights.in_flight(),
             db_attempts=self.db.record.total,
             ttl_s=self.store.ttl_s,
         )
@@ -114,6 +129,8 @@ class Cache:
         if problem:
             self.metrics.requests.labels("none", "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self.shared is not None:
+            return await self._get_shared(self.shared, key, context, started)
         entry = self.store.get(key)
         if entry is not None:
             self._count("hit", "ok", started)
@@ -139,6 +156,54 @@ class Cache:
             value=reply.value,
             version=reply.version,
             source=cache_pb2.COALESCED if source == "coalesced" else cache_pb2.MISS,
+        )
+
+    async def _flight(self, shared: SharedStore, key: str) -> tuple[SharedEntry, str]:
+        """One replica's flight for `key` on the shared store: (entry, source of its starter)."""
+        try:
+            entry = await shared.get(key)
+            if entry is not None and shared.fresh(entry):
+                return entry, "hit"
+            filled, fetched = await shared.fill(key, lambda: self._fetch(key))
+            return filled, "miss" if fetched else "coalesced"
+        except SharedUnavailable:
+            # Redis failed or is too slow: straight to the DB, as a replica without Redis.
+            started = time.perf_counter()
+            reply = await self.db.get(key)
+            delta = time.perf_counter() - started
+            return await shared.put(key, reply.value, reply.version, delta), "miss"
+
+    async def _fetch(self, key: str) -> tuple[str, int]:
+        reply = await self.db.get(key)
+        return reply.value, reply.version
+
+    async def _get_shared(
+        self, shared: SharedStore, key: str, context: Context, started: float
+    ) -> cache_pb2.CacheGetResponse:
+        source = "miss"
+        try:
+            if self.coalescing:
+                (entry, source), joined = await self.flights.do(
+                    key, lambda: self._flight(shared, key)
+                )
+                if joined and source != "hit":
+                    source = "coalesced"
+            else:
+                entry, source = await self._flight(shared, key)
+        except RetryExhausted as exc:
+            self._count(source, "error", started)
+            await context.abort(*_typed_error(exc.last, exc.attempts))
+        except grpc.aio.AioRpcError as exc:
+            self._count(source, "error", started)
+            await context.abort(*_typed_error(exc, 1))
+        except LeaseFailed as exc:
+            self._count("coalesced", "error", started)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the lease holder's fetch failed: {exc}"
+            )
+        self._count(source, "ok", started)
+        return cache_pb2.CacheGetResponse(
+            key=key, value=entry.value, version=entry.version, source=_SOURCES[source]
         )
 
     def _count(self, source: str, result: str, started: float) -> None:
@@ -193,8 +258,14 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             problem = key_error(key)
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{problem}: {key[:64]!r}")
-        store = self.cache.store
+        store, shared = self.cache.store, self.cache.shared
         expired = store.expire_all() if request.all else store.expire(request.keys)
+        if shared is not None:
+            try:
+                keys = list(request.keys)
+                expired += await (shared.expire_all() if request.all else shared.expire(keys))
+            except SharedUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         self.cache.metrics.expired.inc(expired)
         return cache_pb2.ExpireResponse(expired=expired)
 

@@ -31,10 +31,11 @@ from chaos.herd import (
     HerdMetrics,
     OpenLoop,
     parse_rate,
+    replicas_target,
     run_herd,
 )
 from chaos.scenario_commands import demo, report, scenario, soak
-from chaos.stack import StackInfo, default_state_dir
+from chaos.stack import MAX_REPLICAS, STORES, StackInfo, cache_names, default_state_dir
 from chaos.verbs import COMMANDS
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
@@ -132,6 +133,22 @@ for _command in (*COMMANDS, run, scenario, soak, demo, report):
     metavar="ARG",
     help="Extra argument for cache-service (repeatable), e.g. --cache-arg=--ttl=5s.",
 )
+@click.option(
+    "--replicas",
+    default=1,
+    type=click.IntRange(1, MAX_REPLICAS),
+    show_default=True,
+    help="Cache replicas: one is `cache`; more are `cache-1` .. `cache-R`, which the herd "
+    "spreads its users over (round_robin).",
+)
+@click.option(
+    "--store",
+    type=click.Choice(STORES),
+    default="local",
+    show_default=True,
+    help="Where the cache keeps values: in each replica, or in a redis-server (from PATH, "
+    "started here) shared by every replica, which coalesce across replicas with leases.",
+)
 @pass_lab
 def up(
     lab: Lab,
@@ -144,6 +161,8 @@ def up(
     coalescing: bool | None,
     db_args: tuple[str, ...],
     cache_args: tuple[str, ...],
+    replicas: int,
+    store: str,
 ) -> None:
     """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
 
@@ -162,6 +181,8 @@ def up(
         db_metrics_port=db_metrics_port,
         cache_port=cache_port,
         cache_metrics_port=cache_metrics_port,
+        replicas=replicas,
+        store=store,
     )
     if as_json:
         emit_json(info.to_json())
@@ -206,9 +227,10 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     if target:
         return target
     services = lab.backend().status()
-    if "cache" not in services:
+    caches = cache_names(services)
+    if not caches:
         raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
-    return services["cache"].grpc
+    return replicas_target([services[name].grpc for name in caches])
 
 
 @cli.command(context_settings=CONTEXT)

@@ -1,7 +1,11 @@
 """The local stack: the lab's services as real processes on 127.0.0.1, and the local chaos backend.
 
 `up` starts the DB, waits until it is SERVING, then starts the cache pointed at it; `down` stops
-both (SIGTERM, then SIGKILL after the grace period) and leaves no process behind. What was
+both (SIGTERM, then SIGKILL after the grace period) and leaves no process behind. With
+`replicas` R > 1 the cache runs as R processes, `cache-1` .. `cache-R`; with the shared store
+(`store="redis"`) a `redis-server` from PATH runs first (`redis`, on 127.0.0.1, a free port, no
+persistence, its config and directory in the state dir) and every replica keeps its values and
+leases there. The services of a stack are the names in its state file, in start order. What was
 started is written to `<state_dir>/stack.json`, so separate `chaos` invocations (up, kill,
 restore, status, down) act on the same processes. Each process is identified by pid AND start
 time, so a recycled pid is never signalled.
@@ -15,25 +19,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from chaos.backends.base import Backend, BackendError, ServiceInfo, check_service
 from herdlab.grpcutil import wait_serving
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 BIND_TRIES = 3
+STORES = ("local", "redis")
+MAX_REPLICAS = 16
+REDIS_INSTALL = "redis-server not found on PATH; install it (e.g. apt-get install redis-server)"
 
 
 def default_state_dir() -> Path:
@@ -60,6 +68,58 @@ class ServiceRecord:
     pid: int | None = None
     started_at: float | None = None  # psutil create_time, to recognise the process
     state: str = "stopped"
+    kind: str = "grpc"  # how readiness is checked: gRPC health, or "redis" (PING)
+
+
+def redis_server() -> str:
+    """The `redis-server` on PATH; BackendError saying how to install it otherwise."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise BackendError(REDIS_INSTALL)
+    return found
+
+
+def redis_config(port: int, directory: Path) -> str:
+    """A redis-server config for the lab: loopback only, no persistence, in `directory`."""
+    return "\n".join(
+        [
+            f"bind {HOST}",
+            f"port {port}",
+            "protected-mode yes",
+            'save ""',
+            "appendonly no",
+            f"dir {directory}",
+            "daemonize no",
+            'logfile ""',
+            "",
+        ]
+    )
+
+
+def redis_ping(address: str, timeout_s: float) -> bool:
+    """True once a redis-server answers PING on `address` (HOST:PORT), within `timeout_s`."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_redis(address: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        if redis_ping(address, 0.5):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def cache_names(names: Iterable[str]) -> list[str]:
+    """The cache's services among `names`: `cache`, or `cache-1` .. `cache-R` in order."""
+    return [n for n in names if n == "cache" or n.startswith("cache-")]
 
 
 @dataclass
@@ -144,13 +204,23 @@ class LocalStack(Backend):
         cache_port: int = 0,
         cache_metrics_port: int = 0,
         timeout_s: float = READY_TIMEOUT_S,
+        replicas: int = 1,
+        store: str = "local",
     ) -> StackInfo:
-        """Starts the DB then the cache; returns once both are SERVING.
+        """Starts the DB (and Redis for the shared store) then the cache's replicas; returns once
+        every one serves. A replica's ports are picked free (the cache's ports apply to one).
 
         Ports not given are picked free by the OS, then released for the service to bind: another
         process can take one in between. When every port was picked so, a service that could
         not bind its port is started again on fresh ones (at most `BIND_TRIES` times); ports the
         caller chose are never changed."""
+        if store not in STORES:
+            raise BackendError(f"store must be one of {', '.join(STORES)}, got {store!r}")
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise BackendError(f"replicas must be in 1..{MAX_REPLICAS}, got {replicas}")
+        if replicas > 1 and (cache_port or cache_metrics_port):
+            raise BackendError("cache ports can be chosen for one replica only")
+        redis = redis_server() if store == "redis" else None
         if self.is_up():
             raise BackendError(
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
@@ -158,12 +228,21 @@ class LocalStack(Backend):
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
         for _ in range(BIND_TRIES - 1):
             try:
-                return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s)
+                return self._up(
+                    db_args,
+                    cache_args,
+                    *chosen,
+                    timeout_s=timeout_s,
+                    replicas=replicas,
+                    redis=redis,
+                )
             except BackendError as exc:
                 text = str(exc).lower()
                 if any(chosen) or not ("bind" in text or "address already in use" in text):
                     raise
-        return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s)
+        return self._up(
+            db_args, cache_args, *chosen, timeout_s=timeout_s, replicas=replicas, redis=redis
+        )
 
     def _up(
         self,
@@ -175,11 +254,11 @@ class LocalStack(Backend):
         cache_metrics_port: int,
         *,
         timeout_s: float,
+        replicas: int = 1,
+        redis: str | None = None,
     ) -> StackInfo:
         db_port = db_port or free_port()
         db_metrics_port = db_metrics_port or free_port()
-        cache_port = cache_port or free_port()
-        cache_metrics_port = cache_metrics_port or free_port()
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         db_target = f"{HOST}:{db_port}"
@@ -204,8 +283,17 @@ class LocalStack(Backend):
                 metrics=f"http://{HOST}:{db_metrics_port}/metrics",
                 log=str(logs / "db.log"),
             ),
-            "cache": ServiceRecord(
-                name="cache",
+        }
+        store_args: list[str] = []
+        if redis is not None:
+            records["redis"] = self._redis_record(redis, logs)
+            store_args = ["--store", f"redis://{records['redis'].grpc}/0"]
+        names = ["cache"] if replicas == 1 else [f"cache-{i}" for i in range(1, replicas + 1)]
+        for name in names:
+            port = cache_port or free_port()
+            metrics_port = cache_metrics_port or free_port()
+            records[name] = ServiceRecord(
+                name=name,
                 argv=[
                     sys.executable,
                     "-m",
@@ -213,28 +301,43 @@ class LocalStack(Backend):
                     "--host",
                     HOST,
                     "--port",
-                    str(cache_port),
+                    str(port),
                     "--metrics-host",
                     HOST,
                     "--metrics-port",
-                    str(cache_metrics_port),
+                    str(metrics_port),
                     "--db-target",
                     db_target,
+                    *store_args,
                     *cache_args,
                 ],
-                grpc=f"{HOST}:{cache_port}",
-                metrics=f"http://{HOST}:{cache_metrics_port}/metrics",
-                log=str(logs / "cache.log"),
-            ),
-        }
+                grpc=f"{HOST}:{port}",
+                metrics=f"http://{HOST}:{metrics_port}/metrics",
+                log=str(logs / f"{name}.log"),
+            )
         self._save(records)
         try:
-            for name in SERVICES:
+            for name in records:
                 self._start(records, name, timeout_s)
         except BaseException:
             self.down()
             raise
         return self.status_info()
+
+    def _redis_record(self, binary: str, logs: Path) -> ServiceRecord:
+        port = free_port()
+        directory = self.state_dir / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "redis.conf"
+        config.write_text(redis_config(port, directory))
+        return ServiceRecord(
+            name="redis",
+            argv=[binary, str(config)],
+            grpc=f"{HOST}:{port}",
+            metrics="",
+            log=str(logs / "redis.log"),
+            kind="redis",
+        )
 
     def _start(
         self,
@@ -257,21 +360,21 @@ class LocalStack(Backend):
         record.started_at = psutil.Process(child.pid).create_time()
         record.state = "running"
         self._save(records)
-        if not wait_serving(record.grpc, timeout_s, alive=lambda: child.poll() is None):
+        wait = wait_redis if record.kind == "redis" else wait_serving
+        if not wait(record.grpc, timeout_s, alive=lambda: child.poll() is None):
             tail = _tail(Path(record.log))
+            ready = "answer PING" if record.kind == "redis" else "become SERVING"
             raise BackendError(
-                f"{name} did not become SERVING on {record.grpc} within {timeout_s:g}s"
+                f"{name} did not {ready} on {record.grpc} within {timeout_s:g}s"
                 + (f": {tail}" if tail else "")
             )
 
     def down(self) -> list[str]:
-        """Stops every service (cache first); returns the names that were running."""
+        """Stops every service (the caches first); returns the names that were running."""
         records = self._load()
         stopped = []
-        for name in reversed(SERVICES):
-            record = records.get(name)
-            if record is None:
-                continue
+        for name in reversed(list(records)):
+            record = records[name]
             proc = self._process(record)
             if proc is not None:
                 self._stop(proc)
@@ -307,8 +410,12 @@ class LocalStack(Backend):
     def _record(self, service: str) -> tuple[dict[str, ServiceRecord], ServiceRecord]:
         check_service(service)
         records = self._load()
-        if service not in records:
+        if not records:
             raise BackendError("no lab stack is up; run 'chaos up' first")
+        if service not in records:
+            raise BackendError(
+                f"the lab stack has no service {service!r}; it has {', '.join(records)}"
+            )
         return records, records[service]
 
     def kill(self, service: str) -> ServiceInfo:

@@ -21,15 +21,31 @@ from typing import Any
 import click
 
 from chaos.admin import Admin
-from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
+from chaos.backends.base import SERVICE_NAMES, Backend, BackendError, ServiceInfo, is_service
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
+from chaos.stack import cache_names
 from db_service.queueing import NAMES as DISCIPLINES
 from db_service.settings import DbSettings
 from herdlab.config import DURATION, PROBABILITY
 from herdlab.settings import by_key
 from protos import admin_pb2
 
-SERVICE = click.Choice(SERVICES)
+
+class _Service(click.ParamType):  # type: ignore[type-arg]
+    """A lab service's name; whether the running stack has it is the backend's to say."""
+
+    name = "SERVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not is_service(str(value)):
+            self.fail(f"{value!r} is not a lab service ({SERVICE_NAMES})", param, ctx)
+        return str(value)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "[db|cache|cache-N|redis]"
+
+
+SERVICE = _Service()
 MAX_CYCLES = 1000
 MAX_OUTAGE_S = 3600.0
 
@@ -190,10 +206,10 @@ def flap(
 
 def _admin(lab: Lab) -> Admin:
     services = lab.backend().status()
-    missing = [name for name in SERVICES if name not in services]
-    if missing:
+    caches = cache_names(services)
+    if "db" not in services or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
-    return Admin(services["db"].grpc, services["cache"].grpc)
+    return Admin(services["db"].grpc, services[caches[0]].grpc)
 
 
 async def _set_faults(lab: Lab, faults: admin_pb2.Faults) -> admin_pb2.DbState:
@@ -310,8 +326,15 @@ def queue(
 
 
 async def _expire(lab: Lab, keys: list[str] | None) -> int:
-    async with _admin(lab) as admin:
-        return await admin.expire(keys)
+    """Expires on every replica of the cache (each has its own local store)."""
+    services = lab.backend().status()
+    expired = 0
+    for name in cache_names(services) or ["cache"]:
+        if name not in services or "db" not in services:
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        async with Admin(services["db"].grpc, services[name].grpc) as admin:
+            expired += await admin.expire(keys)
+    return expired
 
 
 @click.command(context_settings=CONTEXT)

@@ -1,5 +1,6 @@
 """The interface every chaos backend implements: find the lab's services, and kill, restore,
-pause and resume them by name (`db`, `cache`).
+pause and resume them by name: `db`, `cache` (or its replicas `cache-1` .. `cache-R`) and
+`redis` (the shared store). Which of them a stack has is the stack's: `status()` lists them.
 
 Runtime fault injection (latency, error rate, capacity, expiry) does not go through a backend: it
 goes through the services' own admin RPCs, which work the same wherever the services run.
@@ -7,10 +8,13 @@ goes through the services' own admin RPCs, which work the same wherever the serv
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-SERVICES = ("db", "cache")
+SERVICES = ("db", "cache")  # every stack has these (the cache as `cache` or its replicas)
+SERVICE_NAME = re.compile(r"db|cache|cache-[1-9][0-9]?|redis")
+SERVICE_NAMES = "db, cache, cache-N or redis"
 
 
 class BackendError(Exception):
@@ -51,6 +55,11 @@ class Backend(ABC):
         """SIGCONT (or unpause)."""
 
 
+def is_service(service: str) -> bool:
+    """Whether `service` names a lab service some stack can have."""
+    return SERVICE_NAME.fullmatch(service) is not None
+
+
 def check_service(service: str) -> None:
-    if service not in SERVICES:
-        raise BackendError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    if not is_service(service):
+        raise BackendError(f"unknown service {service!r}; choose from {SERVICE_NAMES}")
