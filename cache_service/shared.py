@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -158,6 +158,11 @@ class SharedMetrics:
             f"{p}_lease_wait_seconds",
             "Time waited on another replica's lease.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            f"{p}_lease_waiting",
+            "Flights of this replica waiting now on a lease another replica holds.",
             registry=registry,
         )
         self.takeovers = Counter(
@@ -407,6 +412,7 @@ class SharedStore:
         ran out unpublished, or (None, False) when it was gone before the wait began. A lease
         its holder renewed is waited on again, `wait_limit_s` in all."""
         started = time.perf_counter()
+        self.metrics.waiting.inc()
         try:
             async with self.notifier.listen(self.channel(key)) as published:
                 for check in range(MAX_CHECKS):
@@ -434,6 +440,7 @@ class SharedStore:
             self.metrics.fallbacks.labels("wait").inc()
             raise SharedUnavailable(f"redis wait: {type(exc).__name__}: {exc}") from exc
         finally:
+            self.metrics.waiting.dec()
             self.metrics.wait_seconds.observe(time.perf_counter() - started)
         self.metrics.waits.labels("limit").inc()
         raise SharedUnavailable(f"waited {self.wait_limit_s:g}s on the lease of {key!r}")
