@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import click
@@ -61,7 +62,15 @@ def main(
             guards=config.guard_set(),
         )
         shared = config.shared_store(registry)
-        cache = Cache(store, db, config.coalescing, registry, shared)
+        cache = Cache(
+            store,
+            db,
+            config.coalescing,
+            registry,
+            freshness=config.freshness(),
+            rng=random.Random(config.seed),
+            shared=shared,
+        )
         services = [
             Service(
                 cache_pb2_grpc.add_CacheServicer_to_server,
@@ -84,6 +93,7 @@ def main(
                 admin_token=admin_token,
             )
         finally:
+            await cache.close()
             if shared is not None:
                 await shared.close()
             await db.close()

@@ -40,6 +40,10 @@ class Coalescer(Generic[V]):
         """Keys with a fetch under way."""
         return len(self._calls)
 
+    def running(self, key: str) -> bool:
+        """Whether `key` has a fetch under way."""
+        return key in self._calls
+
     async def do(self, key: str, fn: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         call = self._calls.get(key)
         shared = call is not None

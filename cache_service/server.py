@@ -1,4 +1,4 @@
-"""The cache service: herd -> Get -> store (HIT) | coalescer -> DB client (retry policy) -> DB.
+"""The cache service: herd -> Get -> store (HIT, STALE) | coalescer -> DB client -> DB.
 
 A `Get` is answered from the store when the key is fresh (HIT). Otherwise, with coalescing on,
 the first caller starts the key's fetch (MISS) and the callers arriving while it runs wait for it
@@ -6,26 +6,39 @@ the first caller starts the key's fetch (MISS) and the callers arriving while it
 A fetched value is stored; a failed fetch stores nothing and every caller waiting on it gets the
 same typed error: the code of the DB's last answer, with a message naming the attempts made.
 
+The freshness policy (`freshness.py`) changes three things. A fresh HIT may draw an early
+refresh (XFetch); a value expired within stale-while-revalidate is served as STALE at once; in
+both cases one background refresh per key runs (through the coalescer, so a caller that misses
+meanwhile waits for it rather than fetching again). A fetch that fails while a value expired
+within stale-if-error is kept serves that value as STALE instead of the error. A background
+refresh that fails keeps the old value and stores nothing. Each STALE answer carries its age.
+
 With a shared store (`--store redis://...`, `shared.py`) the values live in Redis for every
-replica. A replica's single-flight is then in front of everything Redis does for a key: its
-concurrent callers share one read of the value and, on a miss, one lease (so a replica makes one
-Redis round trip per key, not one per caller). The caller whose flight read a fresh value gets
-HIT; the one whose flight fetched under the lease gets MISS; everyone else (waiting on this
-replica's flight or on another replica's lease) gets COALESCED. Without a shared store the local
-hit path is as before: one dict lookup, nothing awaited.
+replica and the same rules apply to them (Redis keeps each value's expiry, as wall-clock time,
+and its `delta`, and keeps an expired value for the stale window). The store is reached at two
+points only: the read (`_read`: one Redis GET per key at a time on a replica, whatever the
+number of callers) and the fill (`_fill`: under the key's lease, so the replicas make one DB
+query per key, background refreshes included). A caller whose replica waited on another
+replica's lease gets COALESCED. Without a shared store the hit path is as it was: one dict
+lookup, nothing awaited.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 import time
+from dataclasses import replace
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
-from cache_service.shared import LeaseFailed, SharedEntry, SharedStore, SharedUnavailable
-from cache_service.store import TtlStore
+from cache_service.freshness import Freshness
+from cache_service.shared import LeaseFailed, SharedStore, SharedUnavailable
+from cache_service.store import Entry, TtlStore
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
 from herdlab.metrics import PREFIX
@@ -43,7 +56,8 @@ _PASSED_THROUGH = frozenset(
     }
 )
 _MAX_EXPIRE_KEYS = 100_000
-_SOURCES = {"hit": cache_pb2.HIT, "miss": cache_pb2.MISS, "coalesced": cache_pb2.COALESCED}
+# Ages of stale values served, in seconds: from just expired to the longest bound worth a lab run.
+STALE_AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600)
 
 
 class CacheMetrics:
@@ -51,7 +65,7 @@ class CacheMetrics:
         p = f"{PREFIX}_cache"
         self.requests = Counter(
             f"{p}_requests",
-            "Get requests finished, by source (hit, miss, coalesced, none) and result "
+            "Get requests finished, by source (hit, miss, coalesced, stale, none) and result "
             "(ok, error, invalid).",
             ["source", "result"],
             registry=registry,
@@ -78,6 +92,25 @@ class CacheMetrics:
         self.coalescing = Gauge(
             f"{p}_coalescing_enabled", "1 when concurrent misses are coalesced.", registry=registry
         )
+        self.refreshes = Counter(
+            f"{p}_refreshes",
+            "Background refreshes started, by trigger: early (XFetch drew a refresh of a fresh "
+            "value), stale (an expired value was served under stale-while-revalidate).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.stale_age = Histogram(
+            f"{p}_stale_age_seconds",
+            "How long ago each value served as STALE expired, by reason (revalidate: "
+            "stale-while-revalidate, error: stale-if-error).",
+            ["reason"],
+            buckets=STALE_AGE_BUCKETS,
+            registry=registry,
+        )
+        for trigger in ("early", "stale"):
+            self.refreshes.labels(trigger)
+        for reason in ("revalidate", "error"):
+            self.stale_age.labels(reason)
 
 
 class Cache:
@@ -89,39 +122,149 @@ class Cache:
         db: DbClient,
         coalescing: bool,
         registry: CollectorRegistry,
+        freshness: Freshness | None = None,
+        rng: random.Random | None = None,
         shared: SharedStore | None = None,
     ) -> None:
         self.store = store
         self.db = db
         self.shared = shared
-        self.coalescer: Coalescer[db_pb2.DbGetResponse] = Coalescer()
-        self.flights: Coalescer[tuple[SharedEntry, str]] = Coalescer()  # with a shared store
+        # A fill's reply and whether this replica fetched it (False: another replica's lease).
+        self.coalescer: Coalescer[tuple[db_pb2.DbGetResponse, bool]] = Coalescer()
+        self.reads: Coalescer[Entry | None] = Coalescer()  # shared store: its reads, per key
+        self.rng = rng or random.Random()  # XFetch's draws and TTL jitter
+        # key -> its background refresh (at most one per key, each bounded by the retry policy).
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self.stale_served = 0
+        self.max_stale_age_s = 0.0
+        self.early_refreshes = 0
+        self.stale_refreshes = 0
         self.metrics = CacheMetrics(registry)
-        self.metrics.in_flight_keys.set_function(
-            lambda: self.coalescer.in_flight() + self.flights.in_flight()
-        )
-        self.metrics.waiters.set_function(lambda: self.coalescer.waiters + self.flights.waiters)
+        self.metrics.in_flight_keys.set_function(self.coalescer.in_flight)
+        self.metrics.waiters.set_function(lambda: self.coalescer.waiters)
         self.metrics.keys.set_function(lambda: len(self.store))
         self.set_coalescing(coalescing)
+        self.set_freshness(freshness or Freshness())
 
     def set_coalescing(self, enabled: bool) -> None:
         self.coalescing = enabled
         self.metrics.coalescing.set(1 if enabled else 0)
+
+    def set_freshness(self, freshness: Freshness) -> None:
+        """Applies `freshness` from now on (values already stored keep their expiry); the store
+        keeps expired entries for the new stale window."""
+        self.freshness = freshness
+        self.store.keep_s = freshness.stale_window_s
+        if self.shared is not None:
+            self.shared.keep_s = freshness.stale_window_s
+
+    async def close(self) -> None:
+        """Cancels the background refreshes still running (at shutdown)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def state(self) -> admin_pb2.CacheState:
         return admin_pb2.CacheState(
             coalescing=self.coalescing,
             policy=self.db.policy.name,
             keys=len(self.store),
-            in_flight_keys=self.coalescer.in_flight() + self.flights.in_flight(),
+            in_flight_keys=self.coalescer.in_flight(),
             db_attempts=self.db.record.total,
             ttl_s=self.store.ttl_s,
+            freshness=admin_pb2.Freshness(
+                stale_while_revalidate_s=self.freshness.stale_while_revalidate_s,
+                stale_if_error_s=self.freshness.stale_if_error_s,
+                beta=self.freshness.beta,
+                ttl_jitter_pct=self.freshness.ttl_jitter_pct,
+            ),
+            stale_served=self.stale_served,
+            max_stale_age_s=self.max_stale_age_s,
+            early_refreshes=self.early_refreshes,
+            stale_refreshes=self.stale_refreshes,
         )
 
-    async def _fill(self, key: str) -> db_pb2.DbGetResponse:
+    async def _fill(self, key: str) -> tuple[db_pb2.DbGetResponse, bool]:
+        ttl_s = self.freshness.ttl_s(self.store.ttl_s, self.rng)
+        if self.shared is not None:
+            return await self._fill_shared(self.shared, key, ttl_s)
+        started = time.perf_counter()
         reply = await self.db.get(key)
-        self.store.put(key, reply.value, reply.version)
-        return reply
+        self.store.put(
+            key,
+            reply.value,
+            reply.version,
+            ttl_s=ttl_s,
+            delta_s=time.perf_counter() - started,
+        )
+        return reply, True
+
+    async def _fill_shared(
+        self, shared: SharedStore, key: str, ttl_s: float
+    ) -> tuple[db_pb2.DbGetResponse, bool]:
+        try:
+            entry, here = await shared.fill(key, lambda: self._fetch(key), ttl_s)
+        except SharedUnavailable:
+            # Redis failed or is too slow: straight to the DB, as a replica without Redis.
+            started = time.perf_counter()
+            reply = await self.db.get(key)
+            delta_s = time.perf_counter() - started
+            await shared.put(key, reply.value, reply.version, delta_s=delta_s, ttl_s=ttl_s)
+            return reply, True
+        return db_pb2.DbGetResponse(key=key, value=entry.value, version=entry.version), here
+
+    async def _fetch(self, key: str) -> tuple[str, int]:
+        reply = await self.db.get(key)
+        return reply.value, reply.version
+
+    async def _read(self, shared: SharedStore, key: str) -> Entry | None:
+        """The shared store's entry for `key` (None also when Redis failed: a miss)."""
+        try:
+            entry, _ = await self.reads.do(key, lambda: shared.get(key))
+        except SharedUnavailable:
+            return None
+        return entry
+
+    def _refresh(self, key: str, trigger: str) -> None:
+        """Starts `key`'s background refresh, counted under `trigger` (early, stale), unless
+        one, or a caller's fetch, is under way."""
+        if key in self._refreshing or self.coalescer.running(key):
+            return
+        self._refreshing[key] = asyncio.get_running_loop().create_task(self._background(key))
+        self.metrics.refreshes.labels(trigger).inc()
+        if trigger == "early":
+            self.early_refreshes += 1
+        else:
+            self.stale_refreshes += 1
+
+    async def _background(self, key: str) -> None:
+        try:
+            if self.coalescing:
+                await self.coalescer.do(key, lambda: self._fill(key))
+            else:
+                await self._fill(key)
+        except (RetryExhausted, grpc.aio.AioRpcError, LeaseFailed):
+            pass  # the old value stays; the next caller past its bounds fetches again
+        finally:
+            del self._refreshing[key]
+
+    def _stale(
+        self, key: str, entry: Entry, age_s: float, reason: str, started: float
+    ) -> cache_pb2.CacheGetResponse:
+        self.stale_served += 1
+        self.max_stale_age_s = max(self.max_stale_age_s, age_s)
+        self.metrics.stale_age.labels(reason).observe(age_s)
+        self._count("stale", "ok", started)
+        return cache_pb2.CacheGetResponse(
+            key=key,
+            value=entry.value,
+            version=entry.version,
+            source=cache_pb2.STALE,
+            stale_age_s=age_s,
+        )
 
     async def get(self, key: str, context: Context) -> cache_pb2.CacheGetResponse:
         started = time.perf_counter()
@@ -129,27 +272,49 @@ class Cache:
         if problem:
             self.metrics.requests.labels("none", "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if self.shared is not None:
-            return await self._get_shared(self.shared, key, context, started)
-        entry = self.store.get(key)
+        shared = self.shared
+        entry = self.store.get(key) if shared is None else await self._read(shared, key)
+        seen = entry
         if entry is not None:
-            self._count("hit", "ok", started)
-            return cache_pb2.CacheGetResponse(
-                key=key, value=entry.value, version=entry.version, source=cache_pb2.HIT
-            )
+            now = self.store.clock() if shared is None else shared.clock()
+            if now < entry.expires_at:
+                if self.freshness.early(now, entry.expires_at, entry.delta_s, self.rng):
+                    self._refresh(key, "early")
+                return self._hit(key, entry, started)
+            age = now - entry.expires_at
+            if self.freshness.while_revalidating(age):
+                self._refresh(key, "stale")
+                return self._stale(key, entry, age, "revalidate", started)
         source = "miss"
+        failure: tuple[grpc.StatusCode, str] | None = None
         try:
             if self.coalescing:
-                reply, shared = await self.coalescer.do(key, lambda: self._fill(key))
-                source = "coalesced" if shared else "miss"
+                (reply, here), joined = await self.coalescer.do(key, lambda: self._fill(key))
             else:
-                reply = await self._fill(key)
+                (reply, here), joined = await self._fill(key), False
+            source = "miss" if here and not joined else "coalesced"
         except RetryExhausted as exc:
-            self._count(source, "error", started)
-            await context.abort(*_typed_error(exc.last, exc.attempts))
+            failure = _typed_error(exc.last, exc.attempts)
         except grpc.aio.AioRpcError as exc:
+            failure = _typed_error(exc, 1)
+        except LeaseFailed as exc:
+            source = "coalesced"
+            failure = grpc.StatusCode.UNAVAILABLE, f"the lease holder's fetch failed: {exc}"
+        if failure is not None:
+            if shared is None:
+                entry = self.store.get(key)
+                now = self.store.clock()
+            else:
+                entry = await self._read(shared, key) or seen
+                now = shared.clock()
+            if entry is not None:
+                age = now - entry.expires_at
+                if age < 0:  # refreshed meanwhile by a background refresh
+                    return self._hit(key, entry, started)
+                if self.freshness.if_error(age):
+                    return self._stale(key, entry, age, "error", started)
             self._count(source, "error", started)
-            await context.abort(*_typed_error(exc, 1))
+            await context.abort(*failure)
         self._count(source, "ok", started)
         return cache_pb2.CacheGetResponse(
             key=key,
@@ -158,52 +323,10 @@ class Cache:
             source=cache_pb2.COALESCED if source == "coalesced" else cache_pb2.MISS,
         )
 
-    async def _flight(self, shared: SharedStore, key: str) -> tuple[SharedEntry, str]:
-        """One replica's flight for `key` on the shared store: (entry, source of its starter)."""
-        try:
-            entry = await shared.get(key)
-            if entry is not None and shared.fresh(entry):
-                return entry, "hit"
-            filled, fetched = await shared.fill(key, lambda: self._fetch(key))
-            return filled, "miss" if fetched else "coalesced"
-        except SharedUnavailable:
-            # Redis failed or is too slow: straight to the DB, as a replica without Redis.
-            started = time.perf_counter()
-            reply = await self.db.get(key)
-            delta = time.perf_counter() - started
-            return await shared.put(key, reply.value, reply.version, delta), "miss"
-
-    async def _fetch(self, key: str) -> tuple[str, int]:
-        reply = await self.db.get(key)
-        return reply.value, reply.version
-
-    async def _get_shared(
-        self, shared: SharedStore, key: str, context: Context, started: float
-    ) -> cache_pb2.CacheGetResponse:
-        source = "miss"
-        try:
-            if self.coalescing:
-                (entry, source), joined = await self.flights.do(
-                    key, lambda: self._flight(shared, key)
-                )
-                if joined and source != "hit":
-                    source = "coalesced"
-            else:
-                entry, source = await self._flight(shared, key)
-        except RetryExhausted as exc:
-            self._count(source, "error", started)
-            await context.abort(*_typed_error(exc.last, exc.attempts))
-        except grpc.aio.AioRpcError as exc:
-            self._count(source, "error", started)
-            await context.abort(*_typed_error(exc, 1))
-        except LeaseFailed as exc:
-            self._count("coalesced", "error", started)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"the lease holder's fetch failed: {exc}"
-            )
-        self._count(source, "ok", started)
+    def _hit(self, key: str, entry: Entry, started: float) -> cache_pb2.CacheGetResponse:
+        self._count("hit", "ok", started)
         return cache_pb2.CacheGetResponse(
-            key=key, value=entry.value, version=entry.version, source=_SOURCES[source]
+            key=key, value=entry.value, version=entry.version, source=cache_pb2.HIT
         )
 
     def _count(self, source: str, result: str, started: float) -> None:
@@ -278,6 +401,20 @@ class CacheAdminServicer(admin_pb2_grpc.CacheAdminServicer):
         self, request: admin_pb2.Coalescing, context: Context
     ) -> admin_pb2.CacheState:
         self.cache.set_coalescing(request.enabled)
+        return self.cache.state()
+
+    async def SetFreshness(
+        self, request: admin_pb2.Freshness, context: Context
+    ) -> admin_pb2.CacheState:
+        changes: dict[str, float] = {}
+        for field in ("stale_while_revalidate_s", "stale_if_error_s", "beta", "ttl_jitter_pct"):
+            if request.HasField(field):
+                changes[field] = getattr(request, field)
+        freshness = replace(self.cache.freshness, **changes)
+        problems = freshness.problems()
+        if problems:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        self.cache.set_freshness(freshness)
         return self.cache.state()
 
     async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.CacheState:

@@ -1,4 +1,5 @@
-"""The cache's settings: store, coalescing, the retry policy towards the DB, its reconnects.
+"""The cache's settings: store, freshness, coalescing, the retry policy towards the DB, its
+reconnects.
 
 Declared once (`herdlab.settings`): `cache-service`'s flags and environment variables, the argv
 `chaos` starts it with and experiment files' `[stack.cache]` all read these declarations; the
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from cache_service import freshness
+from cache_service.freshness import Freshness
 from cache_service.shared import SharedStore, parse_store
 from cache_service.store import TtlStore
 from herdlab.grpcutil import Reconnect
@@ -36,6 +39,41 @@ class CacheSettings(Settings):
         "Store size bound (least recently used goes first).",
         lo=1,
         hi=10_000_000,
+    )
+    stale_while_revalidate_s: float = setting(
+        0.0,
+        "stale_while_revalidate",
+        "duration",
+        "Serve a value expired less than this long ago as STALE while one background refresh "
+        "runs (0: off).",
+        lo=0.0,
+        hi=freshness.MAX_STALE_S,
+    )
+    stale_if_error_s: float = setting(
+        0.0,
+        "stale_if_error",
+        "duration",
+        "When a fetch fails, serve a value expired less than this long ago as STALE instead of "
+        "the error (0: off).",
+        lo=0.0,
+        hi=freshness.MAX_STALE_S,
+    )
+    beta: float = setting(
+        0.0,
+        "beta",
+        "float",
+        "XFetch early refresh: refresh when now - delta*beta*ln(rand) >= expiry, delta the last "
+        "fetch's time (0: off; the paper's default is 1).",
+        lo=0.0,
+        hi=freshness.MAX_BETA,
+    )
+    ttl_jitter_pct: float = setting(
+        0.0,
+        "ttl_jitter",
+        "float",
+        "Shorten each value's TTL by a uniform draw of up to this percentage (0: off).",
+        lo=0.0,
+        hi=freshness.MAX_JITTER_PCT,
     )
     coalescing: bool = setting(True, "coalescing", "bool", "Single-flight concurrent misses.")
     policy: str = setting(
@@ -176,12 +214,19 @@ class CacheSettings(Settings):
             port,
             db,
             ttl_s=self.ttl_s,
-            keep_s=0.0,
             lease_timeout_s=self.lease_timeout_s,
             timeout_s=self.redis_timeout_s,
             # A holder's fetch lasts at most the retry budget; its lease one timeout more.
             wait_limit_s=self.retry_total_s + self.lease_timeout_s,
             registry=registry,
+        )
+
+    def freshness(self) -> Freshness:
+        return Freshness(
+            stale_while_revalidate_s=self.stale_while_revalidate_s,
+            stale_if_error_s=self.stale_if_error_s,
+            beta=self.beta,
+            ttl_jitter_pct=self.ttl_jitter_pct,
         )
 
     def reconnect(self) -> Reconnect:

@@ -42,7 +42,6 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,6 +52,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from cache_service.store import Entry
 from herdlab.metrics import PREFIX
 
 NAMESPACE = "herdlab"
@@ -65,6 +65,13 @@ MAX_CHECKS = 1000
 MAX_CONNECTIONS = 256
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+# Takes the lease if free and reads the value, in one step: a value stored by a holder that
+# finished just before is seen, and not fetched again. KEYS: lease key, value key; ARGV: token,
+# timeout in ms. Returns {1 if taken else 0, the value or false}.
+_ACQUIRE = """
+local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+return {taken and 1 or 0, redis.call('GET', KEYS[2])}
+"""
 # Stores the value, publishes it, and deletes the lease if this holder still has it.
 # KEYS: value key, lease key; ARGV: encoded entry, time kept in ms, channel, token.
 _FINISH = """
@@ -101,23 +108,14 @@ class LeaseFailed(Exception):
     """The lease holder's fetch failed; its notice (the error's text) is the message."""
 
 
-@dataclass(frozen=True)
-class SharedEntry:
-    """One value as Redis keeps it; `expires_at` is wall-clock time (replicas share no other
-    clock), `delta_s` the time the fetch that made it took."""
+def encode(entry: Entry) -> str:
+    """One entry as Redis keeps it: `version|expires_at|delta_s|value` (the value last, whole)."""
+    return f"{entry.version}|{entry.expires_at!r}|{entry.delta_s!r}|{entry.value}"
 
-    value: str
-    version: int
-    expires_at: float
-    delta_s: float
 
-    def encode(self) -> str:
-        return f"{self.version}|{self.expires_at!r}|{self.delta_s!r}|{self.value}"
-
-    @classmethod
-    def decode(cls, raw: str) -> SharedEntry:
-        version, expires_at, delta, value = raw.split("|", 3)
-        return cls(value, int(version), float(expires_at), float(delta))
+def decode(raw: str) -> Entry:
+    version, expires_at, delta, value = raw.split("|", 3)
+    return Entry(value, int(version), float(expires_at), float(delta))
 
 
 def parse_store(text: str) -> tuple[str, int, int] | None:
@@ -291,7 +289,6 @@ class SharedStore:
         db: int,
         *,
         ttl_s: float,
-        keep_s: float,
         lease_timeout_s: float,
         timeout_s: float,
         wait_limit_s: float,
@@ -299,7 +296,7 @@ class SharedStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ttl_s = ttl_s
-        self.keep_s = keep_s
+        self.keep_s = 0.0  # how long Redis keeps an expired value: the freshness's stale window
         self.lease_timeout_s = lease_timeout_s
         self.timeout_s = timeout_s
         self.wait_limit_s = wait_limit_s
@@ -315,6 +312,7 @@ class SharedStore:
             max_connections=MAX_CONNECTIONS,
         )
         self.notifier = Notifier(self.client, timeout_s)
+        self._acquire = self.client.register_script(_ACQUIRE)
         self._finish = self.client.register_script(_FINISH)
         self._abandon = self.client.register_script(_ABANDON)
         self._renew = self.client.register_script(_RENEW)
@@ -339,26 +337,31 @@ class SharedStore:
             self.metrics.fallbacks.labels(op).inc()
             raise SharedUnavailable(f"redis {op}: {type(exc).__name__}: {exc}") from exc
 
-    async def get(self, key: str) -> SharedEntry | None:
+    async def get(self, key: str) -> Entry | None:
         """The entry Redis keeps for `key` (fresh or within the kept window), or None."""
         raw = await self._call("get", self.client.get(self.value_key(key)))
-        return None if raw is None else SharedEntry.decode(raw.decode())
+        return None if raw is None else decode(raw.decode())
 
-    def fresh(self, entry: SharedEntry | None) -> bool:
+    def fresh(self, entry: Entry | None) -> bool:
         return entry is not None and entry.expires_at > self.clock()
 
-    def _entry(self, value: str, version: int, delta_s: float) -> SharedEntry:
-        return SharedEntry(value, version, self.clock() + self.ttl_s, delta_s)
+    def _entry(self, value: str, version: int, delta_s: float, ttl_s: float | None) -> Entry:
+        return Entry(
+            value, version, self.clock() + (self.ttl_s if ttl_s is None else ttl_s), delta_s
+        )
 
-    def _kept_ms(self) -> int:
-        return max(1, round((self.ttl_s + self.keep_s) * 1000))
+    def _kept_ms(self, entry: Entry) -> int:
+        """Redis's PX for `entry`: until its expiry plus the stale window."""
+        return max(1, round((entry.expires_at - self.clock() + self.keep_s) * 1000))
 
-    async def put(self, key: str, value: str, version: int, delta_s: float) -> SharedEntry:
+    async def put(
+        self, key: str, value: str, version: int, *, delta_s: float, ttl_s: float | None = None
+    ) -> Entry:
         """Stores a value fetched without a lease (the local path); best effort."""
-        entry = self._entry(value, version, delta_s)
+        entry = self._entry(value, version, delta_s, ttl_s)
         with contextlib.suppress(SharedUnavailable):
             await self._call(
-                "put", self.client.set(self.value_key(key), entry.encode(), px=self._kept_ms())
+                "put", self.client.set(self.value_key(key), encode(entry), px=self._kept_ms(entry))
             )
         return entry
 
@@ -380,34 +383,39 @@ class SharedStore:
             if cursor == 0:
                 return dropped
 
-    async def fill(self, key: str, fetch: Fetch) -> tuple[SharedEntry, bool]:
+    async def fill(self, key: str, fetch: Fetch, ttl_s: float | None = None) -> tuple[Entry, bool]:
         """The key's value after a miss: fetched under the lease, or published by the replica
         that holds it. Returns (entry, fetched here). LeaseFailed when the holder's fetch
         failed; SharedUnavailable when Redis failed (the caller takes its local path); the
         fetch's own exception when this replica's fetch failed."""
         expired = False
+        timeout_ms = max(1, round(self.lease_timeout_s * 1000))
         for _ in range(MAX_ROUNDS):
             token = secrets.token_hex(8)
-            taken = await self._call(
+            taken, raw = await self._call(
                 "lease",
-                self.client.set(
-                    self.lease_key(key),
-                    token,
-                    nx=True,
-                    px=max(1, round(self.lease_timeout_s * 1000)),
+                self._acquire(
+                    keys=[self.lease_key(key), self.value_key(key)], args=[token, timeout_ms]
                 ),
             )
+            found = None if raw is None else decode(raw.decode())
             if taken:
+                if found is not None and self.fresh(found):
+                    # Filled by a holder that finished just before: hand the lease back.
+                    await self._publish(key, token, found)
+                    return found, False
                 self.metrics.leases.inc()
                 if expired:
                     self.metrics.takeovers.inc()
-                return await self._hold(key, token, fetch), True
+                return await self._hold(key, token, fetch, ttl_s), True
+            if found is not None and self.fresh(found):
+                return found, False
             entry, expired = await self._wait(key)
             if entry is not None:
                 return entry, False
         raise SharedUnavailable(f"no lease on {key!r} in {MAX_ROUNDS} rounds")
 
-    async def _wait(self, key: str) -> tuple[SharedEntry | None, bool]:
+    async def _wait(self, key: str) -> tuple[Entry | None, bool]:
         """Waits on another replica's lease: (its value, False), or (None, True) when the lease
         ran out unpublished, or (None, False) when it was gone before the wait began. A lease
         its holder renewed is waited on again, `wait_limit_s` in all."""
@@ -445,25 +453,25 @@ class SharedStore:
         self.metrics.waits.labels("limit").inc()
         raise SharedUnavailable(f"waited {self.wait_limit_s:g}s on the lease of {key!r}")
 
-    async def _peek(self, key: str) -> tuple[SharedEntry | None, int]:
+    async def _peek(self, key: str) -> tuple[Entry | None, int]:
         """The key's fresh entry (or None) and its lease's remaining ms (< 0: no lease), in one
         round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.value_key(key))
         pipe.pttl(self.lease_key(key))
         raw, left_ms = await self._call("wait", pipe.execute())
-        entry = None if raw is None else SharedEntry.decode(raw.decode())
+        entry = None if raw is None else decode(raw.decode())
         return (entry if self.fresh(entry) else None), int(left_ms)
 
-    def _published(self, message: bytes) -> SharedEntry:
+    def _published(self, message: bytes) -> Entry:
         text = message.decode()
         if text.startswith("F"):
             self.metrics.waits.labels("failed").inc()
             raise LeaseFailed(text[1:])
         self.metrics.waits.labels("value").inc()
-        return SharedEntry.decode(text[1:])
+        return decode(text[1:])
 
-    async def _hold(self, key: str, token: str, fetch: Fetch) -> SharedEntry:
+    async def _hold(self, key: str, token: str, fetch: Fetch, ttl_s: float | None) -> Entry:
         """Fetches under the lease, renewing it, then publishes the value or the failure."""
         renewer = asyncio.get_running_loop().create_task(self._keep(key, token))
         started = time.perf_counter()
@@ -481,16 +489,21 @@ class SharedStore:
                 )
             raise
         renewer.cancel()
-        entry = self._entry(value, version, time.perf_counter() - started)
+        entry = self._entry(value, version, time.perf_counter() - started, ttl_s)
+        await self._publish(key, token, entry)
+        return entry
+
+    async def _publish(self, key: str, token: str, entry: Entry) -> None:
+        """Stores `entry`, publishes it to the waiters and ends the lease `token` (best effort:
+        a waiter that misses it re-checks when the lease runs out)."""
         with contextlib.suppress(SharedUnavailable):
             await self._call(
                 "release",
                 self._finish(
                     keys=[self.value_key(key), self.lease_key(key)],
-                    args=[entry.encode(), self._kept_ms(), self.channel(key), token],
+                    args=[encode(entry), self._kept_ms(entry), self.channel(key), token],
                 ),
             )
-        return entry
 
     async def _keep(self, key: str, token: str) -> None:
         """Renews the lease every third of its timeout while the fetch runs; stops when the

@@ -1,7 +1,11 @@
 """Where the cache's values live: a TTL store bounded in size (least recently used goes first).
 
 Only "where values live" is here: how misses are coalesced is `coalescer.py`, how the DB is
-called is `dbclient.py`. The clock is injectable so tests control expiry without sleeping.
+called is `dbclient.py`, when a value may be served or refreshed is `freshness.py`. Each entry
+keeps what the freshness policy needs: its value and version, its expiry, and `delta_s`, the
+recompute time of the fetch that made it. An expired entry is kept for `keep_s` (the policy's
+stale window) so that it can still be served stale, then dropped when next seen; the size bound
+holds for expired entries too. The clock is injectable so tests control expiry without sleeping.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ class Entry:
     value: str
     version: int
     expires_at: float
+    delta_s: float = 0.0  # how long the fetch that made this value took
 
 
 class TtlStore:
@@ -30,24 +35,37 @@ class TtlStore:
         self.ttl_s = ttl_s
         self.max_keys = max_keys
         self.clock = clock
+        self.keep_s = 0.0  # how long an expired entry is kept (the stale window)
         self._entries: OrderedDict[str, Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: str) -> Entry | None:
-        """The fresh entry for `key`, or None (absent or expired; an expired one is dropped)."""
+        """The entry for `key`, fresh or expired less than `keep_s` ago; None when absent or
+        expired longer ago (such an entry is dropped). Whether it is fresh is the caller's
+        comparison of `expires_at` with `clock()`."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.expires_at <= self.clock():
+        if self.clock() - entry.expires_at >= self.keep_s:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, value: str, version: int) -> None:
-        self._entries[key] = Entry(value, version, self.clock() + self.ttl_s)
+    def put(
+        self,
+        key: str,
+        value: str,
+        version: int,
+        *,
+        ttl_s: float | None = None,
+        delta_s: float = 0.0,
+    ) -> None:
+        """Stores a value fresh for `ttl_s` (the store's TTL when None), made in `delta_s`."""
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        self._entries[key] = Entry(value, version, self.clock() + ttl, delta_s)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_keys:
             self._entries.popitem(last=False)

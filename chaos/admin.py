@@ -1,8 +1,8 @@
 """The controller's side of the services' admin planes and the cache's Expire.
 
-Runtime faults (latency, error rate, capacity, the DB's queue discipline), coalescing, expiry
-and the exact event records are reached over gRPC, so they work the same against local processes
-and containers.
+Runtime faults (latency, error rate, capacity, the DB's queue discipline), coalescing, the
+cache's freshness policy, expiry and the exact event records are reached over gRPC, so they
+work the same against local processes and containers.
 """
 
 from __future__ import annotations
@@ -107,6 +107,24 @@ class Admin:
             )
         except grpc.aio.AioRpcError as exc:
             raise self._error("cache", exc) from exc
+
+    async def set_freshness(self, freshness: admin_pb2.Freshness) -> admin_pb2.CacheState:
+        """Sets the fields of `freshness` that are set; the others keep their value."""
+        try:
+            return await self.cache_admin.SetFreshness(
+                freshness, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("cache", exc) from exc
+
+    async def reset_db_peaks(self) -> admin_pb2.DbState:
+        """Starts the DB's per-key peak (`max_in_flight_per_key`) again from now."""
+        try:
+            return await self.db_admin.ResetPeaks(
+                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error("db", exc) from exc
 
     async def expire(self, keys: list[str] | None) -> int:
         """Expires `keys`, or every key when `keys` is None; returns how many were present."""

@@ -175,6 +175,7 @@ class Outcome:
     attempts: int
     sent_ns: int
     done_ns: int
+    stale_age_s: float | None = None  # STALE only: how long ago the value expired
 
     @property
     def latency_s(self) -> float:
@@ -558,7 +559,8 @@ class _Run:
         if reply.key != key or reply.value != value_for(key, reply.version):
             self.wrong += 1
         source = SOURCE_NAMES.get(reply.source, "UNKNOWN")
-        return Outcome(user, key, source, None, attempts, sent_ns, time.time_ns())
+        stale_age_s = reply.stale_age_s if reply.source == cache_pb2.STALE else None
+        return Outcome(user, key, source, None, attempts, sent_ns, time.time_ns(), stale_age_s)
 
 
 def _code(error: BaseException) -> str:

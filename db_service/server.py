@@ -19,6 +19,10 @@ the DB's own record is what scenarios call `db_queries`. Then, in order:
 
 Slot time (seconds slots were held, whatever the outcome) is kept by the capacity model and
 exported, for the lab's slot-time amplification (slot-seconds / (keys x service time)).
+
+Per key, the queries in the DB at once (from a valid arrival to its answer, whatever the
+outcome) are counted exactly, and the largest such count is kept (`max_in_flight_per_key`,
+started again by `ResetPeaks`): how many queries one key's stampede put on the DB together.
 """
 
 from __future__ import annotations
@@ -143,6 +147,9 @@ class Db:
         self.dropped = 0
         self.dropped_by_stage: dict[str, int] = {}
         self.failed = 0
+        # key -> its queries in the DB now (keys with none are removed: bounded by in-flight).
+        self.in_flight_by_key: dict[str, int] = {}
+        self.max_in_flight_per_key = 0
         # Gauges read the live state when scraped: nothing to keep in step on the request path.
         m = self.metrics
         m.in_flight.set_function(lambda: self.capacity.in_flight)
@@ -187,7 +194,12 @@ class Db:
             slot_seconds=self.capacity.slot_seconds,
             standing=self.capacity.standing,
             dropped_by_stage=self.dropped_by_stage,
+            max_in_flight_per_key=self.max_in_flight_per_key,
         )
+
+    def reset_peaks(self) -> None:
+        """Starts the per-key peak again from the queries in the DB now."""
+        self.max_in_flight_per_key = max(self.in_flight_by_key.values(), default=0)
 
     def _drop(self, stage: str) -> None:
         self.dropped += 1
@@ -203,6 +215,19 @@ class Db:
         if problem:
             self.metrics.requests.labels("invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        count = self.in_flight_by_key.get(key, 0) + 1
+        self.in_flight_by_key[key] = count
+        self.max_in_flight_per_key = max(self.max_in_flight_per_key, count)
+        try:
+            return await self._serve(key, context, started)
+        finally:
+            count = self.in_flight_by_key[key] - 1
+            if count:
+                self.in_flight_by_key[key] = count
+            else:
+                del self.in_flight_by_key[key]
+
+    async def _serve(self, key: str, context: Context, started: float) -> db_pb2.DbGetResponse:
         try:
             waited = await self.capacity.acquire()
         except Rejected as exc:
@@ -297,3 +322,7 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
         self, request: admin_pb2.RecordRequest, context: Context
     ) -> admin_pb2.Record:
         return await serve_page(self.db.record, request, context)
+
+    async def ResetPeaks(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
+        self.db.reset_peaks()
+        return self.db.state()

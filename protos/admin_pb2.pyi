@@ -35,7 +35,7 @@ class Capacity(_message.Message):
     def __init__(self, concurrency: _Optional[int] = ..., queue: _Optional[int] = ..., discipline: _Optional[str] = ..., codel_target_ms: _Optional[float] = ..., codel_interval_ms: _Optional[float] = ...) -> None: ...
 
 class DbState(_message.Message):
-    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing", "dropped_by_stage")
+    __slots__ = ("faults", "capacity", "arrivals", "completed", "rejected", "dropped", "failed", "in_flight", "queued", "capacity_per_s", "slot_seconds", "standing", "dropped_by_stage", "max_in_flight_per_key")
     class DroppedByStageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class DbState(_message.Message):
     SLOT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STANDING_FIELD_NUMBER: _ClassVar[int]
     DROPPED_BY_STAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_PER_KEY_FIELD_NUMBER: _ClassVar[int]
     faults: Faults
     capacity: Capacity
     arrivals: int
@@ -69,7 +70,8 @@ class DbState(_message.Message):
     slot_seconds: float
     standing: bool
     dropped_by_stage: _containers.ScalarMap[str, int]
-    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ..., dropped_by_stage: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    max_in_flight_per_key: int
+    def __init__(self, faults: _Optional[_Union[Faults, _Mapping]] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., arrivals: _Optional[int] = ..., completed: _Optional[int] = ..., rejected: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., capacity_per_s: _Optional[float] = ..., slot_seconds: _Optional[float] = ..., standing: _Optional[bool] = ..., dropped_by_stage: _Optional[_Mapping[str, int]] = ..., max_in_flight_per_key: _Optional[int] = ...) -> None: ...
 
 class Coalescing(_message.Message):
     __slots__ = ("enabled",)
@@ -77,21 +79,43 @@ class Coalescing(_message.Message):
     enabled: bool
     def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
 
+class Freshness(_message.Message):
+    __slots__ = ("stale_while_revalidate_s", "stale_if_error_s", "beta", "ttl_jitter_pct")
+    STALE_WHILE_REVALIDATE_S_FIELD_NUMBER: _ClassVar[int]
+    STALE_IF_ERROR_S_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    TTL_JITTER_PCT_FIELD_NUMBER: _ClassVar[int]
+    stale_while_revalidate_s: float
+    stale_if_error_s: float
+    beta: float
+    ttl_jitter_pct: float
+    def __init__(self, stale_while_revalidate_s: _Optional[float] = ..., stale_if_error_s: _Optional[float] = ..., beta: _Optional[float] = ..., ttl_jitter_pct: _Optional[float] = ...) -> None: ...
+
 class CacheState(_message.Message):
-    __slots__ = ("coalescing", "policy", "keys", "in_flight_keys", "db_attempts", "ttl_s")
+    __slots__ = ("coalescing", "policy", "keys", "in_flight_keys", "db_attempts", "ttl_s", "freshness", "stale_served", "max_stale_age_s", "early_refreshes", "stale_refreshes")
     COALESCING_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_KEYS_FIELD_NUMBER: _ClassVar[int]
     DB_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_FIELD_NUMBER: _ClassVar[int]
+    STALE_SERVED_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALE_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    EARLY_REFRESHES_FIELD_NUMBER: _ClassVar[int]
+    STALE_REFRESHES_FIELD_NUMBER: _ClassVar[int]
     coalescing: bool
     policy: str
     keys: int
     in_flight_keys: int
     db_attempts: int
     ttl_s: float
-    def __init__(self, coalescing: _Optional[bool] = ..., policy: _Optional[str] = ..., keys: _Optional[int] = ..., in_flight_keys: _Optional[int] = ..., db_attempts: _Optional[int] = ..., ttl_s: _Optional[float] = ...) -> None: ...
+    freshness: Freshness
+    stale_served: int
+    max_stale_age_s: float
+    early_refreshes: int
+    stale_refreshes: int
+    def __init__(self, coalescing: _Optional[bool] = ..., policy: _Optional[str] = ..., keys: _Optional[int] = ..., in_flight_keys: _Optional[int] = ..., db_attempts: _Optional[int] = ..., ttl_s: _Optional[float] = ..., freshness: _Optional[_Union[Freshness, _Mapping]] = ..., stale_served: _Optional[int] = ..., max_stale_age_s: _Optional[float] = ..., early_refreshes: _Optional[int] = ..., stale_refreshes: _Optional[int] = ...) -> None: ...
 
 class RecordRequest(_message.Message):
     __slots__ = ("after_seq", "limit")

@@ -54,6 +54,11 @@ class DbAdminStub:
                 request_serializer=protos_dot_admin__pb2.RecordRequest.SerializeToString,
                 response_deserializer=protos_dot_admin__pb2.Record.FromString,
                 _registered_method=True)
+        self.ResetPeaks = channel.unary_unary(
+                '/herdlab.v1.DbAdmin/ResetPeaks',
+                request_serializer=protos_dot_admin__pb2.Empty.SerializeToString,
+                response_deserializer=protos_dot_admin__pb2.DbState.FromString,
+                _registered_method=True)
 
 
 class DbAdminServicer:
@@ -87,6 +92,13 @@ class DbAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetPeaks(self, request, context):
+        """Starts the peaks kept in DbState (max_in_flight_per_key) again from what is in flight now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DbAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_DbAdminServicer_to_server(servicer, server):
                     servicer.GetArrivals,
                     request_deserializer=protos_dot_admin__pb2.RecordRequest.FromString,
                     response_serializer=protos_dot_admin__pb2.Record.SerializeToString,
+            ),
+            'ResetPeaks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPeaks,
+                    request_deserializer=protos_dot_admin__pb2.Empty.FromString,
+                    response_serializer=protos_dot_admin__pb2.DbState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +246,33 @@ class DbAdmin:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ResetPeaks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herdlab.v1.DbAdmin/ResetPeaks',
+            protos_dot_admin__pb2.Empty.SerializeToString,
+            protos_dot_admin__pb2.DbState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CacheAdminStub:
     """Missing associated documentation comment in .proto file."""
@@ -242,6 +286,11 @@ class CacheAdminStub:
         self.SetCoalescing = channel.unary_unary(
                 '/herdlab.v1.CacheAdmin/SetCoalescing',
                 request_serializer=protos_dot_admin__pb2.Coalescing.SerializeToString,
+                response_deserializer=protos_dot_admin__pb2.CacheState.FromString,
+                _registered_method=True)
+        self.SetFreshness = channel.unary_unary(
+                '/herdlab.v1.CacheAdmin/SetFreshness',
+                request_serializer=protos_dot_admin__pb2.Freshness.SerializeToString,
                 response_deserializer=protos_dot_admin__pb2.CacheState.FromString,
                 _registered_method=True)
         self.GetState = channel.unary_unary(
@@ -265,6 +314,14 @@ class CacheAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFreshness(self, request, context):
+        """Sets the freshness policy (stale serving, early refresh, TTL jitter). Unset fields keep
+        their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetState(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -284,6 +341,11 @@ def add_CacheAdminServicer_to_server(servicer, server):
             'SetCoalescing': grpc.unary_unary_rpc_method_handler(
                     servicer.SetCoalescing,
                     request_deserializer=protos_dot_admin__pb2.Coalescing.FromString,
+                    response_serializer=protos_dot_admin__pb2.CacheState.SerializeToString,
+            ),
+            'SetFreshness': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFreshness,
+                    request_deserializer=protos_dot_admin__pb2.Freshness.FromString,
                     response_serializer=protos_dot_admin__pb2.CacheState.SerializeToString,
             ),
             'GetState': grpc.unary_unary_rpc_method_handler(
@@ -323,6 +385,33 @@ class CacheAdmin:
             target,
             '/herdlab.v1.CacheAdmin/SetCoalescing',
             protos_dot_admin__pb2.Coalescing.SerializeToString,
+            protos_dot_admin__pb2.CacheState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFreshness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/herdlab.v1.CacheAdmin/SetFreshness',
+            protos_dot_admin__pb2.Freshness.SerializeToString,
             protos_dot_admin__pb2.CacheState.FromString,
             options,
             channel_credentials,

@@ -42,6 +42,8 @@ class DbAdminStub:
     GetState: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.DbState]
     GetArrivals: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RecordRequest, _admin_pb2.Record]
     """Pages through the DB's exact arrival record (one timestamp per request that reached it)."""
+    ResetPeaks: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.DbState]
+    """Starts the peaks kept in DbState (max_in_flight_per_key) again from what is in flight now."""
 
 @_typing.type_check_only
 class DbAdminAsyncStub(DbAdminStub):
@@ -55,6 +57,8 @@ class DbAdminAsyncStub(DbAdminStub):
     GetState: _aio.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.DbState]  # type: ignore[assignment]
     GetArrivals: _aio.UnaryUnaryMultiCallable[_admin_pb2.RecordRequest, _admin_pb2.Record]  # type: ignore[assignment]
     """Pages through the DB's exact arrival record (one timestamp per request that reached it)."""
+    ResetPeaks: _aio.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.DbState]  # type: ignore[assignment]
+    """Starts the peaks kept in DbState (max_in_flight_per_key) again from what is in flight now."""
 
 class DbAdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -90,6 +94,14 @@ class DbAdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.Record, _abc.Awaitable[_admin_pb2.Record]]:
         """Pages through the DB's exact arrival record (one timestamp per request that reached it)."""
 
+    @_abc_1.abstractmethod
+    def ResetPeaks(
+        self,
+        request: _admin_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DbState, _abc.Awaitable[_admin_pb2.DbState]]:
+        """Starts the peaks kept in DbState (max_in_flight_per_key) again from what is in flight now."""
+
 def add_DbAdminServicer_to_server(servicer: DbAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class CacheAdminStub:
@@ -98,6 +110,10 @@ class CacheAdminStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CacheAdminAsyncStub: ...
     SetCoalescing: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Coalescing, _admin_pb2.CacheState]
+    SetFreshness: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Freshness, _admin_pb2.CacheState]
+    """Sets the freshness policy (stale serving, early refresh, TTL jitter). Unset fields keep
+    their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+    """
     GetState: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.CacheState]
     GetAttempts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RecordRequest, _admin_pb2.Record]
     """Pages through the cache's record of DB attempts (one timestamp per attempt it made)."""
@@ -106,6 +122,10 @@ class CacheAdminStub:
 class CacheAdminAsyncStub(CacheAdminStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SetCoalescing: _aio.UnaryUnaryMultiCallable[_admin_pb2.Coalescing, _admin_pb2.CacheState]  # type: ignore[assignment]
+    SetFreshness: _aio.UnaryUnaryMultiCallable[_admin_pb2.Freshness, _admin_pb2.CacheState]  # type: ignore[assignment]
+    """Sets the freshness policy (stale serving, early refresh, TTL jitter). Unset fields keep
+    their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+    """
     GetState: _aio.UnaryUnaryMultiCallable[_admin_pb2.Empty, _admin_pb2.CacheState]  # type: ignore[assignment]
     GetAttempts: _aio.UnaryUnaryMultiCallable[_admin_pb2.RecordRequest, _admin_pb2.Record]  # type: ignore[assignment]
     """Pages through the cache's record of DB attempts (one timestamp per attempt it made)."""
@@ -117,6 +137,16 @@ class CacheAdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.Coalescing,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.CacheState, _abc.Awaitable[_admin_pb2.CacheState]]: ...
+
+    @_abc_1.abstractmethod
+    def SetFreshness(
+        self,
+        request: _admin_pb2.Freshness,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CacheState, _abc.Awaitable[_admin_pb2.CacheState]]:
+        """Sets the freshness policy (stale serving, early refresh, TTL jitter). Unset fields keep
+        their value; a bad value is INVALID_ARGUMENT naming the field and what is allowed.
+        """
 
     @_abc_1.abstractmethod
     def GetState(

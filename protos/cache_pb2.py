@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/cache.proto\x12\nherdlab.v1\"\x1e\n\x0f\x43\x61\x63heGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"c\n\x10\x43\x61\x63heGetResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\"\n\x06source\x18\x04 \x01(\x0e\x32\x12.herdlab.v1.Source\"*\n\rExpireRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"!\n\x0e\x45xpireResponse\x12\x0f\n\x07\x65xpired\x18\x01 \x01(\x03*M\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x07\n\x03HIT\x10\x01\x12\x08\n\x04MISS\x10\x02\x12\r\n\tCOALESCED\x10\x03\x12\t\n\x05STALE\x10\x04\x32\x8a\x01\n\x05\x43\x61\x63he\x12@\n\x03Get\x12\x1b.herdlab.v1.CacheGetRequest\x1a\x1c.herdlab.v1.CacheGetResponse\x12?\n\x06\x45xpire\x12\x19.herdlab.v1.ExpireRequest\x1a\x1a.herdlab.v1.ExpireResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/cache.proto\x12\nherdlab.v1\"\x1e\n\x0f\x43\x61\x63heGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"x\n\x10\x43\x61\x63heGetResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\"\n\x06source\x18\x04 \x01(\x0e\x32\x12.herdlab.v1.Source\x12\x13\n\x0bstale_age_s\x18\x05 \x01(\x01\"*\n\rExpireRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"!\n\x0e\x45xpireResponse\x12\x0f\n\x07\x65xpired\x18\x01 \x01(\x03*M\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x07\n\x03HIT\x10\x01\x12\x08\n\x04MISS\x10\x02\x12\r\n\tCOALESCED\x10\x03\x12\t\n\x05STALE\x10\x04\x32\x8a\x01\n\x05\x43\x61\x63he\x12@\n\x03Get\x12\x1b.herdlab.v1.CacheGetRequest\x1a\x1c.herdlab.v1.CacheGetResponse\x12?\n\x06\x45xpire\x12\x19.herdlab.v1.ExpireRequest\x1a\x1a.herdlab.v1.ExpireResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.cache_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCE']._serialized_start=246
-  _globals['_SOURCE']._serialized_end=323
+  _globals['_SOURCE']._serialized_start=267
+  _globals['_SOURCE']._serialized_end=344
   _globals['_CACHEGETREQUEST']._serialized_start=34
   _globals['_CACHEGETREQUEST']._serialized_end=64
   _globals['_CACHEGETRESPONSE']._serialized_start=66
-  _globals['_CACHEGETRESPONSE']._serialized_end=165
-  _globals['_EXPIREREQUEST']._serialized_start=167
-  _globals['_EXPIREREQUEST']._serialized_end=209
-  _globals['_EXPIRERESPONSE']._serialized_start=211
-  _globals['_EXPIRERESPONSE']._serialized_end=244
-  _globals['_CACHE']._serialized_start=326
-  _globals['_CACHE']._serialized_end=464
+  _globals['_CACHEGETRESPONSE']._serialized_end=186
+  _globals['_EXPIREREQUEST']._serialized_start=188
+  _globals['_EXPIREREQUEST']._serialized_end=230
+  _globals['_EXPIRERESPONSE']._serialized_start=232
+  _globals['_EXPIRERESPONSE']._serialized_end=265
+  _globals['_CACHE']._serialized_start=347
+  _globals['_CACHE']._serialized_end=485
 # @@protoc_insertion_point(module_scope)

@@ -27,16 +27,18 @@ class CacheGetRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class CacheGetResponse(_message.Message):
-    __slots__ = ("key", "value", "version", "source")
+    __slots__ = ("key", "value", "version", "source", "stale_age_s")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STALE_AGE_S_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: str
     version: int
     source: Source
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ..., version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ...) -> None: ...
+    stale_age_s: float
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ..., version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., stale_age_s: _Optional[float] = ...) -> None: ...
 
 class ExpireRequest(_message.Message):
     __slots__ = ("keys", "all")

@@ -22,7 +22,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support import eventually, scrape
 
-from cache_service.shared import SharedEntry, SharedStore, parse_store
+from cache_service.shared import SharedStore, decode, encode, parse_store
+from cache_service.store import Entry
 from chaos.admin import Admin
 from chaos.herd import HerdConfig, HerdResult, OpenLoop, replicas_target, run_herd
 from chaos.stack import LocalStack, StackInfo, redis_ping
@@ -210,13 +211,13 @@ async def test_values_are_never_served_past_their_ttl(
     store = SharedStore(
         *where,
         ttl_s=10.0,
-        keep_s=5.0,
         lease_timeout_s=1.0,
         timeout_s=1.0,
         wait_limit_s=2.0,
         registry=CollectorRegistry(),
         clock=lambda: now[0],
     )
+    store.keep_s = 5.0  # the stale window
     fetched: list[int] = []
 
     async def fetch() -> tuple[str, int]:
@@ -242,8 +243,8 @@ async def test_values_are_never_served_past_their_ttl(
 
 
 def test_entries_round_trip_with_any_value() -> None:
-    entry = SharedEntry("a|b|c\n", 7, 1234.5, 0.25)
-    assert SharedEntry.decode(entry.encode()) == entry
+    entry = Entry("a|b|c\n", 7, 1234.5, 0.25)
+    assert decode(encode(entry)) == entry
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,8 @@ class DbCounters:
     failed: int = 0
     slot_seconds: float = 0.0
     dropped_by_stage: dict[str, int] = field(default_factory=dict)
+    # The most queries for one key in the DB at once, over every incarnation since the release.
+    max_in_flight_per_key: int = 0
 
     def add(self, state: admin_pb2.DbState, since: admin_pb2.DbState | None = None) -> None:
         """Adds one incarnation's counters, less what they were at `since` (the release)."""
@@ -59,6 +61,7 @@ class DbCounters:
         self.dropped += state.dropped - base.dropped
         self.failed += state.failed - base.failed
         self.slot_seconds += state.slot_seconds - base.slot_seconds
+        self.max_in_flight_per_key = max(self.max_in_flight_per_key, state.max_in_flight_per_key)
         for stage, count in state.dropped_by_stage.items():
             before = base.dropped_by_stage.get(stage, 0)
             self.dropped_by_stage[stage] = self.dropped_by_stage.get(stage, 0) + count - before

@@ -172,7 +172,7 @@ class Trial:
 
     async def _release(self) -> Observations:
         async with self.admin() as admin:
-            state = await admin.db_state()
+            state = await admin.reset_db_peaks()  # setup's queries (warming) are not the trial's
             self.db_baseline = state.arrivals
             self._db_counters_at_release = state
             self.cache_baseline = (await admin.cache_state()).db_attempts

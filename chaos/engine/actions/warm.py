@@ -1,7 +1,8 @@
 """`warm`: fill the cache with every key of the herd, quickly, before the experiment starts.
 
-A round-robin herd asks once for each key (one user per key) while the DB has a slot per key,
-then the DB's concurrency goes back to its setting. Typically followed by `expire all`, so the
+A round-robin burst asks once for each key (one user per key, whatever the experiment's herd is,
+an open loop too) while the DB has a slot per key, then the DB's concurrency goes back to its
+setting: every key is written at about the same moment. Typically followed by `expire all`, so the
 herd meets warm connections and a cold cache.
 """
 
@@ -48,6 +49,7 @@ class Warm(Action):
             distribution="round-robin",
             requests_per_user=1,
             think_s=0.0,
+            open_loop=None,  # an open-loop experiment's herd warms as a burst too
             channels=min(trial.herd.channels, keys),
             policy=RetryPolicy(
                 name="none", max_total_s=WARM_DEADLINE_S, attempt_timeout_s=WARM_DEADLINE_S

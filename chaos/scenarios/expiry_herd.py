@@ -1,0 +1,172 @@
+"""The expiry herd: warm keys written together expire together (the shipped experiment
+`chaos/experiments/expiry-herd.toml`; this module is its kind and its typed configuration).
+
+K keys are warmed at one moment with one TTL; an open loop asks for them in turn (round-robin,
+each key every K / rate seconds) for a little longer than the TTL, so every query the DB gets is
+a refresh. One row per freshness policy, each on a fresh stack:
+
+- `ttl`: every key expires at once; the first request for each key after the expiry fetches
+  it, so all K refreshes arrive within one cycle of the loop (K / rate seconds);
+- `jitter`: each TTL shortened by up to p% (uniform), so the expiries spread over p% of the TTL;
+- `xfetch`: a read draws an early refresh with probability exp(-x / (delta x beta)) at x
+  seconds before the expiry, delta the last recompute time: the refreshes spread over a few
+  delta before the expiry (the longer the recompute, the wider), while the old value is served;
+- `swr`: the expired value is served while one background refresh runs. The DB sees the same
+  herd as `ttl` (one refresh per key at its first read after the expiry): it hides the fetch's
+  latency from users, not the herd from the DB.
+
+Measures (one file each under `chaos/engine/measures/`): `expiry_peak_per_100ms` (the DB's
+arrival record, `chaos.timeline`'s bins), `max_concurrent_db_queries_per_key` (the DB's exact
+per-key count), `db_queries`, `lost`; `timeline` for the plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cache_service import freshness
+from chaos.engine import spec
+from chaos.engine.kinds import Kind, Row
+from chaos.engine.registry import KINDS
+from chaos.engine.runner import run_scenario
+from chaos.herd import ProgressFactory
+from herdlab.settings import format_duration
+
+SCENARIO = "expiry-herd"
+MAX_KEYS = 10_000
+MAX_RATE_PER_S = 5_000.0
+# The policies a row may run, as the settings that turn each on alone.
+POLICIES = ("ttl", "jitter", "xfetch", "swr")
+
+
+@dataclass(frozen=True)
+class ExpiryHerdConfig:
+    """The scenario's knobs, each bounded (`problems()`). Defaults tuned on 2 cores: 100 keys
+    asked in turn at 500/s (each every 200 ms), a 20 s TTL, a 2 s recompute time."""
+
+    keys: int = 100
+    rate_per_s: float = 500.0
+    ttl_s: float = 20.0
+    db_latency_s: float = 2.0
+    jitter_pct: float = 20.0
+    beta: float = 1.0
+    swr_s: float = 5.0
+    seed: int = 42
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 1 <= self.keys <= MAX_KEYS:
+            found.append(f"keys must be in 1..{MAX_KEYS}, got {self.keys}")
+        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
+            found.append(f"rate must be in (0, {MAX_RATE_PER_S:g}]/s, got {self.rate_per_s:g}")
+        if not 1 <= self.ttl_s <= 600:
+            found.append(f"ttl must be in [1s, 10m], got {self.ttl_s:g}s")
+        if not 0.01 <= self.db_latency_s <= 30:
+            found.append(f"db latency must be in [10ms, 30s], got {self.db_latency_s:g}s")
+        if not 0 < self.jitter_pct <= freshness.MAX_JITTER_PCT:
+            found.append(
+                f"jitter must be in (0, {freshness.MAX_JITTER_PCT:g}]%, got {self.jitter_pct:g}"
+            )
+        if not 0 < self.beta <= freshness.MAX_BETA:
+            found.append(f"beta must be in (0, {freshness.MAX_BETA:g}], got {self.beta:g}")
+        if not 0 < self.swr_s <= 600:
+            found.append(f"stale-while-revalidate must be in (0, 10m], got {self.swr_s:g}s")
+        return found
+
+    def command(self) -> str:
+        return (
+            f"chaos scenario expiry-herd --keys {self.keys} --rate {self.rate_per_s:g} "
+            f"--ttl {self.ttl_s:g}s --db-latency {self.db_latency_s:g}s "
+            f"--jitter {self.jitter_pct:g} --beta {self.beta:g} --swr {self.swr_s:g}s "
+            f"--seed {self.seed}"
+        )
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """One row per policy, each naming the same three settings."""
+        off = {"cache.ttl_jitter": 0, "cache.beta": 0, "cache.stale_while_revalidate": "0ms"}
+        return [
+            off,
+            {**off, "cache.ttl_jitter": self.jitter_pct},
+            {**off, "cache.beta": self.beta},
+            {**off, "cache.stale_while_revalidate": format_duration(self.swr_s)},
+        ]
+
+    def params(self) -> dict[str, Any]:
+        # Past the TTL by the recompute time and a margin: the expiry's refreshes end in the run.
+        duration = self.ttl_s + self.db_latency_s + 3.0
+        return {
+            "configurations": self.configurations(),
+            "keys": self.keys,
+            "rate": self.rate_per_s,
+            "ttl": format_duration(self.ttl_s),
+            "duration": format_duration(duration),
+            "db_latency": format_duration(self.db_latency_s),
+            "seed": self.seed,
+        }
+
+
+def _header(experiment: spec.Experiment) -> dict[str, Any]:
+    herd, cache, db = experiment.herd, experiment.cache, experiment.db
+    return {
+        "scenario": SCENARIO,
+        "config": {
+            "keys": herd.keys,
+            "rate_per_s": herd.rate_per_s,
+            "duration_s": herd.duration_s,
+            "ttl_s": cache.ttl_s,
+            "db_latency_s": db.latency_s,
+            "coalescing": cache.coalescing,
+        },
+    }
+
+
+def _describe(row: Row) -> list[str]:
+    return [
+        f"  {row['freshness']}: DB peak {row['expiry_peak_per_100ms']} per 100 ms, at most "
+        f"{row['max_concurrent_db_queries_per_key']} queries per key at once, "
+        f"{row['db_queries']:,} DB queries, lost {row['lost']}"
+    ]
+
+
+def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+    _, cache, herd = experiment.settings_for(variant)
+    return (
+        f"Expiry herd: {cache.freshness().name} ({herd.keys} warm keys, TTL "
+        f"{cache.ttl_s:g}s, {herd.rate_per_s or 0:g} arrivals/s)"
+    )
+
+
+KIND = KINDS.register(
+    SCENARIO,
+    Kind(
+        SCENARIO,
+        rows_key="rows",
+        fields=(
+            ("freshness", "freshness"),
+            ("expiry_peak_per_100ms", "expiry_peak_per_100ms"),
+            ("max_concurrent_db_queries_per_key", "max_concurrent_db_queries_per_key"),
+            ("db_queries", "db_queries"),
+            ("lost", "lost"),
+            ("errors", "errors"),
+            ("sources", "sources"),
+            ("latency_s", "latency_s"),
+            ("timeline", "timeline"),
+        ),
+        header=_header,
+        announce=_announce,
+        describe=_describe,
+    ),
+)
+
+
+async def run_expiry_herd(
+    config: ExpiryHerdConfig,
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Runs the shipped expiry-herd experiment with this configuration; returns its document."""
+    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -1,0 +1,161 @@
+"""The stale outage: warm keys through a DB outage, with and without stale-if-error (the shipped
+experiment `chaos/experiments/stale-outage.toml`; this module is its kind and its typed
+configuration).
+
+An open loop asks for K warm keys at a steady rate; after `before_s` the DB is killed for
+`outage_s`, then restored. The TTL is shorter than the outage, so keys expire while the DB is
+down. Without stale-if-error a request for an expired key gets the failed fetch's error (the
+value the cache still had is not used); with it, the cache serves that value as STALE while it
+expired less than the bound ago. The cache's fetch gives up after 300 ms (a refused connection
+fails at once), well inside the users' 2 s deadline, so the stale value reaches them in time.
+
+Measures, from what the users got (`chaos/engine/measures/stale.py`): `availability` (share of
+requests answered with a value, fresh or stale), `stale_served`, `max_stale_age_s` (each STALE
+answer carries its age), the errors by code, `lost`; `answers` per 100 ms for the plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cache_service import freshness
+from chaos.engine import spec
+from chaos.engine.kinds import Kind, Row
+from chaos.engine.registry import KINDS
+from chaos.engine.runner import run_scenario
+from chaos.herd import ProgressFactory
+from herdlab.settings import format_duration
+
+SCENARIO = "stale-outage"
+MAX_KEYS = 10_000
+MAX_RATE_PER_S = 2_000.0
+
+
+@dataclass(frozen=True)
+class StaleOutageConfig:
+    """The scenario's knobs, each bounded (`problems()`): 50 keys at 200/s, a 2 s TTL, a 10 s
+    outage 3 s in, 7 s after it, stale-if-error 30 s (longer than the outage and the TTL)."""
+
+    keys: int = 50
+    rate_per_s: float = 200.0
+    ttl_s: float = 2.0
+    outage_s: float = 10.0
+    stale_if_error_s: float = 30.0
+    before_s: float = 3.0
+    after_s: float = 7.0
+    seed: int = 42
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 1 <= self.keys <= MAX_KEYS:
+            found.append(f"keys must be in 1..{MAX_KEYS}, got {self.keys}")
+        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
+            found.append(f"rate must be in (0, {MAX_RATE_PER_S:g}]/s, got {self.rate_per_s:g}")
+        if not 0.1 <= self.ttl_s <= 600:
+            found.append(f"ttl must be in [100ms, 10m], got {self.ttl_s:g}s")
+        if not 0.1 <= self.outage_s <= 600:
+            found.append(f"outage must be in [100ms, 10m], got {self.outage_s:g}s")
+        if not 0 < self.stale_if_error_s <= freshness.MAX_STALE_S:
+            found.append(
+                f"stale-if-error must be in (0, {freshness.MAX_STALE_S:g}s], "
+                f"got {self.stale_if_error_s:g}s"
+            )
+        if not 1 <= self.before_s <= 60:
+            found.append(f"time before the outage must be in [1s, 60s], got {self.before_s:g}s")
+        if not 1 <= self.after_s <= 600:
+            found.append(f"time after the outage must be in [1s, 10m], got {self.after_s:g}s")
+        return found
+
+    def command(self) -> str:
+        return (
+            f"chaos scenario stale-outage --keys {self.keys} --rate {self.rate_per_s:g} "
+            f"--ttl {self.ttl_s:g}s --outage {self.outage_s:g}s "
+            f"--stale-if-error {self.stale_if_error_s:g}s --seed {self.seed}"
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "rate": self.rate_per_s,
+            "ttl": format_duration(self.ttl_s),
+            "before": format_duration(self.before_s),
+            "outage": format_duration(self.outage_s),
+            "duration": format_duration(self.before_s + self.outage_s + self.after_s),
+            "seed": self.seed,
+        }
+
+    def variants(self) -> dict[str, list[str]]:
+        return {"cache.stale_if_error": ["0ms", format_duration(self.stale_if_error_s)]}
+
+
+def _header(experiment: spec.Experiment) -> dict[str, Any]:
+    herd, cache = experiment.herd, experiment.cache
+    steps = experiment.timeline
+    return {
+        "scenario": SCENARIO,
+        "config": {
+            "keys": herd.keys,
+            "rate_per_s": herd.rate_per_s,
+            "duration_s": herd.duration_s,
+            "ttl_s": cache.ttl_s,
+            "outage_at_s": steps[0].at_s if steps else None,
+            "outage_s": steps[1].after_s if len(steps) > 1 else None,
+            "herd_deadline_s": herd.deadline_s,
+            "fetch_budget_s": cache.retry_total_s,
+        },
+    }
+
+
+def _describe(row: Row) -> list[str]:
+    sie = row["stale_if_error_s"]
+    return [
+        f"  stale-if-error {f'{sie:g}s' if sie else 'off'}: availability "
+        f"{row['availability']}, {row['stale_served']:,} stale (oldest "
+        f"{row['max_stale_age_s']:g}s), errors {row['errors'] or 'none'}, lost {row['lost']}"
+    ]
+
+
+def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+    _, cache, herd = experiment.settings_for(variant)
+    sie = cache.stale_if_error_s
+    return (
+        f"Stale outage: stale-if-error {f'{sie:g}s' if sie else 'off'} ({herd.keys} warm keys, "
+        f"TTL {cache.ttl_s:g}s, {herd.rate_per_s or 0:g} arrivals/s)"
+    )
+
+
+KIND = KINDS.register(
+    SCENARIO,
+    Kind(
+        SCENARIO,
+        rows_key="rows",
+        fields=(
+            ("stale_if_error_s", "stale_if_error_s"),
+            ("availability", "availability"),
+            ("stale_served", "stale_served"),
+            ("max_stale_age_s", "max_stale_age_s"),
+            ("errors", "errors"),
+            ("lost", "lost"),
+            ("requests", "requests"),
+            ("sources", "sources"),
+            ("latency_s", "latency_s"),
+            ("answers", "answers"),
+        ),
+        header=_header,
+        announce=_announce,
+        describe=_describe,
+    ),
+)
+
+
+async def run_stale_outage(
+    config: StaleOutageConfig,
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Runs the shipped stale-outage experiment with this configuration; returns its document."""
+    return await run_scenario(SCENARIO, config, emit, progress, command)
