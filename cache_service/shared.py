@@ -46,7 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -302,7 +302,8 @@ class SharedStore:
         self.wait_limit_s = wait_limit_s
         self.clock = clock
         self.metrics = SharedMetrics(registry)
-        self.client = Redis(
+        # A call waits for a free connection at most its timeout too (a bounded pool).
+        pool = BlockingConnectionPool(
             host=host,
             port=port,
             db=db,
@@ -310,7 +311,9 @@ class SharedStore:
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             max_connections=MAX_CONNECTIONS,
+            timeout=timeout_s,
         )
+        self.client = Redis(connection_pool=pool)
         self.notifier = Notifier(self.client, timeout_s)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._finish = self.client.register_script(_FINISH)
@@ -521,4 +524,4 @@ class SharedStore:
 
     async def close(self) -> None:
         await self.notifier.close()
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
