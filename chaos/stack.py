@@ -308,8 +308,8 @@ class LocalStack(Backend):
                     str(metrics_port),
                     "--db-target",
                     db_target,
-                    *store_args,
                     *cache_args,
+                    *store_args,  # last: the stack's Redis wins over a `--store` in cache_args
                 ],
                 grpc=f"{HOST}:{port}",
                 metrics=f"http://{HOST}:{metrics_port}/metrics",
