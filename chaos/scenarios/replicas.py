@@ -72,6 +72,20 @@ class ReplicasConfig:
         )
 
 
+def _header(experiment: spec.Experiment) -> dict[str, Any]:
+    db, cache, herd = experiment.db, experiment.cache, experiment.herd
+    return {
+        "scenario": SCENARIO,
+        "config": {
+            "replicas": experiment.stack.replicas,
+            "users": herd.users,
+            "db_latency_s": db.latency_s,
+            "lease_timeout_s": cache.lease_timeout_s,
+            "redis_timeout_s": cache.redis_timeout_s,
+        },
+    }
+
+
 def _row_name(row: Mapping[str, Any]) -> str:
     if not row["leases"]:
         return "local single-flight"
@@ -120,7 +134,9 @@ KIND = KINDS.register(
             ("sources", "sources"),
             ("latency_s", "latency_s"),
             ("seconds", "seconds"),
+            ("replica_timeline", "replica_timeline"),
         ),
+        header=_header,
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"name": _row_name(row)},

@@ -3,8 +3,11 @@ holder was killed, and how long after that the key was served again."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from chaos.engine.measures.base import measure, rounded
 from chaos.engine.observations import Observations, Outage
+from chaos.timeline import BIN_S, bin_count, bins, seconds_since
 
 
 def _replica_kill(obs: Observations) -> Outage | None:
@@ -59,3 +62,21 @@ def lease_waits(obs: Observations) -> int:
 def redis_fallbacks(obs: Observations) -> int:
     """Redis calls that failed or timed out and sent a replica down its local path."""
     return int(obs.lease_counters.get("fallbacks", 0))
+
+
+@measure("replica_timeline")
+def replica_timeline(obs: Observations) -> dict[str, Any]:
+    """Per 100 ms from the release: values served, typed errors, queries reaching the DB, and
+    the replica's kill (seconds after the release); the replicas plot draws it."""
+    t0 = obs.t0_ns
+    outcomes = obs.herd_result.outcomes
+    end = max([t0, *obs.db_arrivals, *(o.done_ns for o in outcomes)])
+    count = bin_count(t0, end)
+    kill = _replica_kill(obs)
+    return {
+        "bin_s": BIN_S,
+        "served": bins([o.done_ns for o in outcomes if o.code is None], t0, count),
+        "errors": bins([o.done_ns for o in outcomes if o.code is not None], t0, count),
+        "db_arrivals": bins(obs.db_arrivals, t0, count),
+        "kill_s": seconds_since(kill.down_ns, t0) if kill else None,
+    }
