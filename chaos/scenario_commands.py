@@ -297,10 +297,11 @@ def metastable(
 @click.option("--users", default=10_000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option(
     "--db-latency",
-    default="10s",
+    default="20s",
     show_default=True,
     type=DURATION,
-    help="The DB's latency: the lease holder's fetch is in flight this long.",
+    help="The DB's latency: the lease holder's fetch is in flight this long (the controller, "
+    "busy sending the herd, sees its query seconds late).",
 )
 @click.option(
     "--lease-timeout",

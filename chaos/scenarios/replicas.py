@@ -2,7 +2,7 @@
 (the shipped experiment `chaos/experiments/replicas.toml`; this module is its kind and CLI).
 
 10,000 users ask at once for one cold key, spread over R = 4 replicas by the herd's
-client-side round_robin; the DB takes 10 s per query, longer than the herd takes to arrive
+client-side round_robin; the DB takes 20 s per query, longer than the herd takes to arrive
 and than the controller (whose event loop also runs the herd) takes to see the holder's query
 and kill it.
 Three rows, each on a fresh stack:
@@ -40,7 +40,7 @@ SCENARIO = "replicas"
 class ReplicasConfig:
     replicas: int = 4
     users: int = 10_000
-    db_latency_s: float = 10.0
+    db_latency_s: float = 20.0
     lease_timeout_s: float = 3.0
 
     def problems(self) -> list[str]:
