@@ -25,6 +25,7 @@ from rich.table import Table
 from chaos.plotting import new_figure, save
 from chaos.scenarios import replicas_report
 from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
+from chaos.scenarios.warm_keys_plot import plot_expiry_herd, plot_stale_outage
 from chaos.timeline import BIN_S
 
 Doc = Mapping[str, Any]
@@ -296,6 +297,70 @@ def plot_metastable(doc: Doc, path: Path) -> Path:
         fontsize=11,
     )
     return save(fig, path)
+
+
+# -- warm keys: expiry herd and stale outage ---------------------------------------------------
+
+EXPIRY_HERD_COLUMNS = (
+    "freshness",
+    "expiry_peak_per_100ms",
+    "peak_of_ttl",
+    "max_concurrent_db_queries_per_key",
+    "db_queries",
+    "stale",
+    "latency_p99_s",
+    "errors",
+    "lost",
+)
+
+
+def expiry_herd_rows(doc: Doc) -> list[list[str]]:
+    """One row per freshness policy; `peak_of_ttl` is its peak over the plain TTL row's."""
+    base = next((r for r in doc["rows"] if r["freshness"] == "ttl"), None)
+    return [
+        [
+            row["freshness"],
+            _num(row["expiry_peak_per_100ms"]),
+            _num(row["expiry_peak_per_100ms"] / base["expiry_peak_per_100ms"], 3)
+            if base and base["expiry_peak_per_100ms"]
+            else MISSING,
+            _num(row["max_concurrent_db_queries_per_key"]),
+            _num(row["db_queries"]),
+            _num(row["sources"].get("STALE", 0)),
+            _num(row["latency_s"]["p99"], 3),
+            _num(sum(row["errors"].values())),
+            _num(row["lost"]),
+        ]
+        for row in doc["rows"]
+    ]
+
+
+STALE_OUTAGE_COLUMNS = (
+    "stale_if_error_s",
+    "availability",
+    "stale_served",
+    "max_stale_age_s",
+    "stale_age_within_bound",
+    "requests",
+    "errors",
+    "lost",
+)
+
+
+def stale_outage_rows(doc: Doc) -> list[list[str]]:
+    return [
+        [
+            _num(row["stale_if_error_s"], 1),
+            _num(row["availability"], 4),
+            _num(row["stale_served"]),
+            _num(row["max_stale_age_s"], 3),
+            str(row["stale_age_within_bound"]).lower(),
+            _num(row["requests"]),
+            ", ".join(f"{code} {n:,}" for code, n in row["errors"].items()) or "0",
+            _num(row["lost"]),
+        ]
+        for row in doc["rows"]
+    ]
 
 
 # -- reconnect storm ------------------------------------------------------------------------------
@@ -617,6 +682,36 @@ SECTIONS: tuple[Section, ...] = (
         "reached the DB, its users got UNAVAILABLE, the lease ran out (only a live holder renews "
         "it), another replica took it over (`takeovers`) and fetched: `served_after_s` is from "
         "the kill to the next value served, the lease's remaining time plus one DB query.",
+    ),
+    Section(
+        name="expiry-herd",
+        title="Expiry herd: warm keys written together, refreshed by TTL, jitter, XFetch or SWR",
+        matches=lambda doc: doc.get("scenario") == "expiry-herd",
+        columns=EXPIRY_HERD_COLUMNS,
+        rows=expiry_herd_rows,
+        plots=(Plot("", plot_expiry_herd, "DB arrivals per 100 ms, per freshness policy"),),
+        reading="Each row is one freshness policy on its own fresh stack, 100 ms per bar. The "
+        "keys were warmed at one moment, so after the release every query that reaches the DB "
+        "is a refresh. Plain TTL: one wall of refreshes at the common expiry, as fast as the "
+        "load reaches the keys. Jitter spreads the wall over its share of the TTL. XFetch "
+        "refreshes each key at a random moment a few recompute times before its expiry (the "
+        "users keep getting HITs meanwhile). Stale-while-revalidate meets the same wall as TTL "
+        "but users get the old value at once instead of waiting for the fetch (`stale`, p99). "
+        "`max_concurrent_db_queries_per_key` is the DB's exact count: single-flight keeps it at "
+        "1 in one process.",
+    ),
+    Section(
+        name="stale-outage",
+        title="Stale outage: warm keys through a DB outage, with and without stale-if-error",
+        matches=lambda doc: doc.get("scenario") == "stale-outage",
+        columns=STALE_OUTAGE_COLUMNS,
+        rows=stale_outage_rows,
+        plots=(Plot("", plot_stale_outage, "Fresh, stale and failed answers per 100 ms"),),
+        reading="Each row runs on its own fresh stack, 100 ms per bar: fresh values (blue), stale "
+        "values (yellow), errors (red), the DB's outage shaded. Keys expire during the outage "
+        "(the TTL is shorter): without stale-if-error their requests fail until the DB is back "
+        "and reconnected; with it the cache answers them with the value it kept, as STALE with "
+        "its age, never past the bound.",
     ),
     Section(
         name="soak",

@@ -20,6 +20,7 @@ from rich.table import Table
 from chaos.context import CONTEXT, err, out, progress_display
 from chaos.herd import ProgressFactory
 from chaos.report import table_for, write_report
+from chaos.scenarios.expiry_herd import ExpiryHerdConfig, run_expiry_herd
 from chaos.scenarios.metastable import (
     DEFAULT_CONFIGURATIONS,
     TRIGGERS,
@@ -31,6 +32,7 @@ from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_
 from chaos.scenarios.replicas import ReplicasConfig, run_replicas
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
 from chaos.scenarios.soak import SoakConfig, run_soak
+from chaos.scenarios.stale_outage import StaleOutageConfig, run_stale_outage
 from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
 from herdlab.config import DURATION
 from herdlab.guards import RECOMMENDED, parse_guard_sets
@@ -325,6 +327,119 @@ def replicas(
     config = ReplicasConfig(replicas, users, db_latency, lease_timeout)
     _check(config.problems())
     _run(lambda progress: run_replicas(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("expiry-herd", context_settings=CONTEXT)
+@click.option("--keys", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--rate",
+    default=500.0,
+    show_default=True,
+    type=click.FloatRange(1, 5000),
+    help="Arrivals per second, asking for the keys in turn.",
+)
+@click.option("--ttl", default="20s", show_default=True, type=DURATION, help="The keys' TTL.")
+@click.option(
+    "--db-latency",
+    default="2s",
+    show_default=True,
+    type=DURATION,
+    help="The DB's latency: the recompute time XFetch spreads its refreshes by.",
+)
+@click.option(
+    "--jitter",
+    default=20.0,
+    show_default=True,
+    type=float,
+    help="The jitter row's TTL jitter, in percent.",
+)
+@click.option("--beta", default=1.0, show_default=True, type=float, help="The XFetch row's beta.")
+@click.option(
+    "--swr",
+    default="5s",
+    show_default=True,
+    type=DURATION,
+    help="The stale-while-revalidate row's bound.",
+)
+@SEED_OPTION
+@JSON_OPTION
+@OUT_OPTION
+def expiry_herd(
+    keys: int,
+    rate: float,
+    ttl: float,
+    db_latency: float,
+    jitter: float,
+    beta: float,
+    swr: float,
+    seed: int,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """Warm keys written together expire together: plain TTL, TTL jitter, XFetch and
+    stale-while-revalidate, by the DB's arrival peak per 100 ms and per-key concurrency."""
+    config = ExpiryHerdConfig(
+        keys=keys,
+        rate_per_s=rate,
+        ttl_s=ttl,
+        db_latency_s=db_latency,
+        jitter_pct=jitter,
+        beta=beta,
+        swr_s=swr,
+        seed=seed,
+    )
+    _check(config.problems())
+    _run(lambda progress: run_expiry_herd(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("stale-outage", context_settings=CONTEXT)
+@click.option("--keys", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--rate",
+    default=200.0,
+    show_default=True,
+    type=click.FloatRange(1, 2000),
+    help="Arrivals per second.",
+)
+@click.option(
+    "--ttl", default="2s", show_default=True, type=DURATION, help="The keys' TTL (< the outage)."
+)
+@click.option(
+    "--outage", default="10s", show_default=True, type=DURATION, help="How long the DB is down."
+)
+@click.option(
+    "--stale-if-error",
+    "stale_if_error",
+    default="30s",
+    show_default=True,
+    type=DURATION,
+    help="The bound of the row with stale-if-error (the other row runs without).",
+)
+@SEED_OPTION
+@JSON_OPTION
+@OUT_OPTION
+def stale_outage(
+    keys: int,
+    rate: float,
+    ttl: float,
+    outage: float,
+    stale_if_error: float,
+    seed: int,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """Warm keys through a DB outage, with and without stale-if-error: availability, stale
+    values served and their age."""
+    config = StaleOutageConfig(
+        keys=keys,
+        rate_per_s=rate,
+        ttl_s=ttl,
+        outage_s=outage,
+        stale_if_error_s=stale_if_error,
+        seed=seed,
+    )
+    _check(config.problems())
+    _run(lambda progress: run_stale_outage(config, out.print, progress), json_path, out_dir)
 
 
 @click.command(context_settings=CONTEXT)

@@ -4,7 +4,8 @@ Process faults go through the chosen backend (local processes or Docker containe
   kill (SIGKILL), restore (start again, same address), pause / resume (SIGSTOP / SIGCONT),
   outage (kill, wait, restore), flap (outage, up, outage, ... for N cycles).
 Runtime faults go through the services' admin RPCs, wherever they run:
-  latency, errors (injected error rate), expire (drop cached keys).
+  latency, errors (injected error rate), queue (the DB's discipline), expire (drop cached keys),
+  freshness (the cache's stale serving, early refresh and TTL jitter).
 
 Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
 it did to the journal. Durations take unit suffixes: 500ms, 10s, 1m.
@@ -20,6 +21,7 @@ from typing import Any
 
 import click
 
+from cache_service.settings import CacheSettings
 from chaos.admin import Admin
 from chaos.backends.base import SERVICE_NAMES, Backend, BackendError, ServiceInfo, is_service
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
@@ -353,4 +355,88 @@ def expire(lab: Lab, keys: tuple[str, ...], all_keys: bool, as_json: bool, dry_r
     _report(lab, "expire", target, as_json, dry_run, **details)
 
 
-COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, queue, expire)
+async def _set_freshness(lab: Lab, freshness: admin_pb2.Freshness) -> admin_pb2.CacheState:
+    async with _admin(lab) as admin:
+        return await admin.set_freshness(freshness)
+
+
+# flag -> (the cache setting whose bounds it has, the admin field it sets)
+_FRESHNESS = {
+    "--swr": ("stale_while_revalidate", "stale_while_revalidate_s"),
+    "--sie": ("stale_if_error", "stale_if_error_s"),
+    "--beta": ("beta", "beta"),
+    "--ttl-jitter": ("ttl_jitter", "ttl_jitter_pct"),
+}
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--swr",
+    type=DURATION,
+    default=None,
+    help="stale-while-revalidate: serve a value expired less than this long ago while one "
+    "background refresh runs; 0 turns it off [default: unchanged].",
+)
+@click.option(
+    "--sie",
+    type=DURATION,
+    default=None,
+    help="stale-if-error: when a fetch fails, serve a value expired less than this long ago "
+    "instead of the error; 0 turns it off [default: unchanged].",
+)
+@click.option(
+    "--beta",
+    type=float,
+    default=None,
+    help="XFetch's beta (early refresh); 0 turns it off [default: unchanged].",
+)
+@click.option(
+    "--ttl-jitter",
+    type=float,
+    default=None,
+    help="Shorten each new value's TTL by up to this percentage [default: unchanged].",
+)
+@_common
+@pass_lab
+def freshness(
+    lab: Lab,
+    swr: float | None,
+    sie: float | None,
+    beta: float | None,
+    ttl_jitter: float | None,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    """Set the cache's freshness policy at runtime (through its admin service): stale serving,
+    early refresh and TTL jitter. Unset options keep their value."""
+    declared = by_key(CacheSettings)
+    request = admin_pb2.Freshness()
+    details: dict[str, Any] = {}
+    for flag, value in (
+        ("--swr", swr),
+        ("--sie", sie),
+        ("--beta", beta),
+        ("--ttl-jitter", ttl_jitter),
+    ):
+        if value is None:
+            continue
+        key, field = _FRESHNESS[flag]
+        problem = declared[key][1].problem(value)
+        if problem:
+            raise click.BadParameter(problem, param_hint=flag)
+        setattr(request, field, value)
+        details[field] = value
+    if not details:
+        raise click.UsageError("give at least one of --swr, --sie, --beta, --ttl-jitter")
+    if not dry_run:
+        state = asyncio.run(_set_freshness(lab, request))
+        details = {
+            "stale_while_revalidate_s": state.freshness.stale_while_revalidate_s,
+            "stale_if_error_s": state.freshness.stale_if_error_s,
+            "beta": state.freshness.beta,
+            "ttl_jitter_pct": state.freshness.ttl_jitter_pct,
+        }
+    _report(lab, "freshness", "cache", as_json, dry_run, **details)
+
+
+COMMANDS = (kill, restore, pause, resume, outage, flap, latency, errors, queue, expire, freshness)

@@ -106,3 +106,33 @@ def test_expire_all_empties_the_store() -> None:
 def test_invalid_bounds_raise(ttl_s: float, max_keys: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TtlStore(ttl_s, max_keys)
+
+
+def test_expired_entry_is_kept_for_the_stale_window_then_dropped() -> None:
+    store, clock = make(ttl_s=10.0)
+    store.keep_s = 5.0
+    store.put("k", "v", 1, delta_s=0.25)
+    clock.now += 10.0  # expired
+    entry = store.get("k")
+    assert entry is not None and entry.expires_at == clock.now and entry.delta_s == 0.25
+    clock.now += 4.999
+    assert store.get("k") is not None
+    clock.now += 0.001  # expired exactly keep_s ago: gone
+    assert store.get("k") is None and len(store) == 0
+
+
+def test_put_takes_its_own_ttl() -> None:
+    store, clock = make(ttl_s=10.0)
+    store.put("k", "v", 1, ttl_s=2.0)
+    entry = store.get("k")
+    assert entry is not None and entry.expires_at == clock.now + 2.0
+
+
+def test_kept_expired_entries_count_against_the_size_bound() -> None:
+    store, clock = make(ttl_s=1.0, max_keys=2)
+    store.keep_s = 100.0
+    store.put("a", "a", 1)
+    store.put("b", "b", 1)
+    clock.now += 2.0  # both expired, both kept
+    store.put("c", "c", 1)
+    assert len(store) == 2 and store.get("a") is None

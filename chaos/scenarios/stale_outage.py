@@ -11,7 +11,8 @@ fails at once), well inside the users' 2 s deadline, so the stale value reaches 
 
 Measures, from what the users got (`chaos/engine/measures/stale.py`): `availability` (share of
 requests answered with a value, fresh or stale), `stale_served`, `max_stale_age_s` (each STALE
-answer carries its age), the errors by code, `lost`; `answers` per 100 ms for the plot.
+answer carries its age) and `stale_age_within_bound`, the errors by code, `lost`; `answers`
+per 100 ms for the plot.
 """
 
 from __future__ import annotations
@@ -83,11 +84,9 @@ class StaleOutageConfig:
             "before": format_duration(self.before_s),
             "outage": format_duration(self.outage_s),
             "duration": format_duration(self.before_s + self.outage_s + self.after_s),
+            "stale_if_error": format_duration(self.stale_if_error_s),
             "seed": self.seed,
         }
-
-    def variants(self) -> dict[str, list[str]]:
-        return {"cache.stale_if_error": ["0ms", format_duration(self.stale_if_error_s)]}
 
 
 def _header(experiment: spec.Experiment) -> dict[str, Any]:
@@ -136,6 +135,7 @@ KIND = KINDS.register(
             ("availability", "availability"),
             ("stale_served", "stale_served"),
             ("max_stale_age_s", "max_stale_age_s"),
+            ("stale_age_within_bound", "stale_age_within_bound"),
             ("errors", "errors"),
             ("lost", "lost"),
             ("requests", "requests"),

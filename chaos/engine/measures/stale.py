@@ -5,6 +5,8 @@ carries how long ago its value expired):
   with an error, or were lost, count against it; arrivals an open loop never sent do not);
 - `stale_served`: answers with an expired value;
 - `max_stale_age_s`: the oldest of them, seconds past expiry (0 when none);
+- `stale_age_within_bound`: every stale answer younger than the row's stale bound (the longer
+  of its stale-while-revalidate and stale-if-error), as the cache promises;
 - `answers`: fresh values, stale values and errors per 100 ms, for the plot.
 """
 
@@ -36,6 +38,12 @@ def stale_served(obs: Observations) -> int:
 @measure("max_stale_age_s")
 def max_stale_age_s(obs: Observations) -> float:
     return round(max(stale_ages(obs), default=0.0), 3)
+
+
+@measure("stale_age_within_bound")
+def stale_age_within_bound(obs: Observations) -> bool:
+    bound = obs.cache.freshness().stale_window_s
+    return all(age < bound for age in stale_ages(obs))
 
 
 @measure("answers")
