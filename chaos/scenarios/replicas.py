@@ -15,8 +15,8 @@ Three rows, each on a fresh stack:
 - `holder_killed = true`: as above, and the lease holder's replica is SIGKILLed once its query
   reached the DB. Its users get UNAVAILABLE (errors by code, none lost); the other replicas'
   waiters find the lease run out (it is renewed only by a live holder), one of them takes it
-  over and fetches: the key is served again `served_after_s` after the kill, at most the lease
-  timeout plus one DB query.
+  over and fetches (`takeover_after_s` after the kill, at most the lease timeout): the key is
+  served again `served_after_s` after the kill, at most the lease timeout plus one DB query.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class ReplicasConfig:
             "db_latency": format_duration(self.db_latency_s),
             "lease_timeout": format_duration(self.lease_timeout_s),
             "served_within": round(self.lease_timeout_s + self.db_latency_s + 5, 3),
+            "takeover_within": round(self.lease_timeout_s + 2, 3),
         }
 
     def command(self) -> str:
@@ -106,6 +107,8 @@ def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
 def _describe(row: Row) -> list[str]:
     served = row["served_after_s"]
     after = f", served again {served:g} s after the kill" if served is not None else ""
+    took = row["takeover_after_s"]
+    after += f" (lease taken over after {took:g} s)" if took is not None else ""
     return [
         f"  {row['name']}: DB queries {row['db_queries']:,}, client errors "
         f"{row['client_errors']:,} {row['errors']}, lost {row['lost']}, takeovers "
@@ -124,6 +127,7 @@ KIND = KINDS.register(
             ("db_queries", "db_queries"),
             ("holder_killed", "holder_killed"),
             ("served_after_s", "served_after_s"),
+            ("takeover_after_s", "takeover_after_s"),
             ("client_errors", "client_errors"),
             ("lost", "lost"),
             ("errors", "errors"),

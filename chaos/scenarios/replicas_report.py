@@ -16,6 +16,7 @@ COLUMNS = (
     "db_queries",
     "holder_killed",
     "served_after_s",
+    "takeover_after_s",
     "client_errors",
     "lost",
     "takeovers",

@@ -46,6 +46,16 @@ def served_after_s(obs: Observations) -> float | None:
     return rounded((min(after) - kill.down_ns) / 1e9) if after else None
 
 
+@measure("takeover_after_s")
+def takeover_after_s(obs: Observations) -> float | None:
+    """From the replica's SIGKILL to the next query reaching the DB: when another replica took
+    the dead holder's lease over (its remaining time, at most the lease timeout). None without
+    a kill or without such a query."""
+    kill = _replica_kill(obs)
+    after = [t for t in obs.db_arrivals if kill is not None and t >= kill.down_ns]
+    return rounded((min(after) - kill.down_ns) / 1e9) if kill is not None and after else None
+
+
 @measure("takeovers")
 def takeovers(obs: Observations) -> int:
     """Leases taken after their holder's ran out unpublished, over the replicas still running."""
