@@ -2,9 +2,10 @@
 # The docker compose stack, for real, on a CI machine (Debian bookworm, root, no image registry,
 # no bridge networks): static checks of the compose file, Prometheus config, rules and dashboard;
 # then Debian's Docker engine on its own socket and data folder, the project's image built on a
-# debootstrap base, db + cache up with the CI override (host network), Debian's prometheus on
-# the host, a herd, `chaos outage db --for 5s` through the Docker backend from the chaos
-# container, and PromQL assertions on what Prometheus saw. Everything is torn down at the end,
+# debootstrap base (with Debian's redis-server), db + redis + two cache replicas sharing it up
+# with the CI override (host network), Debian's prometheus on the host, a herd over both
+# replicas, `chaos outage db --for 5s` through the Docker backend from the chaos container, a
+# lease check on the replicas' metrics, and PromQL assertions on what Prometheus saw. Everything is torn down at the end,
 # the daemon included, whatever happened. Prints the time of each phase.
 #
 #   bash .ci/docker-stack.sh
@@ -40,6 +41,7 @@ export DOCKER_SOCKET=$WORK/docker.sock # mounted into the chaos container
 export DOCKER_CONFIG=$WORK/docker-config
 export HERDLAB_CACHE_POLICY=$POLICY
 export HERDLAB_CACHE_TTL=2s # short, so that keys expire during the outage and the DB gets load
+export HERDLAB_CACHE_STORE=redis://127.0.0.1:6389/0 # the replicas' shared store (CI override)
 export COMPOSE_PROGRESS=plain
 HERDLAB_ADMIN_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 export HERDLAB_ADMIN_TOKEN # the compose file requires one for the services' admin plane
@@ -112,8 +114,8 @@ cleanup() {
     phase "teardown"
     [[ -n $HERD_PID ]] && stop_pid "$HERD_PID" 10
     if [[ -n $DOCKERD_PID ]]; then
-        timeout 60 "${COMPOSE[@]}" --profile herd --profile tools down --volumes --remove-orphans \
-            --timeout 10
+        timeout 60 "${COMPOSE[@]}" --profile herd --profile tools --profile replicas down \
+            --volumes --remove-orphans --timeout 10
     fi
     [[ -n $PROM_PID ]] && stop_pid "$PROM_PID" 10
     if [[ -n $DOCKERD_PID ]]; then
@@ -173,8 +175,8 @@ timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
 # -- static checks --------------------------------------------------------------------------
 phase "static checks"
 "$WORK/venv/bin/docker-compose" --project-directory "$REPO" -f "$REPO/docker-compose.yml" \
-    --profile herd --profile tools config -q
-"${COMPOSE[@]}" --profile herd --profile tools config -q
+    --profile herd --profile tools --profile replicas config -q
+"${COMPOSE[@]}" --profile herd --profile tools --profile replicas config -q
 log "compose files valid (docker-compose.yml alone, and with the CI override)"
 promtool check config "$REPO/deploy/prometheus/prometheus.yml" "$REPO/deploy/ci/prometheus.yml"
 promtool check rules "$REPO/deploy/prometheus/rules.yml"
@@ -198,7 +200,7 @@ wait_for 60 "$DOCKER" info || {
 phase "debootstrap base image"
 MIRROR=$(apt_mirror)
 log "debootstrap bookworm from $MIRROR"
-timeout 600 debootstrap --variant=minbase --include=python3,python3-venv bookworm \
+timeout 600 debootstrap --variant=minbase --include=python3,python3-venv,redis-server bookworm \
     "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
     tail -n 20 "$WORK/debootstrap.log"
     exit 1
@@ -213,7 +215,8 @@ DOCKER_BUILDKIT=0 timeout 600 "$DOCKER" build --network host --build-arg BASE="$
 
 # -- the stack ------------------------------------------------------------------------------
 phase "stack up (healthy)"
-timeout 180 "${COMPOSE[@]}" up --detach --no-build --pull never --wait --wait-timeout 120 db cache
+timeout 180 "${COMPOSE[@]}" --profile replicas up --detach --no-build --pull never --wait \
+    --wait-timeout 120 db redis cache cache-2
 "${COMPOSE[@]}" ps
 if [[ $("$DOCKER" network ls --format '{{.Driver}}' | sort -u | tr '\n' ' ') != "host null " ]]; then
     echo "docker-stack: a network other than host was created:" >&2
@@ -257,5 +260,7 @@ END=$EPOCHREALTIME
 phase "PromQL assertions"
 "$PYTHON" "$REPO/.ci/docker_stack_checks.py" outage --prometheus "$PROM_URL" \
     --start "$START" --end "$END" --policy "$POLICY" --herd-summary "$WORK/herd.json"
+"$PYTHON" "$REPO/.ci/docker_stack_checks.py" leases --prometheus "$PROM_URL" \
+    --start "$START" --end "$END"
 "$PYTHON" "$REPO/.ci/docker_stack_checks.py" queries --prometheus "$PROM_URL" \
     --start "$START" --end "$END" "$REPO/deploy/grafana/dashboards/herdlab.json"

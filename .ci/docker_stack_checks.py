@@ -10,6 +10,10 @@
         around the DB outage that Prometheus saw (up{job="db"} == 0): the DB had load before,
         its arrivals fell to zero, came back, and the cache's failed attempts towards the DB
         under the no-jitter policy P came in waves; the herd lost nothing.
+    leases --prometheus URL --start T --end T
+        the cache's replicas on the shared Redis: every replica answered the herd (round_robin),
+        they took leases and waited on each other's (Redis calls that failed over to the DB, a
+        degraded mode that a loaded machine may show, are printed).
 
 Each check prints what it measured; any failure exits 1 naming the check.
 """
@@ -281,13 +285,35 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
     )
 
 
+def last(prom: Prometheus, expr: str, end: int) -> dict[str, float]:
+    """The value of `expr` at `end`, by instance (a single series: key "")."""
+    result = prom.get("/api/v1/query", {"query": expr, "time": str(end)})["data"]["result"]
+    return {str(r["metric"].get("instance", "")): float(r["value"][1]) for r in result}
+
+
+def check_leases(prom: Prometheus, start: int, end: int) -> None:
+    answered = last(prom, 'sum by (instance) (herdlab_cache_requests_total{job="cache"})', end)
+    if len(answered) < 2 or min(answered.values()) <= 0:
+        raise CheckFailed(f"every replica must answer the herd (round_robin): {answered}")
+    leases = sum(last(prom, "sum(herdlab_cache_leases_total)", end).values())
+    waits = sum(last(prom, "sum(herdlab_cache_lease_waits_total)", end).values())
+    if leases <= 0 or waits <= 0:
+        raise CheckFailed(f"the replicas took {leases:g} leases and waited {waits:g} times")
+    fallbacks = last(prom, "sum(herdlab_cache_shared_fallbacks_total)", end)
+    print(
+        f"ok  replicas {sorted(answered)} answered {sum(answered.values()):.0f} requests; "
+        f"{leases:.0f} leases taken, {waits:.0f} waits on another replica's lease, "
+        f"{sum(fallbacks.values()):.0f} Redis calls failed over to the DB"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     dash = commands.add_parser("dashboard")
     dash.add_argument("dashboard", type=Path)
     dash.add_argument("datasources", type=Path)
-    for name in ("queries", "outage"):
+    for name in ("queries", "outage", "leases"):
         sub = commands.add_parser(name)
         sub.add_argument("--prometheus", required=True)
         sub.add_argument("--start", type=float, required=True)
@@ -304,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         start, end = math.floor(args.start), math.ceil(args.end)
         if args.command == "queries":
             check_queries(prom, start, end, args.dashboard)
+        elif args.command == "leases":
+            check_leases(prom, start, end)
         else:
             check_outage(prom, start, end, args.policy, args.herd_summary)
     except CheckFailed as exc:
