@@ -201,6 +201,19 @@ async def test_redis_killed_or_paused_mid_burst_every_request_ends_in_time(
     assert redis_ping(info.services["redis"].grpc, 5.0)
 
 
+async def test_expire_on_one_replica_expires_for_every_replica(
+    replicas: tuple[LocalStack, StackInfo],
+) -> None:
+    _, info = replicas
+    key = "expired-everywhere"
+    async with _admin(info) as admin:
+        await admin.set_faults(admin_pb2.Faults(latency_ms=20))
+        assert (await _get(info, "cache-1", key)).source == cache_pb2.MISS
+        assert (await _get(info, "cache-2", key)).source == cache_pb2.HIT
+        assert await admin.expire([key]) == 1  # through cache-1
+    assert (await _get(info, "cache-2", key)).source == cache_pb2.MISS
+
+
 async def test_values_are_never_served_past_their_ttl(
     replicas: tuple[LocalStack, StackInfo],
 ) -> None:
