@@ -2,12 +2,16 @@
 
 `cache-service --store redis://HOST:PORT/N` keeps every value in Redis with its version, its
 expiry as wall-clock time and its recompute time (`delta`, how long the fetch that made it took),
-as one string under `herdlab:v:<key>`, set with `PX` = the TTL plus the time an expired value is
-kept (`keep_s`, the stale window: stale serving and early refresh read these fields).
+as one string under `herdlab:v:<key>`, set with `PX` = the time to its expiry plus the time an
+expired value is kept (`keep_s`, the freshness policy's stale window): the freshness policy
+(`freshness.py`: stale serving, stale-if-error, XFetch) reads these fields as it reads the local
+store's.
 
 A miss goes through a lease (after Facebook's memcache leases, NSDI 2013):
 
-- `SET herdlab:lease:<key> <token> NX PX <lease timeout>`: who gets it fetches from the DB. While
+- `SET herdlab:lease:<key> <token> NX PX <lease timeout>`, and a read of the value in the same
+  Lua script (a value stored by a holder that finished a moment before is taken, not fetched
+  again): who gets the lease fetches from the DB. While
   its fetch runs it renews the lease (compare-and-`PEXPIRE`, every third of the timeout), so a
   slow DB does not hand the key to a second fetcher, but a holder that died (SIGKILL, a pause,
   a lost network) stops renewing and its lease is gone one timeout later.
@@ -17,10 +21,12 @@ A miss goes through a lease (after Facebook's memcache leases, NSDI 2013):
 - Who did not get the lease subscribes to the key's channel, then reads the value and the
   lease's remaining time in one round trip (a value stored before the subscription took effect
   is seen by that read, so no publication is missed), and waits for the publication without
-  polling, at most the lease's remaining time. When the lease ran out unpublished, its holder is
-  gone: the waiter tries the lease again and, taking it, fetches itself (a takeover). Rounds are
-  bounded (`MAX_ROUNDS`); the caller's own deadline bounds its wait as well (the server's
-  single-flight is in front: a replica has one flight per key, whatever its callers do).
+  polling, at most the lease's remaining time; then it reads both again: a lease its live holder
+  renewed is waited on again (`wait_limit_s` in all, the fetch budget plus one lease timeout),
+  a lease that ran out unpublished means its holder is gone: the waiter tries the lease again
+  and, taking it, fetches itself (a takeover). Rounds are bounded (`MAX_ROUNDS`); a caller's own
+  deadline bounds its wait as well (the server's single-flight is in front: a replica has one
+  flight per key, whatever its callers do, and a caller that leaves does not end the flight).
 
 One pub/sub connection per replica carries every subscription (`Notifier`); a reader task hands
 each publication to the waiters of its channel. redis-py's `Lock` is not used: it polls for the
