@@ -40,7 +40,7 @@ class _Service(click.ParamType):  # type: ignore[type-arg]
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if not is_service(str(value)):
-            self.fail(f"{value!r} is not a lab service ({SERVICE_NAMES})", param, ctx)
+            self.fail(f"{value!r} is not one of {SERVICE_NAMES}", param, ctx)
         return str(value)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
