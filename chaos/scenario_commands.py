@@ -338,10 +338,10 @@ def replicas(
     type=click.FloatRange(1, 5000),
     help="Arrivals per second, asking for the keys in turn.",
 )
-@click.option("--ttl", default="20s", show_default=True, type=DURATION, help="The keys' TTL.")
+@click.option("--ttl", default="40s", show_default=True, type=DURATION, help="The keys' TTL.")
 @click.option(
     "--db-latency",
-    default="2s",
+    default="4s",
     show_default=True,
     type=DURATION,
     help="The DB's latency: the recompute time XFetch spreads its refreshes by.",

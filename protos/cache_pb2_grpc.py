@@ -52,7 +52,8 @@ class CacheServicer:
     def Get(self, request, context):
         """Reads one key through the cache. Errors: INVALID_ARGUMENT (bad key); when the DB could not
         answer within the retry policy's bounds, the last DB error's code (UNAVAILABLE,
-        RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made.
+        RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made, unless
+        the cache's stale-if-error bound lets it answer with the expired value (STALE) instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,8 @@ class CacheStub:
     Get: _grpc.UnaryUnaryMultiCallable[_cache_pb2.CacheGetRequest, _cache_pb2.CacheGetResponse]
     """Reads one key through the cache. Errors: INVALID_ARGUMENT (bad key); when the DB could not
     answer within the retry policy's bounds, the last DB error's code (UNAVAILABLE,
-    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made.
+    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made, unless
+    the cache's stale-if-error bound lets it answer with the expired value (STALE) instead.
     """
     Expire: _grpc.UnaryUnaryMultiCallable[_cache_pb2.ExpireRequest, _cache_pb2.ExpireResponse]
     """Drops the given keys, or every key when `all` is set, so the next Get is a miss."""
@@ -45,7 +46,8 @@ class CacheAsyncStub(CacheStub):
     Get: _aio.UnaryUnaryMultiCallable[_cache_pb2.CacheGetRequest, _cache_pb2.CacheGetResponse]  # type: ignore[assignment]
     """Reads one key through the cache. Errors: INVALID_ARGUMENT (bad key); when the DB could not
     answer within the retry policy's bounds, the last DB error's code (UNAVAILABLE,
-    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made.
+    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made, unless
+    the cache's stale-if-error bound lets it answer with the expired value (STALE) instead.
     """
     Expire: _aio.UnaryUnaryMultiCallable[_cache_pb2.ExpireRequest, _cache_pb2.ExpireResponse]  # type: ignore[assignment]
     """Drops the given keys, or every key when `all` is set, so the next Get is a miss."""
@@ -59,7 +61,8 @@ class CacheServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_cache_pb2.CacheGetResponse, _abc.Awaitable[_cache_pb2.CacheGetResponse]]:
         """Reads one key through the cache. Errors: INVALID_ARGUMENT (bad key); when the DB could not
         answer within the retry policy's bounds, the last DB error's code (UNAVAILABLE,
-        RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made.
+        RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED) with a message naming the attempts made, unless
+        the cache's stale-if-error bound lets it answer with the expired value (STALE) instead.
         """
 
     @_abc_1.abstractmethod

@@ -44,12 +44,15 @@ POLICIES = ("ttl", "jitter", "xfetch", "swr")
 @dataclass(frozen=True)
 class ExpiryHerdConfig:
     """The scenario's knobs, each bounded (`problems()`). Defaults tuned on 2 cores: 100 keys
-    asked in turn at 500/s (each every 200 ms), a 20 s TTL, a 2 s recompute time."""
+    asked in turn at 500/s (each every 200 ms), a 40 s TTL, a 4 s recompute time. XFetch's
+    refreshes spread over a few recompute times (its density peaks at 1 / (e x delta x beta)
+    per second), so a longer recompute keeps them apart even when a loaded machine stalls a
+    process and a burst of reads draws at once; the TTL must be several of it."""
 
     keys: int = 100
     rate_per_s: float = 500.0
-    ttl_s: float = 20.0
-    db_latency_s: float = 2.0
+    ttl_s: float = 40.0
+    db_latency_s: float = 4.0
     jitter_pct: float = 20.0
     beta: float = 1.0
     swr_s: float = 5.0

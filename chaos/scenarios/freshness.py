@@ -6,10 +6,11 @@ from __future__ import annotations
 class Freshness:
     """Decides whether a value was served too old: the versions the DB has served, from when.
 
-    A value read from the store is at most a TTL old, so for a request sent more than `ttl_s`
-    after a DB of version v came up, any version below v is stale. A key never read before has no
-    stored value: its first read must come from the DB that was up when it was sent. Times are
-    seconds on any one clock (the soak uses `time.monotonic()`).
+    A value read from the store is at most a TTL old (the soak runs without stale serving, which
+    would add its bound to that age), so for a request sent more than `ttl_s` after a DB of
+    version v came up, any version below v is stale. A key never read before has no stored value:
+    its first read must come from the DB that was up when it was sent. Times are seconds on any
+    one clock (the soak uses `time.monotonic()`).
     """
 
     def __init__(self, ttl_s: float, first_version: int = 1) -> None:
