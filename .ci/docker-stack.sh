@@ -169,8 +169,11 @@ timeout 300 "$WORK/venv/bin/pip" install -q --disable-pip-version-check \
 mkdir -p "$WORK/context"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard |
     tar -C "$REPO" --null --files-from=- --ignore-failed-read -c | tar -C "$WORK/context" -x
+# async-timeout: redis-py needs it below Python 3.11.3, as the image's Debian python3 (3.11.2)
+# is, while the host's may be newer and leave it out of the wheels it resolves.
 timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
-    --wheel-dir "$WORK/context/wheelhouse" "$WORK/context" 'setuptools>=69' wheel
+    --wheel-dir "$WORK/context/wheelhouse" "$WORK/context" 'setuptools>=69' wheel \
+    'async-timeout==5.0.1'
 
 # -- static checks --------------------------------------------------------------------------
 phase "static checks"
