@@ -211,9 +211,9 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
     first, last = down[0], down[-1]
     window_end = min(end, last + RECOVERY_WINDOW_S)
 
-    cache_up = prom.series('up{job="cache"}', first, window_end)
+    cache_up = prom.series('min(up{job="cache"})', first, window_end)  # every replica
     if not cache_up or min(cache_up.values()) < 1:
-        raise CheckFailed("the cache must stay up through the DB's outage")
+        raise CheckFailed("every cache replica must stay up through the DB's outage")
 
     rate = prom.series("sum(job:herdlab_db_arrivals:rate3s)", start, window_end)
     arrivals = prom.series("sum(job:herdlab_db_arrivals:irate2s) or vector(0)", start, window_end)
