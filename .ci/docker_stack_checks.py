@@ -287,7 +287,7 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
 
 def last(prom: Prometheus, expr: str, end: int) -> dict[str, float]:
     """The value of `expr` at `end`, by instance (a single series: key "")."""
-    result = prom.get("/api/v1/query", {"query": expr, "time": str(end)})["data"]["result"]
+    result = prom.get("/api/v1/query", {"query": expr, "time": str(end)})["result"]
     return {str(r["metric"].get("instance", "")): float(r["value"][1]) for r in result}
 
 
