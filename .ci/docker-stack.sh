@@ -2,9 +2,10 @@
 # The docker compose stack, for real, on a CI machine (Debian bookworm, root, no image registry,
 # no bridge networks): static checks of the compose file, Prometheus config, rules and dashboard;
 # then Debian's Docker engine on its own socket and data folder, the project's image built on a
-# debootstrap base, db + cache up with the CI override (host network), Debian's prometheus on
-# the host, a herd, `chaos outage db --for 5s` through the Docker backend from the chaos
-# container, and PromQL assertions on what Prometheus saw. Everything is torn down at the end,
+# debootstrap base (with Debian's redis-server), db + redis + two cache replicas sharing it up
+# with the CI override (host network), Debian's prometheus on the host, a herd over both
+# replicas, `chaos outage db --for 5s` through the Docker backend from the chaos container, a
+# lease check on the replicas' metrics, and PromQL assertions on what Prometheus saw. Everything is torn down at the end,
 # the daemon included, whatever happened. Prints the time of each phase.
 #
 #   bash .ci/docker-stack.sh
@@ -41,6 +42,7 @@ export DOCKER_SOCKET=$WORK/docker.sock # mounted into the chaos container
 export DOCKER_CONFIG=$WORK/docker-config
 export HERDLAB_CACHE_POLICY=$POLICY
 export HERDLAB_CACHE_TTL=2s # short, so that keys expire during the outage and the DB gets load
+export HERDLAB_CACHE_STORE=redis://127.0.0.1:6389/0 # the replicas' shared store (CI override)
 export COMPOSE_PROGRESS=plain
 HERDLAB_ADMIN_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 export HERDLAB_ADMIN_TOKEN # the compose file requires one for the services' admin plane
@@ -113,8 +115,8 @@ cleanup() {
     phase "teardown"
     [[ -n $HERD_PID ]] && stop_pid "$HERD_PID" 10
     if [[ -n $DOCKERD_PID ]]; then
-        timeout 60 "${COMPOSE[@]}" --profile herd --profile tools down --volumes --remove-orphans \
-            --timeout 10
+        timeout 60 "${COMPOSE[@]}" --profile herd --profile tools --profile replicas down \
+            --volumes --remove-orphans --timeout 10
     fi
     [[ -n $PROM_PID ]] && stop_pid "$PROM_PID" 10
     if [[ -n $DOCKERD_PID ]]; then
@@ -168,17 +170,19 @@ timeout 300 "$WORK/venv/bin/pip" install -q --disable-pip-version-check \
 mkdir -p "$WORK/context"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard |
     tar -C "$REPO" --null --files-from=- --ignore-failed-read -c | tar -C "$WORK/context" -x
+# async-timeout: redis-py needs it below Python 3.11.3, as the image's Debian python3 (3.11.2)
+# is, while the host's may be newer and leave it out of the wheels it resolves.
 timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
     -c "$WORK/context/constraints.txt" --wheel-dir "$WORK/context/wheelhouse" \
-    "$WORK/context[docker]" 'setuptools>=77' wheel
+    "$WORK/context[docker]" 'setuptools>=77' wheel 'async-timeout==5.0.1'
 
 # -- static checks --------------------------------------------------------------------------
 phase "static checks"
 "$WORK/venv/bin/docker-compose" --project-directory "$REPO" -f "$REPO/docker-compose.yml" \
-    --profile herd --profile tools config -q
-"${COMPOSE[@]}" --profile herd --profile tools config -q
+    --profile herd --profile tools --profile replicas config -q
+"${COMPOSE[@]}" --profile herd --profile tools --profile replicas config -q
 # A new shell without the token: compose commands other than starting services need none.
-env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" --profile herd --profile tools config -q
+env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" --profile herd --profile tools --profile replicas config -q
 log "compose files valid (docker-compose.yml alone, with the CI override, without a token)"
 promtool check config "$REPO/deploy/prometheus/prometheus.yml" "$REPO/deploy/ci/prometheus.yml"
 promtool check rules "$REPO/deploy/prometheus/rules.yml"
@@ -202,7 +206,7 @@ wait_for 60 "$DOCKER" info || {
 phase "debootstrap base image"
 MIRROR=$(apt_mirror)
 log "debootstrap bookworm from $MIRROR"
-timeout 600 debootstrap --variant=minbase --include=python3,python3-venv bookworm \
+timeout 600 debootstrap --variant=minbase --include=python3,python3-venv,redis-server bookworm \
     "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
     tail -n 20 "$WORK/debootstrap.log"
     exit 1
@@ -225,8 +229,9 @@ sys.exit(any(u.find_spec(m) for m in ("matplotlib", "docker", "grpc_tools")))' |
 
 # -- the stack ------------------------------------------------------------------------------
 phase "stack up (healthy)"
-timeout 180 "${COMPOSE[@]}" up --detach --no-build --pull never --wait --wait-timeout 120 db cache
-env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" ps # works in a shell without the token
+timeout 180 "${COMPOSE[@]}" --profile replicas up --detach --no-build --pull never --wait \
+    --wait-timeout 120 db redis cache cache-2
+env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" --profile replicas ps # works in a shell without the token
 if [[ $("$DOCKER" network ls --format '{{.Driver}}' | sort -u | tr '\n' ' ') != "host null " ]]; then
     echo "docker-stack: a network other than host was created:" >&2
     "$DOCKER" network ls >&2
@@ -269,5 +274,7 @@ END=$EPOCHREALTIME
 phase "PromQL assertions"
 "$PYTHON" "$REPO/.ci/docker_stack_checks.py" outage --prometheus "$PROM_URL" \
     --start "$START" --end "$END" --policy "$POLICY" --herd-summary "$WORK/herd.json"
+"$PYTHON" "$REPO/.ci/docker_stack_checks.py" leases --prometheus "$PROM_URL" \
+    --start "$START" --end "$END"
 "$PYTHON" "$REPO/.ci/docker_stack_checks.py" queries --prometheus "$PROM_URL" \
     --start "$START" --end "$END" "$REPO/deploy/grafana/dashboards/herdlab.json"

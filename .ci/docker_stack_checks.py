@@ -13,6 +13,10 @@
         its arrivals fell to zero, came back, and the cache's failed attempts towards the DB
         under the no-jitter policy P came in waves; the services counted the outage (the
         dashboard's chaos annotation); the herd lost nothing.
+    leases --prometheus URL --start T --end T
+        the cache's replicas on the shared Redis: every replica answered the herd (round_robin),
+        they took leases and waited on each other's (Redis calls that failed over to the DB, a
+        degraded mode that a loaded machine may show, are printed).
 
 Each check prints what it measured; any failure exits 1 naming the check.
 """
@@ -148,6 +152,9 @@ SERIES_ONLY_WHEN_IN_USE = (
     "job_stage:herdlab_db_dropped",
     '{source="stale"}',
     "herdlab_cache_stale_age_seconds",
+    # Lease series exist only in replicas on the shared store (--store redis).
+    "herdlab_cache_lease",
+    "herdlab_cache_shared_fallbacks",
 )
 
 
@@ -157,7 +164,8 @@ def check_queries(prom: Prometheus, start: int, end: int, path: Path) -> None:
         if not result and any(series in expr for series in SERIES_ONLY_WHEN_IN_USE):
             # Evaluated without error, so the expression is sound; the CI stack runs no guard,
             # the DB exports drops only once it has dropped a query, and the cache serves
-            # nothing stale without a stale bound set.
+            # nothing stale without a stale bound set, and a cache without a shared store has
+            # no lease series.
             print(f"  ok  {expr}  (no data: nothing of it in use in this run)")
             continue
         if not result:
@@ -221,9 +229,9 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
     first, last = down[0], down[-1]
     window_end = min(end, last + RECOVERY_WINDOW_S)
 
-    cache_up = prom.series('up{job="cache"}', first, window_end)
+    cache_up = prom.series('min(up{job="cache"})', first, window_end)  # every replica
     if not cache_up or min(cache_up.values()) < 1:
-        raise CheckFailed("the cache must stay up through the DB's outage")
+        raise CheckFailed("every cache replica must stay up through the DB's outage")
 
     rate = prom.series("sum(job:herdlab_db_arrivals:rate4s)", start, window_end)
     arrivals = prom.series("sum(job:herdlab_db_arrivals:irate4s) or vector(0)", start, window_end)
@@ -306,13 +314,35 @@ def check_outage(prom: Prometheus, start: int, end: int, policy: str, herd_summa
     )
 
 
+def last(prom: Prometheus, expr: str, end: int) -> dict[str, float]:
+    """The value of `expr` at `end`, by instance (a single series: key "")."""
+    result = prom.get("/api/v1/query", {"query": expr, "time": str(end)})["result"]
+    return {str(r["metric"].get("instance", "")): float(r["value"][1]) for r in result}
+
+
+def check_leases(prom: Prometheus, start: int, end: int) -> None:
+    answered = last(prom, 'sum by (instance) (herdlab_cache_requests_total{job="cache"})', end)
+    if len(answered) < 2 or min(answered.values()) <= 0:
+        raise CheckFailed(f"every replica must answer the herd (round_robin): {answered}")
+    leases = sum(last(prom, "sum(herdlab_cache_leases_total)", end).values())
+    waits = sum(last(prom, "sum(herdlab_cache_lease_waits_total)", end).values())
+    if leases <= 0 or waits <= 0:
+        raise CheckFailed(f"the replicas took {leases:g} leases and waited {waits:g} times")
+    fallbacks = last(prom, "sum(herdlab_cache_shared_fallbacks_total)", end)
+    print(
+        f"ok  replicas {sorted(answered)} answered {sum(answered.values()):.0f} requests; "
+        f"{leases:.0f} leases taken, {waits:.0f} waits on another replica's lease, "
+        f"{sum(fallbacks.values()):.0f} Redis calls failed over to the DB"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     dash = commands.add_parser("dashboard")
     dash.add_argument("dashboard", type=Path)
     dash.add_argument("datasources", type=Path)
-    for name in ("queries", "outage"):
+    for name in ("queries", "outage", "leases"):
         sub = commands.add_parser(name)
         sub.add_argument("--prometheus", required=True)
         sub.add_argument("--start", type=float, required=True)
@@ -329,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         start, end = math.floor(args.start), math.ceil(args.end)
         if args.command == "queries":
             check_queries(prom, start, end, args.dashboard)
+        elif args.command == "leases":
+            check_leases(prom, start, end)
         else:
             check_outage(prom, start, end, args.policy, args.herd_summary)
     except CheckFailed as exc:

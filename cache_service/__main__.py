@@ -65,6 +65,7 @@ def main(
             guards=config.guard_set(),
             keepalive=config.keepalive(),
         )
+        shared = config.shared_store(registry)
         cache = Cache(
             store,
             db,
@@ -72,6 +73,7 @@ def main(
             registry,
             freshness=config.freshness(),
             rng=random.Random(config.seed),
+            shared=shared,
         )
         services = [
             Service(CacheServicer(cache), cache_pb2.DESCRIPTOR.services_by_name["Cache"]),
@@ -96,6 +98,8 @@ def main(
             )
         finally:
             await cache.close()
+            if shared is not None:
+                await shared.close()
             await db.close()
 
     loop.run(run(), loop_name)

@@ -12,6 +12,15 @@ both cases one background refresh per key runs (through the coalescer, so a call
 meanwhile waits for it rather than fetching again). A fetch that fails while a value expired
 within stale-if-error is kept serves that value as STALE instead of the error. A background
 refresh that fails keeps the old value and stores nothing. Each STALE answer carries its age.
+
+With a shared store (`--store redis://...`, `shared.py`) the values live in Redis for every
+replica and the same rules apply to them (Redis keeps each value's expiry, as wall-clock time,
+and its `delta`, and keeps an expired value for the stale window). The store is reached at two
+points only: the read (`_read`: one Redis GET per key at a time on a replica, whatever the
+number of callers) and the fill (`_fill`: under the key's lease, so the replicas make one DB
+query per key, background refreshes included). A caller whose replica waited on another
+replica's lease gets COALESCED. Without a shared store the hit path is as it was: one dict
+lookup, nothing awaited.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
+from cache_service.shared import LeaseFailed, SharedStore, SharedUnavailable
 from cache_service.store import Entry, TtlStore
 from herdlab import logs
 from herdlab.grpcutil import Context
@@ -132,10 +142,14 @@ class Cache:
         registry: CollectorRegistry,
         freshness: Freshness | None = None,
         rng: random.Random | None = None,
+        shared: SharedStore | None = None,
     ) -> None:
         self.store = store
         self.db = db
-        self.coalescer: Coalescer[db_pb2.DbGetResponse] = Coalescer()
+        self.shared = shared
+        # A fill's reply and whether this replica fetched it (False: another replica's lease).
+        self.coalescer: Coalescer[tuple[db_pb2.DbGetResponse, bool]] = Coalescer()
+        self.reads: Coalescer[Entry | None] = Coalescer()  # shared store: its reads, per key
         self.rng = rng or random.Random()  # XFetch's draws and TTL jitter
         # key -> its background refresh (at most one per key, each bounded by the retry policy).
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -159,6 +173,8 @@ class Cache:
         keeps expired entries for the new stale window."""
         self.freshness = freshness
         self.store.keep_s = freshness.stale_window_s
+        if self.shared is not None:
+            self.shared.keep_s = freshness.stale_window_s
 
     async def close(self) -> None:
         """Cancels the background refreshes still running (at shutdown)."""
@@ -189,17 +205,46 @@ class Cache:
             stale_refreshes=self.stale_refreshes,
         )
 
-    async def _fill(self, key: str) -> db_pb2.DbGetResponse:
+    async def _fill(self, key: str) -> tuple[db_pb2.DbGetResponse, bool]:
+        ttl_s = self.freshness.ttl_s(self.store.ttl_s, self.rng)
+        if self.shared is not None:
+            return await self._fill_shared(self.shared, key, ttl_s)
         started = time.perf_counter()
         reply = await self.db.get(key)
         self.store.put(
             key,
             reply.value,
             reply.version,
-            ttl_s=self.freshness.ttl_s(self.store.ttl_s, self.rng),
+            ttl_s=ttl_s,
             delta_s=time.perf_counter() - started,
         )
-        return reply
+        return reply, True
+
+    async def _fill_shared(
+        self, shared: SharedStore, key: str, ttl_s: float
+    ) -> tuple[db_pb2.DbGetResponse, bool]:
+        try:
+            entry, here = await shared.fill(key, lambda: self._fetch(key), ttl_s)
+        except SharedUnavailable:
+            # Redis failed or is too slow: straight to the DB, as a replica without Redis.
+            started = time.perf_counter()
+            reply = await self.db.get(key)
+            delta_s = time.perf_counter() - started
+            await shared.put(key, reply.value, reply.version, delta_s=delta_s, ttl_s=ttl_s)
+            return reply, True
+        return db_pb2.DbGetResponse(key=key, value=entry.value, version=entry.version), here
+
+    async def _fetch(self, key: str) -> tuple[str, int]:
+        reply = await self.db.get(key)
+        return reply.value, reply.version
+
+    async def _read(self, shared: SharedStore, key: str) -> Entry | None:
+        """The shared store's entry for `key` (None also when Redis failed: a miss)."""
+        try:
+            entry, _ = await self.reads.do(key, lambda: shared.get(key))
+        except SharedUnavailable:
+            return None
+        return entry
 
     def _refresh(self, key: str, trigger: str) -> None:
         """Starts `key`'s background refresh, counted under `trigger` (early, stale), unless
@@ -219,7 +264,7 @@ class Cache:
                 await self.coalescer.do(key, lambda: self._fill(key))
             else:
                 await self._fill(key)
-        except (RetryExhausted, grpc.aio.AioRpcError):
+        except (RetryExhausted, grpc.aio.AioRpcError, LeaseFailed):
             pass  # the old value stays; the next caller past its bounds fetches again
         finally:
             del self._refreshing[key]
@@ -245,9 +290,11 @@ class Cache:
         if problem:
             self.metrics.requests.labels("none", "invalid").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        entry = self.store.get(key)
+        shared = self.shared
+        entry = self.store.get(key) if shared is None else await self._read(shared, key)
+        seen = entry
         if entry is not None:
-            now = self.store.clock()
+            now = self.store.clock() if shared is None else shared.clock()
             if now < entry.expires_at:
                 if self.freshness.early(now, entry.expires_at, entry.delta_s, self.rng):
                     self._refresh(key, "early")
@@ -260,18 +307,26 @@ class Cache:
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
             if self.coalescing:
-                reply, shared = await self.coalescer.do(key, lambda: self._fill(key))
-                source = "coalesced" if shared else "miss"
+                (reply, here), joined = await self.coalescer.do(key, lambda: self._fill(key))
             else:
-                reply = await self._fill(key)
+                (reply, here), joined = await self._fill(key), False
+            source = "miss" if here and not joined else "coalesced"
         except RetryExhausted as exc:
             failure = _typed_error(exc.last, exc.attempts)
         except grpc.aio.AioRpcError as exc:
             failure = _typed_error(exc, 1)
+        except LeaseFailed as exc:
+            source = "coalesced"
+            failure = grpc.StatusCode.UNAVAILABLE, f"the lease holder's fetch failed: {exc}"
         if failure is not None:
-            entry = self.store.get(key)
+            if shared is None:
+                entry = self.store.get(key)
+                now = self.store.clock()
+            else:
+                entry = await self._read(shared, key) or seen
+                now = shared.clock()
             if entry is not None:
-                age = self.store.clock() - entry.expires_at
+                age = now - entry.expires_at
                 if age < 0:  # refreshed meanwhile by a background refresh
                     return self._hit(key, entry, started)
                 if self.freshness.if_error(age):
@@ -344,8 +399,14 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             problem = key_error(key)
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{problem}: {key[:64]!r}")
-        store = self.cache.store
+        store, shared = self.cache.store, self.cache.shared
         expired = store.expire_all() if request.all else store.expire(request.keys)
+        if shared is not None:
+            try:
+                keys = list(request.keys)
+                expired += await (shared.expire_all() if request.all else shared.expire(keys))
+            except SharedUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         self.cache.metrics.expired.inc(expired)
         return cache_pb2.ExpireResponse(expired=expired)
 

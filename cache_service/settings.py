@@ -11,8 +11,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from cache_service import freshness
 from cache_service.freshness import Freshness
+from cache_service.shared import SharedStore, parse_store
 from cache_service.store import TtlStore
 from herdlab.grpcutil import Keepalive, PingPolicy, Reconnect
 from herdlab.guards import GuardSet, parse_guard_set
@@ -192,6 +195,31 @@ class CacheSettings(Settings):
         flag_name="--guard",
     )
 
+    store_url: str = setting(
+        "local",
+        "store",
+        "text",
+        "Where values live: local (this process) or redis://HOST:PORT/N, shared by every "
+        "replica, which then coalesce across replicas with a lease per key.",
+    )
+    lease_timeout_s: float = setting(
+        3.0,
+        "lease_timeout",
+        "duration",
+        "Shared store: how long a lease outlives a holder that stopped renewing it (died).",
+        lo=0.01,
+        hi=MAX_DURATION_S,
+    )
+    redis_timeout_s: float = setting(
+        0.25,
+        "redis_timeout",
+        "duration",
+        "Shared store: the timeout of every Redis call; past it the replica goes straight to "
+        "the DB.",
+        lo=0.001,
+        hi=60.0,
+    )
+
     def retry_policy(self) -> RetryPolicy:
         """The policy the cache's DB client retries with; ValueError names a bad setting."""
         return RetryPolicy(
@@ -213,6 +241,24 @@ class CacheSettings(Settings):
 
     def store(self) -> TtlStore:
         return TtlStore(self.ttl_s, self.max_keys)
+
+    def shared_store(self, registry: CollectorRegistry) -> SharedStore | None:
+        """The shared store the settings name (None: local); made inside the event loop."""
+        where = parse_store(self.store_url)
+        if where is None:
+            return None
+        host, port, db = where
+        return SharedStore(
+            host,
+            port,
+            db,
+            ttl_s=self.ttl_s,
+            lease_timeout_s=self.lease_timeout_s,
+            timeout_s=self.redis_timeout_s,
+            # A holder's fetch lasts at most the retry budget; its lease one timeout more.
+            wait_limit_s=self.retry_total_s + self.lease_timeout_s,
+            registry=registry,
+        )
 
     def freshness(self) -> Freshness:
         return Freshness(
@@ -253,6 +299,10 @@ class CacheSettings(Settings):
                 build()
             except ValueError as exc:
                 found.append(str(exc))
+        try:
+            parse_store(self.store_url)
+        except ValueError as exc:
+            found.append(str(exc))
         if not 0 < self.db_reconnect_initial_s <= self.db_reconnect_max_s <= MAX_RECONNECT_S:
             found.append("need 0 < --db-reconnect-initial <= --db-reconnect-max <= 1h")
         return found

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from chaos import prometheus_local
 from chaos.admin import AdminError
-from chaos.backends.base import SERVICES, BackendError
+from chaos.backends.base import BackendError
 from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
 from chaos.experiment_commands import run
 from chaos.extras import MissingExtra
@@ -35,11 +35,12 @@ from chaos.herd import (
     HerdMetrics,
     OpenLoop,
     parse_rate,
+    replicas_target,
     run_herd,
 )
 from chaos.scenario_commands import demo, report, scenario, soak
-from chaos.stack import StackInfo, default_state_dir
-from chaos.verbs import COMMANDS
+from chaos.stack import MAX_REPLICAS, STORES, StackInfo, cache_names, default_state_dir
+from chaos.verbs import COMMANDS, SERVICE
 from chaos.watch import watch
 from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
 from chaos.wire_commands import in_force
@@ -164,6 +165,22 @@ for _command in (*COMMANDS, *WIRE_COMMANDS, run, scenario, soak, demo, report, w
     is_flag=True,
     help="Also start the prometheus on PATH, scraping the stack with the lab's rules.",
 )
+@click.option(
+    "--replicas",
+    default=1,
+    type=click.IntRange(1, MAX_REPLICAS),
+    show_default=True,
+    help="Cache replicas: one is `cache`; more are `cache-1` .. `cache-R`, which the herd "
+    "spreads its users over (round_robin).",
+)
+@click.option(
+    "--store",
+    type=click.Choice(STORES),
+    default="local",
+    show_default=True,
+    help="Where the cache keeps values: in each replica, or in a redis-server (from PATH, "
+    "started here) shared by every replica, which coalesce across replicas with leases.",
+)
 @pass_lab
 def up(
     lab: Lab,
@@ -178,6 +195,8 @@ def up(
     db_args: tuple[str, ...],
     cache_args: tuple[str, ...],
     with_prometheus: bool,
+    replicas: int,
+    store: str,
 ) -> None:
     """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
 
@@ -201,6 +220,8 @@ def up(
         cache_port=cache_port,
         cache_metrics_port=cache_metrics_port,
         proxy=[name for name in proxy.split(",") if name],
+        replicas=replicas,
+        store=store,
     )
     if with_prometheus:
         try:
@@ -251,7 +272,7 @@ def status(lab: Lab, as_json: bool) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("service", type=click.Choice(SERVICES))
+@click.argument("service", type=SERVICE)
 @click.option(
     "-f", "--follow", is_flag=True, help="Keep printing new lines until the stack is down."
 )
@@ -292,11 +313,12 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     if target:
         return target
     services = lab.backend().status()
-    if "cache" not in services:
+    caches = cache_names(services)
+    if not caches:
         raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
-    if lab.backend_name == "local":
+    if lab.backend_name == "local" and caches == ["cache"]:
         return lab.stack.client_target("cache")  # through the wire proxy when there is one
-    return services["cache"].grpc
+    return replicas_target([services[name].grpc for name in caches])
 
 
 @cli.command(context_settings=CONTEXT)

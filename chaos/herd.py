@@ -14,8 +14,11 @@ counted (`skipped`), with when it happened, so the client's own limit cannot pas
 system's goodput.
 
 Requests are spread over M channels, each its own TCP connection, so a cache restart causes M
-reconnects. Each request retries under a named policy (the same `RetryPolicy` the cache uses
-towards the DB) within its deadline, the policy's total budget.
+reconnects. A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`)
+gives every channel gRPC's client-side `round_robin` over them: each channel connects to every
+replica and sends its requests to them in turn, skipping a replica that is down. Each request
+retries under a named policy (the same `RetryPolicy` the cache uses towards the DB) within its
+deadline, the policy's total budget.
 
 Every request ends with a value or a typed gRPC error within its deadline. A request that does not
 (an unexpected exception, or one still running past deadline + margin) is counted as `lost`: the
@@ -58,6 +61,7 @@ CONNECT_TIMEOUT_S = 5.0
 LOST_MARGIN_S = 5.0
 MAX_RATE_PER_S = 100_000.0
 MAX_DURATION_S = 3600.0
+ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
 # Every arrival keeps its outcome in memory (a few hundred bytes each).
 MAX_ARRIVALS = 10_000_000
 DEFAULT_MAX_IN_FLIGHT = 10_000
@@ -334,6 +338,12 @@ class HerdHooks:
     metrics: HerdMetrics | None = None
 
 
+def replicas_target(addresses: list[str]) -> str:
+    """One gRPC target for the cache's replicas: the address itself for one, else an `ipv4:`
+    list that the herd's channels balance with `round_robin`."""
+    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+
 async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdResult:
     """Runs the herd (the burst, or `config.open_loop`) to completion and returns every request's
     outcome. The channels get the policy's gRPC service config when it is grpc-native."""
@@ -343,17 +353,16 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     rng = random.Random(config.seed)
     choose = KeyChooser(config, rng)
     policy = config.policy.with_seed(rng.randrange(2**32) if config.seed is not None else None)
+    options = channel_options(
+        local_pool=True,
+        reconnect=config.reconnect,
+        service_config=policy.grpc_service_config(),
+        keepalive=config.keepalive,
+    )
+    if "," in config.target:
+        options.append(ROUND_ROBIN)
     channels = [
-        grpc.aio.insecure_channel(
-            config.target,
-            options=channel_options(
-                local_pool=True,
-                reconnect=config.reconnect,
-                service_config=policy.grpc_service_config(),
-                keepalive=config.keepalive,
-            ),
-        )
-        for _ in range(config.channels)
+        grpc.aio.insecure_channel(config.target, options=options) for _ in range(config.channels)
     ]
     events: list[tuple[int, int, str]] = []
     watchers = [

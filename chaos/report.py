@@ -27,6 +27,7 @@ from rich.table import Table
 from chaos import extras
 from chaos.html_report import write_html
 from chaos.plotting import new_figure, save
+from chaos.scenarios import replicas_report
 from chaos.scenarios.partition_plot import plot_partition
 from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
 from chaos.scenarios.warm_keys_plot import plot_expiry_herd, plot_stale_outage
@@ -720,6 +721,21 @@ SECTIONS: tuple[Section, ...] = (
         "are by stage: deadline (too little time "
         "left at dequeue), work (cut mid-service), queue (caller gone while waiting), codel "
         "(shed).",
+    ),
+    Section(
+        name="replicas",
+        title="Replicas: one cold key over R replicas, local single-flight against leases",
+        matches=lambda doc: doc.get("scenario") == "replicas",
+        columns=replicas_report.COLUMNS,
+        rows=replicas_report.rows,
+        plots=(Plot("", replicas_report.plot_replicas, "Values, errors and DB queries per row"),),
+        reading="Each row is one stack of R replicas under one herd on one cold key. `db_queries` "
+        "is what the DB counted: with only local single-flight each replica that got a user "
+        "fetched (up to R); with leases the replica that took the key's lease fetched and the "
+        "others waited for its publication (1). With the holder SIGKILLed once its query "
+        "reached the DB, its users got UNAVAILABLE, the lease ran out (only a live holder renews "
+        "it), another replica took it over (`takeovers`) and fetched: `served_after_s` is from "
+        "the kill to the next value served, the lease's remaining time plus one DB query.",
     ),
     Section(
         name="expiry-herd",

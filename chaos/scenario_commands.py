@@ -29,6 +29,7 @@ from chaos.scenarios.metastable import (
 )
 from chaos.scenarios.partition import PartitionConfig, run_partition
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
+from chaos.scenarios.replicas import ReplicasConfig, run_replicas
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
 from chaos.scenarios.soak import SoakConfig, run_soak
 from chaos.scenarios.stale_outage import StaleOutageConfig, run_stale_outage
@@ -344,6 +345,47 @@ def metastable(
     )
     _check(config.problems())
     _run(lambda progress: run_metastable(config, out.print, progress), json_path, out_dir)
+
+
+@scenario.command("replicas", context_settings=CONTEXT)
+@click.option(
+    "--replicas",
+    default=4,
+    show_default=True,
+    type=click.IntRange(2, 16),
+    help="Cache replicas the users are spread over (round_robin).",
+)
+@click.option("--users", default=10_000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--db-latency",
+    default="20s",
+    show_default=True,
+    type=DURATION,
+    help="The DB's latency: the lease holder's fetch is in flight this long (the controller, "
+    "busy sending the herd, sees its query seconds late).",
+)
+@click.option(
+    "--lease-timeout",
+    default="3s",
+    show_default=True,
+    type=DURATION,
+    help="How long a lease outlives a holder that died.",
+)
+@JSON_OPTION
+@OUT_OPTION
+def replicas(
+    replicas: int,
+    users: int,
+    db_latency: float,
+    lease_timeout: float,
+    json_path: Path | None,
+    out_dir: Path | None,
+) -> None:
+    """R replicas, one cold key: local single-flight only, leases on Redis, and the lease holder
+    SIGKILLed mid-fetch (needs redis-server on PATH)."""
+    config = ReplicasConfig(replicas, users, db_latency, lease_timeout)
+    _check(config.problems())
+    _run(lambda progress: run_replicas(config, out.print, progress), json_path, out_dir)
 
 
 @scenario.command("expiry-herd", context_settings=CONTEXT)

@@ -1,7 +1,11 @@
 """The local stack: the lab's services as real processes on 127.0.0.1, and the local chaos backend.
 
 `up` starts the DB, waits until it is SERVING, then starts the cache pointed at it; `down` stops
-both (SIGTERM, then SIGKILL after the grace period) and leaves no process behind. What was
+both (SIGTERM, then SIGKILL after the grace period) and leaves no process behind. With
+`replicas` R > 1 the cache runs as R processes, `cache-1` .. `cache-R`; with the shared store
+(`store="redis"`) a `redis-server` from PATH runs first (`redis`, on 127.0.0.1, a free port, no
+persistence, its config and directory in the state dir) and every replica keeps its values and
+leases there. The services of a stack are the names in its state file, in start order. What was
 started is written to `<state_dir>/stack.json`, so separate `chaos` invocations (up, kill,
 restore, status, down) act on the same processes. Each process is identified by pid AND start
 time, so a recycled pid is never signalled.
@@ -23,12 +27,13 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from typing import Any
 import psutil
 
 from chaos import prometheus_local
-from chaos.backends.base import Backend, BackendError, ServiceInfo, check_service
+from chaos.backends.base import Backend, BackendError, ServiceInfo, check_service, role_of
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.grpcutil import wait_serving
 
@@ -45,6 +50,9 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 BIND_TRIES = 3
 FOLLOW_POLL_S = 0.2  # `chaos logs -f`: how often a quiet log is looked at again
+STORES = ("local", "redis")
+MAX_REPLICAS = 16
+REDIS_INSTALL = "redis-server not found on PATH; install it (e.g. apt-get install redis-server)"
 
 
 def default_state_dir() -> Path:
@@ -72,6 +80,58 @@ class ServiceRecord:
     started_at: float | None = None  # psutil create_time, to recognise the process
     state: str = "stopped"
     links: dict[str, str] | None = None  # the wire proxy: service -> address clients use
+    kind: str = "grpc"  # how readiness is checked: gRPC health, or "redis" (PING)
+
+
+def redis_server() -> str:
+    """The `redis-server` on PATH; BackendError saying how to install it otherwise."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise BackendError(REDIS_INSTALL)
+    return found
+
+
+def redis_config(port: int, directory: Path) -> str:
+    """A redis-server config for the lab: loopback only, no persistence, in `directory`."""
+    return "\n".join(
+        [
+            f"bind {HOST}",
+            f"port {port}",
+            "protected-mode yes",
+            'save ""',
+            "appendonly no",
+            f"dir {directory}",
+            "daemonize no",
+            'logfile ""',
+            "",
+        ]
+    )
+
+
+def redis_ping(address: str, timeout_s: float) -> bool:
+    """True once a redis-server answers PING on `address` (HOST:PORT), within `timeout_s`."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_redis(address: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        if redis_ping(address, 0.5):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def cache_names(names: Iterable[str]) -> list[str]:
+    """The cache's services among `names`: `cache`, or `cache-1` .. `cache-R` in order."""
+    return [n for n in names if role_of(n) == "cache"]
 
 
 @dataclass
@@ -165,19 +225,31 @@ class LocalStack(Backend):
         cache_metrics_port: int = 0,
         timeout_s: float = READY_TIMEOUT_S,
         proxy: Sequence[str] = (),
+        replicas: int = 1,
+        store: str = "local",
     ) -> StackInfo:
-        """Starts the DB then the cache; returns once both are SERVING.
+        """Starts the DB (and Redis for the shared store) then the cache's replicas; returns once
+        every one serves. A replica's ports are picked free (the cache's ports apply to one).
 
         Ports not given are picked free by the OS, then released for the service to bind: another
         process can take one in between. When every port was picked so, a service that could
         not bind its port is started again on fresh ones (at most `BIND_TRIES` times); ports the
         caller chose are never changed. `proxy` names the services to put the wire-fault proxy
-        in front of (see the module)."""
+        in front of (see the module); the cache's link needs a single replica."""
         unknown = [name for name in proxy if name not in LINK_NAMES]
         if unknown:
             raise BackendError(
                 f"cannot proxy {', '.join(unknown)}; choose from {', '.join(LINK_NAMES)}"
             )
+        if store not in STORES:
+            raise BackendError(f"store must be one of {', '.join(STORES)}, got {store!r}")
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise BackendError(f"replicas must be in 1..{MAX_REPLICAS}, got {replicas}")
+        if replicas > 1 and (cache_port or cache_metrics_port):
+            raise BackendError("cache ports can be chosen for one replica only")
+        if replicas > 1 and "cache" in proxy:
+            raise BackendError("the wire proxy can stand in front of one cache replica only")
+        redis = redis_server() if store == "redis" else None
         if self.is_up():
             raise BackendError(
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
@@ -185,12 +257,28 @@ class LocalStack(Backend):
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
         for _ in range(BIND_TRIES - 1):
             try:
-                return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s, proxy=proxy)
+                return self._up(
+                    db_args,
+                    cache_args,
+                    *chosen,
+                    timeout_s=timeout_s,
+                    proxy=proxy,
+                    replicas=replicas,
+                    redis=redis,
+                )
             except BackendError as exc:
                 text = str(exc).lower()
                 if any(chosen) or not ("bind" in text or "address already in use" in text):
                     raise
-        return self._up(db_args, cache_args, *chosen, timeout_s=timeout_s, proxy=proxy)
+        return self._up(
+            db_args,
+            cache_args,
+            *chosen,
+            timeout_s=timeout_s,
+            proxy=proxy,
+            replicas=replicas,
+            redis=redis,
+        )
 
     def _up(
         self,
@@ -203,15 +291,20 @@ class LocalStack(Backend):
         *,
         timeout_s: float,
         proxy: Sequence[str] = (),
+        replicas: int = 1,
+        redis: str | None = None,
     ) -> StackInfo:
         db_port = db_port or free_port()
         db_metrics_port = db_metrics_port or free_port()
-        cache_port = cache_port or free_port()
-        cache_metrics_port = cache_metrics_port or free_port()
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         db_target = f"{HOST}:{db_port}"
-        wire = _wire_record(proxy, db_target, f"{HOST}:{cache_port}", logs) if proxy else None
+        names = ["cache"] if replicas == 1 else [f"cache-{i}" for i in range(1, replicas + 1)]
+        ports = {
+            name: (cache_port or free_port(), cache_metrics_port or free_port()) for name in names
+        }
+        first_cache = f"{HOST}:{ports[names[0]][0]}"
+        wire = _wire_record(proxy, db_target, first_cache, logs) if proxy else None
         cache_db_target = wire.links["db"] if wire and wire.links and "db" in wire.links else None
         records = {
             "db": ServiceRecord(
@@ -234,8 +327,17 @@ class LocalStack(Backend):
                 metrics=f"http://{HOST}:{db_metrics_port}/metrics",
                 log=str(logs / "db.log"),
             ),
-            "cache": ServiceRecord(
-                name="cache",
+        }
+        store_args: list[str] = []
+        if redis is not None:
+            records["redis"] = self._redis_record(redis, logs)
+            store_args = ["--store", f"redis://{records['redis'].grpc}/0"]
+        if wire is not None:  # started after the DB, before the caches that may call through it
+            records["wire"] = wire
+        for name in names:
+            port, metrics_port = ports[name]
+            records[name] = ServiceRecord(
+                name=name,
                 argv=[
                     sys.executable,
                     "-m",
@@ -243,22 +345,20 @@ class LocalStack(Backend):
                     "--host",
                     HOST,
                     "--port",
-                    str(cache_port),
+                    str(port),
                     "--metrics-host",
                     HOST,
                     "--metrics-port",
-                    str(cache_metrics_port),
+                    str(metrics_port),
                     "--db-target",
                     cache_db_target or db_target,
                     *cache_args,
+                    *store_args,  # last: the stack's Redis wins over a `--store` in cache_args
                 ],
-                grpc=f"{HOST}:{cache_port}",
-                metrics=f"http://{HOST}:{cache_metrics_port}/metrics",
-                log=str(logs / "cache.log"),
-            ),
-        }
-        if wire is not None:  # started after the DB, before the cache that may call through it
-            records = {"db": records["db"], "wire": wire, "cache": records["cache"]}
+                grpc=f"{HOST}:{port}",
+                metrics=f"http://{HOST}:{metrics_port}/metrics",
+                log=str(logs / f"{name}.log"),
+            )
         self._save(records)
         try:
             for name in records:
@@ -271,6 +371,21 @@ class LocalStack(Backend):
             raise
         return self.status_info()
 
+    def _redis_record(self, binary: str, logs: Path) -> ServiceRecord:
+        port = free_port()
+        directory = self.state_dir / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "redis.conf"
+        config.write_text(redis_config(port, directory))
+        return ServiceRecord(
+            name="redis",
+            argv=[binary, str(config)],
+            grpc=f"{HOST}:{port}",
+            metrics="",
+            log=str(logs / "redis.log"),
+            kind="redis",
+        )
+
     def _start(
         self,
         records: dict[str, ServiceRecord],
@@ -280,10 +395,12 @@ class LocalStack(Backend):
     ) -> None:
         record = records[name]
         child = self._spawn(records, record, extra_args)
-        if not wait_serving(record.grpc, timeout_s, alive=lambda: child.poll() is None):
+        wait = wait_redis if record.kind == "redis" else wait_serving
+        if not wait(record.grpc, timeout_s, alive=lambda: child.poll() is None):
             tail = _tail(Path(record.log))
+            ready = "answer PING" if record.kind == "redis" else "become SERVING"
             raise BackendError(
-                f"{name} did not become SERVING on {record.grpc} within {timeout_s:g}s"
+                f"{name} did not {ready} on {record.grpc} within {timeout_s:g}s"
                 + (f": {tail}" if tail else "")
             )
 
@@ -424,8 +541,12 @@ class LocalStack(Backend):
     def _record(self, service: str) -> tuple[dict[str, ServiceRecord], ServiceRecord]:
         check_service(service)
         records = self._load()
-        if service not in records:
+        if not records:
             raise BackendError("no lab stack is up; run 'chaos up' first")
+        if service not in records:
+            raise BackendError(
+                f"the lab stack has no service {service!r}; it has {', '.join(records)}"
+            )
         return records, records[service]
 
     def kill(self, service: str) -> ServiceInfo:

@@ -24,14 +24,15 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from cache_service.settings import CacheSettings
 from chaos.admin import Admin, note_action
-from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo
+from chaos.backends.base import SERVICE_NAMES, Backend, BackendError, ServiceInfo, is_service
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
+from chaos.stack import cache_names
 from db_service.queueing import NAMES as DISCIPLINES
 from db_service.settings import DbSettings
 from herdlab import loop
@@ -39,7 +40,22 @@ from herdlab.config import DURATION, PROBABILITY
 from herdlab.settings import by_key
 from protos import admin_pb2
 
-SERVICE = click.Choice(SERVICES)
+
+class _Service(click.ParamType):  # type: ignore[type-arg]
+    """A lab service's name; whether the running stack has it is the backend's to say."""
+
+    name = "SERVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not is_service(str(value)):
+            self.fail(f"{value!r} is not one of {SERVICE_NAMES}", param, ctx)
+        return str(value)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "[db|cache|cache-N|redis]"
+
+
+SERVICE = _Service()
 DB_ONLY = click.Choice(("db",))  # the targets runtime faults work on
 MAX_CYCLES = 1000
 MAX_OUTAGE_S = 3600.0
@@ -236,38 +252,51 @@ def flap(
 
 def _admin(lab: Lab) -> Admin:
     services = lab.backend().status()
-    missing = [name for name in SERVICES if name not in services]
-    if missing:
+    caches = cache_names(services)
+    if "db" not in services or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
-    return Admin(services["db"].grpc, services["cache"].grpc)
+    return Admin(services["db"].grpc, services[caches[0]].grpc)
 
 
-async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> bool:
-    """Waits `seconds` in the foreground; True if it ran its course. SIGINT or SIGTERM ends the
-    wait at once, runs `revert` and returns False."""
-    loop = asyncio.get_running_loop()
+async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> int | None:
+    """Waits `seconds` in the foreground; None if it ran its course. SIGINT or SIGTERM ends the
+    wait at once, runs `revert` and returns that signal (end the command with `stop_as`)."""
+    running = asyncio.get_running_loop()
     waiter = asyncio.ensure_future(asyncio.sleep(seconds))
+    received: list[int] = []
+
+    def stop(sig: int) -> None:
+        received.append(sig)
+        waiter.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, waiter.cancel)
+        running.add_signal_handler(sig, stop, sig)
     try:
         await waiter
-        return True
+        return None
     except asyncio.CancelledError:
         await revert()
-        return False
+        return received[0] if received else signal.SIGINT
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            running.remove_signal_handler(sig)
+
+
+def stop_as(sig: int) -> NoReturn:
+    """Ends the command as the signal `hold_for` caught would have: through the controller's
+    own handling of it (exit 130 for SIGINT, 143 for SIGTERM), after the revert."""
+    signal.raise_signal(signal.Signals(sig))
+    raise KeyboardInterrupt
 
 
 async def _set_faults_for(
     lab: Lab, faults: admin_pb2.Faults, seconds: float | None
-) -> tuple[admin_pb2.DbState, bool]:
+) -> tuple[admin_pb2.DbState, int | None]:
     """Sets `faults`; with `seconds`, for that long (see the module). Returns the DB's state
-    after the change and whether the faults ran their course (False: interrupted, reverted)."""
+    after the change and the signal that cut the time short (reverted then), if one did."""
     async with _admin(lab) as admin:
         if seconds is None:
-            return await admin.set_faults(faults), True
+            return await admin.set_faults(faults), None
         before = (await admin.db_state()).faults
         previous = admin_pb2.Faults()
         for name in ("latency_ms", "spread_ms", "error_rate"):
@@ -275,14 +304,14 @@ async def _set_faults_for(
                 setattr(previous, name, getattr(before, name))
         faults.for_ms = seconds * 1000
         state = await admin.set_faults(faults)
-        finished = await hold_for(seconds, lambda: admin.set_faults(previous))
-        return state, finished
+        stopped = await hold_for(seconds, lambda: admin.set_faults(previous))
+        return state, stopped
 
 
-def _timed(lab: Lab, verb: str, target: str, finished: bool, details: dict[str, Any]) -> None:
-    if not finished:
+def _timed(lab: Lab, verb: str, target: str, stopped: int | None, details: dict[str, Any]) -> None:
+    if stopped is not None:
         lab.journal.append(verb, target, "reverted", backend=lab.backend_name, **details)
-        raise KeyboardInterrupt
+        stop_as(stopped)
 
 
 def _db_only(service: str, verb: str) -> None:
@@ -341,9 +370,9 @@ def latency(
     if duration is not None:
         details["for_s"] = duration
     if not dry_run:
-        state, finished = loop.run(_set_faults_for(lab, faults, duration))
+        state, stopped = loop.run(_set_faults_for(lab, faults, duration))
         details["capacity_per_s"] = round(state.capacity_per_s, 1)
-        _timed(lab, "latency", service, finished, details)
+        _timed(lab, "latency", service, stopped, details)
     _report(lab, "latency", service, as_json, dry_run, **details)
 
 
@@ -362,8 +391,8 @@ def errors(
     if duration is not None:
         details["for_s"] = duration
     if not dry_run:
-        _, finished = loop.run(_set_faults_for(lab, admin_pb2.Faults(error_rate=rate), duration))
-        _timed(lab, "errors", service, finished, details)
+        _, stopped = loop.run(_set_faults_for(lab, admin_pb2.Faults(error_rate=rate), duration))
+        _timed(lab, "errors", service, stopped, details)
     _report(lab, "errors", service, as_json, dry_run, **details)
 
 
@@ -430,8 +459,15 @@ def queue(
 
 
 async def _expire(lab: Lab, keys: list[str] | None) -> int:
-    async with _admin(lab) as admin:
-        return await admin.expire(keys)
+    """Expires on every replica of the cache (each has its own local store)."""
+    services = lab.backend().status()
+    expired = 0
+    for name in cache_names(services) or ["cache"]:
+        if name not in services or "db" not in services:
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        async with Admin(services["db"].grpc, services[name].grpc) as admin:
+            expired += await admin.expire(keys)
+    return expired
 
 
 @click.command(context_settings=CONTEXT)

@@ -19,7 +19,6 @@ other verbs (`chaos.verbs`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import Any
@@ -31,12 +30,12 @@ from cache_service.settings import CacheSettings
 from chaos.admin import Admin, AdminError
 from chaos.backends.base import BackendError
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.verbs import _common, _positive_duration, _report, hold_for
+from chaos.verbs import _common, _positive_duration, _report, hold_for, stop_as
 from chaos.wire.admin import WireClient, fault_doc
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
-from herdlab import settings
+from herdlab import loop, settings
 from herdlab.config import DURATION
 from protos import admin_pb2, wire_pb2
 
@@ -53,11 +52,11 @@ def _proxy(lab: Lab, link: str) -> str:
     return admin
 
 
-async def _apply(admin: str, fault: wire_pb2.Fault) -> tuple[wire_pb2.Fault, bool]:
+async def _apply(admin: str, fault: wire_pb2.Fault) -> tuple[wire_pb2.Fault, int | None]:
     async with WireClient(admin) as client:
         added = await client.add(fault)
         if fault.for_ms <= 0 or fault.once:
-            return added, True
+            return added, None
 
         async def remove() -> None:
             with contextlib.suppress(AdminError):  # NOT_FOUND: it has just expired
@@ -94,13 +93,13 @@ def _put(
     if dry_run:
         _report(lab, verb, link, as_json, dry_run, **details)
         return
-    added, finished = asyncio.run(_apply(admin, fault))
+    added, stopped = loop.run(_apply(admin, fault))
     details["name"] = added.name
     if added.expires_at_unix:
         details["expires_at"] = added.expires_at_unix
-    if not finished:
+    if stopped is not None:
         lab.journal.append(verb, link, "reverted", backend=lab.backend_name, **details)
-        raise KeyboardInterrupt
+        stop_as(stopped)
     _report(lab, verb, link, as_json, dry_run, **details)
 
 
@@ -212,7 +211,7 @@ def heal(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
     admin = _proxy(lab, service)
     details: dict[str, Any] = {}
     if not dry_run:
-        details["removed"] = asyncio.run(_heal(admin, service))
+        details["removed"] = loop.run(_heal(admin, service))
     _report(lab, "heal", service, as_json, dry_run, **details)
 
 
@@ -294,7 +293,7 @@ def _db_start(db: DbSettings) -> dict[str, Any]:
 def faults(lab: Lab, as_json: bool) -> None:
     """List what is in force: wire faults, the DB's latency, error rate and capacity, the
     cache's coalescing, paused or killed services; settings changed since 'chaos up' marked."""
-    doc = asyncio.run(in_force(lab))
+    doc = loop.run(in_force(lab))
     if as_json:
         emit_json(doc)
         return
@@ -379,7 +378,7 @@ def reset_command(lab: Lab, as_json: bool, dry_run: bool) -> None:
     if dry_run:
         start_settings(lab)
     else:
-        details = asyncio.run(_reset(lab))
+        details = loop.run(_reset(lab))
     _report(lab, "reset", "stack", as_json, dry_run, **details)
 
 

@@ -68,9 +68,19 @@ MALFORMED = [
         id="unknown-action",
     ),
     pytest.param(
-        BASE + '[[timeline]]\nat = "1s"\ndo = "kill redis"\n',
+        BASE + '[[timeline]]\nat = "1s"\ndo = "kill mongo"\n',
         "usage: kill db|cache",
         id="bad-action-args",
+    ),
+    pytest.param(
+        BASE + '[[timeline]]\nat = "1s"\ndo = "kill redis"\n',
+        "no row runs redis",
+        id="service-not-in-the-stack",
+    ),
+    pytest.param(
+        BASE + '[stack]\nreplicas = 2\n[[timeline]]\nat = "1s"\ndo = "kill cache-3"\n',
+        "no row has a replica cache-3",
+        id="replica-not-in-the-stack",
     ),
     pytest.param(
         BASE

@@ -1,5 +1,7 @@
 """The interface every chaos backend implements: find the lab's services, kill, restore, pause
-and resume them by name (`db`, `cache`), and read their logs.
+and resume them by name, and read their logs. Names: `db`, `cache` (or its replicas `cache-1` ..
+`cache-R`) and `redis` (the shared store). Which of them a stack has is the stack's: `status()`
+lists them.
 
 Runtime fault injection (latency, error rate, capacity, expiry) does not go through a backend: it
 goes through the services' own admin RPCs, which work the same wherever the services run.
@@ -7,11 +9,14 @@ goes through the services' own admin RPCs, which work the same wherever the serv
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SERVICES = ("db", "cache")
+SERVICES = ("db", "cache")  # every stack has these (the cache as `cache` or its replicas)
+SERVICE_NAME = re.compile(r"db|cache|cache-[1-9][0-9]?|redis")
+SERVICE_NAMES = "db, cache, cache-N or redis"
 
 
 def role_of(service: str) -> str:
@@ -67,6 +72,11 @@ class Backend(ABC):
         the stack is gone (or the caller stops reading)."""
 
 
+def is_service(service: str) -> bool:
+    """Whether `service` names a lab service some stack can have."""
+    return SERVICE_NAME.fullmatch(service) is not None
+
+
 def check_service(service: str) -> None:
-    if service not in SERVICES:
-        raise BackendError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    if not is_service(service):
+        raise BackendError(f"unknown service {service!r}; choose from {SERVICE_NAMES}")

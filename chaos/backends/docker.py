@@ -8,7 +8,8 @@ set. The engine is the one `DOCKER_HOST` names (the local socket by default).
 kill is SIGKILL through the engine; restore starts the same container again (same command, same
 address) and returns once its gRPC health says SERVING; pause and resume are the engine's cgroup
 freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_CACHE_TARGET` and
-`HERDLAB_DB_METRICS_URL` / `HERDLAB_CACHE_METRICS_URL`, as seen from where this backend runs.
+`HERDLAB_DB_METRICS_URL` / `HERDLAB_CACHE_METRICS_URL` (and `HERDLAB_CACHE_2_...`,
+`HERDLAB_REDIS_TARGET` for the replicas profile), as seen from where this backend runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import docker
 import docker.errors
 
 from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from chaos.stack import wait_redis
 from herdlab.grpcutil import wait_serving
 
 READY_TIMEOUT_S = 30.0
@@ -32,8 +34,17 @@ SERVICE_LABEL = "com.docker.compose.service"
 PROJECT_LABEL = "com.docker.compose.project"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
-DEFAULT_GRPC = {"db": "127.0.0.1:50051", "cache": "127.0.0.1:50052"}
-DEFAULT_METRICS = {"db": "http://127.0.0.1:9101/metrics", "cache": "http://127.0.0.1:9102/metrics"}
+DEFAULT_GRPC = {
+    "db": "127.0.0.1:50051",
+    "cache": "127.0.0.1:50052",
+    "cache-2": "127.0.0.1:50053",
+    "redis": "127.0.0.1:6379",
+}
+DEFAULT_METRICS = {
+    "db": "http://127.0.0.1:9101/metrics",
+    "cache": "http://127.0.0.1:9102/metrics",
+    "cache-2": "http://127.0.0.1:9104/metrics",
+}
 
 # Engine states that are neither running nor paused: created, restarting, removing, exited, dead.
 _STATES = {"running": "running", "paused": "paused"}
@@ -45,7 +56,8 @@ _ENGINE_ERRORS = (docker.errors.DockerException, OSError)
 def metrics_url(service: str) -> str:
     """Where `service`'s /metrics answers as seen from this machine: the environment's
     `HERDLAB_<SERVICE>_METRICS_URL`, else the port the compose file publishes."""
-    return os.environ.get(f"HERDLAB_{service.upper()}_METRICS_URL") or DEFAULT_METRICS[service]
+    env = service.upper().replace("-", "_")
+    return os.environ.get(f"HERDLAB_{env}_METRICS_URL") or DEFAULT_METRICS.get(service, "")
 
 
 def _one_line(error: BaseException) -> str:
@@ -96,11 +108,11 @@ class DockerBackend(Backend):
         return found[0]
 
     def _info(self, service: str, container: Any) -> ServiceInfo:
-        env = service.upper()
+        env = service.upper().replace("-", "_")
         return ServiceInfo(
             name=service,
             state=_STATES.get(str(container.status), "stopped"),
-            grpc=os.environ.get(f"HERDLAB_{env}_TARGET") or DEFAULT_GRPC[service],
+            grpc=os.environ.get(f"HERDLAB_{env}_TARGET") or DEFAULT_GRPC.get(service, ""),
             metrics=metrics_url(service),
             container=str(container.id),
         )
@@ -121,7 +133,7 @@ class DockerBackend(Backend):
 
     def status(self) -> dict[str, ServiceInfo]:
         services = {}
-        for service in SERVICES:
+        for service in (*SERVICES, "cache-2", "redis"):
             found = self._containers(service)
             if found:
                 services[service] = self._info(service, self._pick(service, found))
@@ -145,7 +157,7 @@ class DockerBackend(Backend):
         except _ENGINE_ERRORS as exc:
             raise BackendError(f"docker: starting {service} failed: {_one_line(exc)}") from exc
         info = self._info(service, container)
-        if self._wait_ready(container, info.grpc):
+        if self._wait_ready(service, container, info.grpc):
             return self._refresh(service, container)
         if self._info(service, container).state == "stopped":
             code = container.attrs.get("State", {}).get("ExitCode")
@@ -174,9 +186,11 @@ class DockerBackend(Backend):
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _wait_ready(self, container: Any, target: str) -> bool:
-        """Waits for SERVING, giving up early if the container stops again (crash, bad config)."""
-        return wait_serving(target, READY_TIMEOUT_S, alive=lambda: self._alive(container))
+    def _wait_ready(self, service: str, container: Any, target: str) -> bool:
+        """Waits for SERVING (Redis: for PONG), giving up early if the container stops again
+        (crash, bad config)."""
+        wait = wait_redis if service == "redis" else wait_serving
+        return wait(target, READY_TIMEOUT_S, alive=lambda: self._alive(container))
 
     def _alive(self, container: Any) -> bool:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.stack_settings import StackSettings
 from chaos.herd import HerdResult
 from db_service.settings import DbSettings
 from protos import admin_pb2
@@ -88,6 +89,10 @@ class Observations:
     setup: dict[str, dict[str, Any]]  # what each setup action reported, by action name
     cache_peak_rss_bytes: int
     series: dict[str, Any] = field(default_factory=dict)  # what observers collected, by name
+    stack: StackSettings = field(default_factory=StackSettings)
+    # The replicas' lease figures at the end (leases, takeovers, waits, fallbacks), summed
+    # over the replicas still running; empty without a shared store.
+    lease_counters: dict[str, float] = field(default_factory=dict)
 
     def outage(self, service: str) -> Outage | None:
         """The first outage of `service`, if it had one."""

@@ -11,6 +11,8 @@ configurations = [                 # optional: rows named whole, one trial each 
 ]
 [params]                           # named values; "${name}" elsewhere is replaced by them
 keys = 1000                        # (a whole "${name}" keeps the value's type)
+[stack]                            # optional: replicas = R, store = "local" | "redis"
+replicas = 1
 [stack.db]                         # any db-service setting, as on its command line
 latency = "100ms"
 [stack.cache]                      # any cache-service setting
@@ -23,6 +25,7 @@ users = "${keys}"
 when = "db_arrivals >= ${keys}"    # a registered condition, an operator, a number
 within = "1.6s"                    # ... or this long after the release, whichever is first
 do = "kill db"
+variant = { "cache.policy" = "full" }   # optional: only in these rows
 [[timeline]]
 after = "10s"                      # after the previous step
 do = "restore db"
@@ -40,10 +43,11 @@ post_restore_peak_over_capacity = { max_times = 0.5, of = { "cache.policy" = "ex
 
 `configurations` and `[variants]` combine by product: each configuration with each combination
 of the variants, the configuration's settings first (without `[variants]`, one trial per
-configuration). Every configuration names the same settings, each as `[variants]` would (`db.KEY`,
-`cache.KEY`, `herd.KEY`, `wire.KEY`, also written as nested tables: `{ cache = { guards = "none" }
-}`), no setting both in `configurations` and in `[variants]`, no configuration twice; at most
-MAX_VARIANTS trials in all. `[[expect]]` selects rows by any of those settings.
+configuration). Every configuration names the same settings, each as `[variants]` would
+(`db.KEY`, `cache.KEY`, `herd.KEY`, `wire.KEY`, `stack.KEY`, also written as nested tables:
+`{ cache = { guards = "none" } }`), no setting both in `configurations` and in `[variants]`, no
+configuration twice; at most MAX_VARIANTS trials in all. `[[expect]]` selects rows by any of
+those settings, and so does a timeline step's `variant` (the step runs in those rows only).
 
 Nothing in a file is evaluated as Python. Every problem is one `ExperimentError` line naming the
 file, the field and what is allowed (TOML syntax errors carry the parser's line and column).
@@ -65,6 +69,7 @@ from typing import Any
 from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.registry import ACTIONS, CONDITIONS, KINDS, MEASURES, load_all
+from chaos.engine.stack_settings import StackSettings
 from chaos.wire.settings import WireSettings
 from db_service.settings import DbSettings
 from herdlab.config import parse_duration
@@ -86,13 +91,15 @@ TOP_KEYS = (
     "expect",
     "smoke",
 )
-SECTIONS = ("db", "cache", "herd")
+SECTIONS = ("db", "cache", "herd", "stack")
+STACK_KEYS = ("db", "cache", "wire", "replicas", "store", "kill_holder")
 END_CONDITIONS = ("herd_done",)
 MAX_LIMIT_S = 86_400.0
 MAX_VARIANTS = 64
 MAX_STEPS = 1000
 OPERATORS = (">=", "<=", "==", ">", "<")
 TOLERANCE_OPS = ("eq", "min", "max", "max_times", "min_times")
+_SETTING_NAMES = "must name a setting as db.KEY, cache.KEY, herd.KEY, wire.KEY or stack.KEY"
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 
@@ -134,6 +141,10 @@ class Step:
     after_s: float | None = None
     when: Condition | None = None
     within_s: float | None = None
+    variant: Mapping[str, Any] = field(default_factory=dict)  # the rows it runs in (all: {})
+
+    def runs_in(self, variant: Mapping[str, Any]) -> bool:
+        return all(variant.get(k) == v for k, v in self.variant.items())
 
 
 @dataclass(frozen=True)
@@ -179,6 +190,7 @@ class Experiment:
     # Rows named whole ({dotted setting: value}), combined with `variants` by product.
     configurations: tuple[Mapping[str, Any], ...] = ()
     wire: WireSettings = field(default_factory=WireSettings)
+    stack: StackSettings = field(default_factory=StackSettings)
 
     @property
     def sha256(self) -> str:
@@ -220,6 +232,8 @@ class Experiment:
         }
         for dotted, value in variant.items():
             section, key = dotted.split(".", 1)
+            if section == "stack":
+                continue
             sections[section] = with_values(sections[section], {key: value}, where=section)
         db, cache, herd = sections["db"], sections["cache"], sections["herd"]
         assert isinstance(db, DbSettings)
@@ -231,6 +245,11 @@ class Experiment:
         """The wire settings of one variant."""
         values = {k.split(".", 1)[1]: v for k, v in variant.items() if k.startswith("wire.")}
         return with_values(self.wire, values, where="wire") if values else self.wire
+
+    def stack_for(self, variant: Mapping[str, Any]) -> StackSettings:
+        """The stack of one variant: replicas, store."""
+        values = {k.split(".", 1)[1]: v for k, v in variant.items() if k.startswith("stack.")}
+        return with_values(self.stack, values, where="stack")
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -360,11 +379,11 @@ class _Parser:
             raise self.error(
                 "scenario", f"unknown scenario kind {kind!r}; known: {', '.join(KINDS.names())}"
             )
-        db, cache, herd = self.settings(body)
+        db, cache, herd, stack = self.settings(body)
         measures = self.measures(body.get("measures"), kind)
-        variants = self.variants(body.get("variants", {}), db, cache, herd)
+        variants = self.variants(body.get("variants", {}), db, cache, herd, stack)
         configurations = self.configurations(
-            body.get("configurations", []), db, cache, herd, variants
+            body.get("configurations", []), db, cache, herd, variants, stack
         )
         end_raw = self.table(body.get("end", {}), "end")
         self.only(end_raw, ("when", "limit"), "end")
@@ -395,6 +414,7 @@ class _Parser:
             smoke=smoke,
             configurations=configurations,
             wire=self.wire,
+            stack=stack,
         )
         self.combinations(experiment)
         self.steps(experiment)
@@ -414,20 +434,33 @@ class _Parser:
             problems = experiment.wire_for(variant).problems()
             if problems:
                 raise self.error(f"variant ({named})", f"stack.wire: {problems[0]}")
+            try:
+                experiment.stack_for(variant)
+            except ValueError as exc:
+                raise self.error(f"variant ({named})", str(exc)) from None
 
     def steps(self, experiment: Experiment) -> None:
         """What each action asks of the experiment as a whole (e.g. `restore` after a `kill`)."""
         down: set[str] = set()
         for phase, steps in (("setup", experiment.setup), ("timeline", experiment.timeline)):
             for index, step in enumerate(steps):
+                if step.variant:
+                    self.selector(step.variant, f"{phase}[{index}].variant", experiment.swept_keys)
                 problem = step.action.problem(experiment, down)
                 if problem:
                     raise self.error(f"{phase}[{index}].do", problem)
 
-    def settings(self, body: Mapping[str, Any]) -> tuple[DbSettings, CacheSettings, HerdSettings]:
+    def settings(
+        self, body: Mapping[str, Any]
+    ) -> tuple[DbSettings, CacheSettings, HerdSettings, StackSettings]:
         stack = self.table(body.get("stack", {}), "stack")
-        self.only(stack, ("db", "cache", "wire"), "stack")
+        self.only(stack, STACK_KEYS, "stack")
         try:
+            shape = with_values(
+                StackSettings(),
+                {k: v for k, v in stack.items() if k not in ("db", "cache", "wire")},
+                where="stack",
+            )
             db = with_values(
                 DbSettings(), self.table(stack.get("db", {}), "stack.db"), where="stack.db"
             )
@@ -456,7 +489,7 @@ class _Parser:
             problems = settings.problems()
             if problems:
                 raise self.error(where, problems[0])
-        return db, cache, herd
+        return db, cache, herd, shape
 
     def measures(self, raw: Any, kind: str | None) -> tuple[str, ...]:
         if raw is None:
@@ -477,19 +510,28 @@ class _Parser:
         return tuple(raw)
 
     def variants(
-        self, raw: Any, db: DbSettings, cache: CacheSettings, herd: HerdSettings
+        self,
+        raw: Any,
+        db: DbSettings,
+        cache: CacheSettings,
+        herd: HerdSettings,
+        stack: StackSettings,
     ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         table = self.table(raw, "variants")
-        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd, "wire": self.wire}
+        sections: dict[str, Settings] = {
+            "db": db,
+            "cache": cache,
+            "herd": herd,
+            "wire": self.wire,
+            "stack": stack,
+        }
         found = []
         count = 1
         for dotted, values in table.items():
             where = f'variants."{dotted}"'
             section, _, key = dotted.partition(".")
             if section not in sections or not key:
-                raise self.error(
-                    where, "must name a setting as db.KEY, cache.KEY, herd.KEY or wire.KEY"
-                )
+                raise self.error(where, _SETTING_NAMES)
             if not isinstance(values, list) or not values:
                 raise self.error(where, "must be a non-empty list of values")
             for value in values:
@@ -512,12 +554,19 @@ class _Parser:
         cache: CacheSettings,
         herd: HerdSettings,
         variants: tuple[tuple[str, tuple[Any, ...]], ...],
+        stack: StackSettings,
     ) -> tuple[dict[str, Any], ...]:
         if not isinstance(raw, list):
             raise self.error(
                 "configurations", 'must be a list of tables, e.g. [ { "cache.guards" = "none" } ]'
             )
-        sections: dict[str, Settings] = {"db": db, "cache": cache, "herd": herd, "wire": self.wire}
+        sections: dict[str, Settings] = {
+            "db": db,
+            "cache": cache,
+            "herd": herd,
+            "wire": self.wire,
+            "stack": stack,
+        }
         swept = {k for k, _ in variants}
         trials = len(raw) * math.prod(len(v) for _, v in variants)
         if trials > MAX_VARIANTS:
@@ -532,9 +581,7 @@ class _Parser:
                 at = f'{where}."{dotted}"'
                 section, _, key = dotted.partition(".")
                 if section not in sections or not key:
-                    raise self.error(
-                        at, "must name a setting as db.KEY, cache.KEY, herd.KEY or wire.KEY"
-                    )
+                    raise self.error(at, _SETTING_NAMES)
                 if dotted in swept:
                     raise self.error(at, "also swept in [variants]; name it in one place")
                 try:
@@ -556,7 +603,7 @@ class _Parser:
         if isinstance(raw, str) and not timed:
             raw = {"do": raw}
         entry = self.table(raw, where)
-        allowed = ("do", "at", "after", "when", "within") if timed else ("do",)
+        allowed = ("do", "at", "after", "when", "within", "variant") if timed else ("do",)
         self.only(entry, allowed, where)
         do = entry.get("do")
         if not isinstance(do, str) or not do.split():
@@ -579,7 +626,16 @@ class _Parser:
         if "within" in entry and when is None:
             raise self.error(f"{where}.within", "goes with when")
         within = self.duration(entry["within"], f"{where}.within") if "within" in entry else None
-        return Step(do=do, action=action, at_s=at, after_s=after, when=when, within_s=within)
+        variant = self.table(entry.get("variant", {}), f"{where}.variant")
+        return Step(
+            do=do,
+            action=action,
+            at_s=at,
+            after_s=after,
+            when=when,
+            within_s=within,
+            variant=variant,
+        )
 
     def condition(self, raw: Any, where: str) -> Condition:
         match = _CONDITION.match(raw) if isinstance(raw, str) else None
@@ -652,6 +708,7 @@ class _Parser:
             "cache": CacheSettings(),
             "herd": HerdSettings(),
             "wire": WireSettings(),
+            "stack": StackSettings(),
         }
         for key, value in table.items():
             if key not in variant_keys:

@@ -9,6 +9,11 @@
    soak) runs round after round until the timeline has run, then ends with its current round;
 5. the services' exact records are read and everything is handed over as `Observations`.
 
+With `[stack] replicas = R` the cache runs as `cache-1` .. `cache-R` (and with `store = "redis"`
+a redis-server beside them): the herd spreads over them with round_robin, admin calls go to the
+first, and each replica's records are read as the cache's are. A timeline step with a `variant`
+runs only in the rows it selects.
+
 Killing and restoring a service are the trial's (`kill`, `restore`), and so are partitioning and
 healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack.wire]`,
 both timed as an `Outage`): a killed service's records are read just before the SIGKILL, and
@@ -24,9 +29,12 @@ import contextlib
 import math
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from cache_service.settings import CacheSettings
 from chaos.admin import Admin
@@ -34,18 +42,38 @@ from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
 from chaos.engine.registry import CONDITIONS, OBSERVERS
 from chaos.engine.spec import Experiment, Step
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, run_herd
+from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, replicas_target, run_herd
 from chaos.procstats import peak_rss_bytes
 from chaos.scenarios.common import in_thread, scenario_stack, wait_listening
 from chaos.scenarios.herd_rounds import HerdRounds
-from chaos.stack import READY_TIMEOUT_S, LocalStack
+from chaos.stack import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
 from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
+# The replicas' lease figures a trial reads (`herdlab_cache_<name>_total`, summed over labels).
+LEASE_METRICS = {
+    "leases": "herdlab_cache_leases_total",
+    "takeovers": "herdlab_cache_lease_takeovers_total",
+    "waits": "herdlab_cache_lease_waits_total",
+    "fallbacks": "herdlab_cache_shared_fallbacks_total",
+}
 # A condition is polled at most this long after the release when it has no `within`.
 MAX_CONDITION_WAIT_S = 3600.0
+
+
+def lease_samples(metrics_url: str) -> dict[str, float]:
+    """One replica's lease figures (LEASE_METRICS' names), read from its /metrics."""
+    with urllib.request.urlopen(metrics_url, timeout=READY_TIMEOUT_S) as response:
+        text = response.read().decode()
+    names = {metric: name for name, metric in LEASE_METRICS.items()}
+    found = dict.fromkeys(LEASE_METRICS, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                found[names[sample.name]] += sample.value
+    return found
 
 
 class TrialError(RuntimeError):
@@ -71,6 +99,8 @@ class Trial:
         self.herd: HerdSettings
         self.db, self.cache, self.herd = experiment.settings_for(variant)
         self.wire = experiment.wire_for(variant)
+        self.shape = experiment.stack_for(variant)
+        self.caches: list[str] = []  # the cache's services: `cache`, or its replicas
         self.name = name
         self.label = ", ".join(str(v) for v in self.variant.values()) or name
         self.emit = emit
@@ -90,7 +120,8 @@ class Trial:
         self.journal: list[JournalEntry] = []
         self.setup_results: dict[str, dict[str, Any]] = {}
         self.db_baseline = 0  # DB arrivals before the release, in the current incarnation
-        self.cache_baseline = 0
+        self.cache_baseline = 0  # of the first cache (the one admin calls reach)
+        self._cache_baselines: dict[str, int] = {}
         self._db_arrivals: list[int] = []  # of incarnations already killed
         self._cache_attempts: list[int] = []
         self._db_counters = DbCounters()
@@ -104,25 +135,42 @@ class Trial:
     async def admin(self) -> AsyncIterator[Admin]:
         """Admin clients for the stack as it is now (fresh channels: no reconnect backoff left
         over from a service that was killed)."""
-        async with Admin(self.targets["db"], self.targets["cache"]) as admin:
+        async with Admin(self.targets["db"], self.targets[self.caches[0]]) as admin:
+            yield admin
+
+    @asynccontextmanager
+    async def cache_admin(self, service: str) -> AsyncIterator[Admin]:
+        """Admin clients of the DB and of the cache service (or replica) `service`."""
+        async with Admin(self.targets["db"], self.targets[service]) as admin:
             yield admin
 
     def herd_config(self) -> HerdConfig:
-        """The herd of this trial; its keys are the trial's own (`<trial name>:<key_prefix>N`)."""
-        return self.herd.config(self.herd_target, f"{self.name}:{self.herd.key_prefix}")
+        """The herd of this trial; its keys are the trial's own (`<trial name>:<key_prefix>N`).
+        With replicas it is spread over all of them (round_robin); a single cache is reached
+        through the wire proxy when the stack has one."""
+        target = (
+            self.herd_target
+            if len(self.caches) == 1
+            else replicas_target([self.targets[name] for name in self.caches])
+        )
+        return self.herd.config(target, f"{self.name}:{self.herd.key_prefix}")
 
     async def _harvest(self, service: str) -> None:
         """Reads `service`'s records (and the DB's counters) before it is killed or the trial
         ends; the next incarnation starts its records from zero."""
-        async with self.admin() as admin:
+        if service == "redis":
+            return
+        async with self.cache_admin(self.caches[0] if service == "db" else service) as admin:
             if service == "db":
                 self._db_arrivals += await admin.db_arrivals(after_seq=self.db_baseline)
                 self._db_counters.add(await admin.db_state(), self._db_counters_at_release)
                 self._db_counters_at_release = None
                 self.db_baseline = 0
             else:
-                self._cache_attempts += await admin.cache_attempts(after_seq=self.cache_baseline)
-                self.cache_baseline = 0
+                after = self._cache_baselines.pop(service, 0)
+                self._cache_attempts += await admin.cache_attempts(after_seq=after)
+                if service == self.caches[0]:
+                    self.cache_baseline = 0
 
     async def kill(self, service: str) -> Outage:
         if self.stack.status()[service].state == "running":
@@ -196,9 +244,12 @@ class Trial:
                 db_args=self.db.to_argv(),
                 cache_args=self.cache.to_argv(),
                 proxy=self.wire.proxied(),
+                replicas=self.shape.replicas,
+                store=self.shape.store,
             )
+            self.caches = cache_names(info.services)
             self.targets = {name: s.grpc for name, s in info.services.items()}
-            self.herd_target = info.proxy.get("cache", self.targets["cache"])
+            self.herd_target = info.proxy.get("cache") or self.targets[self.caches[0]]
             if "wire" in info.services:
                 self.wire_admin = info.services["wire"].grpc
             self.metrics_urls = {name: s.metrics for name, s in info.services.items()}
@@ -215,7 +266,10 @@ class Trial:
             state = await admin.reset_db_peaks()  # setup's queries (warming) are not the trial's
             self.db_baseline = state.arrivals
             self._db_counters_at_release = state
-            self.cache_baseline = (await admin.cache_state()).db_attempts
+        for name in self.caches:
+            async with self.cache_admin(name) as admin:
+                self._cache_baselines[name] = (await admin.cache_state()).db_attempts
+        self.cache_baseline = self._cache_baselines[self.caches[0]]
         for name in self.observer_names:
             self.observers[name] = OBSERVERS.get(name)(self)
         for observer in self.observers.values():
@@ -279,6 +333,8 @@ class Trial:
         release = loop.time() - (time.time_ns() - self.t0_ns) / 1e9
         previous = release
         for step in self.experiment.timeline:
+            if not step.runs_in(self.variant):
+                continue
             if step.at_s is not None:
                 await asyncio.sleep(max(0.0, release + step.at_s - loop.time()))
             elif step.after_s is not None:
@@ -331,14 +387,15 @@ class Trial:
         if self.wire_admin is not None:  # a partition left in force ends with the trial
             async with WireClient(self.wire_admin) as wire:
                 await wire.clear()
-        for service in ("db", "cache"):
+        leases = await self._lease_counters(status)
+        for service in ("db", *self.caches):
             if status[service].state == "running":
                 await self._harvest(service)
         capacity_per_s = self.db.capacity_per_s
         if status["db"].state == "running":
             async with self.admin() as admin:
                 capacity_per_s = (await admin.db_state()).capacity_per_s
-        cache_pid = self.pids.get("cache")
+        cache_pid = self.pids.get(self.caches[0])
         return Observations(
             variant=self.variant,
             db=self.db,
@@ -356,7 +413,36 @@ class Trial:
             setup=self.setup_results,
             cache_peak_rss_bytes=peak_rss_bytes(cache_pid) if cache_pid else 0,
             series=series,
+            stack=self.shape,
+            lease_counters=leases,
         )
+
+    async def _lease_counters(self, status: Mapping[str, Any]) -> dict[str, float]:
+        """The replicas' lease counters, summed over those still running (a killed replica's
+        are gone with it: it held a lease, the others waited and took over)."""
+        if self.shape.store != "redis":
+            return {}
+        totals: dict[str, float] = {}
+        for name in self.caches:
+            if status[name].state != "running":
+                continue
+            for metric, value in (await in_thread(lease_samples, status[name].metrics)).items():
+                totals[metric] = totals.get(metric, 0.0) + value
+        return totals
+
+    async def lease_holder(self) -> str:
+        """The replica holding a lease now: the one whose `herdlab_cache_leases_total` is the
+        highest (in a trial on one cold key, the only one that took one)."""
+        status = self.stack.status()
+        taken = {
+            name: (await in_thread(lease_samples, status[name].metrics)).get("leases", 0.0)
+            for name in self.caches
+            if status[name].state == "running"
+        }
+        holder = max(taken, key=lambda name: taken[name], default=None)
+        if holder is None or taken[holder] == 0:
+            raise TrialError(f"{self.name}: no replica holds a lease")
+        return holder
 
     async def set_db_capacity(
         self, concurrency: int | None = None, queue: int | None = None

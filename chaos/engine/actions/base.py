@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from chaos.backends.base import SERVICES
+from chaos.backends.base import is_service
 
 if TYPE_CHECKING:
     from chaos.engine.spec import Experiment
@@ -40,7 +40,20 @@ def service_name(service: str) -> str:
     return "DB" if service == "db" else service
 
 
+def absent(experiment: Experiment, service: str) -> str | None:
+    """Why no row of `experiment` has `service` (e.g. `redis` without the shared store), or
+    None when some row has it."""
+    stacks = [experiment.stack_for(v) for v in experiment.combinations()]
+    if service == "redis" and all(s.store != "redis" for s in stacks):
+        return 'no row runs redis; set [stack] store = "redis"'
+    if service == "cache" and all(s.replicas > 1 for s in stacks):
+        return "with replicas the cache's services are cache-1 .. cache-R"
+    if service.startswith("cache-") and all(int(service[6:]) > s.replicas for s in stacks):
+        return f"no row has a replica {service}; set [stack] replicas"
+    return None
+
+
 def one_service(args: list[str], usage: str) -> str:
-    if len(args) != 1 or args[0] not in SERVICES:
+    if len(args) != 1 or not is_service(args[0]):
         raise ValueError(f"usage: {usage}")
     return args[0]

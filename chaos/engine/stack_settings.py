@@ -1,0 +1,41 @@
+"""The stack of an experiment (`[stack]`, beside `[stack.db]` and `[stack.cache]`): how many
+replicas of the cache, where they keep values, and the replicas scenario's fault.
+
+Declared with `herdlab.settings` like the services' settings, so `stack.replicas` and
+`stack.store` can be swept (`[variants]`, `configurations`) and selected (`[[expect]]`,
+a timeline step's `variant`) as any other setting. The default is the lab's one stack: one
+`cache`, values in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.stack import MAX_REPLICAS, STORES
+from herdlab.settings import Settings, setting
+
+
+@dataclass(frozen=True)
+class StackSettings(Settings):
+    replicas: int = setting(
+        1,
+        "replicas",
+        "int",
+        "Cache replicas: one is `cache`, more are `cache-1` .. `cache-R` behind round_robin.",
+        lo=1,
+        hi=MAX_REPLICAS,
+    )
+    store: str = setting(
+        "local",
+        "store",
+        "choice",
+        "Where the replicas keep values: each its own, or a redis-server the stack starts "
+        "(leases across replicas).",
+        choices=STORES,
+    )
+    kill_holder: bool = setting(
+        False,
+        "kill_holder",
+        "bool",
+        "Whether this row's timeline kills the lease holder (a step selects rows by it).",
+    )

@@ -1,0 +1,159 @@
+"""Replicas: one cold key, R cache replicas, local single-flight only against leases on Redis
+(the shipped experiment `chaos/experiments/replicas.toml`; this module is its kind and CLI).
+
+10,000 users ask at once for one cold key, spread over R = 4 replicas by the herd's
+client-side round_robin; the DB takes 20 s per query, longer than the herd takes to arrive
+and than the controller (whose event loop also runs the herd) takes to see the holder's query
+and kill it.
+Three rows, each on a fresh stack:
+
+- `leases = false`: each replica coalesces its own callers only (a store per replica): the DB
+  sees one query per replica that got a user, up to R (Facebook's memcache paper: a cold key
+  costs up to R queries with only in-process single-flight);
+- `leases = true`: the replicas share a redis-server; the first to take the key's lease
+  fetches, the others wait for its publication: the DB sees one query;
+- `holder_killed = true`: as above, and the lease holder's replica is SIGKILLed once its query
+  reached the DB. Its users get UNAVAILABLE (errors by code, none lost); the other replicas'
+  waiters find the lease run out (it is renewed only by a live holder), one of them takes it
+  over and fetches (`takeover_after_s` after the kill, at most the lease timeout): the key is
+  served again `served_after_s` after the kill, at most the lease timeout plus one DB query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chaos.engine import spec
+from chaos.engine.kinds import Kind, Row
+from chaos.engine.registry import KINDS
+from chaos.engine.runner import run_scenario
+from chaos.herd import ProgressFactory
+from chaos.stack import MAX_REPLICAS
+from herdlab.settings import format_duration
+
+SCENARIO = "replicas"
+
+
+@dataclass(frozen=True)
+class ReplicasConfig:
+    replicas: int = 4
+    users: int = 10_000
+    db_latency_s: float = 20.0
+    lease_timeout_s: float = 3.0
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 2 <= self.replicas <= MAX_REPLICAS:
+            found.append(f"replicas must be in 2..{MAX_REPLICAS}, got {self.replicas}")
+        if not 1 <= self.users <= 100_000:
+            found.append(f"users must be in 1..100000, got {self.users}")
+        if not 0.1 <= self.db_latency_s <= 60:
+            found.append(f"db latency must be in [100ms, 60s], got {self.db_latency_s:g}s")
+        if not 0.1 <= self.lease_timeout_s <= 60:
+            found.append(f"lease timeout must be in [100ms, 60s], got {self.lease_timeout_s:g}s")
+        return found
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "replicas": self.replicas,
+            "users": self.users,
+            "db_latency": format_duration(self.db_latency_s),
+            "lease_timeout": format_duration(self.lease_timeout_s),
+            "served_within": round(self.lease_timeout_s + self.db_latency_s + 5, 3),
+            "takeover_within": round(self.lease_timeout_s + 2, 3),
+        }
+
+    def command(self) -> str:
+        return (
+            f"chaos scenario replicas --replicas {self.replicas} --users {self.users} "
+            f"--db-latency {format_duration(self.db_latency_s)} "
+            f"--lease-timeout {format_duration(self.lease_timeout_s)}"
+        )
+
+
+def _header(experiment: spec.Experiment) -> dict[str, Any]:
+    db, cache, herd = experiment.db, experiment.cache, experiment.herd
+    return {
+        "scenario": SCENARIO,
+        "config": {
+            "replicas": experiment.stack.replicas,
+            "users": herd.users,
+            "db_latency_s": db.latency_s,
+            "lease_timeout_s": cache.lease_timeout_s,
+            "redis_timeout_s": cache.redis_timeout_s,
+        },
+    }
+
+
+def _row_name(row: Mapping[str, Any]) -> str:
+    if not row["leases"]:
+        return "local single-flight"
+    return "leases, holder killed" if row["holder_killed"] else "leases"
+
+
+def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+    shape = experiment.stack_for(variant)
+    db, _, herd = experiment.settings_for(variant)
+    what = "leases on Redis" if shape.store == "redis" else "local single-flight only"
+    killed = ", lease holder SIGKILLed mid-fetch" if shape.kill_holder else ""
+    return (
+        f"Replicas: {shape.replicas} replicas, {herd.users:,} users on one cold key, {what}"
+        f"{killed} (DB latency {db.latency_s:g}s)"
+    )
+
+
+def _describe(row: Row) -> list[str]:
+    served = row["served_after_s"]
+    after = f", served again {served:g} s after the kill" if served is not None else ""
+    took = row["takeover_after_s"]
+    after += f" (lease taken over after {took:g} s)" if took is not None else ""
+    return [
+        f"  {row['name']}: DB queries {row['db_queries']:,}, client errors "
+        f"{row['client_errors']:,} {row['errors']}, lost {row['lost']}, takeovers "
+        f"{row['takeovers']}{after}"
+    ]
+
+
+KIND = KINDS.register(
+    SCENARIO,
+    Kind(
+        SCENARIO,
+        rows_key="rows",
+        fields=(
+            ("replicas", "replicas"),
+            ("leases", "leases"),
+            ("db_queries", "db_queries"),
+            ("holder_killed", "holder_killed"),
+            ("served_after_s", "served_after_s"),
+            ("takeover_after_s", "takeover_after_s"),
+            ("client_errors", "client_errors"),
+            ("lost", "lost"),
+            ("errors", "errors"),
+            ("takeovers", "takeovers"),
+            ("lease_waits", "lease_waits"),
+            ("redis_fallbacks", "redis_fallbacks"),
+            ("wrong_values", "wrong_values"),
+            ("sources", "sources"),
+            ("latency_s", "latency_s"),
+            ("seconds", "seconds"),
+            ("replica_timeline", "replica_timeline"),
+        ),
+        header=_header,
+        announce=_announce,
+        describe=_describe,
+        derive=lambda row: {"name": _row_name(row)},
+    ),
+)
+
+
+async def run_replicas(
+    config: ReplicasConfig,
+    emit: Callable[[str], None],
+    progress: ProgressFactory | None = None,
+    *,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Runs the shipped replicas experiment with this configuration; returns its document."""
+    return await run_scenario(SCENARIO, config, emit, progress, command)
