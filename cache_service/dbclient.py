@@ -97,8 +97,11 @@ class DbClient:
             ["policy", "outcome"],
             registry=registry,
         )
-        for outcome in ATTEMPT_OUTCOMES:
-            self._attempts.labels(policy.name, outcome)
+        # The children made once (a dict lookup per attempt, not `.labels()`); a gRPC code
+        # outside ATTEMPT_OUTCOMES gets its child when it first happens.
+        self._attempt_children = {
+            outcome: self._attempts.labels(policy.name, outcome) for outcome in ATTEMPT_OUTCOMES
+        }
         registry.register(_ChannelAttempts(target, policy.name))
         self._sleeps = Histogram(
             f"{PREFIX}_cache_retry_sleep_seconds",
@@ -119,7 +122,12 @@ class DbClient:
             outcome = error.code().name.lower()
         else:
             outcome = "error"
-        self._attempts.labels(self.policy.name, outcome).inc()
+        child = self._attempt_children.get(outcome)
+        if child is None:
+            child = self._attempt_children[outcome] = self._attempts.labels(
+                self.policy.name, outcome
+            )
+        child.inc()
 
     def _on_sleep(self, seconds: float) -> None:
         self._sleeps.labels(self.policy.name).observe(seconds)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class Entry:
     version: int
     expires_at: float
     delta_s: float = 0.0  # how long the fetch that made this value took
+    # What the cache answers a hit on this value with, built once when the value is stored
+    # (opaque here: the store keeps it, the cache reads it); None: built per hit.
+    hit: Any = field(default=None, compare=False)
 
 
 class TtlStore:
@@ -62,10 +66,12 @@ class TtlStore:
         *,
         ttl_s: float | None = None,
         delta_s: float = 0.0,
+        hit: Any = None,
     ) -> None:
-        """Stores a value fresh for `ttl_s` (the store's TTL when None), made in `delta_s`."""
+        """Stores a value fresh for `ttl_s` (the store's TTL when None), made in `delta_s`, with
+        the answer to a hit on it (`Entry.hit`)."""
         ttl = self.ttl_s if ttl_s is None else ttl_s
-        self._entries[key] = Entry(value, version, self.clock() + ttl, delta_s)
+        self._entries[key] = Entry(value, version, self.clock() + ttl, delta_s, hit)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_keys:
             self._entries.popitem(last=False)
