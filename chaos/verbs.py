@@ -14,7 +14,7 @@ Durations take unit suffixes: 500ms, 10s, 1m, 1m30s.
 
 `latency` and `errors` take `--for D`: the DB is told to put the old values back itself after D
 (so the revert holds even if this process is killed), and the command stays in the foreground
-until then; Ctrl-C or SIGTERM puts them back at once (exit 130).
+until then; Ctrl-C or SIGTERM puts them back at once (exit 130 or 143).
 """
 
 from __future__ import annotations
@@ -269,7 +269,10 @@ async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> i
         received.append(sig)
         waiter.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # The loop's handlers stand in for the controller's own while the fault holds; removing
+    # them leaves SIG_DFL, so the controller's are put back after (`stop_as` relies on them).
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
         running.add_signal_handler(sig, stop, sig)
     try:
         await waiter
@@ -278,8 +281,9 @@ async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> i
         await revert()
         return received[0] if received else signal.SIGINT
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig, handler in before.items():
             running.remove_signal_handler(sig)
+            signal.signal(sig, handler)
 
 
 def stop_as(sig: int) -> NoReturn:

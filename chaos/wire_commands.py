@@ -12,9 +12,9 @@
 
 A fault given `--for D` is handed to the proxy with that deadline, so it expires even if this
 process is killed; the command stays in the foreground until then, and Ctrl-C or SIGTERM
-removes the fault at once (exit 130). They all need the local stack started with `--proxy`
-(exit 2 with one line otherwise), and take `--json`, `--dry-run` and write the journal like the
-other verbs (`chaos.verbs`).
+removes the fault at once (exit 130 or 143). They all need the local stack started with
+`--proxy` (exit 2 with one line otherwise), and take `--json`, `--dry-run` and write the
+journal like the other verbs (`chaos.verbs`).
 """
 
 from __future__ import annotations
