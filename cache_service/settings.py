@@ -17,10 +17,10 @@ from cache_service import freshness
 from cache_service.freshness import Freshness
 from cache_service.shared import SharedStore, parse_store
 from cache_service.store import TtlStore
-from herdlab.grpcutil import Keepalive, PingPolicy, Reconnect
+from herdlab.grpcutil import Keepalive, Reconnect
 from herdlab.guards import GuardSet, parse_guard_set
 from herdlab.retry import POLICY_NAMES, RetryPolicy
-from herdlab.settings import Settings, setting
+from herdlab.settings import ServerSettings, setting
 
 MAX_RECONNECT_S = 3600.0
 MAX_DURATION_S = 3600.0  # a backoff, an attempt or a whole fetch: at most an hour
@@ -28,7 +28,7 @@ MAX_TTL_S = 86_400.0
 
 
 @dataclass(frozen=True)
-class CacheSettings(Settings):
+class CacheSettings(ServerSettings):
     ttl_s: float = setting(
         30.0, "ttl", "duration", "How long a value stays fresh.", lo=0.0, hi=MAX_TTL_S
     )
@@ -152,22 +152,6 @@ class CacheSettings(Settings):
         "bool",
         "Ping the DB even with no call in flight.",
     )
-    ping_min_interval_s: float = setting(
-        0.5,
-        "ping_min_interval",
-        "duration",
-        "Clients' keepalive pings closer than this are strikes (gRPC's default: 5m).",
-        lo=0.0,
-        hi=3600.0,
-    )
-    ping_strikes: int = setting(
-        2,
-        "ping_strikes",
-        "int",
-        "Strikes tolerated before GOAWAY too_many_pings (0: any number).",
-        lo=0,
-        hi=1000,
-    )
 
     grpc_max_tokens: int = setting(
         0,
@@ -284,12 +268,6 @@ class CacheSettings(Settings):
             time_ms=max(1, round(self.db_keepalive_s * 1000)),
             timeout_ms=max(1, round(self.db_keepalive_timeout_s * 1000)),
             without_calls=self.db_keepalive_without_calls,
-        )
-
-    def pings(self) -> PingPolicy:
-        """How the cache's server enforces its clients' keepalive pings."""
-        return PingPolicy(
-            min_interval_ms=round(self.ping_min_interval_s * 1000), max_strikes=self.ping_strikes
         )
 
     def problems(self) -> list[str]:

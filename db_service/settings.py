@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db_service import queueing
-from herdlab.grpcutil import PingPolicy
-from herdlab.settings import Settings, format_duration, setting
+from herdlab.settings import ServerSettings, format_duration, setting
 
 # Latency and spread are bounded so that every sleep the DB draws is a finite number of seconds:
 # an infinite spread would draw inf (or NaN, for inf * 0.0), and a NaN timer corrupts asyncio's
@@ -26,7 +25,7 @@ MAX_CODEL_S = 60.0
 
 
 @dataclass(frozen=True)
-class DbSettings(Settings):
+class DbSettings(ServerSettings):
     latency_s: float = setting(
         0.05, "latency", "duration", "Base latency of one query.", lo=0.0, hi=MAX_LATENCY_S
     )
@@ -82,22 +81,6 @@ class DbSettings(Settings):
     record_size: int = setting(
         1_000_000, "record_size", "int", "Arrivals kept in the exact record.", lo=1, hi=5e7
     )
-    ping_min_interval_s: float = setting(
-        0.5,
-        "ping_min_interval",
-        "duration",
-        "Clients' keepalive pings closer than this are strikes (gRPC's default: 5m).",
-        lo=0.0,
-        hi=3600.0,
-    )
-    ping_strikes: int = setting(
-        2,
-        "ping_strikes",
-        "int",
-        "Strikes tolerated before GOAWAY too_many_pings (0: any number).",
-        lo=0,
-        hi=1000,
-    )
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -108,12 +91,6 @@ class DbSettings(Settings):
                 f"{format_duration(self.codel_interval_s)}"
             )
         return found
-
-    def pings(self) -> PingPolicy:
-        """How the DB's server enforces its clients' keepalive pings."""
-        return PingPolicy(
-            min_interval_ms=round(self.ping_min_interval_s * 1000), max_strikes=self.ping_strikes
-        )
 
     def discipline(self) -> queueing.Discipline:
         """The queue discipline these settings describe."""

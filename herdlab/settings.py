@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from herdlab.config import DURATION, PROBABILITY, parse_duration
+from herdlab.grpcutil import PingPolicy
 from herdlab.guards import parse_guard_set
 
 Kind = Literal[
@@ -294,3 +295,31 @@ def from_options(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
     if found:
         raise click.UsageError("; ".join(found))
     return settings
+
+
+@dataclass(frozen=True)
+class ServerSettings(Settings):
+    """What every lab server's settings have: how it enforces its clients' keepalive pings."""
+
+    ping_min_interval_s: float = setting(
+        0.5,
+        "ping_min_interval",
+        "duration",
+        "Clients' keepalive pings closer than this are strikes (gRPC's default: 5m).",
+        lo=0.0,
+        hi=3600.0,
+    )
+    ping_strikes: int = setting(
+        2,
+        "ping_strikes",
+        "int",
+        "Strikes tolerated before GOAWAY too_many_pings (0: any number).",
+        lo=0,
+        hi=1000,
+    )
+
+    def pings(self) -> PingPolicy:
+        """The server's ping policy (`herdlab.grpcutil.serve`)."""
+        return PingPolicy(
+            min_interval_ms=round(self.ping_min_interval_s * 1000), max_strikes=self.ping_strikes
+        )
