@@ -252,7 +252,7 @@ def status(lab: Lab, as_json: bool) -> None:
     info = lab.stack.status_info() if lab.backend_name == "local" else None
     services = info.services if info is not None else lab.backend().status()
     doc = (info or StackInfo(services)).to_json()
-    if "db" in services and "cache" in services:
+    if "db" in services and cache_names(services):
         doc["settings"] = loop.run(in_force(lab))  # the settings and faults in force
     if as_json:
         emit_json(doc)

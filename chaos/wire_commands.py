@@ -30,6 +30,7 @@ from cache_service.settings import CacheSettings
 from chaos.admin import Admin, AdminError
 from chaos.backends.base import BackendError
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
+from chaos.stack import cache_names
 from chaos.verbs import _common, _positive_duration, _report, hold_for, stop_as
 from chaos.wire.admin import WireClient, fault_doc
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
@@ -221,10 +222,12 @@ def heal(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
 def start_settings(lab: Lab) -> tuple[DbSettings, CacheSettings]:
     """The DB's and the cache's settings as the stack started them (their command lines)."""
     records = lab.stack._load()
-    if "db" not in records or "cache" not in records:
+    caches = cache_names(records)
+    if "db" not in records or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
     found = []
-    for name, command, cls in (("db", db_main, DbSettings), ("cache", cache_main, CacheSettings)):
+    # Every replica starts with the same settings: the first one's command line says them.
+    for name, command, cls in (("db", db_main, DbSettings), (caches[0], cache_main, CacheSettings)):
         argv = records[name].argv[3:]  # after `python -m package`
         with command.make_context(name, list(argv)) as ctx:
             found.append(settings.from_options(cls, ctx.params))
@@ -236,7 +239,8 @@ def start_settings(lab: Lab) -> tuple[DbSettings, CacheSettings]:
 async def in_force(lab: Lab) -> dict[str, Any]:
     """What is in force now (`chaos faults --json`; `chaos status` shows it too)."""
     services = lab.backend().status()
-    if "db" not in services or "cache" not in services:
+    caches = cache_names(services)
+    if "db" not in services or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
     doc: dict[str, Any] = {
         "services": {n: s.state for n, s in services.items() if s.state != "running"},
@@ -245,7 +249,7 @@ async def in_force(lab: Lab) -> dict[str, Any]:
         "wire": [],
     }
     db_start, cache_start = start_settings(lab) if lab.backend_name == "local" else (None, None)
-    async with Admin(services["db"].grpc, services["cache"].grpc) as admin:
+    async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
         if services["db"].state == "running":
             state = await admin.db_state()
             db = {
@@ -262,7 +266,7 @@ async def in_force(lab: Lab) -> dict[str, Any]:
                 db["changed"] = sorted(k for k, v in db.items() if start[k] != v)
             db["reverts_at"] = reverts  # set with --for: when the DB puts each back
             doc["db"] = db
-        if services["cache"].state == "running":
+        if services[caches[0]].state == "running":
             cache_state = await admin.cache_state()
             cache: dict[str, Any] = {"coalescing": cache_state.coalescing}
             if cache_start is not None:
@@ -329,7 +333,8 @@ def faults(lab: Lab, as_json: bool) -> None:
 async def _reset(lab: Lab) -> dict[str, Any]:
     backend = lab.backend()
     services = backend.status()
-    if "db" not in services or "cache" not in services:
+    caches = cache_names(services)
+    if "db" not in services or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
     done: dict[str, Any] = {"resumed": [], "restored": [], "wire_removed": []}
     for name, info in services.items():
@@ -337,13 +342,13 @@ async def _reset(lab: Lab) -> dict[str, Any]:
             backend.resume(name)
             done["resumed"].append(name)
     for name, info in services.items():
-        if info.state == "stopped" and name in ("db", "cache"):
+        if info.state == "stopped" and name != "wire":
             backend.restore(name)
             done["restored"].append(name)
     db, cache = (
         start_settings(lab) if lab.backend_name == "local" else (DbSettings(), CacheSettings())
     )
-    async with Admin(services["db"].grpc, services["cache"].grpc) as admin:
+    async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
         await admin.set_faults(
             admin_pb2.Faults(
                 latency_ms=db.latency_s * 1000,
@@ -360,7 +365,9 @@ async def _reset(lab: Lab) -> dict[str, Any]:
                 codel_interval_ms=db.codel_interval_s * 1000,
             )
         )
-        await admin.set_coalescing(cache.coalescing)
+    for name in caches:  # every replica
+        async with Admin(services["db"].grpc, services[name].grpc) as admin:
+            await admin.set_coalescing(cache.coalescing)
     if lab.backend_name == "local" and "wire" in services:
         async with WireClient(services["wire"].grpc) as client:
             done["wire_removed"] = [f.name for f in await client.clear()]

@@ -311,7 +311,8 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
         before = self.db.config.described()
         self.db.apply(config)
         changed = {k: v for k, v in config.described().items() if before[k] != v}
-        logs.event("admin_change", rpc=rpc, **changed)
+        if changed:  # a call that changed nothing (e.g. `chaos reset` of a clean stack) is quiet
+            logs.event("admin_change", rpc=rpc, **changed)
         return self.db.state()
 
     async def SetFaults(self, request: admin_pb2.Faults, context: Context) -> admin_pb2.DbState:
@@ -350,7 +351,12 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
     def _revert(self, field: str, setting: str, value: float) -> None:
         self._reverts.pop(field, None)
         changes: dict[str, Any] = {setting: value}
-        self.db.apply(replace(self.db.config, **changes))
+        before = self.db.config.described()
+        config = replace(self.db.config, **changes)
+        self.db.apply(config)
+        changed = {k: v for k, v in config.described().items() if before[k] != v}
+        if changed:
+            logs.event("admin_change", rpc="SetFaults", reverted=field, **changed)
 
     async def GetState(self, request: admin_pb2.Empty, context: Context) -> admin_pb2.DbState:
         state = self.db.state()

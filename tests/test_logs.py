@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,18 @@ def test_the_dbs_data_version_is_not_taken_for_version() -> None:
     assert result.returncode == 2
     assert "version" not in result.stdout
     assert "70000" in result.stderr
+
+
+def test_a_timed_fault_logs_its_revert(tmp_path: Path) -> None:
+    assert _chaos(tmp_path, "up").returncode == 0
+    try:
+        assert _chaos(tmp_path, "latency", "db", "300ms", "--for", "1s").returncode == 0
+        reverted: list[dict[str, str]] = []
+        deadline = time.monotonic() + 10  # the DB's own timer fires at the same deadline
+        while not reverted and time.monotonic() < deadline:
+            lines = _chaos(tmp_path, "logs", "db").stdout.splitlines()
+            reverted = [f for f in map(_fields, lines) if f.get("reverted") == "latency_ms"]
+            time.sleep(0.05)
+    finally:
+        assert _chaos(tmp_path, "down").returncode == 0
+    assert reverted and reverted[0]["latency"] == "50ms"

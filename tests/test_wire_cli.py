@@ -251,3 +251,24 @@ def test_latency_for_reverts_on_the_db_even_if_its_command_is_killed(proxied_dir
     while faults(proxied_dir)["db"]["error_rate"] != 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert faults(proxied_dir)["db"]["error_rate"] == 0
+
+
+def test_faults_and_reset_work_on_a_stack_of_replicas(tmp_path: Path) -> None:
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path)}
+
+    def chaos(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CHAOS, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    assert chaos("up", "--replicas", "2").returncode == 0
+    try:
+        assert chaos("latency", "db", "200ms").returncode == 0
+        held = json.loads(chaos("faults", "--json").stdout)
+        assert held["db"]["latency_ms"] == 200 and held["db"]["changed"] == ["latency_ms"]
+        assert held["cache"]["coalescing"] is True
+        assert chaos("reset").returncode == 0
+        after = json.loads(chaos("faults", "--json").stdout)
+        assert after["db"]["changed"] == [] and after["db"]["latency_ms"] == 50
+    finally:
+        assert chaos("down").returncode == 0
