@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 
 import grpc
@@ -42,7 +43,7 @@ from cache_service.store import Entry, TtlStore
 from herdlab import logs
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
-from herdlab.metrics import PREFIX
+from herdlab.metrics import PREFIX, LoopCounter, LoopHistogram
 from herdlab.record import serve_page
 from herdlab.retry import RetryExhausted
 from herdlab.values import key_error
@@ -78,24 +79,23 @@ LATENCY_SOURCES = ("hit", "miss", "coalesced", "stale")
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         p = f"{PREFIX}_cache"
-        self.requests = Counter(
+        # Updated on every Get, on the event loop only: kept without a lock (herdlab.metrics).
+        self.requests = LoopCounter(
             f"{p}_requests",
             "Get requests finished, by source (hit, miss, coalesced, stale, none) and result "
             "(ok, error, invalid).",
             ["source", "result"],
-            registry=registry,
+            SOURCE_RESULTS,
+            registry,
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             f"{p}_request_latency_seconds",
             "Time to answer a Get, by source.",
             ["source"],
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=registry,
+            [(source,) for source in LATENCY_SOURCES],
+            (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry,
         )
-        # Every child made once, at 0: a request then costs a dict lookup, not `.labels()` (a
-        # lock, a tuple and a lookup in the metric's own map, twice per request).
-        self.counted = {pair: self.requests.labels(*pair) for pair in SOURCE_RESULTS}
-        self.timed = {source: self.latency.labels(source) for source in LATENCY_SOURCES}
         self.in_flight_keys = Gauge(
             f"{p}_in_flight_keys", "Keys with a DB fetch under way.", registry=registry
         )
@@ -286,21 +286,36 @@ class Cache:
             stale_age_s=age_s,
         )
 
+    def answer(
+        self, key: str, context: Context
+    ) -> cache_pb2.CacheGetResponse | Awaitable[cache_pb2.CacheGetResponse]:
+        """A Get's answer: a fresh hit in the local store at once, with nothing awaited (the
+        hit path); anything else as the awaitable of `get`."""
+        started = time.perf_counter()
+        if self.shared is None and not key_error(key):
+            now = self.store.clock()
+            entry = self.store.get(key, now)
+            if entry is not None and now < entry.expires_at:
+                return self._fresh(key, entry, now, started)
+        return self.get(key, context)
+
     async def get(self, key: str, context: Context) -> cache_pb2.CacheGetResponse:
         started = time.perf_counter()
         problem = key_error(key)
         if problem:
-            self.metrics.counted["none", "invalid"].inc()
+            self.metrics.requests.inc(("none", "invalid"))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         shared = self.shared
-        entry = self.store.get(key) if shared is None else await self._read(shared, key)
+        if shared is None:
+            now = self.store.clock()
+            entry = self.store.get(key, now)
+        else:
+            entry = await self._read(shared, key)
+            now = shared.clock()
         seen = entry
         if entry is not None:
-            now = self.store.clock() if shared is None else shared.clock()
             if now < entry.expires_at:
-                if self.freshness.early(now, entry.expires_at, entry.delta_s, self.rng):
-                    self._refresh(key, "early")
-                return self._hit(key, entry, started)
+                return self._fresh(key, entry, now, started)
             age = now - entry.expires_at
             if self.freshness.while_revalidating(age):
                 self._refresh(key, "stale")
@@ -343,14 +358,22 @@ class Cache:
             source=cache_pb2.COALESCED if source == "coalesced" else cache_pb2.MISS,
         )
 
+    def _fresh(
+        self, key: str, entry: Entry, now: float, started: float
+    ) -> cache_pb2.CacheGetResponse:
+        """A hit on a fresh `entry`, which may draw its early refresh (XFetch)."""
+        if self.freshness.early(now, entry.expires_at, entry.delta_s, self.rng):
+            self._refresh(key, "early")
+        return self._hit(key, entry, started)
+
     def _hit(self, key: str, entry: Entry, started: float) -> cache_pb2.CacheGetResponse:
         self._count("hit", "ok", started)
         reply: cache_pb2.CacheGetResponse | None = entry.hit
         return reply if reply is not None else _hit_reply(key, entry.value, entry.version)
 
     def _count(self, source: str, result: str, started: float) -> None:
-        self.metrics.counted[source, result].inc()
-        self.metrics.timed[source].observe(time.perf_counter() - started)
+        self.metrics.requests.inc((source, result))
+        self.metrics.latency.observe((source,), time.perf_counter() - started)
 
 
 def _hit_reply(key: str, value: str, version: int) -> cache_pb2.CacheGetResponse:
@@ -380,13 +403,16 @@ def _typed_error(error: BaseException, attempts: int) -> tuple[grpc.StatusCode, 
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):
+    """The data plane, mounted by `herdlab.grpcutil.Service`: its `Get` answers a hit without a
+    coroutine of its own, which the generated `add_CacheServicer_to_server` would not await."""
+
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
 
-    async def Get(
+    def Get(
         self, request: cache_pb2.CacheGetRequest, context: Context
-    ) -> cache_pb2.CacheGetResponse:
-        return await self.cache.get(request.key, context)
+    ) -> cache_pb2.CacheGetResponse | Awaitable[cache_pb2.CacheGetResponse]:
+        return self.cache.answer(request.key, context)  # awaited if need be: grpcutil.Service
 
     async def Expire(
         self, request: cache_pb2.ExpireRequest, context: Context

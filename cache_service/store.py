@@ -45,14 +45,14 @@ class TtlStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> Entry | None:
-        """The entry for `key`, fresh or expired less than `keep_s` ago; None when absent or
-        expired longer ago (such an entry is dropped). Whether it is fresh is the caller's
-        comparison of `expires_at` with `clock()`."""
+    def get(self, key: str, now: float | None = None) -> Entry | None:
+        """The entry for `key`, fresh or expired less than `keep_s` ago at `now` (default:
+        `clock()`); None when absent or expired longer ago (such an entry is dropped). Whether it
+        is fresh is the caller's comparison of `expires_at` with the same `now`."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if self.clock() - entry.expires_at >= self.keep_s:
+        if (self.clock() if now is None else now) - entry.expires_at >= self.keep_s:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)

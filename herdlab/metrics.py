@@ -7,11 +7,22 @@ The endpoint is read-only: prometheus-client's HTTP server answers GET and nothi
 Serving adds what every process exports besides its own metrics: the process collector
 (`process_cpu_seconds_total`, memory, open file descriptors, start time), the platform collector
 (`python_info`) and `herdlab_build_info` (1, labelled with the versions the process runs).
+
+`LoopCounter` and `LoopHistogram` are for a hot path that runs on one thread (a service's event
+loop). prometheus-client's metrics take a mutex on every `inc` and `observe` so that any thread
+may update them; on the cache's hit path that was the largest part of the lab's own work for a
+hit (in-process, 0.44 us an `inc` and 0.89 us an `observe`, of 4.4 us). These two keep plain
+numbers that only their writer thread changes; the exposition (in the metrics server's thread)
+reads a copy of each row, which the interpreter lock keeps whole. A scrape may see an
+observation in its bucket a moment before its amount is in the sum, never the reverse. Their
+samples are exactly those of the library's metrics of the same name and labels.
 """
 
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 
 from prometheus_client import (
@@ -22,6 +33,9 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 PREFIX = "herdlab"
 # The distributions whose versions `herdlab_build_info` carries, by label.
@@ -57,3 +71,71 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
 def metrics_address(host: str, port: int) -> str:
     """Where `serve_metrics(registry, host, port)` serves, for a log line: `off` for port 0."""
     return f"http://{host}:{port}/metrics" if port else "off"
+
+
+class LoopCounter(Collector):
+    """A counter with fixed label values (every child at 0 from the start), for one writer
+    thread: `inc(labels)` is a dict update, no lock. Exposed as `name_total`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        children: Iterable[tuple[str, ...]],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.values = dict.fromkeys(children, 0.0)
+        registry.register(self)
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        self.values[labels] += amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
+class LoopHistogram(Collector):
+    """A histogram with fixed label values and buckets, for one writer thread: `observe` is a
+    bisection and two list updates, no lock. Each child is one list: the count of every bucket
+    (not cumulative), then +Inf's, then the sum."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        children: Iterable[tuple[str, ...]],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        # Each bucket's `le` label, as the library writes it.
+        self.edges = [*(floatToGoString(b) for b in self.bounds), "+Inf"]  # type: ignore[no-untyped-call]
+        self.rows = {labels: [0.0] * (len(self.bounds) + 2) for labels in children}
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], amount: float) -> None:
+        row = self.rows[labels]
+        row[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount: `le` semantics
+        row[-1] += amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, shared in list(self.rows.items()):
+            row = list(shared)  # copied at once: no bucket moves while it is summed
+            cumulative, buckets = 0.0, []
+            for edge, count in zip(self.edges, row, strict=False):
+                cumulative += count
+                buckets.append((edge, cumulative))
+            family.add_metric(labels, buckets, row[-1])
+        yield family

@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 
 MAX_KEY_BYTES = 256
+# A key of at most this many characters is within the limit without encoding it: a character
+# is at most 4 bytes of UTF-8 (a lone surrogate, passed through, is 3).
+_SURELY_SHORT = MAX_KEY_BYTES // 4
 
 
 def key_error(key: str) -> str | None:
     """Why `key` is not a valid key, or None. Keys are 1..256 bytes of UTF-8."""
+    if 0 < len(key) <= _SURELY_SHORT:
+        return None
     if not key:
         return "key must not be empty"
     size = len(key.encode("utf-8", errors="surrogatepass"))

@@ -29,6 +29,7 @@ from cache_service.freshness import Freshness
 from cache_service.server import Cache, CacheServicer
 from cache_service.store import TtlStore
 from chaos.stack import LocalStack, StackInfo
+from herdlab.grpcutil import Service
 from herdlab.retry import RetryPolicy
 from herdlab.values import value_for
 from protos import admin_pb2, cache_pb2, cache_pb2_grpc
@@ -85,7 +86,7 @@ async def in_process_cache(
         TtlStore(TTL_S, 1000, clock=clock), db, True, registry, freshness, rng or random.Random(1)
     )
     server = grpc.aio.server()
-    cache_pb2_grpc.add_CacheServicer_to_server(CacheServicer(cache), server)
+    Service(CacheServicer(cache), cache_pb2.DESCRIPTOR.services_by_name["Cache"]).mount(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -122,6 +123,11 @@ async def test_stale_while_revalidate_serves_within_its_bound_and_never_at_or_pa
             c.clock.now += 0.001  # expired exactly 5 s ago: never served stale
             fetch = asyncio.create_task(c.get("swr-bound"))
             await lab.until_db(lambda s: s.queued == 1, "the refresh waits at the gate")
+
+            async def waiting() -> int:
+                return c.cache.coalescer.waiters
+
+            await eventually(waiting, lambda n: n == 1, "the caller waits on the refresh")
             await gate.open()
             assert (await fetch).source in (cache_pb2.MISS, cache_pb2.COALESCED)
         assert c.cache.max_stale_age_s == pytest.approx(4.999)
