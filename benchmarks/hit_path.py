@@ -6,10 +6,11 @@ load generator (closed loop, on the client cores) drives each in turn at each co
 rounds whose order reverses (cache, guarded cache, bare; then bare, guarded cache, cache), so
 drifting load on the machine hits all three alike on average. Figures are medians over rounds;
 `ratio` = cache req/s / bare req/s (the bare server is the limit: 1.0) and `guarded_ratio` the
-same for the guarded cache. A hit never calls the DB, so the guards should cost nothing here:
-`guarded_over_cache` (guarded / plain cache req/s) shows it. `cpu_ratio` = bare / cache server
-CPU time per request: on a machine shared with other jobs a server may not get its whole core,
-and CPU per request is what throughput would follow then.
+same for the guarded cache; `ratio_paired` is the median of the rounds' own ratios (each
+round's cache and bare runs are adjacent in time). A hit never calls the DB, so the guards
+should cost nothing here: `guarded_over_cache` (guarded / plain cache req/s) shows it.
+`cpu_ratio` = bare / cache server CPU time per request: on a machine shared with other jobs a
+server may not get its whole core, and CPU per request is what throughput would follow then.
 
 Every server of the lab's default event loop is measured so; the same cache and bare server on
 each other loop (`herdlab.loop`) are up too and take their turn in every round, so `by_loop`
@@ -88,6 +89,13 @@ def _min_max(ratios: list[float | None]) -> list[float] | None:
     return [min(known), max(known)] if known else None
 
 
+def _paired_median(ratios: list[float | None]) -> float | None:
+    """The median of the per-round ratios that exist (each round's two runs are adjacent in
+    time, so a drift of the machine's load cancels within a pair); None when none does."""
+    known = [x for x in ratios if x is not None]
+    return round(median(known), 3) if known else None
+
+
 def _row(
     concurrency: int, cache_runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -98,6 +106,7 @@ def _row(
         "cache": cache_m,
         "bare": bare_m,
         "ratio": ratio(cache_m["rps"], bare_m["rps"]),
+        "ratio_paired": _paired_median(paired),
         # What the ratio would be with a core to itself: bare CPU/request over cache's.
         "cpu_ratio": ratio(
             bare_m["server_cpu_us_per_request"], cache_m["server_cpu_us_per_request"]
