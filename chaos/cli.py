@@ -249,11 +249,12 @@ def down(lab: Lab) -> None:
 @pass_lab
 def status(lab: Lab, as_json: bool) -> None:
     """Show the local stack's services: state, addresses, pids (and the wire proxy's links)."""
-    info = lab.stack.status_info() if lab.backend_name == "local" else None
+    records = lab.stack.records() if lab.backend_name == "local" else None  # read once
+    info = lab.stack.status_info(records) if records is not None else None
     services = info.services if info is not None else lab.backend().status()
     doc = (info or StackInfo(services)).to_json()
     if "db" in services and cache_names(services):
-        doc["settings"] = loop.run(in_force(lab))  # the settings and faults in force
+        doc["settings"] = loop.run(in_force(lab, records))  # the settings and faults in force
     if as_json:
         emit_json(doc)
     else:

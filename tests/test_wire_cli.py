@@ -20,9 +20,12 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from chaos.backends.base import BackendError
+from chaos.cli import cli
 from chaos.stack import LocalStack, ServiceRecord
+from herdlab import loop
 from protos import cache_pb2, cache_pb2_grpc
 
 CHAOS = [sys.executable, "-m", "chaos"]
@@ -127,6 +130,27 @@ def test_a_for_fault_expires_on_the_proxy_even_if_its_command_is_killed(
     while faults(proxied_dir)["wire"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert faults(proxied_dir)["wire"] == []
+
+
+def test_status_reads_the_stacks_state_file_once(
+    proxied_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its table, its proxy links and the settings in force come from one reading."""
+    monkeypatch.delenv(loop.ENV, raising=False)  # `chaos` sets it for what it starts
+    reads: list[Path] = []
+    records = LocalStack.records
+
+    def counted(stack: LocalStack) -> dict[str, ServiceRecord]:
+        reads.append(stack.state_file)
+        return records(stack)
+
+    monkeypatch.setattr(LocalStack, "records", counted)
+    result = CliRunner().invoke(cli, ["--state-dir", str(proxied_dir), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert set(doc["services"]) == {"db", "wire", "cache"} and "cache" in doc["proxy"]
+    assert doc["settings"]["db"]["latency_ms"] == 1 and doc["settings"]["cache"] is not None
+    assert reads == [proxied_dir / "stack.json"]
 
 
 def test_reset_returns_the_start_settings_and_removes_wire_faults(proxied_dir: Path) -> None:
