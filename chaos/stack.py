@@ -354,6 +354,8 @@ class LocalStack(Backend):
                     str(metrics_port),
                     "--db-target",
                     cache_db_target or db_target,
+                    "--name",
+                    name,
                     *cache_args,
                     *store_args,  # last: the stack's Redis wins over a `--store` in cache_args
                 ],
