@@ -38,7 +38,7 @@ from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
-from herdlab.config import DURATION
+from herdlab.config import DURATION, format_number
 from protos import admin_pb2, wire_pb2
 
 LINK = click.Choice(LINK_NAMES)
@@ -288,6 +288,19 @@ async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None)
     return doc
 
 
+def _shown(value: object) -> str:
+    """A value in force as `chaos faults` and `chaos status` print it: a number in the shortest
+    text that reads back (`50`, not `50.0`), anything else as it is."""
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def settings_text(values: Mapping[str, Any]) -> str:
+    """A service's settings in force (`in_force`'s `db` or `cache`) as one `k=v, ...` text."""
+    return ", ".join(
+        f"{k}={_shown(v)}" for k, v in values.items() if k not in ("changed", "reverts_at")
+    )
+
+
 def _db_start(db: DbSettings) -> dict[str, Any]:
     return {
         "latency_ms": db.latency_s * 1000,
@@ -315,22 +328,18 @@ def faults(lab: Lab, as_json: bool) -> None:
         if values is None:
             continue
         changed = set(values.get("changed", ()))
-        shown = ", ".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in values.items()
-            if k not in ("changed", "reverts_at")
-        )
+        text = settings_text(values)
         reverts = values.get("reverts_at") or {}
-        shown += "".join(
+        text += "".join(
             f", {k} reverts in {max(0.0, at - time.time()):.1f}s" for k, at in reverts.items()
         )
         lines.append(
-            f"{service}: {shown}" + (f" (changed: {', '.join(sorted(changed))})" if changed else "")
+            f"{service}: {text}" + (f" (changed: {', '.join(sorted(changed))})" if changed else "")
         )
     for fault in doc["wire"]:
         left = fault["expires_at"]
         until = f", {max(0.0, left - time.time()):.1f}s left" if left else ""
-        attrs = " ".join(f"{k}={v:g}" for k, v in fault["attributes"].items())
+        attrs = " ".join(f"{k}={_shown(v)}" for k, v in fault["attributes"].items())
         lines.append(
             f"wire {fault['link']}: {fault['kind']} {fault['stream']} {attrs}".rstrip()
             + f" ({fault['name']}{until})"
