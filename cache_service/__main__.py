@@ -32,6 +32,14 @@ ENV = "HERDLAB_CACHE"
     show_envvar=True,
     help="The DB's gRPC address.",
 )
+@click.option(
+    "--name",
+    envvar=f"{ENV}_NAME",
+    default="cache",
+    show_default=True,
+    show_envvar=True,
+    help="The service's name in its log lines (service=NAME), e.g. a replica's cache-2.",
+)
 @loop.option
 @settings.options(CacheSettings, ENV)
 def main(
@@ -43,6 +51,7 @@ def main(
     admin_token: str | None,
     loop_name: str,
     db_target: str,
+    name: str,
     **values: Any,
 ) -> None:
     """The lab's TTL cache with single-flight coalescing in front of the DB."""
@@ -51,7 +60,7 @@ def main(
     if problem:
         raise click.UsageError(problem)
     store = config.store()
-    logs.setup("cache")
+    logs.setup(name)
     registry = CollectorRegistry()
     serve_metrics(registry, metrics_host, metrics_port)
 

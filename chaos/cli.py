@@ -43,7 +43,7 @@ from chaos.stack import MAX_REPLICAS, STORES, StackInfo, cache_names, default_st
 from chaos.verbs import COMMANDS, SERVICE
 from chaos.watch import watch
 from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
-from chaos.wire_commands import in_force
+from chaos.wire_commands import in_force, settings_text
 from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
@@ -249,11 +249,12 @@ def down(lab: Lab) -> None:
 @pass_lab
 def status(lab: Lab, as_json: bool) -> None:
     """Show the local stack's services: state, addresses, pids (and the wire proxy's links)."""
-    info = lab.stack.status_info() if lab.backend_name == "local" else None
+    records = lab.stack.records() if lab.backend_name == "local" else None  # read once
+    info = lab.stack.status_info(records) if records is not None else None
     services = info.services if info is not None else lab.backend().status()
     doc = (info or StackInfo(services)).to_json()
     if "db" in services and cache_names(services):
-        doc["settings"] = loop.run(in_force(lab))  # the settings and faults in force
+        doc["settings"] = loop.run(in_force(lab, records))  # the settings and faults in force
     if as_json:
         emit_json(doc)
     else:
@@ -263,10 +264,7 @@ def status(lab: Lab, as_json: bool) -> None:
         for service in ("db", "cache"):
             values = doc.get("settings", {}).get(service)
             if values:
-                shown = ", ".join(
-                    f"{k}={v}" for k, v in values.items() if k not in ("changed", "reverts_at")
-                )
-                out.print(f"{service}: {shown}")
+                out.print(f"{service}: {settings_text(values)}")
         for fault in doc.get("settings", {}).get("wire", []):
             out.print(f"wire {fault['link']}: {fault['kind']} {fault['stream']} ({fault['name']})")
 

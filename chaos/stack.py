@@ -33,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,9 @@ class LocalStack(Backend):
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _load(self) -> dict[str, ServiceRecord]:
+    def records(self) -> dict[str, ServiceRecord]:
+        """The state file as it is now ({} without a stack). A command that asks several things
+        of the stack reads it once and hands it to each (`status`, `status_info`, `proxied`)."""
         try:
             raw = json.loads(self.state_file.read_text())
         except FileNotFoundError:
@@ -212,7 +214,7 @@ class LocalStack(Backend):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def is_up(self) -> bool:
-        return any(self._process(r) is not None for r in self._load().values())
+        return any(self._process(r) is not None for r in self.records().values())
 
     def up(
         self,
@@ -352,6 +354,8 @@ class LocalStack(Backend):
                     str(metrics_port),
                     "--db-target",
                     cache_db_target or db_target,
+                    "--name",
+                    name,
                     *cache_args,
                     *store_args,  # last: the stack's Redis wins over a `--store` in cache_args
                 ],
@@ -435,7 +439,7 @@ class LocalStack(Backend):
         in the state file, so `status` shows it and `down` stops it, but no chaos verb acts on
         it. Returns once `ready()` holds (polled, at most `timeout_s`); a helper that exits or
         is not ready in time is stopped, forgotten, and reported with its log's last line."""
-        records = self._load()
+        records = self.records()
         if not any(self._process(r) is not None for r in records.values()):
             raise BackendError("no lab stack is up; run 'chaos up' first")
         if name in records and self._process(records[name]) is not None:
@@ -469,7 +473,7 @@ class LocalStack(Backend):
     def down(self) -> list[str]:
         """Stops every helper, then every service (cache first); returns the names that were
         running."""
-        records = self._load()
+        records = self.records()
         stopped = []
         # Reverse start order: helpers (started last) first, then the cache, the proxy, the DB.
         for name in reversed(list(records)):
@@ -501,25 +505,28 @@ class LocalStack(Backend):
 
     # -- Backend --------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, ServiceInfo]:
-        return {name: self._info(record) for name, record in self._load().items()}
+    def status(self, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, ServiceInfo]:
+        """Every service's state now, of `records` (default: the state file read now)."""
+        known = self.records() if records is None else records
+        return {name: self._info(record) for name, record in known.items()}
 
-    def status_info(self) -> StackInfo:
-        services = self.status()
+    def status_info(self, records: Mapping[str, ServiceRecord] | None = None) -> StackInfo:
+        known = self.records() if records is None else records
+        services = self.status(known)
         return StackInfo(
             services,
             prometheus=prometheus_local.describe(self.state_dir, services),
-            proxy=self.proxied(),
+            proxy=self.proxied(known),
         )
 
-    def proxied(self) -> dict[str, str]:
+    def proxied(self, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, str]:
         """The services behind the wire proxy, each with the address its clients use."""
-        wire = self._load().get("wire")
+        wire = (self.records() if records is None else records).get("wire")
         return dict(wire.links or {}) if wire is not None else {}
 
     def proxy_admin(self) -> str:
         """The wire proxy's admin address; BackendError when the stack has none."""
-        records = self._load()
+        records = self.records()
         if not records:
             raise BackendError("no lab stack is up; run 'chaos up' first")
         wire = records.get("wire")
@@ -540,7 +547,7 @@ class LocalStack(Backend):
 
     def _record(self, service: str) -> tuple[dict[str, ServiceRecord], ServiceRecord]:
         check_service(service)
-        records = self._load()
+        records = self.records()
         if not records:
             raise BackendError("no lab stack is up; run 'chaos up' first")
         if service not in records:

@@ -45,14 +45,12 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -61,6 +59,7 @@ from rich.text import Text
 from chaos.backends.base import SERVICES, BackendError, role_of
 from chaos.context import CONTEXT, Lab, out, pass_lab
 from herdlab.config import DURATION
+from herdlab.scrape import Sample, Scrape, fetch
 
 SHARE_SOURCES = ("hit", "miss", "coalesced", "stale")
 QUANTILES = {"latency_p50_s": 0.5, "latency_p99_s": 0.99}
@@ -69,63 +68,6 @@ MAX_SCRAPERS = 16
 MIN_INTERVAL_S = 0.2
 MAX_INTERVAL_S = 60.0
 BAR_WIDTH = 24
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: Mapping[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class Scrape:
-    """One service's `/metrics` at one moment; `samples` is empty when the scrape failed."""
-
-    service: str
-    url: str
-    samples: tuple[Sample, ...] = ()
-    error: str | None = None
-
-    @property
-    def up(self) -> bool:
-        return self.error is None
-
-    @property
-    def role(self) -> str:
-        return role_of(self.service)
-
-    def total(self, name: str, **match: str) -> float:
-        """The sum of `name`'s samples whose labels include `match`."""
-        return sum(s.value for s in self.select(name, **match))
-
-    def select(self, name: str, **match: str) -> list[Sample]:
-        return [
-            s
-            for s in self.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in match.items())
-        ]
-
-
-def parse(service: str, url: str, text: str) -> Scrape:
-    """A scrape from an exposition text (prometheus_client's parser)."""
-    samples = tuple(
-        Sample(sample.name, dict(sample.labels), sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    )
-    return Scrape(service, url, samples)
-
-
-def fetch(service: str, url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> Scrape:
-    """Scrapes `url`; a refused, slow (a paused process) or broken endpoint gives a failed
-    scrape naming why, never an exception."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return parse(service, url, response.read().decode())
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return Scrape(service, url, error=" ".join(str(reason).split()) or type(exc).__name__)
 
 
 def scrape_all(
@@ -198,12 +140,12 @@ def _up_pairs(
     return [
         (before[name], scrape)
         for name, scrape in sorted(after.items())
-        if scrape.role == role and scrape.up and name in before and before[name].up
+        if role_of(scrape.service) == role and scrape.up and name in before and before[name].up
     ]
 
 
 def _ups(after: Mapping[str, Scrape], role: str) -> list[Scrape]:
-    return [s for _, s in sorted(after.items()) if s.role == role and s.up]
+    return [s for _, s in sorted(after.items()) if role_of(s.service) == role and s.up]
 
 
 def _gauge_sum(scrapes: list[Scrape], name: str) -> int | None:
@@ -224,7 +166,7 @@ def figures(
     doc: dict[str, Any] = {
         "interval_s": round(elapsed_s, 3),
         "services": {
-            name: {"role": s.role, "up": s.up, "metrics": s.url, "error": s.error}
+            name: {"role": role_of(s.service), "up": s.up, "metrics": s.url, "error": s.error}
             for name, s in sorted(after.items())
         },
     }

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -30,14 +31,14 @@ from cache_service.settings import CacheSettings
 from chaos.admin import Admin, AdminError
 from chaos.backends.base import BackendError
 from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.stack import cache_names
+from chaos.stack import ServiceRecord, cache_names
 from chaos.verbs import _common, _positive_duration, _report, hold_for, stop_as
 from chaos.wire.admin import WireClient, fault_doc
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
-from herdlab.config import DURATION
+from herdlab.config import DURATION, format_number
 from protos import admin_pb2, wire_pb2
 
 LINK = click.Choice(LINK_NAMES)
@@ -219,9 +220,9 @@ def heal(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
 # -- what is in force -------------------------------------------------------------------------
 
 
-def start_settings(lab: Lab) -> tuple[DbSettings, CacheSettings]:
-    """The DB's and the cache's settings as the stack started them (their command lines)."""
-    records = lab.stack._load()
+def start_settings(records: Mapping[str, ServiceRecord]) -> tuple[DbSettings, CacheSettings]:
+    """The DB's and the cache's settings as the local stack started them (their command lines
+    in its state file, `LocalStack.records()`)."""
     caches = cache_names(records)
     if "db" not in records or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
@@ -236,9 +237,17 @@ def start_settings(lab: Lab) -> tuple[DbSettings, CacheSettings]:
     return db, cache
 
 
-async def in_force(lab: Lab) -> dict[str, Any]:
-    """What is in force now (`chaos faults --json`; `chaos status` shows it too)."""
-    services = lab.backend().status()
+async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, Any]:
+    """What is in force now (`chaos faults --json`; `chaos status` shows it too). A local
+    stack's state file is read once (or `records`, read by the caller, is used)."""
+    db_start: DbSettings | None = None
+    cache_start: CacheSettings | None = None
+    if lab.backend_name == "local":
+        known = lab.stack.records() if records is None else records
+        services = lab.stack.status(known)
+        db_start, cache_start = start_settings(known)  # no stack: the same error as below
+    else:
+        services = lab.backend().status()
     caches = cache_names(services)
     if "db" not in services or not caches:
         raise BackendError("no lab stack is up; run 'chaos up' first")
@@ -248,7 +257,6 @@ async def in_force(lab: Lab) -> dict[str, Any]:
         "cache": None,
         "wire": [],
     }
-    db_start, cache_start = start_settings(lab) if lab.backend_name == "local" else (None, None)
     async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
         if services["db"].state == "running":
             state = await admin.db_state()
@@ -280,6 +288,19 @@ async def in_force(lab: Lab) -> dict[str, Any]:
     return doc
 
 
+def _shown(value: object) -> str:
+    """A value in force as `chaos faults` and `chaos status` print it: a number in the shortest
+    text that reads back (`50`, not `50.0`), anything else as it is."""
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
+def settings_text(values: Mapping[str, Any]) -> str:
+    """A service's settings in force (`in_force`'s `db` or `cache`) as one `k=v, ...` text."""
+    return ", ".join(
+        f"{k}={_shown(v)}" for k, v in values.items() if k not in ("changed", "reverts_at")
+    )
+
+
 def _db_start(db: DbSettings) -> dict[str, Any]:
     return {
         "latency_ms": db.latency_s * 1000,
@@ -307,22 +328,18 @@ def faults(lab: Lab, as_json: bool) -> None:
         if values is None:
             continue
         changed = set(values.get("changed", ()))
-        shown = ", ".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in values.items()
-            if k not in ("changed", "reverts_at")
-        )
+        text = settings_text(values)
         reverts = values.get("reverts_at") or {}
-        shown += "".join(
+        text += "".join(
             f", {k} reverts in {max(0.0, at - time.time()):.1f}s" for k, at in reverts.items()
         )
         lines.append(
-            f"{service}: {shown}" + (f" (changed: {', '.join(sorted(changed))})" if changed else "")
+            f"{service}: {text}" + (f" (changed: {', '.join(sorted(changed))})" if changed else "")
         )
     for fault in doc["wire"]:
         left = fault["expires_at"]
         until = f", {max(0.0, left - time.time()):.1f}s left" if left else ""
-        attrs = " ".join(f"{k}={v:g}" for k, v in fault["attributes"].items())
+        attrs = " ".join(f"{k}={_shown(v)}" for k, v in fault["attributes"].items())
         lines.append(
             f"wire {fault['link']}: {fault['kind']} {fault['stream']} {attrs}".rstrip()
             + f" ({fault['name']}{until})"
@@ -346,7 +363,9 @@ async def _reset(lab: Lab) -> dict[str, Any]:
             backend.restore(name)
             done["restored"].append(name)
     db, cache = (
-        start_settings(lab) if lab.backend_name == "local" else (DbSettings(), CacheSettings())
+        start_settings(lab.stack.records())
+        if lab.backend_name == "local"
+        else (DbSettings(), CacheSettings())
     )
     async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
         await admin.set_faults(
@@ -383,7 +402,7 @@ def reset_command(lab: Lab, as_json: bool, dry_run: bool) -> None:
     killed ones restored."""
     details: dict[str, Any] = {}
     if dry_run:
-        start_settings(lab)
+        start_settings(lab.stack.records())
     else:
         details = loop.run(_reset(lab))
     _report(lab, "reset", "stack", as_json, dry_run, **details)

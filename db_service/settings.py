@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db_service import queueing
-from herdlab.settings import ServerSettings, format_duration, setting
+from herdlab.config import format_duration
+from herdlab.settings import ServerSettings, setting
 
 # Latency and spread are bounded so that every sleep the DB draws is a finite number of seconds:
 # an infinite spread would draw inf (or NaN, for inf * 0.0), and a NaN timer corrupts asyncio's

@@ -1,5 +1,6 @@
 """Configuration parsing shared by the services and the CLI: durations with unit suffixes and
-probabilities, as click parameter types so bad values become one clear line and exit code 2."""
+probabilities, as click parameter types so bad values become one clear line and exit code 2;
+and the texts the lab writes numbers and durations back in, which these parsers read."""
 
 from __future__ import annotations
 
@@ -29,6 +30,30 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"invalid duration {text!r}: too large")
     return seconds
+
+
+def format_number(value: float) -> str:
+    """`20.0` -> `20`, `0.1` -> `0.1`: the shortest text that parses back to the same value."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def format_duration(seconds: float) -> str:
+    """The one way the lab writes a duration on a command line: milliseconds with a unit, to
+    the nanosecond and never in exponent notation (which no duration parser reads)."""
+    return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
+
+
+def format_duration_short(seconds: float) -> str:
+    """Seconds -> a `parse_duration` text that reads back the same, as guard specs show
+    durations: whole minutes in `m`, else from a second up in `s`, else in `ms`: `120.0` -> `2m`,
+    `90.0` -> `90s`, `0.5` -> `500ms`."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{format_number(seconds / 60)}m"
+    if seconds >= 1 or seconds == 0:
+        return f"{format_number(seconds)}s"
+    return f"{format_number(round(seconds * 1000, 9))}ms"
 
 
 class DurationType(click.ParamType[float, Any]):

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from herdlab.config import DURATION, PROBABILITY, parse_duration
+from herdlab.config import DURATION, PROBABILITY, format_duration, parse_duration
 from herdlab.grpcutil import PingPolicy
 from herdlab.guards import parse_guard_set
 
@@ -150,12 +150,6 @@ def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any
     return dataclasses.field(
         default=default, metadata={"setting": Setting(key, kind, help, **bounds)}
     )
-
-
-def format_duration(seconds: float) -> str:
-    """The one way the lab writes a duration on a command line: milliseconds with a unit, to
-    the nanosecond and never in exponent notation (which no duration parser reads)."""
-    return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
 
 
 def fields(cls_or_obj: Any) -> Iterator[tuple[str, Setting]]:

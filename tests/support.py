@@ -4,14 +4,12 @@ services' own state (never on the clock), and reading /metrics by value."""
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from chaos.admin import Admin
 from chaos.stack import StackInfo
+from herdlab.scrape import read
 from protos import admin_pb2, cache_pb2, db_pb2, db_pb2_grpc
 
 T = TypeVar("T")
@@ -41,12 +39,9 @@ async def eventually(
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a /metrics page, by (name, sorted labels)."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in read("", url, timeout_s=10).samples
     }
 
 

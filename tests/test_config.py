@@ -9,7 +9,14 @@ from click.testing import CliRunner
 
 from cache_service.__main__ import main as cache_main
 from db_service.__main__ import main as db_main
-from herdlab.config import DURATION, PROBABILITY, parse_duration
+from herdlab.config import (
+    DURATION,
+    PROBABILITY,
+    format_duration,
+    format_duration_short,
+    format_number,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +62,39 @@ def test_duration_param_type() -> None:
     assert DURATION.convert(3, None, None) == 3.0
     with pytest.raises(click.BadParameter, match="invalid duration '10x'"):
         DURATION.convert("10x", None, None)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "argv", "short"),
+    [
+        (120.0, "120000ms", "2m"),
+        (90.0, "90000ms", "90s"),
+        (30.0, "30000ms", "30s"),
+        (1.5, "1500ms", "1.5s"),
+        (0.0, "0ms", "0s"),
+        (0.5, "500ms", "500ms"),
+        (0.0005, "0.5ms", "0.5ms"),
+    ],
+)
+def test_durations_are_written_in_two_forms(seconds: float, argv: str, short: str) -> None:
+    """A command line's form (always milliseconds, never an exponent) and a guard spec's (whole
+    minutes in m, from a second up in s, else ms); both read back the same."""
+    assert format_duration(seconds) == argv
+    assert format_duration_short(seconds) == short
+    assert parse_duration(argv) == parse_duration(short) == pytest.approx(seconds)
+
+
+def test_a_command_lines_duration_is_never_in_exponent_notation() -> None:
+    assert format_duration(1e-9) == "0.000001ms"
+    assert parse_duration(format_duration(1e-9)) == pytest.approx(1e-9)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(20.0, "20"), (0.1, "0.1"), (-3.0, "-3"), (1e20, "1e+20")]
+)
+def test_numbers_are_written_in_the_shortest_text_that_reads_back(value: float, text: str) -> None:
+    assert format_number(value) == text
+    assert float(text) == value
 
 
 @pytest.mark.parametrize(("text", "p"), [("0", 0.0), ("0.25", 0.25), ("1", 1.0)])

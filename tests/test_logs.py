@@ -74,8 +74,42 @@ def test_chaos_logs_shows_listen_admin_change_and_drain_lines(tmp_path: Path) ->
     assert change["latency"] == "300ms"
     assert "spread" not in change  # only what changed
     # The log file outlives the stack: the drain is in it.
-    log = (tmp_path / "logs" / "cache.log").read_text().splitlines()
-    assert [_fields(line)["event"] for line in log] == ["listening", "draining", "drained"]
+    log = [_fields(line) for line in (tmp_path / "logs" / "cache.log").read_text().splitlines()]
+    assert [f["event"] for f in log] == ["listening", "draining", "drained"]
+    assert {f["service"] for f in log} == {"cache"}  # one cache: named as in compose
+
+
+def test_each_replica_logs_under_its_own_name(tmp_path: Path) -> None:
+    assert _chaos(tmp_path, "up", "--replicas", "2").returncode == 0
+    try:
+        shown = {
+            name: [_fields(line) for line in _chaos(tmp_path, "logs", name).stdout.splitlines()]
+            for name in ("cache-1", "cache-2")
+        }
+    finally:
+        assert _chaos(tmp_path, "down").returncode == 0
+    for name, lines in shown.items():
+        assert [f["event"] for f in lines] == ["listening"], name
+        assert lines[0]["service"] == name
+
+
+def test_a_cache_takes_its_name_from_the_environment() -> None:
+    """As compose names its second replica (HERDLAB_CACHE_NAME: cache-2)."""
+    env = {**os.environ, "HERDLAB_CACHE_NAME": "cache-7"}
+    args = ["--port", "0", "--metrics-port", "0", "--db-target", "127.0.0.1:1"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "cache_service", *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as cache:
+        assert cache.stderr is not None
+        try:
+            listening = _fields(cache.stderr.readline())
+        finally:
+            cache.terminate()
+            cache.communicate(timeout=30)
+    assert listening["event"] == "listening" and listening["service"] == "cache-7"
 
 
 def test_chaos_logs_without_a_stack_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import running_stack
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
+from support import scrape
 
 from cache_service.dbclient import ATTEMPT_OUTCOMES
 from cache_service.server import LATENCY_SOURCES, SOURCE_RESULTS
@@ -77,16 +77,6 @@ def test_herd_metrics_pass_promtool(stack_info: StackInfo) -> None:
     _check(f"http://127.0.0.1:{port}/metrics")
 
 
-def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def _at_zero(
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> bool:
@@ -109,8 +99,8 @@ def test_fresh_services_show_every_outcome_at_zero(tmp_path: Path) -> None:
     with running_stack(tmp_path, (), ("--policy=full",)) as (_, info):
         for service in ("db", "cache"):
             _check(info.services[service].metrics)
-        db = _samples(info.services["db"].metrics)
-        cache = _samples(info.services["cache"].metrics)
+        db = scrape(info.services["db"].metrics)
+        cache = scrape(info.services["cache"].metrics)
     for outcome in DB_OUTCOMES:
         assert _at_zero(db, "herdlab_db_requests_total", outcome=outcome), outcome
     for stage in DROP_STAGES:
@@ -136,7 +126,7 @@ def test_fresh_herd_shows_every_result_at_zero() -> None:
     serve_metrics(registry, "127.0.0.1", port)
     url = f"http://127.0.0.1:{port}/metrics"
     _check(url)
-    samples = _samples(url)
+    samples = scrape(url)
     for result in HERD_RESULTS:
         assert _at_zero(samples, "herdlab_herd_requests_total", result=result), result
     _common(samples)

@@ -20,9 +20,13 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from chaos.backends.base import BackendError
+from chaos.cli import cli
 from chaos.stack import LocalStack, ServiceRecord
+from chaos.wire_commands import settings_text
+from herdlab import loop
 from protos import cache_pb2, cache_pb2_grpc
 
 CHAOS = [sys.executable, "-m", "chaos"]
@@ -127,6 +131,46 @@ def test_a_for_fault_expires_on_the_proxy_even_if_its_command_is_killed(
     while faults(proxied_dir)["wire"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert faults(proxied_dir)["wire"] == []
+
+
+def test_status_reads_the_stacks_state_file_once(
+    proxied_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its table, its proxy links and the settings in force come from one reading."""
+    monkeypatch.delenv(loop.ENV, raising=False)  # `chaos` sets it for what it starts
+    reads: list[Path] = []
+    records = LocalStack.records
+
+    def counted(stack: LocalStack) -> dict[str, ServiceRecord]:
+        reads.append(stack.state_file)
+        return records(stack)
+
+    monkeypatch.setattr(LocalStack, "records", counted)
+    result = CliRunner().invoke(cli, ["--state-dir", str(proxied_dir), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert set(doc["services"]) == {"db", "wire", "cache"} and "cache" in doc["proxy"]
+    assert doc["settings"]["db"]["latency_ms"] == 1 and doc["settings"]["cache"] is not None
+    assert reads == [proxied_dir / "stack.json"]
+
+
+def test_status_and_faults_print_the_settings_in_force_alike(proxied_dir: Path) -> None:
+    """Numbers as `chaos faults` always printed them: `latency_ms=1`, not `latency_ms=1.0`."""
+    status, listed = chaos(proxied_dir, "status"), chaos(proxied_dir, "faults")
+    assert status.returncode == 0 and listed.returncode == 0, status.stderr + listed.stderr
+    for service in ("db", "cache"):
+        line = next(x for x in status.stdout.splitlines() if x.startswith(f"{service}: "))
+        # `chaos faults` may add what reverts when and what changed since `chaos up`.
+        assert any(x.startswith(line) for x in listed.stdout.splitlines()), (line, listed.stdout)
+    db = next(x for x in status.stdout.splitlines() if x.startswith("db: "))
+    assert db.startswith("db: latency_ms=1, spread_ms=") and ".0," not in db, db
+
+
+def test_settings_text_writes_numbers_in_their_shortest_form() -> None:
+    values = {"latency_ms": 50.0, "error_rate": 0.25, "queue": 64, "coalescing": True}
+    assert settings_text({**values, "changed": ["queue"], "reverts_at": {"queue": 1.0}}) == (
+        "latency_ms=50, error_rate=0.25, queue=64, coalescing=True"
+    )
 
 
 def test_reset_returns_the_start_settings_and_removes_wire_faults(proxied_dir: Path) -> None:

@@ -29,12 +29,9 @@ import contextlib
 import math
 import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from cache_service.settings import CacheSettings
 from chaos.admin import Admin
@@ -49,6 +46,7 @@ from chaos.scenarios.herd_rounds import HerdRounds
 from chaos.stack import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
+from herdlab.scrape import read as read_metrics
 from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
@@ -64,16 +62,10 @@ MAX_CONDITION_WAIT_S = 3600.0
 
 
 def lease_samples(metrics_url: str) -> dict[str, float]:
-    """One replica's lease figures (LEASE_METRICS' names), read from its /metrics."""
-    with urllib.request.urlopen(metrics_url, timeout=READY_TIMEOUT_S) as response:
-        text = response.read().decode()
-    names = {metric: name for name, metric in LEASE_METRICS.items()}
-    found = dict.fromkeys(LEASE_METRICS, 0.0)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in names:
-                found[names[sample.name]] += sample.value
-    return found
+    """One replica's lease figures (LEASE_METRICS' names), read from its /metrics; raises when
+    the replica does not answer (OSError) or its page is not an exposition (ValueError)."""
+    scrape = read_metrics("cache", metrics_url, READY_TIMEOUT_S)
+    return {name: scrape.total(metric) for name, metric in LEASE_METRICS.items()}
 
 
 class TrialError(RuntimeError):

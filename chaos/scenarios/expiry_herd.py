@@ -32,7 +32,7 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
-from herdlab.settings import format_duration
+from herdlab.config import format_duration
 
 SCENARIO = "expiry-herd"
 MAX_KEYS = 10_000

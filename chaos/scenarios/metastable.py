@@ -47,8 +47,8 @@ from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
 from db_service import queueing
+from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set
-from herdlab.settings import format_duration
 
 SCENARIO = "metastable"
 TRIGGERS = ("latency", "outage")

@@ -24,7 +24,7 @@ from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from chaos.wire.settings import FAULTS
-from herdlab.settings import format_duration
+from herdlab.config import format_duration
 
 SCENARIO = "partition"
 

@@ -43,8 +43,8 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
+from herdlab.config import format_duration
 from herdlab.retry import POLICY_NAMES, RetryPolicy
-from herdlab.settings import format_duration
 
 SCENARIO = "reconnect-storm"
 RECONNECT_NAMES = tuple(RECONNECTS)

@@ -31,7 +31,7 @@ from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
 from chaos.stack import MAX_REPLICAS
-from herdlab.settings import format_duration
+from herdlab.config import format_duration
 
 SCENARIO = "replicas"
 

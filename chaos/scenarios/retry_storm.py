@@ -51,9 +51,9 @@ from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
 from db_service.queueing import NAMES as DISCIPLINES
+from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set
 from herdlab.retry import POLICY_NAMES
-from herdlab.settings import format_duration
 
 SCENARIO = "retry-storm"
 # The herd's deadline exceeds the cache's retry budget by this much, so users see the cache's

@@ -47,7 +47,7 @@ from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import ProgressFactory
-from herdlab.settings import format_duration
+from herdlab.config import format_duration
 
 SCENARIO = "soak"
 # A generous bound on one cycle (a typical one takes a few seconds; a fault not recovered from

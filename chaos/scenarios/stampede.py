@@ -26,7 +26,7 @@ from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.herd import HerdResult, Outcome, ProgressFactory
-from herdlab.settings import format_duration
+from herdlab.config import format_duration
 
 SHOWN_CLIENTS = 8
 # One Python herd process on 2 cores gets ~10,000 requests through the cache to the DB in about

@@ -19,6 +19,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn, Protocol
 
+from herdlab.config import format_duration_short, format_number
+
 Clock = Callable[[], float]
 
 
@@ -74,23 +76,6 @@ def noop_permit() -> CallbackPermit:
     return CallbackPermit(_ignore)
 
 
-def format_number(value: float) -> str:
-    """`20.0` -> `20`, `0.1` -> `0.1`: the shortest text that parses back to the same value."""
-    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds -> the `herdlab.config.parse_duration` text that reads back the same: `120.0` ->
-    `2m`, `30.0` -> `30s`, `0.5` -> `500ms`."""
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{format_number(seconds / 60)}m"
-    if seconds >= 1 or seconds == 0:
-        return f"{format_number(seconds)}s"
-    return f"{format_number(round(seconds * 1000, 9))}ms"
-
-
 @dataclass(frozen=True)
 class Range:
     """An allowed range for a parameter, printed the way errors show it: `[0.5, 1)`."""
@@ -107,7 +92,7 @@ class Range:
         return above and below
 
     def show(self, value: float) -> str:
-        return format_duration(value) if self.duration else format_number(value)
+        return format_duration_short(value) if self.duration else format_number(value)
 
     def __str__(self) -> str:
         left = "(" if self.low_open else "["

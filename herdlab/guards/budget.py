@@ -12,6 +12,7 @@ a reserve plus a fraction of the requests.
 
 from __future__ import annotations
 
+from herdlab.config import format_duration_short, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -20,8 +21,6 @@ from herdlab.guards.base import (
     Permit,
     Range,
     check,
-    format_duration,
-    format_number,
     noop_permit,
 )
 from herdlab.guards.registry import GuardArgs, register
@@ -119,7 +118,7 @@ class FinagleBudget(Guard):
         return [
             ("ratio", format_number(self.ratio)),
             ("min_per_s", format_number(self.min_per_s)),
-            ("ttl", format_duration(self.ttl_s)),
+            ("ttl", format_duration_short(self.ttl_s)),
         ]
 
     def balance(self) -> float:

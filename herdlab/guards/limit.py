@@ -26,6 +26,7 @@ import itertools
 import math
 from collections import OrderedDict
 
+from herdlab.config import format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Guard,
@@ -33,7 +34,6 @@ from herdlab.guards.base import (
     Permit,
     Range,
     check,
-    format_number,
 )
 from herdlab.guards.limit_algorithms import (
     BACKOFF,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 
+from herdlab.config import format_duration_short, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -27,8 +28,6 @@ from herdlab.guards.base import (
     Permit,
     Range,
     check,
-    format_duration,
-    format_number,
 )
 from herdlab.guards.registry import GuardArgs, register
 from herdlab.guards.window import SlidingCount
@@ -58,7 +57,7 @@ class Throttle(Guard):
         self._accepts = SlidingCount(window_s, clock)
 
     def spec_items(self) -> list[tuple[str, str | None]]:
-        return [("k", format_number(self.k)), ("window", format_duration(self.window_s))]
+        return [("k", format_number(self.k)), ("window", format_duration_short(self.window_s))]
 
     def rejection_probability(self) -> float:
         requests = self._requests.total()

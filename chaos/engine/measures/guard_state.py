@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import urllib.request
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import OBSERVERS
+from herdlab.scrape import Scrape, read
 
 if TYPE_CHECKING:
     from chaos.engine.trial import Trial
@@ -28,17 +26,12 @@ SCRAPE_TIMEOUT_S = 0.5
 STATE = "herdlab_guard_state"
 
 
-def guard_state(text: str) -> dict[str, float]:
+def guard_state(scrape: Scrape) -> dict[str, float]:
     """The cache side's guard state in a /metrics page, as {"<guard>_<key>": value}."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != STATE:
-            continue
-        for sample in family.samples:
-            labels = sample.labels
-            if labels.get("side") == "cache":
-                found[f"{labels['guard']}_{labels['key']}"] = sample.value
-    return found
+    return {
+        f"{s.labels['guard']}_{s.labels['key']}": s.value
+        for s in scrape.select(STATE, side="cache")
+    }
 
 
 class GuardSampler:
@@ -60,8 +53,7 @@ class GuardSampler:
         deadline = time.monotonic() + self.trial.experiment.end_limit_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self._url, timeout=SCRAPE_TIMEOUT_S) as response:
-                    state = guard_state(response.read().decode())
+                state = guard_state(read("cache", self._url, SCRAPE_TIMEOUT_S))
             except OSError:
                 state = None
             if state:
