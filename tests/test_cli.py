@@ -17,15 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from chaos.herd import HerdConfig, HerdResult, run_herd
+from herdlab import scrape
 from herdlab.retry import RetryPolicy
 
 CHAOS = [sys.executable, "-m", "chaos"]
@@ -169,13 +168,10 @@ def test_outage_restores_and_is_journalled(stack_dir: Path) -> None:
 
 
 def _chaos_actions(metrics_url: object) -> dict[tuple[str, str], float]:
-    with urllib.request.urlopen(str(metrics_url), timeout=10) as response:
-        text = response.read().decode()
+    page = scrape.read("service", str(metrics_url), 10.0)
     return {
         (sample.labels["verb"], sample.labels["target"]): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "herdlab_chaos_actions"
-        for sample in family.samples
+        for sample in page.select("herdlab_chaos_actions_total")
     }
 
 
