@@ -96,6 +96,8 @@ class CacheMetrics:
             (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry,
         )
+        self.counted = {pair: self.requests.labels(*pair) for pair in SOURCE_RESULTS}
+        self.timed = {source: self.latency.labels(source) for source in LATENCY_SOURCES}
         self.in_flight_keys = Gauge(
             f"{p}_in_flight_keys", "Keys with a DB fetch under way.", registry=registry
         )
@@ -303,7 +305,7 @@ class Cache:
         started = time.perf_counter()
         problem = key_error(key)
         if problem:
-            self.metrics.requests.inc(("none", "invalid"))
+            self.metrics.counted["none", "invalid"].inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         shared = self.shared
         if shared is None:
@@ -372,8 +374,8 @@ class Cache:
         return reply if reply is not None else _hit_reply(key, entry.value, entry.version)
 
     def _count(self, source: str, result: str, started: float) -> None:
-        self.metrics.requests.inc((source, result))
-        self.metrics.latency.observe((source,), time.perf_counter() - started)
+        self.metrics.counted[source, result].inc()
+        self.metrics.timed[source].observe(time.perf_counter() - started)
 
 
 def _hit_reply(key: str, value: str, version: int) -> cache_pb2.CacheGetResponse:

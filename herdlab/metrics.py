@@ -73,9 +73,37 @@ def metrics_address(host: str, port: int) -> str:
     return f"http://{host}:{port}/metrics" if port else "off"
 
 
+class LoopCounterChild:
+    """One label set's count; only the writer thread calls `inc`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class LoopHistogramChild:
+    """One label set's buckets: the count of each (not cumulative), then +Inf's, then the sum.
+    Only the writer thread calls `observe`."""
+
+    __slots__ = ("bounds", "row")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.row = [0.0] * (len(bounds) + 2)
+
+    def observe(self, amount: float) -> None:
+        row = self.row
+        row[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount: `le` semantics
+        row[-1] += amount
+
+
 class LoopCounter(Collector):
-    """A counter with fixed label values (every child at 0 from the start), for one writer
-    thread: `inc(labels)` is a dict update, no lock. Exposed as `name_total`."""
+    """A counter for one writer thread, its label sets fixed and at 0 from the start;
+    `labels(...)` gives a child as prometheus-client's does. Exposed as `name_total`."""
 
     def __init__(
         self,
@@ -88,23 +116,22 @@ class LoopCounter(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.values = dict.fromkeys(children, 0.0)
+        self.children = {labels: LoopCounterChild() for labels in children}
         registry.register(self)
 
-    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        self.values[labels] += amount
+    def labels(self, *values: str) -> LoopCounterChild:
+        return self.children[values]
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, value in list(self.values.items()):
-            family.add_metric(labels, value)
+        for labels, child in self.children.items():
+            family.add_metric(labels, child.value)
         yield family
 
 
 class LoopHistogram(Collector):
-    """A histogram with fixed label values and buckets, for one writer thread: `observe` is a
-    bisection and two list updates, no lock. Each child is one list: the count of every bucket
-    (not cumulative), then +Inf's, then the sum."""
+    """A histogram for one writer thread, its label sets and buckets fixed and at 0 from the
+    start; `labels(...)` gives a child as prometheus-client's does."""
 
     def __init__(
         self,
@@ -118,21 +145,19 @@ class LoopHistogram(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.bounds = tuple(float(b) for b in buckets)
+        bounds = tuple(float(b) for b in buckets)
         # Each bucket's `le` label, as the library writes it.
-        self.edges = [*(floatToGoString(b) for b in self.bounds), "+Inf"]  # type: ignore[no-untyped-call]
-        self.rows = {labels: [0.0] * (len(self.bounds) + 2) for labels in children}
+        self.edges = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
+        self.children = {labels: LoopHistogramChild(bounds) for labels in children}
         registry.register(self)
 
-    def observe(self, labels: tuple[str, ...], amount: float) -> None:
-        row = self.rows[labels]
-        row[bisect_left(self.bounds, amount)] += 1  # the first bound >= amount: `le` semantics
-        row[-1] += amount
+    def labels(self, *values: str) -> LoopHistogramChild:
+        return self.children[values]
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, shared in list(self.rows.items()):
-            row = list(shared)  # copied at once: no bucket moves while it is summed
+        for labels, child in self.children.items():
+            row = list(child.row)  # copied at once: no bucket moves while it is summed
             cumulative, buckets = 0.0, []
             for edge, count in zip(self.edges, row, strict=False):
                 cumulative += count

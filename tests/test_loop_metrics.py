@@ -37,11 +37,11 @@ def test_counter_and_histogram_expose_the_same_samples_as_the_library() -> None:
         pair = PAIRS[i % len(PAIRS)]
         source = ("hit", "miss")[i % 2]
         counter.labels(*pair).inc()
-        fast_counter.inc(pair)
+        fast_counter.labels(*pair).inc()
         histogram.labels(source).observe(amount)
-        fast_histogram.observe((source,), amount)
+        fast_histogram.labels(source).observe(amount)
     counter.labels("hit", "ok").inc(2.5)
-    fast_counter.inc(("hit", "ok"), 2.5)
+    fast_counter.labels("hit", "ok").inc(2.5)
 
     assert _exposition(loop) == _exposition(library)
     assert loop.get_sample_value("x_requests_total", {"source": "hit", "result": "ok"}) == 6.5
@@ -54,9 +54,11 @@ def test_a_scrape_during_observations_sees_cumulative_buckets_that_never_decreas
     done = threading.Event()
     observations = 200_000
 
+    child = histogram.labels("hit")
+
     def write() -> None:
         for i in range(observations):
-            histogram.observe(("hit",), AMOUNTS[i % len(AMOUNTS)])
+            child.observe(AMOUNTS[i % len(AMOUNTS)])
         done.set()
 
     writer = threading.Thread(target=write)
