@@ -2,7 +2,7 @@
 
 Runs every section in one run, side by side, and rewrites the report and the results document
 (and the policies plot next to the document). `--quick` runs small sizes and few seeds: a smoke
-that fills every section in a few minutes, not a measurement.
+that fills every section in about a minute, not a measurement.
 """
 
 from __future__ import annotations
