@@ -2,7 +2,7 @@
 
 Runs every section in one run, side by side, and rewrites the report and the results document
 (and the policies plot next to the document). `--quick` runs small sizes and few seeds: a smoke
-that fills every section in a few minutes, not a measurement.
+that fills every section in about a minute, not a measurement.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from benchmarks import (
 from benchmarks.system import cpu_plan, load_average, machine
 
 PLOT_NAME = "policies.png"
-# The proxy's overhead is read at the hit path's usual points (one caller, and 64 at once).
-WIRE_CONCURRENCIES = (1, 64)
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class Profile:
     hit_rounds: int
     hit_warmup_s: float
     hit_duration_s: float
+    wire_concurrencies: tuple[int, ...]
     policy_clients: tuple[int, ...]
     policy_seeds: int
     recovery_keys: tuple[int, ...]
@@ -71,6 +70,8 @@ FULL = Profile(
     hit_rounds=9,
     hit_warmup_s=1.0,
     hit_duration_s=2.0,
+    # The proxy's overhead is read at the hit path's usual points (one caller, and 64 at once).
+    wire_concurrencies=(1, 64),
     policy_clients=tuple(range(10, 101, 10)),
     policy_seeds=100,
     recovery_keys=(1_000, 10_000),
@@ -97,28 +98,32 @@ FULL = Profile(
     sharp_rounds=3,
 )
 
+# The smoke: every section filled, each at its smallest size that still runs all its parts (one
+# concurrency, one round, one herd size, both event loops, two storm sizes under one policy and
+# one under two guard sets).
 QUICK = Profile(
-    coalescing_calls=1_000,
-    peer_callers=1_000,
+    coalescing_calls=200,
+    peer_callers=200,
     peer_db_latency_s=0.2,
-    hit_concurrencies=(1, 64, 512),
+    hit_concurrencies=(64,),
     hit_rounds=1,
-    hit_warmup_s=0.3,
-    hit_duration_s=1.0,
+    hit_warmup_s=0.2,
+    hit_duration_s=0.5,
+    wire_concurrencies=(64,),
     policy_clients=(10, 50, 100),
     policy_seeds=3,
-    recovery_keys=(100, 500),
-    recovery_policies=("exponential", "full"),
-    recovery_outage_s=1.0,
+    recovery_keys=(50, 200),
+    recovery_policies=("exponential",),
+    recovery_outage_s=0.5,
     recovery_db_concurrency=20,
-    guard_keys=500,
+    guard_keys=200,
     guard_policy="full",
     guard_sets=("none", "recommended"),
     scale_start=1_000,
-    scale_max=2_000,
+    scale_max=1_000,
     scale_bisect_steps=0,
     scale_repeats=1,
-    sharp_clients=1_000,
+    sharp_clients=200,
     sharp_rounds=1,
 )
 
@@ -158,7 +163,7 @@ def run(
         ),
         "sharpness": lambda: sharpness.run(p.sharp_clients, p.sharp_rounds),
         "wire_proxy": lambda: wire_proxy.run(
-            plan, WIRE_CONCURRENCIES, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s
+            plan, p.wire_concurrencies, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s
         ),
     }
     unknown = [name for name in only if name not in sections]

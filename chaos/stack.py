@@ -492,12 +492,12 @@ class LocalStack(Backend):
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             proc.terminate()
-            # psutil's wait: `down` returns only once the process is gone, reaped included.
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except psutil.TimeoutExpired:
+            # `down` returns once the process has exited: its ports and files are closed. One
+            # that an earlier `chaos` invocation started is init's to reap, which may take a
+            # second or two (`_exited`); this invocation's own children are reaped by the caller.
+            if not _exited(proc, STOP_TIMEOUT_S):
                 proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT_S)
+                _exited(proc, STOP_TIMEOUT_S)
 
     def _reap_all(self) -> None:
         for pid in list(self._children):

@@ -84,6 +84,14 @@ def _services(state_dir: Path) -> dict[str, dict[str, object]]:
     return services
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has: it awaits its reaper)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_up_status_down_json_shape_and_nothing_left(stack_dir: Path) -> None:
     services = _services(stack_dir)
     assert set(services) == {"db", "cache"}
@@ -99,7 +107,8 @@ def test_up_status_down_json_shape_and_nothing_left(stack_dir: Path) -> None:
     assert again.returncode == 2 and "already up" in again.stderr
     down = chaos(stack_dir, "down")
     assert down.returncode == 0, down.stderr
-    assert not [p for p in pids if psutil.pid_exists(p)], "lab processes left after down"
+    # Every one has exited (one that `chaos up` started is init's to reap, maybe a second later).
+    assert not [p for p in pids if _running(p)], "lab processes left after down"
     assert json.loads(chaos(stack_dir, "status", "--json").stdout) == {"services": {}}
 
 
@@ -141,7 +150,12 @@ def test_kill_and_restore_db_clients_see_typed_errors_then_values(stack_dir: Pat
     assert back["ok"] == 20 and back["lost"] == 0 and back["wrong_values"] == 0
 
 
-def test_pause_cache_clients_hit_their_deadline_then_resume(stack_dir: Path) -> None:
+def test_pause_cache_clients_hit_their_deadline_then_resume(
+    stack_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A paused cache never completes the herd's connect, so the herd releases once its wait for
+    # its channels is over (5 s in `chaos herd`); half a second is as good here.
+    monkeypatch.setattr("chaos.herd.CONNECT_TIMEOUT_S", 0.5)
     cache = str(_services(stack_dir)["cache"]["grpc"])
     assert chaos(stack_dir, "pause", "cache").returncode == 0
     assert _services(stack_dir)["cache"]["state"] == "paused"

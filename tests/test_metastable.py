@@ -316,13 +316,23 @@ def test_the_shipped_file_loads_with_a_config(
     assert tuple(step.do for step in experiment.timeline) == trigger
 
 
-def test_the_smoke_run_is_smaller_and_still_sees_30s_after_the_trigger() -> None:
+def _bounds(experiment: spec.Experiment, measure: str) -> list[Any]:
+    return [t.value for e in experiment.expect for t in e.tolerances if t.measure == measure]
+
+
+def test_the_smoke_run_is_smaller_and_sees_its_collapse_and_the_cures_after_the_trigger() -> None:
     plain = spec.load(path_of("metastable"))
     smoke = spec.load(path_of("metastable"), plain.smoke)
     assert len(smoke.combinations()) == 4
     before, trigger = smoke.timeline[0].at_s, smoke.timeline[1].after_s
     assert before is not None and trigger is not None
-    assert smoke.herd.duration_s - before - trigger >= 32
+    after = smoke.herd.duration_s - before - trigger
+    assert _bounds(plain, "collapsed_s") == [30]
+    (collapse,) = _bounds(smoke, "collapsed_s")
+    # FIFO's collapse outlasts the trigger several times over and fits in the run with room for
+    # a burst of answers; the slowest cure's bound, and its 1 s window, fit too.
+    assert 4 * trigger <= collapse <= after - 2
+    assert max(_bounds(smoke, "back_to_90pct_s")) + 1 < after
     assert smoke.herd.duration_s < plain.herd.duration_s
     # Every asserted row runs in the smoke run.
     for expectation in smoke.expect:
