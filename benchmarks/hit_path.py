@@ -1,16 +1,17 @@
 """Section `hit_path`: the cache's `Get` on a warm key against the bare server, side by side.
 
-Three servers are up at once on the server cores: the cache, the cache with the recommended
-guards on its calls to the DB (`--guard recommended`, its own DB), and the bare server. The same
-load generator (closed loop, on the client cores) drives each in turn at each concurrency, in
-rounds whose order reverses (cache, guarded cache, bare; then bare, guarded cache, cache), so
-drifting load on the machine hits all three alike on average. Figures are medians over rounds;
-`ratio` = cache req/s / bare req/s (the bare server is the limit: 1.0) and `guarded_ratio` the
-same for the guarded cache; `ratio_paired` is the median of the rounds' own ratios (each
-round's cache and bare runs are adjacent in time). A hit never calls the DB, so the guards
-should cost nothing here: `guarded_over_cache` (guarded / plain cache req/s) shows it.
-`cpu_ratio` = bare / cache server CPU time per request: on a machine shared with other jobs a
-server may not get its whole core, and CPU per request is what throughput would follow then.
+Four servers are up at once on the server cores: the cache, the cache with the recommended guards
+on its calls to the DB (`--guard recommended`, its own DB), the bare server, and its twin (the same
+bare server again: the twin's ratio to the bare one is the harness's noise floor). The same load
+generator (closed loop, on the client cores) drives each in turn at each concurrency, in rounds
+whose order reverses (cache, guarded cache, bare, twin; then the reverse), so drifting load on the
+machine hits them alike on average. Figures are medians over rounds; `ratio` = cache req/s / bare
+req/s (the bare server is the limit: 1.0) and `guarded_ratio` the same for the guarded cache;
+`ratio_paired` is the median of the rounds' own ratios (each round's cache and bare runs are
+adjacent in time). A hit never calls the DB, so the guards should cost nothing here:
+`guarded_over_cache` (guarded / plain cache req/s) shows it. `cpu_ratio` = bare / cache server CPU
+time per request: on a machine shared with other jobs a server may not get its whole core, and CPU
+per request is what throughput would follow then.
 
 Every server of the lab's default event loop is measured so; the same cache and bare server on
 each other loop (`herdlab.loop`) are up too and take their turn in every round, so `by_loop`
@@ -37,8 +38,10 @@ GOAL = 0.9
 GOAL_CONCURRENCIES = (64, 512)
 # The guarded cache's `--guard`: herdlab.guards.RECOMMENDED, by the name users give it.
 GUARDS = "recommended"
-# One round's order; odd rounds run it reversed.
-ORDER = ("cache", "cache_guarded", "bare")
+# One round's order; odd rounds run it reversed. `bare_twin` is a second bare server, the same
+# code as `bare`: its ratio to `bare` is the noise floor, what the harness reads between two
+# identical servers.
+ORDER = ("cache", "cache_guarded", "bare", "bare_twin")
 
 
 def _measure(
@@ -116,6 +119,19 @@ def _row(
     }
 
 
+def _twin(twin_runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The noise floor: the twin bare server over the bare server, read as the cache is."""
+    paired = [ratio(t["rps"], b["rps"]) for t, b in zip(twin_runs, bare_runs, strict=True)]
+    return {
+        "ratio": ratio(
+            median([r["rps"] for r in twin_runs]), median([r["rps"] for r in bare_runs])
+        ),
+        "ratio_paired": _paired_median(paired),
+        "paired_ratios": paired,
+        "ratio_min_max": _min_max(paired),
+    }
+
+
 def run(
     plan: CpuPlan,
     concurrencies: Sequence[int],
@@ -137,6 +153,7 @@ def run(
             "cache": cache,
             "cache_guarded": guarded,
             "bare": up.enter_context(bare_server(plan)),
+            "bare_twin": up.enter_context(bare_server(plan)),
         }
         for name in others:
             _, _, servers[f"cache@{name}"] = up.enter_context(
@@ -184,6 +201,7 @@ def run(
                 "guarded_paired_ratios": guarded_paired,
                 "guarded_ratio_min_max": _min_max(guarded_paired),
                 "guarded_over_cache": ratio(guarded_m["rps"], row["cache"]["rps"]),
+                "twin": _twin(runs[("bare_twin", concurrency)], bare_runs),
             }
         )
     return {

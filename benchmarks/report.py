@@ -410,11 +410,12 @@ def hit_path(h: dict[str, Any]) -> list[str]:
         "",
         "`Get` on a warm key (TTL 1 h) of the cache service against the bare server "
         "(`benchmarks/bare_server.py`: the same `Cache` service and proto, the same grpc.aio "
-        "server options, a constant reply). Both, and the guarded cache below, are up at once "
-        "on the server core; the same closed-loop load generator (`benchmarks/loadgen.py`) "
-        f"drives each in turn, in {h['rounds']} round(s) of {h['duration_s']:g} s windows after "
-        f"{h['warmup_s']:g} s of warm-up, reversing the order every round (cache, guarded "
-        "cache, bare; then bare, guarded cache, cache). Medians over rounds; ratio = cache / bare "
+        "server options, a constant reply). Both, the guarded cache below and the bare "
+        "server's identical twin (the noise floor) are up at once on the server core; the same "
+        "closed-loop load generator (`benchmarks/loadgen.py`) drives each in turn, in "
+        f"{h['rounds']} round(s) of {h['duration_s']:g} s windows after {h['warmup_s']:g} s of "
+        "warm-up, reversing the order every round (cache, guarded cache, bare, twin; then the "
+        "reverse). Medians over rounds; ratio = cache / bare "
         "req/s (the limit is 1.0); the median of the rounds' ratios pairs each round's two "
         "runs, adjacent in time, so drifting load cancels within a pair. Server CPU is the "
         "fraction of one core the server under test used in the window; CPU per request is "
@@ -454,13 +455,25 @@ def hit_path(h: dict[str, Any]) -> list[str]:
                 if met
                 else f"**missed** ({figures}; rounds {_span(goal_row['ratio_min_max'])})."
             )
-            + f" CPU per request gives {goal_row['cpu_ratio']} there.",
+            + f" CPU per request gives {goal_row['cpu_ratio']} there."
+            + _twin_text(goal_row),
             "",
         ]
     lines += _hit_gaps(h)
     lines += _hit_guarded(h)
     lines += _hit_loops(h)
     return lines
+
+
+def _twin_text(row: dict[str, Any]) -> str:
+    """The noise floor beside a goal line: two identical bare servers read the same way."""
+    twin = row.get("twin")
+    if twin is None:
+        return ""
+    return (
+        f" Noise floor: the bare server's identical twin reads {twin['ratio']} (median of the "
+        f"rounds' ratios {twin['ratio_paired']}; rounds {_span(twin['ratio_min_max'])})."
+    )
 
 
 def _hit_loops(h: dict[str, Any]) -> list[str]:

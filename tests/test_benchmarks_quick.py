@@ -59,6 +59,8 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         for span in (row["ratio_min_max"], row["guarded_ratio_min_max"]):
             assert len(span) == 2 and span[0] <= span[1]
         assert row["guarded_over_cache"] is not None and row["guarded_cpu_ratio"] is not None
+        assert len(row["twin"]["paired_ratios"]) == hit["rounds"]  # the noise floor, measured
+        assert row["twin"]["ratio"] is not None and row["ratio_paired"] is not None
     assert results["policies"]["rows"]
     assert (tmp_path / results["policies"]["plot"]).stat().st_size > 0
     runs = results["herd_recovery"]["runs"]
@@ -94,3 +96,31 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
     assert "### Event loops" in text
     assert f"`{guard_run['command']} --json r.json`" in text
     assert all(f"- `{p['guards']}`: " in text for p in guard_rows)
+
+
+def test_handler_cost_times_both_handlers_on_hits_the_cache_counts() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.handler_cost", "--calls", "500", "--repeats", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    doc = json.loads(result.stdout)
+    # Every timed call of the cache's handler was a hit, counted once: 3 interleaved rounds.
+    assert doc["hits_counted"] == 500 * 2 * 3
+    assert doc["cache_us"] > 0 and doc["bare_us"] > 0
+    assert doc["extra_us"] == pytest.approx(doc["cache_us"] - doc["bare_us"], abs=0.011)
+
+
+def test_handler_cost_rejects_a_count_below_one() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.handler_cost", "--calls", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--calls and --repeats must be >= 1" in result.stderr
