@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,6 +39,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 PREFIX = "herdlab"
+ChildT = TypeVar("ChildT")
 # The distributions whose versions `herdlab_build_info` carries, by label.
 BUILD_PACKAGES = {"version": "herdlab", "grpcio": "grpcio", "protobuf": "protobuf"}
 
@@ -101,9 +103,31 @@ class LoopHistogramChild:
         row[-1] += amount
 
 
-class LoopCounter(Collector):
-    """A counter for one writer thread, its label sets fixed and at 0 from the start;
-    `labels(...)` gives a child as prometheus-client's does. Exposed as `name_total`."""
+class _LoopMetric(Collector, Generic[ChildT]):
+    """What both loop metrics share: fixed label sets, each child made at 0 from the start and
+    handed out by `labels(...)` as prometheus-client does; registered on `registry`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        children: Iterable[tuple[str, ...]],
+        make: Callable[[], ChildT],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.children = {labels: make() for labels in children}
+        registry.register(self)
+
+    def labels(self, *values: str) -> ChildT:
+        return self.children[values]
+
+
+class LoopCounter(_LoopMetric[LoopCounterChild]):
+    """A counter for one writer thread. Exposed as `name_total`."""
 
     def __init__(
         self,
@@ -113,14 +137,7 @@ class LoopCounter(Collector):
         children: Iterable[tuple[str, ...]],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self.children = {labels: LoopCounterChild() for labels in children}
-        registry.register(self)
-
-    def labels(self, *values: str) -> LoopCounterChild:
-        return self.children[values]
+        super().__init__(name, documentation, labelnames, children, LoopCounterChild, registry)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -129,9 +146,8 @@ class LoopCounter(Collector):
         yield family
 
 
-class LoopHistogram(Collector):
-    """A histogram for one writer thread, its label sets and buckets fixed and at 0 from the
-    start; `labels(...)` gives a child as prometheus-client's does."""
+class LoopHistogram(_LoopMetric[LoopHistogramChild]):
+    """A histogram for one writer thread, its buckets fixed."""
 
     def __init__(
         self,
@@ -142,17 +158,12 @@ class LoopHistogram(Collector):
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         bounds = tuple(float(b) for b in buckets)
         # Each bucket's `le` label, as the library writes it.
         self.edges = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
-        self.children = {labels: LoopHistogramChild(bounds) for labels in children}
-        registry.register(self)
-
-    def labels(self, *values: str) -> LoopHistogramChild:
-        return self.children[values]
+        super().__init__(
+            name, documentation, labelnames, children, lambda: LoopHistogramChild(bounds), registry
+        )
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
