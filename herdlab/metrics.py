@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from typing import Generic, TypeVar
 
@@ -104,8 +104,8 @@ class LoopHistogramChild:
 
 
 class _LoopMetric(Collector, Generic[ChildT]):
-    """What both loop metrics share: fixed label sets, each child made at 0 from the start and
-    handed out by `labels(...)` as prometheus-client does; registered on `registry`."""
+    """What both loop metrics share: fixed label sets, each child made at 0 from the start by
+    `_child()` and handed out by `labels(...)` as prometheus-client does."""
 
     def __init__(
         self,
@@ -113,14 +113,16 @@ class _LoopMetric(Collector, Generic[ChildT]):
         documentation: str,
         labelnames: Sequence[str],
         children: Iterable[tuple[str, ...]],
-        make: Callable[[], ChildT],
         registry: CollectorRegistry,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.children = {labels: make() for labels in children}
+        self.children = {labels: self._child() for labels in children}
         registry.register(self)
+
+    def _child(self) -> ChildT:
+        raise NotImplementedError
 
     def labels(self, *values: str) -> ChildT:
         return self.children[values]
@@ -129,15 +131,8 @@ class _LoopMetric(Collector, Generic[ChildT]):
 class LoopCounter(_LoopMetric[LoopCounterChild]):
     """A counter for one writer thread. Exposed as `name_total`."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        children: Iterable[tuple[str, ...]],
-        registry: CollectorRegistry,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, children, LoopCounterChild, registry)
+    def _child(self) -> LoopCounterChild:
+        return LoopCounterChild()
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -158,12 +153,13 @@ class LoopHistogram(_LoopMetric[LoopHistogramChild]):
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ) -> None:
-        bounds = tuple(float(b) for b in buckets)
+        self.bounds = tuple(float(b) for b in buckets)
         # Each bucket's `le` label, as the library writes it.
-        self.edges = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
-        super().__init__(
-            name, documentation, labelnames, children, lambda: LoopHistogramChild(bounds), registry
-        )
+        self.edges = [*(floatToGoString(b) for b in self.bounds), "+Inf"]  # type: ignore[no-untyped-call]
+        super().__init__(name, documentation, labelnames, children, registry)
+
+    def _child(self) -> LoopHistogramChild:
+        return LoopHistogramChild(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
