@@ -8,7 +8,8 @@ whose order reverses (cache, guarded cache, bare, twin; then the reverse), so dr
 machine hits them alike on average. Figures are medians over rounds; `ratio` = cache req/s / bare
 req/s (the bare server is the limit: 1.0) and `guarded_ratio` the same for the guarded cache;
 `ratio_paired` is the median of the rounds' own ratios (each round's cache and bare runs are
-adjacent in time). A hit never calls the DB, so the guards should cost nothing here:
+adjacent in time) and `ratio_paired_interval` where that median lies with 95% confidence. A hit
+never calls the DB, so the guards should cost nothing here:
 `guarded_over_cache` (guarded / plain cache req/s) shows it. `cpu_ratio` = bare / cache server CPU
 time per request: on a machine shared with other jobs a server may not get its whole core, and CPU
 per request is what throughput would follow then.
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.servers import bare_server, get, lab_stack, load
-from benchmarks.stats import median, ratio
+from benchmarks.stats import median, median_interval, ratio
 from benchmarks.system import CpuPlan
 from herdlab import loop
 from herdlab.guards import parse_guard_set
@@ -99,6 +100,12 @@ def _paired_median(ratios: list[float | None]) -> float | None:
     return round(median(known), 3) if known else None
 
 
+def _paired_interval(ratios: list[float | None]) -> list[float] | None:
+    """Where the median of the per-round ratios lies with 95% confidence (`median_interval`);
+    None with fewer than 6 rounds."""
+    return median_interval([x for x in ratios if x is not None])
+
+
 def _row(
     concurrency: int, cache_runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -110,6 +117,7 @@ def _row(
         "bare": bare_m,
         "ratio": ratio(cache_m["rps"], bare_m["rps"]),
         "ratio_paired": _paired_median(paired),
+        "ratio_paired_interval": _paired_interval(paired),
         # What the ratio would be with a core to itself: bare CPU/request over cache's.
         "cpu_ratio": ratio(
             bare_m["server_cpu_us_per_request"], cache_m["server_cpu_us_per_request"]
@@ -127,6 +135,7 @@ def _twin(twin_runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]) -> d
             median([r["rps"] for r in twin_runs]), median([r["rps"] for r in bare_runs])
         ),
         "ratio_paired": _paired_median(paired),
+        "ratio_paired_interval": _paired_interval(paired),
         "paired_ratios": paired,
         "ratio_min_max": _min_max(paired),
     }

@@ -122,8 +122,7 @@ def summary(results: dict[str, Any]) -> list[str]:
     for row in h["rows"]:
         goal = ""
         if row["concurrency"] in _goal_concurrencies(h):
-            met = row["ratio"] is not None and row["ratio"] >= h["goal_ratio_at_64"]
-            goal = f" (goal >= {h['goal_ratio_at_64']}: {'met' if met else 'MISSED'})"
+            goal = f" (goal >= {h['goal_ratio_at_64']}: {'met' if _goal_met(h, row) else 'MISSED'})"
         rows.append(
             [
                 "hit_path",
@@ -226,6 +225,18 @@ def summary(results: dict[str, Any]) -> list[str]:
 def _goal_concurrencies(h: dict[str, Any]) -> list[int]:
     goals: list[int] = h.get("goal_concurrencies", [64])
     return goals
+
+
+def _paired(row: dict[str, Any]) -> float | None:
+    """The median of the rounds' ratios (results from before it was recorded: the ratio)."""
+    paired: float | None = row.get("ratio_paired", row["ratio"])
+    return paired
+
+
+def _goal_met(h: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Met only when both readings reach the goal: the ratio of the medians and the median of
+    the rounds' ratios."""
+    return all(x is not None and x >= h["goal_ratio_at_64"] for x in (row["ratio"], _paired(row)))
 
 
 def _guarded_goal_met(h: dict[str, Any], row: dict[str, Any]) -> bool:
@@ -394,7 +405,7 @@ def hit_path(h: dict[str, Any]) -> list[str]:
                 f"{cache['rps']:,.0f}",
                 f"{bare['rps']:,.0f}",
                 f"**{row['ratio']}**",
-                f"{row.get('ratio_paired')}",
+                f"{row.get('ratio_paired')} ({_span(row.get('ratio_paired_interval'))})",
                 ", ".join(f"{x}" for x in row["paired_ratios"]),
                 f"{cache['p50_ms']:.2f} / {cache['p99_ms']:.2f}",
                 f"{bare['p50_ms']:.2f} / {bare['p99_ms']:.2f}",
@@ -417,7 +428,8 @@ def hit_path(h: dict[str, Any]) -> list[str]:
         "warm-up, reversing the order every round (cache, guarded cache, bare, twin; then the "
         "reverse). Medians over rounds; ratio = cache / bare "
         "req/s (the limit is 1.0); the median of the rounds' ratios pairs each round's two "
-        "runs, adjacent in time, so drifting load cancels within a pair. Server CPU is the "
+        "runs, adjacent in time, so drifting load cancels within a pair; its 95% interval is "
+        "distribution-free (order statistics of the rounds' ratios). Server CPU is the "
         "fraction of one core the server under test used in the window; CPU per request is "
         "that over req/s, and `cpu ratio` = bare / "
         "cache CPU per request: the throughput ratio the two would show with a core each to "
@@ -430,7 +442,7 @@ def hit_path(h: dict[str, Any]) -> list[str]:
                 "cache req/s",
                 "bare req/s",
                 "ratio",
-                "median of rounds' ratios",
+                "median of rounds' ratios (95% interval)",
                 "ratio per round",
                 "cache p50 / p99 ms",
                 "bare p50 / p99 ms",
@@ -443,18 +455,13 @@ def hit_path(h: dict[str, Any]) -> list[str]:
         ),
     ]
     for goal_row in (r for r in h["rows"] if r["concurrency"] in _goal_concurrencies(h)):
-        # Met only when both readings reach the goal: the ratio of the medians and the median
-        # of the rounds' ratios.
-        readings = (goal_row["ratio"], goal_row.get("ratio_paired", goal_row["ratio"]))
-        met = all(x is not None and x >= h["goal_ratio_at_64"] for x in readings)
-        figures = f"{readings[0]}; median of the rounds' ratios {readings[1]}"
+        goal = h["goal_ratio_at_64"]
+        figures = f"{goal_row['ratio']}; median of the rounds' ratios {_paired(goal_row)}"
         lines += [
-            f"Goal: ratio >= {h['goal_ratio_at_64']} at concurrency {goal_row['concurrency']}: "
-            + (
-                f"**met** ({figures}; rounds {_span(goal_row['ratio_min_max'])})."
-                if met
-                else f"**missed** ({figures}; rounds {_span(goal_row['ratio_min_max'])})."
-            )
+            f"Goal: ratio >= {goal} at concurrency {goal_row['concurrency']}: "
+            + ("**met**" if _goal_met(h, goal_row) else "**missed**")
+            + f" ({figures}; rounds {_span(goal_row['ratio_min_max'])})."
+            + _interval_text(goal_row.get("ratio_paired_interval"), goal)
             + f" CPU per request gives {goal_row['cpu_ratio']} there."
             + _twin_text(goal_row),
             "",
@@ -465,6 +472,21 @@ def hit_path(h: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _interval_text(interval: list[float] | None, goal: float) -> str:
+    """Where the median of the rounds' ratios lies with 95% confidence, against the goal."""
+    if interval is None:
+        return " Too few rounds for a 95% interval of the median."
+    low, high = interval
+    where = (
+        "above the goal"
+        if low >= goal
+        else "below the goal"
+        if high < goal
+        else "across the goal: these rounds cannot tell"
+    )
+    return f" The median lies in {low}-{high} with 95% confidence, {where}."
+
+
 def _twin_text(row: dict[str, Any]) -> str:
     """The noise floor beside a goal line: two identical bare servers read the same way."""
     twin = row.get("twin")
@@ -472,7 +494,8 @@ def _twin_text(row: dict[str, Any]) -> str:
         return ""
     return (
         f" Noise floor: the bare server's identical twin reads {twin['ratio']} (median of the "
-        f"rounds' ratios {twin['ratio_paired']}; rounds {_span(twin['ratio_min_max'])})."
+        f"rounds' ratios {twin['ratio_paired']}; rounds {_span(twin['ratio_min_max'])}; "
+        f"95% interval of the median {_span(twin.get('ratio_paired_interval'))})."
     )
 
 

@@ -13,17 +13,8 @@ from pathlib import Path
 
 import pytest
 
-# `benchmarks` runs from the repository root (`python -m benchmarks`); it is not an installed
-# package, so the test names the sections itself.
-SECTIONS = (
-    "coalescing",
-    "hit_path",
-    "policies",
-    "herd_recovery",
-    "herd_scale",
-    "sharpness",
-    "wire_proxy",
-)
+from benchmarks.report import SECTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 540
 
