@@ -149,7 +149,7 @@ def run(
             plan, p.coalescing_calls, p.peer_callers, p.peer_db_latency_s
         ),
         "hit_path": lambda: hit_path.run(
-            plan, p.hit_concurrencies, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s
+            plan, p.hit_concurrencies, p.hit_rounds, p.hit_warmup_s, p.hit_duration_s, emit=_log
         ),
         "policies": lambda: policies.run(p.policy_clients, p.policy_seeds, plot_path),
         "herd_recovery": lambda: recovery.run(

@@ -24,7 +24,7 @@ default one throughout).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.servers import bare_server, get, lab_stack, load
@@ -106,11 +106,24 @@ def _paired_interval(ratios: list[float | None]) -> list[float] | None:
     return median_interval([x for x in ratios if x is not None])
 
 
+def _per_round(runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]) -> list[float | None]:
+    """Each round's req/s ratio of `runs` to the bare server's run of the same round."""
+    return [ratio(r["rps"], b["rps"]) for r, b in zip(runs, bare_runs, strict=True)]
+
+
+def _so_far(runs: dict[tuple[str, int], list[dict[str, Any]]], concurrencies: Sequence[int]) -> str:
+    """The median of the rounds' ratios (cache / bare) so far at each concurrency."""
+    return "ratio so far " + ", ".join(
+        f"c={c} {_paired_median(_per_round(runs[('cache', c)], runs[('bare', c)]))}"
+        for c in concurrencies
+    )
+
+
 def _row(
     concurrency: int, cache_runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]
 ) -> dict[str, Any]:
     cache_m, bare_m = _median_of(cache_runs), _median_of(bare_runs)
-    paired = [ratio(c["rps"], b["rps"]) for c, b in zip(cache_runs, bare_runs, strict=True)]
+    paired = _per_round(cache_runs, bare_runs)
     return {
         "concurrency": concurrency,
         "cache": cache_m,
@@ -129,7 +142,7 @@ def _row(
 
 def _twin(twin_runs: list[dict[str, Any]], bare_runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The noise floor: the twin bare server over the bare server, read as the cache is."""
-    paired = [ratio(t["rps"], b["rps"]) for t, b in zip(twin_runs, bare_runs, strict=True)]
+    paired = _per_round(twin_runs, bare_runs)
     return {
         "ratio": ratio(
             median([r["rps"] for r in twin_runs]), median([r["rps"] for r in bare_runs])
@@ -148,7 +161,10 @@ def run(
     warmup_s: float,
     duration_s: float,
     loops: Sequence[str] = loop.NAMES,
+    emit: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
+    """Measures the servers in `rounds` interleaved rounds; `emit` gets a progress line after
+    each round with the median of the rounds' ratios so far at every concurrency."""
     default = loop.chosen()
     others = [name for name in loops if name != default]
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -181,6 +197,7 @@ def run(
                         plan, server.target, server.pid, concurrency, warmup_s, duration_s
                     )
                     runs.setdefault((name, concurrency), []).append(result)
+            emit(f"hit_path: round {number + 1}/{rounds}, {_so_far(runs, concurrencies)}")
     rows = []
     by_loop: dict[str, list[dict[str, Any]]] = {default: [], **{name: [] for name in others}}
     for concurrency in concurrencies:
@@ -196,9 +213,7 @@ def run(
             )
         bare_runs, guarded_runs = runs[("bare", concurrency)], runs[("cache_guarded", concurrency)]
         guarded_m, bare_m = _median_of(guarded_runs), row["bare"]
-        guarded_paired = [
-            ratio(g["rps"], b["rps"]) for g, b in zip(guarded_runs, bare_runs, strict=True)
-        ]
+        guarded_paired = _per_round(guarded_runs, bare_runs)
         rows.append(
             {
                 **row,
