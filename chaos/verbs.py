@@ -36,7 +36,7 @@ from chaos.stack import cache_names
 from db_service.queueing import NAMES as DISCIPLINES
 from db_service.settings import DbSettings
 from herdlab import loop
-from herdlab.config import DURATION, PROBABILITY
+from herdlab.config import DURATION, PROBABILITY, format_value
 from herdlab.settings import by_key
 from protos import admin_pb2
 
@@ -91,7 +91,7 @@ def _report(
     if as_json:
         emit_json(doc)
     else:
-        extra = " ".join(f"{k}={v}" for k, v in details.items() if k != "service")
+        extra = " ".join(f"{k}={format_value(v)}" for k, v in details.items() if k != "service")
         prefix = "would " if dry_run else ""
         out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
 

@@ -38,7 +38,7 @@ from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
-from herdlab.config import DURATION, format_number
+from herdlab.config import DURATION, format_value
 from protos import admin_pb2, wire_pb2
 
 LINK = click.Choice(LINK_NAMES)
@@ -288,16 +288,10 @@ async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None)
     return doc
 
 
-def _shown(value: object) -> str:
-    """A value in force as `chaos faults` and `chaos status` print it: a number in the shortest
-    text that reads back (`50`, not `50.0`), anything else as it is."""
-    return format_number(value) if isinstance(value, float) else str(value)
-
-
 def settings_text(values: Mapping[str, Any]) -> str:
     """A service's settings in force (`in_force`'s `db` or `cache`) as one `k=v, ...` text."""
     return ", ".join(
-        f"{k}={_shown(v)}" for k, v in values.items() if k not in ("changed", "reverts_at")
+        f"{k}={format_value(v)}" for k, v in values.items() if k not in ("changed", "reverts_at")
     )
 
 
@@ -339,7 +333,7 @@ def faults(lab: Lab, as_json: bool) -> None:
     for fault in doc["wire"]:
         left = fault["expires_at"]
         until = f", {max(0.0, left - time.time()):.1f}s left" if left else ""
-        attrs = " ".join(f"{k}={_shown(v)}" for k, v in fault["attributes"].items())
+        attrs = " ".join(f"{k}={format_value(v)}" for k, v in fault["attributes"].items())
         lines.append(
             f"wire {fault['link']}: {fault['kind']} {fault['stream']} {attrs}".rstrip()
             + f" ({fault['name']}{until})"

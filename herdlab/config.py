@@ -39,6 +39,12 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
+def format_value(value: object) -> str:
+    """A value as the CLI prints it in `k=v` text: a number in the shortest text that reads back
+    (`50`, not `50.0`), anything else as it is."""
+    return format_number(value) if isinstance(value, float) else str(value)
+
+
 def format_duration(seconds: float) -> str:
     """The one way the lab writes a duration on a command line: milliseconds with a unit, to
     the nanosecond and never in exponent notation (which no duration parser reads)."""

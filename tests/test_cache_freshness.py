@@ -289,7 +289,7 @@ async def test_chaos_freshness_sets_the_policy_and_journals_it(
             chaos, stack.state_dir, "freshness", "--sie", "30s", "--dry-run"
         )
         assert dry.returncode == 0, dry.stderr
-        assert dry.stdout.startswith("would freshness cache (stale_if_error_s=30.0)")
+        assert dry.stdout.startswith("would freshness cache (stale_if_error_s=30)")
         assert (await lab.cache_state()).freshness.stale_if_error_s == 0
         args = ["freshness", "--swr", "5s", "--sie", "30s", "--beta", "1", "--ttl-jitter", "10"]
         done = await asyncio.to_thread(chaos, stack.state_dir, *args, "--json")

@@ -191,7 +191,10 @@ def _chaos_actions(metrics_url: object) -> dict[tuple[str, str], float]:
 
 def test_chaos_actions_are_counted_by_the_services_that_answer(stack_dir: Path) -> None:
     services = _services(stack_dir)
-    assert chaos(stack_dir, "latency", "db", "20ms").returncode == 0
+    latency = chaos(stack_dir, "latency", "db", "20ms")
+    assert latency.returncode == 0
+    # The echo prints numbers as `chaos faults` does: 20, not 20.0.
+    assert "latency_ms=20 " in latency.stdout, latency.stdout
     assert chaos(stack_dir, "kill", "db", "--dry-run").returncode == 0
     killed = chaos(stack_dir, "kill", "db", "--json")
     assert killed.returncode == 0, killed.stderr

@@ -15,6 +15,7 @@ from herdlab.config import (
     format_duration,
     format_duration_short,
     format_number,
+    format_value,
     parse_duration,
 )
 
@@ -95,6 +96,13 @@ def test_a_command_lines_duration_is_never_in_exponent_notation() -> None:
 def test_numbers_are_written_in_the_shortest_text_that_reads_back(value: float, text: str) -> None:
     assert format_number(value) == text
     assert float(text) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(50.0, "50"), (0.25, "0.25"), (3, "3"), ("fifo", "fifo"), (True, "True")]
+)
+def test_values_print_their_numbers_in_the_shortest_text(value: object, text: str) -> None:
+    assert format_value(value) == text
 
 
 @pytest.mark.parametrize(("text", "p"), [("0", 0.0), ("0.25", 0.25), ("1", 1.0)])
