@@ -85,7 +85,11 @@ def main(
             shared=shared,
         )
         services = [
-            Service(CacheServicer(cache), cache_pb2.DESCRIPTOR.services_by_name["Cache"]),
+            Service(
+                CacheServicer(cache),
+                cache_pb2.DESCRIPTOR.services_by_name["Cache"],
+                registered=True,
+            ),
             Service(CacheAdminServicer(cache), admin_pb2.DESCRIPTOR.services_by_name["CacheAdmin"]),
             chaos_log_service(registry),
         ]

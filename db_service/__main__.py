@@ -43,7 +43,7 @@ def main(
     db = Db(config, registry)
     serve_metrics(registry, metrics_host, metrics_port)
     services = [
-        Service(DbServicer(db), db_pb2.DESCRIPTOR.services_by_name["Db"]),
+        Service(DbServicer(db), db_pb2.DESCRIPTOR.services_by_name["Db"], registered=True),
         Service(DbAdminServicer(db), admin_pb2.DESCRIPTOR.services_by_name["DbAdmin"]),
         chaos_log_service(registry),
     ]

@@ -1,0 +1,70 @@
+"""How a lab server is built (`herdlab.grpcutil.build_server`), over real gRPC in-process: only a
+data-plane service registers its methods, because grpc.aio's serving loop walks one waiting task
+per registered method on every call; everything else (admin services, health, reflection) is
+still answered, through its generic handler."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from herdlab.chaoslog import chaos_log_service
+from herdlab.grpcutil import Context, Service, build_server, channel_options
+from protos import cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
+
+REPLY = cache_pb2.CacheGetResponse(key="k", value="v", version=1, source=cache_pb2.HIT)
+
+
+class ConstantCache(cache_pb2_grpc.CacheServicer):
+    def Get(
+        self, request: cache_pb2.CacheGetRequest, context: Context
+    ) -> cache_pb2.CacheGetResponse:
+        return REPLY
+
+    async def Expire(
+        self, request: cache_pb2.ExpireRequest, context: Context
+    ) -> cache_pb2.ExpireResponse:
+        return cache_pb2.ExpireResponse(expired=0)
+
+
+def _waiting_tasks() -> Counter[str]:
+    """grpc.aio's serving-loop tasks by kind: one per registered method, one for the rest."""
+    names = (getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks())
+    return Counter(n.rsplit(".", 1)[-1] for n in names if "_request_" in n)
+
+
+async def test_only_the_data_plane_registers_and_every_service_still_answers() -> None:
+    data = Service(ConstantCache(), cache_pb2.DESCRIPTOR.services_by_name["Cache"], registered=True)
+    admin = chaos_log_service(CollectorRegistry())
+    lab = build_server([data, admin], host="127.0.0.1", port=0)
+    await lab.start()
+    try:
+        # Cache's Get and Expire; ChaosLog, health and reflection add none.
+        assert _waiting_tasks() == {"_request_registered_call": 2, "_request_call": 1}
+        target = f"127.0.0.1:{lab.port}"
+        async with grpc.aio.insecure_channel(target, options=channel_options()) as channel:
+            got = await cache_pb2_grpc.CacheStub(channel).Get(
+                cache_pb2.CacheGetRequest(key="k"), timeout=10
+            )
+            assert got == REPLY
+            noted = await chaos_pb2_grpc.ChaosLogStub(channel).NoteAction(
+                chaos_pb2.ChaosAction(verb="kill", target="db"), timeout=10
+            )
+            assert noted.count == 1
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="herdlab.v1.Cache"), timeout=10
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            listed: set[str] = set()
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            async for response in stub.ServerReflectionInfo(iter([request]), timeout=10):
+                listed |= {s.name for s in response.list_services_response.service}
+            assert {"herdlab.v1.Cache", "herdlab.v1.ChaosLog", "grpc.health.v1.Health"} <= listed
+    finally:
+        await lab.server.stop(None)
