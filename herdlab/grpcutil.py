@@ -253,7 +253,7 @@ def _checked(
 @dataclass(frozen=True)
 class LabServer:
     """A lab server built by `build_server`, not started yet: the gRPC server, its health
-    servicer and the port it bound."""
+    servicer, the port it bound and the names of the services it serves."""
 
     server: grpc.aio.Server
     health: Any  # grpc_health's aio HealthServicer (untyped)
