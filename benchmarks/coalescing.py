@@ -27,7 +27,7 @@ from benchmarks.peers import PEERS
 from benchmarks.servers import bare_server, get, lab_stack, load, read_json_file
 from benchmarks.stats import ratio
 from benchmarks.system import CpuPlan, peak_rss_bytes, rss_bytes, run_json
-from chaos.admin import Admin
+from chaos.lab.admin import Admin
 
 KEY = "burst"
 MIN_DB_LATENCY_S = 2.0

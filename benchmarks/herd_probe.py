@@ -1,5 +1,5 @@
-"""One herd in its own process (`chaos.herd.run_herd`, what `chaos herd` runs): N users on one
-warm key. Prints one JSON line: the release spread (barrier opening to the last user's first
+"""One herd in its own process (`chaos.engine.herd.run_herd`, what `chaos herd` runs): N users
+on one warm key. Prints one JSON line: the release spread (barrier opening to the last user's first
 send), the herd's summary, and this process's memory: RSS before the herd and peak (VmHWM) after.
 
     python -m benchmarks.herd_probe --target HOST:PORT --users N [--key K] [--channels M]
@@ -13,7 +13,7 @@ import json
 import os
 
 from benchmarks.system import peak_rss_bytes, rss_bytes
-from chaos.herd import HerdConfig, run_herd
+from chaos.engine.herd import HerdConfig, run_herd
 from herdlab.retry import RetryPolicy
 
 DEADLINE_S = 60.0

@@ -1,7 +1,7 @@
 """Section `herd_scale`: the largest herd this machine releases within one second of its barrier.
 
-The herd (`benchmarks.herd_probe`, which runs `chaos.herd.run_herd` like `chaos herd`) runs in
-its own process on the client cores against the cache on the server cores, all users on one warm
+The herd (`benchmarks.herd_probe`, which runs `chaos.engine.herd.run_herd` like `chaos herd`) runs
+in its own process on the client cores against the cache on the server cores, all users on one warm
 key. N doubles from `start` until the release spread passes the limit (or N reaches `max_users`),
 then a bounded bisection narrows the boundary. The spread of one herd varies by up to 2x from run
 to run on a loaded machine, so each N is run `repeats` times and judged by its median. Each run

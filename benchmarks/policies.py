@@ -19,7 +19,7 @@ from benchmarks.contention import (
     average,
     loglog_slope,
 )
-from chaos.plotting import new_figure, save
+from chaos.report.plotting import new_figure, save
 
 
 def run(clients: Sequence[int], seeds: int, plot_path: Path) -> dict[str, Any]:

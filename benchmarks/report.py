@@ -1000,7 +1000,8 @@ def herd_scale(s: dict[str, Any]) -> list[str]:
     return [
         f"## 5. {TITLES['herd_scale']} (`herd_scale`)",
         "",
-        "`chaos herd`'s engine (`chaos.herd.run_herd`) in its own process on the client core, "
+        "`chaos herd`'s engine (`chaos.engine.herd.run_herd`) in its own process on the client "
+        "core, "
         "all users on one warm key of the cache (on the server core). Release spread = from "
         "the barrier's opening to the last user's first send; each size is run "
         f"{s['repeats']} time(s) and judged by the median.",

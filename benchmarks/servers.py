@@ -19,7 +19,8 @@ from typing import Any
 import grpc
 
 from benchmarks.system import CpuPlan, pin, run_json, spawn, stop, wait_until
-from chaos.stack import HOST, LocalStack, StackInfo, free_port
+from chaos.lab.backends.local import LocalStack, StackInfo
+from chaos.lab.ports import HOST, free_port
 from herdlab import loop
 from herdlab.grpcutil import channel_options
 from protos import cache_pb2, cache_pb2_grpc

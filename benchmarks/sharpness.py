@@ -27,8 +27,8 @@ from typing import Any
 from benchmarks.servers import read_json_file
 from benchmarks.stats import median, ratio
 from benchmarks.system import run_json, spawn, stop
+from chaos.lab.ports import HOST, free_port
 from chaos.scenarios.stampede import auto_db_latency
-from chaos.stack import HOST, free_port
 from herdlab import loop
 
 KEY_PREFIX = "burst"

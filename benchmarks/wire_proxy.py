@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks.servers import get, load
 from benchmarks.stats import median, ratio
 from benchmarks.system import CpuPlan, pin
-from chaos.stack import LocalStack
+from chaos.lab.backends.local import LocalStack
 
 KEY = "hot"
 ORDER = ("direct", "proxied")

@@ -1,5 +1,5 @@
 """`python -m chaos`: the same as the `chaos` command."""
 
-from chaos.cli import main
+from chaos.cli.main import main
 
 main()

@@ -27,6 +27,11 @@ ADMIN_PREFIXES = (
     "/herdlab.v1.ChaosLog/",
 )
 ADMIN_METHODS = frozenset({"/herdlab.v1.Cache/Expire"})
+ADMIN_TIMEOUT_S = 10.0  # how long a controller waits for one admin call
+
+
+class AdminError(Exception):
+    """An admin call failed; the message names the service, the code and the reason."""
 
 
 def is_loopback(host: str) -> bool:

@@ -2,7 +2,7 @@
 
 A chaos verb is a command that runs for a moment and exits, so Prometheus never scrapes it. The
 services are what Prometheus scrapes, so they keep the count: after acting, the controller calls
-`ChaosLog.NoteAction` on every lab service that can still answer (`chaos.verbs`), and each
+`ChaosLog.NoteAction` on every lab service that can still answer (`chaos.cli.verbs`), and each
 service counts it here. A killed or paused service cannot count what was done to it; the
 survivors do. One action is therefore counted by every service that heard of it: queries take
 `max by (verb, target)`, and `increase()` (which survives a restarted service's reset), never a
@@ -25,7 +25,7 @@ from herdlab.grpcutil import Context, Service
 from herdlab.metrics import PREFIX
 from protos import chaos_pb2, chaos_pb2_grpc
 
-# The controller's verbs (`chaos.verbs.COMMANDS`, the wire verbs of `chaos.wire_commands`) and the
+# The controller's verbs (`chaos.cli.verbs.COMMANDS`, the wire verbs of `chaos.cli.wire`) and the
 # services they act on.
 VERBS = (
     "kill",

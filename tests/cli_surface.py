@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cache_service.__main__ import main as cache_main
-from chaos.cli import cli
+from chaos.cli.main import cli
 from chaos.wire.__main__ import main as wire_main
 from db_service.__main__ import main as db_main
 

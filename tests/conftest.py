@@ -1,5 +1,5 @@
 """Fixtures: real lab stacks (the DB and the cache as separate processes on 127.0.0.1, started by
-the same `chaos.stack.LocalStack` the `chaos up` command uses)."""
+the same `chaos.lab.backends.local.LocalStack` the `chaos up` command uses)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chaos.stack import LocalStack, StackInfo
+from chaos.lab.backends.local import LocalStack, StackInfo
 
 
 @contextmanager

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from chaos.admin import Admin
-from chaos.stack import StackInfo
+from chaos.lab.admin import Admin
+from chaos.lab.backends.local import StackInfo
 from herdlab.scrape import read
 from protos import admin_pb2, cache_pb2, db_pb2, db_pb2_grpc
 
@@ -46,7 +46,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 class StackClients(Admin):
-    """The controller's admin clients of one running stack (`chaos.admin.Admin`) plus the data
+    """The controller's admin clients of one running stack (`chaos.lab.admin.Admin`) plus the data
     plane's stubs and raw admin calls the tests need. `async with StackClients(info) as lab:`."""
 
     def __init__(self, info: StackInfo) -> None:

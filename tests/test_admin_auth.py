@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chaos.admin import Admin, AdminError
-from chaos.stack import LocalStack, StackInfo
-from herdlab.auth import TOKEN_ENV, TOKEN_METADATA
+from chaos.lab.admin import Admin
+from chaos.lab.backends.local import LocalStack, StackInfo
+from herdlab.auth import TOKEN_ENV, TOKEN_METADATA, AdminError
 from herdlab.grpcutil import channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 

@@ -28,7 +28,7 @@ from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
 from cache_service.server import Cache, CacheServicer
 from cache_service.store import TtlStore
-from chaos.stack import LocalStack, StackInfo
+from chaos.lab.backends.local import LocalStack, StackInfo
 from herdlab.grpcutil import Service
 from herdlab.retry import RetryPolicy
 from herdlab.values import value_for

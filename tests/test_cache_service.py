@@ -14,7 +14,7 @@ import grpc
 import pytest
 from support import DbGate, StackClients, eventually
 
-from chaos.stack import LocalStack, StackInfo
+from chaos.lab.backends.local import LocalStack, StackInfo
 from herdlab.values import value_for
 from protos import admin_pb2, cache_pb2
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 from prometheus_client import CollectorRegistry
 
-from chaos.verbs import COMMANDS
-from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
+from chaos.cli.verbs import COMMANDS
+from chaos.cli.wire import COMMANDS as WIRE_COMMANDS
 from herdlab.chaoslog import MAX_PAIRS, TARGETS, VERBS, ChaosActions
 
 

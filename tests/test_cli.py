@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chaos.herd import HerdConfig, HerdResult, run_herd
+from chaos.engine.herd import HerdConfig, HerdResult, run_herd
 from herdlab import scrape
 from herdlab.retry import RetryPolicy
 
@@ -155,7 +155,7 @@ def test_pause_cache_clients_hit_their_deadline_then_resume(
 ) -> None:
     # A paused cache never completes the herd's connect, so the herd releases once its wait for
     # its channels is over (5 s in `chaos herd`); half a second is as good here.
-    monkeypatch.setattr("chaos.herd.CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("chaos.engine.herd.CONNECT_TIMEOUT_S", 0.5)
     cache = str(_services(stack_dir)["cache"]["grpc"])
     assert chaos(stack_dir, "pause", "cache").returncode == 0
     assert _services(stack_dir)["cache"]["state"] == "paused"
@@ -287,7 +287,9 @@ def test_a_signal_during_a_scenario_tears_it_down_like_ctrl_c(
 
 def test_a_killed_controller_leaves_no_process_10s_later(tmp_path: Path) -> None:
     proc, seen = _running_scenario(tmp_path)
-    tethers = [p for p in psutil.Process(proc.pid).children() if "chaos.tether" in _command_line(p)]
+    tethers = [
+        p for p in psutil.Process(proc.pid).children() if "chaos.lab.tether" in _command_line(p)
+    ]
     assert len(tethers) == 1, "a scenario's stack is tethered to its controller"
     proc.kill()
     proc.communicate(timeout=60)

@@ -7,10 +7,10 @@ from collections import Counter
 import pytest
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd import HerdResult
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.db_arrival_spread import db_arrival_rate_per_s, db_arrival_spread_s
 from chaos.engine.observations import DbCounters, Observations
-from chaos.herd import HerdResult
 from db_service.settings import DbSettings
 
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support import StackClients, scrape
 
-from chaos.stack import StackInfo
+from chaos.lab.backends.local import StackInfo
 from herdlab.grpcutil import channel_options
 from herdlab.values import value_for
 from protos import admin_pb2, cache_pb2

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from chaos.cli import main
+from chaos.cli.main import main
 from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import RowView, check, held
 from chaos.engine.runner import document, kind_of
 from chaos.engine.shipped import shipped
-from chaos.report import section_for
+from chaos.report.render import section_for
 
 BASE = """\
 title = "a small experiment"

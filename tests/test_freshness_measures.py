@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.expiry import (
     expiry_peak_per_100ms,
@@ -22,7 +23,6 @@ from chaos.engine.measures.stale import (
     stale_served,
 )
 from chaos.engine.observations import DbCounters, Observations, Outage
-from chaos.herd import HerdResult, Outcome
 from db_service.settings import DbSettings
 
 S = 1_000_000_000

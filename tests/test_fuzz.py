@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chaos.stack import LocalStack, StackInfo
+from chaos.lab.backends.local import LocalStack, StackInfo
 from db_service.settings import MAX_LATENCY_S
 from herdlab.grpcutil import channel_options
 from herdlab.record import RECORD_PAGE

@@ -13,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chaos.stack import StackInfo, free_port
+from chaos.lab.backends.local import StackInfo
+from chaos.lab.ports import free_port
 
 HEALTHCHECK = [sys.executable, "-m", "herdlab.healthcheck", "--timeout", "5s"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.herd import (
+from chaos.engine.herd import (
     HerdConfig,
     HerdHooks,
     HerdResult,
@@ -25,7 +25,7 @@ from chaos.herd import (
     parse_rate,
     run_herd,
 )
-from chaos.stack import LocalStack, StackInfo
+from chaos.lab.backends.local import LocalStack, StackInfo
 from herdlab.retry import RetryPolicy
 
 DB_ARGS = ["--latency=1ms", "--spread=0ms"]

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from cache_service.settings import CacheSettings
-from chaos.cli import main
+from chaos.cli.main import main
 from chaos.engine import spec
+from chaos.engine.herd import HerdResult, OpenLoop, Outcome
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.attempts import attempts
 from chaos.engine.measures.drops import drops_by_stage
@@ -24,7 +25,6 @@ from chaos.engine.measures.goodput_recovery import back_to_90pct_s, collapsed_s
 from chaos.engine.measures.trigger import trigger_s
 from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
 from chaos.engine.shipped import path_of
-from chaos.herd import HerdResult, OpenLoop, Outcome
 from chaos.scenarios.metastable import MetastableConfig, parse_configuration
 from db_service.settings import DbSettings
 

@@ -18,8 +18,9 @@ from support import scrape
 
 from cache_service.dbclient import ATTEMPT_OUTCOMES
 from cache_service.server import LATENCY_SOURCES, SOURCE_RESULTS
-from chaos.herd import HERD_RESULTS, HerdConfig, HerdHooks, HerdMetrics, run_herd
-from chaos.stack import StackInfo, free_port
+from chaos.engine.herd import HERD_RESULTS, HerdConfig, HerdHooks, HerdMetrics, run_herd
+from chaos.lab.backends.local import StackInfo
+from chaos.lab.ports import free_port
 from db_service.server import DROP_STAGES
 from db_service.server import OUTCOMES as DB_OUTCOMES
 from herdlab.chaoslog import TARGETS, VERBS

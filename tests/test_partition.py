@@ -10,6 +10,7 @@ import pytest
 
 from cache_service.settings import CacheSettings
 from chaos.engine import spec
+from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.fault_notice import (
     all_ready_after_heal_s,
@@ -20,7 +21,6 @@ from chaos.engine.measures.fault_notice import (
 )
 from chaos.engine.observations import DbCounters, Observations, Outage
 from chaos.engine.shipped import path_of
-from chaos.herd import HerdResult, Outcome
 from chaos.scenarios.partition import PartitionConfig
 from db_service.settings import DbSettings
 

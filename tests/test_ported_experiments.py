@@ -13,6 +13,7 @@ import pytest
 from cache_service.settings import CacheSettings
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import Cycles, SoakCycles
+from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.cache_return import (
     channel_ready_s,
@@ -23,7 +24,6 @@ from chaos.engine.measures.cache_return import (
 from chaos.engine.observations import DbCounters, Observations, Outage
 from chaos.engine.observers.channelz import ReconnectProbe, parse_timestamp
 from chaos.engine.shipped import path_of
-from chaos.herd import HerdResult, Outcome
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig
 from chaos.scenarios.soak import SoakConfig
 from db_service.settings import DbSettings

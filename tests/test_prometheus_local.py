@@ -17,8 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
-from chaos import prometheus_local
-from chaos.prometheus_local import LAB_DIR, config, lab_globals, target_groups
+from chaos.lab import prometheus
+from chaos.lab.prometheus import LAB_DIR, config, lab_globals, target_groups
 
 CHAOS = [sys.executable, "-m", "chaos"]
 WAIT_S = 60.0
@@ -142,5 +142,5 @@ def test_prometheus_missing_from_path_is_one_line_exit_2(tmp_path: Path) -> None
     empty.mkdir()
     result = chaos(tmp_path / "state", "up", "--prometheus", path=str(empty))
     assert result.returncode == 2, result
-    assert result.stderr.strip() == f"chaos: error: {prometheus_local.INSTALL_HINT}"
+    assert result.stderr.strip() == f"chaos: error: {prometheus.INSTALL_HINT}"
     assert not (tmp_path / "state" / "stack.json").exists()  # nothing was started

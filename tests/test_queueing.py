@@ -23,7 +23,7 @@ import grpc
 import pytest
 from support import WAIT_S, DbGate, StackClients
 
-from chaos.stack import LocalStack, StackInfo
+from chaos.lab.backends.local import LocalStack, StackInfo
 from db_service.capacity import Capacity
 from db_service.queueing import AdaptiveLifo, CoDel, Discipline, Fifo, Shed, discipline
 from db_service.settings import DbSettings

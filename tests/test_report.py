@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from chaos import extras
-from chaos.report import (
+from chaos.lab import extras
+from chaos.report.render import (
     RETRY_STORM_COLUMNS,
     markdown_table,
     retry_storm_table,

@@ -17,8 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
+from chaos.engine.timeline import bins
 from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
-from chaos.timeline import bins
 
 CONFIG = RetryStormConfig(
     policies=("exponential", "full"),

@@ -24,9 +24,10 @@ from support import eventually, scrape
 
 from cache_service.shared import SharedStore, decode, encode, parse_store
 from cache_service.store import Entry
-from chaos.admin import Admin
-from chaos.herd import HerdConfig, HerdResult, OpenLoop, replicas_target, run_herd
-from chaos.stack import LocalStack, StackInfo, redis_ping
+from chaos.engine.herd import HerdConfig, HerdResult, OpenLoop, replicas_target, run_herd
+from chaos.lab.admin import Admin
+from chaos.lab.backends.local import LocalStack, StackInfo
+from chaos.lab.redis import redis_ping
 from herdlab.retry import RetryPolicy
 from protos import admin_pb2, cache_pb2, cache_pb2_grpc
 

@@ -28,7 +28,7 @@ from conftest import running_stack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import StackClients, eventually
 
-from chaos.stack import StackInfo
+from chaos.lab.backends.local import StackInfo
 from herdlab.grpcutil import channel_options
 from herdlab.values import value_for
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.slot_time import slot_time_amplification
 from chaos.engine.observations import DbCounters, Observations
-from chaos.herd import HerdResult, Outcome
 from db_service.settings import DbSettings
 from protos import admin_pb2
 

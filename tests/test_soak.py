@@ -13,7 +13,7 @@ import pytest
 from conftest import running_stack
 from support import StackClients
 
-from chaos.scenarios.freshness import Freshness
+from chaos.engine.freshness_oracle import Freshness
 from chaos.scenarios.soak import SoakConfig, run_soak
 from herdlab.values import value_for
 from protos import cache_pb2

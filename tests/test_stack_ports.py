@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import chaos.stack
-from chaos.backends.base import BackendError
-from chaos.stack import LocalStack
+import chaos.lab.backends.local
+import chaos.lab.ports
+from chaos.lab.backends.base import BackendError
+from chaos.lab.backends.local import LocalStack
 
 
 @pytest.fixture()
@@ -25,9 +26,11 @@ def taken_port() -> Iterator[int]:
 def test_a_taken_port_is_replaced_by_a_fresh_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken_port: int
 ) -> None:
-    real_free_port = chaos.stack.free_port
+    real_free_port = chaos.lab.ports.free_port
     handed = iter([taken_port])
-    monkeypatch.setattr(chaos.stack, "free_port", lambda: next(handed, None) or real_free_port())
+    monkeypatch.setattr(
+        chaos.lab.backends.local, "free_port", lambda: next(handed, None) or real_free_port()
+    )
     stack = LocalStack(tmp_path)
     try:
         info = stack.up()

@@ -23,7 +23,7 @@ from typing import IO, Any
 import pytest
 from rich.console import Console
 
-from chaos.watch import SHARE_SOURCES, counter_delta, figures, histogram_quantile, render
+from chaos.cli.watch import SHARE_SOURCES, counter_delta, figures, histogram_quantile, render
 from herdlab.scrape import Scrape, parse
 
 CHAOS = [sys.executable, "-m", "chaos"]

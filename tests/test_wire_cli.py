@@ -22,10 +22,10 @@ import grpc
 import pytest
 from click.testing import CliRunner
 
-from chaos.backends.base import BackendError
-from chaos.cli import cli
-from chaos.stack import LocalStack, ServiceRecord
-from chaos.wire_commands import settings_text
+from chaos.cli.main import cli
+from chaos.cli.wire import settings_text
+from chaos.lab.backends.base import BackendError
+from chaos.lab.backends.local import LocalStack, ServiceRecord
 from herdlab import loop
 from protos import cache_pb2, cache_pb2_grpc
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chaos.admin import Admin
 from chaos.engine.registry import CONDITIONS
+from chaos.lab.admin import Admin
 
 if TYPE_CHECKING:
     from chaos.engine.trial import Trial

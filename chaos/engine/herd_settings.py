@@ -3,16 +3,16 @@
 Declared with `herdlab.settings`, like the services' settings, so experiment files, sweeps and
 error messages read one declaration. `config(target)` turns them into the herd's `HerdConfig`.
 
-With `rate` set the herd is an open loop (`chaos.herd.OpenLoop`): arrivals at `rate` per second
-for `duration`, at most `max_in_flight` at once; `users`, `requests` and `think` are then unused.
-Without it the herd is the burst.
+With `rate` set the herd is an open loop (`chaos.engine.herd.OpenLoop`): arrivals at `rate` per
+second for `duration`, at most `max_in_flight` at once; `users`, `requests` and `think` are then
+unused. Without it the herd is the burst.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.herd import (
+from chaos.engine.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
     MAX_DURATION_S,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd import HerdResult
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.stack_settings import StackSettings
-from chaos.herd import HerdResult
 from db_service.settings import DbSettings
 from protos import admin_pb2
 

@@ -9,46 +9,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-
-
-class Registry(Generic[T]):
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self._items: dict[str, T] = {}
-
-    def register(self, name: str, item: T) -> T:
-        if name in self._items:
-            raise RuntimeError(f"{self.what} {name!r} registered twice")
-        self._items[name] = item
-        return item
-
-    def __call__(self, name: str) -> Callable[[T], T]:
-        """Decorator form: `@MEASURES("lost")`."""
-
-        def decorate(item: T) -> T:
-            return self.register(name, item)
-
-        return decorate
-
-    def get(self, name: str) -> T:
-        """The item named `name`; ValueError listing the known names otherwise."""
-        try:
-            return self._items[name]
-        except KeyError:
-            raise ValueError(
-                f"unknown {self.what} {name!r}; known: {', '.join(sorted(self._items))}"
-            ) from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
+from herdlab.registry import Registry
 
 ACTIONS: Registry[Any] = Registry("action")
 CONDITIONS: Registry[Any] = Registry("condition")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.stack import MAX_REPLICAS, STORES
+from chaos.lab.backends.local import MAX_REPLICAS, STORES
 from herdlab.settings import Settings, setting
 
 

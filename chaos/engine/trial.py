@@ -34,16 +34,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from cache_service.settings import CacheSettings
-from chaos.admin import Admin
+from chaos.engine.herd import (
+    HerdConfig,
+    HerdHooks,
+    HerdResult,
+    ProgressFn,
+    replicas_target,
+    run_herd,
+)
+from chaos.engine.herd_rounds import HerdRounds
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
 from chaos.engine.registry import CONDITIONS, OBSERVERS
 from chaos.engine.spec import Experiment, Step
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, ProgressFn, replicas_target, run_herd
-from chaos.procstats import peak_rss_bytes
-from chaos.scenarios.common import in_thread, scenario_stack, wait_listening
-from chaos.scenarios.herd_rounds import HerdRounds
-from chaos.stack import READY_TIMEOUT_S, LocalStack, cache_names
+from chaos.engine.trial_stack import in_thread, scenario_stack, wait_listening
+from chaos.lab.admin import Admin
+from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names
+from chaos.lab.procstats import peak_rss_bytes
 from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
 from herdlab.scrape import read as read_metrics

@@ -16,7 +16,7 @@ a refresh. One row per freshness policy, each on a fresh stack:
   latency from users, not the herd from the DB.
 
 Measures (one file each under `chaos/engine/measures/`): `expiry_peak_per_100ms` (the DB's
-arrival record, `chaos.timeline`'s bins), `max_concurrent_db_queries_per_key` (the DB's exact
+arrival record, `chaos.engine.timeline`'s bins), `max_concurrent_db_queries_per_key` (the DB's exact
 per-key count), `db_queries`, `lost`; `timeline` for the plot.
 """
 
@@ -28,10 +28,10 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
+from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import ProgressFactory
 from herdlab.config import format_duration
 
 SCENARIO = "expiry-herd"

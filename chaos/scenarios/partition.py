@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from chaos.wire.settings import FAULTS
 from herdlab.config import format_duration
 

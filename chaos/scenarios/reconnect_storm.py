@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from herdlab.config import format_duration
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos.plotting import new_figure, save
+from chaos.report.plotting import new_figure, save
 
 
 def secs(value: float | None) -> str:

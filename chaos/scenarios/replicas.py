@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import ProgressFactory
-from chaos.stack import MAX_REPLICAS
+from chaos.lab.backends.local import MAX_REPLICAS
 from herdlab.config import format_duration
 
 SCENARIO = "replicas"

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.plotting import new_figure, save
+from chaos.report.plotting import new_figure, save
 
 Doc = Mapping[str, Any]
 COLUMNS = (

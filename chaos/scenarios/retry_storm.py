@@ -46,10 +46,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import ProgressFactory
 from db_service.queueing import NAMES as DISCIPLINES
 from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set

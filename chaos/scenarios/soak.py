@@ -43,10 +43,10 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
+from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import ProgressFactory
 from herdlab.config import format_duration
 
 SCENARIO = "soak"

@@ -23,10 +23,10 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
+from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import ProgressFactory
 from herdlab.config import format_duration
 
 SCENARIO = "stale-outage"

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.herd import HerdResult, Outcome, ProgressFactory
 from chaos.engine.kinds import Kind, Row
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
-from chaos.herd import HerdResult, Outcome, ProgressFactory
 from herdlab.config import format_duration
 
 SHOWN_CLIENTS = 8

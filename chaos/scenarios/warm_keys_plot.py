@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.plotting import new_figure, save
+from chaos.report.plotting import new_figure, save
 
 
 def plot_expiry_herd(doc: Mapping[str, Any], path: Path) -> Path:

@@ -14,9 +14,8 @@ from typing import Self
 
 import grpc
 
-from chaos.admin import ADMIN_TIMEOUT_S, AdminError
 from chaos.wire.proxy import Installed, Link, parse_fault
-from herdlab.auth import TOKEN_ENV, admin_metadata
+from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
 from herdlab.grpcutil import Context, channel_options
 from protos import wire_pb2, wire_pb2_grpc
 

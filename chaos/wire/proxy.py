@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from chaos.wire.connection import Connection, reset
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.base import Toxic
 
@@ -103,54 +102,6 @@ class Installed:
     added_at: float  # wall clock
     expires_at: float | None  # wall clock
     timer: asyncio.TimerHandle | None = None
-
-
-class Connection:
-    """One client connection and its upstream twin. Closing either side ends both pumps."""
-
-    def __init__(
-        self,
-        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    ) -> None:
-        self.client_reader, self.client_writer = client
-        self.upstream_reader, self.upstream_writer = upstream
-        self.counters: dict[int, int] = {}  # a toxic's own count on this connection, by id
-        self.touched: dict[str, bool] = {}  # fault name -> drawn against its toxicity
-        self.holds: dict[str, asyncio.Task[None]] = {}  # fault name -> its hold
-        self.pumps: list[asyncio.Task[None]] = []
-        self.closed = False
-        self.close_pending = False
-        self.dropped = 0  # bytes read and not passed on (blackhole, timeout)
-
-    def close(self) -> None:
-        """Closes both sides (FIN); the pumps end."""
-        if self.closed:
-            return
-        self.closed = True
-        for writer in (self.client_writer, self.upstream_writer):
-            writer.close()
-
-    def reset(self) -> None:
-        """Closes the client's side with a TCP RST (SO_LINGER 0), the upstream side with FIN."""
-        if self.closed:
-            return
-        self.closed = True
-        reset(self.client_writer)
-        self.upstream_writer.close()
-
-    def close_after_write(self) -> None:
-        """Closes the connection once the chunk in hand is written (the `limit` toxic)."""
-        self.close_pending = True
-
-
-def reset(writer: asyncio.StreamWriter) -> None:
-    """Closes `writer`'s socket with a TCP RST: SO_LINGER 0, then abort."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
 
 
 @dataclass

@@ -16,17 +16,16 @@ from dataclasses import dataclass
 
 from herdlab.config import parse_duration
 from herdlab.guards.base import Clock, Guard, Range
+from herdlab.registry import Registry
 
 GuardFactory = Callable[["GuardArgs"], Guard]
 
-_FACTORIES: dict[str, GuardFactory] = {}
+_FACTORIES: Registry[GuardFactory] = Registry("guard")
 
 
 def register(name: str, factory: GuardFactory) -> None:
     """Makes `name` usable in specs. Registering a name twice is a programming error."""
-    if name in _FACTORIES:
-        raise RuntimeError(f"guard {name!r} is registered twice")
-    _FACTORIES[name] = factory
+    _FACTORIES.register(name, factory)
 
 
 def names() -> tuple[str, ...]:
@@ -35,13 +34,12 @@ def names() -> tuple[str, ...]:
 
 
 def build(args: GuardArgs) -> Guard:
-    factory = _FACTORIES.get(args.guard)
-    if factory is None:
+    if args.guard not in _FACTORIES:
         raise ValueError(
             f"unknown guard {args.guard!r}; choose from {', '.join(_FACTORIES)} "
             "(or none, recommended)"
         )
-    return factory(args)
+    return _FACTORIES.get(args.guard)(args)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from chaos.backends.base import is_service
+from chaos.lab.backends.base import is_service
 
 if TYPE_CHECKING:
     from chaos.engine.spec import Experiment

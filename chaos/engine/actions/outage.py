@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chaos.backends.base import SERVICES
 from chaos.engine.actions.base import Action
 from chaos.engine.registry import ACTIONS
+from chaos.lab.backends.base import SERVICES
 from herdlab.config import parse_duration
 
 if TYPE_CHECKING:

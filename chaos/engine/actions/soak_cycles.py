@@ -13,7 +13,7 @@ The herd must run in rounds (`[herd] rounds = true`): it is held between two rou
 cache at a quiescent point. A killed and restored cache is a new process, so leaks show only in
 one long-lived process: the cache is killed in the first K cycles and never again; its first W
 cycles are its warm-up. Its RSS and fds are read at the end of the warm-up and of the last cycle,
-both at rest (`chaos/scenarios/cache_resources.py`), and its RSS at the end of each of its cycles
+both at rest (`chaos/engine/cache_resources.py`), and its RSS at the end of each of its cycles
 (herd running) to show the trend. The action reports all of it to the journal, where the soak's
 measures read it.
 """
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chaos.engine.actions.base import Action
+from chaos.engine.cache_resources import Resources, at_rest, rss
+from chaos.engine.checked_client import CheckedClient
+from chaos.engine.herd_rounds import HerdRounds
 from chaos.engine.observers.probe import ProbeObserver
 from chaos.engine.registry import ACTIONS
-from chaos.scenarios.cache_resources import Resources, at_rest, rss
-from chaos.scenarios.checked_client import CheckedClient
-from chaos.scenarios.herd_rounds import HerdRounds
 from herdlab.config import parse_duration
 
 if TYPE_CHECKING:

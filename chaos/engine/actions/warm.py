@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from chaos.engine.actions.base import Action
+from chaos.engine.herd import run_herd
 from chaos.engine.registry import ACTIONS
-from chaos.herd import run_herd
 from herdlab.retry import RetryPolicy
 
 if TYPE_CHECKING:

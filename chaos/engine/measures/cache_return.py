@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
-from chaos.timeline import seconds_since
+from chaos.engine.timeline import seconds_since
 
 
 def cache_outage_ns(obs: Observations) -> tuple[int, int] | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from chaos.engine.measures.base import measure
 from chaos.engine.measures.cache_return import cache_outage_ns
 from chaos.engine.observations import Observations
-from chaos.timeline import seconds_since
+from chaos.engine.timeline import seconds_since
 
 
 @measure("fault")

@@ -2,7 +2,7 @@
 
 A herd outcome with a value is an answer its caller was still waiting for (a request that
 outlived its deadline ends with DEADLINE_EXCEEDED instead), so goodput counts outcomes with a
-value by the bin of their end (`chaos.timeline`), times 10 to read per second. Beside it,
+value by the bin of their end (`chaos.engine.timeline`), times 10 to read per second. Beside it,
 `db_arrivals_per_s` is what reached the DB in the same bins: work offered, not work that helped
 anyone. Both run from the herd's release to the trial's end.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
-from chaos.timeline import BIN_S, bin_count, bins
+from chaos.engine.timeline import BIN_S, bin_count, bins
 
 
 def per_second(times_ns: Iterable[int], obs: Observations) -> list[float]:

@@ -25,7 +25,7 @@ from chaos.engine.measures.base import measure, rounded
 from chaos.engine.measures.goodput import served_ns
 from chaos.engine.measures.trigger import trigger_ns
 from chaos.engine.observations import Observations
-from chaos.timeline import BIN_NS, BIN_S, bin_count, bin_index, bins
+from chaos.engine.timeline import BIN_NS, BIN_S, bin_count, bin_index, bins
 
 WINDOW_BINS = round(1.0 / BIN_S)
 COLLAPSE_SHARE = 0.5

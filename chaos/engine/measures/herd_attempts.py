@@ -6,7 +6,7 @@ from __future__ import annotations
 from chaos.engine.measures.base import measure
 from chaos.engine.measures.cache_return import cache_outage_ns
 from chaos.engine.observations import Observations
-from chaos.timeline import bin_count, bin_index, bins
+from chaos.engine.timeline import bin_count, bin_index, bins
 
 
 @measure("herd_attempts")

@@ -7,7 +7,7 @@ from typing import Any
 
 from chaos.engine.measures.base import measure, rounded
 from chaos.engine.observations import Observations, Outage
-from chaos.timeline import BIN_S, bin_count, bins, seconds_since
+from chaos.engine.timeline import BIN_S, bin_count, bins, seconds_since
 
 
 def _replica_kill(obs: Observations) -> Outage | None:

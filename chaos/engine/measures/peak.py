@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
-from chaos.timeline import BIN_S, bin_count, bins
+from chaos.engine.timeline import BIN_S, bin_count, bins
 
 
 def _peak(obs: Observations) -> int:

@@ -10,7 +10,7 @@ from chaos.engine.measures.base import measure
 from chaos.engine.measures.cache_return import all_ready_ns, first_success_ns
 from chaos.engine.measures.reconnects import NEEDS, attempts_since_kill
 from chaos.engine.observations import Observations
-from chaos.timeline import BIN_S, bin_count, bins, seconds_since
+from chaos.engine.timeline import BIN_S, bin_count, bins, seconds_since
 
 
 @measure("reconnect_timeline", needs=NEEDS)

@@ -3,9 +3,9 @@ requests were lost to, by cause (an exception's type, or running past deadline +
 
 from __future__ import annotations
 
+from chaos.engine.herd_rounds import RoundsResult
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
-from chaos.scenarios.herd_rounds import RoundsResult
 
 
 @measure("herd_rounds")

@@ -16,7 +16,7 @@ from typing import Any
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
-from chaos.timeline import BIN_S, bin_count, bins, seconds_since
+from chaos.engine.timeline import BIN_S, bin_count, bins, seconds_since
 
 
 @measure("availability")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
-from chaos.timeline import seconds_since
+from chaos.engine.timeline import seconds_since
 
 
 def trigger_ns(obs: Observations) -> tuple[int, int] | None:

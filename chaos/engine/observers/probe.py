@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from chaos.engine.checked_client import CheckedClient
+from chaos.engine.freshness_oracle import Freshness
 from chaos.engine.registry import OBSERVERS
-from chaos.scenarios.checked_client import CheckedClient
-from chaos.scenarios.freshness import Freshness
 
 if TYPE_CHECKING:
     from chaos.engine.trial import Trial

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from chaos.engine.registry import Registry
 from chaos.wire.toxics.base import Toxic
+from herdlab.registry import Registry
 
 TOXICS: Registry[type[Toxic]] = Registry("wire fault kind")
 

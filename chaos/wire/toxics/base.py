@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 if TYPE_CHECKING:
-    from chaos.wire.proxy import Connection
+    from chaos.wire.connection import Connection
 
 # A day: every sleep a toxic draws is finite and bounded.
 MAX_MS = 86_400_000.0

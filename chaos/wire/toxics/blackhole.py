@@ -12,7 +12,7 @@ from chaos.wire.toxics import register
 from chaos.wire.toxics.base import Toxic
 
 if TYPE_CHECKING:
-    from chaos.wire.proxy import Connection
+    from chaos.wire.connection import Connection
 
 
 @register

@@ -20,13 +20,23 @@ import click
 from prometheus_client import CollectorRegistry
 from rich.table import Table
 
-from chaos import prometheus_local
-from chaos.admin import AdminError
-from chaos.backends.base import BackendError
-from chaos.context import BACKENDS, CONTEXT, Lab, emit_json, err, out, pass_lab, progress_display
-from chaos.experiment_commands import run
-from chaos.extras import MissingExtra
-from chaos.herd import (
+from chaos.cli.context import (
+    BACKENDS,
+    CONTEXT,
+    Lab,
+    emit_json,
+    err,
+    out,
+    pass_lab,
+    progress_display,
+)
+from chaos.cli.experiments import run
+from chaos.cli.scenarios import demo, report, scenario, soak
+from chaos.cli.verbs import COMMANDS, SERVICE
+from chaos.cli.watch import watch
+from chaos.cli.wire import COMMANDS as WIRE_COMMANDS
+from chaos.cli.wire import in_force, settings_text
+from chaos.engine.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
     MAX_IN_FLIGHT,
@@ -38,13 +48,12 @@ from chaos.herd import (
     replicas_target,
     run_herd,
 )
-from chaos.scenario_commands import demo, report, scenario, soak
-from chaos.stack import MAX_REPLICAS, STORES, StackInfo, cache_names, default_state_dir
-from chaos.verbs import COMMANDS, SERVICE
-from chaos.watch import watch
-from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
-from chaos.wire_commands import in_force, settings_text
+from chaos.lab import prometheus
+from chaos.lab.backends.base import BackendError
+from chaos.lab.backends.local import MAX_REPLICAS, STORES, StackInfo, cache_names, default_state_dir
+from chaos.lab.extras import MissingExtra
 from herdlab import loop
+from herdlab.auth import AdminError
 from herdlab.config import DURATION
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
@@ -206,7 +215,7 @@ def up(
     --prometheus a local Prometheus scrapes it.
     """
     if with_prometheus:
-        prometheus_local.binary()  # absent: say so before anything starts
+        prometheus.binary()  # absent: say so before anything starts
     extra_cache = list(cache_args)
     if policy:
         extra_cache += ["--policy", policy]
@@ -225,7 +234,7 @@ def up(
     )
     if with_prometheus:
         try:
-            prometheus_local.start(lab.stack)
+            prometheus.start(lab.stack)
         except BaseException:
             lab.stack.down()
             raise

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from chaos.herd import HerdConfig, HerdHooks, HerdResult, Outcome, run_herd
+from chaos.engine.herd import HerdConfig, HerdHooks, HerdResult, Outcome, run_herd
 
 MAX_ROUNDS = 1_000_000
 WAIT_TIMEOUT_S = 60.0  # `until_more` fails the run if the herd is this slow

@@ -21,8 +21,8 @@ from typing import Any
 import docker
 import docker.errors
 
-from chaos.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
-from chaos.stack import wait_redis
+from chaos.lab.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from chaos.lab.redis import wait_redis
 from herdlab.grpcutil import wait_serving
 
 READY_TIMEOUT_S = 30.0

@@ -15,18 +15,13 @@ from typing import Self
 
 import grpc
 
-from herdlab.auth import TOKEN_ENV, admin_metadata
+from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
 from herdlab.grpcutil import channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
-ADMIN_TIMEOUT_S = 10.0
 # Telling a service of a chaos action is best effort: a service that does not answer this soon
 # (paused, busy, gone) simply does not count it.
 NOTE_TIMEOUT_S = 2.0
-
-
-class AdminError(Exception):
-    """An admin call failed; the message names the service, the code and the reason."""
 
 
 class Admin:

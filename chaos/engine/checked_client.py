@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from chaos.scenarios.freshness import Freshness
+from chaos.engine.freshness_oracle import Freshness
 from herdlab.grpcutil import channel_options
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc

@@ -56,8 +56,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from chaos.backends.base import SERVICES, BackendError, role_of
-from chaos.context import CONTEXT, Lab, out, pass_lab
+from chaos.cli.context import CONTEXT, Lab, out, pass_lab
+from chaos.lab.backends.base import SERVICES, BackendError, role_of
 from herdlab.config import DURATION
 from herdlab.scrape import Sample, Scrape, fetch
 
@@ -363,9 +363,9 @@ class Watcher:
 
 def stack_endpoints(lab: Lab) -> dict[str, str]:
     """The /metrics URL of every DB and cache of the stack: the local stack's state file, or the
-    compose stack's published ports (`chaos.backends.docker.metrics_url`)."""
+    compose stack's published ports (`chaos.lab.backends.docker.metrics_url`)."""
     if lab.backend_name == "docker":
-        from chaos.backends.docker import metrics_url  # the SDK loads only when asked for
+        from chaos.lab.backends.docker import metrics_url  # the SDK loads only when asked for
 
         return {name: metrics_url(name) for name in SERVICES}
     return {

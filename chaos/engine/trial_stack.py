@@ -1,6 +1,6 @@
 """What every scenario needs: its own stack in a temporary folder, stack actions in threads that
 an interrupt cannot tear in half, and TCP probes for the instant a service is back. (Timelines'
-100 ms bins live in `chaos.timeline`.)
+100 ms bins live in `chaos.engine.timeline`.)
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from chaos import tether
-from chaos.stack import LocalStack
+from chaos.lab import tether
+from chaos.lab.backends.local import LocalStack
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -13,11 +13,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chaos import extras
-from chaos.backends.base import Backend
-from chaos.herd import ProgressFactory, ProgressFn
-from chaos.journal import Journal
-from chaos.stack import LocalStack
+from chaos.engine.herd import ProgressFactory, ProgressFn
+from chaos.lab import extras
+from chaos.lab.backends.base import Backend
+from chaos.lab.backends.local import LocalStack
+from chaos.lab.journal import Journal
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BACKENDS = ("local", "docker")
@@ -40,7 +40,7 @@ class Lab:
     def backend(self) -> Backend:
         if self.backend_name == "docker":
             extras.require(extras.DOCKER, "--backend docker")
-            from chaos.backends.docker import DockerBackend  # the SDK loads only when asked for
+            from chaos.lab.backends.docker import DockerBackend  # the SDK loads only when asked for
 
             return DockerBackend()
         return self.stack

@@ -29,10 +29,10 @@ from typing import Any, NoReturn
 import click
 
 from cache_service.settings import CacheSettings
-from chaos.admin import Admin, note_action
-from chaos.backends.base import SERVICE_NAMES, Backend, BackendError, ServiceInfo, is_service
-from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.stack import cache_names
+from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab
+from chaos.lab.admin import Admin, note_action
+from chaos.lab.backends.base import SERVICE_NAMES, Backend, BackendError, ServiceInfo, is_service
+from chaos.lab.backends.local import cache_names
 from db_service.queueing import NAMES as DISCIPLINES
 from db_service.settings import DbSettings
 from herdlab import loop

@@ -16,9 +16,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from chaos.context import CONTEXT, err, out, progress_display
-from chaos.herd import ProgressFactory
-from chaos.report import table_for, write_report
+from chaos.cli.context import CONTEXT, err, out, progress_display
+from chaos.engine.herd import ProgressFactory
+from chaos.report.render import table_for, write_report
 from chaos.scenarios.expiry_herd import ExpiryHerdConfig, run_expiry_herd
 from chaos.scenarios.metastable import (
     DEFAULT_CONFIGURATIONS,

@@ -14,7 +14,7 @@ A fault given `--for D` is handed to the proxy with that deadline, so it expires
 process is killed; the command stays in the foreground until then, and Ctrl-C or SIGTERM
 removes the fault at once (exit 130 or 143). They all need the local stack started with
 `--proxy` (exit 2 with one line otherwise), and take `--json`, `--dry-run` and write the
-journal like the other verbs (`chaos.verbs`).
+journal like the other verbs (`chaos.cli.verbs`).
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ import click
 
 from cache_service.__main__ import main as cache_main
 from cache_service.settings import CacheSettings
-from chaos.admin import Admin, AdminError
-from chaos.backends.base import BackendError
-from chaos.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.stack import ServiceRecord, cache_names
-from chaos.verbs import _common, _positive_duration, _report, hold_for, stop_as
+from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab
+from chaos.cli.verbs import _common, _positive_duration, _report, hold_for, stop_as
+from chaos.lab.admin import Admin
+from chaos.lab.backends.base import BackendError
+from chaos.lab.backends.local import ServiceRecord, cache_names
 from chaos.wire.admin import WireClient, fault_doc
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
+from herdlab.auth import AdminError
 from herdlab.config import DURATION, format_value
 from protos import admin_pb2, wire_pb2
 

@@ -7,7 +7,7 @@ plots and a line on how to read them. Adding a scenario to reports is one more `
 
 `write_report(out_dir, docs)` writes `report.md` (each section's table under the command that made
 it, then its plots), every document as JSON and every plot as PNG into `out_dir`, and the same
-report as one self-contained page, `report.html` (`chaos.html_report`).
+report as one self-contained page, `report.html` (`chaos.report.html`).
 
 A document may carry `command` (the command line that produced it); the report shows it.
 """
@@ -24,14 +24,14 @@ from typing import Any
 
 from rich.table import Table
 
-from chaos import extras
-from chaos.html_report import write_html
-from chaos.plotting import new_figure, save
+from chaos.engine.timeline import BIN_S
+from chaos.lab import extras
+from chaos.report.html import write_html
+from chaos.report.plotting import new_figure, save
 from chaos.scenarios import replicas_report
 from chaos.scenarios.partition_plot import plot_partition
 from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
 from chaos.scenarios.warm_keys_plot import plot_expiry_herd, plot_stale_outage
-from chaos.timeline import BIN_S
 
 Doc = Mapping[str, Any]
 PlotFn = Callable[[Doc, Path], object]

@@ -27,9 +27,7 @@ import collections
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,31 +38,24 @@ from typing import Any
 
 import psutil
 
-from chaos import prometheus_local
-from chaos.backends.base import Backend, BackendError, ServiceInfo, check_service, role_of
+from chaos.lab import prometheus
+from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, check_service, role_of
+from chaos.lab.ports import HOST, free_port
+from chaos.lab.redis import redis_config, redis_server, wait_redis
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.grpcutil import wait_serving
 
-HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 BIND_TRIES = 3
 FOLLOW_POLL_S = 0.2  # `chaos logs -f`: how often a quiet log is looked at again
 STORES = ("local", "redis")
 MAX_REPLICAS = 16
-REDIS_INSTALL = "redis-server not found on PATH; install it (e.g. apt-get install redis-server)"
 
 
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "herdlab"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -81,52 +72,6 @@ class ServiceRecord:
     state: str = "stopped"
     links: dict[str, str] | None = None  # the wire proxy: service -> address clients use
     kind: str = "grpc"  # how readiness is checked: gRPC health, or "redis" (PING)
-
-
-def redis_server() -> str:
-    """The `redis-server` on PATH; BackendError saying how to install it otherwise."""
-    found = shutil.which("redis-server")
-    if found is None:
-        raise BackendError(REDIS_INSTALL)
-    return found
-
-
-def redis_config(port: int, directory: Path) -> str:
-    """A redis-server config for the lab: loopback only, no persistence, in `directory`."""
-    return "\n".join(
-        [
-            f"bind {HOST}",
-            f"port {port}",
-            "protected-mode yes",
-            'save ""',
-            "appendonly no",
-            f"dir {directory}",
-            "daemonize no",
-            'logfile ""',
-            "",
-        ]
-    )
-
-
-def redis_ping(address: str, timeout_s: float) -> bool:
-    """True once a redis-server answers PING on `address` (HOST:PORT), within `timeout_s`."""
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def wait_redis(address: str, timeout_s: float, alive: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and alive():
-        if redis_ping(address, 0.5):
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def cache_names(names: Iterable[str]) -> list[str]:
@@ -367,9 +312,7 @@ class LocalStack(Backend):
         try:
             for name in records:
                 self._start(records, name, timeout_s)
-            prometheus_local.write_targets(
-                self.state_dir, {n: r.metrics for n, r in records.items()}
-            )
+            prometheus.write_targets(self.state_dir, {n: r.metrics for n, r in records.items()})
         except BaseException:
             self.down()
             raise
@@ -485,7 +428,7 @@ class LocalStack(Backend):
         self._reap_all()
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
-        prometheus_local.remove_targets(self.state_dir)
+        prometheus.remove_targets(self.state_dir)
         return stopped
 
     def _stop(self, proc: psutil.Process) -> None:
@@ -515,7 +458,7 @@ class LocalStack(Backend):
         services = self.status(known)
         return StackInfo(
             services,
-            prometheus=prometheus_local.describe(self.state_dir, services),
+            prometheus=prometheus.describe(self.state_dir, services),
             proxy=self.proxied(known),
         )
 

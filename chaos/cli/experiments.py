@@ -16,11 +16,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from chaos.context import CONTEXT, err, out, progress_display
+from chaos.cli.context import CONTEXT, err, out, progress_display
 from chaos.engine import spec
 from chaos.engine.runner import run_experiment
 from chaos.engine.shipped import shipped, title_of
-from chaos.report import table_for, write_report
+from chaos.report.render import table_for, write_report
 from herdlab import loop
 
 Doc = dict[str, Any]
