@@ -5,6 +5,8 @@ up), and for `chaos run` a tolerance of the hypothesis deviated; 2 bad input or 
 cannot apply (unknown service, bad duration, nothing is up); 3 a run could not be carried out
 as the experiment asked (it outlived its limit, a step failed at run time); 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP), each after cleaning up as Ctrl-C does.
+A signal that `chaos`'s parent ignored stays ignored (SIGHUP under `nohup`, SIGINT in a background
+job of a non-interactive shell), as users of those expect: SIGTERM still stops it.
 Every failure is one line on stderr naming the problem.
 """
 
@@ -620,7 +622,10 @@ def _on_stop_signal(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     for sig in _STOPPING:
-        signal.signal(sig, _on_stop_signal)
+        # A signal the parent ignored stays ignored, as Python leaves SIGINT: `nohup chaos ...`
+        # must outlive its terminal, and a background job of a script is not Ctrl-C's to stop.
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _on_stop_signal)
     try:
         code = cli.main(args=argv, prog_name="chaos", standalone_mode=False)
         # Without standalone mode click returns a command's `Exit(code)` instead of exiting.
