@@ -127,7 +127,7 @@ class Action(ABC):
         try:
             return cls.build(cls._words(args))
         except (click.BadParameter, ValueError) as exc:
-            text = exc.format_message() if isinstance(exc, click.BadParameter) else str(exc)
+            text = exc.message if isinstance(exc, click.BadParameter) else str(exc)
             raise ValueError(f"usage: {cls.usage}: {text}") from None
 
     @classmethod
