@@ -25,8 +25,8 @@ from herdlab.grpcutil import Context, Service
 from herdlab.metrics import PREFIX
 from protos import chaos_pb2, chaos_pb2_grpc
 
-# The controller's verbs (`chaos.cli.verbs.COMMANDS`, the wire verbs of `chaos.cli.wire`) and the
-# services they act on.
+# The controller's verbs (`chaos.cli.verbs.COMMANDS`, generated from the engine's actions, and
+# the wire verbs of `chaos.cli.wire`) and the services they act on.
 VERBS = (
     "kill",
     "restore",

@@ -34,10 +34,11 @@ from chaos.cli.context import (
 )
 from chaos.cli.experiments import run
 from chaos.cli.scenarios import demo, report, scenario, soak
-from chaos.cli.verbs import COMMANDS, SERVICE
+from chaos.cli.verbs import COMMANDS
 from chaos.cli.watch import watch
 from chaos.cli.wire import COMMANDS as WIRE_COMMANDS
 from chaos.cli.wire import in_force, settings_text
+from chaos.engine.actions.base import SERVICE
 from chaos.engine.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,

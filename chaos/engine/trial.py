@@ -14,7 +14,8 @@ a redis-server beside them): the herd spreads over them with round_robin, admin 
 first, and each replica's records are read as the cache's are. A timeline step with a `variant`
 runs only in the rows it selects.
 
-Killing and restoring a service are the trial's (`kill`, `restore`), and so are partitioning and
+The trial is a `chaos.engine.actions.base.Target`: killing and restoring a service are the
+trial's (`kill`, `restore`), and so are partitioning and
 healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack.wire]`,
 both timed as an `Outage`): a killed service's records are read just before the SIGKILL, and
 the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
@@ -29,7 +30,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -171,15 +172,21 @@ class Trial:
                 if service == self.caches[0]:
                     self.cache_baseline = 0
 
-    async def kill(self, service: str) -> Outage:
+    async def kill(self, service: str) -> dict[str, Any]:
         if self.stack.status()[service].state == "running":
             await self._harvest(service)
         outage = Outage(service, down_ns=time.time_ns())
         await in_thread(self.stack.kill, service)
         self.outages.append(outage)
-        return outage
+        return {}
 
-    async def restore(self, service: str, extra_args: Sequence[str] = ()) -> Outage:
+    async def restore(self, service: str, extra_args: Sequence[str] = ()) -> dict[str, Any]:
+        """Starts `service` again; records how long after its start it was listening."""
+        outage = await self._restore(service, extra_args)
+        assert outage.up_ns is not None and outage.restart_ns is not None
+        return {"listening_after_s": round((outage.up_ns - outage.restart_ns) / 1e9, 3)}
+
+    async def _restore(self, service: str, extra_args: Sequence[str] = ()) -> Outage:
         outage = next((o for o in reversed(self.outages) if o.service == service), None)
         if outage is None or outage.up_ns is not None:
             raise TrialError(f"restore {service}: it was not killed")
@@ -220,18 +227,32 @@ class Trial:
         if outage is None or outage.up_ns is not None:
             raise TrialError(f"heal {service}: it was not partitioned or killed")
         if outage.kind == "kill":
-            return await self.restore(service)
+            return await self._restore(service)
         assert self.wire_admin is not None
         async with WireClient(self.wire_admin) as wire:
             await wire.remove(f"{service}-partition")
             outage.up_ns = time.time_ns()
         return outage
 
-    async def pause(self, service: str) -> None:
+    async def pause(self, service: str) -> dict[str, Any]:
         await in_thread(self.stack.pause, service)
+        return {}
 
-    async def resume(self, service: str) -> None:
+    async def resume(self, service: str) -> dict[str, Any]:
         await in_thread(self.stack.resume, service)
+        return {}
+
+    async def cache_admins(self) -> AsyncIterator[Admin]:
+        """Admin clients of the DB and of each cache replica in turn."""
+        for name in self.caches:
+            async with self.cache_admin(name) as admin:
+                yield admin
+
+    async def hold(self, seconds: float, revert: Callable[[], Awaitable[object]]) -> None:
+        """A fault set for a while is the service's to undo: the timeline goes on."""
+
+    def note(self, verb: str, service: str, **details: Any) -> None:
+        """A composite action's steps are the step's own: the trial's journal has the step."""
 
     # -- the run --------------------------------------------------------------------------------
 
