@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 
 
 async def down_for(target: Target, service: str, seconds: float) -> tuple[float, float]:
-    """Kill, wait, restore; returns when it went down and came back (wall-clock seconds)."""
+    """Kill, wait, restore; returns when it went down and came back (wall-clock seconds). The
+    time down counts from the kill's start: a trial reads the service's records before the
+    SIGKILL, and that time is part of the outage, not added to it."""
     down_at = time.time()
     await target.kill(service)
     target.note("kill", service, within="outage")
     try:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(max(0.0, seconds - (time.time() - down_at)))
     finally:
         await target.restore(service)
         target.note("restore", service, within="outage")
@@ -51,7 +53,7 @@ class Outage(Action):
 
     async def run(self, target: Target) -> dict[str, Any]:
         down_at, up_at = await down_for(target, self.service, self.seconds)
-        return {"down_at": down_at, "up_at": up_at}
+        return {"down_at": down_at, "up_at": up_at, "down_s": round(up_at - down_at, 3)}
 
 
 ACTIONS.register("outage", Outage)
