@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.stats import ratio
+from herdlab.retry import JITTERED
 
 SECTIONS = (
     "coalescing",
@@ -673,7 +674,7 @@ def policies(p: dict[str, Any], plot: str) -> list[str]:
     summ = {s["policy"]: s for s in p["summary"]}
     top = clients[-1]
     full, dec, expo, none = (summ[k] for k in ("full", "decorrelated", "exponential", "none"))
-    jittered = [summ[k] for k in ("full", "equal", "decorrelated", "additive")]
+    jittered = [summ[k] for k in JITTERED]
     halved = all(s["calls_vs_exponential"] < 0.5 for s in jittered)
     slopes = ", ".join(f"{s['policy']} {s['calls_loglog_slope']}" for s in p["summary"])
     fastest = min(p["summary"], key=lambda s: s["time_ms_at_max_clients"])

@@ -46,6 +46,7 @@ from chaos.wire_commands import COMMANDS as WIRE_COMMANDS
 from chaos.wire_commands import in_force, settings_text
 from herdlab import loop
 from herdlab.config import DURATION
+from herdlab.guards import GUARD_USAGE
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 
@@ -427,7 +428,7 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     multiple=True,
     metavar="NAME[:k=v,...]",
     help="Overload guard around the users' calls, repeatable to compose a set in order "
-    "(budget, throttle, breaker, limit[:aimd|vegas|n=N], recommended).",
+    f"({GUARD_USAGE}, recommended).",
 )
 @click.option(
     "--metrics-port",
