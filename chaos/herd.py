@@ -51,6 +51,7 @@ from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import HERD_ATTEMPTS, HERD_REQUEST_LATENCY, HERD_REQUESTS
 from herdlab.retry import RetryExhausted, RetryPolicy
+from herdlab.stats import quantile
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
@@ -237,8 +238,8 @@ class HerdResult:
             "wrong_values": self.wrong_values,
             "sources": dict(Counter(o.source for o in ok if o.source is not None)),
             "latency_s": {
-                "p50": _quantile(latencies, 0.50),
-                "p99": _quantile(latencies, 0.99),
+                "p50": quantile(latencies, 0.50),
+                "p99": quantile(latencies, 0.99),
                 "max": latencies[-1] if latencies else 0.0,
             },
             "attempts": sum(o.attempts for o in self.outcomes),
@@ -247,13 +248,6 @@ class HerdResult:
             "seconds": self.seconds,
             **(self.open_loop.summary() if self.open_loop is not None else {}),
         }
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1)
-    return sorted_values[max(0, index)]
 
 
 class KeyChooser:
