@@ -28,6 +28,7 @@ from benchmarks.servers import bare_server, get, lab_stack, load, read_json_file
 from benchmarks.stats import ratio
 from benchmarks.system import CpuPlan, peak_rss_bytes, rss_bytes, run_json
 from chaos.admin import Admin
+from herdlab.config import format_duration
 
 KEY = "burst"
 MIN_DB_LATENCY_S = 2.0
@@ -89,14 +90,14 @@ async def _db_arrivals(db: str, cache: str) -> int:
 
 def _cache(plan: CpuPlan, calls: int, db_latency_s: float) -> dict[str, Any]:
     timeout_s = db_latency_s + CALL_TIMEOUT_MARGIN_S
-    db_args = ["--latency", f"{round(db_latency_s * 1000)}ms", "--spread", "0ms"]
+    db_args = ["--latency", format_duration(db_latency_s), "--spread", "0ms"]
     cache_args = [
         "--policy",
         "none",
         "--attempt-timeout",
-        f"{round(timeout_s)}s",
+        format_duration(round(timeout_s)),
         "--retry-total",
-        f"{round(timeout_s)}s",
+        format_duration(round(timeout_s)),
         "--ttl",
         "1h",
         "--coalescing",

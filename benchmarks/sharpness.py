@@ -30,6 +30,7 @@ from benchmarks.system import run_json, spawn, stop
 from chaos.scenarios.stampede import auto_db_latency
 from chaos.stack import HOST, free_port
 from herdlab import loop
+from herdlab.config import format_duration
 
 KEY_PREFIX = "burst"
 KEY = f"{KEY_PREFIX}0"  # the herd's keys are PREFIX0..K-1; one key
@@ -119,7 +120,7 @@ def _chain(loop_name: str, clients: int) -> dict[str, Any]:
                 "--channels",
                 str(CHANNELS),
                 "--deadline",
-                f"{int(hold_s * 3)}s",
+                format_duration(int(hold_s * 3)),
                 "--json",
             ),
             ALL,
