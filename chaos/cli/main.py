@@ -58,6 +58,7 @@ from chaos.lab.extras import MissingExtra
 from herdlab import loop
 from herdlab.auth import AdminError
 from herdlab.config import DURATION
+from herdlab.guards import GUARD_USAGE
 from herdlab.metrics import serve_metrics
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 
@@ -439,7 +440,7 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     multiple=True,
     metavar="NAME[:k=v,...]",
     help="Overload guard around the users' calls, repeatable to compose a set in order "
-    "(budget, throttle, breaker, limit[:aimd|vegas|n=N], recommended).",
+    f"({GUARD_USAGE}, recommended).",
 )
 @click.option(
     "--metrics-port",

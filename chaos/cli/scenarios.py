@@ -37,7 +37,7 @@ from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampe
 from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.guards import RECOMMENDED, parse_guard_sets
-from herdlab.retry import parse_policy_names
+from herdlab.retry import JITTERED, parse_policy_names
 
 Doc = dict[str, Any]
 Runner = Callable[[ProgressFactory], Coroutine[Any, Any, Doc]]
@@ -125,7 +125,7 @@ def stampede(
 @scenario.command("retry-storm", context_settings=CONTEXT)
 @click.option(
     "--policies",
-    default="exponential,full,equal,decorrelated,additive",
+    default=",".join(("exponential", *JITTERED)),
     show_default=True,
     help="The cache's retry policies to compare, one fresh stack each.",
 )

@@ -49,8 +49,9 @@ from prometheus_client import CollectorRegistry, Histogram
 from herdlab.grpcutil import Keepalive, Reconnect, channel_options
 from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
-from herdlab.metrics import PREFIX
+from herdlab.metrics import HERD_ATTEMPTS, HERD_REQUEST_LATENCY, HERD_REQUESTS
 from herdlab.retry import RetryExhausted, RetryPolicy
+from herdlab.stats import quantile
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
@@ -237,8 +238,8 @@ class HerdResult:
             "wrong_values": self.wrong_values,
             "sources": dict(Counter(o.source for o in ok if o.source is not None)),
             "latency_s": {
-                "p50": _quantile(latencies, 0.50),
-                "p99": _quantile(latencies, 0.99),
+                "p50": quantile(latencies, 0.50),
+                "p99": quantile(latencies, 0.99),
                 "max": latencies[-1] if latencies else 0.0,
             },
             "attempts": sum(o.attempts for o in self.outcomes),
@@ -247,13 +248,6 @@ class HerdResult:
             "seconds": self.seconds,
             **(self.open_loop.summary() if self.open_loop is not None else {}),
         }
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1)
-    return sorted_values[max(0, index)]
 
 
 class KeyChooser:
@@ -305,7 +299,7 @@ class HerdMetrics:
         self.guards = GuardSet(())  # the running herd's, once it starts
         GuardCollector(lambda: self.guards, registry, "herd")
         self.requests = prometheus_client.Counter(
-            f"{PREFIX}_herd_requests",
+            HERD_REQUESTS,
             "Herd requests finished, by result (ok, a gRPC code name, or lost).",
             ["result"],
             registry=registry,
@@ -313,10 +307,10 @@ class HerdMetrics:
         for result in HERD_RESULTS:
             self.requests.labels(result)
         self.attempts = prometheus_client.Counter(
-            f"{PREFIX}_herd_attempts", "Attempts made by herd users.", registry=registry
+            HERD_ATTEMPTS, "Attempts made by herd users.", registry=registry
         )
         self.latency = Histogram(
-            f"{PREFIX}_herd_request_latency_seconds",
+            HERD_REQUEST_LATENCY,
             "Time from a user's request to its value or error, retries included.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,

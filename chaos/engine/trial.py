@@ -54,16 +54,23 @@ from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.lab.procstats import peak_rss_bytes
 from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
+from herdlab.metrics import (
+    CACHE_LEASE_TAKEOVERS,
+    CACHE_LEASE_WAITS,
+    CACHE_LEASES,
+    CACHE_SHARED_FALLBACKS,
+    sample,
+)
 from herdlab.scrape import read as read_metrics
 from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
-# The replicas' lease figures a trial reads (`herdlab_cache_<name>_total`, summed over labels).
+# The replicas' lease figures a trial reads (counters' totals, summed over labels).
 LEASE_METRICS = {
-    "leases": "herdlab_cache_leases_total",
-    "takeovers": "herdlab_cache_lease_takeovers_total",
-    "waits": "herdlab_cache_lease_waits_total",
-    "fallbacks": "herdlab_cache_shared_fallbacks_total",
+    "leases": sample(CACHE_LEASES),
+    "takeovers": sample(CACHE_LEASE_TAKEOVERS),
+    "waits": sample(CACHE_LEASE_WAITS),
+    "fallbacks": sample(CACHE_SHARED_FALLBACKS),
 }
 # A condition is polled at most this long after the release when it has no `within`.
 MAX_CONDITION_WAIT_S = 3600.0
