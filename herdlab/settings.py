@@ -18,7 +18,7 @@ needs the same declaration to produce both, plus argv for processes it starts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -49,6 +49,10 @@ class Setting:
     negative: str | None = None
     # The flag when it is not the key's (a `guards` set is given as repeated `--guard`).
     flag_name: str | None = None
+    # How text is read when the kind's own syntax is not all a user may write (a rate as
+    # `200/s`): the flag's value and a text value in a file. ValueError naming the problem.
+    read: Callable[[str], Any] | None = None
+    metavar: str | None = None
 
     @property
     def flag(self) -> str:
@@ -94,6 +98,8 @@ class Setting:
     def parse(self, raw: Any) -> Any:
         """`raw` as a user wrote it (text or a TOML value) -> the typed value; ValueError if it
         is not of this kind. Bounds are checked by `problem`."""
+        if self.read is not None and isinstance(raw, str):
+            return self.read(raw)
         if self.kind == "duration":
             if isinstance(raw, str):
                 return parse_duration(raw)
@@ -217,21 +223,40 @@ def with_values(settings: SettingsT, values: Mapping[str, Any], *, where: str) -
     return changed
 
 
-def options(cls: type[Any], env_prefix: str) -> Callable[[F], F]:
-    """Click options for every setting of `cls`, each also read from `{env_prefix}_{KEY}`.
-    Values are validated by `from_options` (the bounds live in the `Setting`, not here)."""
+class _ReadType(click.ParamType):  # type: ignore[type-arg]
+    """A flag whose text a `Setting.read` reads."""
+
+    def __init__(self, spec: Setting) -> None:
+        self.name = spec.kind
+        self._read = spec.read
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if self._read is None or not isinstance(value, str):
+            return value
+        try:
+            return self._read(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def options(
+    cls: type[Any], env_prefix: str | None, *, skip: Collection[str] = ()
+) -> Callable[[F], F]:
+    """Click options for every setting of `cls` but those named in `skip` (attribute names),
+    each also read from `{env_prefix}_{KEY}` when there is a prefix. Values are validated by
+    `from_options` (the bounds live in the `Setting`, not here)."""
     default = cls()
 
     def decorate(command: F) -> F:
         for name, spec in reversed(list(fields(cls))):
-            envvar = f"{env_prefix}_{spec.key.upper()}"
+            if name in skip:
+                continue
             value = getattr(default, name)
-            common: dict[str, Any] = {
-                "envvar": envvar,
-                "show_envvar": True,
-                "help": spec.help,
-                "show_default": value is not None,
-            }
+            common: dict[str, Any] = {"help": spec.help, "show_default": value is not None}
+            if env_prefix is not None:
+                common |= {"envvar": f"{env_prefix}_{spec.key.upper()}", "show_envvar": True}
+            if spec.metavar is not None:
+                common["metavar"] = spec.metavar
             if spec.kind == "guards":
                 command = click.option(
                     spec.flag,
@@ -247,16 +272,22 @@ def options(cls: type[Any], env_prefix: str) -> Callable[[F], F]:
                     command
                 )
                 continue
-            param_type: Any = {
-                "duration": DURATION,
-                "probability": PROBABILITY,
-                "int": int,
-                "seed": int,
-                "float": float,
-                "choice": click.Choice(spec.choices),
-                "text": str,
-            }[spec.kind]
-            shown = format_duration(value) if spec.kind == "duration" else value
+            param_type: Any = (
+                _ReadType(spec)
+                if spec.read is not None
+                else {
+                    "duration": DURATION,
+                    "probability": PROBABILITY,
+                    "int": int,
+                    "seed": int,
+                    "float": float,
+                    "choice": click.Choice(spec.choices),
+                    "text": str,
+                }[spec.kind]
+            )
+            shown = (
+                format_duration(value) if spec.kind == "duration" and value is not None else value
+            )
             command = click.option(
                 spec.flag,
                 name,
