@@ -174,8 +174,9 @@ class CacheSettings(ServerSettings):
         "none",
         "guards",
         "guards",
-        "Overload guard towards the DB, repeatable to compose a set in order: budget, throttle, "
-        "breaker, limit[:aimd|vegas|n=N] with k=v parameters, or recommended.",
+        "Overload guard towards the DB, repeatable to compose a set in order (each a guard or "
+        "a '+'-joined set): budget, throttle, breaker, limit[:aimd|vegas|n=N] with k=v "
+        "parameters, or recommended.",
         flag_name="--guard",
     )
 

@@ -26,7 +26,7 @@ import click
 
 from herdlab.config import DURATION, PROBABILITY, format_duration, parse_duration
 from herdlab.grpcutil import PingPolicy
-from herdlab.guards import parse_guard_set
+from herdlab.guards import guard_set_spec, guard_texts, parse_guard_set
 
 Kind = Literal[
     "duration", "int", "float", "probability", "bool", "choice", "text", "seed", "guards"
@@ -69,7 +69,7 @@ class Setting:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "guards":
-            return "a guard set such as none, budget or limit:n=20+breaker"
+            return "a guard set such as none, budget or limit:n=20+breaker, or a list of guards"
         if self.kind in ("seed", "text") or self.lo is None or self.hi is None:
             return {"seed": "an integer", "text": "text"}.get(self.kind, "a number")
         if self.kind == "duration":
@@ -100,6 +100,10 @@ class Setting:
         is not of this kind. Bounds are checked by `problem`."""
         if self.read is not None and isinstance(raw, str):
             return self.read(raw)
+        if self.kind == "guards" and isinstance(raw, list):
+            if not all(isinstance(item, str) for item in raw):
+                raise ValueError(f"{self.key} must be a guard set or a list of guards, got {raw!r}")
+            return guard_set_spec(raw)
         if self.kind == "duration":
             if isinstance(raw, str):
                 return parse_duration(raw)
@@ -134,7 +138,7 @@ class Setting:
 
     def argv(self, value: Any) -> list[str]:
         if self.kind == "guards":
-            return [part for guard in guards_of(value) for part in (self.flag, guard)]
+            return [part for guard in guard_texts(value) for part in (self.flag, guard)]
         if self.kind == "bool":
             return [self.flag if value else (self.negative or f"--no-{self.flag[2:]}")]
         if value is None:
@@ -144,11 +148,6 @@ class Setting:
         if self.kind in ("float", "probability"):
             return [self.flag, f"{value:g}"]
         return [self.flag, str(value)]
-
-
-def guards_of(spec: str) -> list[str]:
-    """The guards of a set spec, one per `--guard` flag (`none`: no flag)."""
-    return [] if spec.strip() in ("", "none") else spec.split("+")
 
 
 def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any:
@@ -307,7 +306,7 @@ def from_options(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
     kinds = {name: spec.kind for name, spec in fields(cls)}
     settings = cls(
         **{
-            k: "+".join(v) or "none" if kinds[k] == "guards" else v
+            k: guard_set_spec(v) if kinds[k] == "guards" else v
             for k, v in values.items()
             if k in kinds
         }

@@ -145,8 +145,9 @@ class HerdSettings(Settings):
         "none",
         "guards",
         "guards",
-        "Overload guard around the users' calls, repeatable to compose a set in order "
-        "(budget, throttle, breaker, limit[:aimd|vegas|n=N], recommended).",
+        "Overload guard around the users' calls, repeatable to compose a set in order (each a "
+        "guard or a '+'-joined set): budget, throttle, breaker, limit[:aimd|vegas|n=N], "
+        "recommended.",
         flag_name="--guard",
     )
     reconnect: str = setting(
