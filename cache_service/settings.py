@@ -174,8 +174,8 @@ class CacheSettings(ServerSettings):
         "none",
         "guards",
         "guards",
-        "Overload guard towards the DB, repeatable to compose a set in order: "
-        f"{GUARD_USAGE} with k=v parameters, or recommended.",
+        "Overload guard towards the DB, repeatable to compose a set in order (each a guard or "
+        f"a '+'-joined set): {GUARD_USAGE} with k=v parameters, or recommended.",
         flag_name="--guard",
     )
 

@@ -16,7 +16,7 @@ runs only in the rows it selects.
 
 The trial is a `chaos.engine.actions.base.Target`: killing and restoring a service are the
 trial's (`kill`, `restore`), and so are partitioning and
-healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack.wire]`,
+healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack] proxy`,
 both timed as an `Outage`): a killed service's records are read just before the SIGKILL, and
 the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
 sees a restarted service up to a second late). A restore may add flags for that start only (the
