@@ -25,7 +25,8 @@ from click.testing import CliRunner
 from chaos.cli.main import cli
 from chaos.cli.wire import settings_text
 from chaos.lab.backends.base import BackendError
-from chaos.lab.backends.local import LocalStack, ServiceRecord
+from chaos.lab.backends.local import LocalStack
+from chaos.lab.state import ServiceRecord
 from herdlab import loop
 from protos import cache_pb2, cache_pb2_grpc
 

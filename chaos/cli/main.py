@@ -40,8 +40,9 @@ from chaos.cli.wire import in_force, settings_text
 from chaos.engine.actions.base import SERVICE
 from chaos.lab import prometheus
 from chaos.lab.backends.base import BackendError
-from chaos.lab.backends.local import MAX_REPLICAS, STORES, StackInfo, cache_names, default_state_dir
+from chaos.lab.backends.local import MAX_REPLICAS, STORES, StackInfo, cache_names
 from chaos.lab.extras import MissingExtra
+from chaos.lab.state import default_state_dir
 from herdlab import loop
 from herdlab.auth import AdminError
 from herdlab.retry import POLICY_NAMES

@@ -33,7 +33,8 @@ from chaos.cli.live import common, hold_for, report, stop_as
 from chaos.engine.actions.base import positive_duration
 from chaos.lab.admin import Admin
 from chaos.lab.backends.base import BackendError
-from chaos.lab.backends.local import ServiceRecord, cache_names
+from chaos.lab.backends.local import cache_names
+from chaos.lab.state import ServiceRecord
 from chaos.wire.admin import WireClient, fault_doc
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
 from db_service.__main__ import main as db_main

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from chaos.lab import prometheus
 from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, check_service, role_of
 from chaos.lab.ports import HOST, free_port
 from chaos.lab.redis import redis_config, redis_server, wait_redis
+from chaos.lab.state import ServiceRecord, default_state_dir, read_records, save_records
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.grpcutil import wait_serving
 
@@ -51,27 +50,6 @@ BIND_TRIES = 3
 FOLLOW_POLL_S = 0.2  # `chaos logs -f`: how often a quiet log is looked at again
 STORES = ("local", "redis")
 MAX_REPLICAS = 16
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "herdlab"
-
-
-@dataclass
-class ServiceRecord:
-    """What the state file keeps of one started service."""
-
-    name: str
-    argv: list[str]
-    grpc: str
-    metrics: str
-    log: str
-    pid: int | None = None
-    started_at: float | None = None  # psutil create_time, to recognise the process
-    state: str = "stopped"
-    links: dict[str, str] | None = None  # the wire proxy: service -> address clients use
-    kind: str = "grpc"  # how readiness is checked: gRPC health, or "redis" (PING)
 
 
 def cache_names(names: Iterable[str]) -> list[str]:
@@ -113,19 +91,10 @@ class LocalStack(Backend):
     def records(self) -> dict[str, ServiceRecord]:
         """The state file as it is now ({} without a stack). A command that asks several things
         of the stack reads it once and hands it to each (`status`, `status_info`, `proxied`)."""
-        try:
-            raw = json.loads(self.state_file.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot read {self.state_file}: {exc}") from exc
-        return {name: ServiceRecord(**record) for name, record in raw["services"].items()}
+        return read_records(self.state_file)
 
     def _save(self, records: dict[str, ServiceRecord]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"services": {n: asdict(r) for n, r in records.items()}}))
-        tmp.replace(self.state_file)
+        save_records(self.state_file, records)
 
     def _process(self, record: ServiceRecord) -> psutil.Process | None:
         """The live process of `record`, or None if it has exited (or the pid was recycled)."""
