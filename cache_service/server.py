@@ -38,7 +38,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
-from cache_service.shared import LeaseFailed, SharedStore, SharedUnavailable
+from cache_service.lease import LeaseFailed, SharedUnavailable
+from cache_service.shared import SharedStore
 from cache_service.store import Entry, TtlStore
 from herdlab import logs
 from herdlab.grpcutil import Context
