@@ -323,3 +323,40 @@ def test_services_of_chaos_up_outlive_the_shell_that_started_them(tmp_path: Path
             os.killpg(shell.pid, signal.SIGKILL)
         shell.communicate(timeout=30)
         assert chaos(tmp_path, "down").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--cache-arg=--guard=nosuch"], {}, "cache-service: Invalid value for '--guard'"),
+        ([], {"HERDLAB_CACHE_GUARDS": "limit:n=abc"}, "cache-service: Invalid value for '--guard'"),
+        (["--db-arg=--latency=-5ms"], {}, "db-service: Invalid value for '--latency'"),
+        (["--cache-arg=--retry-attempts=0"], {}, "cache-service: Invalid value for"),
+    ],
+)
+def test_up_judges_the_services_settings_before_starting_anything(
+    tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    """A bad pass-through setting once started the DB, then waited 20 s on a cache that had
+    exited in a second, and said it 'did not become SERVING'."""
+    result = subprocess.run(
+        [*CHAOS, "up", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HERDLAB_STATE_DIR": str(tmp_path), **env},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr, result.stderr
+    assert not (tmp_path / "stack.json").exists(), "nothing was started"
+
+
+def test_a_service_that_exits_at_start_is_reported_with_its_own_words(tmp_path: Path) -> None:
+    result = chaos(tmp_path, "up", "--cache-arg=--host=0.0.0.0")
+    assert result.returncode == 2, result
+    assert "cache exited at start (exit 2)" in result.stderr, result.stderr
+    assert "HERDLAB_ADMIN_TOKEN" in result.stderr, "the service's own line"
+    assert "did not become SERVING" not in result.stderr
+    status = json.loads(chaos(tmp_path, "status", "--json").stdout or "{}")
+    assert all(s["state"] == "stopped" for s in status.get("services", {}).values()), status

@@ -21,6 +21,8 @@ from typing import Any, NoReturn
 import click
 from rich.table import Table
 
+from cache_service.__main__ import main as cache_main
+from cache_service.settings import CacheSettings
 from chaos.cli.context import (
     BACKENDS,
     CONTEXT,
@@ -43,9 +45,12 @@ from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import MAX_REPLICAS, STORES, StackInfo, cache_names
 from chaos.lab.extras import MissingExtra
 from chaos.lab.state import default_state_dir
-from herdlab import loop
+from db_service.__main__ import main as db_main
+from db_service.settings import DbSettings
+from herdlab import loop, settings
 from herdlab.auth import AdminError
 from herdlab.retry import POLICY_NAMES
+from herdlab.settings import Settings
 
 # Commands that start their own local stacks, whatever the backend.
 LOCAL_ONLY = frozenset({"run", "scenario", "soak", "demo"})
@@ -205,6 +210,10 @@ def up(
     """
     if with_prometheus:
         prometheus.binary()  # absent: say so before anything starts
+    # The services' own declarations judge what is passed through (flags and their env vars)
+    # before anything starts: a bad value is one line and exit 2, not a service that exits.
+    _check_args("db-service", db_main, DbSettings, db_args)
+    _check_args("cache-service", cache_main, CacheSettings, cache_args)
     extra_cache = list(cache_args)
     if policy:
         extra_cache += ["--policy", policy]
@@ -232,6 +241,21 @@ def up(
         emit_json(info.to_json())
     else:
         _print_status(info.to_json())
+
+
+def _check_args(
+    program: str, command: click.Command, declared: type[Settings], args: tuple[str, ...]
+) -> None:
+    """Parses `args` (and the environment) and checks the settings as the service would at
+    start; UsageError naming the program and the problem otherwise."""
+    asked = [arg for arg in args if arg.split("=")[0] in ("-h", "--help", "--version")]
+    if asked:
+        raise click.UsageError(f"{program}: {asked[0]} is not a setting to pass")
+    try:
+        with command.make_context(program, list(args)) as ctx:
+            settings.from_options(declared, ctx.params)
+    except click.ClickException as exc:
+        raise click.UsageError(f"{program}: {exc.format_message()}") from None
 
 
 @cli.command(context_settings=CONTEXT)
