@@ -193,7 +193,6 @@ KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("freshness", "freshness"),
             ("expiry_peak_per_100ms", "expiry_peak_per_100ms"),

@@ -265,7 +265,6 @@ KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("policy", "policy"),
             ("guards", "guards"),

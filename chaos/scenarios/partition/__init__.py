@@ -3,7 +3,7 @@ then healed (or restored); with and without keepalive pings on the herd's channe
 
 The folder's `experiment.toml` says what runs; this module is its kind
 (the document's `rows`, one per (fault, keepalive) variant) and the typed configuration `chaos
-scenario partition` builds it from. The run is the reconnect storm's (`reconnect_storm.py`) with
+scenario partition` builds it from. The run is the reconnect storm's (`reconnect_storm/`) with
 the wire proxy in front of the cache (`[stack.wire] proxy = "cache"`) and the fault swept
 (`"wire.fault" = ["kill", "partition"]`): its measures (reconnect attempts from the channelz
 observer, the 100 ms timeline its plot draws) count from the fault's start to its heal whichever

@@ -1,9 +1,9 @@
 """Reconnect storm: SIGKILL the cache while the herd holds M channels, restore it, and watch the
 channels find their way back.
 
-The folder's `experiment.toml` says what runs; this module is its
-kind (the document's shape: `scenario`, `config`, a row per variant under `variants`) and the
-typed configuration `chaos scenario reconnect-storm` and the tests build it from.
+The folder's `experiment.toml` says what runs; this module is its kind (the document's shape:
+`scenario`, `config`, a row per variant under `rows`, also `variants`), its table and figure, and
+the typed configuration `chaos scenario reconnect-storm` and the tests build it from.
 
 Each variant runs on a fresh local stack: a herd of N users over M channels (each its own TCP
 connection) sends `requests_per_user` requests with `think_s` between them, so it is still busy

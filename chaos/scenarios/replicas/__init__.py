@@ -155,7 +155,6 @@ KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("replicas", "replicas"),
             ("leases", "leases"),

@@ -161,7 +161,6 @@ KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("stale_if_error_s", "stale_if_error_s"),
             ("availability", "availability"),
