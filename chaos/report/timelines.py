@@ -116,6 +116,7 @@ def _guard_strip(ax: Any, row: Mapping[str, Any]) -> None:
         ax.legend(loc="upper right", fontsize=7, ncol=3)
     else:
         ax.text(0.01, 0.5, "no guard", transform=ax.transAxes, fontsize=7, va="center")
+        ax.set_yticks([])
     ax.set_ylabel("guard state", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
 
