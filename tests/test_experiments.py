@@ -312,6 +312,17 @@ def test_run_list_shows_the_shipped_experiments(capsys: pytest.CaptureFixture[st
         assert name in shown
 
 
+def test_a_shipped_experiment_runs_by_name_and_its_old_path_is_told_the_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main(["run", "--check", "partition"])
+    assert "ok: " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--check", "chaos/experiments/partition.toml"])
+    assert exited.value.code == 2
+    assert "`chaos run partition`" in " ".join(capsys.readouterr().err.split())
+
+
 USER_EXPERIMENT = """\
 title = "Coalescing makes one query of five"
 measures = ["db_queries", "lost", "client_errors"]
