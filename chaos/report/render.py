@@ -82,10 +82,10 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "yesno": lambda v: "yes" if v else "no",
     "mib0": lambda v: _mib(v, 0),
     "mib1": lambda v: _mib(v, 1),
-    "sum": lambda v: _num(sum(v.values())),
-    "counts": lambda v: _counts(v, ordered=False, none="0"),
-    "codes": lambda v: _counts(v, ordered=True, none="none"),
-    "drops": _drops,
+    "sum": lambda v: MISSING if v is None else _num(sum(v.values())),
+    "counts": lambda v: MISSING if v is None else _counts(v, ordered=False, none="0"),
+    "codes": lambda v: MISSING if v is None else _counts(v, ordered=True, none="none"),
+    "drops": lambda v: MISSING if v is None else _drops(v),
     "cell": _cell,
 }
 

@@ -181,8 +181,9 @@ def _describe(row: Row) -> list[str]:
 
 
 COLUMNS = (
-    *(Column(field) for field in ("cycles", "sent", "ok", "lost", "wrong_values", "stale_values")),
-    Column("inflight_after"),
+    *(Column(field) for field in ("cycles", "sent", "ok")),
+    Column("errors", format="counts"),
+    *(Column(field) for field in ("lost", "wrong_values", "stale_values", "inflight_after")),
     Column("fds_before"),
     Column("fds_after"),
     Column("rss_before", "rss_before_mib", "mib1"),
