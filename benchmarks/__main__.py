@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks import (
     coalescing,
+    contention,
     herd_scale,
     hit_path,
     policies,
@@ -29,6 +30,7 @@ from benchmarks import (
     wire_proxy,
 )
 from benchmarks.system import cpu_plan, load_average, machine
+from herdlab.guards import GUARD_NAMES
 
 PLOT_NAME = "policies.png"
 
@@ -79,21 +81,13 @@ FULL = Profile(
     policy_clients=tuple(range(10, 101, 10)),
     policy_seeds=100,
     recovery_keys=(1_000, 10_000),
-    recovery_policies=("none", "exponential", "full", "equal", "decorrelated", "additive"),
+    recovery_policies=contention.POLICIES,
     recovery_outage_s=10.0,
     recovery_db_concurrency=20,
     guard_keys=10_000,
     guard_policy="full",
-    guard_sets=(
-        "none",
-        "budget",
-        "throttle",
-        "breaker",
-        "limit",
-        "limit:aimd",
-        "limit:vegas+breaker",
-        "recommended",
-    ),
+    # No guard, each guard alone, then the limit's adaptive algorithms and the recommended set.
+    guard_sets=("none", *GUARD_NAMES, "limit:aimd", "limit:vegas+breaker", "recommended"),
     scale_start=2_000,
     scale_max=64_000,
     scale_bisect_steps=2,

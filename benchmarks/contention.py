@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import tenacity
 from tenacity import RetryCallState
 
-from herdlab.retry import RetryPolicy
+from herdlab.retry import JITTERED, RetryPolicy
 
-POLICIES = ("none", "exponential", "full", "equal", "decorrelated", "additive")
+POLICIES = ("none", "exponential", *JITTERED)
 BASE_S = 0.005
 CAP_S = 2.0
 NET_MEAN_S = 0.010

@@ -12,6 +12,9 @@ own (barrier open to the last user's first send) in both.
 Both run on each event loop (`--loop`, every process of the run on it), in interleaved rounds
 whose loop order reverses every round. Not pinned: the scenario starts its own processes.
 Figures are medians over rounds.
+
+`render` writes the section's part of BENCHMARKS.md from its results (under its `TITLE`),
+`summary_rows` its rows of the report's summary; `benchmarks.report` assembles them.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import markdown as md
 from benchmarks.servers import read_json_file
 from benchmarks.stats import median, ratio
 from benchmarks.system import run_json, spawn, stop
 from chaos.lab.ports import HOST, free_port
 from chaos.scenarios.stampede import auto_db_latency
 from herdlab import loop
+from herdlab.config import format_duration
+
+# The section's title in BENCHMARKS.md.
+TITLE = "Sharpness of the stampede"
 
 KEY_PREFIX = "burst"
 KEY = f"{KEY_PREFIX}0"  # the herd's keys are PREFIX0..K-1; one key
@@ -119,7 +127,7 @@ def _chain(loop_name: str, clients: int) -> dict[str, Any]:
                 "--channels",
                 str(CHANNELS),
                 "--deadline",
-                f"{int(hold_s * 3)}s",
+                format_duration(int(hold_s * 3)),
                 "--json",
             ),
             ALL,
@@ -180,3 +188,58 @@ def run(clients: int, rounds: int, loops: Sequence[str] = loop.NAMES) -> dict[st
         "loop": default,
         "rows": rows,
     }
+
+
+def render(sh: dict[str, Any]) -> list[str]:
+    rows = []
+    for row in sh["rows"]:
+        lab, chain = row["lab"], row["chain"]
+        rows.append(
+            [
+                f"{row['loop']}{' (default)' if row['loop'] == sh['loop'] else ''}",
+                f"{lab['db_arrival_spread_s']:.3f}",
+                f"{lab['db_arrivals_per_s']:,.0f}",
+                f"{chain['arrival_spread_s']:.3f}",
+                f"**{md.times(row['spread_over_chain'])}**",
+                f"{lab['release_spread_s']:.3f} / {chain['release_spread_s']:.3f}",
+                md.times(row["lab_spread_vs_default"]),
+                f"{lab['lost']} / {chain['lost']}",
+            ]
+        )
+    return [
+        f"`chaos scenario stampede --clients {sh['clients']:,}` (coalescing off: every client's "
+        "miss is a DB query) against the bare chain: the same herd (`chaos herd`, "
+        f"{sh['channels']} channels) -> a pass-through grpc.aio server "
+        "(`benchmarks/pass_through.py`, one channel upstream, as the cache has to the DB) -> "
+        "the bare server holding every call (`benchmarks/bare_server.py --hold`). The spread "
+        "runs from the first arrival at the last hop to the last, from the DB's exact record "
+        "and the bare server's. Every process of a run is on the row's event loop. Medians of "
+        f"{sh['rounds']} interleaved round(s); not pinned.",
+        "",
+        *md.table(
+            [
+                "loop",
+                "lab: DB arrival spread s",
+                "lab: DB arrivals/s",
+                "bare chain: arrival spread s",
+                "lab / bare chain",
+                "herd release spread s lab / chain",
+                "lab spread vs default loop",
+                "lost lab / chain",
+            ],
+            rows,
+        ),
+    ]
+
+
+def summary_rows(sh: dict[str, Any]) -> list[list[str]]:
+    """The summary's rows for this section: figure, limit, distance."""
+    return [
+        [
+            f"{sh['clients']:,} clients, {row['loop']}: the DB's arrivals spread over "
+            f"{row['lab']['db_arrival_spread_s']:.3f} s",
+            f"bare chain {row['chain']['arrival_spread_s']:.3f} s",
+            md.times(row["spread_over_chain"]),
+        ]
+        for row in sh["rows"]
+    ]

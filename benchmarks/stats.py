@@ -1,5 +1,5 @@
-"""Small statistics shared by the benchmarks: nearest-rank quantiles, latency summaries and the
-distribution-free interval of a median.
+"""Small statistics shared by the benchmarks: latency summaries (by `herdlab.stats`' nearest-rank
+quantile), ratios and the distribution-free interval of a median.
 
 The interval is the textbook order-statistic one (the count of values below the true median is
 Binomial(n, 1/2)); it is a few lines of `math.comb`, so no statistics library is pulled in for it.
@@ -11,13 +11,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """The nearest-rank `q` quantile of already sorted values; 0.0 for none."""
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1)
-    return float(sorted_values[max(0, index)])
+from herdlab.stats import quantile
 
 
 def latency_ms(seconds: Sequence[float]) -> dict[str, float]:

@@ -7,6 +7,9 @@ the proxy's cost shows as the cache's lost throughput, which is what a user of `
 The same closed-loop load generator drives `Get` on a warm key at each concurrency, directly
 then through the proxy (order reversed every round), with no fault in force. Figures are medians
 over rounds; `ratio` = req/s through the proxy / req/s direct (1.0: free).
+
+`render` writes the section's part of BENCHMARKS.md from its results (under its `TITLE`),
+`summary_rows` its rows of the report's summary; `benchmarks.report` assembles them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import markdown as md
 from benchmarks.servers import get, load
 from benchmarks.stats import median, ratio
 from benchmarks.system import CpuPlan, pin
 from chaos.lab.backends.local import LocalStack
+
+# The section's title in BENCHMARKS.md.
+TITLE = "Wire-fault proxy overhead"
 
 KEY = "hot"
 ORDER = ("direct", "proxied")
@@ -88,3 +95,75 @@ def run(
         "duration_s": duration_s,
         "rows": rows,
     }
+
+
+def render(w: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"{row['concurrency']}",
+            f"{row['direct_rps']:,.0f}",
+            f"{row['proxied_rps']:,.0f}",
+            f"**{row['ratio']}**",
+            ", ".join(f"{x}" for x in row["paired_ratios"]),
+            f"{row['direct_p50_ms']:.2f} / {row['proxied_p50_ms']:.2f}",
+        ]
+        for row in w["rows"]
+    ]
+    return [
+        "`Get` on a warm key (TTL 1 h) of one cache, directly and through the wire-fault proxy "
+        "in front of it (`chaos up --proxy cache`, no fault in force), by the same closed-loop "
+        f"load generator, in {w['rounds']} round(s) of {w['duration_s']:g} s windows after "
+        f"{w['warmup_s']:g} s of warm-up, the order reversed every round. The cache and the "
+        "proxy share the server core, so the ratio (proxied / direct req/s, medians) is what "
+        "a run behind the proxy loses on this machine: the proxy's CPU per request comes out "
+        "of the cache's core.",
+        "",
+        *md.table(
+            [
+                "concurrency",
+                "direct req/s",
+                "proxied req/s",
+                "ratio",
+                "ratio per round",
+                "p50 ms direct / proxied",
+            ],
+            rows,
+        ),
+        *_wire_noise(w),
+    ]
+
+
+def _wire_noise(w: dict[str, Any]) -> list[str]:
+    """A reading of the per-round ratios: when they fall on both sides of 1.0 the run cannot
+    tell the proxy's cost from the machine's noise, and says so."""
+    mixed = [
+        row
+        for row in w["rows"]
+        if any(x is not None and x < 1 for x in row["paired_ratios"])
+        and any(x is not None and x > 1 for x in row["paired_ratios"])
+    ]
+    if not mixed:
+        return []
+    spans = "; ".join(
+        f"c={row['concurrency']}: {min(x for x in row['paired_ratios'] if x is not None)}-"
+        f"{max(x for x in row['paired_ratios'] if x is not None)}"
+        for row in mixed
+    )
+    return [
+        f"The rounds disagree ({spans}): in this run the machine's noise was larger than the "
+        "proxy's cost, so the median ratio is not a measurement of it; re-run on a quiet "
+        "machine (see the load average above).",
+        "",
+    ]
+
+
+def summary_rows(w: dict[str, Any]) -> list[list[str]]:
+    """The summary's rows for this section: figure, limit, distance."""
+    return [
+        [
+            f"c={row['concurrency']}: {row['proxied_rps']:,.0f} req/s through the proxy",
+            f"direct {row['direct_rps']:,.0f} req/s",
+            f"ratio {row['ratio']}",
+        ]
+        for row in w["rows"]
+    ]

@@ -25,7 +25,7 @@ from herdlab import channelz
 from herdlab.grpcutil import Keepalive, Reconnect, channel_options
 from herdlab.guards import GuardSet
 from herdlab.guards.metrics import GuardCollector
-from herdlab.metrics import PREFIX
+from herdlab.metrics import CACHE_DB_ATTEMPTS, CACHE_DB_CHANNEL_ATTEMPTS, CACHE_RETRY_SLEEP
 from herdlab.record import EventRecord
 from herdlab.retry import RetryPolicy
 from protos import db_pb2, db_pb2_grpc
@@ -50,7 +50,7 @@ class _ChannelAttempts(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
-            f"{PREFIX}_cache_db_channel_attempts",
+            CACHE_DB_CHANNEL_ATTEMPTS,
             "Attempts towards the DB as gRPC's channelz counts them (calls started on the "
             "subchannels), gRPC's own retries included, by retry policy.",
             labels=["policy"],
@@ -91,7 +91,7 @@ class DbClient:
         )
         self._stub = db_pb2_grpc.DbStub(self._channel)
         self._attempts = Counter(
-            f"{PREFIX}_cache_db_attempts",
+            CACHE_DB_ATTEMPTS,
             "Attempts made towards the DB, by retry policy and outcome (ok or the gRPC code); "
             "under grpc-native, calls (gRPC's retries inside them are not seen).",
             ["policy", "outcome"],
@@ -104,7 +104,7 @@ class DbClient:
         }
         registry.register(_ChannelAttempts(target, policy.name))
         self._sleeps = Histogram(
-            f"{PREFIX}_cache_retry_sleep_seconds",
+            CACHE_RETRY_SLEEP,
             "Backoff sleeps before a retry towards the DB, by retry policy.",
             ["policy"],
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16),

@@ -43,7 +43,19 @@ from cache_service.store import Entry, TtlStore
 from herdlab import logs
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
-from herdlab.metrics import PREFIX, LoopCounter, LoopHistogram
+from herdlab.metrics import (
+    CACHE_COALESCED_WAITERS,
+    CACHE_COALESCING_ENABLED,
+    CACHE_EXPIRED_KEYS,
+    CACHE_IN_FLIGHT_KEYS,
+    CACHE_KEYS,
+    CACHE_REFRESHES,
+    CACHE_REQUEST_LATENCY,
+    CACHE_REQUESTS,
+    CACHE_STALE_AGE,
+    LoopCounter,
+    LoopHistogram,
+)
 from herdlab.record import serve_page
 from herdlab.retry import RetryExhausted
 from herdlab.values import key_error
@@ -78,10 +90,9 @@ LATENCY_SOURCES = ("hit", "miss", "coalesced", "stale")
 
 class CacheMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        p = f"{PREFIX}_cache"
         # Updated on every Get, on the event loop only: kept without a lock (herdlab.metrics).
         self.requests = LoopCounter(
-            f"{p}_requests",
+            CACHE_REQUESTS,
             "Get requests finished, by source (hit, miss, coalesced, stale, none) and result "
             "(ok, error, invalid).",
             ["source", "result"],
@@ -89,7 +100,7 @@ class CacheMetrics:
             registry,
         )
         self.latency = LoopHistogram(
-            f"{p}_request_latency_seconds",
+            CACHE_REQUEST_LATENCY,
             "Time to answer a Get, by source.",
             ["source"],
             [(source,) for source in LATENCY_SOURCES],
@@ -99,29 +110,29 @@ class CacheMetrics:
         self.counted = {pair: self.requests.labels(*pair) for pair in SOURCE_RESULTS}
         self.timed = {source: self.latency.labels(source) for source in LATENCY_SOURCES}
         self.in_flight_keys = Gauge(
-            f"{p}_in_flight_keys", "Keys with a DB fetch under way.", registry=registry
+            CACHE_IN_FLIGHT_KEYS, "Keys with a DB fetch under way.", registry=registry
         )
         self.waiters = Gauge(
-            f"{p}_coalesced_waiters",
+            CACHE_COALESCED_WAITERS,
             "Callers waiting on a fetch another caller started.",
             registry=registry,
         )
-        self.keys = Gauge(f"{p}_keys", "Entries in the store.", registry=registry)
+        self.keys = Gauge(CACHE_KEYS, "Entries in the store.", registry=registry)
         self.expired = Counter(
-            f"{p}_expired_keys", "Keys dropped by Expire calls.", registry=registry
+            CACHE_EXPIRED_KEYS, "Keys dropped by Expire calls.", registry=registry
         )
         self.coalescing = Gauge(
-            f"{p}_coalescing_enabled", "1 when concurrent misses are coalesced.", registry=registry
+            CACHE_COALESCING_ENABLED, "1 when concurrent misses are coalesced.", registry=registry
         )
         self.refreshes = Counter(
-            f"{p}_refreshes",
+            CACHE_REFRESHES,
             "Background refreshes started, by trigger: early (XFetch drew a refresh of a fresh "
             "value), stale (an expired value was served under stale-while-revalidate).",
             ["trigger"],
             registry=registry,
         )
         self.stale_age = Histogram(
-            f"{p}_stale_age_seconds",
+            CACHE_STALE_AGE,
             "How long ago each value served as STALE expired, by reason (revalidate: "
             "stale-while-revalidate, error: stale-if-error).",
             ["reason"],

@@ -18,7 +18,7 @@ from cache_service.freshness import Freshness
 from cache_service.shared import SharedStore, parse_store
 from cache_service.store import TtlStore
 from herdlab.grpcutil import Keepalive, Reconnect
-from herdlab.guards import GuardSet, parse_guard_set
+from herdlab.guards import GUARD_USAGE, GuardSet, parse_guard_set
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import ServerSettings, setting
 
@@ -174,8 +174,8 @@ class CacheSettings(ServerSettings):
         "none",
         "guards",
         "guards",
-        "Overload guard towards the DB, repeatable to compose a set in order: budget, throttle, "
-        "breaker, limit[:aimd|vegas|n=N] with k=v parameters, or recommended.",
+        "Overload guard towards the DB, repeatable to compose a set in order (each a guard or "
+        f"a '+'-joined set): {GUARD_USAGE} with k=v parameters, or recommended.",
         flag_name="--guard",
     )
 

@@ -59,7 +59,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from cache_service.store import Entry
-from herdlab.metrics import PREFIX
+from herdlab.metrics import (
+    CACHE_LEASE_TAKEOVERS,
+    CACHE_LEASE_WAIT_SECONDS,
+    CACHE_LEASE_WAITING,
+    CACHE_LEASE_WAITS,
+    CACHE_LEASES,
+    CACHE_SHARED_FALLBACKS,
+)
 
 NAMESPACE = "herdlab"
 # Lease rounds a flight makes at most: the first try, then a takeover after each holder that
@@ -143,36 +150,35 @@ def parse_store(text: str) -> tuple[str, int, int] | None:
 
 class SharedMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        p = f"{PREFIX}_cache"
         self.leases = Counter(
-            f"{p}_leases",
+            CACHE_LEASES,
             "Leases this replica took (it fetched for every replica).",
             registry=registry,
         )
         self.waits = Counter(
-            f"{p}_lease_waits",
+            CACHE_LEASE_WAITS,
             "Waits on a lease another replica held, by how they ended (value, failed, expired).",
             ["result"],
             registry=registry,
         )
         self.wait_seconds = Histogram(
-            f"{p}_lease_wait_seconds",
+            CACHE_LEASE_WAIT_SECONDS,
             "Time waited on another replica's lease.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
         self.waiting = Gauge(
-            f"{p}_lease_waiting",
+            CACHE_LEASE_WAITING,
             "Flights of this replica waiting now on a lease another replica holds.",
             registry=registry,
         )
         self.takeovers = Counter(
-            f"{p}_lease_takeovers",
+            CACHE_LEASE_TAKEOVERS,
             "Leases taken after the previous holder's lease ran out unpublished (it died).",
             registry=registry,
         )
         self.fallbacks = Counter(
-            f"{p}_shared_fallbacks",
+            CACHE_SHARED_FALLBACKS,
             "Redis calls that failed or timed out, by operation; each sent the replica down its "
             "local path.",
             ["op"],

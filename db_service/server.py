@@ -44,7 +44,24 @@ from db_service.queueing import Shed
 from db_service.settings import DbSettings
 from herdlab import logs
 from herdlab.grpcutil import Context
-from herdlab.metrics import PREFIX
+from herdlab.metrics import (
+    DB_ARRIVALS,
+    DB_CAPACITY_CONCURRENCY,
+    DB_CAPACITY_PER_SECOND,
+    DB_CAPACITY_QUEUE,
+    DB_CODEL_INTERVAL,
+    DB_CODEL_TARGET,
+    DB_DROPPED,
+    DB_IN_FLIGHT,
+    DB_INJECTED_ERROR_RATIO,
+    DB_LATENCY,
+    DB_LATENCY_BASE,
+    DB_QUEUE_DEPTH,
+    DB_QUEUE_DISCIPLINE,
+    DB_QUEUE_STANDING,
+    DB_REQUESTS,
+    DB_SLOT_SECONDS,
+)
 from herdlab.record import EventRecord, serve_page
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
@@ -71,18 +88,17 @@ DROP_STAGES = ("queue", "work", "deadline", "codel")
 
 class DbMetrics:
     def __init__(self, registry: CollectorRegistry, slot_seconds: Callable[[], float]) -> None:
-        p = f"{PREFIX}_db"
         self.arrivals = Counter(
-            f"{p}_arrivals", "Requests that reached the DB handler.", registry=registry
+            DB_ARRIVALS, "Requests that reached the DB handler.", registry=registry
         )
         self.requests = Counter(
-            f"{p}_requests",
+            DB_REQUESTS,
             "Requests finished, by outcome (ok, rejected, dropped, error, invalid).",
             ["outcome"],
             registry=registry,
         )
         self.dropped = Counter(
-            f"{p}_dropped",
+            DB_DROPPED,
             "Requests dropped without an answer, by stage: queue and work (caller gone while "
             "queued or served), deadline (caller's time left shorter than the base latency when "
             "its slot came), codel (shed by the codel discipline).",
@@ -92,54 +108,48 @@ class DbMetrics:
         # Every child made once, at 0; a request then costs a dict lookup, not `.labels()`.
         self.outcome = {outcome: self.requests.labels(outcome) for outcome in OUTCOMES}
         self.drop_stage = {stage: self.dropped.labels(stage) for stage in DROP_STAGES}
-        self.in_flight = Gauge(f"{p}_in_flight", "Queries holding a slot.", registry=registry)
-        self.queue_depth = Gauge(
-            f"{p}_queue_depth", "Queries waiting for a slot.", registry=registry
-        )
+        self.in_flight = Gauge(DB_IN_FLIGHT, "Queries holding a slot.", registry=registry)
+        self.queue_depth = Gauge(DB_QUEUE_DEPTH, "Queries waiting for a slot.", registry=registry)
         self.queue_standing = Gauge(
-            f"{p}_queue_standing",
+            DB_QUEUE_STANDING,
             "1 while the queue has been non-empty for the codel interval (codel: new waiters get "
             "the target; lifo: newest first).",
             registry=registry,
         )
         registry.register(
             _ScrapedCounter(
-                f"{p}_slot_seconds",
+                DB_SLOT_SECONDS,
                 "Seconds concurrency slots were held, from taking to releasing, any outcome.",
                 slot_seconds,
             )
         )
         self.latency = Histogram(
-            f"{p}_latency_seconds",
+            DB_LATENCY,
             "Time from arrival to a successful answer.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
         self.capacity_concurrency = Gauge(
-            f"{p}_capacity_concurrency", "Configured concurrency limit.", registry=registry
+            DB_CAPACITY_CONCURRENCY, "Configured concurrency limit.", registry=registry
         )
         self.capacity_queue = Gauge(
-            f"{p}_capacity_queue", "Configured wait-queue bound.", registry=registry
+            DB_CAPACITY_QUEUE, "Configured wait-queue bound.", registry=registry
         )
         self.capacity_per_second = Gauge(
-            f"{p}_capacity_per_second",
+            DB_CAPACITY_PER_SECOND,
             "Queries per second the DB can serve (concurrency / mean latency).",
             registry=registry,
         )
         self.queue_discipline = Info(
-            f"{p}_queue_discipline", "Queue discipline in force.", registry=registry
+            DB_QUEUE_DISCIPLINE, "Queue discipline in force.", registry=registry
         )
-        self.codel_target = Gauge(
-            f"{p}_codel_target_seconds", "Configured CoDel target.", registry=registry
-        )
+        self.codel_target = Gauge(DB_CODEL_TARGET, "Configured CoDel target.", registry=registry)
         self.codel_interval = Gauge(
-            f"{p}_codel_interval_seconds", "Configured CoDel interval.", registry=registry
+            DB_CODEL_INTERVAL, "Configured CoDel interval.", registry=registry
         )
-        self.latency_base = Gauge(
-            f"{p}_latency_base_seconds", "Configured base latency.", registry=registry
-        )
+        self.latency_base = Gauge(DB_LATENCY_BASE, "Configured base latency.", registry=registry)
         self.error_rate = Gauge(
-            f"{p}_injected_error_ratio", "Configured injected error rate.", registry=registry
+            DB_INJECTED_ERROR_RATIO, "Configured injected error rate.", registry=registry
         )
 
 

@@ -22,11 +22,11 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from herdlab.grpcutil import Context, Service
-from herdlab.metrics import PREFIX
+from herdlab.metrics import CHAOS_ACTIONS
 from protos import chaos_pb2, chaos_pb2_grpc
 
-# The controller's verbs (`chaos.cli.verbs.COMMANDS`, the wire verbs of `chaos.cli.wire`) and the
-# services they act on.
+# The controller's verbs (`chaos.cli.verbs.COMMANDS`, generated from the engine's actions, and
+# the wire verbs of `chaos.cli.wire`) and the services they act on.
 VERBS = (
     "kill",
     "restore",
@@ -56,7 +56,7 @@ class ChaosActions:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.counter = Counter(
-            f"{PREFIX}_chaos_actions",
+            CHAOS_ACTIONS,
             "Chaos actions this service was told of, by verb and target service (a killed or "
             "paused target cannot count its own; the other services do).",
             ["verb", "target"],

@@ -45,16 +45,14 @@ def format_value(value: object) -> str:
     return format_number(value) if isinstance(value, float) else str(value)
 
 
-def format_duration(seconds: float) -> str:
-    """The one way the lab writes a duration on a command line: milliseconds with a unit, to
-    the nanosecond and never in exponent notation (which no duration parser reads)."""
-    return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
-
-
-def format_duration_short(seconds: float) -> str:
-    """Seconds -> a `parse_duration` text that reads back the same, as guard specs show
-    durations: whole minutes in `m`, else from a second up in `s`, else in `ms`: `120.0` -> `2m`,
-    `90.0` -> `90s`, `0.5` -> `500ms`."""
+def format_duration(seconds: float, *, short: bool = False) -> str:
+    """The one way the lab writes a duration, in either of two forms that read back the same:
+    a command line's (the default), milliseconds with a unit to the nanosecond and never in
+    exponent notation (which no duration parser reads): `90.0` -> `90000ms`; or, `short`, as
+    guard specs show durations: whole minutes in `m`, else from a second up in `s`, else in
+    `ms`: `120.0` -> `2m`, `90.0` -> `90s`, `0.5` -> `500ms`."""
+    if not short:
+        return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
     if seconds >= 60 and seconds % 60 == 0:
         return f"{format_number(seconds / 60)}m"
     if seconds >= 1 or seconds == 0:

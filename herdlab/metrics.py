@@ -4,6 +4,10 @@ Each process builds its metrics on its own `CollectorRegistry` (passed in, never
 one), so tests can create as many services in one interpreter as they like and assert on values.
 The endpoint is read-only: prometheus-client's HTTP server answers GET and nothing else.
 
+The lab's metric names are constants here, each spelled once: the services create their
+metrics with them, and readers of an exposition (`chaos watch`, the experiments' measures) ask
+`sample(NAME)` for the name prometheus-client gives the samples (`_total`, `_bucket`, ...).
+
 Serving adds what every process exports besides its own metrics: the process collector
 (`process_cpu_seconds_total`, memory, open file descriptors, start time), the platform collector
 (`python_info`) and `herdlab_build_info` (1, labelled with the versions the process runs).
@@ -38,10 +42,122 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-PREFIX = "herdlab"
 ChildT = TypeVar("ChildT")
+
+# Every metric the lab exports, by the name it is created with: the one place each name is
+# spelled. The services create their metrics with these; a reader of an exposition asks
+# `sample(NAME)` for the name its samples carry there.
+BUILD = "herdlab_build"
+CHAOS_ACTIONS = "herdlab_chaos_actions"
+GUARD_STATE = "herdlab_guard_state"
+GUARD_REJECTED = "herdlab_guard_rejected"
+DB_ARRIVALS = "herdlab_db_arrivals"
+DB_REQUESTS = "herdlab_db_requests"
+DB_DROPPED = "herdlab_db_dropped"
+DB_IN_FLIGHT = "herdlab_db_in_flight"
+DB_QUEUE_DEPTH = "herdlab_db_queue_depth"
+DB_QUEUE_STANDING = "herdlab_db_queue_standing"
+DB_SLOT_SECONDS = "herdlab_db_slot_seconds"
+DB_LATENCY = "herdlab_db_latency_seconds"
+DB_CAPACITY_CONCURRENCY = "herdlab_db_capacity_concurrency"
+DB_CAPACITY_QUEUE = "herdlab_db_capacity_queue"
+DB_CAPACITY_PER_SECOND = "herdlab_db_capacity_per_second"
+DB_QUEUE_DISCIPLINE = "herdlab_db_queue_discipline"
+DB_CODEL_TARGET = "herdlab_db_codel_target_seconds"
+DB_CODEL_INTERVAL = "herdlab_db_codel_interval_seconds"
+DB_LATENCY_BASE = "herdlab_db_latency_base_seconds"
+DB_INJECTED_ERROR_RATIO = "herdlab_db_injected_error_ratio"
+CACHE_REQUESTS = "herdlab_cache_requests"
+CACHE_REQUEST_LATENCY = "herdlab_cache_request_latency_seconds"
+CACHE_IN_FLIGHT_KEYS = "herdlab_cache_in_flight_keys"
+CACHE_COALESCED_WAITERS = "herdlab_cache_coalesced_waiters"
+CACHE_KEYS = "herdlab_cache_keys"
+CACHE_EXPIRED_KEYS = "herdlab_cache_expired_keys"
+CACHE_COALESCING_ENABLED = "herdlab_cache_coalescing_enabled"
+CACHE_REFRESHES = "herdlab_cache_refreshes"
+CACHE_STALE_AGE = "herdlab_cache_stale_age_seconds"
+CACHE_DB_ATTEMPTS = "herdlab_cache_db_attempts"
+CACHE_DB_CHANNEL_ATTEMPTS = "herdlab_cache_db_channel_attempts"
+CACHE_RETRY_SLEEP = "herdlab_cache_retry_sleep_seconds"
+CACHE_LEASES = "herdlab_cache_leases"
+CACHE_LEASE_WAITS = "herdlab_cache_lease_waits"
+CACHE_LEASE_WAIT_SECONDS = "herdlab_cache_lease_wait_seconds"
+CACHE_LEASE_WAITING = "herdlab_cache_lease_waiting"
+CACHE_LEASE_TAKEOVERS = "herdlab_cache_lease_takeovers"
+CACHE_SHARED_FALLBACKS = "herdlab_cache_shared_fallbacks"
+HERD_REQUESTS = "herdlab_herd_requests"
+HERD_ATTEMPTS = "herdlab_herd_attempts"
+HERD_REQUEST_LATENCY = "herdlab_herd_request_latency_seconds"
+
+# The names a kind of metric's samples carry in an exposition: prometheus-client adds these
+# suffixes to the name a metric is created with (a histogram's first is its buckets').
+SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "info": ("_info",),
+}
+KINDS = {
+    BUILD: "info",
+    CHAOS_ACTIONS: "counter",
+    GUARD_STATE: "gauge",
+    GUARD_REJECTED: "counter",
+    DB_ARRIVALS: "counter",
+    DB_REQUESTS: "counter",
+    DB_DROPPED: "counter",
+    DB_IN_FLIGHT: "gauge",
+    DB_QUEUE_DEPTH: "gauge",
+    DB_QUEUE_STANDING: "gauge",
+    DB_SLOT_SECONDS: "counter",
+    DB_LATENCY: "histogram",
+    DB_CAPACITY_CONCURRENCY: "gauge",
+    DB_CAPACITY_QUEUE: "gauge",
+    DB_CAPACITY_PER_SECOND: "gauge",
+    DB_QUEUE_DISCIPLINE: "info",
+    DB_CODEL_TARGET: "gauge",
+    DB_CODEL_INTERVAL: "gauge",
+    DB_LATENCY_BASE: "gauge",
+    DB_INJECTED_ERROR_RATIO: "gauge",
+    CACHE_REQUESTS: "counter",
+    CACHE_REQUEST_LATENCY: "histogram",
+    CACHE_IN_FLIGHT_KEYS: "gauge",
+    CACHE_COALESCED_WAITERS: "gauge",
+    CACHE_KEYS: "gauge",
+    CACHE_EXPIRED_KEYS: "counter",
+    CACHE_COALESCING_ENABLED: "gauge",
+    CACHE_REFRESHES: "counter",
+    CACHE_STALE_AGE: "histogram",
+    CACHE_DB_ATTEMPTS: "counter",
+    CACHE_DB_CHANNEL_ATTEMPTS: "counter",
+    CACHE_RETRY_SLEEP: "histogram",
+    CACHE_LEASES: "counter",
+    CACHE_LEASE_WAITS: "counter",
+    CACHE_LEASE_WAIT_SECONDS: "histogram",
+    CACHE_LEASE_WAITING: "gauge",
+    CACHE_LEASE_TAKEOVERS: "counter",
+    CACHE_SHARED_FALLBACKS: "counter",
+    HERD_REQUESTS: "counter",
+    HERD_ATTEMPTS: "counter",
+    HERD_REQUEST_LATENCY: "histogram",
+}
 # The distributions whose versions `herdlab_build_info` carries, by label.
 BUILD_PACKAGES = {"version": "herdlab", "grpcio": "grpcio", "protobuf": "protobuf"}
+
+
+def samples(name: str) -> tuple[str, ...]:
+    """Every name `name`'s samples carry in an exposition."""
+    return tuple(name + suffix for suffix in SUFFIXES[KINDS[name]])
+
+
+def sample(name: str, suffix: str = "") -> str:
+    """The name `name`'s samples carry in an exposition: a counter's `<name>_total`, a gauge's
+    own name, an info's `<name>_info`, a histogram's `<name>_bucket` or, given `suffix`, its
+    `_count` or `_sum`."""
+    names = samples(name)
+    chosen = name + suffix if suffix else names[0]
+    if chosen not in names:
+        raise ValueError(f"{name} has no {suffix} samples (only {', '.join(names)})")
+    return chosen
 
 
 def _version(distribution: str) -> str:
@@ -64,9 +180,7 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
-        Info(f"{PREFIX}_build", "Versions this process runs.", registry=registry).info(
-            build_labels()
-        )
+        Info(BUILD, "Versions this process runs.", registry=registry).info(build_labels())
         start_http_server(port, addr=host, registry=registry)
 
 

@@ -39,18 +39,10 @@ from herdlab.guards import GuardRejected, GuardSet, Outcome
 
 T = TypeVar("T")
 
-POLICY_NAMES = (
-    "none",
-    "fixed",
-    "exponential",
-    "full",
-    "equal",
-    "decorrelated",
-    "additive",
-    "grpc-native",
-)
-JITTERED = frozenset({"full", "equal", "decorrelated", "additive"})
+# The policies that draw their sleeps at random.
+JITTERED = ("full", "equal", "decorrelated", "additive")
 GRPC_NATIVE = "grpc-native"
+POLICY_NAMES = ("none", "fixed", "exponential", *JITTERED, GRPC_NATIVE)
 # gRFC A6 caps maxAttempts at 5: gRPC silently lowers a larger value to 5.
 GRPC_MAX_ATTEMPTS = 5
 # What gRPC itself retries under grpc-native. DEADLINE_EXCEEDED is not among them: see

@@ -18,7 +18,7 @@ needs the same declaration to produce both, plus argv for processes it starts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +26,7 @@ import click
 
 from herdlab.config import DURATION, PROBABILITY, format_duration, parse_duration
 from herdlab.grpcutil import PingPolicy
-from herdlab.guards import parse_guard_set
+from herdlab.guards import guard_set_spec, guard_texts, parse_guard_set
 
 Kind = Literal[
     "duration", "int", "float", "probability", "bool", "choice", "text", "seed", "guards"
@@ -49,6 +49,10 @@ class Setting:
     negative: str | None = None
     # The flag when it is not the key's (a `guards` set is given as repeated `--guard`).
     flag_name: str | None = None
+    # How text is read when the kind's own syntax is not all a user may write (a rate as
+    # `200/s`): the flag's value and a text value in a file. ValueError naming the problem.
+    read: Callable[[str], Any] | None = None
+    metavar: str | None = None
 
     @property
     def flag(self) -> str:
@@ -65,7 +69,7 @@ class Setting:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "guards":
-            return "a guard set such as none, budget or limit:n=20+breaker"
+            return "a guard set such as none, budget or limit:n=20+breaker, or a list of guards"
         if self.kind in ("seed", "text") or self.lo is None or self.hi is None:
             return {"seed": "an integer", "text": "text"}.get(self.kind, "a number")
         if self.kind == "duration":
@@ -94,6 +98,12 @@ class Setting:
     def parse(self, raw: Any) -> Any:
         """`raw` as a user wrote it (text or a TOML value) -> the typed value; ValueError if it
         is not of this kind. Bounds are checked by `problem`."""
+        if self.read is not None and isinstance(raw, str):
+            return self.read(raw)
+        if self.kind == "guards" and isinstance(raw, list):
+            if not all(isinstance(item, str) for item in raw):
+                raise ValueError(f"{self.key} must be a guard set or a list of guards, got {raw!r}")
+            return guard_set_spec(raw)
         if self.kind == "duration":
             if isinstance(raw, str):
                 return parse_duration(raw)
@@ -128,7 +138,7 @@ class Setting:
 
     def argv(self, value: Any) -> list[str]:
         if self.kind == "guards":
-            return [part for guard in guards_of(value) for part in (self.flag, guard)]
+            return [part for guard in guard_texts(value) for part in (self.flag, guard)]
         if self.kind == "bool":
             return [self.flag if value else (self.negative or f"--no-{self.flag[2:]}")]
         if value is None:
@@ -138,11 +148,6 @@ class Setting:
         if self.kind in ("float", "probability"):
             return [self.flag, f"{value:g}"]
         return [self.flag, str(value)]
-
-
-def guards_of(spec: str) -> list[str]:
-    """The guards of a set spec, one per `--guard` flag (`none`: no flag)."""
-    return [] if spec.strip() in ("", "none") else spec.split("+")
 
 
 def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any:
@@ -217,21 +222,40 @@ def with_values(settings: SettingsT, values: Mapping[str, Any], *, where: str) -
     return changed
 
 
-def options(cls: type[Any], env_prefix: str) -> Callable[[F], F]:
-    """Click options for every setting of `cls`, each also read from `{env_prefix}_{KEY}`.
-    Values are validated by `from_options` (the bounds live in the `Setting`, not here)."""
+class _ReadType(click.ParamType):  # type: ignore[type-arg]
+    """A flag whose text a `Setting.read` reads."""
+
+    def __init__(self, spec: Setting) -> None:
+        self.name = spec.kind
+        self._read = spec.read
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if self._read is None or not isinstance(value, str):
+            return value
+        try:
+            return self._read(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def options(
+    cls: type[Any], env_prefix: str | None, *, skip: Collection[str] = ()
+) -> Callable[[F], F]:
+    """Click options for every setting of `cls` but those named in `skip` (attribute names),
+    each also read from `{env_prefix}_{KEY}` when there is a prefix. Values are validated by
+    `from_options` (the bounds live in the `Setting`, not here)."""
     default = cls()
 
     def decorate(command: F) -> F:
         for name, spec in reversed(list(fields(cls))):
-            envvar = f"{env_prefix}_{spec.key.upper()}"
+            if name in skip:
+                continue
             value = getattr(default, name)
-            common: dict[str, Any] = {
-                "envvar": envvar,
-                "show_envvar": True,
-                "help": spec.help,
-                "show_default": value is not None,
-            }
+            common: dict[str, Any] = {"help": spec.help, "show_default": value is not None}
+            if env_prefix is not None:
+                common |= {"envvar": f"{env_prefix}_{spec.key.upper()}", "show_envvar": True}
+            if spec.metavar is not None:
+                common["metavar"] = spec.metavar
             if spec.kind == "guards":
                 command = click.option(
                     spec.flag,
@@ -247,16 +271,22 @@ def options(cls: type[Any], env_prefix: str) -> Callable[[F], F]:
                     command
                 )
                 continue
-            param_type: Any = {
-                "duration": DURATION,
-                "probability": PROBABILITY,
-                "int": int,
-                "seed": int,
-                "float": float,
-                "choice": click.Choice(spec.choices),
-                "text": str,
-            }[spec.kind]
-            shown = format_duration(value) if spec.kind == "duration" else value
+            param_type: Any = (
+                _ReadType(spec)
+                if spec.read is not None
+                else {
+                    "duration": DURATION,
+                    "probability": PROBABILITY,
+                    "int": int,
+                    "seed": int,
+                    "float": float,
+                    "choice": click.Choice(spec.choices),
+                    "text": str,
+                }[spec.kind]
+            )
+            shown = (
+                format_duration(value) if spec.kind == "duration" and value is not None else value
+            )
             command = click.option(
                 spec.flag,
                 name,
@@ -276,7 +306,7 @@ def from_options(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
     kinds = {name: spec.kind for name, spec in fields(cls)}
     settings = cls(
         **{
-            k: "+".join(v) or "none" if kinds[k] == "guards" else v
+            k: guard_set_spec(v) if kinds[k] == "guards" else v
             for k, v in values.items()
             if k in kinds
         }

@@ -4,6 +4,7 @@ services' own state (never on the clock), and reading /metrics by value."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -148,3 +149,12 @@ class DbGate:
     async def arrivals_since(self) -> int:
         """DB arrivals since the gate shut, the gate's own query excluded."""
         return (await self.lab.db_state()).arrivals - self.arrivals_before
+
+
+def default_signals() -> None:
+    """A `preexec_fn` for children a test will signal: SIGINT and SIGHUP at their defaults in
+    the child, whatever this run inherited (a background job of a non-interactive shell ignores
+    SIGINT; `nohup` ignores SIGHUP; an ignored signal stays ignored across exec, and `chaos`
+    keeps it so)."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)

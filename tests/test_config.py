@@ -13,7 +13,6 @@ from herdlab.config import (
     DURATION,
     PROBABILITY,
     format_duration,
-    format_duration_short,
     format_number,
     format_value,
     parse_duration,
@@ -81,7 +80,7 @@ def test_durations_are_written_in_two_forms(seconds: float, argv: str, short: st
     """A command line's form (always milliseconds, never an exponent) and a guard spec's (whole
     minutes in m, from a second up in s, else ms); both read back the same."""
     assert format_duration(seconds) == argv
-    assert format_duration_short(seconds) == short
+    assert format_duration(seconds, short=True) == short
     assert parse_duration(argv) == parse_duration(short) == pytest.approx(seconds)
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cache_service.settings import CacheSettings
+from chaos.engine.herd_settings import HerdSettings
 from herdlab.guards import (
     GUARD_NAMES,
     RECOMMENDED,
@@ -19,6 +21,8 @@ from herdlab.guards import (
     GuardSet,
     Outcome,
     Permit,
+    guard_set_spec,
+    guard_texts,
     parse_guard_set,
     parse_guard_sets,
 )
@@ -29,6 +33,7 @@ from herdlab.guards.limit import ConcurrencyLimit
 from herdlab.guards.limit_algorithms import AIMDLimit, StaticLimit, VegasLimit
 from herdlab.guards.metrics import GuardCollector
 from herdlab.guards.throttle import Throttle
+from herdlab.settings import from_options, with_values
 
 
 class FakeClock:
@@ -418,3 +423,29 @@ def test_the_collector_checks_its_side() -> None:
         ValueError, match=r"^guard metrics side must be one of cache, herd, got 'db'$"
     ):
         GuardCollector(lambda: parse_guard_set("none"), CollectorRegistry(), "db")
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "limit:n=20,queue=0+breaker",
+        ["limit:n=20,queue=0", "breaker"],
+        ["limit:n=20,queue=0+breaker"],
+    ],
+)
+def test_a_set_is_written_the_same_way_in_files_flags_and_sets(written: str | list[str]) -> None:
+    """A `guards` key of an experiment file, the repeated `--guard` flags of the cache and of
+    `chaos herd`: one grammar, read by parse_guard_set."""
+    flags = tuple([written] if isinstance(written, str) else written)
+    cache = with_values(CacheSettings(), {"guards": written}, where="stack.cache").guards
+    herd = with_values(HerdSettings(), {"guards": written}, where="herd").guards
+    assert cache == herd == from_options(CacheSettings, {"guards": flags}).guards
+    assert herd == from_options(HerdSettings, {"guards": flags}).guards
+    assert parse_guard_set(herd).spec == "limit:n=20,queue=0+breaker"
+    assert guard_set_spec(guard_texts(herd)) == herd
+
+
+def test_no_guard_given_is_none_and_a_list_of_non_text_is_refused() -> None:
+    assert guard_set_spec([]) == "none" and guard_texts("none") == []
+    with pytest.raises(ValueError, match=r"herd\.guards: guards must be a guard set or a list"):
+        with_values(HerdSettings(), {"guards": [1]}, where="herd")

@@ -128,3 +128,15 @@ def test_bad_wire_settings_name_the_field() -> None:
     text = path_of("partition").read_text().replace('proxy = "cache"', 'proxy = "redis"')
     with pytest.raises(spec.ExperimentError, match=r"stack.wire: proxy must name db and/or cache"):
         spec.parse(text, "p.toml")
+
+
+def test_the_wire_keys_are_keys_of_stack_and_of_stack_wire_alike() -> None:
+    text = path_of("partition").read_text()
+    nested = text.replace('[stack]\nproxy = "cache"\n', '[stack.wire]\nproxy = "cache"\n')
+    assert nested != text
+    assert spec.parse(nested, "p.toml").wire == spec.parse(text, "p.toml").wire
+    both = text.replace(
+        '[stack]\nproxy = "cache"\n', '[stack]\nproxy = "cache"\nwire = { proxy = "db" }\n'
+    )
+    with pytest.raises(spec.ExperimentError, match=r"stack.proxy: given in \[stack\] and in"):
+        spec.parse(both, "p.toml")

@@ -125,6 +125,29 @@ def test_up_prometheus_scrapes_the_stack_and_down_stops_it(tmp_path: Path) -> No
     assert not Path(info["targets_file"]).exists()
 
 
+def test_verbs_beside_prometheus_print_nothing_on_stderr(tmp_path: Path) -> None:
+    """The chaos-action notice goes to the services with a gRPC address only: Prometheus, a
+    helper without one, was once sent it at an empty address, and gRPC's C core wrote its DNS
+    resolver errors to the verb's stderr."""
+    _need("prometheus")
+    up = chaos(tmp_path, "up", "--prometheus")
+    try:
+        assert up.returncode == 0, up.stderr
+        for verb in (
+            ("errors", "db", "0.1"),
+            ("latency", "db", "20ms"),
+            ("expire", "--all"),
+            ("kill", "db"),
+            ("restore", "db"),
+            ("reset",),
+        ):
+            result = chaos(tmp_path, *verb)
+            assert result.returncode == 0, (verb, result.stderr)
+            assert result.stderr == "", (verb, result.stderr)
+    finally:
+        chaos(tmp_path, "down")
+
+
 def test_up_writes_the_target_file_without_prometheus(tmp_path: Path) -> None:
     up = chaos(tmp_path, "up", "--json")
     try:

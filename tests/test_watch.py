@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import pytest
 from rich.console import Console
+from support import default_signals
 
 from chaos.cli.watch import SHARE_SOURCES, counter_delta, figures, histogram_quantile, render
 from herdlab.scrape import Scrape, parse
@@ -222,6 +223,7 @@ def chaos(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> sub
     return subprocess.Popen(
         [*CHAOS, *args],
         text=True,
+        preexec_fn=default_signals,
         env={**os.environ, "HERDLAB_STATE_DIR": str(state_dir), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -354,6 +356,7 @@ def test_live_view_in_an_80x24_terminal(shared_stack: Path) -> None:
     env.pop("LINES", None)
     proc = subprocess.Popen(
         [*CHAOS, "watch", "--interval", "0.2s", "--count", "1000"],
+        preexec_fn=default_signals,
         stdin=slave,
         stdout=slave,
         stderr=subprocess.PIPE,

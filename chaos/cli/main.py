@@ -5,6 +5,8 @@ up), and for `chaos run` a tolerance of the hypothesis deviated; 2 bad input or 
 cannot apply (unknown service, bad duration, nothing is up); 3 a run could not be carried out
 as the experiment asked (it outlived its limit, a step failed at run time); 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP), each after cleaning up as Ctrl-C does.
+A signal that `chaos`'s parent ignored stays ignored (SIGHUP under `nohup`, SIGINT in a background
+job of a non-interactive shell), as users of those expect: SIGTERM still stops it.
 Every failure is one line on stderr naming the problem.
 """
 
@@ -17,7 +19,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from prometheus_client import CollectorRegistry
 from rich.table import Table
 
 from chaos.cli.context import (
@@ -28,36 +29,23 @@ from chaos.cli.context import (
     err,
     out,
     pass_lab,
-    progress_display,
 )
 from chaos.cli.experiments import run
+from chaos.cli.herd import herd
 from chaos.cli.reports import demo, report
 from chaos.cli.scenarios import scenario, soak
-from chaos.cli.verbs import COMMANDS, SERVICE
+from chaos.cli.verbs import COMMANDS
 from chaos.cli.watch import watch
 from chaos.cli.wire import COMMANDS as WIRE_COMMANDS
 from chaos.cli.wire import in_force, settings_text
-from chaos.engine.herd import (
-    DEFAULT_MAX_IN_FLIGHT,
-    DISTRIBUTIONS,
-    MAX_IN_FLIGHT,
-    HerdConfig,
-    HerdHooks,
-    HerdMetrics,
-    OpenLoop,
-    parse_rate,
-    replicas_target,
-    run_herd,
-)
+from chaos.engine.actions.base import SERVICE
 from chaos.lab import prometheus
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import MAX_REPLICAS, STORES, StackInfo, cache_names, default_state_dir
 from chaos.lab.extras import MissingExtra
 from herdlab import loop
 from herdlab.auth import AdminError
-from herdlab.config import DURATION
-from herdlab.metrics import serve_metrics
-from herdlab.retry import POLICY_NAMES, RetryPolicy
+from herdlab.retry import POLICY_NAMES
 
 # Commands that start their own local stacks, whatever the backend.
 LOCAL_ONLY = frozenset({"run", "scenario", "soak", "demo"})
@@ -97,7 +85,7 @@ def cli(ctx: click.Context, state_dir: Path, backend: str, loop_name: str) -> No
     ctx.obj = Lab(state_dir, backend)
 
 
-for _command in (*COMMANDS, *WIRE_COMMANDS, run, scenario, soak, demo, report, watch):
+for _command in (*COMMANDS, *WIRE_COMMANDS, herd, run, scenario, soak, demo, report, watch):
     cli.add_command(_command)
 
 
@@ -314,288 +302,6 @@ def _print_status(doc: dict[str, Any]) -> None:
             out.print(f"prometheus: {prometheus['url']}")
 
 
-# -- herd -----------------------------------------------------------------------------------
-
-
-def _cache_target(lab: Lab, target: str | None) -> str:
-    if target:
-        return target
-    services = lab.backend().status()
-    caches = cache_names(services)
-    if not caches:
-        raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
-    if lab.backend_name == "local" and caches == ["cache"]:
-        return lab.stack.client_target("cache")  # through the wire proxy when there is one
-    return replicas_target([services[name].grpc for name in caches])
-
-
-@cli.command(context_settings=CONTEXT)
-@click.option(
-    "--target",
-    envvar="HERDLAB_CACHE_TARGET",
-    show_envvar=True,
-    help="The cache's gRPC address [default: the local stack's cache].",
-)
-@click.option(
-    "--users",
-    default=1000,
-    type=click.IntRange(1, 100_000),
-    show_default=True,
-    help="Virtual users, released together (the burst; not with --rate).",
-)
-@click.option(
-    "--keys",
-    default=1,
-    type=click.IntRange(1, 10_000_000),
-    show_default=True,
-    help="Distinct keys the users draw from.",
-)
-@click.option(
-    "--distribution",
-    type=click.Choice(DISTRIBUTIONS),
-    default="hot",
-    show_default=True,
-    help="How requests pick keys: one hot key, uniform, zipf, round-robin, or unique (a fresh "
-    "key PREFIXi for request i, never asked twice in a run).",
-)
-@click.option(
-    "--zipf-s",
-    default=1.1,
-    type=click.FloatRange(min=0.01),
-    show_default=True,
-    help="Zipf exponent.",
-)
-@click.option("--key-prefix", default="key-", show_default=True, help="Keys are PREFIX0..K-1.")
-@click.option(
-    "--requests",
-    default=1,
-    type=click.IntRange(1, 10_000),
-    show_default=True,
-    help="Requests per user, one after another.",
-)
-@click.option(
-    "--think",
-    default="0s",
-    type=DURATION,
-    show_default=True,
-    help="Pause between one user's requests.",
-)
-@click.option(
-    "--rate",
-    default=None,
-    metavar="R/s",
-    help="Open loop: R new requests per second (200/s or 200, at most 100000/s) on a fixed "
-    "schedule, however slow the answers; needs --duration, replaces --users/--requests/--think.",
-)
-@click.option(
-    "--duration",
-    default=None,
-    type=DURATION,
-    help="Open loop: how long arrivals keep coming (at most 1h).",
-)
-@click.option(
-    "--max-in-flight",
-    default=None,
-    type=click.IntRange(1, MAX_IN_FLIGHT),
-    help=f"Open loop: requests in flight at most; an arrival beyond is skipped and counted "
-    f"[default: {DEFAULT_MAX_IN_FLIGHT}].",
-)
-@click.option(
-    "--channels",
-    default=8,
-    type=click.IntRange(1, 1024),
-    show_default=True,
-    help="gRPC channels (TCP connections) the users share.",
-)
-@click.option(
-    "--deadline",
-    default="10s",
-    type=DURATION,
-    show_default=True,
-    help="Each request's deadline, retries included.",
-)
-@click.option(
-    "--policy",
-    type=click.Choice(POLICY_NAMES),
-    default="none",
-    show_default=True,
-    help="The users' retry policy towards the cache.",
-)
-@click.option("--retry-base", default="100ms", type=DURATION, show_default=True)
-@click.option("--retry-cap", default="5s", type=DURATION, show_default=True)
-@click.option("--retry-attempts", default=6, type=click.IntRange(1, 100), show_default=True)
-@click.option(
-    "--attempt-timeout",
-    default=None,
-    type=DURATION,
-    help="Deadline of each attempt [default: the request's deadline].",
-)
-@click.option("--seed", default=None, type=int, help="Seed for keys and jitter.")
-@click.option(
-    "--guard",
-    "guards",
-    multiple=True,
-    metavar="NAME[:k=v,...]",
-    help="Overload guard around the users' calls, repeatable to compose a set in order "
-    "(budget, throttle, breaker, limit[:aimd|vegas|n=N], recommended).",
-)
-@click.option(
-    "--metrics-port",
-    envvar="HERDLAB_HERD_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Serve the herd's /metrics on PORT while it runs (0: off).",
-)
-@click.option(
-    "--metrics-host",
-    envvar="HERDLAB_HERD_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    show_envvar=True,
-    help="Listen address of the herd's /metrics.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@pass_lab
-def herd(
-    lab: Lab,
-    target: str | None,
-    users: int,
-    keys: int,
-    distribution: str,
-    zipf_s: float,
-    key_prefix: str,
-    requests: int,
-    think: float,
-    rate: str | None,
-    duration: float | None,
-    max_in_flight: int | None,
-    channels: int,
-    deadline: float,
-    policy: str,
-    retry_base: float,
-    retry_cap: float,
-    retry_attempts: int,
-    attempt_timeout: float | None,
-    seed: int | None,
-    guards: tuple[str, ...],
-    metrics_port: int,
-    metrics_host: str,
-    as_json: bool,
-) -> None:
-    """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00"), or, with
-    --rate and --duration, send requests on a fixed schedule (open loop)."""
-    if not deadline > 0:
-        raise click.BadParameter("must be > 0", param_hint="--deadline")
-    open_loop = _open_loop(rate, duration, max_in_flight)
-    try:
-        retry = RetryPolicy(
-            name=policy,
-            base_s=retry_base,
-            cap_s=retry_cap,
-            max_attempts=retry_attempts,
-            max_total_s=deadline,
-            attempt_timeout_s=min(attempt_timeout or deadline, deadline),
-            seed=seed,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    config = HerdConfig(
-        target=_cache_target(lab, target),
-        users=users,
-        keys=keys,
-        distribution=distribution,
-        zipf_s=zipf_s,
-        key_prefix=key_prefix,
-        requests_per_user=requests,
-        think_s=think,
-        channels=channels,
-        open_loop=open_loop,
-        policy=retry,
-        seed=seed,
-        guards="+".join(guards) or "none",
-    )
-    problems = config.problems()
-    if problems:
-        raise click.UsageError("; ".join(problems))
-    metrics = None
-    if metrics_port:
-        registry = CollectorRegistry()
-        metrics = HerdMetrics(registry)
-        serve_metrics(registry, metrics_host, metrics_port)
-    with progress_display(not as_json) as progress:
-        result = loop.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
-    summary = {
-        "target": config.target,
-        "users": result.users,
-        "policy": policy,
-        **result.summary(),
-    }
-    if as_json:
-        emit_json(summary)
-        return
-    lat = summary["latency_s"]
-    table = Table("herd", "", show_header=False)
-    rows = [
-        ("target", summary["target"]),
-        ("users / policy", f"{result.users:,} / {policy}"),
-        ("sent / ok / lost", f"{summary['sent']:,} / {summary['ok']:,} / {summary['lost']}"),
-        ("errors", ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"),
-        ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
-        ("attempts", f"{summary['attempts']:,}"),
-        ("channels ready at release", f"{summary['connected_channels']} of {channels}"),
-        (
-            "latency p50 / p99 / max",
-            f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
-        ),
-        ("wrong values", str(summary["wrong_values"])),
-    ]
-    if open_loop is not None:
-        first = summary["first_bound_hit_s"]
-        rows += [
-            ("rate / duration", f"{open_loop.rate_per_s:g}/s / {open_loop.duration_s:g}s"),
-            (
-                "arrivals / sent / skipped",
-                f"{summary['arrivals']:,} / {summary['sent']:,} / {summary['skipped']:,}",
-            ),
-            (
-                f"bound {summary['max_in_flight']:,} in flight hit",
-                f"first at {first:.3f}s" if first is not None else "no",
-            ),
-            ("peak in flight", f"{summary['peak_in_flight']:,}"),
-            ("max lag / late", f"{summary['max_lag_s'] * 1e3:.1f} ms / {summary['late']:,}"),
-        ]
-    for label, value in rows:
-        table.add_row(label, value)
-    out.print(table)
-
-
-def _open_loop(
-    rate: str | None, duration: float | None, max_in_flight: int | None
-) -> OpenLoop | None:
-    """The open loop --rate/--duration/--max-in-flight ask for; None for a burst. The burst's
-    --users, --requests and --think cannot be combined with it: an error, not silently ignored."""
-    if rate is None:
-        for value, flag in ((duration, "--duration"), (max_in_flight, "--max-in-flight")):
-            if value is not None:
-                raise click.UsageError(f"{flag} needs --rate")
-        return None
-    if duration is None:
-        raise click.UsageError("--rate needs --duration")
-    ctx = click.get_current_context()
-    for name in ("users", "requests", "think"):
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
-            raise click.UsageError(f"--{name} is for the burst; it cannot go with --rate")
-    try:
-        plan = OpenLoop(parse_rate(rate), duration, max_in_flight or DEFAULT_MAX_IN_FLIGHT)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--rate") from exc
-    problems = plan.problems()
-    if problems:
-        raise click.UsageError("; ".join(problems))
-    return plan
-
-
 # -- entry point ----------------------------------------------------------------------------
 
 
@@ -621,7 +327,10 @@ def _on_stop_signal(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     for sig in _STOPPING:
-        signal.signal(sig, _on_stop_signal)
+        # A signal the parent ignored stays ignored, as Python leaves SIGINT: `nohup chaos ...`
+        # must outlive its terminal, and a background job of a script is not Ctrl-C's to stop.
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _on_stop_signal)
     try:
         code = cli.main(args=argv, prog_name="chaos", standalone_mode=False)
         # Without standalone mode click returns a command's `Exit(code)` instead of exiting.

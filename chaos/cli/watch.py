@@ -59,6 +59,19 @@ from rich.text import Text
 from chaos.cli.context import CONTEXT, Lab, out, pass_lab
 from chaos.lab.backends.base import SERVICES, BackendError, role_of
 from herdlab.config import DURATION
+from herdlab.metrics import (
+    CACHE_COALESCED_WAITERS,
+    CACHE_DB_ATTEMPTS,
+    CACHE_IN_FLIGHT_KEYS,
+    CACHE_REQUEST_LATENCY,
+    CACHE_REQUESTS,
+    DB_ARRIVALS,
+    DB_CAPACITY_PER_SECOND,
+    DB_QUEUE_DEPTH,
+    GUARD_REJECTED,
+    GUARD_STATE,
+    sample,
+)
 from herdlab.scrape import Sample, Scrape, fetch
 
 SHARE_SOURCES = ("hit", "miss", "coalesced", "stale")
@@ -183,18 +196,18 @@ def _db_figures(
     ups = _ups(after, "db")
     arrivals = (
         _per_s(
-            sum(sum(_deltas(b, a, "herdlab_db_arrivals_total", ()).values()) for b, a in pairs),
+            sum(sum(_deltas(b, a, sample(DB_ARRIVALS), ()).values()) for b, a in pairs),
             elapsed_s,
         )
         if pairs
         else None
     )
-    capacity = sum(s.total("herdlab_db_capacity_per_second") for s in ups) if ups else None
+    capacity = sum(s.total(sample(DB_CAPACITY_PER_SECOND)) for s in ups) if ups else None
     return {
         "db_arrivals_per_s": arrivals,
         "db_capacity_per_s": capacity,
         "db_load_ratio": arrivals / capacity if arrivals is not None and capacity else None,
-        "db_queue_depth": _gauge_sum(ups, "herdlab_db_queue_depth"),
+        "db_queue_depth": _gauge_sum(ups, sample(DB_QUEUE_DEPTH)),
     }
 
 
@@ -207,13 +220,11 @@ def _cache_figures(
     sources: dict[str, float] = {}
     buckets: dict[float, float] = {}
     for b, a in pairs:
-        for (outcome,), n in _deltas(b, a, "herdlab_cache_db_attempts_total", ("outcome",)).items():
+        for (outcome,), n in _deltas(b, a, sample(CACHE_DB_ATTEMPTS), ("outcome",)).items():
             attempts[outcome] = attempts.get(outcome, 0.0) + n
-        for (source,), n in _deltas(b, a, "herdlab_cache_requests_total", ("source",)).items():
+        for (source,), n in _deltas(b, a, sample(CACHE_REQUESTS), ("source",)).items():
             sources[source] = sources.get(source, 0.0) + n
-        for (le,), n in _deltas(
-            b, a, "herdlab_cache_request_latency_seconds_bucket", ("le",)
-        ).items():
+        for (le,), n in _deltas(b, a, sample(CACHE_REQUEST_LATENCY), ("le",)).items():
             buckets[float(le)] = buckets.get(float(le), 0.0) + n
     requests = sum(sources.values())
     doc: dict[str, Any] = {
@@ -224,8 +235,8 @@ def _cache_figures(
         "shares": {
             src: sources.get(src, 0.0) / requests if requests > 0 else None for src in SHARE_SOURCES
         },
-        "coalesced_waiters": _gauge_sum(ups, "herdlab_cache_coalesced_waiters"),
-        "keys_in_flight": _gauge_sum(ups, "herdlab_cache_in_flight_keys"),
+        "coalesced_waiters": _gauge_sum(ups, sample(CACHE_COALESCED_WAITERS)),
+        "keys_in_flight": _gauge_sum(ups, sample(CACHE_IN_FLIGHT_KEYS)),
     }
     for field_name, q in QUANTILES.items():
         doc[field_name] = histogram_quantile(q, buckets)
@@ -237,14 +248,12 @@ def _guards(
 ) -> list[dict[str, Any]]:
     guards: dict[tuple[str, str, str], dict[str, Any]] = {}
     for scrape in _ups(after, "cache"):
-        for s in scrape.select("herdlab_guard_state"):
+        for s in scrape.select(sample(GUARD_STATE)):
             key = (scrape.service, s.labels.get("side", ""), s.labels.get("guard", ""))
             entry = guards.setdefault(key, {"state": {}, "rejected_per_s": None})
             entry["state"][s.labels.get("key", "")] = s.value
     for b, a in _up_pairs(before, after, "cache"):
-        for (side, guard), n in _deltas(
-            b, a, "herdlab_guard_rejected_total", ("side", "guard")
-        ).items():
+        for (side, guard), n in _deltas(b, a, sample(GUARD_REJECTED), ("side", "guard")).items():
             entry = guards.setdefault(
                 (a.service, side, guard), {"state": {}, "rejected_per_s": None}
             )

@@ -14,7 +14,7 @@ A fault given `--for D` is handed to the proxy with that deadline, so it expires
 process is killed; the command stays in the foreground until then, and Ctrl-C or SIGTERM
 removes the fault at once (exit 130 or 143). They all need the local stack started with
 `--proxy` (exit 2 with one line otherwise), and take `--json`, `--dry-run` and write the
-journal like the other verbs (`chaos.cli.verbs`).
+journal like the other verbs (`chaos.cli.live`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import click
 from cache_service.__main__ import main as cache_main
 from cache_service.settings import CacheSettings
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.cli.verbs import _common, _positive_duration, _report, hold_for, stop_as
+from chaos.cli.live import common, hold_for, report, stop_as
+from chaos.engine.actions.base import positive_duration
 from chaos.lab.admin import Admin
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import ServiceRecord, cache_names
@@ -94,7 +95,7 @@ def _put(
     if fault.for_ms:
         details["for_s"] = fault.for_ms / 1000
     if dry_run:
-        _report(lab, verb, link, as_json, dry_run, **details)
+        report(lab, verb, link, as_json, dry_run, **details)
         return
     added, stopped = loop.run(_apply(admin, fault))
     details["name"] = added.name
@@ -103,17 +104,22 @@ def _put(
     if stopped is not None:
         lab.journal.append(verb, link, "reverted", backend=lab.backend_name, **details)
         stop_as(stopped)
-    _report(lab, verb, link, as_json, dry_run, **details)
+    report(lab, verb, link, as_json, dry_run, **details)
 
 
 def _for_ms(duration: float | None) -> float:
-    return 0.0 if duration is None else _positive_duration(duration, "--for") * 1000
+    if duration is None:
+        return 0.0
+    problem = positive_duration(duration)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--for")
+    return duration * 1000
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("service", type=LINK)
 @click.option("--for", "duration", type=DURATION, default=None, help="Heal after this long.")
-@_common
+@common
 @pass_lab
 def partition(lab: Lab, service: str, duration: float | None, as_json: bool, dry_run: bool) -> None:
     """Partition a service on the wire: its connections stay open and carry nothing, both ways
@@ -145,7 +151,7 @@ def partition(lab: Lab, service: str, duration: float | None, as_json: bool, dry
     help="Which direction: upstream (client to service), downstream, or both.",
 )
 @click.option("--for", "duration", type=DURATION, default=None, help="Remove it after this long.")
-@_common
+@common
 @pass_lab
 def wire(
     lab: Lab,
@@ -207,7 +213,7 @@ async def _heal(admin: str, link: str) -> list[str]:
 
 @click.command(context_settings=CONTEXT)
 @click.argument("service", type=LINK)
-@_common
+@common
 @pass_lab
 def heal(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
     """Remove every wire fault on a service's proxy link."""
@@ -215,7 +221,7 @@ def heal(lab: Lab, service: str, as_json: bool, dry_run: bool) -> None:
     details: dict[str, Any] = {}
     if not dry_run:
         details["removed"] = loop.run(_heal(admin, service))
-    _report(lab, "heal", service, as_json, dry_run, **details)
+    report(lab, "heal", service, as_json, dry_run, **details)
 
 
 # -- what is in force -------------------------------------------------------------------------
@@ -389,7 +395,7 @@ async def _reset(lab: Lab) -> dict[str, Any]:
 
 
 @click.command("reset", context_settings=CONTEXT)
-@_common
+@common
 @pass_lab
 def reset_command(lab: Lab, as_json: bool, dry_run: bool) -> None:
     """Return the stack to its start settings: wire faults removed, the DB's latency, error rate
@@ -400,7 +406,7 @@ def reset_command(lab: Lab, as_json: bool, dry_run: bool) -> None:
         start_settings(lab.stack.records())
     else:
         details = loop.run(_reset(lab))
-    _report(lab, "reset", "stack", as_json, dry_run, **details)
+    report(lab, "reset", "stack", as_json, dry_run, **details)
 
 
 COMMANDS = (partition, wire, heal, faults, reset_command)

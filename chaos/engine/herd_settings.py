@@ -1,7 +1,9 @@
-"""The herd of an experiment (`[herd]`): who asks, for what, how often, retrying how.
+"""The herd's settings: who asks, for what, how often, retrying how.
 
-Declared with `herdlab.settings`, like the services' settings, so experiment files, sweeps and
-error messages read one declaration. `config(target)` turns them into the herd's `HerdConfig`.
+Declared once with `herdlab.settings`, like the services' settings, so an experiment file's
+`[herd]` section, sweeps, the flags of `chaos herd` and error messages read one declaration
+(names, defaults, bounds). `config(target)` turns them into the herd's `HerdConfig`: the one place
+a herd is built from what a user wrote.
 
 With `rate` set the herd is an open loop (`chaos.engine.herd.OpenLoop`): arrivals at `rate` per
 second for `duration`, at most `max_in_flight` at once; `users`, `requests` and `think` are then
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 from chaos.engine.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
-    MAX_DURATION_S,
     MAX_IN_FLIGHT,
     MAX_RATE_PER_S,
     HerdConfig,
     OpenLoop,
+    parse_rate,
 )
 from herdlab.grpcutil import Keepalive, Reconnect
+from herdlab.guards import GUARD_USAGE
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
 
@@ -57,10 +60,25 @@ def backoff_of(reconnect: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class HerdSettings(Settings):
-    users: int = setting(1000, "users", "int", "Virtual users.", lo=1, hi=100_000)
-    keys: int = setting(1, "keys", "int", "Distinct keys.", lo=1, hi=10_000_000)
+    """The herd, declared once: the `[herd]` keys of experiment files and the flags of `chaos
+    herd` (`herdlab.settings.options`) read the same names, defaults and bounds."""
+
+    users: int = setting(
+        1000,
+        "users",
+        "int",
+        "Virtual users, released together (the burst; not with --rate).",
+        lo=1,
+        hi=100_000,
+    )
+    keys: int = setting(1, "keys", "int", "Distinct keys the users draw from.", lo=1, hi=10_000_000)
     distribution: str = setting(
-        "hot", "distribution", "choice", "How users pick keys.", choices=DISTRIBUTIONS
+        "hot",
+        "distribution",
+        "choice",
+        "How requests pick keys: one hot key, uniform, zipf, round-robin, or unique (a fresh key "
+        "PREFIXi for request i, never asked twice in a run).",
+        choices=DISTRIBUTIONS,
     )
     zipf_s: float = setting(1.1, "zipf_s", "float", "Zipf exponent.", lo=0.01, hi=10)
     key_prefix: str = setting("key-", "key_prefix", "text", "Keys are PREFIX0..K-1.")
@@ -70,13 +88,33 @@ class HerdSettings(Settings):
     think_s: float = setting(
         0.0, "think", "duration", "Pause between one user's requests.", lo=0.0, hi=60.0
     )
-    channels: int = setting(8, "channels", "int", "gRPC channels (connections).", lo=1, hi=1024)
-    policy: str = setting(
-        "none", "policy", "choice", "The users' retry policy.", choices=POLICY_NAMES
+    rate_per_s: float | None = setting(
+        None,
+        "rate",
+        "float",
+        "Open loop: R new requests per second (200/s or 200) on a fixed schedule, however slow "
+        "the answers; needs a duration, replaces users, requests and think [default: none, the "
+        "burst].",
+        lo=0.001,
+        hi=MAX_RATE_PER_S,
+        read=parse_rate,
+        metavar="R/s",
     )
-    retry_base_s: float = setting(0.1, "retry_base", "duration", "Backoff base.", lo=0.001, hi=600)
-    retry_cap_s: float = setting(5.0, "retry_cap", "duration", "Backoff cap.", lo=0.001, hi=600)
-    retry_attempts: int = setting(6, "retry_attempts", "int", "Attempts at most.", lo=1, hi=100)
+    # Bounded by the open loop it sets (`OpenLoop.problems`: (0, 1h]), checked when there is one.
+    duration_s: float = setting(
+        60.0, "duration", "duration", "Open loop: how long arrivals keep coming (at most 1h)."
+    )
+    max_in_flight: int = setting(
+        DEFAULT_MAX_IN_FLIGHT,
+        "max_in_flight",
+        "int",
+        "Open loop: requests in flight at most; an arrival beyond is skipped and counted.",
+        lo=1,
+        hi=MAX_IN_FLIGHT,
+    )
+    channels: int = setting(
+        8, "channels", "int", "gRPC channels (TCP connections) the users share.", lo=1, hi=1024
+    )
     deadline_s: float = setting(
         10.0,
         "deadline",
@@ -85,6 +123,16 @@ class HerdSettings(Settings):
         lo=0.001,
         hi=3600,
     )
+    policy: str = setting(
+        "none",
+        "policy",
+        "choice",
+        "The users' retry policy towards the cache.",
+        choices=POLICY_NAMES,
+    )
+    retry_base_s: float = setting(0.1, "retry_base", "duration", "Backoff base.", lo=0.001, hi=600)
+    retry_cap_s: float = setting(5.0, "retry_cap", "duration", "Backoff cap.", lo=0.001, hi=600)
+    retry_attempts: int = setting(6, "retry_attempts", "int", "Attempts at most.", lo=1, hi=100)
     attempt_timeout_s: float | None = setting(
         None,
         "attempt_timeout",
@@ -92,6 +140,15 @@ class HerdSettings(Settings):
         "Deadline of each attempt [default: the request's deadline].",
         lo=0.001,
         hi=3600,
+    )
+    seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
+    guards: str = setting(
+        "none",
+        "guards",
+        "guards",
+        "Overload guard around the users' calls, repeatable to compose a set in order (each a "
+        f"guard or a '+'-joined set): {GUARD_USAGE}, recommended.",
+        flag_name="--guard",
     )
     reconnect: str = setting(
         "default",
@@ -120,41 +177,12 @@ class HerdSettings(Settings):
     keepalive_without_calls: bool = setting(
         True, "keepalive_without_calls", "bool", "Ping idle channels too."
     )
-    seed: int | None = setting(None, "seed", "seed", "Seed for keys and jitter.")
-    guards: str = setting(
-        "none", "guards", "guards", "Overload guards around the users' calls.", flag_name="--guard"
-    )
     rounds: bool = setting(
         False,
         "rounds",
         "bool",
         "Run the herd round after round until the timeline has run (steady traffic for a soak); "
         "each round is users x requests, with a seed of its own.",
-    )
-    rate_per_s: float | None = setting(
-        None,
-        "rate",
-        "float",
-        "Open loop: arrivals per second, sent on a fixed schedule however slow the answers "
-        "[default: none, the burst].",
-        lo=0.001,
-        hi=MAX_RATE_PER_S,
-    )
-    duration_s: float = setting(
-        60.0,
-        "duration",
-        "duration",
-        "Open loop: how long arrivals keep coming.",
-        lo=0.001,
-        hi=MAX_DURATION_S,
-    )
-    max_in_flight: int = setting(
-        DEFAULT_MAX_IN_FLIGHT,
-        "max_in_flight",
-        "int",
-        "Open loop: requests in flight at most; an arrival past it is counted, not sent.",
-        lo=1,
-        hi=MAX_IN_FLIGHT,
     )
 
     @property

@@ -37,7 +37,12 @@ def load_all() -> None:
     for module in _MODULES:
         importlib.import_module(module)
     for package_name in _PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package_name}.{info.name}")
+        load_package(package_name)
     _loaded = True
+
+
+def load_package(package_name: str) -> None:
+    """Imports every module of one package that registers things."""
+    package = importlib.import_module(package_name)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package_name}.{info.name}")

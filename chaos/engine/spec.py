@@ -13,14 +13,13 @@ configurations = [                 # optional: rows named whole, one trial each 
 keys = 1000                        # (a whole "${name}" keeps the value's type)
 outage = { default = "10s", min = "1s", max = "10m", help = "How long the DB is down." }
                                    # typed (`chaos.engine.params`): bounds, a scenario option
-[stack]                            # optional: replicas = R, store = "local" | "redis"
-replicas = 1
+[stack]                            # optional: replicas = R, store = "local" | "redis", and
+replicas = 1                       # the wire-fault proxy's keys (`chaos.wire.settings`)
+proxy = "cache"                    # (or, the same keys, in [stack.wire])
 [stack.db]                         # any db-service setting, as on its command line
 latency = "100ms"
 [stack.cache]                      # any cache-service setting
 policy = "full"
-[stack.wire]                       # optional: the wire-fault proxy (`chaos.wire.settings`)
-proxy = "cache"
 [herd]                             # users, keys, distribution, policy, deadline, channels, ...
 users = "${keys}"
 [[timeline]]                       # in order; each has `do` and one of at / after / when
@@ -77,7 +76,7 @@ from chaos.engine.stack_settings import StackSettings
 from chaos.wire.settings import WireSettings
 from db_service.settings import DbSettings
 from herdlab.config import parse_duration
-from herdlab.settings import Settings, with_values
+from herdlab.settings import Settings, by_key, with_values
 
 TOP_KEYS = (
     "title",
@@ -95,8 +94,12 @@ TOP_KEYS = (
     "expect",
     "smoke",
 )
-SECTIONS = ("db", "cache", "herd", "stack")
-STACK_KEYS = ("db", "cache", "wire", "replicas", "store", "kill_holder")
+# The settings a variant names (`db.KEY`, ...), in the order `_sections` takes them.
+SECTIONS = ("db", "cache", "herd", "wire", "stack")
+# `[stack]`: the services' tables, the stack's own keys and the wire proxy's (also accepted,
+# as before, in a `[stack.wire]` table).
+WIRE_KEYS = tuple(by_key(WireSettings))
+STACK_KEYS = ("db", "cache", "wire", *by_key(StackSettings), *WIRE_KEYS)
 END_CONDITIONS = ("herd_done",)
 MAX_LIMIT_S = 86_400.0
 MAX_VARIANTS = 64
@@ -106,6 +109,17 @@ TOLERANCE_OPS = ("eq", "min", "max", "max_times", "min_times")
 _SETTING_NAMES = "must name a setting as db.KEY, cache.KEY, herd.KEY, wire.KEY or stack.KEY"
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+def _sections(
+    db: DbSettings,
+    cache: CacheSettings,
+    herd: HerdSettings,
+    wire: WireSettings,
+    stack: StackSettings,
+) -> dict[str, Settings]:
+    """{section of SECTIONS: its settings}."""
+    return dict(zip(SECTIONS, (db, cache, herd, wire, stack), strict=True))
 
 
 class ExperimentError(ValueError):
@@ -230,16 +244,9 @@ class Experiment:
         self, variant: Mapping[str, Any]
     ) -> tuple[DbSettings, CacheSettings, HerdSettings]:
         """The stack's and the herd's settings of one variant (its wire settings: `wire_for`)."""
-        sections: dict[str, Settings] = {
-            "db": self.db,
-            "cache": self.cache,
-            "herd": self.herd,
-            "wire": self.wire,
-        }
+        sections = _sections(self.db, self.cache, self.herd, self.wire, self.stack)
         for dotted, value in variant.items():
             section, key = dotted.split(".", 1)
-            if section == "stack":
-                continue
             sections[section] = with_values(sections[section], {key: value}, where=section)
         db, cache, herd = sections["db"], sections["cache"], sections["herd"]
         assert isinstance(db, DbSettings)
@@ -470,10 +477,16 @@ class _Parser:
     ) -> tuple[DbSettings, CacheSettings, HerdSettings, StackSettings]:
         stack = self.table(body.get("stack", {}), "stack")
         self.only(stack, STACK_KEYS, "stack")
+        nested_wire = self.table(stack.get("wire", {}), "stack.wire")
+        for key in nested_wire:
+            if key in stack:
+                raise self.error(
+                    f"stack.{key}", "given in [stack] and in [stack.wire]; name it in one place"
+                )
         try:
             shape = with_values(
                 StackSettings(),
-                {k: v for k, v in stack.items() if k not in ("db", "cache", "wire")},
+                {k: v for k, v in stack.items() if k not in ("db", "cache", "wire", *WIRE_KEYS)},
                 where="stack",
             )
             db = with_values(
@@ -488,7 +501,13 @@ class _Parser:
                 HerdSettings(), self.table(body.get("herd", {}), "herd"), where="herd"
             )
             self.wire = with_values(
-                WireSettings(), self.table(stack.get("wire", {}), "stack.wire"), where="stack.wire"
+                with_values(
+                    WireSettings(),
+                    {k: v for k, v in stack.items() if k in WIRE_KEYS},
+                    where="stack",
+                ),
+                nested_wire,
+                where="stack.wire",
             )
         except ExperimentError:
             raise
@@ -533,13 +552,7 @@ class _Parser:
         stack: StackSettings,
     ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         table = self.table(raw, "variants")
-        sections: dict[str, Settings] = {
-            "db": db,
-            "cache": cache,
-            "herd": herd,
-            "wire": self.wire,
-            "stack": stack,
-        }
+        sections = _sections(db, cache, herd, self.wire, stack)
         found = []
         count = 1
         for dotted, values in table.items():
@@ -575,13 +588,7 @@ class _Parser:
             raise self.error(
                 "configurations", 'must be a list of tables, e.g. [ { "cache.guards" = "none" } ]'
             )
-        sections: dict[str, Settings] = {
-            "db": db,
-            "cache": cache,
-            "herd": herd,
-            "wire": self.wire,
-            "stack": stack,
-        }
+        sections = _sections(db, cache, herd, self.wire, stack)
         swept = {k for k, _ in variants}
         trials = len(raw) * math.prod(len(v) for _, v in variants)
         if trials > MAX_VARIANTS:
@@ -718,13 +725,9 @@ class _Parser:
         """Which rows: swept settings and values each setting allows (a typo in a value is
         an error here, not a tolerance that silently selects nothing)."""
         table = self.table(raw, where)
-        defaults: dict[str, Settings] = {
-            "db": DbSettings(),
-            "cache": CacheSettings(),
-            "herd": HerdSettings(),
-            "wire": WireSettings(),
-            "stack": StackSettings(),
-        }
+        defaults = _sections(
+            DbSettings(), CacheSettings(), HerdSettings(), WireSettings(), StackSettings()
+        )
         for key, value in table.items():
             if key not in variant_keys:
                 raise self.error(

@@ -1,5 +1,6 @@
-"""The stack of an experiment (`[stack]`, beside `[stack.db]` and `[stack.cache]`): how many
-replicas of the cache, where they keep values, and the replicas scenario's fault.
+"""The stack of an experiment (`[stack]`, beside `[stack.db]` and `[stack.cache]`, and the wire
+proxy's keys, `chaos.wire.settings`): how many replicas of the cache, where they keep values,
+and the replicas scenario's fault.
 
 Declared with `herdlab.settings` like the services' settings, so `stack.replicas` and
 `stack.store` can be swept (`[variants]`, `configurations`) and selected (`[[expect]]`,

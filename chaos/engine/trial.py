@@ -14,8 +14,9 @@ a redis-server beside them): the herd spreads over them with round_robin, admin 
 first, and each replica's records are read as the cache's are. A timeline step with a `variant`
 runs only in the rows it selects.
 
-Killing and restoring a service are the trial's (`kill`, `restore`), and so are partitioning and
-healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack.wire]`,
+The trial is a `chaos.engine.actions.base.Target`: killing and restoring a service are the
+trial's (`kill`, `restore`), and so are partitioning and
+healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack] proxy`,
 both timed as an `Outage`): a killed service's records are read just before the SIGKILL, and
 the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
 sees a restarted service up to a second late). A restore may add flags for that start only (the
@@ -29,7 +30,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,16 +54,23 @@ from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.lab.procstats import peak_rss_bytes
 from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
+from herdlab.metrics import (
+    CACHE_LEASE_TAKEOVERS,
+    CACHE_LEASE_WAITS,
+    CACHE_LEASES,
+    CACHE_SHARED_FALLBACKS,
+    sample,
+)
 from herdlab.scrape import read as read_metrics
 from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
-# The replicas' lease figures a trial reads (`herdlab_cache_<name>_total`, summed over labels).
+# The replicas' lease figures a trial reads (counters' totals, summed over labels).
 LEASE_METRICS = {
-    "leases": "herdlab_cache_leases_total",
-    "takeovers": "herdlab_cache_lease_takeovers_total",
-    "waits": "herdlab_cache_lease_waits_total",
-    "fallbacks": "herdlab_cache_shared_fallbacks_total",
+    "leases": sample(CACHE_LEASES),
+    "takeovers": sample(CACHE_LEASE_TAKEOVERS),
+    "waits": sample(CACHE_LEASE_WAITS),
+    "fallbacks": sample(CACHE_SHARED_FALLBACKS),
 }
 # A condition is polled at most this long after the release when it has no `within`.
 MAX_CONDITION_WAIT_S = 3600.0
@@ -171,15 +179,21 @@ class Trial:
                 if service == self.caches[0]:
                     self.cache_baseline = 0
 
-    async def kill(self, service: str) -> Outage:
+    async def kill(self, service: str) -> dict[str, Any]:
         if self.stack.status()[service].state == "running":
             await self._harvest(service)
         outage = Outage(service, down_ns=time.time_ns())
         await in_thread(self.stack.kill, service)
         self.outages.append(outage)
-        return outage
+        return {}
 
-    async def restore(self, service: str, extra_args: Sequence[str] = ()) -> Outage:
+    async def restore(self, service: str, extra_args: Sequence[str] = ()) -> dict[str, Any]:
+        """Starts `service` again; records how long after its start it was listening."""
+        outage = await self._restore(service, extra_args)
+        assert outage.up_ns is not None and outage.restart_ns is not None
+        return {"listening_after_s": round((outage.up_ns - outage.restart_ns) / 1e9, 3)}
+
+    async def _restore(self, service: str, extra_args: Sequence[str] = ()) -> Outage:
         outage = next((o for o in reversed(self.outages) if o.service == service), None)
         if outage is None or outage.up_ns is not None:
             raise TrialError(f"restore {service}: it was not killed")
@@ -220,18 +234,32 @@ class Trial:
         if outage is None or outage.up_ns is not None:
             raise TrialError(f"heal {service}: it was not partitioned or killed")
         if outage.kind == "kill":
-            return await self.restore(service)
+            return await self._restore(service)
         assert self.wire_admin is not None
         async with WireClient(self.wire_admin) as wire:
             await wire.remove(f"{service}-partition")
             outage.up_ns = time.time_ns()
         return outage
 
-    async def pause(self, service: str) -> None:
+    async def pause(self, service: str) -> dict[str, Any]:
         await in_thread(self.stack.pause, service)
+        return {}
 
-    async def resume(self, service: str) -> None:
+    async def resume(self, service: str) -> dict[str, Any]:
         await in_thread(self.stack.resume, service)
+        return {}
+
+    async def cache_admins(self) -> AsyncIterator[Admin]:
+        """Admin clients of the DB and of each cache replica in turn."""
+        for name in self.caches:
+            async with self.cache_admin(name) as admin:
+                yield admin
+
+    async def hold(self, seconds: float, revert: Callable[[], Awaitable[object]]) -> None:
+        """A fault set for a while is the service's to undo: the timeline goes on."""
+
+    def note(self, verb: str, service: str, **details: Any) -> None:
+        """A composite action's steps are the step's own: the trial's journal has the step."""
 
     # -- the run --------------------------------------------------------------------------------
 

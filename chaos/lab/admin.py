@@ -177,6 +177,7 @@ async def note_action(
 ) -> list[str]:
     """Tells each service (name -> gRPC address) that `verb` was done to `target`, so that it
     counts it in `herdlab_chaos_actions_total`; returns the names of those that counted it.
+    A service without a gRPC address (a helper such as the local Prometheus) is not asked.
     `token` defaults to `HERDLAB_ADMIN_TOKEN`."""
     metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
     request = chaos_pb2.ChaosAction(verb=verb, target=target)
@@ -191,5 +192,7 @@ async def note_action(
                 return None
         return name
 
-    told = await asyncio.gather(*(tell(name, address) for name, address in services.items()))
+    told = await asyncio.gather(
+        *(tell(name, address) for name, address in services.items() if address)
+    )
     return [name for name in told if name is not None]

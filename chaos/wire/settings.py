@@ -1,6 +1,11 @@
-"""An experiment's wire settings (`[stack.wire]`): which services the trial's stack puts the
-wire-fault proxy in front of, and what the timeline's `fault SERVICE` step does, so kill and
-partition can be swept side by side (`"wire.fault" = ["kill", "partition"]`)."""
+"""An experiment's wire settings, keys of `[stack]` (or, the same keys, of a `[stack.wire]`
+table): which services the trial's stack puts the wire-fault proxy in front of, and what the
+timeline's `fault SERVICE` step does, so kill and partition can be swept side by side
+(`"wire.fault" = ["kill", "partition"]`).
+
+`fault` is timeline behaviour kept as a setting on purpose: a setting is what a sweep, a
+configuration and a step's or an expectation's `variant` can name, and documents record rows
+by it."""
 
 from __future__ import annotations
 

@@ -16,13 +16,23 @@ makes their names usable, in this order.
 
 from herdlab.guards import budget, throttle, breaker, limit  # noqa: I001  (registration order)
 from herdlab.guards.base import Guard, GuardRejected, Outcome, Permit
-from herdlab.guards.guard_set import RECOMMENDED, GuardSet, parse_guard_set, parse_guard_sets
-from herdlab.guards.registry import names
+from herdlab.guards.guard_set import (
+    RECOMMENDED,
+    GuardSet,
+    guard_set_spec,
+    guard_texts,
+    parse_guard_set,
+    parse_guard_sets,
+)
+from herdlab.guards.registry import names, usage
 
 GUARD_NAMES: tuple[str, ...] = names()
+# How each guard is written, for help texts: `budget, throttle, breaker, limit[:aimd|vegas|n=N]`.
+GUARD_USAGE = usage()
 
 __all__ = [
     "GUARD_NAMES",
+    "GUARD_USAGE",
     "RECOMMENDED",
     "Guard",
     "GuardRejected",
@@ -31,6 +41,8 @@ __all__ = [
     "Permit",
     "breaker",
     "budget",
+    "guard_set_spec",
+    "guard_texts",
     "limit",
     "parse_guard_set",
     "parse_guard_sets",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn, Protocol
 
-from herdlab.config import format_duration_short, format_number
+from herdlab.config import format_duration, format_number
 
 Clock = Callable[[], float]
 
@@ -92,7 +92,7 @@ class Range:
         return above and below
 
     def show(self, value: float) -> str:
-        return format_duration_short(value) if self.duration else format_number(value)
+        return format_duration(value, short=True) if self.duration else format_number(value)
 
     def __str__(self) -> str:
         left = "(" if self.low_open else "["

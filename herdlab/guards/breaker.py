@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 
-from herdlab.config import format_duration_short, format_number
+from herdlab.config import format_duration, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -76,7 +76,7 @@ class Breaker(Guard):
     def spec_items(self) -> list[tuple[str, str | None]]:
         return [
             ("failures", format_number(self.failures)),
-            ("reset", format_duration_short(self.reset_s)),
+            ("reset", format_duration(self.reset_s, short=True)),
             ("probes", format_number(self.probes)),
         ]
 

@@ -12,7 +12,7 @@ a reserve plus a fraction of the requests.
 
 from __future__ import annotations
 
-from herdlab.config import format_duration_short, format_number
+from herdlab.config import format_duration, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -118,7 +118,7 @@ class FinagleBudget(Guard):
         return [
             ("ratio", format_number(self.ratio)),
             ("min_per_s", format_number(self.min_per_s)),
-            ("ttl", format_duration_short(self.ttl_s)),
+            ("ttl", format_duration(self.ttl_s, short=True)),
         ]
 
     def balance(self) -> float:

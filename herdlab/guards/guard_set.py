@@ -6,6 +6,12 @@
                                               limit's algorithm, first after ":")
     sets    := set ("," set)*                 (parse_guard_sets, for sweeps)
 
+Every place that takes a guard set reads this grammar with `parse_guard_set`. Where guards are
+given one at a time (a repeated `--guard` flag of the cache or of `chaos herd`, a list in an
+experiment file) each item is a guard or a set, and the items are one set joined by "+" in
+order (`guard_set_spec`): `--guard limit:n=20 --guard breaker`, `--guard limit:n=20+breaker`,
+`guards = ["limit:n=20", "breaker"]` and `guards = "limit:n=20+breaker"` are the same set.
+
 Durations are written as `herdlab.config.parse_duration` reads them (`500ms`, `30s`, `2m`).
 Commas both separate sets and parameters; parse_guard_sets resolves it thus: a comma-separated
 piece whose first guard part (the text before any "+") is a `k=v` pair, i.e. contains "=" and
@@ -128,6 +134,19 @@ def _split_guard(text: str, set_text: str) -> tuple[str, tuple[str, ...], dict[s
     return name, tuple(words), params
 
 
+def guard_set_spec(items: Sequence[str]) -> str:
+    """Guards (or sets) given one at a time, as the one set spec they make: joined by "+" in
+    order; none given: `none`."""
+    return "+".join(items) or "none"
+
+
+def guard_texts(text: str) -> list[str]:
+    """The guards of the set spec `text`, each as written, in order (`none`: none): what
+    `guard_set_spec` joins back, one per `--guard` flag."""
+    stripped = text.strip()
+    return [] if stripped in ("", "none") else stripped.split("+")
+
+
 def parse_guard_set(
     text: str, *, clock: Clock = time.monotonic, rng: random.Random | None = None
 ) -> GuardSet:
@@ -148,7 +167,7 @@ def parse_guard_set(
     source = rng if rng is not None else random.Random()
     guards: list[Guard] = []
     shorts: list[str] = []
-    for part in stripped.split("+"):
+    for part in guard_texts(stripped):
         name, words, params = _split_guard(part, stripped)
         if name in ("none", "recommended"):
             raise ValueError(f"guard set {stripped!r}: {name} stands alone, not joined with '+'")

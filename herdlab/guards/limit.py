@@ -168,4 +168,4 @@ def _build(args: GuardArgs) -> Guard:
     return ConcurrencyLimit(algorithm, queue=args.integer("queue", 100_000, QUEUE))
 
 
-register("limit", _build)
+register("limit", _build, "limit[:aimd|vegas|n=N]")

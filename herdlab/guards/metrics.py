@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from herdlab.guards.guard_set import GuardSet
-from herdlab.metrics import PREFIX
+from herdlab.metrics import GUARD_REJECTED, GUARD_STATE
 
 SIDES = ("cache", "herd")
 
@@ -40,12 +40,12 @@ class GuardCollector(Collector):
     def _families(self) -> tuple[GaugeMetricFamily, CounterMetricFamily]:
         return (
             GaugeMetricFamily(
-                f"{PREFIX}_guard_state",
+                GUARD_STATE,
                 "A guard's live state, one series per state key.",
                 labels=["side", "guard", "key"],
             ),
             CounterMetricFamily(
-                f"{PREFIX}_guard_rejected",
+                GUARD_REJECTED,
                 "Calls a guard refused (nothing was sent).",
                 labels=["side", "guard"],
             ),

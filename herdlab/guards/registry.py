@@ -1,6 +1,7 @@
 """The guard registry: each guard module registers its factory under its name (toxiproxy's
 `Register("latency", ...)`), so adding a guard touches one file plus one import in
-`herdlab/guards/__init__.py`.
+`herdlab/guards/__init__.py`. A guard registers with the form users write it in (`limit[:aimd|
+vegas|n=N]`), which the command lines' help texts list.
 
 A factory gets a `GuardArgs`: the bare words and `k=v` parameters the user wrote after the
 guard's `:`, the injected clock and random source, and helpers that turn the text into numbers
@@ -21,16 +22,24 @@ from herdlab.registry import Registry
 GuardFactory = Callable[["GuardArgs"], Guard]
 
 _FACTORIES: Registry[GuardFactory] = Registry("guard")
+_USAGES: dict[str, str] = {}
 
 
-def register(name: str, factory: GuardFactory) -> None:
-    """Makes `name` usable in specs. Registering a name twice is a programming error."""
+def register(name: str, factory: GuardFactory, usage: str = "") -> None:
+    """Makes `name` usable in specs, written as `usage` (default: the bare name). Registering a
+    name twice is a programming error."""
     _FACTORIES.register(name, factory)
+    _USAGES[name] = usage or name
 
 
 def names() -> tuple[str, ...]:
     """The registered guard names, in registration (import) order."""
     return tuple(_FACTORIES)
+
+
+def usage() -> str:
+    """How each registered guard is written, in registration order: `budget, ..., limit[:...]`."""
+    return ", ".join(_USAGES.values())
 
 
 def build(args: GuardArgs) -> Guard:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from herdlab.config import format_duration_short, format_number
+from herdlab.config import format_duration, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -57,7 +57,10 @@ class Throttle(Guard):
         self._accepts = SlidingCount(window_s, clock)
 
     def spec_items(self) -> list[tuple[str, str | None]]:
-        return [("k", format_number(self.k)), ("window", format_duration_short(self.window_s))]
+        return [
+            ("k", format_number(self.k)),
+            ("window", format_duration(self.window_s, short=True)),
+        ]
 
     def rejection_probability(self) -> float:
         requests = self._requests.total()

@@ -1,64 +1,42 @@
-"""Runtime faults through the DB's admin plane: `latency db 300ms [SPREAD]`, `errors db 0.2`."""
+"""What `latency` and `errors` share: the DB's runtime faults set through its admin plane,
+optionally `--for D`: the DB is told to put the old values back itself after D (so the revert
+holds even if the controller is killed), and the target holds the fault that long."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from chaos.engine.actions.base import Action
-from chaos.engine.registry import ACTIONS
-from db_service.settings import MAX_LATENCY_S
-from herdlab.config import parse_duration
+from chaos.engine.actions.base import Arg, Target, positive_duration
+from herdlab.config import DURATION
 from protos import admin_pb2
 
-if TYPE_CHECKING:
-    from chaos.engine.trial import Trial
+FOR = Arg(
+    "for_s",
+    DURATION,
+    "Put the old value back after this long (the DB does it itself; Ctrl-C does it now).",
+    "--for",
+    required=False,
+    check=positive_duration,
+)
 
 
-@dataclass(frozen=True)
-class Latency(Action):
-    latency_s: float
-    spread_s: float | None
-    usage = "latency db DURATION [SPREAD]"
-
-    @classmethod
-    def parse(cls, args: list[str]) -> Action:
-        if len(args) not in (2, 3) or args[0] != "db":
-            raise ValueError(f"usage: {cls.usage}")
-        values = [parse_duration(a) for a in args[1:]]
-        if any(v > MAX_LATENCY_S for v in values):
-            raise ValueError(f"latency and spread must be at most {MAX_LATENCY_S:g}s")
-        return cls(values[0], values[1] if len(values) == 2 else None)
-
-    async def run(self, trial: Trial) -> dict[str, Any]:
-        faults = admin_pb2.Faults(latency_ms=self.latency_s * 1000)
-        if self.spread_s is not None:
-            faults.spread_ms = self.spread_s * 1000
-        async with trial.admin() as admin:
-            state = await admin.set_faults(faults)
-        return {"capacity_per_s": round(state.capacity_per_s, 1)}
+async def set_faults(
+    target: Target, faults: admin_pb2.Faults, for_s: float | None
+) -> admin_pb2.DbState:
+    """Sets `faults`; with `for_s`, for that long. Returns the DB's state after the change."""
+    async with target.admin() as admin:
+        if for_s is None:
+            return await admin.set_faults(faults)
+        before = (await admin.db_state()).faults
+        previous = admin_pb2.Faults()
+        for name in ("latency_ms", "spread_ms", "error_rate"):
+            if faults.HasField(name):
+                setattr(previous, name, getattr(before, name))
+        faults.for_ms = for_s * 1000
+        state = await admin.set_faults(faults)
+        await target.hold(for_s, lambda: admin.set_faults(previous))
+        return state
 
 
-@dataclass(frozen=True)
-class Errors(Action):
-    rate: float
-    usage = "errors db RATE (0 to 1)"
-
-    @classmethod
-    def parse(cls, args: list[str]) -> Action:
-        try:
-            rate = float(args[1]) if len(args) == 2 and args[0] == "db" else -1.0
-        except ValueError:
-            rate = -1.0
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"usage: {cls.usage}")
-        return cls(rate)
-
-    async def run(self, trial: Trial) -> dict[str, Any]:
-        async with trial.admin() as admin:
-            await admin.set_faults(admin_pb2.Faults(error_rate=self.rate))
-        return {"error_rate": self.rate}
-
-
-ACTIONS.register("latency", Latency)
-ACTIONS.register("errors", Errors)
+def for_detail(for_s: float | None) -> dict[str, Any]:
+    return {} if for_s is None else {"for_s": for_s}

@@ -1,4 +1,5 @@
-"""`outage db 10s`: kill a service, keep it down that long, restore it (one step)."""
+"""`outage db 10s`: kill a service, keep it down that long, restore it (one step); the service
+is restored even when the wait is interrupted."""
 
 from __future__ import annotations
 
@@ -7,16 +8,27 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chaos.engine.actions.base import Action
+from chaos.engine.actions.base import SERVICE, Action, Arg, Target, positive_duration
 from chaos.engine.registry import ACTIONS
-from chaos.lab.backends.base import SERVICES
-from herdlab.config import parse_duration
+from herdlab.config import DURATION
 
 if TYPE_CHECKING:
     from chaos.engine.spec import Experiment
-    from chaos.engine.trial import Trial
 
-MAX_OUTAGE_S = 3600.0
+
+async def down_for(target: Target, service: str, seconds: float) -> tuple[float, float]:
+    """Kill, wait, restore; returns when it went down and came back (wall-clock seconds). The
+    time down counts from the kill's start: a trial reads the service's records before the
+    SIGKILL, and that time is part of the outage, not added to it."""
+    down_at = time.time()
+    await target.kill(service)
+    target.note("kill", service, within="outage")
+    try:
+        await asyncio.sleep(max(0.0, seconds - (time.time() - down_at)))
+    finally:
+        await target.restore(service)
+        target.note("restore", service, within="outage")
+    return down_at, time.time()
 
 
 @dataclass(frozen=True)
@@ -24,27 +36,24 @@ class Outage(Action):
     service: str
     seconds: float
     usage = "outage db|cache DURATION"
-
-    @classmethod
-    def parse(cls, args: list[str]) -> Action:
-        if len(args) != 2 or args[0] not in SERVICES:
-            raise ValueError(f"usage: {cls.usage}")
-        seconds = parse_duration(args[1])
-        if not 0 < seconds <= MAX_OUTAGE_S:
-            raise ValueError(f"outage must be in (0s, {MAX_OUTAGE_S:g}s], got {args[1]}")
-        return cls(args[0], seconds)
+    summary = "Kill a service, keep it down for a while, restore it (same address)."
+    needs = "service"
+    args = (
+        Arg("service", SERVICE),
+        Arg("seconds", DURATION, "How long it stays down.", "--for", check=positive_duration),
+    )
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         return (
             f"{self.service} is already killed by an earlier step" if self.service in down else None
         )
 
-    async def run(self, trial: Trial) -> dict[str, Any]:
-        outage = await trial.kill(self.service)
-        await asyncio.sleep(max(0.0, self.seconds - (time.time_ns() - outage.down_ns) / 1e9))
-        await trial.restore(self.service)
-        assert outage.up_ns is not None
-        return {"down_s": round((outage.up_ns - outage.down_ns) / 1e9, 3)}
+    def described(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    async def run(self, target: Target) -> dict[str, Any]:
+        down_at, up_at = await down_for(target, self.service, self.seconds)
+        return {"down_at": down_at, "up_at": up_at, "down_s": round(up_at - down_at, 3)}
 
 
 ACTIONS.register("outage", Outage)

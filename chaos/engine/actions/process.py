@@ -1,5 +1,5 @@
 """Process faults: kill (SIGKILL), restore (start again, same address), pause (SIGSTOP),
-resume (SIGCONT). Kill and restore are the trial's own, so every outage is timed one way.
+resume (SIGCONT), done by the target (the trial times each outage; the live stack's backend).
 
 A service is `db`, `cache`, a replica `cache-N` or `redis`; `kill lease-holder` kills the replica
 that holds a lease at that moment (the replicas scenario's fault), found by its lease counter."""
@@ -7,34 +7,47 @@ that holds a lease at that moment (the replicas scenario's fault), found by its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from chaos.engine.actions.base import Action, absent, one_service, service_name
+import click
+
+from chaos.engine.actions.base import SERVICE, Action, Arg, Target, absent, service_name
 from chaos.engine.registry import ACTIONS
 
 if TYPE_CHECKING:
     from chaos.engine.spec import Experiment
-    from chaos.engine.trial import Trial
+
+LEASE_HOLDER = "lease-holder"
+
+
+class _Killable(click.ParamType):  # type: ignore[type-arg]
+    """A service, or the replica holding a lease when the kill is done."""
+
+    name = "SERVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return LEASE_HOLDER if value == LEASE_HOLDER else SERVICE.convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "[db|cache|cache-N|redis|lease-holder]"
 
 
 @dataclass(frozen=True)
 class _ProcessAction(Action):
     service: str
+    args = (Arg("service", SERVICE),)
+    needs = "service"
+    done: ClassVar[str]  # how narration says it
 
-    @classmethod
-    def parse(cls, args: list[str]) -> Action:
-        return cls(one_service(args, cls.usage))
-
-
-LEASE_HOLDER = "lease-holder"
+    def said(self) -> str:
+        return f"{service_name(self.service)} {self.done}"
 
 
 class Kill(_ProcessAction):
-    @classmethod
-    def parse(cls, args: list[str]) -> Action:
-        if args == [LEASE_HOLDER]:
-            return cls(LEASE_HOLDER)
-        return cls(one_service(args, cls.usage))
+    usage = "kill db|cache|cache-N|redis|lease-holder"
+    summary = "SIGKILL a service: it is gone at once; connections reset."
+    args = (Arg("service", _Killable()),)
+    done = "killed"
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         if self.service == LEASE_HOLDER:
@@ -47,21 +60,19 @@ class Kill(_ProcessAction):
         down.add(self.service)
         return None
 
-    def said(self) -> str:
-        return f"{service_name(self.service)} killed"
-
-    usage = "kill db|cache|cache-N|redis|lease-holder"
-
-    async def run(self, trial: Trial) -> dict[str, Any]:
+    async def run(self, target: Target) -> dict[str, Any]:
         if self.service == LEASE_HOLDER:
-            holder = await trial.lease_holder()
-            await trial.kill(holder)
+            holder = await target.lease_holder()
+            await target.kill(holder)
             return {"service": holder}
-        await trial.kill(self.service)
-        return {}
+        return await target.kill(self.service)
 
 
 class Restore(_ProcessAction):
+    usage = "restore db|cache|cache-N|redis"
+    summary = "Start a killed service again on the same address; wait for SERVING."
+    done = "restored"
+
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         missing = absent(experiment, self.service)
         if missing:
@@ -71,43 +82,32 @@ class Restore(_ProcessAction):
         down.discard(self.service)
         return None
 
-    def said(self) -> str:
-        return f"{service_name(self.service)} restored"
-
-    usage = "restore db|cache|cache-N|redis"
-
-    async def run(self, trial: Trial) -> dict[str, Any]:
-        outage = await trial.restore(self.service)
-        assert outage.up_ns is not None and outage.restart_ns is not None
-        return {"listening_after_s": round((outage.up_ns - outage.restart_ns) / 1e9, 3)}
+    async def run(self, target: Target) -> dict[str, Any]:
+        return await target.restore(self.service)
 
 
 class Pause(_ProcessAction):
+    usage = "pause db|cache|cache-N|redis"
+    summary = "SIGSTOP a service: it hangs; its callers wait until their deadlines."
+    done = "paused"
+
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         missing = absent(experiment, self.service)
         if missing:
             return missing
         return f"{self.service} is killed at that point" if self.service in down else None
 
-    def said(self) -> str:
-        return f"{service_name(self.service)} paused"
-
-    usage = "pause db|cache|cache-N|redis"
-
-    async def run(self, trial: Trial) -> dict[str, Any]:
-        await trial.pause(self.service)
-        return {}
+    async def run(self, target: Target) -> dict[str, Any]:
+        return await target.pause(self.service)
 
 
 class Resume(_ProcessAction):
-    def said(self) -> str:
-        return f"{service_name(self.service)} resumed"
-
     usage = "resume db|cache|cache-N|redis"
+    summary = "SIGCONT a paused service."
+    done = "resumed"
 
-    async def run(self, trial: Trial) -> dict[str, Any]:
-        await trial.resume(self.service)
-        return {}
+    async def run(self, target: Target) -> dict[str, Any]:
+        return await target.resume(self.service)
 
 
 ACTIONS.register("kill", Kill)

@@ -1,5 +1,5 @@
 """Wire faults in a timeline: `partition cache` (both directions of the cache's proxy link
-blackholed), `fault cache` (what `[stack.wire] fault` says: partition or kill, so the two can
+blackholed), `fault cache` (what `[stack] fault` says: partition or kill, so the two can
 be swept side by side), `heal cache` (undo either)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _needs_proxy(experiment: Experiment, service: str, partition: bool) -> str |
         experiment.wire_for(v).fault == "partition" for v in experiment.combinations() or [{}]
     )
     if needed and service not in proxied:
-        return f'partitioning {service} needs [stack.wire] proxy = "{service}"'
+        return f'partitioning {service} needs [stack] proxy = "{service}"'
     return None
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import OBSERVERS
+from herdlab.metrics import GUARD_STATE, sample
 from herdlab.scrape import Scrape, read
 
 if TYPE_CHECKING:
@@ -23,14 +24,13 @@ if TYPE_CHECKING:
 
 SAMPLE_S = 0.1
 SCRAPE_TIMEOUT_S = 0.5
-STATE = "herdlab_guard_state"
 
 
 def guard_state(scrape: Scrape) -> dict[str, float]:
     """The cache side's guard state in a /metrics page, as {"<guard>_<key>": value}."""
     return {
         f"{s.labels['guard']}_{s.labels['key']}": s.value
-        for s in scrape.select(STATE, side="cache")
+        for s in scrape.select(sample(GUARD_STATE), side="cache")
     }
 
 

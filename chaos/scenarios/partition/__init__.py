@@ -4,7 +4,7 @@ then healed (or restored); with and without keepalive pings on the herd's channe
 The folder's `experiment.toml` says what runs; this module is its kind
 (the document's `rows`, one per (fault, keepalive) variant) and the typed configuration `chaos
 scenario partition` builds it from. The run is the reconnect storm's (`reconnect_storm/`) with
-the wire proxy in front of the cache (`[stack.wire] proxy = "cache"`) and the fault swept
+the wire proxy in front of the cache (`[stack] proxy = "cache"`) and the fault swept
 (`"wire.fault" = ["kill", "partition"]`): its measures (reconnect attempts from the channelz
 observer, the 100 ms timeline its plot draws) count from the fault's start to its heal whichever
 fault it was. What a partition adds (`chaos/engine/measures/fault_notice.py`): when the herd first

@@ -1,0 +1,155 @@
+"""`chaos herd`: load on the cache from this process, as a burst or an open loop.
+
+Its options are `HerdSettings`' (`chaos.engine.herd_settings`), the declaration an experiment
+file's `[herd]` section reads, so a flag and a key share name, default and bounds; the herd is
+built from the parsed settings by `HerdSettings.config`. What is only the command's: the target,
+the herd's own /metrics, --json, and which flags go together (an open loop's needs --rate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from prometheus_client import CollectorRegistry
+from rich.table import Table
+
+from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab, progress_display
+from chaos.engine.herd import HerdHooks, HerdMetrics, replicas_target, run_herd
+from chaos.engine.herd_settings import HerdSettings
+from chaos.lab.backends.base import BackendError
+from chaos.lab.backends.local import cache_names
+from herdlab import loop, settings
+from herdlab.metrics import serve_metrics
+
+# Settings of an experiment's timeline, not of one herd run from the command line.
+_NOT_FLAGS = ("rounds",)
+# The open loop's own settings (need --rate) and the burst's (cannot go with it).
+_OPEN_LOOP = ("duration_s", "max_in_flight")
+_BURST = ("users", "requests", "think_s")
+
+
+def _cache_target(lab: Lab, target: str | None) -> str:
+    if target:
+        return target
+    services = lab.backend().status()
+    caches = cache_names(services)
+    if not caches:
+        raise BackendError("no target given and no local stack is up; use --target or 'chaos up'")
+    if lab.backend_name == "local" and caches == ["cache"]:
+        return lab.stack.client_target("cache")  # through the wire proxy when there is one
+    return replicas_target([services[name].grpc for name in caches])
+
+
+def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
+    """An open loop's flags need --rate, and the burst's cannot go with it: an error, not
+    silently ignored."""
+    flags = {name: spec.flag for name, spec in settings.fields(HerdSettings)}
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+    if values["rate_per_s"] is None:
+        for name in _OPEN_LOOP:
+            if given(name):
+                raise click.UsageError(f"{flags[name]} needs --rate")
+        return
+    if not given("duration_s"):
+        raise click.UsageError("--rate needs --duration")
+    for name in _BURST:
+        if given(name):
+            raise click.UsageError(f"{flags[name]} is for the burst; it cannot go with --rate")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--target",
+    envvar="HERDLAB_CACHE_TARGET",
+    show_envvar=True,
+    help="The cache's gRPC address [default: the local stack's cache].",
+)
+@settings.options(HerdSettings, None, skip=_NOT_FLAGS)
+@click.option(
+    "--metrics-port",
+    envvar="HERDLAB_HERD_METRICS_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_envvar=True,
+    help="Serve the herd's /metrics on PORT while it runs (0: off).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="HERDLAB_HERD_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+    help="Listen address of the herd's /metrics.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_lab
+def herd(
+    lab: Lab,
+    /,
+    target: str | None,
+    metrics_port: int,
+    metrics_host: str,
+    as_json: bool,
+    **values: Any,
+) -> None:
+    """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00"), or, with
+    --rate and --duration, send requests on a fixed schedule (open loop)."""
+    _check_together(click.get_current_context(), values)
+    herd_settings = settings.from_options(HerdSettings, values)
+    config = herd_settings.config(_cache_target(lab, target))
+    metrics = None
+    if metrics_port:
+        registry = CollectorRegistry()
+        metrics = HerdMetrics(registry)
+        serve_metrics(registry, metrics_host, metrics_port)
+    with progress_display(not as_json) as progress:
+        result = loop.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
+    policy = herd_settings.policy
+    summary = {
+        "target": config.target,
+        "users": result.users,
+        "policy": policy,
+        **result.summary(),
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    lat = summary["latency_s"]
+    table = Table("herd", "", show_header=False)
+    rows = [
+        ("target", summary["target"]),
+        ("users / policy", f"{result.users:,} / {policy}"),
+        ("sent / ok / lost", f"{summary['sent']:,} / {summary['ok']:,} / {summary['lost']}"),
+        ("errors", ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"),
+        ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
+        ("attempts", f"{summary['attempts']:,}"),
+        ("channels ready at release", f"{summary['connected_channels']} of {config.channels}"),
+        (
+            "latency p50 / p99 / max",
+            f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
+        ),
+        ("wrong values", str(summary["wrong_values"])),
+    ]
+    open_loop = config.open_loop
+    if open_loop is not None:
+        first = summary["first_bound_hit_s"]
+        rows += [
+            ("rate / duration", f"{open_loop.rate_per_s:g}/s / {open_loop.duration_s:g}s"),
+            (
+                "arrivals / sent / skipped",
+                f"{summary['arrivals']:,} / {summary['sent']:,} / {summary['skipped']:,}",
+            ),
+            (
+                f"bound {summary['max_in_flight']:,} in flight hit",
+                f"first at {first:.3f}s" if first is not None else "no",
+            ),
+            ("peak in flight", f"{summary['peak_in_flight']:,}"),
+            ("max lag / late", f"{summary['max_lag_s'] * 1e3:.1f} ms / {summary['late']:,}"),
+        ]
+    for label, value in rows:
+        table.add_row(label, value)
+    out.print(table)

@@ -1,0 +1,184 @@
+"""The live stack as a `chaos.engine.actions.base.Target` (what the verbs act on: the chosen
+backend's services and their admin planes), and what every verb does around an action: `--json`
+and `--dry-run`, the journal, the services' count of chaos actions, and the foreground hold of a
+fault given `--for D` (Ctrl-C or SIGTERM undoes it at once: exit 130 or 143).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+import click
+
+from chaos.cli.context import Lab, emit_json, out
+from chaos.engine.trial import lease_samples
+from chaos.lab.admin import Admin, note_action
+from chaos.lab.backends.base import Backend, BackendError, ServiceInfo
+from chaos.lab.backends.local import cache_names
+from herdlab.config import format_value
+
+NO_STACK = "no lab stack is up; run 'chaos up' first"
+
+
+def common(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(
+        command
+    )
+    return click.option("--dry-run", is_flag=True, help="Say what would be done; do nothing.")(
+        command
+    )
+
+
+class Live:
+    """The live stack, acted on by one verb: a failed process action is journalled before it
+    propagates; a composite action's steps are journalled as they are done."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.stopped: int | None = None  # the signal that cut a held fault short
+
+    def _process(
+        self, verb: str, service: str, act: Callable[[Backend], ServiceInfo]
+    ) -> dict[str, Any]:
+        try:
+            info = act(self.lab.backend())
+        except BackendError as exc:
+            self.lab.journal.append(
+                verb, service, "error", backend=self.lab.backend_name, error=str(exc)
+            )
+            raise
+        return {"service": {k: v for k, v in asdict(info).items() if v is not None}}
+
+    async def kill(self, service: str) -> dict[str, Any]:
+        return self._process("kill", service, lambda b: b.kill(service))
+
+    async def restore(self, service: str) -> dict[str, Any]:
+        return self._process("restore", service, lambda b: b.restore(service))
+
+    async def pause(self, service: str) -> dict[str, Any]:
+        return self._process("pause", service, lambda b: b.pause(service))
+
+    async def resume(self, service: str) -> dict[str, Any]:
+        return self._process("resume", service, lambda b: b.resume(service))
+
+    async def lease_holder(self) -> str:
+        """The running replica whose lease counter is the highest."""
+        services = self.lab.backend().status()
+        taken = {
+            name: (await asyncio.to_thread(lease_samples, services[name].metrics))["leases"]
+            for name in cache_names(services)
+            if services[name].state == "running"
+        }
+        holder = max(taken, key=lambda name: taken[name], default=None)
+        if holder is None or taken[holder] == 0:
+            raise BackendError("no replica holds a lease")
+        return holder
+
+    def check(self, needs: str, service: str) -> None:
+        """What a real run checks first (for `--dry-run`): a stack up with `service`, or with
+        a DB and a cache to reach; BackendError as the real run would raise otherwise."""
+        services = self.lab.backend().status()
+        if needs == "service" and service not in services:
+            raise BackendError(NO_STACK)
+        if needs == "admin":
+            self._admins(services)
+
+    @staticmethod
+    def _admins(services: dict[str, ServiceInfo]) -> list[Admin]:
+        caches = cache_names(services)
+        if "db" not in services or not caches:
+            raise BackendError(NO_STACK)
+        return [Admin(services["db"].grpc, services[name].grpc) for name in caches]
+
+    @asynccontextmanager
+    async def admin(self) -> AsyncIterator[Admin]:
+        async with self._admins(self.lab.backend().status())[0] as admin:
+            yield admin
+
+    async def cache_admins(self) -> AsyncIterator[Admin]:
+        for admin in self._admins(self.lab.backend().status()):
+            async with admin:
+                yield admin
+
+    async def hold(self, seconds: float, revert: Callable[[], Awaitable[object]]) -> None:
+        self.stopped = await hold_for(seconds, revert)
+
+    def note(self, verb: str, service: str, **details: Any) -> None:
+        self.lab.journal.append(verb, service, "ok", backend=self.lab.backend_name, **details)
+
+
+def report(
+    lab: Lab,
+    verb: str,
+    target: str,
+    as_json: bool,
+    dry_run: bool,
+    counted_as: str | None = None,
+    **details: Any,
+) -> None:
+    """Has a done action counted (as acting on `counted_as`, by default `target`), journals it
+    with the services that counted it (`counted_by`), then prints it."""
+    if dry_run:
+        doc = {"verb": verb, "target": target, "result": "dry-run", **details}
+    else:
+        counted_by = _count(lab, verb, counted_as or target)
+        doc = lab.journal.append(
+            verb, target, "ok", backend=lab.backend_name, counted_by=counted_by, **details
+        )
+    if as_json:
+        emit_json(doc)
+    else:
+        extra = " ".join(f"{k}={format_value(v)}" for k, v in details.items() if k != "service")
+        prefix = "would " if dry_run else ""
+        out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
+
+
+def _count(lab: Lab, verb: str, service: str) -> list[str]:
+    """Has every running service count the action in `herdlab_chaos_actions_total` (see
+    `herdlab.chaoslog`): this command exits at once, the services are what Prometheus scrapes.
+    Best effort: the action is done and journalled whoever counts it; returns who did."""
+    try:
+        running = {n: s.grpc for n, s in lab.backend().status().items() if s.state == "running"}
+    except BackendError:
+        return []
+    return asyncio.run(note_action(running, verb, service))
+
+
+async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> int | None:
+    """Waits `seconds` in the foreground; None if it ran its course. SIGINT or SIGTERM ends the
+    wait at once, runs `revert` and returns that signal (end the command with `stop_as`)."""
+    running = asyncio.get_running_loop()
+    waiter = asyncio.ensure_future(asyncio.sleep(seconds))
+    received: list[int] = []
+
+    def stop(sig: int) -> None:
+        received.append(sig)
+        waiter.cancel()
+
+    # The loop's handlers stand in for the controller's own while the fault holds; removing
+    # them leaves SIG_DFL, so the controller's are put back after (`stop_as` relies on them).
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        running.add_signal_handler(sig, stop, sig)
+    try:
+        await waiter
+        return None
+    except asyncio.CancelledError:
+        await revert()
+        return received[0] if received else signal.SIGINT
+    finally:
+        for sig, handler in before.items():
+            running.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+
+def stop_as(sig: int) -> NoReturn:
+    """Ends the command as the signal `hold_for` caught would have: through the controller's
+    own handling of it (exit 130 for SIGINT, 143 for SIGTERM), after the revert."""
+    signal.raise_signal(signal.Signals(sig))
+    raise KeyboardInterrupt
