@@ -42,7 +42,7 @@ test: setup
 # Every shipped experiment at a CI-sized scale, each with its hypothesis (exit 1 if one deviates).
 smoke: setup
 	$(COMPILE)
-	$(BIN)/chaos run --smoke --out reports/smoke chaos/experiments/*.toml
+	$(BIN)/chaos run --smoke --out reports/smoke chaos/scenarios/*/experiment.toml
 
 lint: setup
 	$(BIN)/ruff check .

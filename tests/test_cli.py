@@ -55,7 +55,10 @@ def chaos(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.Comple
         (["scenario", "stampede", "--clients", "0"], "--clients"),
         (["nosuchverb"], "No such command"),
         (["--backend", "docker", "scenario", "stampede"], "runs local stacks only"),
-        (["--backend", "docker", "run", "chaos/experiments/stampede.toml"], "local stacks only"),
+        (
+            ["--backend", "docker", "run", "chaos/scenarios/stampede/experiment.toml"],
+            "local stacks only",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -312,6 +312,17 @@ def test_run_list_shows_the_shipped_experiments(capsys: pytest.CaptureFixture[st
         assert name in shown
 
 
+def test_a_shipped_experiment_runs_by_name_and_its_old_path_is_told_the_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main(["run", "--check", "partition"])
+    assert "ok: " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--check", "chaos/experiments/partition.toml"])
+    assert exited.value.code == 2
+    assert "`chaos run partition`" in " ".join(capsys.readouterr().err.split())
+
+
 USER_EXPERIMENT = """\
 title = "Coalescing makes one query of five"
 measures = ["db_queries", "lost", "client_errors"]
@@ -389,3 +400,38 @@ def test_every_shipped_experiments_document_has_a_report_section() -> None:
         experiment = spec.load(path)
         doc = document(experiment, kind_of(experiment), [], [], provenance.start("test"))
         assert section_for(doc).name != "", path
+
+
+def _readme_example() -> tuple[str, list[str]]:
+    """The README's user experiment and the `chaos run` line that runs it (with `--set`)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = readme.split("A user's experiment, whole", 1)[1]
+    text = after.split("```toml\n", 1)[1].split("```", 1)[0]
+    line = next(x for x in readme.splitlines() if x.startswith("chaos run coalescing.toml"))
+    return text, line.split("#", 1)[0].split()[2:]
+
+
+def test_the_readme_example_runs_with_its_set(tmp_path: Path) -> None:
+    text, args = _readme_example()
+    _write(tmp_path, text, "coalescing.toml")
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["experiment"]["params"]["clients"] == 20
+    assert [r["db_queries"] for r in doc["rows"]] == [20, 1]
+
+
+def test_a_typed_param_is_held_to_its_bounds(tmp_path: Path) -> None:
+    text, _ = _readme_example()
+    path = _write(tmp_path, text)
+    with pytest.raises(spec.ExperimentError, match=r"params\.clients: must be in"):
+        spec.load(path, {"clients": 0})
+    assert spec.load(path, {"clients": 20}).herd.users == 20

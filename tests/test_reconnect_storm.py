@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
-from chaos.scenarios.reconnect_storm_plot import plot_reconnect_storm
+from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 
 CONFIG = ReconnectStormConfig(
     users=40,

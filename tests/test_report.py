@@ -20,13 +20,15 @@ from rich.console import Console
 
 from chaos.lab import extras
 from chaos.report.render import (
-    RETRY_STORM_COLUMNS,
+    headers,
     markdown_table,
     retry_storm_table,
     stampede_table,
     table_for,
     write_report,
 )
+
+RETRY_STORM_COLUMNS = headers("retry-storm")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -40,13 +40,22 @@ def _param(text: str) -> tuple[str, Any]:
 
 
 def _resolve(name: str) -> Path:
-    """A path, or the name of a shipped experiment (`retry-storm`)."""
+    """A path, or the name of a shipped experiment (`retry-storm`); a file that is not there but
+    names a shipped experiment (a path from before scenarios were folders) is told its name."""
     path = Path(name)
-    if path.exists() or path.suffix == ".toml":
-        return path
     found = shipped()
+    if path.exists():
+        return path
     if name in found:
         return found[name]
+    if path.stem in found:
+        raise click.BadParameter(
+            f"{name}: no such file; the shipped experiment {path.stem!r} is "
+            f"{found[path.stem]}: run it by name, `chaos run {path.stem}`",
+            param_hint="FILE",
+        )
+    if path.suffix == ".toml":
+        return path
     raise click.BadParameter(
         f"{name}: no such file, and no shipped experiment by that name "
         f"(shipped: {', '.join(found)})",

@@ -34,7 +34,8 @@ from chaos.cli.context import (
 )
 from chaos.cli.experiments import run
 from chaos.cli.herd import herd
-from chaos.cli.scenarios import demo, report, scenario, soak
+from chaos.cli.reports import demo, report
+from chaos.cli.scenarios import scenario, soak
 from chaos.cli.verbs import COMMANDS
 from chaos.cli.watch import watch
 from chaos.cli.wire import COMMANDS as WIRE_COMMANDS

@@ -1,16 +1,21 @@
-"""A scenario kind: the shape of its result document and what it says while it runs.
+"""A scenario kind: the shape of its result document, how reports show it, and what it says while
+it runs.
 
-A built-in scenario is a shipped experiment file plus a kind (`chaos/scenarios/NAME.py`, one
-registration): which row fields it has and which measure gives each, where the rows go in the
-document, the top-level fields it adds, and its one-line announcements. Experiments without a
-kind get the plain shape: `rows`, each row its measures by name.
+A built-in scenario is a folder (`chaos/scenarios/NAME/`): its shipped experiment file and, if it
+needs one, a module registering its kind: which row fields it has and which measure gives each,
+the top-level fields it adds, its table's columns (declared once: field, header, format; every
+report writes its tables from them), its plots, and its one-line announcements. Every document
+keeps its rows under `rows` (and, for the kinds that had another key, under that key too: the
+same list). Experiments without a kind get the plain shape: `rows`, each row its measures by
+name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from chaos.engine.spec import Experiment
 
@@ -29,9 +34,51 @@ def _variant_title(variant: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in variant.items()) or "one run"
 
 
+class ScenarioConfig(Protocol):
+    """A built-in scenario's typed parameters: checked, mapped onto its shipped file's params,
+    and said as the `chaos scenario` command line that runs them."""
+
+    def problems(self) -> list[str]: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    def command(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a kind's table: the row's field (dotted for a nested one: `latency_s.p99`;
+    `default` when a row lacks it, or `value` computing the cell's value from the row and all the
+    rows), its header (the field's name by default) and the cell's format, one of the report's
+    (`chaos.report.render.FORMATS`: `num` with 2 decimals, `num0`..`num4`, `text`, `auto` (text as
+    is, numbers as `num`), `bool`, `yesno`, `mib0`, `mib1`, `sum`, `counts`, `codes`, `drops`,
+    `cell`)."""
+
+    field: str
+    header: str = ""
+    format: str = "num"
+    default: Any = None
+    value: Callable[[Row, Sequence[Row]], Any] | None = None
+
+    @property
+    def title(self) -> str:
+        return self.header or self.field
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A figure of a kind's documents: `draw(doc, png_path)` (writing no file when there is
+    nothing to draw), its caption, and the suffix of its PNG's name."""
+
+    draw: Callable[[Mapping[str, Any], Path], object]
+    caption: str
+    suffix: str = ""
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
+    # A second top-level key holding the same rows as `rows` (the name older documents used).
     rows_key: str = "rows"
     # (row field, measure) in document order; a field absent here is named after its measure.
     fields: tuple[tuple[str, str], ...] = ()
@@ -44,6 +91,15 @@ class Kind:
     flat: bool = False
     # Fields derived from the others once a row is measured (e.g. a display name).
     derive: Callable[[Row], dict[str, Any]] = lambda row: {}
+    # Its typed configuration from the `chaos scenario NAME` options (the file's typed params, by
+    # param name: durations in seconds, lists as their text, repeatable options as tuples);
+    # ValueError naming a bad value. Without one the options are the run's params.
+    configure: Callable[[Mapping[str, Any]], ScenarioConfig] | None = None
+    # How reports show it: a title, the table's columns, plots and a paragraph on reading them.
+    title: str = ""
+    columns: tuple[Column, ...] = ()
+    plots: tuple[Plot, ...] = ()
+    reading: str = ""
 
     @property
     def measures(self) -> tuple[str, ...]:
@@ -58,4 +114,4 @@ class Kind:
         return {**self.derive(ordered), **ordered}
 
 
-PLAIN = Kind("experiment")
+PLAIN = Kind("experiment", title="Experiment")

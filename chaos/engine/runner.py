@@ -1,16 +1,18 @@
 """Runs an experiment: one trial per variant, side by side, then the hypothesis and one result
-document (with provenance) that `chaos report` reads."""
+document (with provenance) that `chaos report` reads. Every document has its rows under `rows`
+(a kind's older key, e.g. `policies`, holds the same list; a flat kind's one row also stands at
+the top level)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from chaos.engine import provenance, spec
 from chaos.engine.herd import ProgressFactory
 from chaos.engine.hypothesis import Check, RowView, check, held
-from chaos.engine.kinds import PLAIN, Kind
+from chaos.engine.kinds import PLAIN, Kind, ScenarioConfig
 from chaos.engine.observations import JournalEntry
 from chaos.engine.registry import KINDS, MEASURES
 from chaos.engine.shipped import path_of
@@ -100,17 +102,6 @@ async def run_shipped(
     return await run_experiment(spec.load(path_of(name), params), emit, progress, command)
 
 
-class ScenarioConfig(Protocol):
-    """A built-in scenario's typed parameters: checked, mapped onto its shipped file's params,
-    and said as the `chaos scenario` command line that runs them."""
-
-    def problems(self) -> list[str]: ...
-
-    def params(self) -> dict[str, Any]: ...
-
-    def command(self) -> str: ...
-
-
 async def run_scenario(
     name: str,
     config: ScenarioConfig,
@@ -165,8 +156,10 @@ def document(
         **(
             {k: v for k, v in rows[0].items() if k != "variant"}
             if kind.flat and len(rows) == 1
-            else {kind.rows_key: rows}
+            else {}
         ),
+        "rows": rows,
+        **({kind.rows_key: rows} if kind.rows_key != "rows" else {}),
         "hypothesis": {"held": held(checks), "checks": [c.to_json() for c in checks]},
         "journal": [entry for r in results for entry in r.journal_json()],
         "provenance": provenance.finish(started, seeds=seeds),

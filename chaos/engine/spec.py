@@ -11,6 +11,8 @@ configurations = [                 # optional: rows named whole, one trial each 
 ]
 [params]                           # named values; "${name}" elsewhere is replaced by them
 keys = 1000                        # (a whole "${name}" keeps the value's type)
+outage = { default = "10s", min = "1s", max = "10m", help = "How long the DB is down." }
+                                   # typed (`chaos.engine.params`): bounds, a scenario option
 [stack]                            # optional: replicas = R, store = "local" | "redis", and
 replicas = 1                       # the wire-fault proxy's keys (`chaos.wire.settings`)
 proxy = "cache"                    # (or, the same keys, in [stack.wire])
@@ -67,6 +69,8 @@ from typing import Any
 
 from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.params import Param, ParamError
+from chaos.engine.params import read as read_params
 from chaos.engine.registry import ACTIONS, CONDITIONS, KINDS, MEASURES, load_all
 from chaos.engine.stack_settings import StackSettings
 from chaos.wire.settings import WireSettings
@@ -205,6 +209,8 @@ class Experiment:
     configurations: tuple[Mapping[str, Any], ...] = ()
     wire: WireSettings = field(default_factory=WireSettings)
     stack: StackSettings = field(default_factory=StackSettings)
+    # The typed params (`chaos.engine.params`): bounds, help, and `chaos scenario` options.
+    typed_params: tuple[Param, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -365,7 +371,10 @@ class _Parser:
 
     def experiment(self, raw: dict[str, Any], overrides: dict[str, Any]) -> Experiment:
         self.only(raw, TOP_KEYS, "")
-        params = dict(self.table(raw.get("params", {}), "params"))
+        try:
+            params, typed = read_params(self.table(raw.get("params", {}), "params"))
+        except ParamError as exc:
+            raise self.error(exc.where, exc.message) from None
         smoke = self.table(raw.get("smoke", {}), "smoke")
         for name in smoke:
             if name not in params:
@@ -377,6 +386,11 @@ class _Parser:
                     "no such param to set; the file defines: "
                     + (", ".join(sorted(params)) or "none"),
                 )
+        for where, given in (("smoke", smoke), ("params", overrides)):
+            for name, value in given.items():
+                problem = typed[name].problem(value) if name in typed else None
+                if problem:
+                    raise self.error(f"{where}.{name}", problem)
         params.update(overrides)
         body = {
             k: self.substitute(v, params, k) for k, v in raw.items() if k not in ("params", "smoke")
@@ -408,6 +422,7 @@ class _Parser:
             description=self.text_field(body, "description", required=False),
             kind=kind,
             params=params,
+            typed_params=tuple(typed.values()),
             db=db,
             cache=cache,
             herd=herd,

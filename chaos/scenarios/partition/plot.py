@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.scenarios.reconnect_storm_plot import plot_timelines, secs
+from chaos.scenarios.reconnect_storm.plot import plot_timelines, secs
 
 
 def _title(row: Mapping[str, Any]) -> str:

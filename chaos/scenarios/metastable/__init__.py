@@ -5,7 +5,7 @@ the DB sees the load) at `rate_per_s`, 80% of the DB's 200/s by default, for the
 `before_s` of healthy traffic a trigger hits the DB for `trigger_s` (a latency spike to
 `spike_latency_s`, or an outage), then it is gone; the run goes on for `after_s`. Each
 configuration (the cache's guards towards the DB, the DB's queue discipline) runs on a fresh
-stack from the shipped experiment `chaos/experiments/metastable.toml`, whose numbers were tuned
+stack from the folder's `experiment.toml`, whose numbers were tuned
 on a 2-core machine (see `MetastableConfig`).
 
 Why FIFO stays collapsed (the sustaining effect is the cache's retries, and it is honest: no
@@ -43,9 +43,10 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Kind, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
+from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
 from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set
@@ -219,11 +220,51 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
+COLUMNS = (
+    Column("configuration", format="text"),
+    Column("policy", format="text"),
+    Column("collapsed_s", format="num1"),
+    Column("back_to_90pct_s", format="num1"),
+    Column("attempts.herd", "herd_attempts"),
+    Column("attempts.cache_to_db", "cache_db_attempts"),
+    Column("drops_by_stage", "db_drops", "drops"),
+    Column("drops_by_stage.rejected", "db_rejected", default=0),
+    Column("errors", format="sum"),
+    Column("lost"),
+)
+READING = (
+    "Each row is one configuration on its own fresh stack, 100 ms per bar, as a rate "
+    "per second. Bars are goodput: answers that reached a user still waiting. The step line "
+    "is every query that reached the DB, the dashed line what the DB can serve, the shaded "
+    "band the trigger. Under FIFO the DB stays busy after the trigger is gone, at several "
+    "times its capacity in arrivals, while goodput stays near zero: the queue stands at the "
+    "cache's attempt deadline, the queries served are cut by it mid-service, and their "
+    "retries keep the queue standing. `collapsed_s` is the time after the trigger's end that "
+    "goodput spent below half the DB's capacity (1 s windows, up to the run's end), "
+    "`back_to_90pct_s` the time to the first window at 90% of the arrival rate. DB drops "
+    "are by stage: deadline (too little time "
+    "left at dequeue), work (cut mid-service), queue (caller gone while waiting), codel "
+    "(shed)."
+)
+
+
+def configure(values: Mapping[str, Any]) -> MetastableConfig:
+    """`chaos scenario metastable`'s options (no `--configuration`: the default ones)."""
+    parsed = tuple(parse_configuration(c) for c in values["configurations"])
+    return MetastableConfig(
+        configurations=parsed or DEFAULT_CONFIGURATIONS,
+        rate_per_s=values["rate"],
+        trigger=values["trigger_kind"],
+        trigger_s=values["trigger_for"],
+        after_s=values["after"],
+        seed=values["seed"],
+    )
+
+
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("policy", "policy"),
             ("guards", "guards"),
@@ -248,6 +289,11 @@ KIND = KINDS.register(
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"configuration": f"{row['guards']}/{row['queue']}"},
+        title="Metastable failure: the trigger gone, the overload kept by retries",
+        columns=COLUMNS,
+        plots=(Plot(plot_metastable, "Goodput and DB arrivals per 100 ms, per configuration"),),
+        reading=READING,
+        configure=configure,
     ),
 )
 

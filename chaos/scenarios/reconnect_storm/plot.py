@@ -79,7 +79,7 @@ def plot_reconnect_storm(doc: Mapping[str, Any], path: Path) -> None:
     """The reconnect storm's variants on the shared axes (`plot_timelines`)."""
     config = doc["config"]
     plot_timelines(
-        doc["variants"],
+        doc["rows"],
         _title,
         f"Reconnect storm: {config['users']:,} users on {config['channels']} channels, cache "
         f"SIGKILLed for {config['outage_s']:g} s (+ restart); times are from the moment the "

@@ -1,5 +1,5 @@
 """The workshop's scenario: N clients ask at once for one cold key (the shipped experiment
-`chaos/experiments/stampede.toml`; this module is its kind and the workshop's narration).
+is the folder's `experiment.toml`; this module is its kind and the workshop's narration).
 
 Scenario 1 (STAMPEDE) runs with coalescing off: every client that finds the key missing queries
 the DB itself. Scenario 2 (SINGLE_FLIGHT) runs with coalescing on: the first client queries the
@@ -21,7 +21,7 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.herd import HerdResult, Outcome, ProgressFactory
-from chaos.engine.kinds import Kind, Row
+from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
@@ -121,6 +121,30 @@ def client_lines_measure(obs: Observations) -> list[str]:
     return client_lines(obs.herd_result)
 
 
+COLUMNS = (
+    Column("name", "scenario", "text"),
+    Column("clients"),
+    Column("db_queries"),
+    Column("errors"),
+    Column("lost"),
+    Column("seconds"),
+    Column("cache_peak_rss_bytes", "cache_peak_rss_mib", "mib0"),
+)
+READING = (
+    "`db_queries` is what the DB itself counted: one per client without coalescing, "
+    "one in all with it."
+)
+
+
+def configure(values: Mapping[str, Any]) -> StampedeConfig:
+    """`chaos scenario stampede`'s options: the DB's latency, unless given, outlasts the herd."""
+    given = values["db_latency"]
+    latency = given if given is not None else auto_db_latency(values["clients"])
+    return StampedeConfig(
+        clients=values["clients"], db_latency_s=latency, deadline_s=max(60.0, latency * 4)
+    )
+
+
 KIND = KINDS.register(
     "stampede",
     Kind(
@@ -146,6 +170,10 @@ KIND = KINDS.register(
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"name": _name(bool(row["coalescing"]))},
+        title="Stampede: N clients, one cold key, coalescing off then on",
+        columns=COLUMNS,
+        reading=READING,
+        configure=configure,
     ),
 )
 

@@ -1,5 +1,5 @@
 """The expiry herd: warm keys written together expire together (the shipped experiment
-`chaos/experiments/expiry-herd.toml`; this module is its kind and its typed configuration).
+is the folder's `experiment.toml`; this module is its kind and its typed configuration).
 
 K keys are warmed at one moment with one TTL; an open loop asks for them in turn (round-robin,
 each key every K / rate seconds) for a little longer than the TTL, so every query the DB gets is
@@ -22,16 +22,17 @@ per-key count), `db_queries`, `lost`; `timeline` for the plot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
 from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Kind, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
+from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
 from herdlab.config import format_duration
 
 SCENARIO = "expiry-herd"
@@ -141,11 +142,57 @@ def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     )
 
 
+def _peak_of_ttl(row: Row, rows: Sequence[Row]) -> float | None:
+    """The row's expiry peak over the plain TTL row's."""
+    base = next((r for r in rows if r["freshness"] == "ttl"), None)
+    if not base or not base["expiry_peak_per_100ms"]:
+        return None
+    peak: float = row["expiry_peak_per_100ms"] / base["expiry_peak_per_100ms"]
+    return peak
+
+
+COLUMNS = (
+    Column("freshness", format="text"),
+    Column("expiry_peak_per_100ms"),
+    Column("peak_of_ttl", format="num3", value=_peak_of_ttl),
+    Column("max_concurrent_db_queries_per_key"),
+    Column("db_queries"),
+    Column("sources.STALE", "stale", default=0),
+    Column("latency_s.p99", "latency_p99_s", "num3"),
+    Column("errors", format="sum"),
+    Column("lost"),
+)
+READING = (
+    "Each row is one freshness policy on its own fresh stack, 100 ms per bar. The "
+    "keys were warmed at one moment, so after the release every query that reaches the DB "
+    "is a refresh. Plain TTL: one wall of refreshes at the common expiry, as fast as the "
+    "load reaches the keys. Jitter spreads the wall over its share of the TTL. XFetch "
+    "refreshes each key at a random moment a few recompute times before its expiry (the "
+    "users keep getting HITs meanwhile). Stale-while-revalidate meets the same wall as TTL "
+    "but users get the old value at once instead of waiting for the fetch (`stale`, p99). "
+    "`max_concurrent_db_queries_per_key` is the DB's exact count: single-flight keeps it at "
+    "1 in one process."
+)
+
+
+def configure(values: Mapping[str, Any]) -> ExpiryHerdConfig:
+    """`chaos scenario expiry-herd`'s options: `jitter`, `beta` and `swr` are three rows' knobs."""
+    return ExpiryHerdConfig(
+        keys=values["keys"],
+        rate_per_s=values["rate"],
+        ttl_s=values["ttl"],
+        db_latency_s=values["db_latency"],
+        jitter_pct=values["jitter"],
+        beta=values["beta"],
+        swr_s=values["swr"],
+        seed=values["seed"],
+    )
+
+
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("freshness", "freshness"),
             ("expiry_peak_per_100ms", "expiry_peak_per_100ms"),
@@ -160,6 +207,11 @@ KIND = KINDS.register(
         header=_header,
         announce=_announce,
         describe=_describe,
+        title="Expiry herd: warm keys written together, refreshed by TTL, jitter, XFetch or SWR",
+        columns=COLUMNS,
+        plots=(Plot(plot_expiry_herd, "DB arrivals per 100 ms, per freshness policy"),),
+        reading=READING,
+        configure=configure,
     ),
 )
 

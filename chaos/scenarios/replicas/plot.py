@@ -1,4 +1,4 @@
-"""The replicas scenario in reports: its table and its figure, from its document."""
+"""The replicas scenario's figure, from its document."""
 
 from __future__ import annotations
 
@@ -9,33 +9,6 @@ from typing import Any
 from chaos.report.plotting import new_figure, save
 
 Doc = Mapping[str, Any]
-COLUMNS = (
-    "row",
-    "replicas",
-    "leases",
-    "db_queries",
-    "holder_killed",
-    "served_after_s",
-    "takeover_after_s",
-    "client_errors",
-    "lost",
-    "takeovers",
-    "lease_waits",
-)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.2f}" if isinstance(value, float) else str(value)
-
-
-def rows(doc: Doc) -> list[list[str]]:
-    return [[_cell(row.get(c if c != "row" else "name")) for c in COLUMNS] for row in doc["rows"]]
 
 
 def plot_replicas(doc: Doc, path: Path) -> Path:

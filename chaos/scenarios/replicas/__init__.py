@@ -1,5 +1,5 @@
 """Replicas: one cold key, R cache replicas, local single-flight only against leases on Redis
-(the shipped experiment `chaos/experiments/replicas.toml`; this module is its kind and CLI).
+(the folder's `experiment.toml`; this module is its kind and its typed configuration).
 
 10,000 users ask at once for one cold key, spread over R = 4 replicas by the herd's
 client-side round_robin; the DB takes 20 s per query, longer than the herd takes to arrive
@@ -27,10 +27,11 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Kind, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from chaos.lab.backends.local import MAX_REPLICAS
+from chaos.scenarios.replicas.plot import plot_replicas
 from herdlab.config import format_duration
 
 SCENARIO = "replicas"
@@ -116,11 +117,44 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
+COLUMNS = tuple(
+    Column("name" if field == "row" else field, field, "cell")
+    for field in (
+        "row",
+        "replicas",
+        "leases",
+        "db_queries",
+        "holder_killed",
+        "served_after_s",
+        "takeover_after_s",
+        "client_errors",
+        "lost",
+        "takeovers",
+        "lease_waits",
+    )
+)
+READING = (
+    "Each row is one stack of R replicas under one herd on one cold key. `db_queries` "
+    "is what the DB counted: with only local single-flight each replica that got a user "
+    "fetched (up to R); with leases the replica that took the key's lease fetched and the "
+    "others waited for its publication (1). With the holder SIGKILLed once its query "
+    "reached the DB, its users got UNAVAILABLE, the lease ran out (only a live holder renews "
+    "it), another replica took it over (`takeovers`) and fetched: `served_after_s` is from "
+    "the kill to the next value served, the lease's remaining time plus one DB query."
+)
+
+
+def configure(values: Mapping[str, Any]) -> ReplicasConfig:
+    """`chaos scenario replicas`'s options."""
+    return ReplicasConfig(
+        values["replicas"], values["users"], values["db_latency"], values["lease_timeout"]
+    )
+
+
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
-        rows_key="rows",
         fields=(
             ("replicas", "replicas"),
             ("leases", "leases"),
@@ -144,6 +178,11 @@ KIND = KINDS.register(
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"name": _row_name(row)},
+        title="Replicas: one cold key over R replicas, local single-flight against leases",
+        columns=COLUMNS,
+        plots=(Plot(plot_replicas, "Values, errors and DB queries per row"),),
+        reading=READING,
+        configure=configure,
     ),
 )
 

@@ -2,7 +2,7 @@
 cycle after cycle, on a fresh local stack. Nothing may be lost, nothing wrong or stale served,
 nothing left in flight, and the cache must not leak memory or file descriptors.
 
-The shipped experiment `chaos/experiments/soak.toml` says what runs; this module is its kind and
+The folder's `experiment.toml` says what runs; this module is its kind and
 the typed configuration `chaos soak` and the tests build it from.
 
 **How it runs through the engine.** A soak is one trial of the engine's one run loop (stack,
@@ -44,7 +44,7 @@ from typing import Any
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
 from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Kind, Row
+from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
 from herdlab.config import format_duration
@@ -180,6 +180,27 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
+COLUMNS = (
+    *(Column(field) for field in ("cycles", "sent", "ok")),
+    Column("errors", format="counts"),
+    *(Column(field) for field in ("lost", "wrong_values", "stale_values", "inflight_after")),
+    Column("fds_before"),
+    Column("fds_after"),
+    Column("rss_before", "rss_before_mib", "mib1"),
+    Column("rss_after", "rss_after_mib", "mib1"),
+    Column("db_dropped"),
+)
+READING = (
+    "Nothing may be lost, wrong or stale; nothing left in flight; the long-lived "
+    "cache's file descriptors and memory are read at the same quiet point before and after."
+)
+
+
+def configure(values: Mapping[str, Any]) -> SoakConfig:
+    """`chaos soak`'s options."""
+    return SoakConfig(cycles=values["cycles"], seed=values["seed"])
+
+
 KIND = KINDS.register(
     SCENARIO,
     Kind(
@@ -213,6 +234,10 @@ KIND = KINDS.register(
         announce=_announce,
         describe=_describe,
         flat=True,
+        title="Soak: the DB and the cache killed, paused and restored, cycle after cycle",
+        columns=COLUMNS,
+        reading=READING,
+        configure=configure,
     ),
 )
 

@@ -1,9 +1,9 @@
 """Reconnect storm: SIGKILL the cache while the herd holds M channels, restore it, and watch the
 channels find their way back.
 
-The shipped experiment `chaos/experiments/reconnect-storm.toml` says what runs; this module is its
-kind (the document's shape: `scenario`, `config`, a row per variant under `variants`) and the
-typed configuration `chaos scenario reconnect-storm` and the tests build it from.
+The folder's `experiment.toml` says what runs; this module is its kind (the document's shape:
+`scenario`, `config`, a row per variant under `rows`, also `variants`), its table and figure, and
+the typed configuration `chaos scenario reconnect-storm` and the tests build it from.
 
 Each variant runs on a fresh local stack: a herd of N users over M channels (each its own TCP
 connection) sends `requests_per_user` requests with `think_s` between them, so it is still busy
@@ -40,11 +40,12 @@ from typing import Any
 from chaos.engine import spec
 from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
-from chaos.engine.kinds import Kind, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
 from chaos.engine.runner import run_scenario
+from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 from herdlab.config import format_duration
-from herdlab.retry import POLICY_NAMES, RetryPolicy
+from herdlab.retry import POLICY_NAMES, RetryPolicy, parse_policy_names
 
 SCENARIO = "reconnect-storm"
 RECONNECT_NAMES = tuple(RECONNECTS)
@@ -237,6 +238,43 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
+COLUMNS = (
+    Column("reconnect", format="text"),
+    Column("policy", format="text"),
+    Column("users"),
+    Column("channels"),
+    Column("time_to_first_success_s"),
+    Column("time_to_all_channels_ready_s"),
+    Column("reconnect_attempts"),
+    Column("herd_attempts"),
+    Column("failed_after_restore"),
+    Column("client_errors", format="sum"),
+    Column("lost"),
+)
+READING = (
+    "Each row is one (reconnect backoff, herd retry policy) pair on its own fresh "
+    "stack, 100 ms per bar. The shaded band is the outage (SIGKILL until the cache listens "
+    "again); grey bars are herd attempts, the blue line the responses served, red stems the "
+    "channels' connection attempts (from gRPC's channelz). Times in the table are from the "
+    "moment the cache listens again. With gRPC's default backoff (1 s, x1.6, up to 120 s) the "
+    "channels try again at ~1, 2.6, 5.2, 9.3, 15.8 s after the kill: the cache is back but "
+    "every channel still in backoff fails its calls fast with UNAVAILABLE (grey bars with no "
+    "blue) until its next attempt, seconds later. Tuned (100 ms, at most 1 s) every channel "
+    "is READY within about a second."
+)
+
+
+def configure(values: Mapping[str, Any]) -> ReconnectStormConfig:
+    """`chaos scenario reconnect-storm`'s options."""
+    return ReconnectStormConfig(
+        users=values["users"],
+        channels=values["channels"],
+        outage_s=values["outage"],
+        policies=tuple(parse_policy_names(values["policies"])),
+        seed=values["seed"],
+    )
+
+
 KIND = KINDS.register(
     SCENARIO,
     Kind(
@@ -270,6 +308,11 @@ KIND = KINDS.register(
         header=_header,
         announce=_announce,
         describe=_describe,
+        title="Reconnect storm: the cache dies under a herd holding M channels and comes back",
+        columns=COLUMNS,
+        plots=(Plot(plot_reconnect_storm, "Herd attempts, responses and reconnects per 100 ms"),),
+        reading=READING,
+        configure=configure,
     ),
 )
 
