@@ -1,7 +1,8 @@
 """The live stack as a `chaos.engine.actions.base.Target` (what the verbs act on: the chosen
-backend's services and their admin planes), and what every verb does around an action: `--json`
-and `--dry-run`, the journal, the services' count of chaos actions, and the foreground hold of a
-fault given `--for D` (Ctrl-C or SIGTERM undoes it at once: exit 130 or 143).
+backend's services and their admin planes, and the local stack's wire proxy), and what every
+verb does around an action: `--json` and `--dry-run`, the journal, the services' count of chaos
+actions, and the foreground hold of a fault given `--for D` (Ctrl-C or SIGTERM undoes it at
+once: exit 130 or 143).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from chaos.engine.trial import lease_samples
 from chaos.lab.admin import Admin, note_action
 from chaos.lab.backends.base import Backend, BackendError, ServiceInfo
 from chaos.lab.backends.local import cache_names
+from chaos.wire.admin import WireClient
 from herdlab.config import format_value
 
 NO_STACK = "no lab stack is up; run 'chaos up' first"
@@ -87,6 +89,8 @@ class Live:
             raise BackendError(NO_STACK)
         if needs == "admin":
             self._admins(services)
+        if needs == "wire":
+            self.wire_admin(service)
 
     @staticmethod
     def _admins(services: dict[str, ServiceInfo]) -> list[Admin]:
@@ -110,6 +114,23 @@ class Live:
 
     def note(self, verb: str, service: str, **details: Any) -> None:
         self.lab.journal.append(verb, service, "ok", backend=self.lab.backend_name, **details)
+
+    def wire_admin(self, link: str) -> str:
+        if self.lab.backend_name != "local":
+            raise BackendError("wire faults need the local stack's proxy ('chaos up --proxy ...')")
+        admin = self.lab.stack.proxy_admin()
+        if link not in self.lab.stack.proxied():
+            raise BackendError(
+                f"the wire proxy is not in front of {link}; restart with --proxy {link}"
+            )
+        return admin
+
+    def cut(self, service: str) -> None:
+        """A partition is the wire fault it is: the proxy lists it, the journal has the verb."""
+
+    async def heal(self, service: str) -> dict[str, Any]:
+        async with WireClient(self.wire_admin(service)) as client:
+            return {"removed": await client.heal(service)}
 
 
 def report(
