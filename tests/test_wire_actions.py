@@ -88,3 +88,16 @@ def test_a_timeline_puts_any_toxic_on_a_proxied_link_and_only_there() -> None:
     assert wire.described()["latency_ms"] == 200.0
     with pytest.raises(spec.ExperimentError, match='needs \\[stack\\] proxy = "db"'):
         spec.parse(added.replace("wire cache", "wire db"), "p.toml")
+
+
+def test_reset_is_a_timeline_step_that_undoes_every_fault_before_it() -> None:
+    text = path_of("partition").read_text()
+    reset = '[[timeline]]\nafter = "1s"\ndo = "reset"\n\n'
+    before_heal = text.replace(
+        '[[timeline]]\nafter = "${outage}"', reset + '[[timeline]]\nafter = "${outage}"'
+    )
+    assert before_heal != text
+    with pytest.raises(spec.ExperimentError, match="heal cache needs an earlier step"):
+        spec.parse(before_heal, "p.toml")
+    experiment = spec.parse(text.replace("[end]\n", reset + "[end]\n"), "p.toml")
+    assert experiment.timeline[-1].action.acts_on() == "stack"

@@ -1,11 +1,9 @@
-"""The faults in force as a whole (the wire faults themselves, `partition`, `wire` and `heal`,
-are actions, `chaos.engine.actions.wire`, made verbs by `chaos.cli.verbs`):
+"""`chaos faults [--json]`: the faults in force as a whole (wire faults, the DB's latency, error
+rate and capacity, the cache's coalescing, paused or killed services), each marked where it
+differs from the stack's start settings.
 
-- `chaos faults [--json]`: what is in force (wire faults, the DB's latency, error rate and
-  capacity, the cache's coalescing, paused or killed services), each marked where it differs
-  from the stack's start settings;
-- `chaos reset`: everything back to the stack's start settings, wire faults removed; it takes
-  `--json`, `--dry-run` and writes the journal like the verbs (`chaos.cli.live`).
+The faults themselves (`partition`, `wire`, `heal`, `reset` back to the start settings) are
+actions, `chaos.engine.actions`, made verbs by `chaos.cli.verbs`.
 """
 
 from __future__ import annotations
@@ -16,38 +14,18 @@ from typing import Any
 
 import click
 
-from cache_service.__main__ import main as cache_main
 from cache_service.settings import CacheSettings
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab
-from chaos.cli.live import common, report
+from chaos.cli.live import start_settings
 from chaos.lab.admin import Admin
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import ServiceRecord, cache_names
 from chaos.wire.admin import WireClient, fault_doc
-from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
-from herdlab import loop, settings
+from herdlab import loop
 from herdlab.config import format_value
-from protos import admin_pb2
 
 # -- what is in force -------------------------------------------------------------------------
-
-
-def start_settings(records: Mapping[str, ServiceRecord]) -> tuple[DbSettings, CacheSettings]:
-    """The DB's and the cache's settings as the local stack started them (their command lines
-    in its state file, `LocalStack.records()`)."""
-    caches = cache_names(records)
-    if "db" not in records or not caches:
-        raise BackendError("no lab stack is up; run 'chaos up' first")
-    found = []
-    # Every replica starts with the same settings: the first one's command line says them.
-    for name, command, cls in (("db", db_main, DbSettings), (caches[0], cache_main, CacheSettings)):
-        argv = records[name].argv[3:]  # after `python -m package`
-        with command.make_context(name, list(argv)) as ctx:
-            found.append(settings.from_options(cls, ctx.params))
-    db, cache = found
-    assert isinstance(db, DbSettings) and isinstance(cache, CacheSettings)
-    return db, cache
 
 
 async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, Any]:
@@ -154,65 +132,4 @@ def faults(lab: Lab, as_json: bool) -> None:
     out.print("\n".join(lines))
 
 
-async def _reset(lab: Lab) -> dict[str, Any]:
-    backend = lab.backend()
-    services = backend.status()
-    caches = cache_names(services)
-    if "db" not in services or not caches:
-        raise BackendError("no lab stack is up; run 'chaos up' first")
-    done: dict[str, Any] = {"resumed": [], "restored": [], "wire_removed": []}
-    for name, info in services.items():
-        if info.state == "paused":
-            backend.resume(name)
-            done["resumed"].append(name)
-    for name, info in services.items():
-        if info.state == "stopped" and name != "wire":
-            backend.restore(name)
-            done["restored"].append(name)
-    db, cache = (
-        start_settings(lab.stack.records())
-        if lab.backend_name == "local"
-        else (DbSettings(), CacheSettings())
-    )
-    async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
-        await admin.set_faults(
-            admin_pb2.Faults(
-                latency_ms=db.latency_s * 1000,
-                spread_ms=db.spread_s * 1000,
-                error_rate=db.error_rate,
-            )
-        )
-        await admin.set_capacity(
-            admin_pb2.Capacity(
-                concurrency=db.concurrency,
-                queue=db.queue,
-                discipline=db.queue_discipline,
-                codel_target_ms=db.codel_target_s * 1000,
-                codel_interval_ms=db.codel_interval_s * 1000,
-            )
-        )
-    for name in caches:  # every replica
-        async with Admin(services["db"].grpc, services[name].grpc) as admin:
-            await admin.set_coalescing(cache.coalescing)
-    if lab.backend_name == "local" and "wire" in services:
-        async with WireClient(services["wire"].grpc) as client:
-            done["wire_removed"] = [f.name for f in await client.clear()]
-    return done
-
-
-@click.command("reset", context_settings=CONTEXT)
-@common
-@pass_lab
-def reset_command(lab: Lab, as_json: bool, dry_run: bool) -> None:
-    """Return the stack to its start settings: wire faults removed, the DB's latency, error rate
-    and capacity and the cache's coalescing as 'chaos up' set them, paused services resumed,
-    killed ones restored."""
-    details: dict[str, Any] = {}
-    if dry_run:
-        start_settings(lab.stack.records())
-    else:
-        details = loop.run(_reset(lab))
-    report(lab, "reset", "stack", as_json, dry_run, **details)
-
-
-COMMANDS = (faults, reset_command)
+COMMANDS = (faults,)

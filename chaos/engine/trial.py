@@ -236,6 +236,18 @@ class Trial:
         assert outage.up_ns is not None
         return {"down_s": round((outage.up_ns - outage.down_ns) / 1e9, 3)}
 
+    async def clear_wire(self) -> list[str]:
+        if self.wire_address is None:
+            return []
+        async with WireClient(self.wire_address) as wire:
+            return [f.name for f in await wire.clear()]
+
+    def states(self) -> dict[str, str]:
+        return {name: info.state for name, info in self.stack.status().items()}
+
+    def start_settings(self) -> tuple[DbSettings, CacheSettings]:
+        return self.db, self.cache
+
     async def pause(self, service: str) -> dict[str, Any]:
         await in_thread(self.stack.pause, service)
         return {}
@@ -406,9 +418,7 @@ class Trial:
 
     async def _observations(self, result: HerdResult, series: dict[str, Any]) -> Observations:
         status = self.stack.status()
-        if self.wire_address is not None:  # a wire fault left in force ends with the trial
-            async with WireClient(self.wire_address) as wire:
-                await wire.clear()
+        await self.clear_wire()  # a wire fault left in force ends with the trial
         leases = await self._lease_counters(status)
         for service in ("db", *self.caches):
             if status[service].state == "running":

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import click
 
+from cache_service.settings import CacheSettings
 from chaos.lab.admin import Admin
 from chaos.lab.backends.base import SERVICE_NAMES, is_service
+from db_service.settings import DbSettings
 
 if TYPE_CHECKING:
     from chaos.engine.spec import Experiment
@@ -70,6 +72,19 @@ class Target(Protocol):
     async def heal(self, service: str) -> dict[str, Any]:
         """Removes the wire faults on `service`'s link (a trial: undoes its last partition or
         kill); returns what is recorded of it."""
+        ...
+
+    async def clear_wire(self) -> list[str]:
+        """Removes every wire fault, if the stack has a proxy; returns their names."""
+        ...
+
+    def states(self) -> dict[str, str]:
+        """Each service's state: running, paused or stopped (a stack without a DB and a cache
+        is refused)."""
+        ...
+
+    def start_settings(self) -> tuple[DbSettings, CacheSettings]:
+        """The DB's and the cache's settings as the stack started them."""
         ...
 
 
