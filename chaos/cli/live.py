@@ -1,28 +1,52 @@
 """The live stack as a `chaos.engine.actions.base.Target` (what the verbs act on: the chosen
-backend's services and their admin planes), and what every verb does around an action: `--json`
-and `--dry-run`, the journal, the services' count of chaos actions, and the foreground hold of a
-fault given `--for D` (Ctrl-C or SIGTERM undoes it at once: exit 130 or 143).
+backend's services and their admin planes, and the local stack's wire proxy), and what every
+verb does around an action: `--json` and `--dry-run`, the journal, the services' count of chaos
+actions, and the foreground hold of a fault given `--for D` (Ctrl-C or SIGTERM undoes it at
+once: exit 130 or 143).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any, NoReturn
 
 import click
 
+from cache_service.__main__ import main as cache_main
+from cache_service.settings import CacheSettings
 from chaos.cli.context import Lab, emit_json, out
 from chaos.engine.trial import lease_samples
 from chaos.lab.admin import Admin, note_action
 from chaos.lab.backends.base import Backend, BackendError, ServiceInfo
-from chaos.lab.backends.local import cache_names
+from chaos.lab.backends.local import ServiceRecord, cache_names
+from chaos.wire.admin import WireClient
+from db_service.__main__ import main as db_main
+from db_service.settings import DbSettings
+from herdlab import settings
 from herdlab.config import format_value
 
 NO_STACK = "no lab stack is up; run 'chaos up' first"
+
+
+def start_settings(records: Mapping[str, ServiceRecord]) -> tuple[DbSettings, CacheSettings]:
+    """The DB's and the cache's settings as the local stack started them (their command lines
+    in its state file, `LocalStack.records()`)."""
+    caches = cache_names(records)
+    if "db" not in records or not caches:
+        raise BackendError("no lab stack is up; run 'chaos up' first")
+    found = []
+    # Every replica starts with the same settings: the first one's command line says them.
+    for name, command, cls in (("db", db_main, DbSettings), (caches[0], cache_main, CacheSettings)):
+        argv = records[name].argv[3:]  # after `python -m package`
+        with command.make_context(name, list(argv)) as ctx:
+            found.append(settings.from_options(cls, ctx.params))
+    db, cache = found
+    assert isinstance(db, DbSettings) and isinstance(cache, CacheSettings)
+    return db, cache
 
 
 def common(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,6 +111,11 @@ class Live:
             raise BackendError(NO_STACK)
         if needs == "admin":
             self._admins(services)
+        if needs == "wire":
+            self.wire_admin(service)
+        if needs == "start":
+            self.states()
+            self.start_settings()
 
     @staticmethod
     def _admins(services: dict[str, ServiceInfo]) -> list[Admin]:
@@ -110,6 +139,40 @@ class Live:
 
     def note(self, verb: str, service: str, **details: Any) -> None:
         self.lab.journal.append(verb, service, "ok", backend=self.lab.backend_name, **details)
+
+    def wire_admin(self, link: str) -> str:
+        if self.lab.backend_name != "local":
+            raise BackendError("wire faults need the local stack's proxy ('chaos up --proxy ...')")
+        admin = self.lab.stack.proxy_admin()
+        if link not in self.lab.stack.proxied():
+            raise BackendError(
+                f"the wire proxy is not in front of {link}; restart with --proxy {link}"
+            )
+        return admin
+
+    def states(self) -> dict[str, str]:
+        services = self.lab.backend().status()
+        self._admins(services)
+        return {name: info.state for name, info in services.items()}
+
+    def start_settings(self) -> tuple[DbSettings, CacheSettings]:
+        if self.lab.backend_name != "local":
+            return DbSettings(), CacheSettings()
+        return start_settings(self.lab.stack.records())
+
+    async def clear_wire(self) -> list[str]:
+        services = self.lab.backend().status()
+        if self.lab.backend_name != "local" or "wire" not in services:
+            return []
+        async with WireClient(services["wire"].grpc) as client:
+            return [f.name for f in await client.clear()]
+
+    def cut(self, service: str) -> None:
+        """A partition is the wire fault it is: the proxy lists it, the journal has the verb."""
+
+    async def heal(self, service: str) -> dict[str, Any]:
+        async with WireClient(self.wire_admin(service)) as client:
+            return {"removed": await client.heal(service)}
 
 
 def report(

@@ -4,16 +4,18 @@ action's declared arguments, run against the live stack (`chaos.cli.live.Live`).
 
 Process faults go through the chosen backend (local processes or Docker containers): kill,
 restore, pause, resume, outage, flap. Runtime faults go through the services' admin RPCs,
-wherever they run: latency, errors, queue, expire, capacity, coalescing, freshness.
+wherever they run: latency, errors, queue, expire, capacity, coalescing, freshness. Wire faults
+go through the local stack's wire proxy: partition, wire (its options generated from the toxics
+of `chaos.wire.toxics`), heal; `reset` puts everything back to the start settings.
 
 Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
 it did to the journal. A done action is also counted by every service still running
 (`herdlab_chaos_actions_total{verb,target}`, for Prometheus; `counted_by` names them).
 Durations take unit suffixes: 500ms, 10s, 1m, 1m30s.
 
-`latency` and `errors` take `--for D`: the DB is told to put the old values back itself after D
-(so the revert holds even if this process is killed), and the command stays in the foreground
-until then; Ctrl-C or SIGTERM puts them back at once (exit 130 or 143).
+`latency`, `errors` and the wire faults take `--for D`: the DB (the proxy) is told to put the old
+values back itself after D (so the revert holds even if this process is killed), and the command
+stays in the foreground until then; Ctrl-C or SIGTERM puts them back at once (exit 130 or 143).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ def _param(arg: Arg) -> click.Parameter:
             [arg.name], type=arg.type, nargs=-1 if arg.many else 1, required=arg.required
         )
     return click.Option(
-        [arg.option, arg.name],
+        [arg.option, *([arg.short] if arg.short else []), arg.name],
         type=None if arg.flag else arg.type,
         is_flag=arg.flag,
+        multiple=arg.many,
         required=arg.required,
         default=arg.default,
         show_default=arg.show_default,

@@ -15,10 +15,10 @@ first, and each replica's records are read as the cache's are. A timeline step w
 runs only in the rows it selects.
 
 The trial is a `chaos.engine.actions.base.Target`: killing and restoring a service are the
-trial's (`kill`, `restore`), and so are partitioning and
-healing it on the wire (`partition`, `heal`: through the stack's wire proxy, `[stack] proxy`,
-both timed as an `Outage`): a killed service's records are read just before the SIGKILL, and
-the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
+trial's (`kill`, `restore`), and so are a partition on the wire (`cut`: the `partition`
+action's fault goes through the stack's wire proxy, `[stack] proxy`, `wire_admin`) and its
+`heal`, both timed as an `Outage`: a killed service's records are read just before the SIGKILL,
+and the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
 sees a restarted service up to a second late). A restore may add flags for that start only (the
 DB's `--data-version`, so its values change).
 """
@@ -62,7 +62,7 @@ from herdlab.metrics import (
     sample,
 )
 from herdlab.scrape import read as read_metrics
-from protos import admin_pb2, wire_pb2
+from protos import admin_pb2
 
 POLL_S = 0.01
 # The replicas' lease figures a trial reads (counters' totals, summed over labels).
@@ -116,7 +116,7 @@ class Trial:
         self.stack: LocalStack
         self.targets: dict[str, str] = {}
         self.herd_target = ""  # the cache's address as the herd reaches it (its proxy link)
-        self.wire_admin: str | None = None
+        self.wire_address: str | None = None
         self.metrics_urls: dict[str, str] = {}
         self.pids: dict[str, int | None] = {}
         self.t0_ns = 0
@@ -213,33 +213,40 @@ class Trial:
         self.pids[service] = info.pid
         return outage
 
-    async def partition(self, service: str) -> Outage:
-        """Blackholes both directions of `service`'s proxy link: its connections stay open and
-        carry nothing."""
-        if self.wire_admin is None or service not in self.wire.proxied():
-            raise TrialError(f"partition {service}: the stack has no wire proxy in front of it")
-        async with WireClient(self.wire_admin) as wire:
-            outage = Outage(service, down_ns=time.time_ns(), kind="partition")
-            await wire.add(
-                wire_pb2.Fault(
-                    name=f"{service}-partition", link=service, kind="blackhole", stream="both"
-                )
-            )
-        self.outages.append(outage)
-        return outage
+    def wire_admin(self, link: str) -> str:
+        if self.wire_address is None or link not in self.wire.proxied():
+            raise TrialError(f"wire fault on {link}: the stack has no wire proxy in front of it")
+        return self.wire_address
 
-    async def heal(self, service: str) -> Outage:
-        """Undoes the service's last fault: removes a partition, or restores a killed service."""
+    def cut(self, service: str) -> None:
+        self.outages.append(Outage(service, down_ns=time.time_ns(), kind="partition"))
+
+    async def heal(self, service: str) -> dict[str, Any]:
+        """Undoes the service's last fault: removes its link's wire faults (a partition), or
+        restores a killed service; returns how long it was down."""
         outage = next((o for o in reversed(self.outages) if o.service == service), None)
         if outage is None or outage.up_ns is not None:
             raise TrialError(f"heal {service}: it was not partitioned or killed")
         if outage.kind == "kill":
-            return await self._restore(service)
-        assert self.wire_admin is not None
-        async with WireClient(self.wire_admin) as wire:
-            await wire.remove(f"{service}-partition")
-            outage.up_ns = time.time_ns()
-        return outage
+            outage = await self._restore(service)
+        else:
+            async with WireClient(self.wire_admin(service)) as wire:
+                await wire.heal(service)
+                outage.up_ns = time.time_ns()
+        assert outage.up_ns is not None
+        return {"down_s": round((outage.up_ns - outage.down_ns) / 1e9, 3)}
+
+    async def clear_wire(self) -> list[str]:
+        if self.wire_address is None:
+            return []
+        async with WireClient(self.wire_address) as wire:
+            return [f.name for f in await wire.clear()]
+
+    def states(self) -> dict[str, str]:
+        return {name: info.state for name, info in self.stack.status().items()}
+
+    def start_settings(self) -> tuple[DbSettings, CacheSettings]:
+        return self.db, self.cache
 
     async def pause(self, service: str) -> dict[str, Any]:
         await in_thread(self.stack.pause, service)
@@ -278,7 +285,7 @@ class Trial:
             self.targets = {name: s.grpc for name, s in info.services.items()}
             self.herd_target = info.proxy.get("cache") or self.targets[self.caches[0]]
             if "wire" in info.services:
-                self.wire_admin = info.services["wire"].grpc
+                self.wire_address = info.services["wire"].grpc
             self.metrics_urls = {name: s.metrics for name, s in info.services.items()}
             self.pids = {name: s.pid for name, s in info.services.items()}
             for step in self.experiment.setup:
@@ -411,9 +418,7 @@ class Trial:
 
     async def _observations(self, result: HerdResult, series: dict[str, Any]) -> Observations:
         status = self.stack.status()
-        if self.wire_admin is not None:  # a partition left in force ends with the trial
-            async with WireClient(self.wire_admin) as wire:
-                await wire.clear()
+        await self.clear_wire()  # a wire fault left in force ends with the trial
         leases = await self._lease_counters(status)
         for service in ("db", *self.caches):
             if status[service].state == "running":

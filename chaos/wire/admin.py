@@ -168,6 +168,13 @@ class WireClient:
             raise self._error(exc) from exc
         return list(reply.faults)
 
+    async def heal(self, link: str) -> list[str]:
+        """Removes every fault on `link`; returns their names."""
+        names = [f.name for f in await self.faults() if f.link == link]
+        for name in names:
+            await self.remove(name)
+        return names
+
     async def clear(self) -> list[wire_pb2.Fault]:
         try:
             reply = await self._stub.ClearFaults(

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import click
 
+from cache_service.settings import CacheSettings
 from chaos.lab.admin import Admin
 from chaos.lab.backends.base import SERVICE_NAMES, is_service
+from db_service.settings import DbSettings
 
 if TYPE_CHECKING:
     from chaos.engine.spec import Experiment
@@ -57,6 +59,32 @@ class Target(Protocol):
 
     def note(self, verb: str, service: str, **details: Any) -> None:
         """Records one step of a composite action (an outage's kill and restore)."""
+        ...
+
+    def wire_admin(self, link: str) -> str:
+        """The wire proxy's admin address, once it is known to stand in front of `link`."""
+        ...
+
+    def cut(self, service: str) -> None:
+        """`service` is partitioned from now (a trial times it as an outage)."""
+        ...
+
+    async def heal(self, service: str) -> dict[str, Any]:
+        """Removes the wire faults on `service`'s link (a trial: undoes its last partition or
+        kill); returns what is recorded of it."""
+        ...
+
+    async def clear_wire(self) -> list[str]:
+        """Removes every wire fault, if the stack has a proxy; returns their names."""
+        ...
+
+    def states(self) -> dict[str, str]:
+        """Each service's state: running, paused or stopped (a stack without a DB and a cache
+        is refused)."""
+        ...
+
+    def start_settings(self) -> tuple[DbSettings, CacheSettings]:
+        """The DB's and the cache's settings as the stack started them."""
         ...
 
 
@@ -99,9 +127,10 @@ class Arg:
     required: bool = True
     default: Any = None
     check: Callable[[Any], str | None] | None = None
-    many: bool = False  # a positional taking every word left (KEY...)
+    many: bool = False  # a positional taking every word left (KEY...); an option: repeatable
     flag: bool = False
     show_default: bool = False
+    short: str | None = None  # the option's one-letter spelling (`-t`)
 
     def hint(self) -> str:
         return self.option or self.name.upper()
@@ -133,7 +162,7 @@ class Action(ABC):
     @classmethod
     def _words(cls, words: list[str]) -> dict[str, Any]:
         values: dict[str, Any] = {a.name: () if a.many else a.default for a in cls.args}
-        by_option = {a.option: a for a in cls.args if a.option}
+        by_option = {o: a for a in cls.args for o in (a.option, a.short) if o}
         pending = [a for a in cls.args if not a.flag]
         rest = list(words)
         while rest:
@@ -166,14 +195,19 @@ class Action(ABC):
     def build(cls, values: Mapping[str, Any]) -> Action:
         """The action with these typed values, each checked against its argument's bounds;
         ArgError naming the argument, or ValueError, otherwise."""
+        cls.check(values)
+        action = cls(**{a.name: values.get(a.name) for a in cls.args})
+        action.validate()
+        return action
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> None:
+        """ArgError naming the first argument whose value is out of its bounds."""
         for arg in cls.args:
             value = values.get(arg.name)
             problem = arg.check(value) if arg.check and value is not None else None
             if problem:
                 raise ArgError(arg, problem)
-        action = cls(**{a.name: values.get(a.name) for a in cls.args})
-        action.validate()
-        return action
 
     def validate(self) -> None:
         """Raises ValueError (ArgError naming one argument) if the values do not hold together."""

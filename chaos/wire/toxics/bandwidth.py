@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Bandwidth(Toxic):
     kind = "bandwidth"
+    summary = "KiB/s at most."
+    option = "rate_kbps"
     rate_kbps: float = attribute(1024.0, 0.001, 10_485_760.0, "KiB per second at most.")
 
     @property

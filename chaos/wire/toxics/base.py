@@ -8,6 +8,9 @@ share of connections it touches, its expiry) is applied once, by the proxy's lin
 
 Attributes are dataclass fields declared with `attribute(...)`: their bounds are checked once,
 in `parse`, so a bad value is refused when the fault is added, naming the attribute and its range.
+An attribute named `*_ms` is a duration (written 200ms, 1s where people write it: the `wire`
+action, in a timeline and on the command line, `chaos.engine.actions.wire`); a `whole` one takes
+whole numbers only. `option` names the attribute `--KIND` sets (None: `--KIND` is a switch).
 """
 
 from __future__ import annotations
@@ -26,14 +29,21 @@ if TYPE_CHECKING:
 MAX_MS = 86_400_000.0
 
 
-def attribute(default: float, lo: float, hi: float, help: str) -> Any:
-    """Declares one attribute of a toxic: its default, its bounds (inclusive), what it means."""
-    return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi, "help": help})
+def attribute(default: float, lo: float, hi: float, help: str, *, whole: bool = False) -> Any:
+    """Declares one attribute of a toxic: its default, its bounds (inclusive), what it means,
+    whether it takes whole numbers only."""
+    return dataclasses.field(
+        default=default, metadata={"lo": lo, "hi": hi, "help": help, "whole": whole}
+    )
 
 
 @dataclass(frozen=True)
 class Toxic:
     kind: ClassVar[str]
+    summary: ClassVar[str]  # what it does, one line (the `--KIND` option's help)
+    option: ClassVar[str | None] = None  # the attribute `--KIND` sets; None: a switch
+    # True: without a time of its own it acts once, on the connections open now, and is not kept.
+    momentary: ClassVar[bool] = False
     # True: the toxic acts on whole connections (`hold`), so it can be applied `once`.
     holds: ClassVar[bool] = False
 

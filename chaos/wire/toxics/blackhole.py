@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Blackhole(Toxic):
     kind = "blackhole"
+    summary = "Drop the bytes, keep the connections."
 
     async def pipe(self, chunk: bytes, conn: Connection, rng: random.Random) -> bytes | None:
         return None

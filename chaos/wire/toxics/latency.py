@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Latency(Toxic):
     kind = "latency"
+    summary = "Delay each chunk this long."
+    option = "latency_ms"
     latency_ms: float = attribute(0.0, 0.0, MAX_MS, "Delay added to each chunk, ms.")
     jitter_ms: float = attribute(0.0, 0.0, MAX_MS, "Uniform +- spread around the delay, ms.")
 

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Limit(Toxic):
     kind = "limit"
-    max_bytes: float = attribute(0.0, 0.0, 1e12, "Bytes passed before the connection is closed.")
+    summary = "Close after N bytes."
+    option = "max_bytes"
+    max_bytes: float = attribute(
+        0.0, 0.0, 1e12, "Bytes passed before the connection is closed.", whole=True
+    )
 
     async def pipe(self, chunk: bytes, conn: Connection, rng: random.Random) -> bytes | None:
         passed = conn.counters.get(id(self), 0)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Reset(Toxic):
     kind = "reset"
+    summary = "Reset (TCP RST) the connections open now."
+    momentary = True
     holds = True
     after_ms: float = attribute(0.0, 0.0, MAX_MS, "Delay before the RST, ms.")
 

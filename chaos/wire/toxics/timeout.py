@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Timeout(Toxic):
     kind = "timeout"
+    summary = "Drop bytes; close after this."
+    option = "timeout_ms"
     holds = True
     timeout_ms: float = attribute(0.0, 0.0, MAX_MS, "Close the connection after this, ms.")
 
