@@ -22,7 +22,8 @@ from chaos.cli.context import Lab, emit_json, out
 from chaos.engine.trial import lease_samples
 from chaos.lab.admin import Admin, note_action
 from chaos.lab.backends.base import Backend, BackendError, ServiceInfo
-from chaos.lab.backends.local import ServiceRecord, cache_names
+from chaos.lab.backends.local import cache_names
+from chaos.lab.state import ServiceRecord
 from chaos.wire.admin import WireClient
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
