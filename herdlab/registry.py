@@ -6,6 +6,8 @@ twice is a programming error and fails loudly; an unknown name fails with the kn
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -49,3 +51,11 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+
+def load_package(package_name: str) -> None:
+    """Imports every module of a package whose modules register themselves, so that adding one
+    is adding a file. Modules already imported are not imported again."""
+    package = importlib.import_module(package_name)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package_name}.{info.name}")

@@ -27,8 +27,9 @@ import click
 from chaos.cli.context import CONTEXT, Lab
 from chaos.cli.live import Live, common, report, stop_as
 from chaos.engine.actions.base import Action, Arg, ArgError
-from chaos.engine.registry import ACTIONS, load_package
+from chaos.engine.registry import ACTIONS
 from herdlab import loop
+from herdlab.registry import load_package
 
 
 def _param(arg: Arg) -> click.Parameter:

@@ -8,10 +8,9 @@ a programming error and fails loudly.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from typing import Any
 
-from herdlab.registry import Registry
+from herdlab.registry import Registry, load_package
 
 ACTIONS: Registry[Any] = Registry("action")
 CONDITIONS: Registry[Any] = Registry("condition")
@@ -39,10 +38,3 @@ def load_all() -> None:
     for package_name in _PACKAGES:
         load_package(package_name)
     _loaded = True
-
-
-def load_package(package_name: str) -> None:
-    """Imports every module of one package that registers things."""
-    package = importlib.import_module(package_name)
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package_name}.{info.name}")

@@ -11,7 +11,8 @@ applies several in order; `parse_guard_set` builds one from a spec such as `budg
     limit      concurrency limit with FIFO waiting: static, AIMD, Vegas     (limit.py)
 
 Each guard module registers itself (`herdlab.guards.registry`); importing them here is what
-makes their names usable, in this order.
+makes their names usable: the four above in this order, then every other module of this package,
+so that a new guard is one file (plus its test).
 """
 
 from herdlab.guards import budget, throttle, breaker, limit  # noqa: I001  (registration order)
@@ -25,6 +26,9 @@ from herdlab.guards.guard_set import (
     parse_guard_sets,
 )
 from herdlab.guards.registry import names, usage
+from herdlab.registry import load_package
+
+load_package(__name__)
 
 GUARD_NAMES: tuple[str, ...] = names()
 # How each guard is written, for help texts: `budget, throttle, breaker, limit[:aimd|vegas|n=N]`.

@@ -6,11 +6,8 @@ CLI read the registry.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from chaos.wire.toxics.base import Toxic
-from herdlab.registry import Registry
+from herdlab.registry import Registry, load_package
 
 TOXICS: Registry[type[Toxic]] = Registry("wire fault kind")
 
@@ -19,10 +16,4 @@ def register(cls: type[Toxic]) -> type[Toxic]:
     return TOXICS.register(cls.kind, cls)
 
 
-def _load() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_load()
+load_package(__name__)
