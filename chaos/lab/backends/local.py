@@ -314,16 +314,13 @@ class LocalStack(Backend):
         wait = wait_redis if record.kind == "redis" else wait_serving
         if not wait(record.grpc, timeout_s, alive=lambda: child.poll() is None):
             tail = _tail(Path(record.log))
-            if child.poll() is not None:
-                raise BackendError(
-                    f"{name} exited at start (exit {child.returncode})"
-                    + (f": {tail}" if tail else "")
-                )
             ready = "answer PING" if record.kind == "redis" else "become SERVING"
-            raise BackendError(
-                f"{name} did not {ready} on {record.grpc} within {timeout_s:g}s"
-                + (f": {tail}" if tail else "")
+            why = (
+                f": it exited at start (exit {child.returncode})"
+                if child.poll() is not None
+                else f" on {record.grpc} within {timeout_s:g}s"
             )
+            raise BackendError(f"{name} did not {ready}{why}" + (f": {tail}" if tail else ""))
 
     def _spawn(
         self, records: dict[str, ServiceRecord], record: ServiceRecord, extra_args: Sequence[str]
