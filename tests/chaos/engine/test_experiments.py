@@ -404,7 +404,7 @@ def test_every_shipped_experiments_document_has_a_report_section() -> None:
 
 def _readme_example() -> tuple[str, list[str]]:
     """The README's user experiment and the `chaos run` line that runs it (with `--set`)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     after = readme.split("A user's experiment, whole", 1)[1]
     text = after.split("```toml\n", 1)[1].split("```", 1)[0]
     line = next(x for x in readme.splitlines() if x.startswith("chaos run coalescing.toml"))

@@ -27,7 +27,7 @@ from herdlab.guards import parse_guard_set
 from herdlab.metrics import BUILD, KINDS, sample, samples
 from herdlab.retry import RetryPolicy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 # A PromQL metric name (recording rules' names have colons) that is the lab's.

@@ -1,8 +1,8 @@
 """Every command, option, env var and choice that was documented stays: users' scripts call them.
 
-`tests/data/cli_surface.json` was read from the CLI before `chaos/` was rebuilt in layers; the
+`data/cli_surface.json` was read from the CLI before `chaos/` was rebuilt in layers; the
 surface may grow (a new command, option or choice), never shrink. Regenerate it only for an
-intended addition: `python tests/cli_surface.py > tests/data/cli_surface.json`.
+intended addition: `python tests/chaos/cli/cli_surface.py > tests/chaos/cli/data/cli_surface.json`.
 """
 
 from __future__ import annotations

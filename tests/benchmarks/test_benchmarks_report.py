@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmarks.__main__ import PLOT_NAME
 from benchmarks.report import render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_committed_results_render_the_committed_report() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.report import SECTIONS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 540
 
 
