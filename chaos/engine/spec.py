@@ -75,7 +75,7 @@ from chaos.engine.registry import ACTIONS, CONDITIONS, KINDS, MEASURES, load_all
 from chaos.engine.stack_settings import StackSettings
 from chaos.wire.settings import WireSettings
 from db_service.settings import DbSettings
-from herdlab.config import parse_duration
+from herdlab.config import format_duration, parse_duration
 from herdlab.settings import Settings, by_key, with_values
 
 TOP_KEYS = (
@@ -272,9 +272,13 @@ def load(path: Path, params: Mapping[str, Any] | None = None) -> Experiment:
     """Reads and checks the experiment at `path`; `params` override its `[params]`."""
     source = str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ExperimentError(source, "", f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ExperimentError(
+            source, "", f"not a TOML text file (byte {exc.start} is not UTF-8)"
+        ) from None
     return parse(text, source, params)
 
 
@@ -415,6 +419,9 @@ class _Parser:
             )
         if "limit" not in end_raw:
             raise self.error("end.limit", 'missing; every run is bounded in time, e.g. "180s"')
+        end_limit_s = self.duration(end_raw["limit"], "end.limit", lo=0.001)
+        timeline = self.timeline(body.get("timeline", []))
+        self.within_limit(timeline, end_limit_s)
         experiment = Experiment(
             source=self.source,
             text=self.text,
@@ -427,9 +434,9 @@ class _Parser:
             cache=cache,
             herd=herd,
             setup=self.setup(body.get("setup", [])),
-            timeline=self.timeline(body.get("timeline", [])),
+            timeline=timeline,
             end_when=end_when,
-            end_limit_s=self.duration(end_raw["limit"], "end.limit", lo=0.001),
+            end_limit_s=end_limit_s,
             measures=measures,
             variants=variants,
             expect=(),
@@ -695,6 +702,24 @@ class _Parser:
                     )
                 last_at = step.at_s
         return steps
+
+    def within_limit(self, timeline: tuple[Step, ...], limit_s: float) -> None:
+        """Refuses a step that cannot run before the run's limit: steps run in order, so one
+        runs no sooner than its `at`, the previous step plus its `after`, or (`when`) the
+        previous step."""
+        earliest = 0.0
+        for index, step in enumerate(timeline):
+            if step.at_s is not None:
+                earliest = max(earliest, step.at_s)
+            elif step.after_s is not None:
+                earliest += step.after_s
+            if earliest >= limit_s:
+                raise self.error(
+                    f"timeline[{index}]",
+                    f"runs {format_duration(earliest, short=True)} after the release at the "
+                    f"earliest, past end.limit ({format_duration(limit_s, short=True)}): the run "
+                    "would end before it",
+                )
 
     def expect(self, raw: Any, experiment: Experiment) -> tuple[Expectation, ...]:
         if not isinstance(raw, list):

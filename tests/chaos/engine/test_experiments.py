@@ -222,6 +222,28 @@ def test_a_malformed_file_exits_2_with_one_line_and_starts_nothing(
     assert list(stacks.iterdir()) == []
 
 
+def test_a_step_the_run_would_end_before_is_refused(tmp_path: Path) -> None:
+    """`at = "10m"` in a run limited to 30 s was accepted, and the run then failed (exit 3)
+    without a reason; an `after` chain counts from the previous step."""
+    late = BASE + '[[timeline]]\nat = "10m"\ndo = "kill db"\n'
+    with pytest.raises(
+        spec.ExperimentError, match=r"timeline\[0\]: runs 10m after .* end.limit \(30s\)"
+    ):
+        spec.load(_write(tmp_path, late))
+    chained = BASE + (
+        '[[timeline]]\nat = "20s"\ndo = "kill db"\n[[timeline]]\nafter = "15s"\ndo = "restore db"\n'
+    )
+    with pytest.raises(spec.ExperimentError, match=r"timeline\[1\]: runs 35s after"):
+        spec.load(_write(tmp_path, chained))
+
+
+def test_a_binary_file_is_named_in_its_error(tmp_path: Path) -> None:
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe\x00title")
+    with pytest.raises(spec.ExperimentError, match=r"binary\.toml: not a TOML text file"):
+        spec.load(path)
+
+
 def test_toml_errors_carry_the_parsers_line(tmp_path: Path) -> None:
     path = _write(tmp_path, 'title = "x"\n\n[herd\n')
     with pytest.raises(spec.ExperimentError, match=r"line 3"):
