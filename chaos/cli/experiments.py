@@ -18,6 +18,7 @@ from rich.table import Table
 
 from chaos.cli.context import CONTEXT, err, out, progress_display
 from chaos.engine import spec
+from chaos.engine.pitfalls import pitfalls
 from chaos.engine.runner import run_experiment
 from chaos.engine.shipped import shipped, title_of
 from chaos.report.render import table_for, write_report
@@ -158,6 +159,9 @@ def run(
         raise click.UsageError("name at least one experiment file (or --list)")
     params = dict(_param(s) for s in sets)
     experiments = load_experiments(files, params, smoke=smoke, seed=seed)
+    for experiment in experiments:
+        for pitfall in pitfalls(experiment):
+            err.print(f"chaos: warning: {experiment.source}: {pitfall}")
     if check_only:
         for experiment in experiments:
             out.print(

@@ -212,6 +212,7 @@ class HerdResult:
     # (time, channel index, connectivity state name) for every channel state change
     channel_events: list[tuple[int, int, str]] = field(default_factory=list)
     open_loop: OpenLoopStats | None = None
+    first_errors: dict[str, str] = field(default_factory=dict)  # code -> its first message
 
     def summary(self) -> dict[str, Any]:
         ok = [o for o in self.outcomes if o.code is None]
@@ -220,6 +221,7 @@ class HerdResult:
             "sent": len(self.outcomes) + self.lost.total(),
             "ok": len(ok),
             "errors": dict(Counter(o.code for o in self.outcomes if o.code is not None)),
+            "error_messages": dict(self.first_errors),
             "lost": self.lost.total(),
             "wrong_values": self.wrong_values,
             "sources": dict(Counter(o.source for o in ok if o.source is not None)),
@@ -413,6 +415,7 @@ class _Run:
         self.attempt_times: list[int] = []
         self.first_sends: list[int] = []
         self.wrong = 0
+        self.first_errors: dict[str, str] = {}
         self.lost: Counter[str] = Counter()
         self.skipped = 0
         self.user_keys: list[list[str]] = []
@@ -430,6 +433,7 @@ class _Run:
             wrong_values=self.wrong,
             seconds=time.monotonic() - started,
             attempt_times_ns=self.attempt_times,
+            first_errors=self.first_errors,
         )
 
     async def burst(self) -> HerdResult:
@@ -527,6 +531,15 @@ class _Run:
                 len(self.outcomes) + self.lost.total() + self.skipped, self.total
             )
 
+    def _failed(
+        self, user: int, key: str, error: BaseException, attempts: int, sent_ns: int
+    ) -> Outcome:
+        """The outcome of a request that ended with `error`; the first message of each code is
+        kept, so a report can say why requests failed."""
+        code = _code(error)
+        self.first_errors.setdefault(code, _message(error))
+        return Outcome(user, key, None, code, attempts, sent_ns, time.time_ns())
+
     async def request(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> Outcome:
         attempts = 0
         sent_ns = time.time_ns()
@@ -542,14 +555,20 @@ class _Run:
         try:
             reply = await self.policy.call(attempt, guards=self.guards)
         except RetryExhausted as exc:
-            return Outcome(user, key, None, _code(exc.last), attempts, sent_ns, time.time_ns())
+            return self._failed(user, key, exc.last, attempts, sent_ns)
         except grpc.aio.AioRpcError as exc:
-            return Outcome(user, key, None, _code(exc), attempts, sent_ns, time.time_ns())
+            return self._failed(user, key, exc, attempts, sent_ns)
         if reply.key != key or reply.value != value_for(key, reply.version):
             self.wrong += 1
         source = SOURCE_NAMES.get(reply.source, "UNKNOWN")
         stale_age_s = reply.stale_age_s if reply.source == cache_pb2.STALE else None
         return Outcome(user, key, source, None, attempts, sent_ns, time.time_ns(), stale_age_s)
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return str(error.details() or "")
+    return str(error)
 
 
 def _code(error: BaseException) -> str:

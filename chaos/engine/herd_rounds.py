@@ -41,6 +41,7 @@ class HerdRounds:
         self.lost: Counter[str] = Counter()
         self._outcomes: list[Outcome] = []
         self._wrong = 0
+        self._first_errors: dict[str, str] = {}
         self._first: HerdResult | None = None
         self._go = asyncio.Event()
         self._go.set()
@@ -64,6 +65,8 @@ class HerdRounds:
         self.ok += summary["ok"]
         self.lost.update(result.lost)
         self._wrong += result.wrong_values
+        for code, message in result.first_errors.items():
+            self._first_errors.setdefault(code, message)
         self._outcomes += result.outcomes
         self._first = self._first or result
         self._done_before_round += summary["sent"]
@@ -99,6 +102,7 @@ class HerdRounds:
             lost=self.lost,
             wrong_values=self._wrong,
             seconds=seconds,
+            first_errors=self._first_errors,
             connected_channels=first.connected_channels if first else 0,
             rounds=self.rounds,
         )

@@ -52,7 +52,7 @@ class Column:
     rows), its header (the field's name by default) and the cell's format, one of the report's
     (`chaos.report.render.FORMATS`: `num` with 2 decimals, `num0`..`num4`, `text`, `auto` (text as
     is, numbers as `num`), `bool`, `yesno`, `mib0`, `mib1`, `sum`, `counts`, `codes`, `drops`,
-    `cell`)."""
+    `cell`, `causes`)."""
 
     field: str
     header: str = ""

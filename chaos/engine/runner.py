@@ -1,7 +1,8 @@
 """Runs an experiment: one trial per variant, side by side, then the hypothesis and one result
 document (with provenance) that `chaos report` reads. Every document has its rows under `rows`
 (a kind's older key, e.g. `policies`, holds the same list; a flat kind's one row also stands at
-the top level)."""
+the top level). A row with failed requests also carries `error_causes` (per gRPC code: how
+many, and the first one's message), measured or not."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ from chaos.engine.timeline import seconds_since
 from chaos.engine.trial import Trial
 
 Doc = dict[str, Any]
+ERROR_CAUSES = "error_causes"
+
+
+def causes_text(causes: Mapping[str, Mapping[str, Any]]) -> str:
+    """`DEADLINE_EXCEEDED 1,000 (first: Deadline Exceeded); UNAVAILABLE 3 (...)`."""
+    return "; ".join(
+        f"{code} {c['count']:,}" + (f" (first: {c['first']})" if c["first"] else "")
+        for code, c in causes.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,15 @@ async def run_experiment(
         )
         observations = await trial.run()
         values = {m: MEASURES.get(m).compute(observations) for m in experiment.measures}
+        # Why requests failed goes with every row that had failures, measured or not.
+        causes = MEASURES.get(ERROR_CAUSES).compute(observations)
+        if causes:
+            values = {**values, ERROR_CAUSES: causes}
         result = TrialResult(name, variant, values, tuple(observations.journal), observations.t0_ns)
         for line in kind.describe(kind.row(values, experiment.measures)):
             emit(line)
+        if causes:
+            emit(f"  errors by code: {causes_text(causes)}")
         results.append(result)
     checks = check(experiment.expect, [RowView(r.variant, r.values) for r in results])
     for c in checks:
@@ -139,6 +155,8 @@ def document(
     rows = []
     for r in results:
         row = kind.row(r.values, experiment.measures)
+        if ERROR_CAUSES in r.values:
+            row = {**row, ERROR_CAUSES: r.values[ERROR_CAUSES]}
         rows.append({**row, "variant": dict(r.variant)})
     return {
         **kind.header(experiment),

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from chaos.engine.kinds import PLAIN, Column, Kind, Plot
 from chaos.engine.registry import KINDS, load_all
+from chaos.engine.runner import ERROR_CAUSES, causes_text
 from chaos.lab import extras
 from chaos.report.html import write_html
 from chaos.report.timelines import plot_experiment
@@ -87,6 +88,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "codes": lambda v: MISSING if v is None else _counts(v, ordered=True, none="none"),
     "drops": lambda v: MISSING if v is None else _drops(v),
     "cell": _cell,
+    "causes": lambda v: "none" if not v else causes_text(v),
 }
 
 
@@ -158,7 +160,12 @@ def rows_of(doc: Doc, kind: Kind) -> list[Mapping[str, Any]]:
 
 
 def columns_of(doc: Doc, kind: Kind) -> tuple[Column, ...]:
-    return kind.columns or experiment_columns(doc)
+    """The kind's columns (any experiment's without one), and why requests failed where some
+    row had failures."""
+    columns = kind.columns or experiment_columns(doc)
+    if any(ERROR_CAUSES in row for row in rows_of(doc, kind)):
+        columns = (*columns, Column(ERROR_CAUSES, "errors by code (first message)", "causes"))
+    return columns
 
 
 def headers(name: str) -> tuple[str, ...]:

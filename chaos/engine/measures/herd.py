@@ -30,6 +30,16 @@ def errors(obs: Observations) -> dict[str, int]:
     return dict(_summary(obs)["errors"])
 
 
+@measure("error_causes")
+def error_causes(obs: Observations) -> dict[str, dict[str, Any]]:
+    """Why requests failed: per gRPC code, how many and the first one's message."""
+    summary = _summary(obs)
+    return {
+        code: {"count": count, "first": summary["error_messages"].get(code, "")}
+        for code, count in sorted(summary["errors"].items())
+    }
+
+
 @measure("client_errors")
 def client_errors(obs: Observations) -> int:
     """Typed errors the users got, all codes."""

@@ -457,3 +457,77 @@ def test_a_typed_param_is_held_to_its_bounds(tmp_path: Path) -> None:
     with pytest.raises(spec.ExperimentError, match=r"params\.clients: must be in"):
         spec.load(path, {"clients": 0})
     assert spec.load(path, {"clients": 20}).herd.users == 20
+
+
+# A new user's first experiment, as they wrote it: every request failed in both rows, for two
+# reasons only the source showed (`hot` ignores `keys`; a DB as slow as the attempt timeout).
+FIRST_OUTAGE = """\
+title = "My first outage"
+measures = ["client_errors", "db_queries", "lost"]
+[params]
+users = 1000
+[stack.db]
+latency = "2s"
+[herd]
+users = "${users}"
+keys = 100
+[[timeline]]
+at = "800ms"
+do = "kill db"
+[[timeline]]
+at = "6s"
+do = "restore db"
+[end]
+limit = "120s"
+[variants]
+"cache.policy" = ["exponential", "full"]
+"""
+
+
+def test_check_warns_of_settings_that_cannot_show_what_was_meant(tmp_path: Path) -> None:
+    path = _write(tmp_path, FIRST_OUTAGE)
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos", "run", "--check", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2, result.stderr
+    assert "herd.keys = 100 with distribution 'hot'" in warnings[0]
+    assert "db.latency = 2s is at or above cache.attempt_timeout = 2s" in warnings[1]
+
+
+def test_a_failed_run_says_why_by_code_in_the_table_the_json_and_the_terminal(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, FIRST_OUTAGE)
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chaos",
+            "run",
+            "--set",
+            "users=20",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "errors by code: " in result.stdout, result.stdout
+    doc = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    for row in doc["rows"]:
+        causes = row["error_causes"]
+        assert sum(c["count"] for c in causes.values()) == row["client_errors"] > 0
+        assert set(causes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}, causes
+        assert all(c["first"] for c in causes.values()), "the first message of each code"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "errors by code (first message)" in report
