@@ -176,6 +176,16 @@ class Live:
             return {"removed": await client.heal(service)}
 
 
+def shown(key: str, value: Any, started: float) -> str:
+    """A detail as the terminal shows it: instants (`down_at`, a flap's `outages`) in seconds
+    since the command started, `+1.25s`; the JSON and the journal keep wall-clock times."""
+    if key.endswith("_at") and isinstance(value, float):
+        return f"+{value - started:.2f}s"
+    if key == "outages":
+        return ",".join(f"+{down - started:.2f}s..+{up - started:.2f}s" for down, up in value)
+    return format_value(value)
+
+
 def report(
     lab: Lab,
     verb: str,
@@ -183,10 +193,13 @@ def report(
     as_json: bool,
     dry_run: bool,
     counted_as: str | None = None,
+    *,
+    started: float,
     **details: Any,
 ) -> None:
     """Has a done action counted (as acting on `counted_as`, by default `target`), journals it
-    with the services that counted it (`counted_by`), then prints it."""
+    with the services that counted it (`counted_by`), then prints it (instants relative to
+    `started`, the command's start)."""
     if dry_run:
         doc = {"verb": verb, "target": target, "result": "dry-run", **details}
     else:
@@ -197,7 +210,9 @@ def report(
     if as_json:
         emit_json(doc)
     else:
-        extra = " ".join(f"{k}={format_value(v)}" for k, v in details.items() if k != "service")
+        extra = " ".join(
+            f"{k}={shown(k, v, started)}" for k, v in details.items() if k != "service"
+        )
         prefix = "would " if dry_run else ""
         out.print(f"{prefix}{verb} {target}" + (f" ({extra})" if extra else ""))
 

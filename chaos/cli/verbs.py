@@ -20,6 +20,7 @@ stays in the foreground until then; Ctrl-C or SIGTERM puts them back at once (ex
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -62,6 +63,7 @@ def verb(name: str, cls: type[Action]) -> click.Command:
             raise click.BadParameter(str(exc), param_hint=exc.arg.hint()) from None
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+        started = time.time()
         live = Live(lab)
         target = action.acts_on()
         details = action.described()
@@ -72,7 +74,7 @@ def verb(name: str, cls: type[Action]) -> click.Command:
             if live.stopped is not None:
                 lab.journal.append(name, target, "reverted", backend=lab.backend_name, **details)
                 stop_as(live.stopped)
-        report(lab, name, target, as_json, dry_run, action.counted_as(), **details)
+        report(lab, name, target, as_json, dry_run, action.counted_as(), started=started, **details)
 
     params = [_param(arg) for arg in cls.args] + list(
         reversed(getattr(command, "__click_params__", []))
