@@ -17,6 +17,7 @@ from rich.table import Table
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab, progress_display
 from chaos.engine.herd import HerdHooks, HerdMetrics, replicas_target, run_herd
 from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.runner import causes_text
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import cache_names
 from herdlab import loop, settings
@@ -113,6 +114,7 @@ def herd(
         "target": config.target,
         "users": result.users,
         "policy": policy,
+        "guards": config.guards,
         **result.summary(),
     }
     if as_json:
@@ -122,9 +124,23 @@ def herd(
     table = Table("herd", "", show_header=False)
     rows = [
         ("target", summary["target"]),
-        ("users / policy", f"{result.users:,} / {policy}"),
+        (
+            ("users / policy", f"{result.users:,} / {policy}")
+            if config.open_loop is None
+            else ("policy", policy)
+        ),
+        ("guards", config.guards),
         ("sent / ok / lost", f"{summary['sent']:,} / {summary['ok']:,} / {summary['lost']}"),
-        ("errors", ", ".join(f"{k} {v:,}" for k, v in summary["errors"].items()) or "none"),
+        (
+            "errors (first message)",
+            causes_text(
+                {
+                    code: {"count": n, "first": summary["error_messages"].get(code, "")}
+                    for code, n in summary["errors"].items()
+                }
+            )
+            or "none",
+        ),
         ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
         ("attempts", f"{summary['attempts']:,}"),
         ("channels ready at release", f"{summary['connected_channels']} of {config.channels}"),

@@ -377,3 +377,13 @@ def test_outage_and_flap_print_times_since_the_command_started(stack_dir: Path) 
     assert not re.search(r"\d{9,}", outage.stdout + flap.stdout)
     doc = json.loads(chaos(stack_dir, "outage", "db", "--for", "100ms", "--json").stdout)
     assert doc["down_at"] > 1e9 and doc["up_at"] > doc["down_at"]
+
+
+def test_the_herd_summary_names_its_guards_and_no_users_in_rate_mode(stack_dir: Path) -> None:
+    """Rate mode printed `users / policy: 0 / none`, and the guards in force were not shown."""
+    rate = chaos(stack_dir, "herd", "--rate", "50/s", "--duration", "500ms", "--guard", "budget")
+    assert rate.returncode == 0, rate.stderr
+    assert re.search(r"guards\s+│ budget", rate.stdout), rate.stdout
+    assert "users / policy" not in rate.stdout and re.search(r"policy\s+│ none", rate.stdout)
+    doc = json.loads(chaos(stack_dir, "herd", "--users", "3", "--json").stdout)
+    assert doc["guards"] == "none" and doc["error_messages"] == {}
