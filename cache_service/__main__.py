@@ -15,7 +15,7 @@ from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options
-from herdlab.grpcutil import Service, serve
+from herdlab.grpcutil import ServerCalls, Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, cache_pb2
 
@@ -62,6 +62,7 @@ def main(
     store = config.store()
     logs.setup(name)
     registry = CollectorRegistry()
+    ServerCalls(registry)
     serve_metrics(registry, metrics_host, metrics_port)
 
     async def run() -> None:

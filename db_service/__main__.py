@@ -13,7 +13,7 @@ from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options
-from herdlab.grpcutil import Service, serve
+from herdlab.grpcutil import ServerCalls, Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, db_pb2
 
@@ -40,6 +40,7 @@ def main(
     if token:
         raise click.UsageError(token)
     registry = CollectorRegistry()
+    ServerCalls(registry)
     db = Db(config, registry)
     serve_metrics(registry, metrics_host, metrics_port)
     services = [
