@@ -22,16 +22,14 @@ per-key count), `db_queries`, `lost`; `timeline` for the plot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
 from herdlab.config import format_duration
 
@@ -214,14 +212,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_expiry_herd(
-    config: ExpiryHerdConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped expiry-herd experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -37,15 +37,13 @@ end, in 1 s windows), `attempts` at each hop, `drops_by_stage` at the DB, `lost`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
 from herdlab.config import format_duration
@@ -296,14 +294,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_metastable(
-    config: MetastableConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped metastable experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

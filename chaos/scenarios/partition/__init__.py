@@ -14,15 +14,14 @@ saw an error, channels that stayed READY on dead connections, and when all were 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
+from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.partition.plot import plot_partition
 from chaos.wire.settings import FAULTS
 from herdlab.config import format_duration
@@ -205,12 +204,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_partition(
-    config: PartitionConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped partition experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress)

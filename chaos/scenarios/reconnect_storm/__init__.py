@@ -33,16 +33,15 @@ What is measured, all on the wall clock (comparable across processes):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
+from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 from herdlab.config import format_duration
 from herdlab.retry import POLICY_NAMES, RetryPolicy, parse_policy_names
@@ -315,15 +314,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_reconnect_storm(
-    config: ReconnectStormConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped reconnect-storm experiment with this configuration; returns its document
-    (a row per (reconnect backoff, herd policy) variant)."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

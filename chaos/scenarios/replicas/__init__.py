@@ -21,15 +21,13 @@ Three rows, each on a fresh stack:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.lab.backends.local import MAX_REPLICAS
 from chaos.scenarios.replicas.plot import plot_replicas
 from herdlab.config import format_duration
@@ -185,14 +183,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_replicas(
-    config: ReplicasConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped replicas experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

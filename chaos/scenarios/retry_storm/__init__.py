@@ -41,15 +41,13 @@ policy is the only one retrying.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.retry_storm.plot import plot_retry_storm
 from db_service.queueing import NAMES as DISCIPLINES
 from herdlab.config import format_duration
@@ -362,14 +360,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_retry_storm(
-    config: RetryStormConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped retry-storm experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

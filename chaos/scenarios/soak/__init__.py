@@ -37,16 +37,14 @@ summed over its incarnations (each read just before it was killed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from herdlab.config import format_duration
 
 SCENARIO = "soak"
@@ -240,15 +238,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_soak(
-    config: SoakConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped soak with this configuration on its own local stack (torn down at the
-    end); returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

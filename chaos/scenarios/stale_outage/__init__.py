@@ -17,16 +17,14 @@ per 100 ms for the plot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
 from herdlab.config import format_duration
 
@@ -184,14 +182,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_stale_outage(
-    config: StaleOutageConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped stale-outage experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -15,19 +15,19 @@ makes one attempt per miss (policy `none`), so one query is one client's miss.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import HerdResult, Outcome, ProgressFactory
+from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from herdlab.config import format_duration
 
+SCENARIO = "stampede"
 SHOWN_CLIENTS = 8
 # One Python herd process on 2 cores gets ~10,000 requests through the cache to the DB in about
 # 10 s (`chaos herd --users 10000` against `chaos up --no-coalescing` with a slow DB); twice
@@ -146,9 +146,9 @@ def configure(values: Mapping[str, Any]) -> StampedeConfig:
 
 
 KIND = KINDS.register(
-    "stampede",
+    SCENARIO,
     Kind(
-        "stampede",
+        SCENARIO,
         rows_key="scenarios",
         fields=(
             ("coalescing", "coalescing"),
@@ -176,14 +176,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_stampede(
-    config: StampedeConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped stampede experiment (coalescing off, then on); returns its document."""
-    return await run_scenario("stampede", config, emit, progress, command)
