@@ -80,8 +80,9 @@ class Kind:
     name: str
     # A second top-level key holding the same rows as `rows` (the name older documents used).
     rows_key: str = "rows"
-    # (row field, measure) in document order; a field absent here is named after its measure.
-    fields: tuple[tuple[str, str], ...] = ()
+    # The row's fields in document order: a measure's name (the field named after it) or a
+    # (row field, measure) pair; a measure absent here is a field named after it, after these.
+    fields: tuple[str | tuple[str, str], ...] = ()
     header: Callable[[Experiment], dict[str, Any]] = _no_header
     announce: Callable[[Experiment, Mapping[str, Any]], str] = field(
         default=lambda experiment, variant: f"{experiment.title}: {_variant_title(variant)}"
@@ -102,14 +103,19 @@ class Kind:
     reading: str = ""
 
     @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """(row field, measure) for each of `fields`."""
+        return tuple((f, f) if isinstance(f, str) else f for f in self.fields)
+
+    @property
     def measures(self) -> tuple[str, ...]:
-        return tuple(m for _, m in self.fields)
+        return tuple(m for _, m in self.pairs)
 
     def row(self, values: Mapping[str, Any], measures: tuple[str, ...]) -> Row:
         """The document's row: the kind's fields first, in order, then any other measure."""
-        named = {m: f for f, m in self.fields}
+        named = {m: f for f, m in self.pairs}
         row = {named.get(m, m): values[m] for m in measures}
-        ordered = {f: row[f] for f, _ in self.fields if f in row}
+        ordered = {f: row[f] for f, _ in self.pairs if f in row}
         ordered.update({k: v for k, v in row.items() if k not in ordered})
         return {**self.derive(ordered), **ordered}
 
