@@ -12,14 +12,21 @@ name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chaos.engine.spec import Experiment
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Row = dict[str, Any]
+C = TypeVar("C", bound="DataclassInstance")
+# The units a configuration's field names end in and its options' names do not.
+UNITS = ("_per_s", "_pct", "_s")
 
 
 def _no_header(experiment: Experiment) -> dict[str, Any]:
@@ -43,6 +50,19 @@ class ScenarioConfig(Protocol):
     def params(self) -> dict[str, Any]: ...
 
     def command(self) -> str: ...
+
+
+def from_options(config: type[C], values: Mapping[str, Any], **given: Any) -> C:
+    """The typed configuration `config` from a `chaos scenario NAME`'s options (`values`, by
+    param name): each field not `given` from the option of its name, or of its name without its
+    unit (`ttl_s` from `ttl`, `rate_per_s` from `rate`, `jitter_pct` from `jitter`); a field
+    without an option keeps its default."""
+    for f in dataclasses.fields(config):
+        names = (f.name, *(f.name.removesuffix(unit) for unit in UNITS))
+        option = next((n for n in names if n in values), None)
+        if f.name not in given and option is not None:
+            given[f.name] = values[option]
+    return config(**given)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
 from herdlab.config import format_duration
@@ -175,16 +175,7 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> ExpiryHerdConfig:
     """`chaos scenario expiry-herd`'s options: `jitter`, `beta` and `swr` are three rows' knobs."""
-    return ExpiryHerdConfig(
-        keys=values["keys"],
-        rate_per_s=values["rate"],
-        ttl_s=values["ttl"],
-        db_latency_s=values["db_latency"],
-        jitter_pct=values["jitter"],
-        beta=values["beta"],
-        swr_s=values["swr"],
-        seed=values["seed"],
-    )
+    return from_options(ExpiryHerdConfig, values)
 
 
 KIND = KINDS.register(

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
@@ -249,13 +249,12 @@ READING = (
 def configure(values: Mapping[str, Any]) -> MetastableConfig:
     """`chaos scenario metastable`'s options (no `--configuration`: the default ones)."""
     parsed = tuple(parse_configuration(c) for c in values["configurations"])
-    return MetastableConfig(
+    return from_options(
+        MetastableConfig,
+        values,
         configurations=parsed or DEFAULT_CONFIGURATIONS,
-        rate_per_s=values["rate"],
         trigger=values["trigger_kind"],
         trigger_s=values["trigger_for"],
-        after_s=values["after"],
-        seed=values["seed"],
     )
 
 

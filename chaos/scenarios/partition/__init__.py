@@ -20,7 +20,7 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.partition.plot import plot_partition
 from chaos.wire.settings import FAULTS
@@ -161,14 +161,9 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> PartitionConfig:
     """`chaos scenario partition`'s options: `--keepalive` is the ping interval and its timeout."""
-    return PartitionConfig(
-        users=values["users"],
-        channels=values["channels"],
-        outage_s=values["outage"],
-        keepalive_s=values["keepalive_timeout"],
-        keepalive_timeout_s=values["keepalive_timeout"],
-        faults=tuple(f.strip() for f in values["faults"].split(",") if f.strip()),
-        seed=values["seed"],
+    faults = tuple(f.strip() for f in values["faults"].split(",") if f.strip())
+    return from_options(
+        PartitionConfig, values, keepalive_s=values["keepalive_timeout"], faults=faults
     )
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from chaos.engine import spec
 from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 from herdlab.config import format_duration
@@ -265,13 +265,8 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> ReconnectStormConfig:
     """`chaos scenario reconnect-storm`'s options."""
-    return ReconnectStormConfig(
-        users=values["users"],
-        channels=values["channels"],
-        outage_s=values["outage"],
-        policies=tuple(parse_policy_names(values["policies"])),
-        seed=values["seed"],
-    )
+    policies = tuple(parse_policy_names(values["policies"]))
+    return from_options(ReconnectStormConfig, values, policies=policies)
 
 
 KIND = KINDS.register(

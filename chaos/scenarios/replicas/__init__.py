@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.lab.backends.local import MAX_REPLICAS
 from chaos.scenarios.replicas.plot import plot_replicas
@@ -144,9 +144,7 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> ReplicasConfig:
     """`chaos scenario replicas`'s options."""
-    return ReplicasConfig(
-        values["replicas"], values["users"], values["db_latency"], values["lease_timeout"]
-    )
+    return from_options(ReplicasConfig, values)
 
 
 KIND = KINDS.register(

@@ -43,7 +43,7 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
-from chaos.engine.kinds import Column, Kind, Row
+from chaos.engine.kinds import Column, Kind, Row, from_options
 from chaos.engine.registry import KINDS
 from herdlab.config import format_duration
 
@@ -196,7 +196,7 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> SoakConfig:
     """`chaos soak`'s options."""
-    return SoakConfig(cycles=values["cycles"], seed=values["seed"])
+    return from_options(SoakConfig, values)
 
 
 KIND = KINDS.register(

@@ -23,7 +23,7 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
 from herdlab.config import format_duration
@@ -145,14 +145,7 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> StaleOutageConfig:
     """`chaos scenario stale-outage`'s options."""
-    return StaleOutageConfig(
-        keys=values["keys"],
-        rate_per_s=values["rate"],
-        ttl_s=values["ttl"],
-        outage_s=values["outage"],
-        stale_if_error_s=values["stale_if_error"],
-        seed=values["seed"],
-    )
+    return from_options(StaleOutageConfig, values)
 
 
 KIND = KINDS.register(
