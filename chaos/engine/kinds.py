@@ -29,10 +29,6 @@ C = TypeVar("C", bound="DataclassInstance")
 UNITS = ("_per_s", "_pct", "_s")
 
 
-def _no_header(experiment: Experiment) -> dict[str, Any]:
-    return {}
-
-
 def _no_line(row: Row) -> list[str]:
     return []
 
@@ -103,7 +99,9 @@ class Kind:
     # The row's fields in document order: a measure's name (the field named after it) or a
     # (row field, measure) pair; a measure absent here is a field named after it, after these.
     fields: tuple[str | tuple[str, str], ...] = ()
-    header: Callable[[Experiment], dict[str, Any]] = _no_header
+    # The configuration it ran with, from its experiment: the document's `config`, beside
+    # `scenario` (its name). Without one the document has neither.
+    config: Callable[[Experiment], dict[str, Any]] | None = None
     announce: Callable[[Experiment, Mapping[str, Any]], str] = field(
         default=lambda experiment, variant: f"{experiment.title}: {_variant_title(variant)}"
     )
@@ -130,6 +128,12 @@ class Kind:
     @property
     def measures(self) -> tuple[str, ...]:
         return tuple(m for _, m in self.pairs)
+
+    def header(self, experiment: Experiment) -> dict[str, Any]:
+        """The document's top-level fields that say what ran."""
+        if self.config is None:
+            return {}
+        return {"scenario": self.name, "config": self.config(experiment)}
 
     def row(self, values: Mapping[str, Any], measures: tuple[str, ...]) -> Row:
         """The document's row: the kind's fields first, in order, then any other measure."""

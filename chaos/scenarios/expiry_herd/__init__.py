@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cache_service import freshness
@@ -109,18 +110,15 @@ class ExpiryHerdConfig:
         }
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd, cache, db = experiment.herd, experiment.cache, experiment.db
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "keys": herd.keys,
-            "rate_per_s": herd.rate_per_s,
-            "duration_s": herd.duration_s,
-            "ttl_s": cache.ttl_s,
-            "db_latency_s": db.latency_s,
-            "coalescing": cache.coalescing,
-        },
+        "keys": herd.keys,
+        "rate_per_s": herd.rate_per_s,
+        "duration_s": herd.duration_s,
+        "ttl_s": cache.ttl_s,
+        "db_latency_s": db.latency_s,
+        "coalescing": cache.coalescing,
     }
 
 
@@ -173,11 +171,6 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> ExpiryHerdConfig:
-    """`chaos scenario expiry-herd`'s options: `jitter`, `beta` and `swr` are three rows' knobs."""
-    return from_options(ExpiryHerdConfig, values)
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
@@ -193,13 +186,13 @@ KIND = KINDS.register(
             "latency_s",
             "timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Expiry herd: warm keys written together, refreshed by TTL, jitter, XFetch or SWR",
         columns=COLUMNS,
         plots=(Plot(plot_expiry_herd, "DB arrivals per 100 ms, per freshness policy"),),
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, ExpiryHerdConfig),
     ),
 )

@@ -168,22 +168,19 @@ class MetastableConfig:
         }
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
     steps = experiment.timeline
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "rate_per_s": herd.rate_per_s,
-            "duration_s": herd.duration_s,
-            "trigger": [s.do for s in steps],
-            "trigger_at_s": steps[0].at_s if steps else None,
-            "trigger_for_s": steps[1].after_s if len(steps) > 1 else None,
-            "db_capacity_per_s": db.capacity_per_s,
-            "db": {k: v for k, v in asdict(db).items() if k != "queue_discipline"},
-            "cache": {k: v for k, v in asdict(cache).items() if k != "guards"},
-            "herd_deadline_s": herd.deadline_s,
-        },
+        "rate_per_s": herd.rate_per_s,
+        "duration_s": herd.duration_s,
+        "trigger": [s.do for s in steps],
+        "trigger_at_s": steps[0].at_s if steps else None,
+        "trigger_for_s": steps[1].after_s if len(steps) > 1 else None,
+        "db_capacity_per_s": db.capacity_per_s,
+        "db": {k: v for k, v in asdict(db).items() if k != "queue_discipline"},
+        "cache": {k: v for k, v in asdict(cache).items() if k != "guards"},
+        "herd_deadline_s": herd.deadline_s,
     }
 
 
@@ -282,7 +279,7 @@ KIND = KINDS.register(
             "db_arrivals_per_s",
             "guard_timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"configuration": f"{row['guards']}/{row['queue']}"},

@@ -115,20 +115,17 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd = experiment.herd
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "users": herd.users,
-            "channels": herd.channels,
-            "think_s": herd.think_s,
-            "requests_per_user": herd.requests,
-            "deadline_s": herd.deadline_s,
-            "keepalive_timeout_s": herd.keepalive_timeout_s,
-            "reconnect": herd.reconnect,
-            "seed": herd.seed,
-        },
+        "users": herd.users,
+        "channels": herd.channels,
+        "think_s": herd.think_s,
+        "requests_per_user": herd.requests,
+        "deadline_s": herd.deadline_s,
+        "keepalive_timeout_s": herd.keepalive_timeout_s,
+        "reconnect": herd.reconnect,
+        "seed": herd.seed,
     }
 
 
@@ -190,7 +187,7 @@ KIND = KINDS.register(
             "probe_gaps",
             ("timeline", "reconnect_timeline"),
         ),
-        header=_header,
+        config=_config,
         describe=_describe,
         title="Partition vs kill: how soon the herd notices, how it comes back",
         columns=COLUMNS,

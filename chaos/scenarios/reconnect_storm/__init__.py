@@ -185,26 +185,23 @@ def config_of(experiment: spec.Experiment) -> ReconnectStormConfig:
     )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     config = config_of(experiment)
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "users": config.users,
-            "channels": config.channels,
-            "keys": config.keys,
-            "outage_s": config.outage_s,
-            "kill_after_s": config.kill_after_s,
-            "think_s": config.think_s,
-            "requests_per_user": config.requests_per_user,
-            "retry": {
-                "base_s": config.retry_base_s,
-                "cap_s": config.retry_cap_s,
-                "attempts": config.retry_attempts,
-                "deadline_s": config.deadline_s,
-            },
-            "seed": experiment.herd.seed,
+        "users": config.users,
+        "channels": config.channels,
+        "keys": config.keys,
+        "outage_s": config.outage_s,
+        "kill_after_s": config.kill_after_s,
+        "think_s": config.think_s,
+        "requests_per_user": config.requests_per_user,
+        "retry": {
+            "base_s": config.retry_base_s,
+            "cap_s": config.retry_cap_s,
+            "attempts": config.retry_attempts,
+            "deadline_s": config.deadline_s,
         },
+        "seed": experiment.herd.seed,
     }
 
 
@@ -299,7 +296,7 @@ KIND = KINDS.register(
             "seconds",
             ("timeline", "reconnect_timeline"),
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Reconnect storm: the cache dies under a herd holding M channels and comes back",

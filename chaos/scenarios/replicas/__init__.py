@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from chaos.engine import spec
@@ -72,17 +73,14 @@ class ReplicasConfig:
         )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "replicas": experiment.stack.replicas,
-            "users": herd.users,
-            "db_latency_s": db.latency_s,
-            "lease_timeout_s": cache.lease_timeout_s,
-            "redis_timeout_s": cache.redis_timeout_s,
-        },
+        "replicas": experiment.stack.replicas,
+        "users": herd.users,
+        "db_latency_s": db.latency_s,
+        "lease_timeout_s": cache.lease_timeout_s,
+        "redis_timeout_s": cache.redis_timeout_s,
     }
 
 
@@ -142,11 +140,6 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> ReplicasConfig:
-    """`chaos scenario replicas`'s options."""
-    return from_options(ReplicasConfig, values)
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
@@ -170,7 +163,7 @@ KIND = KINDS.register(
             "seconds",
             "replica_timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"name": _row_name(row)},
@@ -178,6 +171,6 @@ KIND = KINDS.register(
         columns=COLUMNS,
         plots=(Plot(plot_replicas, "Values, errors and DB queries per row"),),
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, ReplicasConfig),
     ),
 )

@@ -239,17 +239,14 @@ def config_of(experiment: spec.Experiment) -> RetryStormConfig:
     )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     config = config_of(experiment)
     return {
-        "scenario": SCENARIO,
-        "config": {
-            **asdict(config),
-            "policies": list(config.policies),
-            "guards": list(config.guards),
-            "queues": list(config.queues),
-            "retry_total_s": config.retry_budget_s,
-        },
+        **asdict(config),
+        "policies": list(config.policies),
+        "guards": list(config.guards),
+        "queues": list(config.queues),
+        "retry_total_s": config.retry_budget_s,
     }
 
 
@@ -347,7 +344,7 @@ KIND = KINDS.register(
             "timeline",
             "guard_timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Retry storm: the DB dies under a herd's fetches and comes back",

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from chaos.engine import spec
@@ -155,8 +156,8 @@ def config_of(experiment: spec.Experiment) -> SoakConfig:
     )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
-    return {"scenario": SCENARIO, "config": asdict(config_of(experiment))}
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
+    return asdict(config_of(experiment))
 
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
@@ -194,11 +195,6 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> SoakConfig:
-    """`chaos soak`'s options."""
-    return from_options(SoakConfig, values)
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
@@ -228,13 +224,13 @@ KIND = KINDS.register(
             "probe",
             ("recovery_s", "fault_recovery_s"),
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         flat=True,
         title="Soak: the DB and the cache killed, paused and restored, cycle after cycle",
         columns=COLUMNS,
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, SoakConfig),
     ),
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cache_service import freshness
@@ -88,21 +89,18 @@ class StaleOutageConfig:
         }
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd, cache = experiment.herd, experiment.cache
     steps = experiment.timeline
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "keys": herd.keys,
-            "rate_per_s": herd.rate_per_s,
-            "duration_s": herd.duration_s,
-            "ttl_s": cache.ttl_s,
-            "outage_at_s": steps[0].at_s if steps else None,
-            "outage_s": steps[1].after_s if len(steps) > 1 else None,
-            "herd_deadline_s": herd.deadline_s,
-            "fetch_budget_s": cache.retry_total_s,
-        },
+        "keys": herd.keys,
+        "rate_per_s": herd.rate_per_s,
+        "duration_s": herd.duration_s,
+        "ttl_s": cache.ttl_s,
+        "outage_at_s": steps[0].at_s if steps else None,
+        "outage_s": steps[1].after_s if len(steps) > 1 else None,
+        "herd_deadline_s": herd.deadline_s,
+        "fetch_budget_s": cache.retry_total_s,
     }
 
 
@@ -143,11 +141,6 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> StaleOutageConfig:
-    """`chaos scenario stale-outage`'s options."""
-    return from_options(StaleOutageConfig, values)
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
@@ -165,13 +158,13 @@ KIND = KINDS.register(
             "latency_s",
             "answers",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Stale outage: warm keys through a DB outage, with and without stale-if-error",
         columns=COLUMNS,
         plots=(Plot(plot_stale_outage, "Fresh, stale and failed answers per 100 ms"),),
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, StaleOutageConfig),
     ),
 )
