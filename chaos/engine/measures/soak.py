@@ -21,29 +21,20 @@ def _cache(obs: Observations, moment: str, figure: str) -> int | None:
     return None if found is None else int(found["cache"][moment][figure])
 
 
-@measure("cycles")
-def cycles(obs: Observations) -> int | None:
-    found = report(obs)
-    return None if found is None else int(found["cycles"])
+def _count(name: str) -> None:
+    """Registers the measure `name`: the report's count of that name."""
+
+    def count(obs: Observations) -> int | None:
+        found = report(obs)
+        return None if found is None else int(found[name])
+
+    measure(name)(count)
 
 
-@measure("db_restarts")
-def db_restarts(obs: Observations) -> int | None:
-    found = report(obs)
-    return None if found is None else int(found["db_restarts"])
-
-
-@measure("db_version_last")
-def db_version_last(obs: Observations) -> int | None:
-    """The data version the last DB served (each restore serves the next one)."""
-    found = report(obs)
-    return None if found is None else int(found["db_version_last"])
-
-
-@measure("cache_restarts")
-def cache_restarts(obs: Observations) -> int | None:
-    found = report(obs)
-    return None if found is None else int(found["cache_restarts"])
+_count("cycles")
+_count("db_restarts")
+_count("db_version_last")  # the data version the last DB served (each restore serves the next)
+_count("cache_restarts")
 
 
 @measure("fault_recovery_s")

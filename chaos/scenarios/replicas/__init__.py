@@ -113,22 +113,20 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
-COLUMNS = tuple(
-    Column("name" if field == "row" else field, field, "cell")
-    for field in (
-        "row",
-        "replicas",
-        "leases",
-        "db_queries",
-        "holder_killed",
-        "served_after_s",
-        "takeover_after_s",
-        "client_errors",
-        "lost",
-        "takeovers",
-        "lease_waits",
-    )
+# The fields the table shows (after the row's name), first in each row.
+SHOWN = (
+    "replicas",
+    "leases",
+    "db_queries",
+    "holder_killed",
+    "served_after_s",
+    "takeover_after_s",
+    "client_errors",
+    "lost",
+    "takeovers",
+    "lease_waits",
 )
+COLUMNS = (Column("name", "row", "cell"), *(Column(field, format="cell") for field in SHOWN))
 READING = (
     "Each row is one stack of R replicas under one herd on one cold key. `db_queries` "
     "is what the DB counted: with only local single-flight each replica that got a user "
@@ -145,17 +143,8 @@ KIND = KINDS.register(
     Kind(
         SCENARIO,
         fields=(
-            "replicas",
-            "leases",
-            "db_queries",
-            "holder_killed",
-            "served_after_s",
-            "takeover_after_s",
-            "client_errors",
-            "lost",
+            *SHOWN,
             "errors",
-            "takeovers",
-            "lease_waits",
             "redis_fallbacks",
             "wrong_values",
             "sources",
