@@ -8,7 +8,7 @@ first use: importing it costs about a third of a second, which commands that dra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,6 +20,14 @@ def new_figure(width_in: float, height_in: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width_in, height_in))
+
+
+def stacked(rows: int, row_in: float, *, sharey: bool = False) -> tuple[Figure, Any]:
+    """A figure 12 in wide of `rows` axes one above the other on a shared x (time) axis, and
+    with `sharey` a shared y axis, each `row_in` tall, with room for a title: the figure and
+    its axes (`axes[i, 0]`)."""
+    fig = new_figure(12, row_in * rows + 0.9)
+    return fig, fig.subplots(rows, 1, sharex=True, sharey=sharey, squeeze=False)
 
 
 def save(fig: Figure, path: Path) -> Path:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import save, stacked
 
 Doc = Mapping[str, Any]
 
@@ -15,8 +15,7 @@ def plot_replicas(doc: Doc, path: Path) -> Path:
     """One panel per row on a shared time axis: values served (bars) and typed errors (red
     bars) per 100 ms, each query reaching the DB (orange stems), the replica's kill (a line)."""
     shown = doc["rows"]
-    fig = new_figure(12, 2.4 * max(1, len(shown)) + 0.9)
-    axes = fig.subplots(max(1, len(shown)), 1, sharex=True, squeeze=False)
+    fig, axes = stacked(max(1, len(shown)), 2.4)
     for ax, row in zip(axes[:, 0], shown, strict=False):
         line = row["replica_timeline"]
         bin_s = line["bin_s"]
