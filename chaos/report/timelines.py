@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import RELEASE, new_figure, save
 
 ARRIVALS = "DB arrivals"  # the bars' label, first in the legend
 # The guards' state drawn in a row's strip, by `guard_timeline` key, with its label.
@@ -98,7 +98,7 @@ def plot_timelines(
         ax.grid(axis="y", alpha=0.3)
         if strips:
             _guard_strip(axes[index * step + 1, 0], row)
-    axes[-1, 0].set_xlabel("seconds since the herd's release")
+    axes[-1, 0].set_xlabel(RELEASE)
     fig.suptitle(title, fontsize=11)
     return save(fig, path)
 
