@@ -23,6 +23,7 @@ from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.partition.plot import plot_partition
+from chaos.scenarios.reconnect_storm import channel_problems, error_counts, narrated_s
 from chaos.wire.settings import FAULTS
 from herdlab.config import format_duration
 
@@ -45,11 +46,7 @@ class PartitionConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.users <= 100_000:
-            found.append(f"users must be in 1..100000, got {self.users}")
-        if not 1 <= self.channels <= min(self.users, 1024):
-            found.append(f"channels must be in 1..min(users, 1024), got {self.channels}")
+        found = channel_problems(self.users, self.channels)
         if not 0 < self.outage_s <= 600:
             found.append(f"the partition must last (0, 600s], got {self.outage_s:g}s")
         if not 0 < self.keepalive_s <= 3600:
@@ -102,15 +99,11 @@ class PartitionConfig:
 
 
 def _describe(row: Row) -> list[str]:
-    def secs(value: float | None) -> str:
-        return "never" if value is None else f"{value:.2f}s"
-
-    errors = ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items()))
     return [
-        f"  first error {secs(row['noticed_s'])} after the fault; {row['stayed_ready']} of "
+        f"  first error {narrated_s(row['noticed_s'])} after the fault; {row['stayed_ready']} of "
         f"{row['channels']} channels stayed READY through it; all READY again "
-        f"{secs(row['all_ready_after_heal_s'])} after the heal; {row['reconnect_attempts']} "
-        f"reconnect attempts; {row['ok']:,}/{row['requests']:,} ok; errors: {errors or 'none'}; "
+        f"{narrated_s(row['all_ready_after_heal_s'])} after the heal; {row['reconnect_attempts']} "
+        f"reconnect attempts; {row['ok']:,}/{row['requests']:,} ok; errors: {error_counts(row)}; "
         f"lost {row['lost']}"
     ]
 

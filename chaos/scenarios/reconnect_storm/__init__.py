@@ -52,6 +52,16 @@ RECONNECT_NAMES = tuple(RECONNECTS)
 ATTEMPT_TIMEOUT_S = 2.0
 
 
+def channel_problems(users: int, channels: int) -> list[str]:
+    """What is wrong with a herd of `users` on `channels` channels (each its own connection)."""
+    found = []
+    if not 1 <= users <= 100_000:
+        found.append(f"users must be in 1..100000, got {users}")
+    if not 1 <= channels <= min(users, 1024):
+        found.append(f"channels must be in 1..min(users, 1024), got {channels}")
+    return found
+
+
 @dataclass(frozen=True)
 class ReconnectStormConfig:
     users: int = 1000
@@ -76,11 +86,7 @@ class ReconnectStormConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.users <= 100_000:
-            found.append(f"users must be in 1..100000, got {self.users}")
-        if not 1 <= self.channels <= min(self.users, 1024):
-            found.append(f"channels must be in 1..min(users, 1024), got {self.channels}")
+        found = channel_problems(self.users, self.channels)
         if not 1 <= self.keys <= 10_000_000:
             found.append(f"keys must be in 1..10000000, got {self.keys}")
         if not 0 < self.outage_s <= 600:
@@ -217,19 +223,25 @@ def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     )
 
 
-def _describe(row: Row) -> list[str]:
-    def secs(value: float | None) -> str:
-        return "never" if value is None else f"{value:.2f}s"
+def narrated_s(value: float | None) -> str:
+    """A time as narration says it (`never`: None)."""
+    return "never" if value is None else f"{value:.2f}s"
 
-    errors = ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items()))
+
+def error_counts(row: Row) -> str:
+    """The row's client errors by gRPC code, as narration says them (`none`)."""
+    return ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items())) or "none"
+
+
+def _describe(row: Row) -> list[str]:
     return [
-        f"  first success {secs(row['time_to_first_success_s'])} after the restart, "
-        f"all {row['channels']} channels READY {secs(row['time_to_all_channels_ready_s'])}; "
+        f"  first success {narrated_s(row['time_to_first_success_s'])} after the restart, "
+        f"all {row['channels']} channels READY {narrated_s(row['time_to_all_channels_ready_s'])}; "
         f"{row['reconnect_attempts']} reconnect attempts "
         f"({row['reconnect_attempts_in_outage']} during the outage); "
         f"{row['herd_attempts']:,} herd attempts (peak {row['herd_attempts_peak_per_100ms']:,} "
         f"per 100ms after the kill); {row['ok']:,}/{row['requests']:,} ok; errors: "
-        f"{errors or 'none'}; failed after the restart {row['failed_after_restore']:,}; "
+        f"{error_counts(row)}; failed after the restart {row['failed_after_restore']:,}; "
         f"lost {row['lost']}"
     ]
 
