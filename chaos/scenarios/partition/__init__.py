@@ -19,11 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.partition.plot import plot_partition
-from chaos.scenarios.reconnect_storm import channel_problems, error_counts, narrated_s
+from chaos.scenarios.reconnect_storm import (
+    channel_problems,
+    error_counts,
+    narrated_s,
+    trial_limit_s,
+)
 from chaos.wire.settings import FAULTS
 from herdlab.config import format_duration
 
@@ -68,9 +72,9 @@ class PartitionConfig:
 
     @property
     def limit_s(self) -> float:
-        per_request = self.think_s + self.deadline_s + LOST_MARGIN_S
-        herd_s = CONNECT_TIMEOUT_S + self.requests_per_user * per_request
-        return min(spec.MAX_LIMIT_S, herd_s + self.fault_after_s + self.outage_s)
+        return trial_limit_s(
+            self.requests_per_user, self.think_s, self.deadline_s, self.fault_after_s, self.outage_s
+        )
 
     def params(self) -> dict[str, Any]:
         return {

@@ -52,6 +52,17 @@ RECONNECT_NAMES = tuple(RECONNECTS)
 ATTEMPT_TIMEOUT_S = 2.0
 
 
+def trial_limit_s(
+    requests_per_user: int, think_s: float, deadline_s: float, fault_at_s: float, outage_s: float
+) -> float:
+    """No trial runs longer than this: the herd's bound (every request is bounded by its
+    deadline) plus the fault's start (after the release) and its length, within what an
+    experiment may ask."""
+    per_request = think_s + deadline_s + LOST_MARGIN_S
+    herd_s = CONNECT_TIMEOUT_S + requests_per_user * per_request
+    return min(spec.MAX_LIMIT_S, herd_s + fault_at_s + outage_s)
+
+
 def channel_problems(users: int, channels: int) -> list[str]:
     """What is wrong with a herd of `users` on `channels` channels (each its own connection)."""
     found = []
@@ -130,11 +141,9 @@ class ReconnectStormConfig:
 
     @property
     def limit_s(self) -> float:
-        """No trial runs longer than this: the herd's bound (every request is bounded by its
-        deadline) plus the kill and the outage, within what an experiment may ask."""
-        per_request = self.think_s + self.deadline_s + LOST_MARGIN_S
-        herd_s = CONNECT_TIMEOUT_S + self.requests_per_user * per_request
-        return min(spec.MAX_LIMIT_S, herd_s + self.kill_after_s + self.outage_s)
+        return trial_limit_s(
+            self.requests_per_user, self.think_s, self.deadline_s, self.kill_after_s, self.outage_s
+        )
 
     def params(self) -> dict[str, Any]:
         """The shipped experiment's params for this configuration."""
