@@ -96,6 +96,30 @@ PROBABILITY = ProbabilityType()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+PORT = click.IntRange(0, 65535)
+
+
+def env_option(
+    flag: str,
+    envvar: str,
+    default: Any,
+    help: str,
+    *,
+    type: click.ParamType[Any] | None = None,
+    show_default: bool | str | None = True,
+) -> Callable[[F], F]:
+    """An option settable by the environment variable `envvar`, both shown in its help."""
+    return click.option(
+        flag,
+        envvar=envvar,
+        default=default,
+        type=type,
+        show_default=show_default,
+        show_envvar=True,
+        help=help,
+    )
+
+
 def server_options(
     prog_name: str, env_prefix: str, port: int, metrics_port: int
 ) -> Callable[[F], F]:
@@ -109,55 +133,34 @@ def server_options(
             click.version_option(
                 None, "--version", "show_version", package_name="herdlab", prog_name=prog_name
             ),
-            click.option(
-                "--host",
-                envvar=f"{env_prefix}_HOST",
-                default="127.0.0.1",
-                show_default=True,
-                show_envvar=True,
-                help="gRPC listen address.",
-            ),
-            click.option(
-                "--port",
-                envvar=f"{env_prefix}_PORT",
-                default=port,
-                type=click.IntRange(0, 65535),
-                show_default=True,
-                show_envvar=True,
-                help="gRPC port.",
-            ),
-            click.option(
+            env_option("--host", f"{env_prefix}_HOST", "127.0.0.1", "gRPC listen address."),
+            env_option("--port", f"{env_prefix}_PORT", port, "gRPC port.", type=PORT),
+            env_option(
                 "--metrics-host",
-                envvar=f"{env_prefix}_METRICS_HOST",
-                default="127.0.0.1",
-                show_default=True,
-                show_envvar=True,
-                help="Prometheus /metrics listen address.",
+                f"{env_prefix}_METRICS_HOST",
+                "127.0.0.1",
+                "Prometheus /metrics listen address.",
             ),
-            click.option(
+            env_option(
                 "--metrics-port",
-                envvar=f"{env_prefix}_METRICS_PORT",
-                default=metrics_port,
-                type=click.IntRange(0, 65535),
-                show_default=True,
-                show_envvar=True,
-                help="Prometheus /metrics port (0: off).",
+                f"{env_prefix}_METRICS_PORT",
+                metrics_port,
+                "Prometheus /metrics port (0: off).",
+                type=PORT,
             ),
-            click.option(
+            env_option(
                 "--grace",
-                envvar="HERDLAB_GRACE",
-                default="5s",
+                "HERDLAB_GRACE",
+                "5s",
+                "On SIGTERM, how long in-flight calls may take to finish.",
                 type=DURATION,
-                show_default=True,
-                show_envvar=True,
-                help="On SIGTERM, how long in-flight calls may take to finish.",
             ),
-            click.option(
+            env_option(
                 "--admin-token",
-                envvar="HERDLAB_ADMIN_TOKEN",
-                default=None,
-                show_envvar=True,
-                help="Token the admin plane requires (required when --host is not loopback).",
+                "HERDLAB_ADMIN_TOKEN",
+                None,
+                "Token the admin plane requires (required when --host is not loopback).",
+                show_default=None,
             ),
         ]
         for option in reversed(options):

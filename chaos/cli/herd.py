@@ -21,6 +21,7 @@ from chaos.engine.runner import causes_text
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import cache_names
 from herdlab import loop, settings
+from herdlab.config import PORT, env_option
 from herdlab.metrics import serve_metrics
 
 # Settings of an experiment's timeline, not of one herd run from the command line.
@@ -70,21 +71,19 @@ def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
     help="The cache's gRPC address [default: the local stack's cache].",
 )
 @settings.options(HerdSettings, None, skip=_NOT_FLAGS)
-@click.option(
+@env_option(
     "--metrics-port",
-    envvar="HERDLAB_HERD_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Serve the herd's /metrics on PORT while it runs (0: off).",
+    "HERDLAB_HERD_METRICS_PORT",
+    0,
+    "Serve the herd's /metrics on PORT while it runs (0: off).",
+    type=PORT,
+    show_default=None,
 )
-@click.option(
+@env_option(
     "--metrics-host",
-    envvar="HERDLAB_HERD_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
-    show_envvar=True,
-    help="Listen address of the herd's /metrics.",
+    "HERDLAB_HERD_METRICS_HOST",
+    "127.0.0.1",
+    "Listen address of the herd's /metrics.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_lab

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,6 +51,7 @@ from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
 from herdlab.auth import AdminError
+from herdlab.config import PORT, F, env_option
 from herdlab.retry import POLICY_NAMES
 from herdlab.settings import Settings
 
@@ -98,40 +100,19 @@ for _command in (*COMMANDS, *WIRE_COMMANDS, herd, run, scenario, soak, demo, rep
 # -- stack ----------------------------------------------------------------------------------
 
 
+def _free_port_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
+    """A port option whose default, 0, takes a free port."""
+    return env_option(
+        flag, envvar, 0, f"{what} [default: a free port].", type=PORT, show_default=None
+    )
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print the stack as JSON.")
-@click.option(
-    "--db-port",
-    envvar="HERDLAB_DB_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="DB gRPC port [default: a free port].",
-)
-@click.option(
-    "--db-metrics-port",
-    envvar="HERDLAB_DB_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="DB /metrics port [default: a free port].",
-)
-@click.option(
-    "--cache-port",
-    envvar="HERDLAB_CACHE_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Cache gRPC port [default: a free port].",
-)
-@click.option(
-    "--cache-metrics-port",
-    envvar="HERDLAB_CACHE_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Cache /metrics port [default: a free port].",
-)
+@_free_port_option("--db-port", "HERDLAB_DB_PORT", "DB gRPC port")
+@_free_port_option("--db-metrics-port", "HERDLAB_DB_METRICS_PORT", "DB /metrics port")
+@_free_port_option("--cache-port", "HERDLAB_CACHE_PORT", "Cache gRPC port")
+@_free_port_option("--cache-metrics-port", "HERDLAB_CACHE_METRICS_PORT", "Cache /metrics port")
 @click.option(
     "--policy",
     type=click.Choice(POLICY_NAMES),

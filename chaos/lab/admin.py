@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 
-from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
+from herdlab.admin_client import AdminClient
+from herdlab.auth import TOKEN_ENV, admin_metadata
 from herdlab.grpcutil import channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
@@ -23,60 +23,33 @@ from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_p
 # (paused, busy, gone) simply does not count it.
 NOTE_TIMEOUT_S = 2.0
 
+T = TypeVar("T")
 
-class Admin:
+
+class Admin(AdminClient):
     """Admin clients for one DB and one cache. Use as `async with Admin(db, cache) as admin`."""
 
     def __init__(self, db_target: str, cache_target: str, token: str | None = None) -> None:
         """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
-        self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
-        self.db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
-        self.cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
+        super().__init__(token)
+        self.db_channel = self._open(db_target)
+        self.cache_channel = self._open(cache_target)
         self.db_admin = admin_pb2_grpc.DbAdminStub(self.db_channel)
         self.cache_admin = admin_pb2_grpc.CacheAdminStub(self.cache_channel)
         self.cache = cache_pb2_grpc.CacheStub(self.cache_channel)
         self.targets = {"db": db_target, "cache": cache_target}
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.db_channel.close(grace=None)
-        await self.cache_channel.close(grace=None)
-
-    def _error(self, service: str, exc: grpc.aio.AioRpcError) -> AdminError:
-        return AdminError(
-            f"{service} at {self.targets[service]}: {exc.code().name}: {exc.details()}"
-        )
+    async def _admin(self, service: str, rpc: Callable[..., Awaitable[T]], request: Any) -> T:
+        return await self._call(f"{service} at {self.targets[service]}", rpc, request)
 
     async def db_state(self) -> admin_pb2.DbState:
-        try:
-            return await self.db_admin.GetState(
-                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.GetState, admin_pb2.Empty())
 
     async def set_faults(self, faults: admin_pb2.Faults) -> admin_pb2.DbState:
-        try:
-            return await self.db_admin.SetFaults(
-                faults, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.SetFaults, faults)
 
     async def set_capacity(self, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
-        try:
-            return await self.db_admin.SetCapacity(
-                capacity, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.SetCapacity, capacity)
 
     async def set_queue_discipline(
         self, discipline: str, target_s: float | None = None, interval_s: float | None = None
@@ -91,40 +64,19 @@ class Admin:
         return await self.set_capacity(capacity)
 
     async def cache_state(self) -> admin_pb2.CacheState:
-        try:
-            return await self.cache_admin.GetState(
-                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        return await self._admin("cache", self.cache_admin.GetState, admin_pb2.Empty())
 
     async def set_coalescing(self, enabled: bool) -> admin_pb2.CacheState:
-        try:
-            return await self.cache_admin.SetCoalescing(
-                admin_pb2.Coalescing(enabled=enabled),
-                timeout=ADMIN_TIMEOUT_S,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        request = admin_pb2.Coalescing(enabled=enabled)
+        return await self._admin("cache", self.cache_admin.SetCoalescing, request)
 
     async def set_freshness(self, freshness: admin_pb2.Freshness) -> admin_pb2.CacheState:
         """Sets the fields of `freshness` that are set; the others keep their value."""
-        try:
-            return await self.cache_admin.SetFreshness(
-                freshness, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        return await self._admin("cache", self.cache_admin.SetFreshness, freshness)
 
     async def reset_db_peaks(self) -> admin_pb2.DbState:
         """Starts the DB's per-key peak (`max_in_flight_per_key`) again from now."""
-        try:
-            return await self.db_admin.ResetPeaks(
-                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.ResetPeaks, admin_pb2.Empty())
 
     async def expire(self, keys: list[str] | None) -> int:
         """Expires `keys`, or every key when `keys` is None; returns how many were present."""
@@ -133,12 +85,7 @@ class Admin:
             if keys is None
             else cache_pb2.ExpireRequest(keys=keys)
         )
-        try:
-            reply = await self.cache.Expire(
-                request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        reply = await self._admin("cache", self.cache.Expire, request)
         return int(reply.expired)
 
     async def db_arrivals(self, after_seq: int = 0) -> list[int]:
@@ -150,21 +97,11 @@ class Admin:
         return await self._record("cache", after_seq)
 
     async def _record(self, service: str, after_seq: int) -> list[int]:
+        rpc = self.db_admin.GetArrivals if service == "db" else self.cache_admin.GetAttempts
         times: list[int] = []
         seq = after_seq
         for _ in range(10_000):  # bounded: at most 10,000 pages of up to 100,000 events
-            request = admin_pb2.RecordRequest(after_seq=seq)
-            try:
-                if service == "db":
-                    page = await self.db_admin.GetArrivals(
-                        request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-                    )
-                else:
-                    page = await self.cache_admin.GetAttempts(
-                        request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-                    )
-            except grpc.aio.AioRpcError as exc:
-                raise self._error(service, exc) from exc
+            page = await self._admin(service, rpc, admin_pb2.RecordRequest(after_seq=seq))
             times.extend(page.times_ns)
             seq = page.first_seq + len(page.times_ns) - 1
             if seq >= page.total or not page.times_ns:

@@ -25,13 +25,16 @@ import json
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from chaos.lab.backends.base import BackendError, ServiceInfo, role_of
 from chaos.lab.ports import HOST, free_port
+
+if TYPE_CHECKING:
+    from chaos.lab.backends.local import LocalStack
 
 NAME = "prometheus"
 LAB_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -156,23 +159,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-class Helpers(Protocol):
-    """What starting Prometheus needs of a stack: its folder, and a way to start a helper
-    process beside its services (`LocalStack.start_helper`)."""
-
-    state_dir: Path
-
-    def start_helper(
-        self,
-        name: str,
-        argv: Sequence[str],
-        metrics: str,
-        ready: Callable[[], bool],
-        timeout_s: float,
-    ) -> ServiceInfo: ...
-
-
-def start(stack: Helpers, timeout_s: float = READY_TIMEOUT_S) -> ServiceInfo:
+def start(stack: LocalStack, timeout_s: float = READY_TIMEOUT_S) -> ServiceInfo:
     """Starts Prometheus for `stack` (which must be up) on a free 127.0.0.1 port; returns once
     it answers ready. A port taken between choosing and binding is chosen again (at most
     `BIND_TRIES` times)."""
@@ -186,7 +173,7 @@ def start(stack: Helpers, timeout_s: float = READY_TIMEOUT_S) -> ServiceInfo:
     return _start_once(stack, executable, timeout_s)
 
 
-def _start_once(stack: Helpers, executable: str, timeout_s: float) -> ServiceInfo:
+def _start_once(stack: LocalStack, executable: str, timeout_s: float) -> ServiceInfo:
     folder = prometheus_dir(stack.state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     listen = f"{HOST}:{free_port()}"

@@ -15,7 +15,7 @@ freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_C
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -140,22 +140,14 @@ class DockerBackend(Backend):
         return services
 
     def kill(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "running")
-        try:
+        def kill(container: Any) -> None:
             container.kill(signal="SIGKILL")
             container.wait(condition="not-running", timeout=STOP_TIMEOUT_S)
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: killing {service} failed: {_one_line(exc)}") from exc
-        return self._refresh(service, container)
+
+        return self._refresh(service, self._change(service, "running", "killing", kill))
 
     def restore(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "stopped")
-        try:
-            container.start()
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: starting {service} failed: {_one_line(exc)}") from exc
+        container = self._change(service, "stopped", "starting", lambda c: c.start())
         info = self._info(service, container)
         if self._wait_ready(service, container, info.grpc):
             return self._refresh(service, container)
@@ -167,24 +159,26 @@ class DockerBackend(Backend):
         raise BackendError(problem + self._last_log_line(container))
 
     def pause(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "running")
-        try:
-            container.pause()
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: pausing {service} failed: {_one_line(exc)}") from exc
-        return self._refresh(service, container)
+        return self._refresh(
+            service, self._change(service, "running", "pausing", lambda c: c.pause())
+        )
 
     def resume(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "paused")
-        try:
-            container.unpause()
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: resuming {service} failed: {_one_line(exc)}") from exc
+        container = self._change(service, "paused", "resuming", lambda c: c.unpause())
         return self._refresh(service, container)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _change(self, service: str, state: str, doing: str, change: Callable[[Any], None]) -> Any:
+        """`service`'s container, once `change` is done to it; BackendError unless it was in
+        `state` or if the engine refused (`doing`: what the error says was tried)."""
+        container = self._container(service)
+        self._require(service, container, state)
+        try:
+            change(container)
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: {doing} {service} failed: {_one_line(exc)}") from exc
+        return container
 
     def _wait_ready(self, service: str, container: Any, target: str) -> bool:
         """Waits for SERVING (Redis: for PONG), giving up early if the container stops again

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,22 +172,8 @@ class LocalStack(Backend):
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
             )
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
-        for _ in range(BIND_TRIES - 1):
-            try:
-                return self._up(
-                    db_args,
-                    cache_args,
-                    *chosen,
-                    timeout_s=timeout_s,
-                    proxy=proxy,
-                    replicas=replicas,
-                    redis=redis,
-                )
-            except BackendError as exc:
-                text = str(exc).lower()
-                if any(chosen) or not ("bind" in text or "address already in use" in text):
-                    raise
-        return self._up(
+        up = partial(
+            self._up,
             db_args,
             cache_args,
             *chosen,
@@ -195,6 +182,14 @@ class LocalStack(Backend):
             replicas=replicas,
             redis=redis,
         )
+        for _ in range(BIND_TRIES - 1):
+            try:
+                return up()
+            except BackendError as exc:
+                text = str(exc).lower()
+                if any(chosen) or not ("bind" in text or "address already in use" in text):
+                    raise
+        return up()
 
     def _up(
         self,
