@@ -214,7 +214,7 @@ def up(
     )
     if with_prometheus:
         try:
-            prometheus.start(lab.stack)
+            prometheus.start(lab.stack.state_dir, lab.stack.start_helper)
         except BaseException:
             lab.stack.down()
             raise
