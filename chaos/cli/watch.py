@@ -294,7 +294,8 @@ def _load_bar(ratio: float | None) -> Text:
 
 
 def _guard_items(guard: Mapping[str, Any]) -> list[str]:
-    """A guard's state, one `key value` each, after its name; its rejections last."""
+    """A guard's state, one `key value` each, after its name; its rejections last, set apart by
+    a second space."""
     state = [f"{k} {v:g}" for k, v in sorted(guard["state"].items())]
     rejected = guard["rejected_per_s"]
     tail = [f" rejected {rejected:,.1f}/s"] if rejected is not None else []
