@@ -25,7 +25,7 @@ from herdlab.config import PORT, env_option
 from herdlab.metrics import serve_metrics
 
 # Settings of an experiment's timeline, not of one herd run from the command line.
-_NOT_FLAGS = ("rounds",)
+NOT_FLAGS = ("rounds",)
 # The open loop's own settings (need --rate) and the burst's (cannot go with it).
 _OPEN_LOOP = ("duration_s", "max_in_flight")
 _BURST = ("users", "requests", "think_s")
@@ -70,7 +70,7 @@ def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
     show_envvar=True,
     help="The cache's gRPC address [default: the local stack's cache].",
 )
-@settings.options(HerdSettings, None, skip=_NOT_FLAGS)
+@settings.options(HerdSettings, None, skip=NOT_FLAGS)
 @env_option(
     "--metrics-port",
     "HERDLAB_HERD_METRICS_PORT",

@@ -288,7 +288,8 @@ def status(lab: Lab, as_json: bool) -> None:
 )
 @pass_lab
 def logs(lab: Lab, service: str, follow: bool, lines: int) -> None:
-    """Print a service's log: one logfmt line per start, admin change and drain."""
+    """Print a service's log: one logfmt line per start, admin change and drain (of the stack
+    that is up, else of the last one)."""
     for line in lab.backend().logs(service, lines=lines, follow=follow):
         click.echo(line)
 

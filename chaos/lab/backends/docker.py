@@ -53,11 +53,20 @@ _STATES = {"running": "running", "paused": "paused"}
 _ENGINE_ERRORS = (docker.errors.DockerException, OSError)
 
 
+def _metrics_env(service: str) -> str:
+    return f"HERDLAB_{service.upper().replace('-', '_')}_METRICS_URL"
+
+
 def metrics_url(service: str) -> str:
     """Where `service`'s /metrics answers as seen from this machine: the environment's
     `HERDLAB_<SERVICE>_METRICS_URL`, else the port the compose file publishes."""
-    env = service.upper().replace("-", "_")
-    return os.environ.get(f"HERDLAB_{env}_METRICS_URL") or DEFAULT_METRICS.get(service, "")
+    return os.environ.get(_metrics_env(service)) or DEFAULT_METRICS.get(service, "")
+
+
+def metrics_urls_given() -> bool:
+    """Whether the environment says where some service's /metrics answers (a stack reached
+    without the engine: another machine, a tunnel)."""
+    return any(os.environ.get(_metrics_env(service)) for service in DEFAULT_METRICS)
 
 
 def _one_line(error: BaseException) -> str:

@@ -19,12 +19,18 @@ the cache's DB target is then the proxy's `db` link, and clients of the cache re
 the `cache` link (`client_target`). The proxy is a process of its own, not a task inside a
 `chaos` invocation, so faults put in force by one `chaos partition` outlive it and expire on the
 proxy's own timer; it is stopped with the stack.
+
+Logs: each process writes to `<state_dir>/logs/<name>.log`, which holds one stack's lines (every
+start of the service in it: a restore appends). `up` first moves the previous stack's files into
+`logs/<its start>/` (a UTC stamp, `20261207T101500.123456Z`), and `down` leaves them in place, so
+`chaos logs` shows the last stack's log once it is down.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import signal
 import subprocess
 import sys
@@ -49,6 +55,7 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 BIND_TRIES = 3
 FOLLOW_POLL_S = 0.2  # `chaos logs -f`: how often a quiet log is looked at again
+STARTED_FILE = "started"  # in the logs folder: when the stack whose logs are there started
 STORES = ("local", "redis")
 MAX_REPLICAS = 16
 
@@ -171,6 +178,7 @@ class LocalStack(Backend):
             raise BackendError(
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
             )
+        self._new_logs()
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
         up = partial(
             self._up,
@@ -281,6 +289,22 @@ class LocalStack(Backend):
             self.down()
             raise
         return self.status_info()
+
+    def _new_logs(self) -> None:
+        """Moves the previous stack's logs into `logs/<its start>/` and notes this one's start:
+        a log file then holds the lines of one stack."""
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        started = logs / STARTED_FILE
+        previous = sorted(logs.glob("*.log"))
+        if previous:
+            stamp = started.read_text().strip() if started.exists() else ""
+            # Logs written before stacks were stamped: named by their first file's last write.
+            folder = logs / (stamp or _stamp(min(p.stat().st_mtime for p in previous)))
+            folder.mkdir(exist_ok=True)
+            for path in previous:
+                path.replace(folder / path.name)
+        started.write_text(_stamp(time.time()) + "\n")
 
     def _redis_record(self, binary: str, logs: Path) -> ServiceRecord:
         port = free_port()
@@ -504,9 +528,9 @@ class LocalStack(Backend):
         return self._signal(service, signal.SIGSTOP, "paused")
 
     def logs(self, service: str, *, lines: int, follow: bool) -> Iterator[str]:
-        """The service's log file (it keeps every start of the service: a restore appends)."""
-        _, record = self._record(service)
-        path = Path(record.log)
+        """The service's log file (it keeps every start of the service in this stack: a restore
+        appends); with no stack up, the last stack's, and `follow` stops at its end."""
+        path = Path(self._record(service)[1].log) if self.records() else self._last_log(service)
         try:
             with path.open(errors="replace") as log:
                 yield from collections.deque((line.rstrip("\n") for line in log), maxlen=lines)
@@ -522,6 +546,21 @@ class LocalStack(Backend):
                         partial = ""
         except OSError as exc:
             raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def _last_log(self, service: str) -> Path:
+        """`service`'s log in the last stack, once it is down."""
+        check_service(service)
+        logs = self.state_dir / "logs"
+        path = logs / f"{service}.log"
+        if path.exists():
+            return path
+        kept = [p.stem for p in sorted(logs.glob("*.log"))]
+        if not kept:
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        raise BackendError(
+            f"no lab stack is up, and the last one had no service {service!r}; "
+            f"it had {', '.join(kept)}"
+        )
 
     def resume(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGCONT, "running")
@@ -560,6 +599,12 @@ def _exited(proc: psutil.Process, timeout_s: float) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def _stamp(epoch_s: float) -> str:
+    """A UTC instant as a folder name: `20261207T101500.123456Z`."""
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
+    return moment.strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def _tail(log: Path, lines: int = 1) -> str:
