@@ -49,7 +49,7 @@ async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None)
         "cache": None,
         "wire": [],
     }
-    async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
+    async with Admin(services["db"].grpc, services[caches[0]].grpc, tls_ca=lab.tls_ca()) as admin:
         if services["db"].state == "running":
             state = await admin.db_state()
             db = {

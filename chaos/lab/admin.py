@@ -16,7 +16,7 @@ from typing import Self
 import grpc
 
 from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
-from herdlab.grpcutil import channel_options
+from herdlab.grpcutil import aio_channel, channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 # Telling a service of a chaos action is best effort: a service that does not answer this soon
@@ -27,11 +27,19 @@ NOTE_TIMEOUT_S = 2.0
 class Admin:
     """Admin clients for one DB and one cache. Use as `async with Admin(db, cache) as admin`."""
 
-    def __init__(self, db_target: str, cache_target: str, token: str | None = None) -> None:
-        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
+    def __init__(
+        self,
+        db_target: str,
+        cache_target: str,
+        token: str | None = None,
+        *,
+        tls_ca: str | None = None,
+    ) -> None:
+        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require.
+        `tls_ca`: the services serve TLS, verified against this CA file (None: plaintext)."""
         self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
-        self.db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
-        self.cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
+        self.db_channel = aio_channel(db_target, channel_options(), tls_ca)
+        self.cache_channel = aio_channel(cache_target, channel_options(), tls_ca)
         self.db_admin = admin_pb2_grpc.DbAdminStub(self.db_channel)
         self.cache_admin = admin_pb2_grpc.CacheAdminStub(self.cache_channel)
         self.cache = cache_pb2_grpc.CacheStub(self.cache_channel)
@@ -173,17 +181,22 @@ class Admin:
 
 
 async def note_action(
-    services: Mapping[str, str], verb: str, target: str, token: str | None = None
+    services: Mapping[str, str],
+    verb: str,
+    target: str,
+    token: str | None = None,
+    *,
+    tls_ca: str | None = None,
 ) -> list[str]:
     """Tells each service (name -> gRPC address) that `verb` was done to `target`, so that it
     counts it in `herdlab_chaos_actions_total`; returns the names of those that counted it.
     A service without a gRPC address (a helper such as the local Prometheus) is not asked.
-    `token` defaults to `HERDLAB_ADMIN_TOKEN`."""
+    `token` defaults to `HERDLAB_ADMIN_TOKEN`; `tls_ca` as for `Admin`."""
     metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
     request = chaos_pb2.ChaosAction(verb=verb, target=target)
 
     async def tell(name: str, address: str) -> str | None:
-        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+        async with aio_channel(address, channel_options(), tls_ca) as channel:
             try:
                 await chaos_pb2_grpc.ChaosLogStub(channel).NoteAction(
                     request, timeout=NOTE_TIMEOUT_S, metadata=metadata
