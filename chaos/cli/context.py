@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from chaos.lab import extras
 from chaos.lab.backends.base import Backend
 from chaos.lab.backends.local import LocalStack
 from chaos.lab.journal import Journal
+from chaos.lab.state import ServiceRecord
 from herdlab.grpcutil import env_tls_ca
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -46,12 +47,13 @@ class Lab:
             return DockerBackend()
         return self.stack
 
-    def tls_ca(self) -> str | None:
+    def tls_ca(self, records: Mapping[str, ServiceRecord] | None = None) -> str | None:
         """The CA the controller's clients verify the services against: `HERDLAB_TLS_CA`, else
-        the local stack's when it runs TLS; None: plaintext."""
+        the local stack's (of `records`, default: its state file read now) when it runs TLS;
+        None: plaintext."""
         if env_tls_ca() is not None or self.backend_name != "local":
             return env_tls_ca()
-        return self.stack.tls_ca()
+        return self.stack.tls_ca(records)
 
 
 pass_lab = click.make_pass_decorator(Lab)

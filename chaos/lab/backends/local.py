@@ -77,10 +77,10 @@ class StackInfo:
             "services": {
                 name: {"grpc": s.grpc, "metrics": s.metrics, "pid": s.pid, "state": s.state}
                 for name, s in self.services.items()
-            },
-            "tls": self.tls_ca is not None,
+            }
         }
-        if self.tls_ca is not None:
+        if self.tls_ca is not None:  # a plaintext stack's document is as it always was
+            doc["tls"] = True
             doc["tls_ca"] = self.tls_ca
         if self.prometheus is not None:
             doc["prometheus"] = self.prometheus

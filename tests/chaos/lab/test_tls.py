@@ -23,6 +23,7 @@ from chaos.engine.herd import HerdConfig, run_herd
 from chaos.lab.admin import Admin
 from chaos.lab.backends.local import LocalStack, StackInfo
 from chaos.lab.tls import make_certs
+from herdlab import healthcheck
 from herdlab.auth import TOKEN_ENV, AdminError
 from protos import admin_pb2
 
@@ -116,6 +117,16 @@ def test_a_plaintext_client_is_refused(tls_stack: tuple[LocalStack, StackInfo]) 
     ca = Path(_ca(info)).read_bytes()
     served = _health(info.services["db"].grpc, grpc.ssl_channel_credentials(ca))
     assert served == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_container_healthcheck_speaks_tls_with_the_ca(
+    tls_stack: tuple[LocalStack, StackInfo],
+) -> None:
+    _, info = tls_stack
+    target = info.services["cache"].grpc
+    assert healthcheck.check(target, 5.0, _ca(info)) == healthcheck.SERVING
+    with pytest.raises(healthcheck.Unhealthy):
+        healthcheck.check(target, 5.0)
 
 
 async def test_admin_over_tls_keeps_the_token_rules(
