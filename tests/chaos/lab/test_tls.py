@@ -17,6 +17,7 @@ import grpc
 import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import chaos_run
 
 from chaos.engine import spec
 from chaos.engine.herd import HerdConfig, run_herd
@@ -196,14 +197,7 @@ def test_an_experiment_with_tls_runs_every_client_verified(tmp_path: Path) -> No
     path.write_text(TLS_EXPERIMENT)
     assert spec.load(path).stack_for({}).tls is True
     out_json = tmp_path / "r.json"
-    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run(
-        [sys.executable, "-m", "chaos", "run", str(path), "--json", str(out_json)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = chaos_run(path, out_json, tmp_path / "state")
     assert done.returncode == 0, done.stdout + done.stderr
     row = json.loads(out_json.read_text())["rows"][0]
     assert row["lost"] == 0 and row["client_errors"] == 0, row
