@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar
 import grpc
 
 from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
-from herdlab.grpcutil import channel_options
+from herdlab.grpcutil import aio_channel, channel_options
 
 T = TypeVar("T")
 
@@ -20,13 +20,15 @@ T = TypeVar("T")
 class AdminClient:
     """The channels of one admin client, closed together at the end of `async with`."""
 
-    def __init__(self, token: str | None) -> None:
-        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
+    def __init__(self, token: str | None, tls_ca: str | None = None) -> None:
+        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require.
+        `tls_ca`: the services serve TLS, verified against this CA file (None: plaintext)."""
         self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
+        self._tls_ca = tls_ca
         self._channels: list[grpc.aio.Channel] = []
 
     def _open(self, target: str) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(target, options=channel_options())
+        channel = aio_channel(target, channel_options(), self._tls_ca)
         self._channels.append(channel)
         return channel
 

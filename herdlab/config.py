@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from herdlab.grpcutil import ServerTls
 
 _PART = r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)"
 _DURATION = re.compile(rf"^(?:\s*{_PART})+\s*$")
@@ -125,7 +128,8 @@ def server_options(
 ) -> Callable[[F], F]:
     """`--version`, and the listening options every lab server takes, each settable by
     environment variable: `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`,
-    `HERDLAB_GRACE` and `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`)."""
+    `_TLS_CERT`, `_TLS_KEY`, `HERDLAB_GRACE` and `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`).
+    The command receives `tls_cert` and `tls_key` (paths or None); `server_tls` checks them."""
 
     def decorate(command: F) -> F:
         options = [
@@ -162,9 +166,34 @@ def server_options(
                 "Token the admin plane requires (required when --host is not loopback).",
                 show_default=None,
             ),
+            click.option(
+                "--tls-cert",
+                envvar=f"{env_prefix}_TLS_CERT",
+                default=None,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                show_envvar=True,
+                help="Serve gRPC over TLS with this certificate (PEM; with --tls-key).",
+            ),
+            click.option(
+                "--tls-key",
+                envvar=f"{env_prefix}_TLS_KEY",
+                default=None,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                show_envvar=True,
+                help="The private key of --tls-cert (PEM).",
+            ),
         ]
         for option in reversed(options):
             command = option(command)
         return command
 
     return decorate
+
+
+def server_tls(cert: Path | None, key: Path | None) -> ServerTls | None:
+    """The TLS of `--tls-cert` and `--tls-key`: both or neither (UsageError otherwise)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
+    return ServerTls(cert, key)

@@ -36,6 +36,12 @@ and 103 C calls on the event loop; with only its data plane's 2, 46 and 49 (the 
 methods: 36 and 41; counted with `sys.setprofile`, grpcio 1.85). So only a data-plane
 service (`Service.registered`) registers its methods; admin services, health and reflection are
 found through their generic handlers, a dictionary lookup per call.
+
+TLS: a server given a certificate and its key (`ServerTls`) serves its one port over TLS, health,
+reflection and admin included (admin calls still carry their token). A client given a CA file
+(`aio_channel`, `sync_channel`) verifies the server against it; without one it connects in
+plaintext, the lab's default. The controller's clients take theirs from `HERDLAB_TLS_CA`
+(`env_tls_ca`); the cache's channel to the DB has its own flag.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
@@ -65,6 +72,8 @@ from herdlab.metrics import SERVER_CALLS, SERVER_CALLS_WAITING
 MAX_PENDING_REQUESTS = 100_000
 # How long grpc core may hold a call the service has not taken up before cancelling it.
 MAX_UNREQUESTED_S = 3600
+# The CA every lab client verifies the services against when set (a PEM file): TLS on every link.
+TLS_CA_ENV = "HERDLAB_TLS_CA"
 
 # What a servicer method receives; the lab's servicers take and return protobuf messages.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -167,6 +176,44 @@ def channel_options(
     if keepalive is not None:
         options += keepalive.options()
     return options
+
+
+def env_tls_ca() -> str | None:
+    """The CA file `HERDLAB_TLS_CA` names, or None (plaintext)."""
+    return os.environ.get(TLS_CA_ENV) or None
+
+
+def aio_channel(
+    target: str, options: Sequence[tuple[str, Any]], ca: str | Path | None
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target`: TLS verifying the server against the CA file `ca`, or
+    plaintext when `ca` is None. OSError when the file cannot be read."""
+    if ca is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def sync_channel(
+    target: str, options: Sequence[tuple[str, Any]], ca: str | Path | None
+) -> grpc.Channel:
+    """`aio_channel`'s blocking twin, for code outside any event loop."""
+    if ca is None:
+        return grpc.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate (PEM, the chain from the leaf up) and its private key's files."""
+
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """OSError when a file cannot be read."""
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
 
 
 @dataclass(frozen=True)
@@ -331,10 +378,11 @@ def build_server(
     maximum_concurrent_rpcs: int | None = None,
     admin_token: str | None = None,
     pings: PingPolicy | None = None,
+    tls: ServerTls | None = None,
 ) -> LabServer:
     """`services` with health and reflection on one gRPC server bound to `host:port` (0: any
-    free port); see `serve` for the arguments. Only a `Service.registered` service registers
-    its methods."""
+    free port), over TLS with `tls`; see `serve` for the arguments. Only a
+    `Service.registered` service registers its methods."""
     server = grpc.aio.server(
         options=[*SERVER_OPTIONS, *(pings or PingPolicy()).options()],
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
@@ -356,7 +404,12 @@ def build_server(
         ),
         generic_only,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (
+        server.add_insecure_port(address)
+        if tls is None
+        else server.add_secure_port(address, tls.credentials())
+    )
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     return LabServer(server, health_servicer, bound, names)
@@ -372,6 +425,7 @@ async def serve(
     admin_token: str | None = None,
     announce: Mapping[str, Any] | None = None,
     pings: PingPolicy | None = None,
+    tls: ServerTls | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns. Logs a line
     when it listens (with `announce`: the other addresses and the settings), one when it starts
@@ -379,7 +433,7 @@ async def serve(
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
     before the request is looked at. `pings`: how clients' keepalive pings are enforced
-    (default: `PingPolicy()`).
+    (default: `PingPolicy()`). `tls`: serve over TLS with this certificate.
     """
     lab = build_server(
         services,
@@ -388,6 +442,7 @@ async def serve(
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         admin_token=admin_token,
         pings=pings,
+        tls=tls,
     )
     await lab.start()
     logs.event("listening", grpc=f"{host}:{lab.port}", pid=os.getpid(), **(announce or {}))
@@ -404,9 +459,15 @@ async def serve(
     logs.event("drained", took=f"{time.monotonic() - started:.3f}s")
 
 
-def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> bool:
+def wait_serving(
+    target: str,
+    timeout_s: float,
+    alive: Callable[[], bool] | None = None,
+    ca: str | Path | None = None,
+) -> bool:
     """True once `target` answers its health check with SERVING; False after `timeout_s`, or as
-    soon as `alive()` says the process behind it is gone (bad flags, port taken, crash).
+    soon as `alive()` says the process behind it is gone (bad flags, port taken, crash). Over
+    TLS verified against the CA file `ca` when given.
 
     Blocking (the sync gRPC API): controllers call it outside any event loop.
     """
@@ -414,7 +475,7 @@ def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None
     # A service that is still starting refuses the first connects: with gRPC's default backoff
     # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
     fast = Reconnect(initial_backoff_ms=50, max_backoff_ms=250, min_connect_timeout_ms=1000)
-    with grpc.insecure_channel(target, options=channel_options(reconnect=fast)) as channel:
+    with sync_channel(target, channel_options(reconnect=fast), ca) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:
             if alive is not None and not alive():

@@ -4,8 +4,12 @@ services' own state (never on the clock), and reading /metrics by value."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from chaos.lab.admin import Admin
@@ -158,3 +162,15 @@ def default_signals() -> None:
     keeps it so)."""
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def chaos_run(path: Path, out_json: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`chaos run PATH --json OUT_JSON` as a process of its own, its stacks' state in
+    `state_dir`."""
+    return subprocess.run(
+        [sys.executable, "-m", "chaos", "run", str(path), "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HERDLAB_STATE_DIR": str(state_dir)},
+    )

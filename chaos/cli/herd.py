@@ -3,11 +3,13 @@
 Its options are `HerdSettings`' (`chaos.engine.herd_settings`), the declaration an experiment
 file's `[herd]` section reads, so a flag and a key share name, default and bounds; the herd is
 built from the parsed settings by `HerdSettings.config`. What is only the command's: the target,
-the herd's own /metrics, --json, and which flags go together (an open loop's needs --rate).
+the CA it verifies the cache's TLS against, the herd's own /metrics, --json, and which flags go
+together (an open loop's needs --rate).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -22,6 +24,7 @@ from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import cache_names
 from herdlab import loop, settings
 from herdlab.config import PORT, env_option
+from herdlab.grpcutil import TLS_CA_ENV
 from herdlab.metrics import serve_metrics
 
 # Settings of an experiment's timeline, not of one herd run from the command line.
@@ -85,12 +88,21 @@ def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
     "127.0.0.1",
     "Listen address of the herd's /metrics.",
 )
+@click.option(
+    "--tls-ca",
+    envvar=TLS_CA_ENV,
+    type=click.Path(exists=True, dir_okay=False),
+    show_envvar=True,
+    help="Reach the cache over TLS, verifying it against this CA (PEM) [default: the local "
+    "stack's CA when it runs TLS, else plaintext].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_lab
 def herd(
     lab: Lab,
     /,
     target: str | None,
+    tls_ca: str | None,
     metrics_port: int,
     metrics_host: str,
     as_json: bool,
@@ -100,7 +112,11 @@ def herd(
     --rate and --duration, send requests on a fixed schedule (open loop)."""
     _check_together(click.get_current_context(), values)
     herd_settings = settings.from_options(HerdSettings, values)
-    config = herd_settings.config(_cache_target(lab, target))
+    # The local stack's CA verifies the local stack only, not a --target elsewhere.
+    config = replace(
+        herd_settings.config(_cache_target(lab, target)),
+        tls_ca=tls_ca if tls_ca or target else lab.tls_ca(),
+    )
     metrics = None
     if metrics_port:
         registry = CollectorRegistry()

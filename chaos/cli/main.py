@@ -166,6 +166,12 @@ def _free_port_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
     help="Where the cache keeps values: in each replica, or in a redis-server (from PATH, "
     "started here) shared by every replica, which coalesce across replicas with leases.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve the DB and the cache over TLS with a CA and a certificate made now in the state "
+    "dir (tls/ca.pem); the cache and every chaos command verify them (needs the tls extra).",
+)
 @pass_lab
 def up(
     lab: Lab,
@@ -182,6 +188,7 @@ def up(
     with_prometheus: bool,
     replicas: int,
     store: str,
+    tls: bool,
 ) -> None:
     """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
 
@@ -211,6 +218,7 @@ def up(
         proxy=[name for name in proxy.split(",") if name],
         replicas=replicas,
         store=store,
+        tls=tls,
     )
     if with_prometheus:
         try:

@@ -16,7 +16,7 @@ import grpc
 
 from herdlab.admin_client import AdminClient
 from herdlab.auth import TOKEN_ENV, admin_metadata
-from herdlab.grpcutil import channel_options
+from herdlab.grpcutil import aio_channel, channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 # Telling a service of a chaos action is best effort: a service that does not answer this soon
@@ -29,9 +29,17 @@ T = TypeVar("T")
 class Admin(AdminClient):
     """Admin clients for one DB and one cache. Use as `async with Admin(db, cache) as admin`."""
 
-    def __init__(self, db_target: str, cache_target: str, token: str | None = None) -> None:
-        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
-        super().__init__(token)
+    def __init__(
+        self,
+        db_target: str,
+        cache_target: str,
+        token: str | None = None,
+        *,
+        tls_ca: str | None = None,
+    ) -> None:
+        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require.
+        `tls_ca`: the services serve TLS, verified against this CA file (None: plaintext)."""
+        super().__init__(token, tls_ca)
         self.db_channel = self._open(db_target)
         self.cache_channel = self._open(cache_target)
         self.db_admin = admin_pb2_grpc.DbAdminStub(self.db_channel)
@@ -110,17 +118,22 @@ class Admin(AdminClient):
 
 
 async def note_action(
-    services: Mapping[str, str], verb: str, target: str, token: str | None = None
+    services: Mapping[str, str],
+    verb: str,
+    target: str,
+    token: str | None = None,
+    *,
+    tls_ca: str | None = None,
 ) -> list[str]:
     """Tells each service (name -> gRPC address) that `verb` was done to `target`, so that it
     counts it in `herdlab_chaos_actions_total`; returns the names of those that counted it.
     A service without a gRPC address (a helper such as the local Prometheus) is not asked.
-    `token` defaults to `HERDLAB_ADMIN_TOKEN`."""
+    `token` defaults to `HERDLAB_ADMIN_TOKEN`; `tls_ca` as for `Admin`."""
     metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
     request = chaos_pb2.ChaosAction(verb=verb, target=target)
 
     async def tell(name: str, address: str) -> str | None:
-        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+        async with aio_channel(address, channel_options(), tls_ca) as channel:
             try:
                 await chaos_pb2_grpc.ChaosLogStub(channel).NoteAction(
                     request, timeout=NOTE_TIMEOUT_S, metadata=metadata

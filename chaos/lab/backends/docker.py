@@ -23,7 +23,7 @@ import docker.errors
 
 from chaos.lab.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
 from chaos.lab.redis import wait_redis
-from herdlab.grpcutil import wait_serving
+from herdlab.grpcutil import env_tls_ca, wait_serving
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -191,9 +191,14 @@ class DockerBackend(Backend):
 
     def _wait_ready(self, service: str, container: Any, target: str) -> bool:
         """Waits for SERVING (Redis: for PONG), giving up early if the container stops again
-        (crash, bad config)."""
-        wait = wait_redis if service == "redis" else wait_serving
-        return wait(target, READY_TIMEOUT_S, alive=lambda: self._alive(container))
+        (crash, bad config). A service is verified against `HERDLAB_TLS_CA` when it is set."""
+
+        def alive() -> bool:
+            return self._alive(container)
+
+        if service == "redis":
+            return wait_redis(target, READY_TIMEOUT_S, alive=alive)
+        return wait_serving(target, READY_TIMEOUT_S, alive=alive, ca=env_tls_ca())
 
     def _alive(self, container: Any) -> bool:
         try:

@@ -24,6 +24,12 @@ Logs: each process writes to `<state_dir>/logs/<name>.log`, which holds one stac
 start of the service in it: a restore appends). `up` first moves the previous stack's files into
 `logs/<its start>/` (a UTC stamp, `20261207T101500.123456Z`), and `down` leaves them in place, so
 `chaos logs` shows the last stack's log once it is down.
+
+With `tls` (`chaos up --tls`) the stack makes a CA and a server certificate in `<state_dir>/tls`
+(`chaos.lab.tls`) and the DB and the cache serve gRPC over TLS with it; the cache verifies the DB
+against the CA, and so does every client of the stack: each service's record keeps the CA's path
+(`tls_ca`), which `wait_serving` and the controller's clients read. The wire proxy relays bytes,
+so TLS passes through its links; its own admin port stays plaintext.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, check_se
 from chaos.lab.ports import HOST, free_port
 from chaos.lab.redis import redis_config, redis_server, wait_redis
 from chaos.lab.state import ServiceRecord, default_state_dir, read_records, save_records
+from chaos.lab.tls import StackCerts, make_certs
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.grpcutil import wait_serving
 
@@ -71,6 +78,7 @@ class StackInfo:
     # Local stack: {"targets_file": file_sd path, "url": the local Prometheus or None}.
     prometheus: dict[str, str | None] | None = None
     proxy: dict[str, str] = field(default_factory=dict)  # proxied service -> its link address
+    tls_ca: str | None = None  # the CA clients verify the services against; None: plaintext
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -79,6 +87,9 @@ class StackInfo:
                 for name, s in self.services.items()
             }
         }
+        if self.tls_ca is not None:  # a plaintext stack's document is as it always was
+            doc["tls"] = True
+            doc["tls_ca"] = self.tls_ca
         if self.prometheus is not None:
             doc["prometheus"] = self.prometheus
         if self.proxy:
@@ -151,9 +162,11 @@ class LocalStack(Backend):
         proxy: Sequence[str] = (),
         replicas: int = 1,
         store: str = "local",
+        tls: bool = False,
     ) -> StackInfo:
         """Starts the DB (and Redis for the shared store) then the cache's replicas; returns once
         every one serves. A replica's ports are picked free (the cache's ports apply to one).
+        With `tls` the services serve over TLS with new certificates (see the module).
 
         Ports not given are picked free by the OS, then released for the service to bind: another
         process can take one in between. When every port was picked so, a service that could
@@ -180,6 +193,7 @@ class LocalStack(Backend):
             )
         self._new_logs()
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
+        certs = make_certs(self.state_dir / "tls") if tls else None
         up = partial(
             self._up,
             db_args,
@@ -189,6 +203,7 @@ class LocalStack(Backend):
             proxy=proxy,
             replicas=replicas,
             redis=redis,
+            certs=certs,
         )
         for _ in range(BIND_TRIES - 1):
             try:
@@ -212,8 +227,12 @@ class LocalStack(Backend):
         proxy: Sequence[str] = (),
         replicas: int = 1,
         redis: str | None = None,
+        certs: StackCerts | None = None,
     ) -> StackInfo:
         db_port = db_port or free_port()
+        tls_ca = str(certs.ca) if certs is not None else None
+        db_tls = certs.server_args() if certs is not None else []
+        cache_tls = [*db_tls, "--db-tls-ca", str(certs.ca)] if certs is not None else []
         db_metrics_port = db_metrics_port or free_port()
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -240,11 +259,13 @@ class LocalStack(Backend):
                     HOST,
                     "--metrics-port",
                     str(db_metrics_port),
+                    *db_tls,
                     *db_args,
                 ],
                 grpc=db_target,
                 metrics=f"http://{HOST}:{db_metrics_port}/metrics",
                 log=str(logs / "db.log"),
+                tls_ca=tls_ca,
             ),
         }
         store_args: list[str] = []
@@ -273,12 +294,14 @@ class LocalStack(Backend):
                     cache_db_target or db_target,
                     "--name",
                     name,
+                    *cache_tls,
                     *cache_args,
                     *store_args,  # last: the stack's Redis wins over a `--store` in cache_args
                 ],
                 grpc=f"{HOST}:{port}",
                 metrics=f"http://{HOST}:{metrics_port}/metrics",
                 log=str(logs / f"{name}.log"),
+                tls_ca=tls_ca,
             )
         self._save(records)
         try:
@@ -330,8 +353,16 @@ class LocalStack(Backend):
     ) -> None:
         record = records[name]
         child = self._spawn(records, record, extra_args)
-        wait = wait_redis if record.kind == "redis" else wait_serving
-        if not wait(record.grpc, timeout_s, alive=lambda: child.poll() is None):
+
+        def alive() -> bool:
+            return child.poll() is None
+
+        serving = (
+            wait_redis(record.grpc, timeout_s, alive=alive)
+            if record.kind == "redis"
+            else wait_serving(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
+        )
+        if not serving:
             tail = _tail(Path(record.log))
             ready = "answer PING" if record.kind == "redis" else "become SERVING"
             why = (
@@ -450,7 +481,14 @@ class LocalStack(Backend):
             services,
             prometheus=prometheus.describe(self.state_dir, services),
             proxy=self.proxied(known),
+            tls_ca=self.tls_ca(known),
         )
+
+    def tls_ca(self, records: Mapping[str, ServiceRecord] | None = None) -> str | None:
+        """The CA the stack's services are verified against, None for a plaintext stack (or
+        none up)."""
+        known = self.records() if records is None else records
+        return next((r.tls_ca for r in known.values() if r.tls_ca), None)
 
     def proxied(self, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, str]:
         """The services behind the wire proxy, each with the address its clients use."""
