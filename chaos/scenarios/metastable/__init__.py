@@ -280,6 +280,7 @@ KIND = KINDS.register(
             ("herd_deadline_s", "herd_deadline_s"),
             ("db_capacity_per_s", "db_capacity_per_s"),
             ("trigger_s", "trigger_s"),
+            ("reconnect_lag_s", "reconnect_lag_s"),
             ("slot_time_amplification", "slot_time_amplification"),
             ("goodput_per_s", "goodput_per_s"),
             ("db_arrivals_per_s", "db_arrivals_per_s"),

@@ -229,6 +229,7 @@ KIND = KINDS.register(
             ("herd_rounds", "herd_rounds"),
             ("probe", "probe"),
             ("recovery_s", "fault_recovery_s"),
+            ("reconnect_lag_s", "reconnect_lag_s"),
         ),
         header=_header,
         announce=_announce,

@@ -173,6 +173,7 @@ KIND = KINDS.register(
             ("sources", "sources"),
             ("latency_s", "latency_s"),
             ("answers", "answers"),
+            ("reconnect_lag_s", "reconnect_lag_s"),
         ),
         header=_header,
         announce=_announce,
