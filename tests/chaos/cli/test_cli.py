@@ -149,8 +149,8 @@ def test_kill_and_restore_db_clients_see_typed_errors_then_values(stack_dir: Pat
     restored = chaos(stack_dir, "restore", "db", "--json")
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["service"]["state"] == "running"
-    # The cache's channel to the DB reconnects on gRPC's backoff (1 s, then x1.6): clients that
-    # retry within their deadline get values once it has.
+    # The cache's channel to the DB reconnects on its backoff (100 ms, x1.6, up to 1 s): clients
+    # that retry within their deadline get values once it has.
     back = _herd(cache, users=20, deadline_s=30, policy="fixed").summary()
     assert back["ok"] == 20 and back["lost"] == 0 and back["wrong_values"] == 0
 
