@@ -1,15 +1,22 @@
 """Helpers for the integration tests: gRPC clients of a running lab stack, waiting on the
-services' own state (never on the clock), and reading /metrics by value."""
+services' own state (never on the clock), and reading /metrics by value; and a trial's
+observations made by hand, for the measures' own tests."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from cache_service.settings import CacheSettings
+from chaos.engine.herd import HerdResult
+from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.observations import DbCounters, Observations, Outage
 from chaos.lab.admin import Admin
 from chaos.lab.backends.local import StackInfo
+from db_service.settings import DbSettings
 from herdlab.scrape import read
 from protos import admin_pb2, cache_pb2, db_pb2, db_pb2_grpc
 
@@ -158,3 +165,24 @@ def default_signals() -> None:
     keeps it so)."""
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def observations(db_arrivals: list[int], outages: Sequence[Outage] = ()) -> Observations:
+    """A trial that saw only these DB arrivals (ns) and outages: no herd, default settings."""
+    return Observations(
+        variant={},
+        db=DbSettings(),
+        cache=CacheSettings(),
+        herd=HerdSettings(),
+        herd_result=HerdResult(0, [], 0, 0.0, Counter(), 0, 0.0),
+        t0_ns=0,
+        end_ns=0,
+        db_arrivals=db_arrivals,
+        cache_attempts=[],
+        db_counters=DbCounters(),
+        db_capacity_per_s=200.0,
+        outages=list(outages),
+        journal=[],
+        setup={},
+        cache_peak_rss_bytes=0,
+    )

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
+from support import observations
 
-from cache_service.settings import CacheSettings
-from chaos.engine.herd import HerdResult
-from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.reconnect_lag import reconnect_lag_s
-from chaos.engine.observations import DbCounters, Observations, Outage
-from db_service.settings import DbSettings
+from chaos.engine.observations import Outage
 
 S = 1_000_000_000
-
-
-def _observations(arrivals_ns: list[int], outages: list[Outage]) -> Observations:
-    return Observations(
-        variant={},
-        db=DbSettings(),
-        cache=CacheSettings(),
-        herd=HerdSettings(),
-        herd_result=HerdResult(0, [], 0, 0.0, Counter(), 0, 0.0),
-        t0_ns=0,
-        end_ns=0,
-        db_arrivals=arrivals_ns,
-        cache_attempts=[],
-        db_counters=DbCounters(),
-        db_capacity_per_s=200.0,
-        outages=outages,
-        journal=[],
-        setup={},
-        cache_peak_rss_bytes=0,
-    )
 
 
 def _kill(down: float, restart: float, up: float) -> Outage:
@@ -42,12 +17,12 @@ def _kill(down: float, restart: float, up: float) -> Outage:
 
 def test_the_lag_runs_from_listening_again_to_the_first_arrival_after_it() -> None:
     arrivals = [1 * S, 2 * S, int(19.25 * S), 20 * S]  # before the kill, then after the restore
-    assert reconnect_lag_s(_observations(arrivals, [_kill(5, 15, 15.1)])) == 4.15
+    assert reconnect_lag_s(observations(arrivals, [_kill(5, 15, 15.1)])) == 4.15
 
 
 def test_an_arrival_that_beat_the_listening_probe_is_no_lag() -> None:
     arrivals = [int(15.098 * S), 16 * S]
-    assert reconnect_lag_s(_observations(arrivals, [_kill(5, 15, 15.1)])) == 0.0
+    assert reconnect_lag_s(observations(arrivals, [_kill(5, 15, 15.1)])) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -60,13 +35,13 @@ def test_an_arrival_that_beat_the_listening_probe_is_no_lag() -> None:
     ],
 )
 def test_no_lag_without_a_db_restore(outages: list[Outage]) -> None:
-    assert reconnect_lag_s(_observations([1 * S, 20 * S], outages)) is None
+    assert reconnect_lag_s(observations([1 * S, 20 * S], outages)) is None
 
 
 def test_no_lag_when_nothing_reached_the_restored_db() -> None:
-    assert reconnect_lag_s(_observations([1 * S, 2 * S], [_kill(5, 15, 15.1)])) is None
+    assert reconnect_lag_s(observations([1 * S, 2 * S], [_kill(5, 15, 15.1)])) is None
 
 
 def test_only_the_first_db_kill_counts() -> None:
     outages = [_kill(5, 15, 15.5), _kill(30, 40, 40.1)]
-    assert reconnect_lag_s(_observations([16 * S, 41 * S], outages)) == 0.5
+    assert reconnect_lag_s(observations([16 * S, 41 * S], outages)) == 0.5
