@@ -24,7 +24,8 @@ from typing import Any
 
 from benchmarks import markdown as md
 from benchmarks.stats import ratio
-from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
+from chaos.engine.runner import run_scenario
+from chaos.scenarios.retry_storm import SCENARIO, RetryStormConfig
 from herdlab.guards import parse_guard_set
 
 # The section's title in BENCHMARKS.md.
@@ -111,7 +112,7 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _storm(config: RetryStormConfig, emit: Callable[[str], None]) -> dict[str, Any]:
     """Runs one storm; its command, setup and rows."""
-    doc = asyncio.run(run_retry_storm(config, emit))
+    doc = asyncio.run(run_scenario(SCENARIO, config, emit))
     return {
         "keys": config.keys,
         "command": doc["command"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,8 +15,8 @@ from cache_service.settings import CacheSettings
 from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.chaoslog import chaos_log_service
-from herdlab.config import server_options
-from herdlab.grpcutil import Service, serve
+from herdlab.config import server_options, server_tls
+from herdlab.grpcutil import ServerCalls, Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, cache_pb2
 
@@ -31,6 +32,15 @@ ENV = "HERDLAB_CACHE"
     show_default=True,
     show_envvar=True,
     help="The DB's gRPC address.",
+)
+@click.option(
+    "--db-tls-ca",
+    envvar=f"{ENV}_DB_TLS_CA",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    show_envvar=True,
+    help="Reach the DB over TLS, verifying its certificate against this CA (PEM); the "
+    "--db-target host must be a name or address the certificate carries.",
 )
 @click.option(
     "--name",
@@ -49,8 +59,11 @@ def main(
     metrics_port: int,
     grace: float,
     admin_token: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     loop_name: str,
     db_target: str,
+    db_tls_ca: Path | None,
     name: str,
     **values: Any,
 ) -> None:
@@ -59,9 +72,11 @@ def main(
     problem = token_problem(host, admin_token)
     if problem:
         raise click.UsageError(problem)
+    tls = server_tls(tls_cert, tls_key)
     store = config.store()
     logs.setup(name)
     registry = CollectorRegistry()
+    ServerCalls(registry)
     serve_metrics(registry, metrics_host, metrics_port)
 
     async def run() -> None:
@@ -73,6 +88,7 @@ def main(
             reconnect=config.reconnect(),
             guards=config.guard_set(),
             keepalive=config.keepalive(),
+            tls_ca=db_tls_ca,
         )
         shared = config.shared_store(registry)
         cache = Cache(
@@ -105,9 +121,12 @@ def main(
                     "metrics": metrics_address(metrics_host, metrics_port),
                     "db_target": db_target,
                     "loop": loop_name,
+                    **({"tls": "on"} if tls else {}),
+                    **({"db_tls": "verified"} if db_tls_ca else {}),
                     **config.described(),
                 },
                 pings=config.pings(),
+                tls=tls,
             )
         finally:
             await cache.close()

@@ -15,6 +15,7 @@ reports for every policy (for the tenacity ones it equals the attempts counted h
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -22,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from herdlab import channelz
-from herdlab.grpcutil import Keepalive, Reconnect, channel_options
+from herdlab.grpcutil import Keepalive, Reconnect, aio_channel, channel_options
 from herdlab.guards import GuardSet
 from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import CACHE_DB_ATTEMPTS, CACHE_DB_CHANNEL_ATTEMPTS, CACHE_RETRY_SLEEP
@@ -74,21 +75,20 @@ class DbClient:
         reconnect: Reconnect | None = None,
         guards: GuardSet | None = None,
         keepalive: Keepalive | None = None,
+        tls_ca: Path | None = None,
     ) -> None:
+        """`tls_ca`: reach the DB over TLS, verifying it against this CA file (else
+        plaintext)."""
         self.target = target
         self.policy = policy
         # One set for every fetch of this cache: guards learn from all of its calls to the DB.
         self.guards = guards if guards is not None else GuardSet(())
         GuardCollector(lambda: self.guards, registry, "cache")
         self.record = EventRecord(record_size)
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=channel_options(
-                reconnect=reconnect,
-                service_config=policy.grpc_service_config(),
-                keepalive=keepalive,
-            ),
+        options = channel_options(
+            reconnect=reconnect, service_config=policy.grpc_service_config(), keepalive=keepalive
         )
+        self._channel = aio_channel(target, options, tls_ca)
         self._stub = db_pb2_grpc.DbStub(self._channel)
         self._attempts = Counter(
             CACHE_DB_ATTEMPTS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -12,8 +13,8 @@ from db_service.settings import DbSettings
 from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.chaoslog import chaos_log_service
-from herdlab.config import server_options
-from herdlab.grpcutil import Service, serve
+from herdlab.config import server_options, server_tls
+from herdlab.grpcutil import ServerCalls, Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, db_pb2
 
@@ -31,6 +32,8 @@ def main(
     metrics_port: int,
     grace: float,
     admin_token: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     loop_name: str,
     **values: Any,
 ) -> None:
@@ -39,7 +42,9 @@ def main(
     token = token_problem(host, admin_token)
     if token:
         raise click.UsageError(token)
+    tls = server_tls(tls_cert, tls_key)
     registry = CollectorRegistry()
+    ServerCalls(registry)
     db = Db(config, registry)
     serve_metrics(registry, metrics_host, metrics_port)
     services = [
@@ -51,6 +56,7 @@ def main(
     announce = {
         "metrics": metrics_address(metrics_host, metrics_port),
         "loop": loop_name,
+        **({"tls": "on"} if tls else {}),
         **config.described(),
     }
     loop.run(
@@ -62,6 +68,7 @@ def main(
             admin_token=admin_token,
             announce=announce,
             pings=config.pings(),
+            tls=tls,
         ),
         loop_name,
     )

@@ -56,3 +56,19 @@ def subchannel(subchannel_id: int) -> dict[str, Any]:
 def subchannel_ids(node: dict[str, Any]) -> list[int]:
     """The subchannels a channel node refers to."""
     return [int(ref["subchannelId"]) for ref in node.get("subchannelRef", [])]
+
+
+def server_calls() -> dict[str, int]:
+    """Calls of this process's servers as gRPC core counts them: started, succeeded, failed."""
+    totals = {"started": 0, "succeeded": 0, "failed": 0}
+    start = 0
+    for _ in range(MAX_PAGES):
+        page = json.loads(_cygrpc.channelz_get_servers(start))
+        for server in page.get("server", []):
+            start = max(start, int(server["ref"]["serverId"]) + 1)
+            data = server.get("data", {})
+            for stage in totals:
+                totals[stage] += int(data.get(f"calls{stage.capitalize()}", 0))
+        if page.get("end", True):
+            break
+    return totals

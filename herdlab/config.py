@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from herdlab.grpcutil import ServerTls
 
 _PART = r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)"
 _DURATION = re.compile(rf"^(?:\s*{_PART})+\s*$")
@@ -96,12 +99,37 @@ PROBABILITY = ProbabilityType()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+PORT = click.IntRange(0, 65535)
+
+
+def env_option(
+    flag: str,
+    envvar: str,
+    default: Any,
+    help: str,
+    *,
+    type: click.ParamType[Any] | None = None,
+    show_default: bool | str | None = True,
+) -> Callable[[F], F]:
+    """An option settable by the environment variable `envvar`, both shown in its help."""
+    return click.option(
+        flag,
+        envvar=envvar,
+        default=default,
+        type=type,
+        show_default=show_default,
+        show_envvar=True,
+        help=help,
+    )
+
+
 def server_options(
     prog_name: str, env_prefix: str, port: int, metrics_port: int
 ) -> Callable[[F], F]:
     """`--version`, and the listening options every lab server takes, each settable by
     environment variable: `{env_prefix}_HOST`, `_PORT`, `_METRICS_HOST`, `_METRICS_PORT`,
-    `HERDLAB_GRACE` and `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`)."""
+    `_TLS_CERT`, `_TLS_KEY`, `HERDLAB_GRACE` and `HERDLAB_ADMIN_TOKEN` (see `herdlab.auth`).
+    The command receives `tls_cert` and `tls_key` (paths or None); `server_tls` checks them."""
 
     def decorate(command: F) -> F:
         options = [
@@ -109,55 +137,50 @@ def server_options(
             click.version_option(
                 None, "--version", "show_version", package_name="herdlab", prog_name=prog_name
             ),
-            click.option(
-                "--host",
-                envvar=f"{env_prefix}_HOST",
-                default="127.0.0.1",
-                show_default=True,
-                show_envvar=True,
-                help="gRPC listen address.",
-            ),
-            click.option(
-                "--port",
-                envvar=f"{env_prefix}_PORT",
-                default=port,
-                type=click.IntRange(0, 65535),
-                show_default=True,
-                show_envvar=True,
-                help="gRPC port.",
-            ),
-            click.option(
+            env_option("--host", f"{env_prefix}_HOST", "127.0.0.1", "gRPC listen address."),
+            env_option("--port", f"{env_prefix}_PORT", port, "gRPC port.", type=PORT),
+            env_option(
                 "--metrics-host",
-                envvar=f"{env_prefix}_METRICS_HOST",
-                default="127.0.0.1",
-                show_default=True,
-                show_envvar=True,
-                help="Prometheus /metrics listen address.",
+                f"{env_prefix}_METRICS_HOST",
+                "127.0.0.1",
+                "Prometheus /metrics listen address.",
             ),
-            click.option(
+            env_option(
                 "--metrics-port",
-                envvar=f"{env_prefix}_METRICS_PORT",
-                default=metrics_port,
-                type=click.IntRange(0, 65535),
-                show_default=True,
-                show_envvar=True,
-                help="Prometheus /metrics port (0: off).",
+                f"{env_prefix}_METRICS_PORT",
+                metrics_port,
+                "Prometheus /metrics port (0: off).",
+                type=PORT,
             ),
-            click.option(
+            env_option(
                 "--grace",
-                envvar="HERDLAB_GRACE",
-                default="5s",
+                "HERDLAB_GRACE",
+                "5s",
+                "On SIGTERM, how long in-flight calls may take to finish.",
                 type=DURATION,
-                show_default=True,
-                show_envvar=True,
-                help="On SIGTERM, how long in-flight calls may take to finish.",
+            ),
+            env_option(
+                "--admin-token",
+                "HERDLAB_ADMIN_TOKEN",
+                None,
+                "Token the admin plane requires (required when --host is not loopback).",
+                show_default=None,
             ),
             click.option(
-                "--admin-token",
-                envvar="HERDLAB_ADMIN_TOKEN",
+                "--tls-cert",
+                envvar=f"{env_prefix}_TLS_CERT",
                 default=None,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
                 show_envvar=True,
-                help="Token the admin plane requires (required when --host is not loopback).",
+                help="Serve gRPC over TLS with this certificate (PEM; with --tls-key).",
+            ),
+            click.option(
+                "--tls-key",
+                envvar=f"{env_prefix}_TLS_KEY",
+                default=None,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                show_envvar=True,
+                help="The private key of --tls-cert (PEM).",
             ),
         ]
         for option in reversed(options):
@@ -165,3 +188,12 @@ def server_options(
         return command
 
     return decorate
+
+
+def server_tls(cert: Path | None, key: Path | None) -> ServerTls | None:
+    """The TLS of `--tls-cert` and `--tls-key`: both or neither (UsageError otherwise)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
+    return ServerTls(cert, key)

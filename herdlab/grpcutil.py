@@ -18,6 +18,15 @@ Burst shedding: grpc core drops calls past `grpc.server.max_pending_requests` (d
 CANCELLED before any handler sees them. The lab raises that limit so a 10,000-client herd reaches
 the handlers, where the services apply their own, visible capacity rules.
 
+Calls waiting to be taken up: grpc.aio's serving loop takes one call at a time from grpc core, a
+turn of the event loop each. When the loop is busy (a retry storm's thousands of callbacks) calls
+wait in core, unseen by the service, and core cancels a call that waited longer than
+`grpc.server_max_unrequested_time_in_server` (default 30 s) with CANCELLED: in a 10,000-key storm
+by hand about half the herd got CANCELLED that no client asked for, and the cache counted none of
+them. The lab lifts that bound to an hour (the longest deadline it lets a client give), so a
+waiting call ends with its client's own deadline (DEADLINE_EXCEEDED) or is answered by the
+service; `ServerCalls` exports how many calls core holds that the service has not taken up.
+
 Registered methods: grpc core matches a registered method's path itself, and grpc.aio keeps one
 task waiting for each registered method's next call, plus one for all other calls. Its serving
 loop hands each call it receives to `asyncio.wait` over all of those tasks, so every registered
@@ -27,6 +36,12 @@ and 103 C calls on the event loop; with only its data plane's 2, 46 and 49 (the 
 methods: 36 and 41; counted with `sys.setprofile`, grpcio 1.85). So only a data-plane
 service (`Service.registered`) registers its methods; admin services, health and reflection are
 found through their generic handlers, a dictionary lookup per call.
+
+TLS: a server given a certificate and its key (`ServerTls`) serves its one port over TLS, health,
+reflection and admin included (admin calls still carry their token). A client given a CA file
+(`aio_channel`, `sync_channel`) verifies the server against it; without one it connects in
+plaintext, the lab's default. The controller's clients take theirs from `HERDLAB_TLS_CA`
+(`env_tls_ca`); the cache's channel to the DB has its own flag.
 """
 
 from __future__ import annotations
@@ -35,8 +50,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
@@ -45,11 +61,19 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from herdlab import logs
+from herdlab import channelz, logs
 from herdlab.auth import is_admin_method, require_token
+from herdlab.metrics import SERVER_CALLS, SERVER_CALLS_WAITING
 
 MAX_PENDING_REQUESTS = 100_000
+# How long grpc core may hold a call the service has not taken up before cancelling it.
+MAX_UNREQUESTED_S = 3600
+# The CA every lab client verifies the services against when set (a PEM file): TLS on every link.
+TLS_CA_ENV = "HERDLAB_TLS_CA"
 
 # What a servicer method receives; the lab's servicers take and return protobuf messages.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -57,6 +81,7 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.server.max_pending_requests", MAX_PENDING_REQUESTS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_REQUESTS),
+    ("grpc.server_max_unrequested_time_in_server", MAX_UNREQUESTED_S),
     ("grpc.so_reuseport", 0),
 ]
 
@@ -153,6 +178,44 @@ def channel_options(
     return options
 
 
+def env_tls_ca() -> str | None:
+    """The CA file `HERDLAB_TLS_CA` names, or None (plaintext)."""
+    return os.environ.get(TLS_CA_ENV) or None
+
+
+def aio_channel(
+    target: str, options: Sequence[tuple[str, Any]], ca: str | Path | None
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target`: TLS verifying the server against the CA file `ca`, or
+    plaintext when `ca` is None. OSError when the file cannot be read."""
+    if ca is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def sync_channel(
+    target: str, options: Sequence[tuple[str, Any]], ca: str | Path | None
+) -> grpc.Channel:
+    """`aio_channel`'s blocking twin, for code outside any event loop."""
+    if ca is None:
+        return grpc.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate (PEM, the chain from the leaf up) and its private key's files."""
+
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """OSError when a file cannot be read."""
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
+
+
 @dataclass(frozen=True)
 class _Malformed:
     """What a request that did not parse is handed to its method as, with the parser's reason."""
@@ -234,20 +297,60 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+class _Active:
+    """Calls this process's `Service` handlers are running. Changed only on the event loop's
+    thread; read whole (an int) by the metrics thread."""
+
+    count = 0
+
+
 def _checked(
     behavior: Callable[[Any, Context], Message | Awaitable[Message]], token: bytes | None
 ) -> Callable[[Any, Context], Awaitable[Message]]:
     async def call(request: Any, context: Context) -> Message:
-        if token is not None:
-            await require_token(context, token)
-        if type(request) is _Malformed:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
-            )
-        answer = behavior(request, context)
-        return answer if isinstance(answer, Message) else await answer
+        _Active.count += 1
+        try:
+            if token is not None:
+                await require_token(context, token)
+            if type(request) is _Malformed:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
+                )
+            answer = behavior(request, context)
+            return answer if isinstance(answer, Message) else await answer
+        finally:
+            _Active.count -= 1
 
     return call
+
+
+class ServerCalls(Collector):
+    """gRPC core's count of this process's server calls (channelz: started, succeeded, failed),
+    and how many calls core holds that the service's code has not taken up yet: calls in
+    progress in core less those a `Service` handler is running (health and reflection calls
+    end at once and do not count for long). A call that waits there is invisible to every
+    other metric of the service; this is where it shows (see the module: calls waiting to be
+    taken up)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        calls = channelz.server_calls()
+        counted = CounterMetricFamily(
+            SERVER_CALLS,
+            "Calls gRPC core saw on this process's servers, by stage.",
+            labels=["stage"],
+        )
+        for stage in ("started", "succeeded", "failed"):
+            counted.add_metric([stage], calls[stage])
+        yield counted
+        in_core = calls["started"] - calls["succeeded"] - calls["failed"]
+        yield GaugeMetricFamily(
+            SERVER_CALLS_WAITING,
+            "Calls gRPC core holds that the service has not taken up yet.",
+            value=max(0, in_core - _Active.count),
+        )
 
 
 @dataclass(frozen=True)
@@ -275,10 +378,11 @@ def build_server(
     maximum_concurrent_rpcs: int | None = None,
     admin_token: str | None = None,
     pings: PingPolicy | None = None,
+    tls: ServerTls | None = None,
 ) -> LabServer:
     """`services` with health and reflection on one gRPC server bound to `host:port` (0: any
-    free port); see `serve` for the arguments. Only a `Service.registered` service registers
-    its methods."""
+    free port), over TLS with `tls`; see `serve` for the arguments. Only a
+    `Service.registered` service registers its methods."""
     server = grpc.aio.server(
         options=[*SERVER_OPTIONS, *(pings or PingPolicy()).options()],
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
@@ -300,7 +404,12 @@ def build_server(
         ),
         generic_only,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (
+        server.add_insecure_port(address)
+        if tls is None
+        else server.add_secure_port(address, tls.credentials())
+    )
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     return LabServer(server, health_servicer, bound, names)
@@ -316,6 +425,7 @@ async def serve(
     admin_token: str | None = None,
     announce: Mapping[str, Any] | None = None,
     pings: PingPolicy | None = None,
+    tls: ServerTls | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns. Logs a line
     when it listens (with `announce`: the other addresses and the settings), one when it starts
@@ -323,7 +433,7 @@ async def serve(
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
     before the request is looked at. `pings`: how clients' keepalive pings are enforced
-    (default: `PingPolicy()`).
+    (default: `PingPolicy()`). `tls`: serve over TLS with this certificate.
     """
     lab = build_server(
         services,
@@ -332,6 +442,7 @@ async def serve(
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         admin_token=admin_token,
         pings=pings,
+        tls=tls,
     )
     await lab.start()
     logs.event("listening", grpc=f"{host}:{lab.port}", pid=os.getpid(), **(announce or {}))
@@ -348,9 +459,15 @@ async def serve(
     logs.event("drained", took=f"{time.monotonic() - started:.3f}s")
 
 
-def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> bool:
+def wait_serving(
+    target: str,
+    timeout_s: float,
+    alive: Callable[[], bool] | None = None,
+    ca: str | Path | None = None,
+) -> bool:
     """True once `target` answers its health check with SERVING; False after `timeout_s`, or as
-    soon as `alive()` says the process behind it is gone (bad flags, port taken, crash).
+    soon as `alive()` says the process behind it is gone (bad flags, port taken, crash). Over
+    TLS verified against the CA file `ca` when given.
 
     Blocking (the sync gRPC API): controllers call it outside any event loop.
     """
@@ -358,7 +475,7 @@ def wait_serving(target: str, timeout_s: float, alive: Callable[[], bool] | None
     # A service that is still starting refuses the first connects: with gRPC's default backoff
     # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
     fast = Reconnect(initial_backoff_ms=50, max_backoff_ms=250, min_connect_timeout_ms=1000)
-    with grpc.insecure_channel(target, options=channel_options(reconnect=fast)) as channel:
+    with sync_channel(target, channel_options(reconnect=fast), ca) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:
             if alive is not None and not alive():

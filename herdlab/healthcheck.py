@@ -10,17 +10,23 @@ container doing nothing. This module uses the standard library only and speaks t
 it needs itself: HTTP/2 cleartext with prior knowledge (RFC 9113), one `Health/Check` call with
 an empty request (its headers sent as literal HPACK fields, RFC 7541, so no table state), and the
 one reply message read off the DATA frames (status is field 1, a varint; SERVING is 1).
+
+A server serving TLS is checked over TLS (ALPN h2) when `HERDLAB_HEALTH_TLS_CA` names the CA
+file to verify it against; the target's host must be a name its certificate carries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
 
 ENV_TARGET = "HERDLAB_HEALTH_TARGET"
+ENV_TLS_CA = "HERDLAB_HEALTH_TLS_CA"
 USAGE = "usage: python -m herdlab.healthcheck [HOST:PORT] [--timeout DURATION]"
 SERVING = 1
 MAX_FRAMES = 64  # bounded: a healthy reply takes a handful of frames
@@ -46,11 +52,11 @@ def _literal(name_index: int, value: str) -> bytes:
     return prefix + bytes([len(raw)]) + raw
 
 
-def request(authority: str) -> bytes:
+def request(authority: str, tls: bool = False) -> bytes:
     """Preface, SETTINGS, and the call: HEADERS then one DATA frame with an empty message."""
     block = (
         b"\x83"  # :method POST (static index 3)
-        + b"\x86"  # :scheme http (static index 6)
+        + (b"\x87" if tls else b"\x86")  # :scheme https or http (static index 7 or 6)
         + _literal(4, "/grpc.health.v1.Health/Check")  # :path
         + _literal(1, authority)  # :authority
         + _literal(31, "application/grpc")  # content-type
@@ -85,15 +91,22 @@ def status_of(message: bytes) -> int:
     return 0
 
 
-def check(target: str, timeout_s: float) -> int:
-    """The health status `target` answers within `timeout_s`; raises Unhealthy otherwise."""
+def check(target: str, timeout_s: float, ca: str | None = None) -> int:
+    """The health status `target` answers within `timeout_s`, over TLS verified against the CA
+    file `ca` when given; raises Unhealthy otherwise."""
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise Unhealthy(f"target {target!r} is not host:port")
     deadline = time.monotonic() + timeout_s
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as conn:
-            conn.sendall(request(target))
+        with contextlib.ExitStack() as stack:
+            address = (host.strip("[]"), int(port))
+            conn = stack.enter_context(socket.create_connection(address, timeout=timeout_s))
+            if ca is not None:
+                context = ssl.create_default_context(cafile=ca)
+                context.set_alpn_protocols(["h2"])
+                conn = stack.enter_context(context.wrap_socket(conn, server_hostname=address[0]))
+            conn.sendall(request(target, tls=ca is not None))
             reply = b""
             buffer = b""
             for _ in range(MAX_FRAMES):
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"healthcheck: no target: give host:port or set {ENV_TARGET}", file=sys.stderr)
         return 1
     try:
-        status = check(target, parse_timeout(timeout))
+        status = check(target, parse_timeout(timeout), os.environ.get(ENV_TLS_CA) or None)
     except (ValueError, Unhealthy) as exc:
         print(f"healthcheck: {target}: {exc}", file=sys.stderr)
         return 1

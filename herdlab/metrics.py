@@ -48,6 +48,8 @@ ChildT = TypeVar("ChildT")
 # spelled. The services create their metrics with these; a reader of an exposition asks
 # `sample(NAME)` for the name its samples carry there.
 BUILD = "herdlab_build"
+SERVER_CALLS = "herdlab_grpc_server_calls"
+SERVER_CALLS_WAITING = "herdlab_grpc_server_calls_waiting"
 CHAOS_ACTIONS = "herdlab_chaos_actions"
 GUARD_STATE = "herdlab_guard_state"
 GUARD_REJECTED = "herdlab_guard_rejected"
@@ -99,6 +101,8 @@ SUFFIXES = {
 }
 KINDS = {
     BUILD: "info",
+    SERVER_CALLS: "counter",
+    SERVER_CALLS_WAITING: "gauge",
     CHAOS_ACTIONS: "counter",
     GUARD_STATE: "gauge",
     GUARD_REJECTED: "counter",

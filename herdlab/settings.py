@@ -9,7 +9,9 @@ kind, its bounds and its help). From that one declaration come:
   the allowed range in the same units the user writes;
 - the argv that starts a service with those settings (`to_argv`), durations always as `<n>ms`;
 - parsing of experiment files and sweeps (`parse_value`, `with_values`), where a value is the
-  same text a user would type on the command line (`"100ms"`, `20`, `"full"`).
+  same text a user would type on the command line (`"100ms"`, `20`, `"full"`);
+- the rows of the README's settings reference (`reference_rows`; the tables are written by
+  `chaos.cli.settings_reference`).
 
 No library fitted: click and pydantic each cover one side (options or validation), and the lab
 needs the same declaration to produce both, plus argv for processes it starts.
@@ -62,8 +64,9 @@ class Setting:
     def label(self) -> str:
         return self.key.replace("_", " ")
 
-    def allowed(self) -> str:
-        """The allowed values, in the units a user writes them."""
+    def allowed(self, *, readable: bool = False) -> str:
+        """The allowed values, in the units a user writes them (`readable`: durations as a
+        reader takes them in, `24h` rather than `86400000ms`)."""
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         if self.kind == "bool":
@@ -71,9 +74,11 @@ class Setting:
         if self.kind == "guards":
             return "a guard set such as none, budget or limit:n=20+breaker, or a list of guards"
         if self.kind in ("seed", "text") or self.lo is None or self.hi is None:
-            return {"seed": "an integer", "text": "text"}.get(self.kind, "a number")
+            fallback = {"seed": "an integer", "text": "text", "duration": "a duration"}
+            return fallback.get(self.kind, "a number")
         if self.kind == "duration":
-            return f"in [{format_duration(self.lo)}, {format_duration(self.hi)}]"
+            shown = readable_duration if readable else format_duration
+            return f"in [{shown(self.lo)}, {shown(self.hi)}]"
         if self.kind == "int":
             return f"in {int(self.lo)}..{int(self.hi)}"
         return f"in [{self.lo:g}, {self.hi:g}]"
@@ -150,6 +155,14 @@ class Setting:
         return [self.flag, str(value)]
 
 
+def readable_duration(seconds: float) -> str:
+    """A duration as a reader takes it in: whole hours in `h`, else `format_duration`'s short
+    form (`2s`, `5m`, `500ms`)."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    return format_duration(seconds, short=True)
+
+
 def setting(default: Any, key: str, kind: Kind, help: str, **bounds: Any) -> Any:
     """A dataclass field declared with its `Setting`."""
     return dataclasses.field(
@@ -167,6 +180,38 @@ def fields(cls_or_obj: Any) -> Iterator[tuple[str, Setting]]:
 
 def by_key(cls_or_obj: Any) -> dict[str, tuple[str, Setting]]:
     return {spec.key: (name, spec) for name, spec in fields(cls_or_obj)}
+
+
+REFERENCE_COLUMNS = ("flag", "experiment key", "default", "allowed", "env var", "help")
+
+
+def reference_rows(
+    cls: type[Any], env_prefix: str | None, *, flags: bool = True, skip: Collection[str] = ()
+) -> list[tuple[str, ...]]:
+    """One row of `REFERENCE_COLUMNS` per setting of `cls`, as `options(cls, env_prefix,
+    skip=skip)` makes its flags (`flags=False`: a section with none, such as `[stack]`); a
+    setting without a flag or an environment variable has `-` there."""
+    default = cls()
+    rows: list[tuple[str, ...]] = []
+    for name, spec in fields(cls):
+        value = getattr(default, name)
+        if spec.kind == "bool":
+            flag = f"{spec.flag} / {spec.negative or '--no-' + spec.flag[2:]}"
+        else:
+            flag = spec.flag
+        duration = spec.kind == "duration" and value is not None
+        shown = readable_duration(value) if duration else spec.text(value)
+        rows.append(
+            (
+                flag if flags and name not in skip else "-",
+                spec.key,
+                shown,
+                spec.allowed(readable=True),
+                f"{env_prefix}_{spec.key.upper()}" if env_prefix and name not in skip else "-",
+                spec.help,
+            )
+        )
+    return rows
 
 
 class Settings:

@@ -5,9 +5,13 @@ observations made by hand, for the measures' own tests."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from cache_service.settings import CacheSettings
@@ -165,6 +169,18 @@ def default_signals() -> None:
     keeps it so)."""
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def chaos_run(path: Path, out_json: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`chaos run PATH --json OUT_JSON` as a process of its own, its stacks' state in
+    `state_dir`."""
+    return subprocess.run(
+        [sys.executable, "-m", "chaos", "run", str(path), "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HERDLAB_STATE_DIR": str(state_dir)},
+    )
 
 
 def observations(db_arrivals: list[int], outages: Sequence[Outage] = ()) -> Observations:

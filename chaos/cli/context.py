@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chaos.engine.herd import ProgressFactory, ProgressFn
 from chaos.lab import extras
-from chaos.lab.backends.base import Backend
+from chaos.lab.backends.base import Backend, BackendError
 from chaos.lab.backends.local import LocalStack
 from chaos.lab.journal import Journal
+from chaos.lab.state import ServiceRecord
+from herdlab.grpcutil import TLS_CA_ENV, env_tls_ca
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 BACKENDS = ("local", "docker")
@@ -44,6 +46,17 @@ class Lab:
 
             return DockerBackend()
         return self.stack
+
+    def tls_ca(self, records: Mapping[str, ServiceRecord] | None = None) -> str | None:
+        """The CA the controller's clients verify the services against: `HERDLAB_TLS_CA`, else
+        the local stack's (of `records`, default: its state file read now) when it runs TLS;
+        None: plaintext."""
+        given = env_tls_ca()
+        if given is not None and not Path(given).is_file():
+            raise BackendError(f"{TLS_CA_ENV}={given}: no such file")
+        if given is not None or self.backend_name != "local":
+            return given
+        return self.stack.tls_ca(records)
 
 
 pass_lab = click.make_pass_decorator(Lab)

@@ -3,11 +3,13 @@
 Its options are `HerdSettings`' (`chaos.engine.herd_settings`), the declaration an experiment
 file's `[herd]` section reads, so a flag and a key share name, default and bounds; the herd is
 built from the parsed settings by `HerdSettings.config`. What is only the command's: the target,
-the herd's own /metrics, --json, and which flags go together (an open loop's needs --rate).
+the CA it verifies the cache's TLS against, the herd's own /metrics, --json, and which flags go
+together (an open loop's needs --rate).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -21,10 +23,12 @@ from chaos.engine.runner import causes_text
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import cache_names
 from herdlab import loop, settings
+from herdlab.config import PORT, env_option
+from herdlab.grpcutil import TLS_CA_ENV
 from herdlab.metrics import serve_metrics
 
 # Settings of an experiment's timeline, not of one herd run from the command line.
-_NOT_FLAGS = ("rounds",)
+NOT_FLAGS = ("rounds",)
 # The open loop's own settings (need --rate) and the burst's (cannot go with it).
 _OPEN_LOOP = ("duration_s", "max_in_flight")
 _BURST = ("users", "requests", "think_s")
@@ -69,22 +73,28 @@ def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
     show_envvar=True,
     help="The cache's gRPC address [default: the local stack's cache].",
 )
-@settings.options(HerdSettings, None, skip=_NOT_FLAGS)
-@click.option(
+@settings.options(HerdSettings, None, skip=NOT_FLAGS)
+@env_option(
     "--metrics-port",
-    envvar="HERDLAB_HERD_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Serve the herd's /metrics on PORT while it runs (0: off).",
+    "HERDLAB_HERD_METRICS_PORT",
+    0,
+    "Serve the herd's /metrics on PORT while it runs (0: off).",
+    type=PORT,
+    show_default=None,
+)
+@env_option(
+    "--metrics-host",
+    "HERDLAB_HERD_METRICS_HOST",
+    "127.0.0.1",
+    "Listen address of the herd's /metrics.",
 )
 @click.option(
-    "--metrics-host",
-    envvar="HERDLAB_HERD_METRICS_HOST",
-    default="127.0.0.1",
-    show_default=True,
+    "--tls-ca",
+    envvar=TLS_CA_ENV,
+    type=click.Path(exists=True, dir_okay=False),
     show_envvar=True,
-    help="Listen address of the herd's /metrics.",
+    help="Reach the cache over TLS, verifying it against this CA (PEM) [default: the local "
+    "stack's CA when it runs TLS, else plaintext].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_lab
@@ -92,6 +102,7 @@ def herd(
     lab: Lab,
     /,
     target: str | None,
+    tls_ca: str | None,
     metrics_port: int,
     metrics_host: str,
     as_json: bool,
@@ -101,7 +112,11 @@ def herd(
     --rate and --duration, send requests on a fixed schedule (open loop)."""
     _check_together(click.get_current_context(), values)
     herd_settings = settings.from_options(HerdSettings, values)
-    config = herd_settings.config(_cache_target(lab, target))
+    # The local stack's CA verifies the local stack only, not a --target elsewhere.
+    config = replace(
+        herd_settings.config(_cache_target(lab, target)),
+        tls_ca=tls_ca if tls_ca or target else lab.tls_ca(),
+    )
     metrics = None
     if metrics_port:
         registry = CollectorRegistry()

@@ -123,12 +123,12 @@ class Live:
             self.states()
             self.start_settings()
 
-    @staticmethod
-    def _admins(services: dict[str, ServiceInfo]) -> list[Admin]:
+    def _admins(self, services: dict[str, ServiceInfo]) -> list[Admin]:
         caches = cache_names(services)
         if "db" not in services or not caches:
             raise BackendError(NO_STACK)
-        return [Admin(services["db"].grpc, services[name].grpc) for name in caches]
+        tls_ca = self.lab.tls_ca()
+        return [Admin(services["db"].grpc, services[name].grpc, tls_ca=tls_ca) for name in caches]
 
     @asynccontextmanager
     async def admin(self) -> AsyncIterator[Admin]:
@@ -253,7 +253,7 @@ def _count(lab: Lab, verb: str, service: str) -> list[str]:
         running = {n: s.grpc for n, s in lab.backend().status().items() if s.state == "running"}
     except BackendError:
         return []
-    return asyncio.run(note_action(running, verb, service))
+    return asyncio.run(note_action(running, verb, service, tls_ca=lab.tls_ca()))
 
 
 async def hold_for(seconds: float, revert: Callable[[], Awaitable[object]]) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,6 +51,7 @@ from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
 from herdlab.auth import AdminError
+from herdlab.config import PORT, F, env_option
 from herdlab.retry import POLICY_NAMES
 from herdlab.settings import Settings
 
@@ -98,40 +100,19 @@ for _command in (*COMMANDS, *WIRE_COMMANDS, herd, run, scenario, soak, demo, rep
 # -- stack ----------------------------------------------------------------------------------
 
 
+def _free_port_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
+    """A port option whose default, 0, takes a free port."""
+    return env_option(
+        flag, envvar, 0, f"{what} [default: a free port].", type=PORT, show_default=None
+    )
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print the stack as JSON.")
-@click.option(
-    "--db-port",
-    envvar="HERDLAB_DB_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="DB gRPC port [default: a free port].",
-)
-@click.option(
-    "--db-metrics-port",
-    envvar="HERDLAB_DB_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="DB /metrics port [default: a free port].",
-)
-@click.option(
-    "--cache-port",
-    envvar="HERDLAB_CACHE_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Cache gRPC port [default: a free port].",
-)
-@click.option(
-    "--cache-metrics-port",
-    envvar="HERDLAB_CACHE_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    show_envvar=True,
-    help="Cache /metrics port [default: a free port].",
-)
+@_free_port_option("--db-port", "HERDLAB_DB_PORT", "DB gRPC port")
+@_free_port_option("--db-metrics-port", "HERDLAB_DB_METRICS_PORT", "DB /metrics port")
+@_free_port_option("--cache-port", "HERDLAB_CACHE_PORT", "Cache gRPC port")
+@_free_port_option("--cache-metrics-port", "HERDLAB_CACHE_METRICS_PORT", "Cache /metrics port")
 @click.option(
     "--policy",
     type=click.Choice(POLICY_NAMES),
@@ -185,6 +166,12 @@ for _command in (*COMMANDS, *WIRE_COMMANDS, herd, run, scenario, soak, demo, rep
     help="Where the cache keeps values: in each replica, or in a redis-server (from PATH, "
     "started here) shared by every replica, which coalesce across replicas with leases.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve the DB and the cache over TLS with a CA and a certificate made now in the state "
+    "dir (tls/ca.pem); the cache and every chaos command verify them (needs the tls extra).",
+)
 @pass_lab
 def up(
     lab: Lab,
@@ -201,6 +188,7 @@ def up(
     with_prometheus: bool,
     replicas: int,
     store: str,
+    tls: bool,
 ) -> None:
     """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
 
@@ -230,10 +218,11 @@ def up(
         proxy=[name for name in proxy.split(",") if name],
         replicas=replicas,
         store=store,
+        tls=tls,
     )
     if with_prometheus:
         try:
-            prometheus.start(lab.stack)
+            prometheus.start(lab.stack.state_dir, lab.stack.start_helper)
         except BaseException:
             lab.stack.down()
             raise
@@ -307,7 +296,8 @@ def status(lab: Lab, as_json: bool) -> None:
 )
 @pass_lab
 def logs(lab: Lab, service: str, follow: bool, lines: int) -> None:
-    """Print a service's log: one logfmt line per start, admin change and drain."""
+    """Print a service's log: one logfmt line per start, admin change and drain (of the stack
+    that is up, else of the last one)."""
     for line in lab.backend().logs(service, lines=lines, follow=follow):
         click.echo(line)
 

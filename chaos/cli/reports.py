@@ -11,10 +11,11 @@ import click
 
 from chaos.cli.context import CONTEXT, err, out, progress_display
 from chaos.engine.herd import ProgressFactory
-from chaos.engine.runner import Doc
+from chaos.engine.runner import Doc, run_scenario
 from chaos.report.render import table_for, write_report
-from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
-from chaos.scenarios.stampede import StampedeConfig, auto_db_latency, run_stampede
+from chaos.scenarios import retry_storm, stampede
+from chaos.scenarios.retry_storm import RetryStormConfig
+from chaos.scenarios.stampede import StampedeConfig, auto_db_latency
 from herdlab import loop
 from herdlab.config import DURATION
 from herdlab.guards import RECOMMENDED
@@ -84,16 +85,16 @@ def demo(
     async def acts(progress: ProgressFactory) -> list[Doc]:
         # One event loop for the whole demo: grpc.aio is bound to the loop it first ran on.
         err.print("[bold]1/3[/] stampede: coalescing off, then on")
-        stampede_doc = await run_stampede(stampede_config, out.print, progress)
+        stampede_doc = await run_scenario(stampede.SCENARIO, stampede_config, out.print, progress)
         out.print(table_for(stampede_doc))
         err.print(f"[bold]2/3[/] retry storm: {', '.join(storm_config.policies)}")
-        storm_doc = await run_retry_storm(storm_config, out.print, progress)
+        storm_doc = await run_scenario(retry_storm.SCENARIO, storm_config, out.print, progress)
         out.print(table_for(storm_doc))
         err.print(
             f"[bold]3/3[/] stopping the storm: {storm_keys:,} keys, full jitter alone, then with "
             f"the recommended guards ({RECOMMENDED})"
         )
-        guarded_doc = await run_retry_storm(guarded_config, out.print, progress)
+        guarded_doc = await run_scenario(retry_storm.SCENARIO, guarded_config, out.print, progress)
         out.print(table_for(guarded_doc))
         return [stampede_doc, storm_doc, guarded_doc]
 

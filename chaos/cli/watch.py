@@ -14,6 +14,8 @@ by a timeout); what is shown comes from the last two scrapes, as Prometheus' `ra
 Caches are every service of the stack named `cache` or `cache-<n>`; their figures are summed
 (guards are listed per cache, since a breaker state does not add up). A service whose scrape
 fails is shown down and its figures are missing (JSON `null`); the view keeps going.
+With `--backend docker` and no `HERDLAB_<SERVICE>_METRICS_URL` set, a Docker engine that cannot
+be reached is an error (one line, exit 2) rather than a view of services all DOWN.
 
 `figures()` holds the arithmetic, on parsed expositions and an elapsed time: no clock, no I/O.
 
@@ -81,6 +83,7 @@ MAX_SCRAPERS = 16
 MIN_INTERVAL_S = 0.2
 MAX_INTERVAL_S = 60.0
 BAR_WIDTH = 24
+VIEW_WIDTH = 80  # columns of the live view (an 80x24 terminal)
 
 
 def scrape_all(
@@ -290,54 +293,78 @@ def _load_bar(ratio: float | None) -> Text:
     )
 
 
-def _guard_line(guard: Mapping[str, Any]) -> str:
-    state = " ".join(f"{k} {v:g}" for k, v in sorted(guard["state"].items()))
+def _guard_items(guard: Mapping[str, Any]) -> list[str]:
+    """A guard's state, one `key value` each, after its name; its rejections last, set apart by
+    a second space."""
+    state = [f"{k} {v:g}" for k, v in sorted(guard["state"].items())]
     rejected = guard["rejected_per_s"]
-    tail = f"  rejected {rejected:,.1f}/s" if rejected is not None else ""
-    return f"{guard['guard']}: {state}{tail}"
+    tail = [f" rejected {rejected:,.1f}/s"] if rejected is not None else []
+    return [f"{guard['guard']}:", *state, *tail]
+
+
+def _packed(items: list[str], width: int) -> list[Text]:
+    """`items` (rich markup) joined by spaces into lines of at most `width` columns, never
+    splitting one (an item longer than the width has a line of its own)."""
+    lines: list[Text] = []
+    for item in items:
+        text = Text.from_markup(item)
+        if lines and lines[-1].cell_len + 1 + text.cell_len <= width:
+            lines[-1].append_text(Text(" ") + text)
+        else:
+            lines.append(Text.from_markup(item.lstrip()))
+    return lines
 
 
 def render(doc: Mapping[str, Any], header: str) -> RenderableType:
-    """The dashboard: at most ~20 lines, 78 columns wide with a few guards (an 80x24 terminal)."""
-    services = " ".join(
+    """The dashboard: at most ~20 lines, each within VIEW_WIDTH columns (an 80x24 terminal): a
+    figure made of items (services, cache->DB outcomes, a guard's state) continues on the next
+    line rather than wrapping inside an item."""
+    services = [
         f"[green]{name} up[/]" if s["up"] else f"[red]{name} DOWN[/]"
         for name, s in doc["services"].items()
-    )
+    ]
+    attempts = doc["cache_db_attempts_per_s"]
+    shares = doc["shares"]
+    rows: list[tuple[str, RenderableType | list[str]]] = [
+        ("services", services or ["[red]none found[/]"]),
+        (
+            "DB arrivals",
+            f"{_rate(doc['db_arrivals_per_s'])} of capacity {_rate(doc['db_capacity_per_s'])}",
+        ),
+        ("DB load", _load_bar(doc["db_load_ratio"])),
+        ("DB queue", _count(doc["db_queue_depth"])),
+        (
+            "cache->DB",
+            ["-"]
+            if attempts is None
+            else [f"{k} {v:,.1f}/s" for k, v in attempts.items()] or ["0/s"],
+        ),
+        ("cache Gets", _rate(doc["cache_requests_per_s"])),
+        (
+            "shares",
+            "  ".join(f"{k} {'-' if v is None else format(v, '.0%')}" for k, v in shares.items()),
+        ),
+        (
+            "coalescing",
+            f"waiters {_count(doc['coalesced_waiters'])}  keys in flight "
+            f"{_count(doc['keys_in_flight'])}",
+        ),
+        ("Get latency", f"p50 {_ms(doc['latency_p50_s'])}  p99 {_ms(doc['latency_p99_s'])}"),
+    ]
+    rows += [(f"{guard['service']} guard", _guard_items(guard)) for guard in doc["guards"]]
+    if not doc["guards"]:
+        rows.append(("guards", "[dim]none exported[/]"))
+    # Each cell is padded by a column on either side.
+    width = VIEW_WIDTH - 4 - max(len(label) for label, _ in rows)
     table = Table(show_header=False, box=None, padding=(0, 1), expand=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("services", services or "[red]none found[/]")
-    table.add_row(
-        "DB arrivals",
-        f"{_rate(doc['db_arrivals_per_s'])} of capacity {_rate(doc['db_capacity_per_s'])}",
-    )
-    table.add_row("DB load", _load_bar(doc["db_load_ratio"]))
-    table.add_row("DB queue", _count(doc["db_queue_depth"]))
-    attempts = doc["cache_db_attempts_per_s"]
-    table.add_row(
-        "cache->DB",
-        "-"
-        if attempts is None
-        else " ".join(f"{k} {v:,.1f}/s" for k, v in attempts.items()) or "0/s",
-    )
-    table.add_row("cache Gets", _rate(doc["cache_requests_per_s"]))
-    shares = doc["shares"]
-    table.add_row(
-        "shares",
-        "  ".join(f"{k} {'-' if v is None else format(v, '.0%')}" for k, v in shares.items()),
-    )
-    table.add_row(
-        "coalescing",
-        f"waiters {_count(doc['coalesced_waiters'])}  keys in flight "
-        f"{_count(doc['keys_in_flight'])}",
-    )
-    table.add_row(
-        "Get latency", f"p50 {_ms(doc['latency_p50_s'])}  p99 {_ms(doc['latency_p99_s'])}"
-    )
-    for guard in doc["guards"]:
-        table.add_row(f"{guard['service']} guard", _guard_line(guard))
-    if not doc["guards"]:
-        table.add_row("guards", "[dim]none exported[/]")
+    for label, value in rows:
+        if not isinstance(value, list):
+            table.add_row(label, value)
+            continue
+        for n, line in enumerate(_packed(value, width)):
+            table.add_row(label if n == 0 else "", line)
     return Group(Text(header, style="bold"), table)
 
 
@@ -415,6 +442,11 @@ def watch(lab: Lab, interval: float, once: bool, as_json: bool, count: int | Non
             f"must be in [{MIN_INTERVAL_S:g}s, {MAX_INTERVAL_S:g}s], got {interval:g}s",
             param_hint="--interval",
         )
+    if lab.backend_name == "docker":
+        from chaos.lab.backends.docker import metrics_urls_given
+
+        if not metrics_urls_given():
+            lab.backend()  # BackendError in one line when the Docker engine cannot be reached
     if not stack_endpoints(lab):
         raise BackendError("no lab stack is up; run 'chaos up' first")
     watcher = Watcher(lambda: stack_endpoints(lab), timeout_s=min(SCRAPE_TIMEOUT_S, interval))

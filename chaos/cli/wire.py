@@ -34,6 +34,7 @@ async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None)
     stack's state file is read once (or `records`, read by the caller, is used)."""
     db_start: DbSettings | None = None
     cache_start: CacheSettings | None = None
+    known: Mapping[str, ServiceRecord] | None = None
     if lab.backend_name == "local":
         known = lab.stack.records() if records is None else records
         services = lab.stack.status(known)
@@ -49,7 +50,9 @@ async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None)
         "cache": None,
         "wire": [],
     }
-    async with Admin(services["db"].grpc, services[caches[0]].grpc) as admin:
+    async with Admin(
+        services["db"].grpc, services[caches[0]].grpc, tls_ca=lab.tls_ca(known)
+    ) as admin:
         if services["db"].state == "running":
             state = await admin.db_state()
             db = {

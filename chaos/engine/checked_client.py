@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from chaos.engine.freshness_oracle import Freshness
-from herdlab.grpcutil import channel_options
+from herdlab.grpcutil import aio_channel, channel_options
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
@@ -27,9 +27,16 @@ class CheckedClient:
     """One client of the cache on its own connection (see the module)."""
 
     def __init__(
-        self, target: str, keys: int, key_prefix: str, freshness: Freshness, deadline_s: float
+        self,
+        target: str,
+        keys: int,
+        key_prefix: str,
+        freshness: Freshness,
+        deadline_s: float,
+        tls_ca: str | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(target, options=channel_options(local_pool=True))
+        """`tls_ca`: the cache serves TLS, verified against this CA file (None: plaintext)."""
+        self._channel = aio_channel(target, channel_options(local_pool=True), tls_ca)
         self._stub = cache_pb2_grpc.CacheStub(self._channel)
         self.keys = keys
         self.key_prefix = key_prefix

@@ -46,7 +46,7 @@ import grpc
 import prometheus_client
 from prometheus_client import CollectorRegistry, Histogram
 
-from herdlab.grpcutil import Keepalive, Reconnect, channel_options
+from herdlab.grpcutil import Keepalive, Reconnect, aio_channel, channel_options
 from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
 from herdlab.metrics import HERD_ATTEMPTS, HERD_REQUEST_LATENCY, HERD_REQUESTS
@@ -135,6 +135,7 @@ class HerdConfig:
     seed: int | None = None
     # Overload guards around the users' calls (`herdlab.guards`), one set for the whole herd.
     guards: str = "none"
+    tls_ca: str | None = None  # the cache serves TLS, verified against this CA file
 
     def problems(self) -> list[str]:
         """What cannot run. The numbers' bounds are `HerdSettings`' (`chaos.engine.herd_settings`),
@@ -343,9 +344,12 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     )
     if "," in config.target:
         options.append(ROUND_ROBIN)
-    channels = [
-        grpc.aio.insecure_channel(config.target, options=options) for _ in range(config.channels)
-    ]
+        if config.tls_ca is not None:
+            # gRPC checks the certificate against the target's authority, which for an `ipv4:`
+            # list is the whole list and names no host; the replicas share their first's host.
+            first = config.target.removeprefix("ipv4:").split(",")[0]
+            options.append(("grpc.ssl_target_name_override", first.rsplit(":", 1)[0]))
+    channels = [aio_channel(config.target, options, config.tls_ca) for _ in range(config.channels)]
     events: list[tuple[int, int, str]] = []
     watchers = [
         asyncio.create_task(_watch(channel, index, events))

@@ -12,18 +12,21 @@ name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chaos.engine.spec import Experiment
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Row = dict[str, Any]
-
-
-def _no_header(experiment: Experiment) -> dict[str, Any]:
-    return {}
+C = TypeVar("C", bound="DataclassInstance")
+# The units a configuration's field names end in and its options' names do not.
+UNITS = ("_per_s", "_pct", "_s")
 
 
 def _no_line(row: Row) -> list[str]:
@@ -43,6 +46,19 @@ class ScenarioConfig(Protocol):
     def params(self) -> dict[str, Any]: ...
 
     def command(self) -> str: ...
+
+
+def from_options(config: type[C], values: Mapping[str, Any], **given: Any) -> C:
+    """The typed configuration `config` from a `chaos scenario NAME`'s options (`values`, by
+    param name): each field not `given` from the option of its name, or of its name without its
+    unit (`ttl_s` from `ttl`, `rate_per_s` from `rate`, `jitter_pct` from `jitter`); a field
+    without an option keeps its default."""
+    for f in dataclasses.fields(config):
+        names = (f.name, *(f.name.removesuffix(unit) for unit in UNITS))
+        option = next((n for n in names if n in values), None)
+        if f.name not in given and option is not None:
+            given[f.name] = values[option]
+    return config(**given)
 
 
 @dataclass(frozen=True)
@@ -80,9 +96,12 @@ class Kind:
     name: str
     # A second top-level key holding the same rows as `rows` (the name older documents used).
     rows_key: str = "rows"
-    # (row field, measure) in document order; a field absent here is named after its measure.
-    fields: tuple[tuple[str, str], ...] = ()
-    header: Callable[[Experiment], dict[str, Any]] = _no_header
+    # The row's fields in document order: a measure's name (the field named after it) or a
+    # (row field, measure) pair; a measure absent here is a field named after it, after these.
+    fields: tuple[str | tuple[str, str], ...] = ()
+    # The configuration it ran with, from its experiment: the document's `config`, beside
+    # `scenario` (its name). Without one the document has neither.
+    config: Callable[[Experiment], dict[str, Any]] | None = None
     announce: Callable[[Experiment, Mapping[str, Any]], str] = field(
         default=lambda experiment, variant: f"{experiment.title}: {_variant_title(variant)}"
     )
@@ -102,14 +121,25 @@ class Kind:
     reading: str = ""
 
     @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """(row field, measure) for each of `fields`."""
+        return tuple((f, f) if isinstance(f, str) else f for f in self.fields)
+
+    @property
     def measures(self) -> tuple[str, ...]:
-        return tuple(m for _, m in self.fields)
+        return tuple(m for _, m in self.pairs)
+
+    def header(self, experiment: Experiment) -> dict[str, Any]:
+        """The document's top-level fields that say what ran."""
+        if self.config is None:
+            return {}
+        return {"scenario": self.name, "config": self.config(experiment)}
 
     def row(self, values: Mapping[str, Any], measures: tuple[str, ...]) -> Row:
         """The document's row: the kind's fields first, in order, then any other measure."""
-        named = {m: f for f, m in self.fields}
+        named = {m: f for f, m in self.pairs}
         row = {named.get(m, m): values[m] for m in measures}
-        ordered = {f: row[f] for f, _ in self.fields if f in row}
+        ordered = {f: row[f] for f, _ in self.pairs if f in row}
         ordered.update({k: v for k, v in row.items() if k not in ordered})
         return {**self.derive(ordered), **ordered}
 

@@ -13,8 +13,9 @@ configurations = [                 # optional: rows named whole, one trial each 
 keys = 1000                        # (a whole "${name}" keeps the value's type)
 outage = { default = "10s", min = "1s", max = "10m", help = "How long the DB is down." }
                                    # typed (`chaos.engine.params`): bounds, a scenario option
-[stack]                            # optional: replicas = R, store = "local" | "redis", and
-replicas = 1                       # the wire-fault proxy's keys (`chaos.wire.settings`)
+[stack]                            # optional: replicas = R, store = "local" | "redis", tls = true
+replicas = 1                       # (every link over verified TLS), and the wire-fault proxy's
+                                   # keys (`chaos.wire.settings`)
 proxy = "cache"                    # (or, the same keys, in [stack.wire])
 [stack.db]                         # any db-service setting, as on its command line
 latency = "100ms"
@@ -260,7 +261,7 @@ class Experiment:
         return with_values(self.wire, values, where="wire") if values else self.wire
 
     def stack_for(self, variant: Mapping[str, Any]) -> StackSettings:
-        """The stack of one variant: replicas, store."""
+        """The stack of one variant: replicas, store, tls."""
         values = {k.split(".", 1)[1]: v for k, v in variant.items() if k.startswith("stack.")}
         return with_values(self.stack, values, where="stack")
 

@@ -1,6 +1,6 @@
 """The stack of an experiment (`[stack]`, beside `[stack.db]` and `[stack.cache]`, and the wire
 proxy's keys, `chaos.wire.settings`): how many replicas of the cache, where they keep values,
-and the replicas scenario's fault.
+whether every link runs TLS, and the replicas scenario's fault.
 
 Declared with `herdlab.settings` like the services' settings, so `stack.replicas` and
 `stack.store` can be swept (`[variants]`, `configurations`) and selected (`[[expect]]`,
@@ -33,6 +33,13 @@ class StackSettings(Settings):
         "Where the replicas keep values: each its own, or a redis-server the stack starts "
         "(leases across replicas).",
         choices=STORES,
+    )
+    tls: bool = setting(
+        False,
+        "tls",
+        "bool",
+        "Serve the DB and the cache over TLS with certificates made for the trial; every client "
+        "verifies them (needs the `tls` extra).",
     )
     kill_holder: bool = setting(
         False,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -116,6 +117,7 @@ class Trial:
         self.stack: LocalStack
         self.targets: dict[str, str] = {}
         self.herd_target = ""  # the cache's address as the herd reaches it (its proxy link)
+        self.tls_ca: str | None = None  # `[stack] tls`: the CA every client verifies against
         self.wire_address: str | None = None
         self.metrics_urls: dict[str, str] = {}
         self.pids: dict[str, int | None] = {}
@@ -142,13 +144,15 @@ class Trial:
     async def admin(self) -> AsyncIterator[Admin]:
         """Admin clients for the stack as it is now (fresh channels: no reconnect backoff left
         over from a service that was killed)."""
-        async with Admin(self.targets["db"], self.targets[self.caches[0]]) as admin:
+        async with Admin(
+            self.targets["db"], self.targets[self.caches[0]], tls_ca=self.tls_ca
+        ) as admin:
             yield admin
 
     @asynccontextmanager
     async def cache_admin(self, service: str) -> AsyncIterator[Admin]:
         """Admin clients of the DB and of the cache service (or replica) `service`."""
-        async with Admin(self.targets["db"], self.targets[service]) as admin:
+        async with Admin(self.targets["db"], self.targets[service], tls_ca=self.tls_ca) as admin:
             yield admin
 
     def herd_config(self) -> HerdConfig:
@@ -160,7 +164,8 @@ class Trial:
             if len(self.caches) == 1
             else replicas_target([self.targets[name] for name in self.caches])
         )
-        return self.herd.config(target, f"{self.name}:{self.herd.key_prefix}")
+        config = self.herd.config(target, f"{self.name}:{self.herd.key_prefix}")
+        return dataclasses.replace(config, tls_ca=self.tls_ca)
 
     async def _harvest(self, service: str) -> None:
         """Reads `service`'s records (and the DB's counters) before it is killed or the trial
@@ -284,7 +289,9 @@ class Trial:
                 proxy=self.wire.proxied(),
                 replicas=self.shape.replicas,
                 store=self.shape.store,
+                tls=self.shape.tls,
             )
+            self.tls_ca = info.tls_ca
             self.caches = cache_names(info.services)
             self.targets = {name: s.grpc for name, s in info.services.items()}
             self.herd_target = info.proxy.get("cache") or self.targets[self.caches[0]]

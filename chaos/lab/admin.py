@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 
-from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
-from herdlab.grpcutil import channel_options
+from herdlab.admin_client import AdminClient
+from herdlab.auth import TOKEN_ENV, admin_metadata
+from herdlab.grpcutil import aio_channel, channel_options
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 # Telling a service of a chaos action is best effort: a service that does not answer this soon
@@ -27,60 +27,41 @@ NOTE_TIMEOUT_S = 2.0
 # How often a restored DB's record is read for its first arrival (which carries its own time).
 ARRIVAL_POLL_S = 0.05
 
+T = TypeVar("T")
 
-class Admin:
+
+class Admin(AdminClient):
     """Admin clients for one DB and one cache. Use as `async with Admin(db, cache) as admin`."""
 
-    def __init__(self, db_target: str, cache_target: str, token: str | None = None) -> None:
-        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require."""
-        self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
-        self.db_channel = grpc.aio.insecure_channel(db_target, options=channel_options())
-        self.cache_channel = grpc.aio.insecure_channel(cache_target, options=channel_options())
+    def __init__(
+        self,
+        db_target: str,
+        cache_target: str,
+        token: str | None = None,
+        *,
+        tls_ca: str | None = None,
+    ) -> None:
+        """`token` defaults to `HERDLAB_ADMIN_TOKEN`, which servers beyond loopback require.
+        `tls_ca`: the services serve TLS, verified against this CA file (None: plaintext)."""
+        super().__init__(token, tls_ca)
+        self.db_channel = self._open(db_target)
+        self.cache_channel = self._open(cache_target)
         self.db_admin = admin_pb2_grpc.DbAdminStub(self.db_channel)
         self.cache_admin = admin_pb2_grpc.CacheAdminStub(self.cache_channel)
         self.cache = cache_pb2_grpc.CacheStub(self.cache_channel)
         self.targets = {"db": db_target, "cache": cache_target}
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.db_channel.close(grace=None)
-        await self.cache_channel.close(grace=None)
-
-    def _error(self, service: str, exc: grpc.aio.AioRpcError) -> AdminError:
-        return AdminError(
-            f"{service} at {self.targets[service]}: {exc.code().name}: {exc.details()}"
-        )
+    async def _admin(self, service: str, rpc: Callable[..., Awaitable[T]], request: Any) -> T:
+        return await self._call(f"{service} at {self.targets[service]}", rpc, request)
 
     async def db_state(self) -> admin_pb2.DbState:
-        try:
-            return await self.db_admin.GetState(
-                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.GetState, admin_pb2.Empty())
 
     async def set_faults(self, faults: admin_pb2.Faults) -> admin_pb2.DbState:
-        try:
-            return await self.db_admin.SetFaults(
-                faults, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.SetFaults, faults)
 
     async def set_capacity(self, capacity: admin_pb2.Capacity) -> admin_pb2.DbState:
-        try:
-            return await self.db_admin.SetCapacity(
-                capacity, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.SetCapacity, capacity)
 
     async def set_queue_discipline(
         self, discipline: str, target_s: float | None = None, interval_s: float | None = None
@@ -95,40 +76,19 @@ class Admin:
         return await self.set_capacity(capacity)
 
     async def cache_state(self) -> admin_pb2.CacheState:
-        try:
-            return await self.cache_admin.GetState(
-                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        return await self._admin("cache", self.cache_admin.GetState, admin_pb2.Empty())
 
     async def set_coalescing(self, enabled: bool) -> admin_pb2.CacheState:
-        try:
-            return await self.cache_admin.SetCoalescing(
-                admin_pb2.Coalescing(enabled=enabled),
-                timeout=ADMIN_TIMEOUT_S,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        request = admin_pb2.Coalescing(enabled=enabled)
+        return await self._admin("cache", self.cache_admin.SetCoalescing, request)
 
     async def set_freshness(self, freshness: admin_pb2.Freshness) -> admin_pb2.CacheState:
         """Sets the fields of `freshness` that are set; the others keep their value."""
-        try:
-            return await self.cache_admin.SetFreshness(
-                freshness, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        return await self._admin("cache", self.cache_admin.SetFreshness, freshness)
 
     async def reset_db_peaks(self) -> admin_pb2.DbState:
         """Starts the DB's per-key peak (`max_in_flight_per_key`) again from now."""
-        try:
-            return await self.db_admin.ResetPeaks(
-                admin_pb2.Empty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        return await self._admin("db", self.db_admin.ResetPeaks, admin_pb2.Empty())
 
     async def expire(self, keys: list[str] | None) -> int:
         """Expires `keys`, or every key when `keys` is None; returns how many were present."""
@@ -137,12 +97,7 @@ class Admin:
             if keys is None
             else cache_pb2.ExpireRequest(keys=keys)
         )
-        try:
-            reply = await self.cache.Expire(
-                request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("cache", exc) from exc
+        reply = await self._admin("cache", self.cache.Expire, request)
         return int(reply.expired)
 
     async def db_arrivals(self, after_seq: int = 0) -> list[int]:
@@ -151,14 +106,8 @@ class Admin:
 
     async def first_db_arrival(self) -> int | None:
         """The first arrival (ns) the DB process recorded, if any (one entry, not the record)."""
-        try:
-            page = await self.db_admin.GetArrivals(
-                admin_pb2.RecordRequest(after_seq=0, limit=1),
-                timeout=ADMIN_TIMEOUT_S,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error("db", exc) from exc
+        request = admin_pb2.RecordRequest(after_seq=0, limit=1)
+        page = await self._admin("db", self.db_admin.GetArrivals, request)
         return page.times_ns[0] if page.times_ns else None
 
     async def cache_attempts(self, after_seq: int = 0) -> list[int]:
@@ -166,21 +115,11 @@ class Admin:
         return await self._record("cache", after_seq)
 
     async def _record(self, service: str, after_seq: int) -> list[int]:
+        rpc = self.db_admin.GetArrivals if service == "db" else self.cache_admin.GetAttempts
         times: list[int] = []
         seq = after_seq
         for _ in range(10_000):  # bounded: at most 10,000 pages of up to 100,000 events
-            request = admin_pb2.RecordRequest(after_seq=seq)
-            try:
-                if service == "db":
-                    page = await self.db_admin.GetArrivals(
-                        request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-                    )
-                else:
-                    page = await self.cache_admin.GetAttempts(
-                        request, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-                    )
-            except grpc.aio.AioRpcError as exc:
-                raise self._error(service, exc) from exc
+            page = await self._admin(service, rpc, admin_pb2.RecordRequest(after_seq=seq))
             times.extend(page.times_ns)
             seq = page.first_seq + len(page.times_ns) - 1
             if seq >= page.total or not page.times_ns:
@@ -211,17 +150,22 @@ async def first_arrival(admins: list[Admin], wait_s: float, idle_s: float) -> in
 
 
 async def note_action(
-    services: Mapping[str, str], verb: str, target: str, token: str | None = None
+    services: Mapping[str, str],
+    verb: str,
+    target: str,
+    token: str | None = None,
+    *,
+    tls_ca: str | None = None,
 ) -> list[str]:
     """Tells each service (name -> gRPC address) that `verb` was done to `target`, so that it
     counts it in `herdlab_chaos_actions_total`; returns the names of those that counted it.
     A service without a gRPC address (a helper such as the local Prometheus) is not asked.
-    `token` defaults to `HERDLAB_ADMIN_TOKEN`."""
+    `token` defaults to `HERDLAB_ADMIN_TOKEN`; `tls_ca` as for `Admin`."""
     metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
     request = chaos_pb2.ChaosAction(verb=verb, target=target)
 
     async def tell(name: str, address: str) -> str | None:
-        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+        async with aio_channel(address, channel_options(), tls_ca) as channel:
             try:
                 await chaos_pb2_grpc.ChaosLogStub(channel).NoteAction(
                     request, timeout=NOTE_TIMEOUT_S, metadata=metadata

@@ -2,8 +2,9 @@
 when the one it needs is missing.
 
 A plain `pip install herdlab` runs the services, herds, verbs on local stacks, scenarios and
-reports. Two extras add what only some commands need: `plot` (matplotlib, the figures of reports
-and benchmarks) and `docker` (the Docker SDK, `--backend docker`). A command that needs a
+reports. Three extras add what only some commands need: `plot` (matplotlib, the figures of
+reports and benchmarks), `docker` (the Docker SDK, `--backend docker`) and `tls` (cryptography,
+the certificates of `chaos up --tls`). A command that needs a
 missing extra to do its job exits 2 with one line naming the install; reports are the exception:
 they are written without their figures and say so (the tables are the results; the figures draw
 them).
@@ -15,8 +16,9 @@ import importlib.util
 
 PLOT = "plot"
 DOCKER = "docker"
+TLS = "tls"
 
-_MODULES = {PLOT: "matplotlib", DOCKER: "docker"}
+_MODULES = {PLOT: "matplotlib", DOCKER: "docker", TLS: "cryptography"}
 
 
 class MissingExtra(Exception):

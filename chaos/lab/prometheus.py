@@ -25,13 +25,17 @@ import json
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from chaos.lab.backends.base import BackendError, ServiceInfo, role_of
 from chaos.lab.ports import HOST, free_port
+
+# How a stack starts a helper process beside its services (`LocalStack.start_helper`): name,
+# argv, /metrics address, readiness check, timeout.
+StartHelper = Callable[[str, list[str], str, Callable[[], bool], float], ServiceInfo]
 
 NAME = "prometheus"
 LAB_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -156,42 +160,30 @@ def _ready(url: str) -> bool:
         return False
 
 
-class Helpers(Protocol):
-    """What starting Prometheus needs of a stack: its folder, and a way to start a helper
-    process beside its services (`LocalStack.start_helper`)."""
-
-    state_dir: Path
-
-    def start_helper(
-        self,
-        name: str,
-        argv: Sequence[str],
-        metrics: str,
-        ready: Callable[[], bool],
-        timeout_s: float,
-    ) -> ServiceInfo: ...
-
-
-def start(stack: Helpers, timeout_s: float = READY_TIMEOUT_S) -> ServiceInfo:
-    """Starts Prometheus for `stack` (which must be up) on a free 127.0.0.1 port; returns once
-    it answers ready. A port taken between choosing and binding is chosen again (at most
-    `BIND_TRIES` times)."""
+def start(
+    state_dir: Path, start_helper: StartHelper, timeout_s: float = READY_TIMEOUT_S
+) -> ServiceInfo:
+    """Starts Prometheus for the stack in `state_dir` (which must be up), through the stack's
+    `start_helper`, on a free 127.0.0.1 port; returns once it answers ready. A port taken
+    between choosing and binding is chosen again (at most `BIND_TRIES` times)."""
     executable = binary()
     for _ in range(BIND_TRIES - 1):
         try:
-            return _start_once(stack, executable, timeout_s)
+            return _start_once(state_dir, start_helper, executable, timeout_s)
         except BackendError as exc:
             if "address already in use" not in str(exc).lower():
                 raise
-    return _start_once(stack, executable, timeout_s)
+    return _start_once(state_dir, start_helper, executable, timeout_s)
 
 
-def _start_once(stack: Helpers, executable: str, timeout_s: float) -> ServiceInfo:
-    folder = prometheus_dir(stack.state_dir)
+def _start_once(
+    state_dir: Path, start_helper: StartHelper, executable: str, timeout_s: float
+) -> ServiceInfo:
+    folder = prometheus_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True)
     listen = f"{HOST}:{free_port()}"
     config_file = folder / "prometheus.yml"
-    config_file.write_text(json.dumps(config(stack.state_dir, listen), indent=2) + "\n")
+    config_file.write_text(json.dumps(config(state_dir, listen), indent=2) + "\n")
     url = f"http://{listen}"
     argv = [
         executable,
@@ -200,4 +192,4 @@ def _start_once(stack: Helpers, executable: str, timeout_s: float) -> ServiceInf
         f"--storage.tsdb.retention.time={RETENTION}",
         f"--web.listen-address={listen}",
     ]
-    return stack.start_helper(NAME, argv, f"{url}/metrics", lambda: _ready(url), timeout_s)
+    return start_helper(NAME, argv, f"{url}/metrics", lambda: _ready(url), timeout_s)

@@ -31,6 +31,7 @@ class ServiceRecord:
     state: str = "stopped"
     links: dict[str, str] | None = None  # the wire proxy: service -> address clients use
     kind: str = "grpc"  # how readiness is checked: gRPC health, or "redis" (PING)
+    tls_ca: str | None = None  # a service serving TLS: the CA its clients verify it against
 
 
 def read_records(state_file: Path) -> dict[str, ServiceRecord]:

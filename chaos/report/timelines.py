@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import RELEASE, new_figure, save
 
+ARRIVALS = "DB arrivals"  # the bars' label, first in the legend
 # The guards' state drawn in a row's strip, by `guard_timeline` key, with its label.
 GUARD_SERIES = (
     ("limit_limit", "concurrency limit"),
@@ -35,16 +36,13 @@ def plot_timelines(
     rows: Sequence[Mapping[str, Any]],
     path: Path,
     *,
-    bars: tuple[str, str],
-    ylabel: str,
     title: str,
     row_title: Callable[[Mapping[str, Any]], str],
-    line: tuple[str, str] | None = None,
     served: bool = False,
 ) -> Path:
-    """One row per result on shared axes, from each `row["timeline"]`: the series `bars[0]`
-    as bars (labelled `bars[1]`), optionally `line[0]` as a step line and (`served`) the values
-    users got per bin as a second line, the `outage` ([start_s, end_s]) shaded,
+    """One row per result on shared axes, from each `row["timeline"]`: its `db_arrivals` as
+    bars, its `cache_attempts` as a step line and (`served`) the values users got per bin as a
+    second line, the `outage` ([start_s, end_s]) shaded,
     `db_capacity_per_bin`, if present, as a horizontal line; below each row whose
     `row["guard_timeline"]` has any series, a strip of the guards' state on the same time axis."""
     strips = any(_guards_drawn(row) for row in rows)
@@ -60,19 +58,18 @@ def plot_timelines(
         ax = bar_axes[index]
         timeline = row["timeline"]
         bin_s = timeline["bin_s"]
-        values = timeline[bars[0]]
+        values = timeline["db_arrivals"]
         xs = [i * bin_s for i in range(len(values))]
-        ax.bar(xs, values, width=bin_s, align="edge", color="#3a6ea5", label=bars[1])
-        if line is not None:
-            ax.step(
-                xs,
-                timeline[line[0]],
-                where="post",
-                color="#e08a1e",
-                lw=0.8,
-                alpha=0.8,
-                label=line[1],
-            )
+        ax.bar(xs, values, width=bin_s, align="edge", color="#3a6ea5", label=ARRIVALS)
+        ax.step(
+            xs,
+            timeline["cache_attempts"],
+            where="post",
+            color="#e08a1e",
+            lw=0.8,
+            alpha=0.8,
+            label="cache->DB attempts",
+        )
         if served and "served" in timeline:
             ax.step(xs, timeline["served"], where="post", color="#2ca02c", lw=0.9, label="goodput")
         if timeline.get("outage"):
@@ -88,7 +85,7 @@ def plot_timelines(
                 label=f"DB capacity ({capacity:g} per bin)",
             )
         handles, labels = ax.get_legend_handles_labels()
-        order = sorted(range(len(labels)), key=lambda i: labels[i] != bars[1])
+        order = sorted(range(len(labels)), key=lambda i: labels[i] != ARRIVALS)
         ax.legend(
             [handles[i] for i in order],
             [labels[i] for i in order],
@@ -97,11 +94,11 @@ def plot_timelines(
             ncol=4,
         )
         ax.set_title(row_title(row), fontsize=9, loc="left")
-        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_ylabel("per 100 ms", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         if strips:
             _guard_strip(axes[index * step + 1, 0], row)
-    axes[-1, 0].set_xlabel("seconds since the herd's release")
+    axes[-1, 0].set_xlabel(RELEASE)
     fig.suptitle(title, fontsize=11)
     return save(fig, path)
 
@@ -129,9 +126,6 @@ def plot_experiment(doc: Mapping[str, Any], path: Path) -> Path | None:
     return plot_timelines(
         rows,
         path,
-        bars=("db_arrivals", "DB arrivals"),
-        line=("cache_attempts", "cache->DB attempts"),
-        ylabel="per 100 ms",
         title=doc.get("experiment", {}).get("title", "experiment"),
         row_title=lambda r: ", ".join(f"{k}={v}" for k, v in r.get("variant", {}).items()),
     )

@@ -2,22 +2,23 @@
 
 Server side: `WireAdminServicer` checks every request (`chaos.wire.proxy.parse_fault`) and
 answers INVALID_ARGUMENT naming the problem, NOT_FOUND for a fault that is not in force. Client
-side: `WireClient`, bounded by `ADMIN_TIMEOUT_S` per call, raising `AdminError` as the services'
-admin client does.
+side: `WireClient`, an `AdminClient` (`herdlab.admin_client`) as the services' admin client is:
+bounded by `ADMIN_TIMEOUT_S` per call, raising `AdminError`.
 """
 
 from __future__ import annotations
 
-import os
-from types import TracebackType
-from typing import Self
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
 from chaos.wire.proxy import Installed, Link, parse_fault
-from herdlab.auth import ADMIN_TIMEOUT_S, TOKEN_ENV, AdminError, admin_metadata
-from herdlab.grpcutil import Context, channel_options
+from herdlab.admin_client import AdminClient
+from herdlab.grpcutil import Context
 from protos import wire_pb2, wire_pb2_grpc
+
+T = TypeVar("T")
 
 
 def fault_message(installed: Installed) -> wire_pb2.Fault:
@@ -119,53 +120,26 @@ class WireAdminServicer(wire_pb2_grpc.WireAdminServicer):
         )
 
 
-class WireClient:
+class WireClient(AdminClient):
     """The proxy's admin client. Use as `async with WireClient(target) as wire`."""
 
     def __init__(self, target: str, token: str | None = None) -> None:
+        super().__init__(token)
         self.target = target
-        self._metadata = admin_metadata(token if token is not None else os.environ.get(TOKEN_ENV))
-        self._channel = grpc.aio.insecure_channel(target, options=channel_options())
-        self._stub = wire_pb2_grpc.WireAdminStub(self._channel)
+        self._stub = wire_pb2_grpc.WireAdminStub(self._open(target))
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._channel.close(grace=None)
-
-    def _error(self, exc: grpc.aio.AioRpcError) -> AdminError:
-        return AdminError(f"wire proxy at {self.target}: {exc.code().name}: {exc.details()}")
+    async def _wire(self, rpc: Callable[..., Awaitable[T]], request: Any) -> T:
+        return await self._call(f"wire proxy at {self.target}", rpc, request)
 
     async def add(self, fault: wire_pb2.Fault) -> wire_pb2.Fault:
-        try:
-            return await self._stub.AddFault(
-                fault, timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+        return await self._wire(self._stub.AddFault, fault)
 
     async def remove(self, name: str) -> list[wire_pb2.Fault]:
-        try:
-            reply = await self._stub.RemoveFault(
-                wire_pb2.FaultRef(name=name), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+        reply = await self._wire(self._stub.RemoveFault, wire_pb2.FaultRef(name=name))
         return list(reply.faults)
 
     async def faults(self) -> list[wire_pb2.Fault]:
-        try:
-            reply = await self._stub.ListFaults(
-                wire_pb2.WireEmpty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+        reply = await self._wire(self._stub.ListFaults, wire_pb2.WireEmpty())
         return list(reply.faults)
 
     async def heal(self, link: str) -> list[str]:
@@ -176,19 +150,9 @@ class WireClient:
         return names
 
     async def clear(self) -> list[wire_pb2.Fault]:
-        try:
-            reply = await self._stub.ClearFaults(
-                wire_pb2.WireEmpty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+        reply = await self._wire(self._stub.ClearFaults, wire_pb2.WireEmpty())
         return list(reply.faults)
 
     async def links(self) -> list[wire_pb2.Link]:
-        try:
-            reply = await self._stub.GetLinks(
-                wire_pb2.WireEmpty(), timeout=ADMIN_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from exc
+        reply = await self._wire(self._stub.GetLinks, wire_pb2.WireEmpty())
         return list(reply.links)

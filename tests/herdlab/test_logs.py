@@ -112,6 +112,31 @@ def test_a_cache_takes_its_name_from_the_environment() -> None:
     assert listening["event"] == "listening" and listening["service"] == "cache-7"
 
 
+def test_chaos_logs_after_down_shows_the_last_stack_and_each_stack_has_its_own_file(
+    tmp_path: Path,
+) -> None:
+    for latency in ("300ms", "400ms"):
+        assert _chaos(tmp_path, "up").returncode == 0
+        try:
+            assert _chaos(tmp_path, "latency", "db", latency).returncode == 0
+        finally:
+            assert _chaos(tmp_path, "down").returncode == 0
+    shown = _chaos(tmp_path, "logs", "db", "-f")  # the stack is down: -f stops at the end
+    assert shown.returncode == 0, shown.stderr
+    db = [_fields(line) for line in shown.stdout.splitlines()]
+    assert [f["event"] for f in db] == ["listening", "admin_change", "draining", "drained"]
+    assert db[1]["latency"] == "400ms"  # the second stack's only
+    (earlier,) = [p for p in (tmp_path / "logs").iterdir() if p.is_dir()]
+    first = [_fields(line) for line in (earlier / "db.log").read_text().splitlines()]
+    assert [f.get("latency") for f in first if f["event"] == "admin_change"] == ["300ms"]
+    missing = _chaos(tmp_path, "logs", "cache-2")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "chaos: error: no lab stack is up, and the last one had no service 'cache-2'; "
+        "it had cache, db"
+    ]
+
+
 def test_chaos_logs_without_a_stack_is_one_line_exit_2(tmp_path: Path) -> None:
     result = _chaos(tmp_path, "logs", "db")
     assert result.returncode == 2

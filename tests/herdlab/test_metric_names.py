@@ -23,6 +23,7 @@ from cache_service.shared import SharedMetrics
 from chaos.engine.herd import HerdMetrics
 from db_service.server import DbMetrics
 from herdlab.chaoslog import ChaosActions
+from herdlab.grpcutil import ServerCalls
 from herdlab.guards import parse_guard_set
 from herdlab.metrics import BUILD, KINDS, sample, samples
 from herdlab.retry import RetryPolicy
@@ -96,6 +97,7 @@ async def _families() -> dict[str, str]:
     CacheMetrics(cache)
     SharedMetrics(cache)
     ChaosActions(cache)
+    ServerCalls(cache)
     Info(BUILD, "Versions.", registry=cache)
     guards = parse_guard_set("breaker")
     client = DbClient("127.0.0.1:1", RetryPolicy(name="none"), cache, guards=guards)

@@ -6,6 +6,8 @@ still answered, through its generic handler."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections import Counter
 
 import grpc
@@ -14,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from herdlab.chaoslog import chaos_log_service
-from herdlab.grpcutil import Context, Service, build_server, channel_options
+from herdlab.grpcutil import Context, ServerCalls, Service, build_server, channel_options
 from protos import cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 REPLY = cache_pb2.CacheGetResponse(key="k", value="v", version=1, source=cache_pb2.HIT)
@@ -68,3 +70,62 @@ async def test_only_the_data_plane_registers_and_every_service_still_answers() -
             assert {"herdlab.v1.Cache", "herdlab.v1.ChaosLog", "grpc.health.v1.Health"} <= listed
     finally:
         await lab.server.stop(None)
+
+
+def _server_calls() -> dict[str, float]:
+    """What `ServerCalls` exports now, by sample (stage counters and the waiting gauge)."""
+    found = {}
+    for metric in ServerCalls(CollectorRegistry()).collect():
+        for sample in metric.samples:
+            found[sample.labels.get("stage", sample.name)] = sample.value
+    return found
+
+
+def test_calls_that_wait_unseen_in_grpc_core_are_counted() -> None:
+    """A handler that blocks its event loop keeps the service from taking up more calls: they
+    wait in gRPC core, where no other metric of the service sees them (core once cancelled such
+    calls after 30 s with a CANCELLED no client asked for)."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Blocking(ConstantCache):
+        def Get(
+            self, request: cache_pb2.CacheGetRequest, context: Context
+        ) -> cache_pb2.CacheGetResponse:
+            entered.set()
+            release.wait(30)  # blocks the server's event loop: nothing else is taken up
+            return REPLY
+
+    bound: list[int] = []
+    listening, stopped = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        service = Service(Blocking(), cache_pb2.DESCRIPTOR.services_by_name["Cache"], True)
+        lab = build_server([service], host="127.0.0.1", port=0)
+        await lab.start()
+        bound.append(lab.port)
+        listening.set()
+        await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
+        await lab.server.stop(None)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        assert listening.wait(30)
+        before = _server_calls()
+        with grpc.insecure_channel(f"127.0.0.1:{bound[0]}", options=channel_options()) as channel:
+            get = cache_pb2_grpc.CacheStub(channel).Get
+            first = get.future(cache_pb2.CacheGetRequest(key="k"), timeout=30)
+            assert entered.wait(30)
+            more = [get.future(cache_pb2.CacheGetRequest(key="k"), timeout=30) for _ in range(5)]
+            for _ in range(3000):  # bounded: until core has seen all six
+                if _server_calls()["started"] - before["started"] >= 6:
+                    break
+                time.sleep(0.01)
+            assert _server_calls()["herdlab_grpc_server_calls_waiting"] == 5
+            release.set()
+            assert [f.result(30) for f in [first, *more]] == [REPLY] * 6
+        assert _server_calls()["herdlab_grpc_server_calls_waiting"] == 0
+    finally:
+        release.set()
+        stopped.set()
+        thread.join(30)

@@ -272,3 +272,18 @@ def one_service(args: list[str], usage: str) -> str:
     if len(args) != 1 or not is_service(args[0]):
         raise ValueError(f"usage: {usage}")
     return args[0]
+
+
+def killed_before(service: str, down: set[str]) -> str | None:
+    """The problem of taking `service` down when an earlier step already has (`down`: the
+    services the earlier steps left killed), or None."""
+    return f"{service} is already killed by an earlier step" if service in down else None
+
+
+def brought_back(verb: str, service: str, down: set[str], by: str) -> str | None:
+    """The problem of `verb`, which brings `service` back, when no earlier step took it down
+    (`by`: what such a step does to it); else None, and `service` is no longer in `down`."""
+    if service not in down:
+        return f"{verb} {service} needs an earlier step that {by} it"
+    down.discard(service)
+    return None

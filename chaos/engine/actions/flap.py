@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chaos.engine.actions.base import SERVICE, Action, Arg, Target, positive_duration
+from chaos.engine.actions.base import SERVICE, Action, Arg, Target, killed_before, positive_duration
 from chaos.engine.actions.outage import down_for
 from chaos.engine.registry import ACTIONS
 from herdlab.config import DURATION
@@ -44,9 +44,7 @@ class Flap(Action):
     )
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
-        return (
-            f"{self.service} is already killed by an earlier step" if self.service in down else None
-        )
+        return killed_before(self.service, down)
 
     def described(self) -> dict[str, Any]:
         return {"down_s": self.down_s, "up_s": self.up_s, "cycles": self.cycles}

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chaos.engine.actions.base import SERVICE, Action, Arg, Target, positive_duration
+from chaos.engine.actions.base import SERVICE, Action, Arg, Target, killed_before, positive_duration
 from chaos.engine.registry import ACTIONS
 from herdlab.config import DURATION
 
@@ -45,9 +45,7 @@ class Outage(Action):
     )
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
-        return (
-            f"{self.service} is already killed by an earlier step" if self.service in down else None
-        )
+        return killed_before(self.service, down)
 
     def described(self) -> dict[str, Any]:
         return {"seconds": self.seconds}

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
-from chaos.engine.actions.base import SERVICE, Action, Arg, Target, absent, service_name
+from chaos.engine.actions.base import (
+    SERVICE,
+    Action,
+    Arg,
+    Target,
+    absent,
+    brought_back,
+    killed_before,
+    service_name,
+)
 from chaos.engine.registry import ACTIONS
 
 if TYPE_CHECKING:
@@ -52,13 +61,10 @@ class Kill(_ProcessAction):
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         if self.service == LEASE_HOLDER:
             return absent(experiment, "redis")
-        missing = absent(experiment, self.service)
-        if missing:
-            return missing
-        if self.service in down:
-            return f"{self.service} is already killed by an earlier step"
-        down.add(self.service)
-        return None
+        problem = absent(experiment, self.service) or killed_before(self.service, down)
+        if problem is None:
+            down.add(self.service)
+        return problem
 
     async def run(self, target: Target) -> dict[str, Any]:
         if self.service == LEASE_HOLDER:
@@ -75,12 +81,7 @@ class Restore(_ProcessAction):
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         missing = absent(experiment, self.service)
-        if missing:
-            return missing
-        if self.service not in down:
-            return f"restore {self.service} needs an earlier step that kills it"
-        down.discard(self.service)
-        return None
+        return missing or brought_back("restore", self.service, down, "kills")
 
     async def run(self, target: Target) -> dict[str, Any]:
         return await target.restore(self.service)
@@ -92,10 +93,8 @@ class Pause(_ProcessAction):
     done = "paused"
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
-        missing = absent(experiment, self.service)
-        if missing:
-            return missing
-        return f"{self.service} is killed at that point" if self.service in down else None
+        killed = f"{self.service} is killed at that point" if self.service in down else None
+        return absent(experiment, self.service) or killed
 
     async def run(self, target: Target) -> dict[str, Any]:
         return await target.pause(self.service)

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chaos.engine.actions.base import Action, Arg, Target, positive_duration, service_name
+from chaos.engine.actions.base import (
+    Action,
+    Arg,
+    Target,
+    brought_back,
+    positive_duration,
+    service_name,
+)
 from chaos.engine.registry import ACTIONS
 from chaos.wire.admin import WireClient
 from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
@@ -352,10 +359,7 @@ class Heal(Action):
     args = (Arg("service", LINK),)
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
-        if self.service not in down:
-            return f"heal {self.service} needs an earlier step that partitions or kills it"
-        down.discard(self.service)
-        return None
+        return brought_back("heal", self.service, down, "partitions or kills")
 
     def said(self) -> str:
         return f"{service_name(self.service)} healed"

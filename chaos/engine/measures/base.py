@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from chaos.engine.observations import Observations
@@ -27,6 +28,12 @@ def measure(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[Compute], Co
         return compute
 
     return decorate
+
+
+def echo(name: str, setting: str) -> None:
+    """Registers the measure `name`: the trial's setting at the dotted path `setting` of its
+    observations (`cache.policy`: the cache's retry policy), as the trial ran with it."""
+    MEASURES.register(name, Measure(name, attrgetter(setting)))
 
 
 def rounded(value: float | None, digits: int = 3) -> float | None:

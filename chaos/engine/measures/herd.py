@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from chaos.engine.measures.base import measure
@@ -18,16 +19,17 @@ def _summary(obs: Observations) -> dict[str, Any]:
     return obs.herd_result.summary()
 
 
-@measure("lost")
-def lost(obs: Observations) -> int:
-    """Requests that ended with neither a value nor a typed error (always 0)."""
-    return int(_summary(obs)["lost"])
+def _summarised(name: str, copy: Callable[[Any], Any]) -> None:
+    """Registers the measure `name`: that figure of the herd's summary, copied."""
+    measure(name)(lambda obs: copy(_summary(obs)[name]))
 
 
-@measure("errors")
-def errors(obs: Observations) -> dict[str, int]:
-    """Typed errors the users got, by gRPC code."""
-    return dict(_summary(obs)["errors"])
+_summarised("lost", int)  # requests that ended with neither a value nor a typed error (always 0)
+_summarised("errors", dict)  # typed errors the users got, by gRPC code
+_summarised("wrong_values", int)  # values not their key's value at their version (always 0)
+_summarised("sources", dict)  # values by where the cache took them: HIT, MISS, COALESCED, STALE
+# p50, p99 and max of a request's time to its value or error, retries included
+_summarised("latency_s", dict)
 
 
 @measure("error_causes")
@@ -44,24 +46,6 @@ def error_causes(obs: Observations) -> dict[str, dict[str, Any]]:
 def client_errors(obs: Observations) -> int:
     """Typed errors the users got, all codes."""
     return sum(_summary(obs)["errors"].values())
-
-
-@measure("wrong_values")
-def wrong_values(obs: Observations) -> int:
-    """Values that were not their key's value at their version (always 0)."""
-    return int(_summary(obs)["wrong_values"])
-
-
-@measure("sources")
-def sources(obs: Observations) -> dict[str, int]:
-    """Values by where the cache took them from: HIT, MISS, COALESCED, STALE."""
-    return dict(_summary(obs)["sources"])
-
-
-@measure("latency_s")
-def latency_s(obs: Observations) -> dict[str, float]:
-    """p50, p99 and max of a request's time to its value or error, retries included."""
-    return dict(_summary(obs)["latency_s"])
 
 
 @measure("release_spread_s")

@@ -21,29 +21,20 @@ def _cache(obs: Observations, moment: str, figure: str) -> int | None:
     return None if found is None else int(found["cache"][moment][figure])
 
 
-@measure("cycles")
-def cycles(obs: Observations) -> int | None:
-    found = report(obs)
-    return None if found is None else int(found["cycles"])
+def _count(name: str) -> None:
+    """Registers the measure `name`: the report's count of that name."""
+
+    def count(obs: Observations) -> int | None:
+        found = report(obs)
+        return None if found is None else int(found[name])
+
+    measure(name)(count)
 
 
-@measure("db_restarts")
-def db_restarts(obs: Observations) -> int | None:
-    found = report(obs)
-    return None if found is None else int(found["db_restarts"])
-
-
-@measure("db_version_last")
-def db_version_last(obs: Observations) -> int | None:
-    """The data version the last DB served (each restore serves the next one)."""
-    found = report(obs)
-    return None if found is None else int(found["db_version_last"])
-
-
-@measure("cache_restarts")
-def cache_restarts(obs: Observations) -> int | None:
-    found = report(obs)
-    return None if found is None else int(found["cache_restarts"])
+_count("cycles")
+_count("db_restarts")
+_count("db_version_last")  # the data version the last DB served (each restore serves the next)
+_count("cache_restarts")
 
 
 @measure("fault_recovery_s")
@@ -54,16 +45,17 @@ def fault_recovery_s(obs: Observations) -> dict[str, Any] | None:
     return None if found is None else dict(found["recovery_s"])
 
 
-@measure("rss_before")
-def rss_before(obs: Observations) -> int | None:
-    """The long-lived cache's RSS (bytes) at rest, at the end of its warm-up."""
-    return _cache(obs, "before", "rss")
+def _reading(name: str, moment: str, figure: str) -> None:
+    """Registers the measure `name`: `_cache(obs, moment, figure)`."""
+    measure(name)(lambda obs: _cache(obs, moment, figure))
 
 
-@measure("rss_after")
-def rss_after(obs: Observations) -> int | None:
-    """The same at the end of the last cycle."""
-    return _cache(obs, "after", "rss")
+# The long-lived cache at rest: before, at the end of its warm-up; after, at the end of the last
+# cycle. RSS in bytes.
+_reading("rss_before", "before", "rss")
+_reading("rss_after", "after", "rss")
+_reading("fds_before", "before", "fds")
+_reading("fds_after", "after", "fds")
 
 
 @measure("rss_growth")
@@ -71,16 +63,6 @@ def rss_growth(obs: Observations) -> float | None:
     """rss_after / rss_before - 1."""
     before, after = _cache(obs, "before", "rss"), _cache(obs, "after", "rss")
     return None if before is None or after is None else round(after / before - 1.0, 4)
-
-
-@measure("fds_before")
-def fds_before(obs: Observations) -> int | None:
-    return _cache(obs, "before", "fds")
-
-
-@measure("fds_after")
-def fds_after(obs: Observations) -> int | None:
-    return _cache(obs, "after", "fds")
 
 
 @measure("cache_measured")

@@ -34,6 +34,7 @@ class ProbeObserver:
             key_prefix=trial.herd_config().key_prefix,
             freshness=Freshness(trial.cache.ttl_s, first_version=trial.db.version),
             deadline_s=trial.herd.deadline_s,
+            tls_ca=trial.tls_ca,
         )
 
     def on_release(self) -> None:

@@ -15,7 +15,7 @@ freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_C
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -23,7 +23,7 @@ import docker.errors
 
 from chaos.lab.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
 from chaos.lab.redis import wait_redis
-from herdlab.grpcutil import wait_serving
+from herdlab.grpcutil import env_tls_ca, wait_serving
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -53,11 +53,20 @@ _STATES = {"running": "running", "paused": "paused"}
 _ENGINE_ERRORS = (docker.errors.DockerException, OSError)
 
 
+def _metrics_env(service: str) -> str:
+    return f"HERDLAB_{service.upper().replace('-', '_')}_METRICS_URL"
+
+
 def metrics_url(service: str) -> str:
     """Where `service`'s /metrics answers as seen from this machine: the environment's
     `HERDLAB_<SERVICE>_METRICS_URL`, else the port the compose file publishes."""
-    env = service.upper().replace("-", "_")
-    return os.environ.get(f"HERDLAB_{env}_METRICS_URL") or DEFAULT_METRICS.get(service, "")
+    return os.environ.get(_metrics_env(service)) or DEFAULT_METRICS.get(service, "")
+
+
+def metrics_urls_given() -> bool:
+    """Whether the environment says where some service's /metrics answers (a stack reached
+    without the engine: another machine, a tunnel)."""
+    return any(os.environ.get(_metrics_env(service)) for service in DEFAULT_METRICS)
 
 
 def _one_line(error: BaseException) -> str:
@@ -140,22 +149,14 @@ class DockerBackend(Backend):
         return services
 
     def kill(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "running")
-        try:
+        def kill(container: Any) -> None:
             container.kill(signal="SIGKILL")
             container.wait(condition="not-running", timeout=STOP_TIMEOUT_S)
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: killing {service} failed: {_one_line(exc)}") from exc
-        return self._refresh(service, container)
+
+        return self._refresh(service, self._change(service, "running", "killing", kill))
 
     def restore(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "stopped")
-        try:
-            container.start()
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: starting {service} failed: {_one_line(exc)}") from exc
+        container = self._change(service, "stopped", "starting", lambda c: c.start())
         info = self._info(service, container)
         if self._wait_ready(service, container, info.grpc):
             return self._refresh(service, container)
@@ -167,30 +168,37 @@ class DockerBackend(Backend):
         raise BackendError(problem + self._last_log_line(container))
 
     def pause(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "running")
-        try:
-            container.pause()
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: pausing {service} failed: {_one_line(exc)}") from exc
-        return self._refresh(service, container)
+        return self._refresh(
+            service, self._change(service, "running", "pausing", lambda c: c.pause())
+        )
 
     def resume(self, service: str) -> ServiceInfo:
-        container = self._container(service)
-        self._require(service, container, "paused")
-        try:
-            container.unpause()
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(f"docker: resuming {service} failed: {_one_line(exc)}") from exc
+        container = self._change(service, "paused", "resuming", lambda c: c.unpause())
         return self._refresh(service, container)
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _change(self, service: str, state: str, doing: str, change: Callable[[Any], None]) -> Any:
+        """`service`'s container, once `change` is done to it; BackendError unless it was in
+        `state` or if the engine refused (`doing`: what the error says was tried)."""
+        container = self._container(service)
+        self._require(service, container, state)
+        try:
+            change(container)
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(f"docker: {doing} {service} failed: {_one_line(exc)}") from exc
+        return container
+
     def _wait_ready(self, service: str, container: Any, target: str) -> bool:
         """Waits for SERVING (Redis: for PONG), giving up early if the container stops again
-        (crash, bad config)."""
-        wait = wait_redis if service == "redis" else wait_serving
-        return wait(target, READY_TIMEOUT_S, alive=lambda: self._alive(container))
+        (crash, bad config). A service is verified against `HERDLAB_TLS_CA` when it is set."""
+
+        def alive() -> bool:
+            return self._alive(container)
+
+        if service == "redis":
+            return wait_redis(target, READY_TIMEOUT_S, alive=alive)
+        return wait_serving(target, READY_TIMEOUT_S, alive=alive, ca=env_tls_ca())
 
     def _alive(self, container: Any) -> bool:
         try:

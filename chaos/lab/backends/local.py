@@ -19,18 +19,31 @@ the cache's DB target is then the proxy's `db` link, and clients of the cache re
 the `cache` link (`client_target`). The proxy is a process of its own, not a task inside a
 `chaos` invocation, so faults put in force by one `chaos partition` outlive it and expire on the
 proxy's own timer; it is stopped with the stack.
+
+Logs: each process writes to `<state_dir>/logs/<name>.log`, which holds one stack's lines (every
+start of the service in it: a restore appends). `up` first moves the previous stack's files into
+`logs/<its start>/` (a UTC stamp, `20261207T101500.123456Z`), and `down` leaves them in place, so
+`chaos logs` shows the last stack's log once it is down.
+
+With `tls` (`chaos up --tls`) the stack makes a CA and a server certificate in `<state_dir>/tls`
+(`chaos.lab.tls`) and the DB and the cache serve gRPC over TLS with it; the cache verifies the DB
+against the CA, and so does every client of the stack: each service's record keeps the CA's path
+(`tls_ca`), which `wait_serving` and the controller's clients read. The wire proxy relays bytes,
+so TLS passes through its links; its own admin port stays plaintext.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +54,7 @@ from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, check_se
 from chaos.lab.ports import HOST, free_port
 from chaos.lab.redis import redis_config, redis_server, wait_redis
 from chaos.lab.state import ServiceRecord, default_state_dir, read_records, save_records
+from chaos.lab.tls import StackCerts, make_certs
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.grpcutil import wait_serving
 
@@ -48,6 +62,7 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 BIND_TRIES = 3
 FOLLOW_POLL_S = 0.2  # `chaos logs -f`: how often a quiet log is looked at again
+STARTED_FILE = "started"  # in the logs folder: when the stack whose logs are there started
 STORES = ("local", "redis")
 MAX_REPLICAS = 16
 
@@ -63,6 +78,7 @@ class StackInfo:
     # Local stack: {"targets_file": file_sd path, "url": the local Prometheus or None}.
     prometheus: dict[str, str | None] | None = None
     proxy: dict[str, str] = field(default_factory=dict)  # proxied service -> its link address
+    tls_ca: str | None = None  # the CA clients verify the services against; None: plaintext
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -71,6 +87,9 @@ class StackInfo:
                 for name, s in self.services.items()
             }
         }
+        if self.tls_ca is not None:  # a plaintext stack's document is as it always was
+            doc["tls"] = True
+            doc["tls_ca"] = self.tls_ca
         if self.prometheus is not None:
             doc["prometheus"] = self.prometheus
         if self.proxy:
@@ -143,9 +162,11 @@ class LocalStack(Backend):
         proxy: Sequence[str] = (),
         replicas: int = 1,
         store: str = "local",
+        tls: bool = False,
     ) -> StackInfo:
         """Starts the DB (and Redis for the shared store) then the cache's replicas; returns once
         every one serves. A replica's ports are picked free (the cache's ports apply to one).
+        With `tls` the services serve over TLS with new certificates (see the module).
 
         Ports not given are picked free by the OS, then released for the service to bind: another
         process can take one in between. When every port was picked so, a service that could
@@ -170,23 +191,11 @@ class LocalStack(Backend):
             raise BackendError(
                 f"a lab stack is already up (state in {self.state_dir}); run 'chaos down' first"
             )
+        self._new_logs()
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
-        for _ in range(BIND_TRIES - 1):
-            try:
-                return self._up(
-                    db_args,
-                    cache_args,
-                    *chosen,
-                    timeout_s=timeout_s,
-                    proxy=proxy,
-                    replicas=replicas,
-                    redis=redis,
-                )
-            except BackendError as exc:
-                text = str(exc).lower()
-                if any(chosen) or not ("bind" in text or "address already in use" in text):
-                    raise
-        return self._up(
+        certs = make_certs(self.state_dir / "tls") if tls else None
+        up = partial(
+            self._up,
             db_args,
             cache_args,
             *chosen,
@@ -194,7 +203,16 @@ class LocalStack(Backend):
             proxy=proxy,
             replicas=replicas,
             redis=redis,
+            certs=certs,
         )
+        for _ in range(BIND_TRIES - 1):
+            try:
+                return up()
+            except BackendError as exc:
+                text = str(exc).lower()
+                if any(chosen) or not ("bind" in text or "address already in use" in text):
+                    raise
+        return up()
 
     def _up(
         self,
@@ -209,8 +227,12 @@ class LocalStack(Backend):
         proxy: Sequence[str] = (),
         replicas: int = 1,
         redis: str | None = None,
+        certs: StackCerts | None = None,
     ) -> StackInfo:
         db_port = db_port or free_port()
+        tls_ca = str(certs.ca) if certs is not None else None
+        db_tls = certs.server_args() if certs is not None else []
+        cache_tls = [*db_tls, "--db-tls-ca", str(certs.ca)] if certs is not None else []
         db_metrics_port = db_metrics_port or free_port()
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -237,11 +259,13 @@ class LocalStack(Backend):
                     HOST,
                     "--metrics-port",
                     str(db_metrics_port),
+                    *db_tls,
                     *db_args,
                 ],
                 grpc=db_target,
                 metrics=f"http://{HOST}:{db_metrics_port}/metrics",
                 log=str(logs / "db.log"),
+                tls_ca=tls_ca,
             ),
         }
         store_args: list[str] = []
@@ -270,12 +294,14 @@ class LocalStack(Backend):
                     cache_db_target or db_target,
                     "--name",
                     name,
+                    *cache_tls,
                     *cache_args,
                     *store_args,  # last: the stack's Redis wins over a `--store` in cache_args
                 ],
                 grpc=f"{HOST}:{port}",
                 metrics=f"http://{HOST}:{metrics_port}/metrics",
                 log=str(logs / f"{name}.log"),
+                tls_ca=tls_ca,
             )
         self._save(records)
         try:
@@ -286,6 +312,22 @@ class LocalStack(Backend):
             self.down()
             raise
         return self.status_info()
+
+    def _new_logs(self) -> None:
+        """Moves the previous stack's logs into `logs/<its start>/` and notes this one's start:
+        a log file then holds the lines of one stack."""
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        started = logs / STARTED_FILE
+        previous = sorted(logs.glob("*.log"))
+        if previous:
+            stamp = started.read_text().strip() if started.exists() else ""
+            # Logs written before stacks were stamped: named by their first file's last write.
+            folder = logs / (stamp or _stamp(min(p.stat().st_mtime for p in previous)))
+            folder.mkdir(exist_ok=True)
+            for path in previous:
+                path.replace(folder / path.name)
+        started.write_text(_stamp(time.time()) + "\n")
 
     def _redis_record(self, binary: str, logs: Path) -> ServiceRecord:
         port = free_port()
@@ -311,8 +353,16 @@ class LocalStack(Backend):
     ) -> None:
         record = records[name]
         child = self._spawn(records, record, extra_args)
-        wait = wait_redis if record.kind == "redis" else wait_serving
-        if not wait(record.grpc, timeout_s, alive=lambda: child.poll() is None):
+
+        def alive() -> bool:
+            return child.poll() is None
+
+        serving = (
+            wait_redis(record.grpc, timeout_s, alive=alive)
+            if record.kind == "redis"
+            else wait_serving(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
+        )
+        if not serving:
             tail = _tail(Path(record.log))
             ready = "answer PING" if record.kind == "redis" else "become SERVING"
             why = (
@@ -431,7 +481,14 @@ class LocalStack(Backend):
             services,
             prometheus=prometheus.describe(self.state_dir, services),
             proxy=self.proxied(known),
+            tls_ca=self.tls_ca(known),
         )
+
+    def tls_ca(self, records: Mapping[str, ServiceRecord] | None = None) -> str | None:
+        """The CA the stack's services are verified against, None for a plaintext stack (or
+        none up)."""
+        known = self.records() if records is None else records
+        return next((r.tls_ca for r in known.values() if r.tls_ca), None)
 
     def proxied(self, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, str]:
         """The services behind the wire proxy, each with the address its clients use."""
@@ -509,9 +566,9 @@ class LocalStack(Backend):
         return self._signal(service, signal.SIGSTOP, "paused")
 
     def logs(self, service: str, *, lines: int, follow: bool) -> Iterator[str]:
-        """The service's log file (it keeps every start of the service: a restore appends)."""
-        _, record = self._record(service)
-        path = Path(record.log)
+        """The service's log file (it keeps every start of the service in this stack: a restore
+        appends); with no stack up, the last stack's, and `follow` stops at its end."""
+        path = Path(self._record(service)[1].log) if self.records() else self._last_log(service)
         try:
             with path.open(errors="replace") as log:
                 yield from collections.deque((line.rstrip("\n") for line in log), maxlen=lines)
@@ -527,6 +584,21 @@ class LocalStack(Backend):
                         partial = ""
         except OSError as exc:
             raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+
+    def _last_log(self, service: str) -> Path:
+        """`service`'s log in the last stack, once it is down."""
+        check_service(service)
+        logs = self.state_dir / "logs"
+        path = logs / f"{service}.log"
+        if path.exists():
+            return path
+        kept = [p.stem for p in sorted(logs.glob("*.log"))]
+        if not kept:
+            raise BackendError("no lab stack is up; run 'chaos up' first")
+        raise BackendError(
+            f"no lab stack is up, and the last one had no service {service!r}; "
+            f"it had {', '.join(kept)}"
+        )
 
     def resume(self, service: str) -> ServiceInfo:
         return self._signal(service, signal.SIGCONT, "running")
@@ -565,6 +637,12 @@ def _exited(proc: psutil.Process, timeout_s: float) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def _stamp(epoch_s: float) -> str:
+    """A UTC instant as a folder name: `20261207T101500.123456Z`."""
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
+    return moment.strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def _tail(log: Path, lines: int = 1) -> str:

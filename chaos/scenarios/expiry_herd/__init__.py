@@ -22,16 +22,15 @@ per-key count), `db_queries`, `lost`; `timeline` for the plot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
 from herdlab.config import format_duration
 
@@ -111,18 +110,15 @@ class ExpiryHerdConfig:
         }
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd, cache, db = experiment.herd, experiment.cache, experiment.db
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "keys": herd.keys,
-            "rate_per_s": herd.rate_per_s,
-            "duration_s": herd.duration_s,
-            "ttl_s": cache.ttl_s,
-            "db_latency_s": db.latency_s,
-            "coalescing": cache.coalescing,
-        },
+        "keys": herd.keys,
+        "rate_per_s": herd.rate_per_s,
+        "duration_s": herd.duration_s,
+        "ttl_s": cache.ttl_s,
+        "db_latency_s": db.latency_s,
+        "coalescing": cache.coalescing,
     }
 
 
@@ -175,53 +171,28 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> ExpiryHerdConfig:
-    """`chaos scenario expiry-herd`'s options: `jitter`, `beta` and `swr` are three rows' knobs."""
-    return ExpiryHerdConfig(
-        keys=values["keys"],
-        rate_per_s=values["rate"],
-        ttl_s=values["ttl"],
-        db_latency_s=values["db_latency"],
-        jitter_pct=values["jitter"],
-        beta=values["beta"],
-        swr_s=values["swr"],
-        seed=values["seed"],
-    )
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
         fields=(
-            ("freshness", "freshness"),
-            ("expiry_peak_per_100ms", "expiry_peak_per_100ms"),
-            ("max_concurrent_db_queries_per_key", "max_concurrent_db_queries_per_key"),
-            ("db_queries", "db_queries"),
-            ("lost", "lost"),
-            ("errors", "errors"),
-            ("sources", "sources"),
-            ("latency_s", "latency_s"),
-            ("timeline", "timeline"),
+            "freshness",
+            "expiry_peak_per_100ms",
+            "max_concurrent_db_queries_per_key",
+            "db_queries",
+            "lost",
+            "errors",
+            "sources",
+            "latency_s",
+            "timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Expiry herd: warm keys written together, refreshed by TTL, jitter, XFetch or SWR",
         columns=COLUMNS,
         plots=(Plot(plot_expiry_herd, "DB arrivals per 100 ms, per freshness policy"),),
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, ExpiryHerdConfig),
     ),
 )
-
-
-async def run_expiry_herd(
-    config: ExpiryHerdConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped expiry-herd experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

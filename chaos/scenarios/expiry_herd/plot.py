@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import OPEN_LOOP, save, stacked
 
 
 def plot_expiry_herd(doc: Mapping[str, Any], path: Path) -> Path:
@@ -15,8 +15,7 @@ def plot_expiry_herd(doc: Mapping[str, Any], path: Path) -> Path:
     keys every query is a refresh, so the bars are the keys' expiry."""
     rows = doc["rows"]
     config = doc.get("config", {})
-    fig = new_figure(12, 1.9 * max(1, len(rows)) + 0.9)
-    axes = fig.subplots(max(1, len(rows)), 1, sharex=True, sharey=True, squeeze=False)
+    fig, axes = stacked(max(1, len(rows)), 1.9, OPEN_LOOP, sharey=True)
     for ax, row in zip(axes[:, 0], rows, strict=False):
         line = row["timeline"]
         bin_s = line["bin_s"]
@@ -38,7 +37,6 @@ def plot_expiry_herd(doc: Mapping[str, Any], path: Path) -> Path:
         )
         ax.set_ylabel("per 100 ms", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[-1, 0].set_xlabel("seconds since the open loop started (100 ms bins)")
     fig.suptitle(
         f"Expiry herd: {config.get('keys')} keys warmed together, TTL {config.get('ttl_s'):g} s, "
         f"{config.get('rate_per_s'):g} arrivals/s, recompute {config.get('db_latency_s'):g} s",

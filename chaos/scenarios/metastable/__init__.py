@@ -37,15 +37,13 @@ end, in 1 s windows), `attempts` at each hop, `drops_by_stage` at the DB, `lost`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
 from herdlab.config import format_duration
@@ -170,22 +168,19 @@ class MetastableConfig:
         }
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
     steps = experiment.timeline
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "rate_per_s": herd.rate_per_s,
-            "duration_s": herd.duration_s,
-            "trigger": [s.do for s in steps],
-            "trigger_at_s": steps[0].at_s if steps else None,
-            "trigger_for_s": steps[1].after_s if len(steps) > 1 else None,
-            "db_capacity_per_s": db.capacity_per_s,
-            "db": {k: v for k, v in asdict(db).items() if k != "queue_discipline"},
-            "cache": {k: v for k, v in asdict(cache).items() if k != "guards"},
-            "herd_deadline_s": herd.deadline_s,
-        },
+        "rate_per_s": herd.rate_per_s,
+        "duration_s": herd.duration_s,
+        "trigger": [s.do for s in steps],
+        "trigger_at_s": steps[0].at_s if steps else None,
+        "trigger_for_s": steps[1].after_s if len(steps) > 1 else None,
+        "db_capacity_per_s": db.capacity_per_s,
+        "db": {k: v for k, v in asdict(db).items() if k != "queue_discipline"},
+        "cache": {k: v for k, v in asdict(cache).items() if k != "guards"},
+        "herd_deadline_s": herd.deadline_s,
     }
 
 
@@ -251,13 +246,12 @@ READING = (
 def configure(values: Mapping[str, Any]) -> MetastableConfig:
     """`chaos scenario metastable`'s options (no `--configuration`: the default ones)."""
     parsed = tuple(parse_configuration(c) for c in values["configurations"])
-    return MetastableConfig(
+    return from_options(
+        MetastableConfig,
+        values,
         configurations=parsed or DEFAULT_CONFIGURATIONS,
-        rate_per_s=values["rate"],
         trigger=values["trigger_kind"],
         trigger_s=values["trigger_for"],
-        after_s=values["after"],
-        seed=values["seed"],
     )
 
 
@@ -266,27 +260,27 @@ KIND = KINDS.register(
     Kind(
         SCENARIO,
         fields=(
-            ("policy", "policy"),
-            ("guards", "guards"),
-            ("queue", "queue"),
-            ("collapsed_s", "collapsed_s"),
-            ("back_to_90pct_s", "back_to_90pct_s"),
-            ("attempts", "attempts"),
-            ("drops_by_stage", "drops_by_stage"),
-            ("lost", "lost"),
-            ("errors", "errors"),
-            ("guards_spec", "guards_spec"),
-            ("arrival_rate_per_s", "arrival_rate_per_s"),
-            ("herd_deadline_s", "herd_deadline_s"),
-            ("db_capacity_per_s", "db_capacity_per_s"),
-            ("trigger_s", "trigger_s"),
-            ("reconnect_lag_s", "reconnect_lag_s"),
-            ("slot_time_amplification", "slot_time_amplification"),
-            ("goodput_per_s", "goodput_per_s"),
-            ("db_arrivals_per_s", "db_arrivals_per_s"),
-            ("guard_timeline", "guard_timeline"),
+            "policy",
+            "guards",
+            "queue",
+            "collapsed_s",
+            "back_to_90pct_s",
+            "attempts",
+            "drops_by_stage",
+            "lost",
+            "errors",
+            "guards_spec",
+            "arrival_rate_per_s",
+            "herd_deadline_s",
+            "db_capacity_per_s",
+            "trigger_s",
+            "reconnect_lag_s",
+            "slot_time_amplification",
+            "goodput_per_s",
+            "db_arrivals_per_s",
+            "guard_timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"configuration": f"{row['guards']}/{row['queue']}"},
@@ -297,14 +291,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_metastable(
-    config: MetastableConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped metastable experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.engine.timeline import BIN_S
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import OPEN_LOOP, save, stacked
 
 
 def _metastable_row_title(row: Mapping[str, Any]) -> str:
@@ -26,9 +26,7 @@ def plot_metastable(doc: Mapping[str, Any], path: Path) -> Path:
     reached the DB (a step line), the DB's capacity (dashed) and the trigger (shaded)."""
     rows = doc["rows"]
     config = doc.get("config", {})
-    count = max(1, len(rows))
-    fig = new_figure(12, 2.2 * count + 0.9)
-    axes = fig.subplots(count, 1, sharex=True, sharey=True, squeeze=False)
+    fig, axes = stacked(max(1, len(rows)), 2.2, OPEN_LOOP, sharey=True)
     for ax, row in zip(axes[:, 0], rows, strict=False):
         goodput = row["goodput_per_s"]
         xs = [i * BIN_S for i in range(len(goodput))]
@@ -53,7 +51,6 @@ def plot_metastable(doc: Mapping[str, Any], path: Path) -> Path:
         ax.set_title(_metastable_row_title(row), fontsize=9, loc="left")
         ax.set_ylabel("per second", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[-1, 0].set_xlabel("seconds since the open loop started (100 ms bins)")
     rate = config.get("rate_per_s")
     trigger = " then ".join(config.get("trigger", []))
     fig.suptitle(

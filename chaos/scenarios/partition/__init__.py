@@ -14,16 +14,20 @@ saw an error, channels that stayed READY on dead connections, and when all were 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.partition.plot import plot_partition
+from chaos.scenarios.reconnect_storm import (
+    channel_problems,
+    error_counts,
+    narrated_s,
+    trial_limit_s,
+)
 from chaos.wire.settings import FAULTS
 from herdlab.config import format_duration
 
@@ -46,11 +50,7 @@ class PartitionConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.users <= 100_000:
-            found.append(f"users must be in 1..100000, got {self.users}")
-        if not 1 <= self.channels <= min(self.users, 1024):
-            found.append(f"channels must be in 1..min(users, 1024), got {self.channels}")
+        found = channel_problems(self.users, self.channels)
         if not 0 < self.outage_s <= 600:
             found.append(f"the partition must last (0, 600s], got {self.outage_s:g}s")
         if not 0 < self.keepalive_s <= 3600:
@@ -72,9 +72,9 @@ class PartitionConfig:
 
     @property
     def limit_s(self) -> float:
-        per_request = self.think_s + self.deadline_s + LOST_MARGIN_S
-        herd_s = CONNECT_TIMEOUT_S + self.requests_per_user * per_request
-        return min(spec.MAX_LIMIT_S, herd_s + self.fault_after_s + self.outage_s)
+        return trial_limit_s(
+            self.requests_per_user, self.think_s, self.deadline_s, self.fault_after_s, self.outage_s
+        )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -103,33 +103,26 @@ class PartitionConfig:
 
 
 def _describe(row: Row) -> list[str]:
-    def secs(value: float | None) -> str:
-        return "never" if value is None else f"{value:.2f}s"
-
-    errors = ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items()))
     return [
-        f"  first error {secs(row['noticed_s'])} after the fault; {row['stayed_ready']} of "
+        f"  first error {narrated_s(row['noticed_s'])} after the fault; {row['stayed_ready']} of "
         f"{row['channels']} channels stayed READY through it; all READY again "
-        f"{secs(row['all_ready_after_heal_s'])} after the heal; {row['reconnect_attempts']} "
-        f"reconnect attempts; {row['ok']:,}/{row['requests']:,} ok; errors: {errors or 'none'}; "
+        f"{narrated_s(row['all_ready_after_heal_s'])} after the heal; {row['reconnect_attempts']} "
+        f"reconnect attempts; {row['ok']:,}/{row['requests']:,} ok; errors: {error_counts(row)}; "
         f"lost {row['lost']}"
     ]
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd = experiment.herd
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "users": herd.users,
-            "channels": herd.channels,
-            "think_s": herd.think_s,
-            "requests_per_user": herd.requests,
-            "deadline_s": herd.deadline_s,
-            "keepalive_timeout_s": herd.keepalive_timeout_s,
-            "reconnect": herd.reconnect,
-            "seed": herd.seed,
-        },
+        "users": herd.users,
+        "channels": herd.channels,
+        "think_s": herd.think_s,
+        "requests_per_user": herd.requests,
+        "deadline_s": herd.deadline_s,
+        "keepalive_timeout_s": herd.keepalive_timeout_s,
+        "reconnect": herd.reconnect,
+        "seed": herd.seed,
     }
 
 
@@ -162,14 +155,9 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> PartitionConfig:
     """`chaos scenario partition`'s options: `--keepalive` is the ping interval and its timeout."""
-    return PartitionConfig(
-        users=values["users"],
-        channels=values["channels"],
-        outage_s=values["outage"],
-        keepalive_s=values["keepalive_timeout"],
-        keepalive_timeout_s=values["keepalive_timeout"],
-        faults=tuple(f.strip() for f in values["faults"].split(",") if f.strip()),
-        seed=values["seed"],
+    faults = tuple(f.strip() for f in values["faults"].split(",") if f.strip())
+    return from_options(
+        PartitionConfig, values, keepalive_s=values["keepalive_timeout"], faults=faults
     )
 
 
@@ -178,25 +166,25 @@ KIND = KINDS.register(
     Kind(
         SCENARIO,
         fields=(
-            ("fault", "fault"),
-            ("keepalive", "keepalive"),
-            ("noticed_s", "noticed_s"),
-            ("reconnect_attempts", "reconnect_attempts"),
-            ("all_ready_after_heal_s", "all_ready_after_heal_s"),
-            ("stayed_ready", "stayed_ready"),
+            "fault",
+            "keepalive",
+            "noticed_s",
+            "reconnect_attempts",
+            "all_ready_after_heal_s",
+            "stayed_ready",
             ("client_errors", "errors"),  # by gRPC code
-            ("lost", "lost"),
-            ("wrong_values", "wrong_values"),
+            "lost",
+            "wrong_values",
             ("channels", "probe_channels"),
-            ("requests", "requests"),
-            ("ok", "ok"),
-            ("time_to_first_success_s", "time_to_first_success_s"),
+            "requests",
+            "ok",
+            "time_to_first_success_s",
             ("failed_after_heal", "failed_after_restore"),
-            ("reconnect_attempts_in_outage", "reconnect_attempts_in_outage"),
-            ("probe_gaps", "probe_gaps"),
+            "reconnect_attempts_in_outage",
+            "probe_gaps",
             ("timeline", "reconnect_timeline"),
         ),
-        header=_header,
+        config=_config,
         describe=_describe,
         title="Partition vs kill: how soon the herd notices, how it comes back",
         columns=COLUMNS,
@@ -205,12 +193,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_partition(
-    config: PartitionConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped partition experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress)

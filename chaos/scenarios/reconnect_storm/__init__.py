@@ -33,16 +33,15 @@ What is measured, all on the wall clock (comparable across processes):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S, ProgressFactory
+from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 from herdlab.config import format_duration
 from herdlab.retry import POLICY_NAMES, RetryPolicy, parse_policy_names
@@ -51,6 +50,27 @@ SCENARIO = "reconnect-storm"
 RECONNECT_NAMES = tuple(RECONNECTS)
 # Each attempt of a user's request is given at most this long (its deadline bounds the whole).
 ATTEMPT_TIMEOUT_S = 2.0
+
+
+def trial_limit_s(
+    requests_per_user: int, think_s: float, deadline_s: float, fault_at_s: float, outage_s: float
+) -> float:
+    """No trial runs longer than this: the herd's bound (every request is bounded by its
+    deadline) plus the fault's start (after the release) and its length, within what an
+    experiment may ask."""
+    per_request = think_s + deadline_s + LOST_MARGIN_S
+    herd_s = CONNECT_TIMEOUT_S + requests_per_user * per_request
+    return min(spec.MAX_LIMIT_S, herd_s + fault_at_s + outage_s)
+
+
+def channel_problems(users: int, channels: int) -> list[str]:
+    """What is wrong with a herd of `users` on `channels` channels (each its own connection)."""
+    found = []
+    if not 1 <= users <= 100_000:
+        found.append(f"users must be in 1..100000, got {users}")
+    if not 1 <= channels <= min(users, 1024):
+        found.append(f"channels must be in 1..min(users, 1024), got {channels}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -77,11 +97,7 @@ class ReconnectStormConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.users <= 100_000:
-            found.append(f"users must be in 1..100000, got {self.users}")
-        if not 1 <= self.channels <= min(self.users, 1024):
-            found.append(f"channels must be in 1..min(users, 1024), got {self.channels}")
+        found = channel_problems(self.users, self.channels)
         if not 1 <= self.keys <= 10_000_000:
             found.append(f"keys must be in 1..10000000, got {self.keys}")
         if not 0 < self.outage_s <= 600:
@@ -125,11 +141,9 @@ class ReconnectStormConfig:
 
     @property
     def limit_s(self) -> float:
-        """No trial runs longer than this: the herd's bound (every request is bounded by its
-        deadline) plus the kill and the outage, within what an experiment may ask."""
-        per_request = self.think_s + self.deadline_s + LOST_MARGIN_S
-        herd_s = CONNECT_TIMEOUT_S + self.requests_per_user * per_request
-        return min(spec.MAX_LIMIT_S, herd_s + self.kill_after_s + self.outage_s)
+        return trial_limit_s(
+            self.requests_per_user, self.think_s, self.deadline_s, self.kill_after_s, self.outage_s
+        )
 
     def params(self) -> dict[str, Any]:
         """The shipped experiment's params for this configuration."""
@@ -186,26 +200,23 @@ def config_of(experiment: spec.Experiment) -> ReconnectStormConfig:
     )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     config = config_of(experiment)
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "users": config.users,
-            "channels": config.channels,
-            "keys": config.keys,
-            "outage_s": config.outage_s,
-            "kill_after_s": config.kill_after_s,
-            "think_s": config.think_s,
-            "requests_per_user": config.requests_per_user,
-            "retry": {
-                "base_s": config.retry_base_s,
-                "cap_s": config.retry_cap_s,
-                "attempts": config.retry_attempts,
-                "deadline_s": config.deadline_s,
-            },
-            "seed": experiment.herd.seed,
+        "users": config.users,
+        "channels": config.channels,
+        "keys": config.keys,
+        "outage_s": config.outage_s,
+        "kill_after_s": config.kill_after_s,
+        "think_s": config.think_s,
+        "requests_per_user": config.requests_per_user,
+        "retry": {
+            "base_s": config.retry_base_s,
+            "cap_s": config.retry_cap_s,
+            "attempts": config.retry_attempts,
+            "deadline_s": config.deadline_s,
         },
+        "seed": experiment.herd.seed,
     }
 
 
@@ -221,19 +232,25 @@ def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     )
 
 
-def _describe(row: Row) -> list[str]:
-    def secs(value: float | None) -> str:
-        return "never" if value is None else f"{value:.2f}s"
+def narrated_s(value: float | None) -> str:
+    """A time as narration says it (`never`: None)."""
+    return "never" if value is None else f"{value:.2f}s"
 
-    errors = ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items()))
+
+def error_counts(row: Row) -> str:
+    """The row's client errors by gRPC code, as narration says them (`none`)."""
+    return ", ".join(f"{code} {n:,}" for code, n in sorted(row["client_errors"].items())) or "none"
+
+
+def _describe(row: Row) -> list[str]:
     return [
-        f"  first success {secs(row['time_to_first_success_s'])} after the restart, "
-        f"all {row['channels']} channels READY {secs(row['time_to_all_channels_ready_s'])}; "
+        f"  first success {narrated_s(row['time_to_first_success_s'])} after the restart, "
+        f"all {row['channels']} channels READY {narrated_s(row['time_to_all_channels_ready_s'])}; "
         f"{row['reconnect_attempts']} reconnect attempts "
         f"({row['reconnect_attempts_in_outage']} during the outage); "
         f"{row['herd_attempts']:,} herd attempts (peak {row['herd_attempts_peak_per_100ms']:,} "
         f"per 100ms after the kill); {row['ok']:,}/{row['requests']:,} ok; errors: "
-        f"{errors or 'none'}; failed after the restart {row['failed_after_restore']:,}; "
+        f"{error_counts(row)}; failed after the restart {row['failed_after_restore']:,}; "
         f"lost {row['lost']}"
     ]
 
@@ -266,13 +283,8 @@ READING = (
 
 def configure(values: Mapping[str, Any]) -> ReconnectStormConfig:
     """`chaos scenario reconnect-storm`'s options."""
-    return ReconnectStormConfig(
-        users=values["users"],
-        channels=values["channels"],
-        outage_s=values["outage"],
-        policies=tuple(parse_policy_names(values["policies"])),
-        seed=values["seed"],
-    )
+    policies = tuple(parse_policy_names(values["policies"]))
+    return from_options(ReconnectStormConfig, values, policies=policies)
 
 
 KIND = KINDS.register(
@@ -281,31 +293,31 @@ KIND = KINDS.register(
         SCENARIO,
         rows_key="variants",
         fields=(
-            ("reconnect", "reconnect"),
+            "reconnect",
             ("backoff", "reconnect_backoff"),
             ("policy", "herd_policy"),
-            ("channels", "channels"),
+            "channels",
             ("users", "clients"),
-            ("requests", "requests"),
-            ("ok", "ok"),
-            ("time_to_first_success_s", "time_to_first_success_s"),
-            ("time_to_all_channels_ready_s", "time_to_all_channels_ready_s"),
-            ("channel_ready_s", "channel_ready_s"),
-            ("reconnect_attempts", "reconnect_attempts"),
-            ("reconnect_attempts_in_outage", "reconnect_attempts_in_outage"),
-            ("herd_attempts", "herd_attempts"),
-            ("herd_attempts_peak_per_100ms", "herd_attempts_peak_per_100ms"),
-            ("failed_after_restore", "failed_after_restore"),
+            "requests",
+            "ok",
+            "time_to_first_success_s",
+            "time_to_all_channels_ready_s",
+            "channel_ready_s",
+            "reconnect_attempts",
+            "reconnect_attempts_in_outage",
+            "herd_attempts",
+            "herd_attempts_peak_per_100ms",
+            "failed_after_restore",
             ("client_errors", "errors"),  # by gRPC code
-            ("lost", "lost"),
-            ("wrong_values", "wrong_values"),
-            ("probe_channels", "probe_channels"),
-            ("probe_subchannels", "probe_subchannels"),
-            ("probe_gaps", "probe_gaps"),
-            ("seconds", "seconds"),
+            "lost",
+            "wrong_values",
+            "probe_channels",
+            "probe_subchannels",
+            "probe_gaps",
+            "seconds",
             ("timeline", "reconnect_timeline"),
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Reconnect storm: the cache dies under a herd holding M channels and comes back",
@@ -315,15 +327,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_reconnect_storm(
-    config: ReconnectStormConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped reconnect-storm experiment with this configuration; returns its document
-    (a row per (reconnect backoff, herd policy) variant)."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import RELEASE, save, stacked
 
 
 def secs(value: float | None) -> str:
@@ -26,8 +26,7 @@ def plot_timelines(
     """One row per variant on a shared time axis (seconds since the herd's release): herd attempts
     (grey bars) and served responses (blue line) per 100 ms on the left axis, reconnect attempts
     per 100 ms (red stems) on the right, the outage shaded, first success and all-READY marked."""
-    fig = new_figure(12, 2.7 * len(rows) + 0.9)
-    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)
+    fig, axes = stacked(len(rows), 2.7, RELEASE)
     for ax, row in zip(axes[:, 0], rows, strict=True):
         line = row["timeline"]
         bin_s = line["bin_s"]
@@ -59,7 +58,6 @@ def plot_timelines(
         ax.legend(
             handles + twin_handles, labels + twin_labels, loc="upper right", fontsize=7, ncol=6
         )
-    axes[-1, 0].set_xlabel("seconds since the herd's release")
     fig.suptitle(suptitle)
     save(fig, path)
 

@@ -21,15 +21,14 @@ Three rows, each on a fresh stack:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.lab.backends.local import MAX_REPLICAS
 from chaos.scenarios.replicas.plot import plot_replicas
 from herdlab.config import format_duration
@@ -74,17 +73,14 @@ class ReplicasConfig:
         )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "replicas": experiment.stack.replicas,
-            "users": herd.users,
-            "db_latency_s": db.latency_s,
-            "lease_timeout_s": cache.lease_timeout_s,
-            "redis_timeout_s": cache.redis_timeout_s,
-        },
+        "replicas": experiment.stack.replicas,
+        "users": herd.users,
+        "db_latency_s": db.latency_s,
+        "lease_timeout_s": cache.lease_timeout_s,
+        "redis_timeout_s": cache.redis_timeout_s,
     }
 
 
@@ -117,22 +113,20 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
-COLUMNS = tuple(
-    Column("name" if field == "row" else field, field, "cell")
-    for field in (
-        "row",
-        "replicas",
-        "leases",
-        "db_queries",
-        "holder_killed",
-        "served_after_s",
-        "takeover_after_s",
-        "client_errors",
-        "lost",
-        "takeovers",
-        "lease_waits",
-    )
+# The fields the table shows (after the row's name), first in each row.
+SHOWN = (
+    "replicas",
+    "leases",
+    "db_queries",
+    "holder_killed",
+    "served_after_s",
+    "takeover_after_s",
+    "client_errors",
+    "lost",
+    "takeovers",
+    "lease_waits",
 )
+COLUMNS = (Column("name", "row", "cell"), *(Column(field, format="cell") for field in SHOWN))
 READING = (
     "Each row is one stack of R replicas under one herd on one cold key. `db_queries` "
     "is what the DB counted: with only local single-flight each replica that got a user "
@@ -144,37 +138,21 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> ReplicasConfig:
-    """`chaos scenario replicas`'s options."""
-    return ReplicasConfig(
-        values["replicas"], values["users"], values["db_latency"], values["lease_timeout"]
-    )
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
         fields=(
-            ("replicas", "replicas"),
-            ("leases", "leases"),
-            ("db_queries", "db_queries"),
-            ("holder_killed", "holder_killed"),
-            ("served_after_s", "served_after_s"),
-            ("takeover_after_s", "takeover_after_s"),
-            ("client_errors", "client_errors"),
-            ("lost", "lost"),
-            ("errors", "errors"),
-            ("takeovers", "takeovers"),
-            ("lease_waits", "lease_waits"),
-            ("redis_fallbacks", "redis_fallbacks"),
-            ("wrong_values", "wrong_values"),
-            ("sources", "sources"),
-            ("latency_s", "latency_s"),
-            ("seconds", "seconds"),
-            ("replica_timeline", "replica_timeline"),
+            *SHOWN,
+            "errors",
+            "redis_fallbacks",
+            "wrong_values",
+            "sources",
+            "latency_s",
+            "seconds",
+            "replica_timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         derive=lambda row: {"name": _row_name(row)},
@@ -182,17 +160,6 @@ KIND = KINDS.register(
         columns=COLUMNS,
         plots=(Plot(plot_replicas, "Values, errors and DB queries per row"),),
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, ReplicasConfig),
     ),
 )
-
-
-async def run_replicas(
-    config: ReplicasConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped replicas experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

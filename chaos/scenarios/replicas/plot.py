@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import RELEASE, save, stacked
 
 Doc = Mapping[str, Any]
 
@@ -15,8 +15,7 @@ def plot_replicas(doc: Doc, path: Path) -> Path:
     """One panel per row on a shared time axis: values served (bars) and typed errors (red
     bars) per 100 ms, each query reaching the DB (orange stems), the replica's kill (a line)."""
     shown = doc["rows"]
-    fig = new_figure(12, 2.4 * max(1, len(shown)) + 0.9)
-    axes = fig.subplots(max(1, len(shown)), 1, sharex=True, squeeze=False)
+    fig, axes = stacked(max(1, len(shown)), 2.4, RELEASE)
     for ax, row in zip(axes[:, 0], shown, strict=False):
         line = row["replica_timeline"]
         bin_s = line["bin_s"]
@@ -45,7 +44,6 @@ def plot_replicas(doc: Doc, path: Path) -> Path:
         ax.set_ylabel("per 100 ms", fontsize=8)
         ax.legend(loc="upper right", fontsize=7, ncol=4)
         ax.grid(axis="y", alpha=0.3)
-    axes[-1, 0].set_xlabel("seconds since the herd's release")
     config = doc.get("config", {})
     fig.suptitle(
         f"Replicas: {config.get('replicas')} replicas, {config.get('users', 0):,} users on one "

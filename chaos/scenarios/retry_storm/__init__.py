@@ -41,15 +41,13 @@ policy is the only one retrying.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.retry_storm.plot import plot_retry_storm
 from db_service.queueing import NAMES as DISCIPLINES
 from herdlab.config import format_duration
@@ -241,17 +239,14 @@ def config_of(experiment: spec.Experiment) -> RetryStormConfig:
     )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     config = config_of(experiment)
     return {
-        "scenario": SCENARIO,
-        "config": {
-            **asdict(config),
-            "policies": list(config.policies),
-            "guards": list(config.guards),
-            "queues": list(config.queues),
-            "retry_total_s": config.retry_budget_s,
-        },
+        **asdict(config),
+        "policies": list(config.policies),
+        "guards": list(config.guards),
+        "queues": list(config.queues),
+        "retry_total_s": config.retry_budget_s,
     }
 
 
@@ -322,39 +317,36 @@ KIND = KINDS.register(
     Kind(
         SCENARIO,
         rows_key="policies",
-        fields=tuple(
-            (name, name)
-            for name in (
-                "policy",
-                "guards",
-                "guards_spec",
-                "queue",
-                "keys",
-                "db_capacity_per_s",
-                "db_attempts",
-                "amplification",
-                "post_restore_peak_per_100ms",
-                "post_restore_peak_over_capacity",
-                "recovery_s",
-                "ideal_recovery_s",
-                "recovery_over_ideal",
-                "reconnect_lag_s",
-                "client_errors",
-                "lost",
-                "keys_served",
-                "keys_pending_at_restore",
-                "db_queries",
-                "errors",
-                "wrong_values",
-                "latency_s",
-                "release_spread_s",
-                "slot_time_amplification",
-                "warm",
-                "timeline",
-                "guard_timeline",
-            )
+        fields=(
+            "policy",
+            "guards",
+            "guards_spec",
+            "queue",
+            "keys",
+            "db_capacity_per_s",
+            "db_attempts",
+            "amplification",
+            "post_restore_peak_per_100ms",
+            "post_restore_peak_over_capacity",
+            "recovery_s",
+            "ideal_recovery_s",
+            "recovery_over_ideal",
+            "reconnect_lag_s",
+            "client_errors",
+            "lost",
+            "keys_served",
+            "keys_pending_at_restore",
+            "db_queries",
+            "errors",
+            "wrong_values",
+            "latency_s",
+            "release_spread_s",
+            "slot_time_amplification",
+            "warm",
+            "timeline",
+            "guard_timeline",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Retry storm: the DB dies under a herd's fetches and comes back",
@@ -364,14 +356,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_retry_storm(
-    config: RetryStormConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped retry-storm experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -35,9 +35,6 @@ def plot_retry_storm(doc: Mapping[str, Any], path: Path) -> Path:
     return plot_timelines(
         rows,
         path,
-        bars=("db_arrivals", "DB arrivals"),
-        line=("cache_attempts", "cache->DB attempts"),
-        ylabel="per 100 ms",
         title=f"Retry storm, {keys:,} keys{down}: what reached the DB, per configuration",
         row_title=_retry_storm_row_title,
         served=True,

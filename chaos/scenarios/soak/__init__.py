@@ -37,16 +37,15 @@ summed over its incarnations (each read just before it was killed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
-from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Column, Kind, Row
+from chaos.engine.kinds import Column, Kind, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from herdlab.config import format_duration
 
 SCENARIO = "soak"
@@ -157,8 +156,8 @@ def config_of(experiment: spec.Experiment) -> SoakConfig:
     )
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
-    return {"scenario": SCENARIO, "config": asdict(config_of(experiment))}
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
+    return asdict(config_of(experiment))
 
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
@@ -196,60 +195,43 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> SoakConfig:
-    """`chaos soak`'s options."""
-    return SoakConfig(cycles=values["cycles"], seed=values["seed"])
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
         fields=(
-            ("cycles", "cycles"),
-            ("seconds", "seconds"),
+            "cycles",
+            "seconds",
             ("sent", "requests"),
-            ("ok", "ok"),
-            ("errors", "errors"),
-            ("lost", "lost"),
-            ("lost_by_cause", "lost_by_cause"),
+            "ok",
+            "errors",
+            "lost",
+            "lost_by_cause",
             ("wrong_values", "wrong_values_all"),
-            ("stale_values", "stale_values"),
-            ("inflight_after", "inflight_after"),
-            ("rss_before", "rss_before"),
-            ("rss_after", "rss_after"),
-            ("rss_growth", "rss_growth"),
-            ("fds_before", "fds_before"),
-            ("fds_after", "fds_after"),
-            ("cache_measured", "cache_measured"),
-            ("db_dropped", "db_dropped"),
-            ("db_restarts", "db_restarts"),
-            ("db_version_last", "db_version_last"),
-            ("cache_restarts", "cache_restarts"),
-            ("herd_rounds", "herd_rounds"),
-            ("probe", "probe"),
+            "stale_values",
+            "inflight_after",
+            "rss_before",
+            "rss_after",
+            "rss_growth",
+            "fds_before",
+            "fds_after",
+            "cache_measured",
+            "db_dropped",
+            "db_restarts",
+            "db_version_last",
+            "cache_restarts",
+            "herd_rounds",
+            "probe",
             ("recovery_s", "fault_recovery_s"),
-            ("reconnect_lag_s", "reconnect_lag_s"),
+            "reconnect_lag_s",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         flat=True,
         title="Soak: the DB and the cache killed, paused and restored, cycle after cycle",
         columns=COLUMNS,
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, SoakConfig),
     ),
 )
-
-
-async def run_soak(
-    config: SoakConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped soak with this configuration on its own local stack (torn down at the
-    end); returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

@@ -17,16 +17,15 @@ per 100 ms for the plot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.herd import ProgressFactory
-from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
 from herdlab.config import format_duration
 
@@ -90,21 +89,18 @@ class StaleOutageConfig:
         }
 
 
-def _header(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd, cache = experiment.herd, experiment.cache
     steps = experiment.timeline
     return {
-        "scenario": SCENARIO,
-        "config": {
-            "keys": herd.keys,
-            "rate_per_s": herd.rate_per_s,
-            "duration_s": herd.duration_s,
-            "ttl_s": cache.ttl_s,
-            "outage_at_s": steps[0].at_s if steps else None,
-            "outage_s": steps[1].after_s if len(steps) > 1 else None,
-            "herd_deadline_s": herd.deadline_s,
-            "fetch_budget_s": cache.retry_total_s,
-        },
+        "keys": herd.keys,
+        "rate_per_s": herd.rate_per_s,
+        "duration_s": herd.duration_s,
+        "ttl_s": cache.ttl_s,
+        "outage_at_s": steps[0].at_s if steps else None,
+        "outage_s": steps[1].after_s if len(steps) > 1 else None,
+        "herd_deadline_s": herd.deadline_s,
+        "fetch_budget_s": cache.retry_total_s,
     }
 
 
@@ -145,54 +141,31 @@ READING = (
 )
 
 
-def configure(values: Mapping[str, Any]) -> StaleOutageConfig:
-    """`chaos scenario stale-outage`'s options."""
-    return StaleOutageConfig(
-        keys=values["keys"],
-        rate_per_s=values["rate"],
-        ttl_s=values["ttl"],
-        outage_s=values["outage"],
-        stale_if_error_s=values["stale_if_error"],
-        seed=values["seed"],
-    )
-
-
 KIND = KINDS.register(
     SCENARIO,
     Kind(
         SCENARIO,
         fields=(
-            ("stale_if_error_s", "stale_if_error_s"),
-            ("availability", "availability"),
-            ("stale_served", "stale_served"),
-            ("max_stale_age_s", "max_stale_age_s"),
-            ("stale_age_within_bound", "stale_age_within_bound"),
-            ("errors", "errors"),
-            ("lost", "lost"),
-            ("requests", "requests"),
-            ("sources", "sources"),
-            ("latency_s", "latency_s"),
-            ("answers", "answers"),
-            ("reconnect_lag_s", "reconnect_lag_s"),
+            "stale_if_error_s",
+            "availability",
+            "stale_served",
+            "max_stale_age_s",
+            "stale_age_within_bound",
+            "errors",
+            "lost",
+            "requests",
+            "sources",
+            "latency_s",
+            "answers",
+            "reconnect_lag_s",
         ),
-        header=_header,
+        config=_config,
         announce=_announce,
         describe=_describe,
         title="Stale outage: warm keys through a DB outage, with and without stale-if-error",
         columns=COLUMNS,
         plots=(Plot(plot_stale_outage, "Fresh, stale and failed answers per 100 ms"),),
         reading=READING,
-        configure=configure,
+        configure=partial(from_options, StaleOutageConfig),
     ),
 )
-
-
-async def run_stale_outage(
-    config: StaleOutageConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped stale-outage experiment with this configuration; returns its document."""
-    return await run_scenario(SCENARIO, config, emit, progress, command)

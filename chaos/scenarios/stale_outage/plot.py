@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.report.plotting import new_figure, save
+from chaos.report.plotting import OPEN_LOOP, save, stacked
 
 
 def plot_stale_outage(doc: Mapping[str, Any], path: Path) -> Path:
@@ -15,8 +15,7 @@ def plot_stale_outage(doc: Mapping[str, Any], path: Path) -> Path:
     errors stacked, the DB's outage shaded."""
     rows = doc["rows"]
     config = doc.get("config", {})
-    fig = new_figure(12, 2.2 * max(1, len(rows)) + 0.9)
-    axes = fig.subplots(max(1, len(rows)), 1, sharex=True, sharey=True, squeeze=False)
+    fig, axes = stacked(max(1, len(rows)), 2.2, OPEN_LOOP, sharey=True)
     for ax, row in zip(axes[:, 0], rows, strict=False):
         line = row["answers"]
         bin_s = line["bin_s"]
@@ -39,7 +38,6 @@ def plot_stale_outage(doc: Mapping[str, Any], path: Path) -> Path:
         ax.legend(loc="upper right", fontsize=7, ncol=4)
         ax.set_ylabel("answers per 100 ms", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[-1, 0].set_xlabel("seconds since the open loop started (100 ms bins)")
     fig.suptitle(
         f"Stale outage: {config.get('keys')} warm keys, TTL {config.get('ttl_s'):g} s, "
         f"{config.get('rate_per_s'):g} arrivals/s, DB down {config.get('outage_s'):g} s",

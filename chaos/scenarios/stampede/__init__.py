@@ -15,19 +15,19 @@ makes one attempt per miss (policy `none`), so one query is one client's miss.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.herd import HerdResult, Outcome, ProgressFactory
+from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
-from chaos.engine.runner import run_scenario
 from herdlab.config import format_duration
 
+SCENARIO = "stampede"
 SHOWN_CLIENTS = 8
 # One Python herd process on 2 cores gets ~10,000 requests through the cache to the DB in about
 # 10 s (`chaos herd --users 10000` against `chaos up --no-coalescing` with a slow DB); twice
@@ -146,26 +146,26 @@ def configure(values: Mapping[str, Any]) -> StampedeConfig:
 
 
 KIND = KINDS.register(
-    "stampede",
+    SCENARIO,
     Kind(
-        "stampede",
+        SCENARIO,
         rows_key="scenarios",
         fields=(
-            ("coalescing", "coalescing"),
-            ("clients", "clients"),
-            ("db_queries", "db_queries"),
+            "coalescing",
+            "clients",
+            "db_queries",
             ("errors", "client_errors"),
-            ("seconds", "seconds"),
-            ("lost", "lost"),
-            ("wrong_values", "wrong_values"),
-            ("sources", "sources"),
-            ("latency_s", "latency_s"),
-            ("release_spread_s", "release_spread_s"),
-            ("db_arrival_spread_s", "db_arrival_spread_s"),
+            "seconds",
+            "lost",
+            "wrong_values",
+            "sources",
+            "latency_s",
+            "release_spread_s",
+            "db_arrival_spread_s",
             ("db_arrivals_per_s", "db_arrival_rate_per_s"),
-            ("cache_peak_rss_bytes", "cache_peak_rss_bytes"),
-            ("db_latency_s", "db_latency_s"),
-            ("client_lines", "client_lines"),
+            "cache_peak_rss_bytes",
+            "db_latency_s",
+            "client_lines",
         ),
         announce=_announce,
         describe=_describe,
@@ -176,14 +176,3 @@ KIND = KINDS.register(
         configure=configure,
     ),
 )
-
-
-async def run_stampede(
-    config: StampedeConfig,
-    emit: Callable[[str], None],
-    progress: ProgressFactory | None = None,
-    *,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Runs the shipped stampede experiment (coalescing off, then on); returns its document."""
-    return await run_scenario("stampede", config, emit, progress, command)

@@ -11,6 +11,8 @@ in `parse`, so a bad value is refused when the fault is added, naming the attrib
 An attribute named `*_ms` is a duration (written 200ms, 1s where people write it: the `wire`
 action, in a timeline and on the command line, `chaos.engine.actions.wire`); a `whole` one takes
 whole numbers only. `option` names the attribute `--KIND` sets (None: `--KIND` is a switch).
+Each subclass is made a frozen dataclass and registered under its `kind` in `TOXICS` as it is
+defined.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, dataclass_transform
+
+from herdlab.registry import Registry
 
 if TYPE_CHECKING:
     from chaos.wire.connection import Connection
@@ -37,8 +41,11 @@ def attribute(default: float, lo: float, hi: float, help: str, *, whole: bool = 
     )
 
 
+@dataclass_transform(frozen_default=True)
 @dataclass(frozen=True)
 class Toxic:
+    """A subclass is a frozen dataclass, registered in `TOXICS` under its `kind`."""
+
     kind: ClassVar[str]
     summary: ClassVar[str]  # what it does, one line (the `--KIND` option's help)
     option: ClassVar[str | None] = None  # the attribute `--KIND` sets; None: a switch
@@ -46,6 +53,10 @@ class Toxic:
     momentary: ClassVar[bool] = False
     # True: the toxic acts on whole connections (`hold`), so it can be applied `once`.
     holds: ClassVar[bool] = False
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        TOXICS.register(cls.kind, dataclass(frozen=True)(cls))
 
     @classmethod
     def parse(cls, attributes: Mapping[str, float]) -> Self:
@@ -87,3 +98,6 @@ class Toxic:
     async def hold(self, conn: Connection) -> None:
         """Acts on `conn` as a whole; runs from when the toxic meets the connection until it
         is removed or the connection ends (only for toxics with `holds`)."""
+
+
+TOXICS: Registry[type[Toxic]] = Registry("wire fault kind")

@@ -5,18 +5,11 @@ looks open and carries nothing (half-open), noticed only by a keepalive or a dea
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from chaos.wire.toxics import register
+from chaos.wire.connection import Connection
 from chaos.wire.toxics.base import Toxic
 
-if TYPE_CHECKING:
-    from chaos.wire.connection import Connection
 
-
-@register
-@dataclass(frozen=True)
 class Blackhole(Toxic):
     kind = "blackhole"
     summary = "Drop the bytes, keep the connections."

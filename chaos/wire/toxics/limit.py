@@ -4,18 +4,11 @@ direction(s) it applies to since the fault met it; the chunk that crosses the li
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from chaos.wire.toxics import register
+from chaos.wire.connection import Connection
 from chaos.wire.toxics.base import Toxic, attribute
 
-if TYPE_CHECKING:
-    from chaos.wire.connection import Connection
 
-
-@register
-@dataclass(frozen=True)
 class Limit(Toxic):
     kind = "limit"
     summary = "Close after N bytes."

@@ -5,18 +5,11 @@ the client reads ECONNRESET, as from a host that lost its state. Bytes pass unti
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from chaos.wire.toxics import register
+from chaos.wire.connection import Connection
 from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
 
-if TYPE_CHECKING:
-    from chaos.wire.connection import Connection
 
-
-@register
-@dataclass(frozen=True)
 class Reset(Toxic):
     kind = "reset"
     summary = "Reset (TCP RST) the connections open now."

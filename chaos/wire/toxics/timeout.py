@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from chaos.wire.toxics import register
+from chaos.wire.connection import Connection
 from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
 
-if TYPE_CHECKING:
-    from chaos.wire.connection import Connection
 
-
-@register
-@dataclass(frozen=True)
 class Timeout(Toxic):
     kind = "timeout"
     summary = "Drop bytes; close after this."

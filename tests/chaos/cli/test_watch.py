@@ -216,6 +216,41 @@ def test_the_view_fits_80_by_24() -> None:
     assert "breaker: state 2  rejected 10.0/s" in text
 
 
+def test_a_busy_cache_to_db_line_and_a_guard_set_fit_80_columns_unbroken() -> None:
+    """Several gRPC codes at thousands a second and a guard set of four: each figure continues on
+    the next line whole, never cut inside a code or a number."""
+    doc = figures(BEFORE, AFTER, 2.0)
+    attempts = {
+        "ok": 1234.5,
+        "unavailable": 987.6,
+        "deadline_exceeded": 456.7,
+        "resource_exhausted": 321.0,
+        "cancelled": 12.3,
+    }
+    doc["cache_db_attempts_per_s"] = attempts
+    guards = {
+        "budget": {"tokens": 12.5, "ratio": 0.1},
+        "throttle": {"accepts": 1234, "requests": 2345, "reject_probability": 0.25},
+        "breaker": {"state": 2, "failures": 17},
+        "limit": {"limit": 20, "in_flight": 20, "min_rtt_ms": 5.25, "queue": 3},
+    }
+    doc["guards"] = [
+        {"service": "cache-2", "side": "cache", "guard": g, "state": s, "rejected_per_s": 1234.5}
+        for g, s in guards.items()
+    ]
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render(doc, "herdlab watch  local  every 1s  12:00:00  (Ctrl-C stops)"))
+    lines = console.export_text().rstrip("\n").splitlines()
+    assert len(lines) <= 24, lines
+    assert all(len(line) <= 80 for line in lines), lines
+    first = next(n for n, line in enumerate(lines) if line.lstrip().startswith("cache->DB"))
+    shown = " ".join(lines[first : first + 2])
+    for code, rate in attempts.items():
+        assert f"{code} {rate:,.1f}/s" in shown, (code, lines)
+    assert "reject_probability 0.25" in "\n".join(lines)
+    assert sum(line.count("rejected 1,234.5/s") for line in lines) == 4
+
+
 # -- against a real local stack ---------------------------------------------------------------
 
 
@@ -344,6 +379,14 @@ def test_watch_without_a_stack_is_one_line_exit_2(tmp_path: Path) -> None:
     ]
     code, _, stderr = run(tmp_path, "watch", "--interval", "0s")
     assert code == 2 and "--interval" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_watch_of_the_compose_stack_without_docker_says_so_exit_2(tmp_path: Path) -> None:
+    env = {"DOCKER_HOST": "unix:///nonexistent"}
+    code, stdout, stderr = run(tmp_path, "--backend", "docker", "watch", "--once", env=env)
+    assert code == 2 and stdout == "", stdout
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("chaos: error: docker not reachable at unix:///nonexistent"), stderr
 
 
 def test_live_view_in_an_80x24_terminal(shared_stack: Path) -> None:

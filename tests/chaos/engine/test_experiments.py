@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import chaos_run
 
 from chaos.cli.main import main
 from chaos.engine import provenance, spec
@@ -382,14 +383,7 @@ db_queries = { eq = 2 }   # cannot hold: five coalesced misses cost one query
 def test_a_tolerance_that_cannot_hold_exits_1_naming_it_and_the_measure(tmp_path: Path) -> None:
     path = _write(tmp_path, USER_EXPERIMENT, "user.toml")
     out_json = tmp_path / "r.json"
-    env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run(
-        [sys.executable, "-m", "chaos", "run", str(path), "--json", str(out_json)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    done = chaos_run(path, out_json, tmp_path / "state")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "db_queries == 2" in done.stderr and "measured 1" in done.stderr, done.stderr
     doc = json.loads(out_json.read_text())

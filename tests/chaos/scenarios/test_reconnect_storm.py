@@ -21,7 +21,8 @@ import grpc
 import psutil
 import pytest
 
-from chaos.scenarios.reconnect_storm import ReconnectStormConfig, run_reconnect_storm
+from chaos.engine.runner import run_scenario
+from chaos.scenarios.reconnect_storm import SCENARIO, ReconnectStormConfig
 from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 
 CONFIG = ReconnectStormConfig(
@@ -68,7 +69,7 @@ def _lab_processes() -> list[psutil.Process]:
 @pytest.fixture(scope="module")
 def storm() -> dict[str, Any]:
     said: list[str] = []
-    doc = asyncio.run(run_reconnect_storm(CONFIG, said.append))
+    doc = asyncio.run(run_scenario(SCENARIO, CONFIG, said.append))
     # The scenario's own lines; the engine adds one per timeline step and per hypothesis check.
     lines = [line for line in said if line.startswith(("reconnect ", "  first success"))]
     assert len(lines) == 4, said  # a heading and a result line per variant
@@ -157,7 +158,7 @@ def test_config_problems(changes: dict[str, Any], needle: str) -> None:
     config = ReconnectStormConfig(**changes)
     assert any(needle in p for p in config.problems()), config.problems()
     with pytest.raises(ValueError, match=needle):
-        asyncio.run(run_reconnect_storm(config, print))
+        asyncio.run(run_scenario(SCENARIO, config, print))
 
 
 def test_default_config_is_valid() -> None:

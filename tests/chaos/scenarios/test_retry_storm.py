@@ -17,8 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
+from chaos.engine.runner import run_scenario
 from chaos.engine.timeline import bins
-from chaos.scenarios.retry_storm import RetryStormConfig, run_retry_storm
+from chaos.scenarios.retry_storm import SCENARIO, RetryStormConfig
 
 CONFIG = RetryStormConfig(
     policies=("exponential", "full"),
@@ -63,7 +64,7 @@ def _lab_processes() -> list[psutil.Process]:
 @pytest.fixture(scope="module")
 def storm() -> dict[str, Any]:
     lines: list[str] = []
-    doc = asyncio.run(run_retry_storm(CONFIG, lines.append))
+    doc = asyncio.run(run_scenario(SCENARIO, CONFIG, lines.append))
     assert any("DB killed" in line for line in lines), lines
     return doc
 
@@ -152,4 +153,4 @@ def test_bad_configs_are_named_before_anything_starts(changes: dict[str, Any], n
     config = RetryStormConfig(**changes)
     assert any(needle in problem for problem in config.problems()), config.problems()
     with pytest.raises(ValueError, match=needle):
-        asyncio.run(run_retry_storm(config, print))
+        asyncio.run(run_scenario(SCENARIO, config, print))

@@ -14,7 +14,8 @@ from conftest import running_stack
 from support import StackClients
 
 from chaos.engine.freshness_oracle import Freshness
-from chaos.scenarios.soak import SoakConfig, run_soak
+from chaos.engine.runner import run_scenario
+from chaos.scenarios.soak import SCENARIO, SoakConfig
 from herdlab.values import value_for
 from protos import cache_pb2
 
@@ -23,7 +24,7 @@ TYPED_ERRORS = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
 
 async def test_short_soak_loses_nothing_and_gives_back_every_fd() -> None:
     lines: list[str] = []
-    doc = await run_soak(SoakConfig(cycles=3), lines.append)
+    doc = await run_scenario(SCENARIO, SoakConfig(cycles=3), lines.append)
 
     assert doc["cycles"] == 3 and len([ln for ln in lines if ln.startswith("cycle ")]) == 3
     assert (doc["db_restarts"], doc["cache_restarts"], doc["db_version_last"]) == (3, 1, 4)
@@ -60,7 +61,7 @@ def test_soak_config_problems() -> None:
 
 async def test_run_soak_refuses_a_bad_config() -> None:
     with pytest.raises(ValueError, match=r"cycles must be in 1\.\.10000, got 0"):
-        await run_soak(SoakConfig(cycles=0), print)
+        await run_scenario(SCENARIO, SoakConfig(cycles=0), print)
 
 
 def test_freshness_floor_follows_each_version_after_a_ttl() -> None:
