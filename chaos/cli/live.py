@@ -29,6 +29,7 @@ from chaos.wire.admin import WireClient
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import settings
+from herdlab.auth import AdminError
 from herdlab.config import format_value
 
 NO_STACK = "no lab stack is up; run 'chaos up' first"
@@ -147,17 +148,21 @@ class Live:
         self.lab.journal.append(verb, service, "ok", backend=self.lab.backend_name, **details)
 
     async def reconnect_lag(self, up_at: float) -> dict[str, Any]:
-        """Waits for the restored DB's first request (at most `LAG_WAIT_S`, less if the caches
-        send it nothing for `LAG_IDLE_S`): `reconnect_lag_s`, seconds from `up_at` (0 for one
-        that came while the restore was confirming it serves), null with the reason otherwise."""
+        """Waits for the restored DB's first request (at most `LAG_WAIT_S`, less if the running
+        caches send it nothing for `LAG_IDLE_S`): `reconnect_lag_s`, seconds from `up_at` (0 for
+        one that came while the restore was confirming it serves), null with the reason
+        otherwise (a cache that does not answer is a reason, not a failed outage)."""
         started = time.monotonic()
-        async with AsyncExitStack() as stack:
-            admins = [
-                await stack.enter_async_context(admin)
-                for admin in self._admins(self.lab.backend().status())
-            ]
-            first = await first_arrival(admins, LAG_WAIT_S, LAG_IDLE_S)
         bound = {"reconnect_lag_wait_s": LAG_WAIT_S}
+        running = {n: s for n, s in self.lab.backend().status().items() if s.state == "running"}
+        if not cache_names(running):
+            return {"reconnect_lag_s": None} | bound | {"reconnect_lag_why": "no cache is running"}
+        try:
+            async with AsyncExitStack() as stack:
+                admins = [await stack.enter_async_context(a) for a in self._admins(running)]
+                first = await first_arrival(admins, LAG_WAIT_S, LAG_IDLE_S)
+        except AdminError as exc:
+            return {"reconnect_lag_s": None} | bound | {"reconnect_lag_why": str(exc)}
         if first is not None:
             return {"reconnect_lag_s": round(max(0.0, first / 1e9 - up_at), 3)} | bound
         why = (

@@ -215,6 +215,10 @@ def test_a_db_outage_without_traffic_says_why_it_has_no_lag(stack_dir: Path) -> 
     doc = json.loads(chaos(stack_dir, "outage", "db", "--for", "100ms", "--json").stdout)
     assert doc["reconnect_lag_s"] is None and "nothing for 1s" in doc["reconnect_lag_why"]
     assert time.monotonic() - started < 15, "no wait for a request nobody sends"
+    assert chaos(stack_dir, "kill", "cache").returncode == 0
+    alone = chaos(stack_dir, "outage", "db", "--for", "100ms", "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["reconnect_lag_why"] == "no cache is running"
 
 
 def _chaos_actions(metrics_url: object) -> dict[tuple[str, str], float]:
