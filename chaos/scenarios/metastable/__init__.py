@@ -274,6 +274,7 @@ KIND = KINDS.register(
             "herd_deadline_s",
             "db_capacity_per_s",
             "trigger_s",
+            "reconnect_lag_s",
             "slot_time_amplification",
             "goodput_per_s",
             "db_arrivals_per_s",

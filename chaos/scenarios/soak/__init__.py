@@ -223,6 +223,7 @@ KIND = KINDS.register(
             "herd_rounds",
             "probe",
             ("recovery_s", "fault_recovery_s"),
+            "reconnect_lag_s",
         ),
         config=_config,
         announce=_announce,

@@ -157,6 +157,7 @@ KIND = KINDS.register(
             "sources",
             "latency_s",
             "answers",
+            "reconnect_lag_s",
         ),
         config=_config,
         announce=_announce,
