@@ -24,6 +24,7 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
@@ -49,25 +50,17 @@ class StaleOutageConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.keys <= MAX_KEYS:
-            found.append(f"keys must be in 1..{MAX_KEYS}, got {self.keys}")
-        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
-            found.append(f"rate must be in (0, {MAX_RATE_PER_S:g}]/s, got {self.rate_per_s:g}")
-        if not 0.1 <= self.ttl_s <= 600:
-            found.append(f"ttl must be in [100ms, 10m], got {self.ttl_s:g}s")
-        if not 0.1 <= self.outage_s <= 600:
-            found.append(f"outage must be in [100ms, 10m], got {self.outage_s:g}s")
-        if not 0 < self.stale_if_error_s <= freshness.MAX_STALE_S:
-            found.append(
-                f"stale-if-error must be in (0, {freshness.MAX_STALE_S:g}s], "
-                f"got {self.stale_if_error_s:g}s"
-            )
-        if not 1 <= self.before_s <= 60:
-            found.append(f"time before the outage must be in [1s, 60s], got {self.before_s:g}s")
-        if not 1 <= self.after_s <= 600:
-            found.append(f"time after the outage must be in [1s, 10m], got {self.after_s:g}s")
-        return found
+        return [
+            *out_of_range("keys", self.keys, f"1..{MAX_KEYS}"),
+            *out_of_range("rate", self.rate_per_s, f"(0, {MAX_RATE_PER_S:g}]/s"),
+            *out_of_range("ttl", self.ttl_s, "[100ms, 10m]"),
+            *out_of_range("outage", self.outage_s, "[100ms, 10m]"),
+            *out_of_range(
+                "stale-if-error", self.stale_if_error_s, f"(0, {freshness.MAX_STALE_S:g}s]"
+            ),
+            *out_of_range("time before the outage", self.before_s, "[1s, 60s]"),
+            *out_of_range("time after the outage", self.after_s, "[1s, 10m]"),
+        ]
 
     def command(self) -> str:
         return (
