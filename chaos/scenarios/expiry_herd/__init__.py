@@ -33,6 +33,7 @@ from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
+from chaos.scenarios.narration import warm_load
 from herdlab.config import format_duration
 
 SCENARIO = "expiry-herd"
@@ -124,10 +125,7 @@ def _describe(row: Row) -> list[str]:
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     _, cache, herd = experiment.settings_for(variant)
-    return (
-        f"Expiry herd: {cache.freshness().name} ({herd.keys} warm keys, TTL "
-        f"{cache.ttl_s:g}s, {herd.rate_per_s or 0:g} arrivals/s)"
-    )
+    return f"Expiry herd: {cache.freshness().name} ({warm_load(cache, herd)})"
 
 
 def _peak_of_ttl(row: Row, rows: Sequence[Row]) -> float | None:

@@ -43,7 +43,7 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
-from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
@@ -166,13 +166,13 @@ class MetastableConfig:
 
 def _config(experiment: spec.Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
-    steps = experiment.timeline
+    trigger_at_s, trigger_for_s = fault_window(experiment)
     return {
         "rate_per_s": herd.rate_per_s,
         "duration_s": herd.duration_s,
-        "trigger": [s.do for s in steps],
-        "trigger_at_s": steps[0].at_s if steps else None,
-        "trigger_for_s": steps[1].after_s if len(steps) > 1 else None,
+        "trigger": [s.do for s in experiment.timeline],
+        "trigger_at_s": trigger_at_s,
+        "trigger_for_s": trigger_for_s,
         "db_capacity_per_s": db.capacity_per_s,
         "db": {k: v for k, v in asdict(db).items() if k != "queue_discipline"},
         "cache": {k: v for k, v in asdict(cache).items() if k != "guards"},

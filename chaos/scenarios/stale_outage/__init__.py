@@ -25,8 +25,9 @@ from typing import Any
 from cache_service import freshness
 from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
-from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_options
 from chaos.engine.registry import KINDS
+from chaos.scenarios.narration import warm_load
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
 from herdlab.config import format_duration
 
@@ -84,23 +85,26 @@ class StaleOutageConfig:
 
 def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd, cache = experiment.herd, experiment.cache
-    steps = experiment.timeline
+    outage_at_s, outage_s = fault_window(experiment)
     return {
         "keys": herd.keys,
         "rate_per_s": herd.rate_per_s,
         "duration_s": herd.duration_s,
         "ttl_s": cache.ttl_s,
-        "outage_at_s": steps[0].at_s if steps else None,
-        "outage_s": steps[1].after_s if len(steps) > 1 else None,
+        "outage_at_s": outage_at_s,
+        "outage_s": outage_s,
         "herd_deadline_s": herd.deadline_s,
         "fetch_budget_s": cache.retry_total_s,
     }
 
 
+def _stale_if_error(seconds: float) -> str:
+    return f"stale-if-error {f'{seconds:g}s' if seconds else 'off'}"
+
+
 def _describe(row: Row) -> list[str]:
-    sie = row["stale_if_error_s"]
     return [
-        f"  stale-if-error {f'{sie:g}s' if sie else 'off'}: availability "
+        f"  {_stale_if_error(row['stale_if_error_s'])}: availability "
         f"{row['availability']}, {row['stale_served']:,} stale (oldest "
         f"{row['max_stale_age_s']:g}s), errors {row['errors'] or 'none'}, lost {row['lost']}"
     ]
@@ -108,11 +112,7 @@ def _describe(row: Row) -> list[str]:
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     _, cache, herd = experiment.settings_for(variant)
-    sie = cache.stale_if_error_s
-    return (
-        f"Stale outage: stale-if-error {f'{sie:g}s' if sie else 'off'} ({herd.keys} warm keys, "
-        f"TTL {cache.ttl_s:g}s, {herd.rate_per_s or 0:g} arrivals/s)"
-    )
+    return f"Stale outage: {_stale_if_error(cache.stale_if_error_s)} ({warm_load(cache, herd)})"
 
 
 COLUMNS = (
