@@ -113,19 +113,21 @@ class CacheSettings(ServerSettings):
         lo=1,
         hi=1_000_000,
     )
+    # Not gRPC's 1 s .. 120 s: after a 10 s outage that left the restored DB unasked for a
+    # median 5.8 s (max 7.8 s), against 0.37 s (max 0.85 s) with these (README: reconnect lag).
     db_reconnect_initial_s: float = setting(
-        1.0,
+        0.1,
         "db_reconnect_initial",
         "duration",
-        "First reconnect backoff towards the DB (gRPC's default: 1s).",
+        "First reconnect backoff towards the DB (gRPC's own default: 1s).",
         lo=0.0,
         hi=MAX_RECONNECT_S,
     )
     db_reconnect_max_s: float = setting(
-        120.0,
+        1.0,
         "db_reconnect_max",
         "duration",
-        "Largest reconnect backoff towards the DB (gRPC's default: 120s).",
+        "Largest reconnect backoff towards the DB (gRPC's own default: 120s).",
         lo=0.0,
         hi=MAX_RECONNECT_S,
     )

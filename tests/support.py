@@ -1,5 +1,6 @@
 """Helpers for the integration tests: gRPC clients of a running lab stack, waiting on the
-services' own state (never on the clock), and reading /metrics by value."""
+services' own state (never on the clock), and reading /metrics by value; and a trial's
+observations made by hand, for the measures' own tests."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from cache_service.settings import CacheSettings
+from chaos.engine.herd import HerdResult
+from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.observations import DbCounters, Observations, Outage
 from chaos.lab.admin import Admin
 from chaos.lab.backends.local import StackInfo
+from db_service.settings import DbSettings
 from herdlab.scrape import read
 from protos import admin_pb2, cache_pb2, db_pb2, db_pb2_grpc
 
@@ -173,4 +180,25 @@ def chaos_run(path: Path, out_json: Path, state_dir: Path) -> subprocess.Complet
         text=True,
         timeout=120,
         env={**os.environ, "HERDLAB_STATE_DIR": str(state_dir)},
+    )
+
+
+def observations(db_arrivals: list[int], outages: Sequence[Outage] = ()) -> Observations:
+    """A trial that saw only these DB arrivals (ns) and outages: no herd, default settings."""
+    return Observations(
+        variant={},
+        db=DbSettings(),
+        cache=CacheSettings(),
+        herd=HerdSettings(),
+        herd_result=HerdResult(0, [], 0, 0.0, Counter(), 0, 0.0),
+        t0_ns=0,
+        end_ns=0,
+        db_arrivals=db_arrivals,
+        cache_attempts=[],
+        db_counters=DbCounters(),
+        db_capacity_per_s=200.0,
+        outages=list(outages),
+        journal=[],
+        setup={},
+        cache_peak_rss_bytes=0,
     )

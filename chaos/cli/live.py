@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 from typing import Any, NoReturn
 
@@ -20,7 +21,7 @@ from cache_service.__main__ import main as cache_main
 from cache_service.settings import CacheSettings
 from chaos.cli.context import Lab, emit_json, out
 from chaos.engine.trial import lease_samples
-from chaos.lab.admin import Admin, note_action
+from chaos.lab.admin import Admin, first_arrival, note_action
 from chaos.lab.backends.base import Backend, BackendError, ServiceInfo
 from chaos.lab.backends.local import cache_names
 from chaos.lab.state import ServiceRecord
@@ -28,9 +29,14 @@ from chaos.wire.admin import WireClient
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import settings
+from herdlab.auth import AdminError
 from herdlab.config import format_value
 
 NO_STACK = "no lab stack is up; run 'chaos up' first"
+# How long `outage db` waits for the restored DB's first request, and how long the caches may
+# send it nothing before nobody is taken to be reconnecting.
+LAG_WAIT_S = 30.0
+LAG_IDLE_S = 1.0
 
 
 def start_settings(records: Mapping[str, ServiceRecord]) -> tuple[DbSettings, CacheSettings]:
@@ -141,6 +147,31 @@ class Live:
     def note(self, verb: str, service: str, **details: Any) -> None:
         self.lab.journal.append(verb, service, "ok", backend=self.lab.backend_name, **details)
 
+    async def reconnect_lag(self, up_at: float) -> dict[str, Any]:
+        """Waits for the restored DB's first request (at most `LAG_WAIT_S`, less if the running
+        caches send it nothing for `LAG_IDLE_S`): `reconnect_lag_s`, seconds from `up_at` (0 for
+        one that came while the restore was confirming it serves), null with the reason
+        otherwise (a cache that does not answer is a reason, not a failed outage)."""
+        started = time.monotonic()
+        bound = {"reconnect_lag_wait_s": LAG_WAIT_S}
+        running = {n: s for n, s in self.lab.backend().status().items() if s.state == "running"}
+        if not cache_names(running):
+            return {"reconnect_lag_s": None} | bound | {"reconnect_lag_why": "no cache is running"}
+        try:
+            async with AsyncExitStack() as stack:
+                admins = [await stack.enter_async_context(a) for a in self._admins(running)]
+                first = await first_arrival(admins, LAG_WAIT_S, LAG_IDLE_S)
+        except AdminError as exc:
+            return {"reconnect_lag_s": None} | bound | {"reconnect_lag_why": str(exc)}
+        if first is not None:
+            return {"reconnect_lag_s": round(max(0.0, first / 1e9 - up_at), 3)} | bound
+        why = (
+            f"no request reached the DB within {format_value(LAG_WAIT_S)}s"
+            if time.monotonic() - started >= LAG_WAIT_S
+            else f"the caches sent the DB nothing for {format_value(LAG_IDLE_S)}s"
+        )
+        return {"reconnect_lag_s": None} | bound | {"reconnect_lag_why": why}
+
     def wire_admin(self, link: str) -> str:
         if self.lab.backend_name != "local":
             raise BackendError("wire faults need the local stack's proxy ('chaos up --proxy ...')")
@@ -181,6 +212,8 @@ def shown(key: str, value: Any, started: float) -> str:
     since the command started, `+1.25s`; the JSON and the journal keep wall-clock times."""
     if key.endswith("_at") and isinstance(value, float):
         return f"+{value - started:.2f}s"
+    if key == "reconnect_lag_s":
+        return "none" if value is None else f"+{value:.2f}s"
     if key == "outages":
         return ",".join(f"+{down - started:.2f}s..+{up - started:.2f}s" for down, up in value)
     return format_value(value)

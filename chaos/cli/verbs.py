@@ -16,6 +16,10 @@ Durations take unit suffixes: 500ms, 10s, 1m, 1m30s.
 `latency`, `errors` and the wire faults take `--for D`: the DB (the proxy) is told to put the old
 values back itself after D (so the revert holds even if this process is killed), and the command
 stays in the foreground until then; Ctrl-C or SIGTERM puts them back at once (exit 130 or 143).
+
+`outage db` then waits for the restored DB's first request and reports the reconnect lag, from
+the restore to it (`reconnect_lag_s`; null with `reconnect_lag_why` when none came within
+`reconnect_lag_wait_s`, 30 s, or the caches sent the DB nothing for 1 s).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ import grpc
 import prometheus_client
 from prometheus_client import CollectorRegistry, Histogram
 
+from chaos.engine.bounds import out_of_range
 from herdlab.grpcutil import Keepalive, Reconnect, aio_channel, channel_options
 from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
@@ -61,7 +62,6 @@ DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin", "unique")
 CONNECT_TIMEOUT_S = 5.0
 LOST_MARGIN_S = 5.0
 MAX_RATE_PER_S = 100_000.0
-MAX_DURATION_S = 3600.0
 ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
 # Every arrival keeps its outcome in memory (a few hundred bytes each).
 MAX_ARRIVALS = 10_000_000
@@ -99,15 +99,12 @@ class OpenLoop:
         found = []
         if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
             found.append(f"rate must be in (0, 100000]/s, got {self.rate_per_s:g}/s")
-        if not 0 < self.duration_s <= MAX_DURATION_S:
-            found.append(f"duration must be in (0, 1h], got {self.duration_s:g}s")
+        found += out_of_range("duration", self.duration_s, "(0, 1h]")
         if not found and not 1 <= self.arrivals <= MAX_ARRIVALS:
             found.append(
                 f"rate x duration must give 1..{MAX_ARRIVALS} arrivals, got {self.arrivals}"
             )
-        if not 1 <= self.max_in_flight <= MAX_IN_FLIGHT:
-            found.append(f"max in flight must be in 1..{MAX_IN_FLIGHT}, got {self.max_in_flight}")
-        return found
+        return found + out_of_range("max in flight", self.max_in_flight, f"1..{MAX_IN_FLIGHT}")
 
 
 @dataclass(frozen=True)

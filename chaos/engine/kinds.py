@@ -61,6 +61,13 @@ def from_options(config: type[C], values: Mapping[str, Any], **given: Any) -> C:
     return config(**given)
 
 
+def fault_window(experiment: Experiment) -> tuple[float | None, float | None]:
+    """When a scenario's fault starts (its timeline's first step, `at` after the release) and how
+    long it holds (the second step, `after` the first); None for a step the timeline lacks."""
+    steps = experiment.timeline
+    return (steps[0].at_s if steps else None, steps[1].after_s if len(steps) > 1 else None)
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of a kind's table: the row's field (dotted for a nested one: `latency_s.p99`;

@@ -273,6 +273,10 @@ class Trial:
     def note(self, verb: str, service: str, **details: Any) -> None:
         """A composite action's steps are the step's own: the trial's journal has the step."""
 
+    async def reconnect_lag(self, up_at: float) -> dict[str, Any]:
+        """The `reconnect_lag_s` measure reads it from the DB's record at the end."""
+        return {}
+
     # -- the run --------------------------------------------------------------------------------
 
     async def run(self) -> Observations:

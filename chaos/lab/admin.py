@@ -2,13 +2,15 @@
 
 Runtime faults (latency, error rate, capacity, the DB's queue discipline), coalescing, the
 cache's freshness policy, expiry and the exact event records are reached over gRPC, so they
-work the same against local processes and containers.
+work the same against local processes and containers; `first_arrival` waits for a restored DB's
+first request (the reconnect lag).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -22,6 +24,8 @@ from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, chaos_p
 # Telling a service of a chaos action is best effort: a service that does not answer this soon
 # (paused, busy, gone) simply does not count it.
 NOTE_TIMEOUT_S = 2.0
+# How often a restored DB's record is read for its first arrival (which carries its own time).
+ARRIVAL_POLL_S = 0.05
 
 T = TypeVar("T")
 
@@ -100,6 +104,12 @@ class Admin(AdminClient):
         """Every DB arrival time (ns) recorded after `after_seq`, all pages."""
         return await self._record("db", after_seq)
 
+    async def first_db_arrival(self) -> int | None:
+        """The first arrival (ns) the DB process recorded, if any (one entry, not the record)."""
+        request = admin_pb2.RecordRequest(after_seq=0, limit=1)
+        page = await self._admin("db", self.db_admin.GetArrivals, request)
+        return page.times_ns[0] if page.times_ns else None
+
     async def cache_attempts(self, after_seq: int = 0) -> list[int]:
         """Every cache->DB attempt time (ns) recorded after `after_seq`, all pages."""
         return await self._record("cache", after_seq)
@@ -115,6 +125,28 @@ class Admin(AdminClient):
             if seq >= page.total or not page.times_ns:
                 break
         return times
+
+
+async def first_arrival(admins: list[Admin], wait_s: float, idle_s: float) -> int | None:
+    """The first arrival (ns) a just restored DB records, read every `ARRIVAL_POLL_S` through
+    `admins` (the DB with each cache). None once `wait_s` has passed, or once no cache has made
+    an attempt towards the DB or had a fetch in flight for `idle_s`: nobody is reconnecting."""
+    deadline = time.monotonic() + wait_s
+    active_at = time.monotonic()
+    attempts: int | None = None
+    while True:
+        first = await admins[0].first_db_arrival()
+        if first is not None:
+            return first
+        states = [await admin.cache_state() for admin in admins]
+        now = time.monotonic()
+        seen = sum(state.db_attempts for state in states)
+        if seen != attempts or any(state.in_flight_keys for state in states):
+            active_at = now
+        attempts = seen
+        if now - active_at >= idle_s or now >= deadline:
+            return None
+        await asyncio.sleep(ARRIVAL_POLL_S)
 
 
 async def note_action(

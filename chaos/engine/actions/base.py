@@ -61,6 +61,12 @@ class Target(Protocol):
         """Records one step of a composite action (an outage's kill and restore)."""
         ...
 
+    async def reconnect_lag(self, up_at: float) -> dict[str, Any]:
+        """What is reported of the first request to reach the DB restored at `up_at` (wall-clock
+        seconds): the command line waits for it (`reconnect_lag_s`); a trial adds nothing, its
+        `reconnect_lag_s` measure reads the DB's record."""
+        ...
+
     def wire_admin(self, link: str) -> str:
         """The wire proxy's admin address, once it is known to stand in front of `link`."""
         ...

@@ -1,5 +1,6 @@
 """`outage db 10s`: kill a service, keep it down that long, restore it (one step); the service
-is restored even when the wait is interrupted."""
+is restored even when the wait is interrupted. After a DB outage the command line also reports the
+reconnect lag: from the restore to the first request that reached the DB again."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class Outage(Action):
 
     async def run(self, target: Target) -> dict[str, Any]:
         down_at, up_at = await down_for(target, self.service, self.seconds)
-        return {"down_at": down_at, "up_at": up_at, "down_s": round(up_at - down_at, 3)}
+        done = {"down_at": down_at, "up_at": up_at, "down_s": round(up_at - down_at, 3)}
+        return done | (await target.reconnect_lag(up_at) if self.service == "db" else {})
 
 
 ACTIONS.register("outage", Outage)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chaos.engine.actions.base import Action
+from chaos.engine.bounds import out_of_range
 from chaos.engine.cache_resources import Resources, at_rest, rss
 from chaos.engine.checked_client import CheckedClient
 from chaos.engine.herd_rounds import HerdRounds
@@ -61,9 +62,7 @@ class Cycles:
         return self.cache_kills + self.warmup
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.cycles <= MAX_CYCLES:
-            found.append(f"cycles must be in 1..{MAX_CYCLES}, got {self.cycles}")
+        found = out_of_range("cycles", self.cycles, f"1..{MAX_CYCLES}")
         if not 0 <= self.cache_kills < max(self.cycles, 1):
             found.append(
                 f"cache kill cycles must be in 0..cycles-1 (the last cycle keeps its cache), "
@@ -73,9 +72,7 @@ class Cycles:
             found.append(
                 f"warm-up cycles must be in 1..(cycles - cache kill cycles), got {self.warmup}"
             )
-        if not 0 < self.outage_s <= MAX_OUTAGE_S:
-            found.append(f"outage must be in (0, {MAX_OUTAGE_S:g}s], got {self.outage_s:g}s")
-        return found
+        return found + out_of_range("outage", self.outage_s, f"(0, {MAX_OUTAGE_S:g}s]")
 
 
 @dataclass(frozen=True)

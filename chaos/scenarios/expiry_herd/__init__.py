@@ -29,9 +29,11 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
+from chaos.scenarios.narration import warm_load
 from herdlab.config import format_duration
 
 SCENARIO = "expiry-herd"
@@ -59,24 +61,15 @@ class ExpiryHerdConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.keys <= MAX_KEYS:
-            found.append(f"keys must be in 1..{MAX_KEYS}, got {self.keys}")
-        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
-            found.append(f"rate must be in (0, {MAX_RATE_PER_S:g}]/s, got {self.rate_per_s:g}")
-        if not 1 <= self.ttl_s <= 600:
-            found.append(f"ttl must be in [1s, 10m], got {self.ttl_s:g}s")
-        if not 0.01 <= self.db_latency_s <= 30:
-            found.append(f"db latency must be in [10ms, 30s], got {self.db_latency_s:g}s")
-        if not 0 < self.jitter_pct <= freshness.MAX_JITTER_PCT:
-            found.append(
-                f"jitter must be in (0, {freshness.MAX_JITTER_PCT:g}]%, got {self.jitter_pct:g}"
-            )
-        if not 0 < self.beta <= freshness.MAX_BETA:
-            found.append(f"beta must be in (0, {freshness.MAX_BETA:g}], got {self.beta:g}")
-        if not 0 < self.swr_s <= 600:
-            found.append(f"stale-while-revalidate must be in (0, 10m], got {self.swr_s:g}s")
-        return found
+        return [
+            *out_of_range("keys", self.keys, f"1..{MAX_KEYS}"),
+            *out_of_range("rate", self.rate_per_s, f"(0, {MAX_RATE_PER_S:g}]/s"),
+            *out_of_range("ttl", self.ttl_s, "[1s, 10m]"),
+            *out_of_range("db latency", self.db_latency_s, "[10ms, 30s]"),
+            *out_of_range("jitter", self.jitter_pct, f"(0, {freshness.MAX_JITTER_PCT:g}]%"),
+            *out_of_range("beta", self.beta, f"(0, {freshness.MAX_BETA:g}]"),
+            *out_of_range("stale-while-revalidate", self.swr_s, "(0, 10m]"),
+        ]
 
     def command(self) -> str:
         return (
@@ -132,10 +125,7 @@ def _describe(row: Row) -> list[str]:
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     _, cache, herd = experiment.settings_for(variant)
-    return (
-        f"Expiry herd: {cache.freshness().name} ({herd.keys} warm keys, TTL "
-        f"{cache.ttl_s:g}s, {herd.rate_per_s or 0:g} arrivals/s)"
-    )
+    return f"Expiry herd: {cache.freshness().name} ({warm_load(cache, herd)})"
 
 
 def _peak_of_ttl(row: Row, rows: Sequence[Row]) -> float | None:

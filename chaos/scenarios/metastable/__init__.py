@@ -42,7 +42,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
-from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.bounds import out_of_range
+from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
@@ -114,19 +115,14 @@ class MetastableConfig:
                 parse_configuration(f"{guards}/{queue}")
             except ValueError as exc:
                 found.append(str(exc))
-        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
-            found.append(f"rate must be in (0, {MAX_RATE_PER_S:g}]/s, got {self.rate_per_s:g}")
+        found += out_of_range("rate", self.rate_per_s, f"(0, {MAX_RATE_PER_S:g}]/s")
         if self.trigger not in TRIGGERS:
             found.append(f"trigger must be one of {', '.join(TRIGGERS)}, got {self.trigger!r}")
-        if not 0.1 <= self.trigger_s <= 60:
-            found.append(f"trigger duration must be in [100ms, 60s], got {self.trigger_s:g}s")
-        if not 1 <= self.before_s <= 60:
-            found.append(f"time before the trigger must be in [1s, 60s], got {self.before_s:g}s")
-        if not 5 <= self.after_s <= 600:
-            found.append(f"time after the trigger must be in [5s, 10m], got {self.after_s:g}s")
-        if not DB_LATENCY_S < self.spike_latency_s <= 60:
-            found.append(f"spike latency must be in (50ms, 60s], got {self.spike_latency_s:g}s")
-        return found
+        found += out_of_range("trigger duration", self.trigger_s, "[100ms, 60s]")
+        found += out_of_range("time before the trigger", self.before_s, "[1s, 60s]")
+        found += out_of_range("time after the trigger", self.after_s, "[5s, 10m]")
+        spike = f"({format_duration(DB_LATENCY_S, short=True)}, 60s]"
+        return found + out_of_range("spike latency", self.spike_latency_s, spike)
 
     def command(self) -> str:
         """The `chaos` command line that runs this configuration."""
@@ -170,13 +166,13 @@ class MetastableConfig:
 
 def _config(experiment: spec.Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
-    steps = experiment.timeline
+    trigger_at_s, trigger_for_s = fault_window(experiment)
     return {
         "rate_per_s": herd.rate_per_s,
         "duration_s": herd.duration_s,
-        "trigger": [s.do for s in steps],
-        "trigger_at_s": steps[0].at_s if steps else None,
-        "trigger_for_s": steps[1].after_s if len(steps) > 1 else None,
+        "trigger": [s.do for s in experiment.timeline],
+        "trigger_at_s": trigger_at_s,
+        "trigger_for_s": trigger_for_s,
         "db_capacity_per_s": db.capacity_per_s,
         "db": {k: v for k, v in asdict(db).items() if k != "queue_discipline"},
         "cache": {k: v for k, v in asdict(cache).items() if k != "guards"},
@@ -274,6 +270,7 @@ KIND = KINDS.register(
             "herd_deadline_s",
             "db_capacity_per_s",
             "trigger_s",
+            "reconnect_lag_s",
             "slot_time_amplification",
             "goodput_per_s",
             "db_arrivals_per_s",

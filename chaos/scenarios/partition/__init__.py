@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.scenarios.partition.plot import plot_partition
@@ -51,14 +52,9 @@ class PartitionConfig:
 
     def problems(self) -> list[str]:
         found = channel_problems(self.users, self.channels)
-        if not 0 < self.outage_s <= 600:
-            found.append(f"the partition must last (0, 600s], got {self.outage_s:g}s")
-        if not 0 < self.keepalive_s <= 3600:
-            found.append(f"keepalive must be in (0, 3600s], got {self.keepalive_s:g}s")
-        if not 0 < self.keepalive_timeout_s <= 3600:
-            found.append(
-                f"keepalive timeout must be in (0, 3600s], got {self.keepalive_timeout_s:g}s"
-            )
+        found += out_of_range("the partition", self.outage_s, "(0, 600s]", must="must last")
+        found += out_of_range("keepalive", self.keepalive_s, "(0, 3600s]")
+        found += out_of_range("keepalive timeout", self.keepalive_timeout_s, "(0, 3600s]")
         bad = [f for f in self.faults if f not in FAULTS]
         if not self.faults or bad:
             found.append(f"unknown or no fault {', '.join(bad)}; choose from {', '.join(FAULTS)}")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
@@ -65,9 +66,7 @@ def trial_limit_s(
 
 def channel_problems(users: int, channels: int) -> list[str]:
     """What is wrong with a herd of `users` on `channels` channels (each its own connection)."""
-    found = []
-    if not 1 <= users <= 100_000:
-        found.append(f"users must be in 1..100000, got {users}")
+    found = out_of_range("users", users, "1..100000")
     if not 1 <= channels <= min(users, 1024):
         found.append(f"channels must be in 1..min(users, 1024), got {channels}")
     return found
@@ -98,17 +97,16 @@ class ReconnectStormConfig:
 
     def problems(self) -> list[str]:
         found = channel_problems(self.users, self.channels)
-        if not 1 <= self.keys <= 10_000_000:
-            found.append(f"keys must be in 1..10000000, got {self.keys}")
-        if not 0 < self.outage_s <= 600:
-            found.append(f"outage must be in (0, 600s], got {self.outage_s:g}s")
-        if not 0 <= self.kill_after_s <= 60:
-            found.append(f"kill-after must be in [0, 60s], got {self.kill_after_s:g}s")
-        if not 0 < self.think_s <= 60:
-            found.append(f"think time must be in (0, 60s], got {self.think_s:g}s")
-        if not 1 <= self.requests_per_user <= 10_000:
-            found.append(f"requests per user must be in 1..10000, got {self.requests_per_user}")
-        elif self.requests_per_user * self.think_s <= self.kill_after_s + self.outage_s:
+        found += out_of_range("keys", self.keys, "1..10000000")
+        found += out_of_range("outage", self.outage_s, "(0, 600s]")
+        found += out_of_range("kill-after", self.kill_after_s, "[0, 60s]")
+        found += out_of_range("think time", self.think_s, "(0, 60s]")
+        requests = out_of_range("requests per user", self.requests_per_user, "1..10000")
+        found += requests
+        if (
+            not requests
+            and self.requests_per_user * self.think_s <= self.kill_after_s + self.outage_s
+        ):
             found.append(
                 "the herd would end before the cache is restored: requests per user x think "
                 f"time ({self.requests_per_user * self.think_s:g}s) must exceed kill-after + "

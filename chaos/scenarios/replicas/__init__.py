@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
 from chaos.engine.registry import KINDS
 from chaos.lab.backends.local import MAX_REPLICAS
@@ -44,16 +45,12 @@ class ReplicasConfig:
     lease_timeout_s: float = 3.0
 
     def problems(self) -> list[str]:
-        found = []
-        if not 2 <= self.replicas <= MAX_REPLICAS:
-            found.append(f"replicas must be in 2..{MAX_REPLICAS}, got {self.replicas}")
-        if not 1 <= self.users <= 100_000:
-            found.append(f"users must be in 1..100000, got {self.users}")
-        if not 0.1 <= self.db_latency_s <= 60:
-            found.append(f"db latency must be in [100ms, 60s], got {self.db_latency_s:g}s")
-        if not 0.1 <= self.lease_timeout_s <= 60:
-            found.append(f"lease timeout must be in [100ms, 60s], got {self.lease_timeout_s:g}s")
-        return found
+        return [
+            *out_of_range("replicas", self.replicas, f"2..{MAX_REPLICAS}"),
+            *out_of_range("users", self.users, "1..100000"),
+            *out_of_range("db latency", self.db_latency_s, "[100ms, 60s]"),
+            *out_of_range("lease timeout", self.lease_timeout_s, "[100ms, 60s]"),
+        ]
 
     def params(self) -> dict[str, Any]:
         return {

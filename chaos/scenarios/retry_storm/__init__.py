@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.registry import KINDS
 from chaos.scenarios.retry_storm.plot import plot_retry_storm
@@ -131,18 +132,13 @@ class RetryStormConfig:
             )
         if len(set(self.policies)) != len(self.policies):
             found.append("each policy may be named once")
-        if not 1 <= self.keys <= 100_000:
-            found.append(f"keys must be in 1..100000, got {self.keys}")
-        if not 0 < self.outage_s <= 600:
-            found.append(f"outage must be in (0, 10m], got {self.outage_s:g}s")
-        if not 0.001 <= self.db_latency_s <= 10:
-            found.append(f"db latency must be in [1ms, 10s], got {self.db_latency_s:g}s")
-        if not 1 <= self.db_concurrency <= 10_000:
-            found.append(f"db concurrency must be in 1..10000, got {self.db_concurrency}")
+        found += out_of_range("keys", self.keys, "1..100000")
+        found += out_of_range("outage", self.outage_s, "(0, 10m]")
+        found += out_of_range("db latency", self.db_latency_s, "[1ms, 10s]")
+        found += out_of_range("db concurrency", self.db_concurrency, "1..10000")
         if not 0 < self.retry_base_s <= self.retry_cap_s <= 600:
             found.append("need 0 < retry base <= retry cap <= 10m")
-        if not 1 <= self.retry_attempts <= 100:
-            found.append(f"retry attempts must be in 1..100, got {self.retry_attempts}")
+        found += out_of_range("retry attempts", self.retry_attempts, "1..100")
         if not self.outage_s < self.retry_budget_s <= 3000:
             found.append(
                 f"the retry budget ({self.retry_budget_s:g}s) must outlast the outage "
@@ -152,8 +148,7 @@ class RetryStormConfig:
             found.append("need 0 < attempt timeout <= retry budget")
         if not 0 < self.reconnect_initial_s <= self.reconnect_max_s <= 120:
             found.append("need 0 < reconnect initial <= reconnect max <= 120s")
-        if not 1 <= self.channels <= 1024:
-            found.append(f"channels must be in 1..1024, got {self.channels}")
+        found += out_of_range("channels", self.channels, "1..1024")
         if not self.guards or len(set(self.guards)) != len(self.guards):
             found.append("name each guard set once, at least one (none: no guard)")
         for guards in self.guards:
@@ -283,6 +278,7 @@ COLUMNS = (
     Column("post_restore_peak_over_capacity"),
     Column("recovery_s"),
     Column("ideal_recovery_s"),
+    Column("reconnect_lag_s"),
     Column("slot_time_amplification"),
     Column("client_errors"),
     Column("lost"),
@@ -330,6 +326,7 @@ KIND = KINDS.register(
             "recovery_s",
             "ideal_recovery_s",
             "recovery_over_ideal",
+            "reconnect_lag_s",
             "client_errors",
             "lost",
             "keys_served",

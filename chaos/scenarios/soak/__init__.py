@@ -44,6 +44,7 @@ from typing import Any
 
 from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
+from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Row, from_options
 from chaos.engine.registry import KINDS
 from herdlab.config import format_duration
@@ -95,20 +96,14 @@ class SoakConfig:
 
     def problems(self) -> list[str]:
         found = self.plan().problems()
-        if not 1 <= self.users <= 10_000:
-            found.append(f"users must be in 1..10000, got {self.users}")
-        if not 1 <= self.requests_per_user <= 10_000:
-            found.append(f"requests per user must be in 1..10000, got {self.requests_per_user}")
-        if not 0 <= self.think_s <= 10:
-            found.append(f"think time must be in [0, 10s], got {self.think_s:g}s")
-        if not 1 <= self.keys <= 100_000:
-            found.append(f"keys must be in 1..100000, got {self.keys}")
+        found += out_of_range("users", self.users, "1..10000")
+        found += out_of_range("requests per user", self.requests_per_user, "1..10000")
+        found += out_of_range("think time", self.think_s, "[0, 10s]")
+        found += out_of_range("keys", self.keys, "1..100000")
         if not 1 <= self.channels <= min(self.users, 1024):
             found.append(f"channels must be in 1..min(users, 1024), got {self.channels}")
-        if not 0.1 <= self.deadline_s <= 60:
-            found.append(f"deadline must be in [0.1s, 60s], got {self.deadline_s:g}s")
-        if not 0.1 <= self.ttl_s <= 3600:
-            found.append(f"ttl must be in [0.1s, 1h], got {self.ttl_s:g}s")
+        found += out_of_range("deadline", self.deadline_s, "[0.1s, 60s]")
+        found += out_of_range("ttl", self.ttl_s, "[0.1s, 1h]")
         return found
 
     def params(self) -> dict[str, Any]:
@@ -223,6 +218,7 @@ KIND = KINDS.register(
             "herd_rounds",
             "probe",
             ("recovery_s", "fault_recovery_s"),
+            "reconnect_lag_s",
         ),
         config=_config,
         announce=_announce,

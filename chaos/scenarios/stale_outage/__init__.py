@@ -24,8 +24,10 @@ from typing import Any
 
 from cache_service import freshness
 from chaos.engine import spec
-from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.bounds import out_of_range
+from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_options
 from chaos.engine.registry import KINDS
+from chaos.scenarios.narration import warm_load
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
 from herdlab.config import format_duration
 
@@ -49,25 +51,17 @@ class StaleOutageConfig:
     seed: int = 42
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.keys <= MAX_KEYS:
-            found.append(f"keys must be in 1..{MAX_KEYS}, got {self.keys}")
-        if not 0 < self.rate_per_s <= MAX_RATE_PER_S:
-            found.append(f"rate must be in (0, {MAX_RATE_PER_S:g}]/s, got {self.rate_per_s:g}")
-        if not 0.1 <= self.ttl_s <= 600:
-            found.append(f"ttl must be in [100ms, 10m], got {self.ttl_s:g}s")
-        if not 0.1 <= self.outage_s <= 600:
-            found.append(f"outage must be in [100ms, 10m], got {self.outage_s:g}s")
-        if not 0 < self.stale_if_error_s <= freshness.MAX_STALE_S:
-            found.append(
-                f"stale-if-error must be in (0, {freshness.MAX_STALE_S:g}s], "
-                f"got {self.stale_if_error_s:g}s"
-            )
-        if not 1 <= self.before_s <= 60:
-            found.append(f"time before the outage must be in [1s, 60s], got {self.before_s:g}s")
-        if not 1 <= self.after_s <= 600:
-            found.append(f"time after the outage must be in [1s, 10m], got {self.after_s:g}s")
-        return found
+        return [
+            *out_of_range("keys", self.keys, f"1..{MAX_KEYS}"),
+            *out_of_range("rate", self.rate_per_s, f"(0, {MAX_RATE_PER_S:g}]/s"),
+            *out_of_range("ttl", self.ttl_s, "[100ms, 10m]"),
+            *out_of_range("outage", self.outage_s, "[100ms, 10m]"),
+            *out_of_range(
+                "stale-if-error", self.stale_if_error_s, f"(0, {freshness.MAX_STALE_S:g}s]"
+            ),
+            *out_of_range("time before the outage", self.before_s, "[1s, 60s]"),
+            *out_of_range("time after the outage", self.after_s, "[1s, 10m]"),
+        ]
 
     def command(self) -> str:
         return (
@@ -91,23 +85,26 @@ class StaleOutageConfig:
 
 def _config(experiment: spec.Experiment) -> dict[str, Any]:
     herd, cache = experiment.herd, experiment.cache
-    steps = experiment.timeline
+    outage_at_s, outage_s = fault_window(experiment)
     return {
         "keys": herd.keys,
         "rate_per_s": herd.rate_per_s,
         "duration_s": herd.duration_s,
         "ttl_s": cache.ttl_s,
-        "outage_at_s": steps[0].at_s if steps else None,
-        "outage_s": steps[1].after_s if len(steps) > 1 else None,
+        "outage_at_s": outage_at_s,
+        "outage_s": outage_s,
         "herd_deadline_s": herd.deadline_s,
         "fetch_budget_s": cache.retry_total_s,
     }
 
 
+def _stale_if_error(seconds: float) -> str:
+    return f"stale-if-error {f'{seconds:g}s' if seconds else 'off'}"
+
+
 def _describe(row: Row) -> list[str]:
-    sie = row["stale_if_error_s"]
     return [
-        f"  stale-if-error {f'{sie:g}s' if sie else 'off'}: availability "
+        f"  {_stale_if_error(row['stale_if_error_s'])}: availability "
         f"{row['availability']}, {row['stale_served']:,} stale (oldest "
         f"{row['max_stale_age_s']:g}s), errors {row['errors'] or 'none'}, lost {row['lost']}"
     ]
@@ -115,11 +112,7 @@ def _describe(row: Row) -> list[str]:
 
 def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
     _, cache, herd = experiment.settings_for(variant)
-    sie = cache.stale_if_error_s
-    return (
-        f"Stale outage: stale-if-error {f'{sie:g}s' if sie else 'off'} ({herd.keys} warm keys, "
-        f"TTL {cache.ttl_s:g}s, {herd.rate_per_s or 0:g} arrivals/s)"
-    )
+    return f"Stale outage: {_stale_if_error(cache.stale_if_error_s)} ({warm_load(cache, herd)})"
 
 
 COLUMNS = (
@@ -157,6 +150,7 @@ KIND = KINDS.register(
             "sources",
             "latency_s",
             "answers",
+            "reconnect_lag_s",
         ),
         config=_config,
         announce=_announce,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import spec
+from chaos.engine.bounds import out_of_range
 from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.measures.base import measure
@@ -48,11 +49,10 @@ class StampedeConfig:
     deadline_s: float = 60.0
 
     def problems(self) -> list[str]:
-        found = []
-        if not 1 <= self.clients <= 100_000:
-            found.append(f"clients must be in 1..100000, got {self.clients}")
-        if not 0 < self.db_latency_s <= 300:
-            found.append(f"db latency must be in (0, 300s], got {self.db_latency_s:g}s")
+        found = [
+            *out_of_range("clients", self.clients, "1..100000"),
+            *out_of_range("db latency", self.db_latency_s, "(0, 300s]"),
+        ]
         if not self.deadline_s > self.db_latency_s:
             found.append("deadline must be longer than the db latency")
         return found

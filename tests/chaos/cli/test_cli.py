@@ -149,8 +149,8 @@ def test_kill_and_restore_db_clients_see_typed_errors_then_values(stack_dir: Pat
     restored = chaos(stack_dir, "restore", "db", "--json")
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["service"]["state"] == "running"
-    # The cache's channel to the DB reconnects on gRPC's backoff (1 s, then x1.6): clients that
-    # retry within their deadline get values once it has.
+    # The cache's channel to the DB reconnects on its backoff (100 ms, x1.6, up to 1 s): clients
+    # that retry within their deadline get values once it has.
     back = _herd(cache, users=20, deadline_s=30, policy="fixed").summary()
     assert back["ok"] == 20 and back["lost"] == 0 and back["wrong_values"] == 0
 
@@ -184,6 +184,41 @@ def test_outage_restores_and_is_journalled(stack_dir: Path) -> None:
         ("restore", "ok"),
         ("outage", "ok"),
     ]
+
+
+def test_a_db_outage_under_traffic_reports_its_reconnect_lag(stack_dir: Path) -> None:
+    """The restored DB's silence until the cache's channel reconnects: restore to first arrival."""
+    env = {**os.environ, "HERDLAB_STATE_DIR": str(stack_dir)}
+    rate = ["--rate", "50/s", "--duration", "15s", "--keys", "100000", "--distribution", "unique"]
+    herd = subprocess.Popen(
+        [*CHAOS, "herd", *rate],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)
+        result = chaos(stack_dir, "outage", "db", "--for", "500ms", "--json")
+        text = chaos(stack_dir, "outage", "db", "--for", "500ms")
+    finally:
+        herd.kill()
+        herd.wait()
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert isinstance(doc["reconnect_lag_s"], float) and doc["reconnect_lag_s"] >= 0, doc
+    assert doc["reconnect_lag_wait_s"] == 30 and doc["up_at"] > doc["down_at"]
+    assert re.search(r"reconnect_lag_s=\+\d+\.\d\ds", text.stdout), text.stdout
+
+
+def test_a_db_outage_without_traffic_says_why_it_has_no_lag(stack_dir: Path) -> None:
+    started = time.monotonic()
+    doc = json.loads(chaos(stack_dir, "outage", "db", "--for", "100ms", "--json").stdout)
+    assert doc["reconnect_lag_s"] is None and "nothing for 1s" in doc["reconnect_lag_why"]
+    assert time.monotonic() - started < 15, "no wait for a request nobody sends"
+    assert chaos(stack_dir, "kill", "cache").returncode == 0
+    alone = chaos(stack_dir, "outage", "db", "--for", "100ms", "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["reconnect_lag_why"] == "no cache is running"
 
 
 def _chaos_actions(metrics_url: object) -> dict[tuple[str, str], float]:

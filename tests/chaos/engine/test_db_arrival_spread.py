@@ -2,36 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
+from support import observations as _observations
 
-from cache_service.settings import CacheSettings
-from chaos.engine.herd import HerdResult
-from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.measures.db_arrival_spread import db_arrival_rate_per_s, db_arrival_spread_s
-from chaos.engine.observations import DbCounters, Observations
-from db_service.settings import DbSettings
-
-
-def _observations(arrivals_ns: list[int]) -> Observations:
-    return Observations(
-        variant={},
-        db=DbSettings(),
-        cache=CacheSettings(),
-        herd=HerdSettings(),
-        herd_result=HerdResult(0, [], 0, 0.0, Counter(), 0, 0.0),
-        t0_ns=0,
-        end_ns=0,
-        db_arrivals=arrivals_ns,
-        cache_attempts=[],
-        db_counters=DbCounters(),
-        db_capacity_per_s=200.0,
-        outages=[],
-        journal=[],
-        setup={},
-        cache_peak_rss_bytes=0,
-    )
 
 
 def test_the_spread_is_first_to_last_arrival_in_any_order() -> None:

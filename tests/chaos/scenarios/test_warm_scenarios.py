@@ -13,7 +13,9 @@ import pytest
 
 from chaos.engine import spec
 from chaos.engine.shipped import path_of
+from chaos.scenarios.expiry_herd import KIND as EXPIRY_HERD
 from chaos.scenarios.expiry_herd import ExpiryHerdConfig
+from chaos.scenarios.stale_outage import KIND as STALE_OUTAGE
 from chaos.scenarios.stale_outage import StaleOutageConfig
 
 
@@ -83,3 +85,23 @@ def test_scenario_bad_input_exits_2_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("chaos: error: "), result.stderr
     assert needle in lines[0]
+
+
+def test_the_warm_scenarios_announce_their_policy_and_the_same_load() -> None:
+    lines = []
+    for kind in (EXPIRY_HERD, STALE_OUTAGE):
+        experiment = spec.load(path_of(kind.name))
+        lines += [kind.announce(experiment, v) for v in experiment.combinations()[:2]]
+    assert lines == [
+        "Expiry herd: ttl (100 warm keys, TTL 40s, 500 arrivals/s)",
+        "Expiry herd: jitter (100 warm keys, TTL 40s, 500 arrivals/s)",
+        "Stale outage: stale-if-error off (50 warm keys, TTL 2s, 200 arrivals/s)",
+        "Stale outage: stale-if-error 30s (50 warm keys, TTL 2s, 200 arrivals/s)",
+    ]
+
+
+def test_the_stale_outage_document_says_when_the_outage_began_and_how_long_it_held() -> None:
+    config = StaleOutageConfig(outage_s=4, before_s=2, after_s=3)
+    experiment = spec.load(path_of("stale-outage"), config.params())
+    header = STALE_OUTAGE.header(experiment)
+    assert (header["config"]["outage_at_s"], header["config"]["outage_s"]) == (2.0, 4.0)
