@@ -112,7 +112,7 @@ def test_reset_is_a_timeline_step_that_undoes_every_fault_before_it() -> None:
         ),
         (
             ["cache", "-t", "admit", "-a", "admit=200", "-a", "max_wait=0s"],
-            {"rate": 200.0, "burst": 1.0, "max_wait_ms": 0.0},
+            {"rate": 200.0, "burst": 10.0, "max_wait_ms": 0.0},
         ),
         (
             ["cache", "stage=8", "every=2s", "keeps_up=50ms"],

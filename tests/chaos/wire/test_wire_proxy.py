@@ -353,7 +353,7 @@ async def test_admit_holds_the_excess_in_order_until_a_token_is_free(
 ) -> None:
     link, _ = proxied
     clock = link.clock = Clock()
-    link.add(parse_fault("gate", "cache", "admit", {"rate": 16, "max_wait_ms": 5000}))
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 16, "burst": 1, "max_wait_ms": 5000}))
     assert await passes(link)  # the burst of one
     held = [asyncio.create_task(passes(link)) for _ in range(3)]
     await until(link, lambda: counts(link, "gate")["queued"] == 3)
@@ -372,7 +372,7 @@ async def test_admit_resets_a_connection_held_past_its_wait(
 ) -> None:
     link, upstream = proxied
     link.clock = Clock()  # never moves: no token after the first
-    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "max_wait_ms": 50}))
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 50}))
     assert await passes(link)
     assert not await passes(link)
     assert counts(link, "gate") | {"held": 1, "expired": 1, "queued": 0} == counts(link, "gate")
@@ -382,7 +382,7 @@ async def test_admit_resets_a_connection_held_past_its_wait(
 async def test_removing_a_gate_lets_what_it_holds_pass(proxied: tuple[Link, Upstream]) -> None:
     link, _ = proxied
     link.clock = Clock()
-    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "max_wait_ms": 60_000}))
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 60_000}))
     assert await passes(link)
     held = asyncio.create_task(passes(link))
     await until(link, lambda: counts(link, "gate")["queued"] == 1)
@@ -482,7 +482,9 @@ def test_age_is_drawn_within_its_spread() -> None:
 async def test_a_gates_counts_are_listed_with_its_fault(proxied: tuple[Link, Upstream]) -> None:
     link, _ = proxied
     link.clock = Clock()
-    installed = link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "max_wait_ms": 0}))
+    installed = link.add(
+        parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 0})
+    )
     assert await passes(link) and not await passes(link)
     listed = fault_doc(fault_message(installed))
     assert listed["counts"] == {"admitted": 1, "held": 0, "refused": 1, "expired": 0, "queued": 0}
