@@ -201,7 +201,7 @@ class Link:
         removes it (bounded by the fault's own time plus a second)."""
         installed = self.add(spec)
         holds = [c.holds[spec.name] for c in self.connections if spec.name in c.holds]
-        bound = sum(installed.spec.toxic.attributes().values()) / 1000 + 1.0
+        bound = installed.spec.toxic.longest_hold_s() + 1.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*holds, return_exceptions=True), bound)
         if spec.name in self.faults:

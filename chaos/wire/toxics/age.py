@@ -32,6 +32,9 @@ class Age(Toxic):
     def age_s(self, rng: random.Random) -> float:
         return self.age_ms * rng.uniform(1 - self.spread, 1 + self.spread) / 1000
 
+    def longest_hold_s(self) -> float:
+        return (self.age_ms * (1 + self.spread) + self.grace_ms) / 1000
+
     async def hold(self, conn: Connection, rng: random.Random) -> None:
         await asyncio.sleep(self.age_s(rng))
         last = time.monotonic() + self.grace_ms / 1000

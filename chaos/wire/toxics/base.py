@@ -101,6 +101,10 @@ class Toxic:
         """Acts on `conn` as a whole; runs from when the toxic meets the connection until it
         is removed or the connection ends (only for toxics with `holds`)."""
 
+    def longest_hold_s(self) -> float:
+        """The longest `hold` takes to act on a connection (its times added up)."""
+        return sum(self.attributes().values()) / 1000
+
     def gate(self, clock: Clock, changed: Callable[[], None]) -> Gate | None:
         """The admission state this toxic keeps while in force (None: it admits everything);
         `changed` is called whenever its counts change."""

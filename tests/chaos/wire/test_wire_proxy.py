@@ -489,3 +489,16 @@ async def test_a_gates_counts_are_listed_with_its_fault(proxied: tuple[Link, Ups
     listed = fault_doc(fault_message(installed))
     assert listed["counts"] == {"admitted": 1, "held": 0, "refused": 1, "expired": 0, "queued": 0}
     assert "counts" not in fault_doc(fault_message(link.add(parse_fault("", "cache", "age", {}))))
+
+
+async def test_age_applied_once_closes_the_connections_open_now(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    reader, writer = await connect(link)
+    await until(link, lambda: len(link.connections) == 1)
+    await link.apply_once(parse_fault("", "cache", "age", {"age_ms": 50, "spread": 1}, once=True))
+    async with asyncio.timeout(5):
+        assert await reader.read(1) == b""
+    assert link.faults == {}
+    await close(writer)
