@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from chaos.wire.gate import COUNTS
 from chaos.wire.proxy import Installed, Link, parse_fault
 from herdlab.admin_client import AdminClient
 from herdlab.grpcutil import Context
@@ -51,7 +52,7 @@ def fault_doc(fault: wire_pb2.Fault) -> dict[str, object]:
         "expires_at": fault.expires_at_unix or None,
     }
     if fault.counts:
-        doc["counts"] = {k: int(v) for k, v in fault.counts.items()}
+        doc["counts"] = {k: int(fault.counts[k]) for k in COUNTS if k in fault.counts}
     return doc
 
 
