@@ -130,3 +130,14 @@ def test_the_admission_cures_and_max_age_are_written_like_any_toxic(
     action = Wire.parse(words)
     assert isinstance(action, Wire) and not action.fault.once
     assert dict(action.fault.attributes) == attributes
+
+
+def test_a_timeline_puts_the_cures_in_force_at_a_restore() -> None:
+    text = path_of("partition").read_text()
+    steps = "".join(
+        f'[[timeline]]\nafter = "1s"\ndo = "wire cache {words}"\n\n'
+        for words in ("admit=200 max_wait=5s --for 20s", "stage=4 every=2s", "age=30s spread=0")
+    )
+    experiment = spec.parse(text.replace("[end]\n", steps + "[end]\n"), "p.toml")
+    kinds = [s.action.fault.kind for s in experiment.timeline if isinstance(s.action, Wire)]
+    assert kinds == ["admit", "stage", "age"]
