@@ -126,6 +126,7 @@ def main(
                     **config.described(),
                 },
                 pings=config.pings(),
+                max_age=config.max_age(),
                 tls=tls,
             )
         finally:

@@ -68,6 +68,7 @@ def main(
             admin_token=admin_token,
             announce=announce,
             pings=config.pings(),
+            max_age=config.max_age(),
             tls=tls,
         ),
         loop_name,

@@ -149,6 +149,26 @@ class PingPolicy:
         ]
 
 
+@dataclass(frozen=True, kw_only=True)
+class MaxAge:
+    """How long a server keeps a connection (gRFC A9): `age_ms` after it was opened the server
+    sends GOAWAY, and `grace_ms` later closes it even with calls still running (None: gRPC's
+    default, no limit on either). gRPC core draws each connection's age itself, uniformly within
+    +-10% of `age_ms` (`kMaxConnectionAgeJitter`, src/core/ext/filters/channel_idle/), so
+    connections opened together are not all closed together; the grace is not jittered."""
+
+    age_ms: int | None = None
+    grace_ms: int | None = None
+
+    def options(self) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
+        if self.age_ms is not None:
+            found.append(("grpc.max_connection_age_ms", self.age_ms))
+        if self.grace_ms is not None:
+            found.append(("grpc.max_connection_age_grace_ms", self.grace_ms))
+        return found
+
+
 def channel_options(
     *,
     local_pool: bool = False,
@@ -378,13 +398,18 @@ def build_server(
     maximum_concurrent_rpcs: int | None = None,
     admin_token: str | None = None,
     pings: PingPolicy | None = None,
+    max_age: MaxAge | None = None,
     tls: ServerTls | None = None,
 ) -> LabServer:
     """`services` with health and reflection on one gRPC server bound to `host:port` (0: any
     free port), over TLS with `tls`; see `serve` for the arguments. Only a
     `Service.registered` service registers its methods."""
     server = grpc.aio.server(
-        options=[*SERVER_OPTIONS, *(pings or PingPolicy()).options()],
+        options=[
+            *SERVER_OPTIONS,
+            *(pings or PingPolicy()).options(),
+            *(max_age or MaxAge()).options(),
+        ],
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     for service in services:
@@ -425,6 +450,7 @@ async def serve(
     admin_token: str | None = None,
     announce: Mapping[str, Any] | None = None,
     pings: PingPolicy | None = None,
+    max_age: MaxAge | None = None,
     tls: ServerTls | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT, then drains for up to `grace_s` and returns. Logs a line
@@ -433,7 +459,8 @@ async def serve(
 
     With `admin_token`, admin-plane calls must carry it (`herdlab.auth`); the token is checked
     before the request is looked at. `pings`: how clients' keepalive pings are enforced
-    (default: `PingPolicy()`). `tls`: serve over TLS with this certificate.
+    (default: `PingPolicy()`). `max_age`: how long it keeps a connection (default: for ever).
+    `tls`: serve over TLS with this certificate.
     """
     lab = build_server(
         services,
@@ -442,6 +469,7 @@ async def serve(
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         admin_token=admin_token,
         pings=pings,
+        max_age=max_age,
         tls=tls,
     )
     await lab.start()

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from herdlab.config import DURATION, PROBABILITY, format_duration, parse_duration
-from herdlab.grpcutil import PingPolicy
+from herdlab.grpcutil import MaxAge, PingPolicy
 from herdlab.guards import guard_set_spec, guard_texts, parse_guard_set
 
 Kind = Literal[
@@ -368,7 +368,8 @@ def from_options(cls: type[SettingsT], values: Mapping[str, Any]) -> SettingsT:
 
 @dataclass(frozen=True)
 class ServerSettings(Settings):
-    """What every lab server's settings have: how it enforces its clients' keepalive pings."""
+    """What every lab server's settings have: how it enforces its clients' keepalive pings, and
+    how long it keeps a connection."""
 
     ping_min_interval_s: float = setting(
         0.5,
@@ -386,6 +387,32 @@ class ServerSettings(Settings):
         lo=0,
         hi=1000,
     )
+
+    max_connection_age_s: float = setting(
+        0.0,
+        "max_connection_age",
+        "duration",
+        "GOAWAY a connection this long after it opened, drawn within +-10% by gRPC core "
+        "(0: never, gRPC's default).",
+        lo=0.0,
+        hi=86400.0,
+    )
+    max_connection_age_grace_s: float = setting(
+        0.0,
+        "max_connection_age_grace",
+        "duration",
+        "Close a connection this long after its max-age GOAWAY, calls or not (0: no limit, "
+        "gRPC's default).",
+        lo=0.0,
+        hi=86400.0,
+    )
+
+    def max_age(self) -> MaxAge:
+        """How long the server keeps a connection (`herdlab.grpcutil.serve`)."""
+        return MaxAge(
+            age_ms=round(self.max_connection_age_s * 1000) or None,
+            grace_ms=round(self.max_connection_age_grace_s * 1000) or None,
+        )
 
     def pings(self) -> PingPolicy:
         """The server's ping policy (`herdlab.grpcutil.serve`)."""

@@ -11,8 +11,15 @@ class WireEmpty(_message.Message):
     def __init__(self) -> None: ...
 
 class Fault(_message.Message):
-    __slots__ = ("name", "link", "kind", "stream", "toxicity", "attributes", "for_ms", "once", "expires_at_unix", "added_at_unix")
+    __slots__ = ("name", "link", "kind", "stream", "toxicity", "attributes", "for_ms", "once", "expires_at_unix", "added_at_unix", "counts")
     class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +36,7 @@ class Fault(_message.Message):
     ONCE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     ADDED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     link: str
     kind: str
@@ -39,7 +47,8 @@ class Fault(_message.Message):
     once: bool
     expires_at_unix: float
     added_at_unix: float
-    def __init__(self, name: _Optional[str] = ..., link: _Optional[str] = ..., kind: _Optional[str] = ..., stream: _Optional[str] = ..., toxicity: _Optional[float] = ..., attributes: _Optional[_Mapping[str, float]] = ..., for_ms: _Optional[float] = ..., once: _Optional[bool] = ..., expires_at_unix: _Optional[float] = ..., added_at_unix: _Optional[float] = ...) -> None: ...
+    counts: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., link: _Optional[str] = ..., kind: _Optional[str] = ..., stream: _Optional[str] = ..., toxicity: _Optional[float] = ..., attributes: _Optional[_Mapping[str, float]] = ..., for_ms: _Optional[float] = ..., once: _Optional[bool] = ..., expires_at_unix: _Optional[float] = ..., added_at_unix: _Optional[float] = ..., counts: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class FaultRef(_message.Message):
     __slots__ = ("name",)

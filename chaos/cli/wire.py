@@ -129,9 +129,11 @@ def faults(lab: Lab, as_json: bool) -> None:
         left = fault["expires_at"]
         until = f", {max(0.0, left - time.time()):.1f}s left" if left else ""
         attrs = " ".join(f"{k}={format_value(v)}" for k, v in fault["attributes"].items())
+        counts = ", ".join(f"{k} {v}" for k, v in fault.get("counts", {}).items())
         lines.append(
             f"wire {fault['link']}: {fault['kind']} {fault['stream']} {attrs}".rstrip()
             + f" ({fault['name']}{until})"
+            + (f": {counts}" if counts else "")
         )
     out.print("\n".join(lines))
 

@@ -1,4 +1,5 @@
-"""The proxy's admin plane (`WireAdmin`, protos/wire.proto): add, list and remove faults.
+"""The proxy's admin plane (`WireAdmin`, protos/wire.proto): add, list and remove faults, and
+read an admission fault's counts (admitted, held, refused, expired, queued) as it is listed.
 
 Server side: `WireAdminServicer` checks every request (`chaos.wire.proxy.parse_fault`) and
 answers INVALID_ARGUMENT naming the problem, NOT_FOUND for a fault that is not in force. Client
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from chaos.wire.gate import COUNTS
 from chaos.wire.proxy import Installed, Link, parse_fault
 from herdlab.admin_client import AdminClient
 from herdlab.grpcutil import Context
@@ -34,12 +36,13 @@ def fault_message(installed: Installed) -> wire_pb2.Fault:
         once=spec.once,
         expires_at_unix=installed.expires_at or 0.0,
         added_at_unix=installed.added_at,
+        counts=installed.gate.counts if installed.gate is not None else {},
     )
 
 
 def fault_doc(fault: wire_pb2.Fault) -> dict[str, object]:
-    """A fault as `chaos faults --json` shows it."""
-    return {
+    """A fault as `chaos faults --json` shows it (with `counts` for an admission fault)."""
+    doc: dict[str, object] = {
         "name": fault.name,
         "link": fault.link,
         "kind": fault.kind,
@@ -48,6 +51,9 @@ def fault_doc(fault: wire_pb2.Fault) -> dict[str, object]:
         "attributes": dict(fault.attributes),
         "expires_at": fault.expires_at_unix or None,
     }
+    if fault.counts:
+        doc["counts"] = {k: int(fault.counts[k]) for k in COUNTS if k in fault.counts}
+    return doc
 
 
 class WireAdminServicer(wire_pb2_grpc.WireAdminServicer):

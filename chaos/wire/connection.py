@@ -7,6 +7,11 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chaos.wire.gate import Gate
 
 
 class Connection:
@@ -26,6 +31,9 @@ class Connection:
         self.closed = False
         self.close_pending = False
         self.dropped = 0  # bytes read and not passed on (blackhole, timeout)
+        self.active_at = time.monotonic()  # when bytes last passed either way (the `age` toxic)
+        self.connecting_at = self.active_at  # when the proxy began connecting upstream
+        self.unanswered: list[Gate] = []  # gates to tell when the service's first byte arrives
 
     def close(self) -> None:
         """Closes both sides (FIN); the pumps end."""

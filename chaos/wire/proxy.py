@@ -13,8 +13,11 @@ is removed or its deadline passes. Those cross-cutting rules live here, once, in
 With no fault in force on a direction the chunk is written as read (the hit path: see
 BENCHMARKS.md for its cost against a direct connection). A fault that acts on whole connections
 (`hold`: reset, timeout) runs once per connection it meets, as a task the link cancels when the
-fault is removed. Expiry is the proxy's own timer: a fault given `for_ms` is removed at its
-deadline even if whoever added it is gone.
+fault is removed. A fault that decides which new connections reach the service (`gate`:
+admit, stage) is asked before the proxy connects upstream, and told how long the service took to
+answer each connection it let through (`chaos.wire.gate`); direction does not apply to it.
+Expiry is the proxy's own timer: a fault given `for_ms` is removed at its deadline even if
+whoever added it is gone.
 
 Why not toxiproxy itself: it is a Go binary the lab would have to install and start; the lab's
 proxy is a few hundred lines of asyncio with the same shape, started by `chaos up --proxy` like
@@ -31,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from chaos.wire.connection import Connection, reset
+from chaos.wire.gate import Clock, Gate
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.base import Toxic
 
@@ -102,6 +106,7 @@ class Installed:
     added_at: float  # wall clock
     expires_at: float | None  # wall clock
     timer: asyncio.TimerHandle | None = None
+    gate: Gate | None = None  # an admission fault's state while in force
 
 
 @dataclass
@@ -112,6 +117,7 @@ class Link:
     upstream_host: str
     upstream_port: int
     rng: random.Random = field(default_factory=random.Random)
+    clock: Clock = time.monotonic  # what admission gates read (tests inject their own)
     faults: dict[str, Installed] = field(default_factory=dict)
     connections: set[Connection] = field(default_factory=set)
     listen: str = ""
@@ -163,6 +169,7 @@ class Link:
             raise ValueError(f"at most {MAX_FAULTS} faults per link")
         now = time.time()
         installed = Installed(spec, now, now + spec.for_ms / 1000 if spec.for_ms else None)
+        installed.gate = spec.toxic.gate(self.clock, self.changed.set)
         if spec.for_ms:
             loop = asyncio.get_running_loop()
             installed.timer = loop.call_later(spec.for_ms / 1000, self.remove, spec.name)
@@ -177,6 +184,8 @@ class Link:
         installed = self.faults.pop(name)
         if installed.timer is not None:
             installed.timer.cancel()
+        if installed.gate is not None:
+            installed.gate.open()
         self._rebuild()
         self.changed.set()
         for conn in self.connections:
@@ -192,7 +201,7 @@ class Link:
         removes it (bounded by the fault's own time plus a second)."""
         installed = self.add(spec)
         holds = [c.holds[spec.name] for c in self.connections if spec.name in c.holds]
-        bound = sum(installed.spec.toxic.attributes().values()) / 1000 + 1.0
+        bound = installed.spec.toxic.longest_hold_s() + 1.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*holds, return_exceptions=True), bound)
         if spec.name in self.faults:
@@ -214,7 +223,9 @@ class Link:
 
     def _meet(self, conn: Connection, installed: Installed) -> None:
         if installed.spec.toxic.holds and self._touches(conn, installed):
-            conn.holds[installed.spec.name] = asyncio.create_task(installed.spec.toxic.hold(conn))
+            conn.holds[installed.spec.name] = asyncio.create_task(
+                installed.spec.toxic.hold(conn, self.rng)
+            )
 
     # -- the pipe -------------------------------------------------------------------------------
 
@@ -234,6 +245,12 @@ class Link:
         if len(self.connections) >= MAX_CONNECTIONS:
             writer.close()
             return
+        gates = await self._admitted(writer)
+        if gates is None:
+            # Refused, or held past its wait: reset, as a connection the server refused.
+            reset(writer)
+            return
+        connecting = time.monotonic()
         try:
             upstream = await asyncio.wait_for(
                 asyncio.open_connection(self.upstream_host, self.upstream_port), CONNECT_TIMEOUT_S
@@ -243,6 +260,7 @@ class Link:
             reset(writer)
             return
         conn = Connection((reader, writer), upstream)
+        conn.connecting_at, conn.unanswered = connecting, gates
         self.connections.add(conn)
         self.changed.set()
         try:
@@ -269,6 +287,23 @@ class Link:
             self.connections.discard(conn)
             self.changed.set()
 
+    async def _admitted(self, writer: asyncio.StreamWriter) -> list[Gate] | None:
+        """The gates in force that let this new connection pass (each drawn against its
+        toxicity), once all have; None as soon as one refuses it."""
+        peer = writer.get_extra_info("peername")
+        name = f"{peer[0]}:{peer[1]}" if peer else ""
+        passed = []
+        for installed in list(self.faults.values()):
+            gate = installed.gate
+            if gate is None or not (
+                installed.spec.toxicity >= 1 or self.rng.random() < installed.spec.toxicity
+            ):
+                continue
+            if not await gate.admit(name):
+                return None
+            passed.append(gate)
+        return passed
+
     def _read_size(self, faults: Iterable[Installed]) -> int:
         sizes = [s for f in faults if (s := f.spec.toxic.read_size()) is not None]
         return min([READ_BYTES, *sizes])
@@ -289,6 +324,11 @@ class Link:
                 )
                 if not chunk:
                     break
+                conn.active_at = time.monotonic()
+                if conn.unanswered and direction == "downstream":
+                    for gate in conn.unanswered:
+                        gate.answered(conn.active_at - conn.connecting_at)
+                    conn.unanswered = []
                 size = len(chunk)
                 for installed in self.active[direction]:
                     if chunk is None:

@@ -16,7 +16,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from herdlab.chaoslog import chaos_log_service
-from herdlab.grpcutil import Context, ServerCalls, Service, build_server, channel_options
+from herdlab.grpcutil import (
+    Context,
+    MaxAge,
+    ServerCalls,
+    Service,
+    build_server,
+    channel_options,
+)
 from protos import cache_pb2, cache_pb2_grpc, chaos_pb2, chaos_pb2_grpc
 
 REPLY = cache_pb2.CacheGetResponse(key="k", value="v", version=1, source=cache_pb2.HIT)
@@ -129,3 +136,31 @@ def test_calls_that_wait_unseen_in_grpc_core_are_counted() -> None:
         release.set()
         stopped.set()
         thread.join(30)
+
+
+async def test_max_age_ends_each_connection_near_its_age_drawn_by_grpc_core() -> None:
+    """`MaxAge` reaches gRPC core: each connection is sent GOAWAY (its channel leaves READY)
+    within +-10% of the age, drawn per connection by core itself (gRFC A9), then closed."""
+    data = Service(ConstantCache(), cache_pb2.DESCRIPTOR.services_by_name["Cache"], registered=True)
+    lab = build_server([data], host="127.0.0.1", port=0, max_age=MaxAge(age_ms=500, grace_ms=100))
+    await lab.start()
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{lab.port}", options=channel_options(local_pool=True))
+        for _ in range(8)
+    ]
+    try:
+        loop = asyncio.get_running_loop()
+
+        async def lifetime(channel: grpc.aio.Channel) -> float:
+            started = loop.time()
+            await cache_pb2_grpc.CacheStub(channel).Get(cache_pb2.CacheGetRequest(key="k"))
+            async with asyncio.timeout(5):
+                await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+            return loop.time() - started
+
+        lifetimes = await asyncio.gather(*(lifetime(c) for c in channels))
+        assert all(0.45 <= t < 2.0 for t in lifetimes), lifetimes
+    finally:
+        for channel in channels:
+            await channel.close(None)
+        await lab.server.stop(None)

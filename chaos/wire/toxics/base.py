@@ -1,10 +1,11 @@
 """What every wire fault ("toxic") is: a small typed value with one job on a connection's bytes.
 
 A toxic sees the chunks one direction of one connection carries (`pipe`: pass them on, changed
-or delayed, or drop them) and may act on the connection as a whole while it is in force (`hold`:
-e.g. reset it after a while). What is common to every toxic (which direction it applies to, the
-share of connections it touches, its expiry) is applied once, by the proxy's link
-(`chaos.wire.proxy`), never inside a toxic.
+or delayed, or drop them), may act on the connection as a whole while it is in force (`hold`:
+e.g. reset it after a while), or may decide which new connections reach the service at all
+(`gate`: an admission cure, `chaos.wire.gate`). What is common to every toxic (which
+direction it applies to, the share of connections it touches, its expiry) is applied once, by
+the proxy's link (`chaos.wire.proxy`), never inside a toxic.
 
 Attributes are dataclass fields declared with `attribute(...)`: their bounds are checked once,
 in `parse`, so a bad value is refused when the fault is added, naming the attribute and its range.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self, dataclass_transform
 
@@ -28,6 +29,7 @@ from herdlab.registry import Registry
 
 if TYPE_CHECKING:
     from chaos.wire.connection import Connection
+    from chaos.wire.gate import Clock, Gate
 
 # A day: every sleep a toxic draws is finite and bounded.
 MAX_MS = 86_400_000.0
@@ -95,9 +97,18 @@ class Toxic:
         """What is passed on for `chunk` (None: nothing). May sleep: the direction waits."""
         return chunk
 
-    async def hold(self, conn: Connection) -> None:
+    async def hold(self, conn: Connection, rng: random.Random) -> None:
         """Acts on `conn` as a whole; runs from when the toxic meets the connection until it
         is removed or the connection ends (only for toxics with `holds`)."""
+
+    def longest_hold_s(self) -> float:
+        """The longest `hold` takes to act on a connection (its times added up)."""
+        return sum(self.attributes().values()) / 1000
+
+    def gate(self, clock: Clock, changed: Callable[[], None]) -> Gate | None:
+        """The admission state this toxic keeps while in force (None: it admits everything);
+        `changed` is called whenever its counts change."""
+        return None
 
 
 TOXICS: Registry[type[Toxic]] = Registry("wire fault kind")

@@ -5,6 +5,7 @@ the client reads ECONNRESET, as from a host that lost its state. Bytes pass unti
 from __future__ import annotations
 
 import asyncio
+import random
 
 from chaos.wire.connection import Connection
 from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
@@ -17,6 +18,6 @@ class Reset(Toxic):
     holds = True
     after_ms: float = attribute(0.0, 0.0, MAX_MS, "Delay before the RST, ms.")
 
-    async def hold(self, conn: Connection) -> None:
+    async def hold(self, conn: Connection, rng: random.Random) -> None:
         await asyncio.sleep(self.after_ms / 1000)
         conn.reset()

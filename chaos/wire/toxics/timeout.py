@@ -20,7 +20,7 @@ class Timeout(Toxic):
     async def pipe(self, chunk: bytes, conn: Connection, rng: random.Random) -> bytes | None:
         return None
 
-    async def hold(self, conn: Connection) -> None:
+    async def hold(self, conn: Connection, rng: random.Random) -> None:
         if self.timeout_ms > 0:
             await asyncio.sleep(self.timeout_ms / 1000)
             conn.close()

@@ -101,3 +101,43 @@ def test_reset_is_a_timeline_step_that_undoes_every_fault_before_it() -> None:
         spec.parse(before_heal, "p.toml")
     experiment = spec.parse(text.replace("[end]\n", reset + "[end]\n"), "p.toml")
     assert experiment.timeline[-1].action.acts_on() == "stack"
+
+
+@pytest.mark.parametrize(
+    ("words", "attributes"),
+    [
+        (
+            ["cache", "--admit", "200", "--burst", "50", "--max_wait", "2s"],
+            {"rate": 200.0, "burst": 50.0, "max_wait_ms": 2000.0},
+        ),
+        (
+            ["cache", "-t", "admit", "-a", "admit=200", "-a", "max_wait=0s"],
+            {"rate": 200.0, "burst": 10.0, "max_wait_ms": 0.0},
+        ),
+        (
+            ["cache", "stage=8", "every=2s", "keeps_up=50ms"],
+            {"groups": 8.0, "every_ms": 2000.0, "keeps_up_ms": 50.0, "hold_ms": 10_000.0},
+        ),
+        (
+            ["db", "--age", "30s", "--spread", "0", "--grace", "5s"],
+            {"age_ms": 30_000.0, "spread": 0.0, "grace_ms": 5000.0},
+        ),
+    ],
+)
+def test_the_admission_cures_and_max_age_are_written_like_any_toxic(
+    words: list[str], attributes: dict[str, float]
+) -> None:
+    action = Wire.parse(words)
+    assert isinstance(action, Wire) and not action.fault.once
+    assert dict(action.fault.attributes) == attributes
+
+
+def test_a_timeline_puts_the_cures_in_force_at_a_restore() -> None:
+    text = path_of("partition").read_text()
+    steps = "".join(
+        f'[[timeline]]\nafter = "1s"\ndo = "wire cache {words}"\n\n'
+        for words in ("admit=200 max_wait=5s --for 20s", "stage=4 every=2s", "age=30s spread=0")
+    )
+    experiment = spec.parse(text.replace("[end]\n", steps + "[end]\n"), "p.toml")
+    kinds = [s.action.fault.kind for s in experiment.timeline if isinstance(s.action, Wire)]
+    assert kinds == ["admit", "stage", "age"]

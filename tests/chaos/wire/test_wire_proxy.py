@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
+from chaos.wire.admin import fault_doc, fault_message
+from chaos.wire.gate import Waves
 from chaos.wire.proxy import Link, parse_fault
 from chaos.wire.toxics import TOXICS
+from chaos.wire.toxics.age import Age
 from chaos.wire.toxics.latency import Latency
 
 HOST = "127.0.0.1"
@@ -289,3 +292,227 @@ async def test_stop_leaves_no_task_and_no_socket_behind() -> None:
     assert me.num_fds() == before_fds
     listen_port = int(link.listen.rsplit(":", 1)[1])
     assert not [c for c in me.net_connections() if c.laddr and c.laddr.port == listen_port]
+
+
+# -- the cures that bring a fleet back slowly: admission (admit, stage) and maximum age ---------
+
+
+@dataclass
+class Clock:
+    """The link's clock, moved by hand: a gate's arithmetic (tokens, waves) reads only it.
+    Moved by binary fractions of a second, so the arithmetic is exact."""
+
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def passes(link: Link, addresses: list[str] | None = None) -> bool:
+    """Connects through `link` and says whether the connection reached the service (its byte
+    echoed) or was refused (reset or closed before any byte); the client's own address, as the
+    proxy sees it, is appended to `addresses`."""
+    reader, writer = await connect(link)
+    if addresses is not None:
+        addresses.append("{}:{}".format(*writer.get_extra_info("sockname")[:2]))
+    try:
+        writer.write(b"x")
+        async with asyncio.timeout(5):
+            return await reader.read(1) == b"x"
+    except ConnectionError:
+        return False
+    finally:
+        await close(writer)
+
+
+def counts(link: Link, name: str) -> dict[str, int]:
+    gate = link.faults[name].gate
+    assert gate is not None
+    return dict(gate.counts)
+
+
+async def test_admit_passes_the_burst_then_rate_per_second_and_refuses_the_rest(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    clock = link.clock = Clock()
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 2, "burst": 3, "max_wait_ms": 0}))
+    assert [await passes(link) for _ in range(5)] == [True] * 3 + [False] * 2
+    clock.now += 1.0  # two tokens
+    assert [await passes(link) for _ in range(3)] == [True, True, False]
+    clock.now += 0.25  # half a token: nothing
+    assert not await passes(link)
+    assert counts(link, "gate") == {
+        "admitted": 5,
+        "held": 0,
+        "refused": 4,
+        "expired": 0,
+        "queued": 0,
+    }
+
+
+async def test_admit_holds_the_excess_in_order_until_a_token_is_free(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    clock = link.clock = Clock()
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 16, "burst": 1, "max_wait_ms": 5000}))
+    assert await passes(link)  # the burst of one
+    held = [asyncio.create_task(passes(link)) for _ in range(3)]
+    await until(link, lambda: counts(link, "gate")["queued"] == 3)
+    clock.now += 1 / 16  # one token: one of the three passes, the others still wait
+    await until(link, lambda: counts(link, "gate")["admitted"] == 2)
+    assert counts(link, "gate")["queued"] == 2
+    clock.now += 1 / 16
+    await until(link, lambda: counts(link, "gate")["admitted"] == 3)
+    clock.now += 1 / 16  # a bucket of one keeps one token at most: one per sixteenth
+    assert await asyncio.gather(*held) == [True, True, True]
+    assert counts(link, "gate") | {"admitted": 4, "held": 3, "queued": 0} == counts(link, "gate")
+
+
+async def test_admit_resets_a_connection_held_past_its_wait(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, upstream = proxied
+    link.clock = Clock()  # never moves: no token after the first
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 50}))
+    assert await passes(link)
+    assert not await passes(link)
+    assert counts(link, "gate") | {"held": 1, "expired": 1, "queued": 0} == counts(link, "gate")
+    assert bytes(upstream.received) == b"x"  # only the admitted one reached the service
+
+
+async def test_removing_a_gate_lets_what_it_holds_pass(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    link.clock = Clock()
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 60_000}))
+    assert await passes(link)
+    held = asyncio.create_task(passes(link))
+    await until(link, lambda: counts(link, "gate")["queued"] == 1)
+    link.remove("gate")
+    assert await held
+
+
+async def test_stage_admits_one_more_group_each_period(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    clock = link.clock = Clock()
+    link.add(parse_fault("waves", "cache", "stage", {"groups": 4, "every_ms": 1000, "hold_ms": 0}))
+    for wave in range(1, 5):
+        for _ in range(6):
+            mine: list[str] = []
+            passed = await passes(link, mine)
+            assert passed == (Waves.group_of(mine[0], 4) < wave), (wave, mine)
+        clock.now += 1.0
+    assert counts(link, "waves")["admitted"] + counts(link, "waves")["refused"] == 24
+
+
+def test_stage_widens_only_while_the_service_keeps_up() -> None:
+    clock = Clock()
+    gate = Waves(clock, 0.0, lambda: None, groups=3, every_s=1.0, keeps_up_s=0.05)
+    gate.answered(0.01)
+    clock.now += 1.0
+    gate.passes("")
+    assert gate.open_groups == 2
+    gate.answered(0.2)  # a slow answer in the second wave
+    clock.now += 1.0
+    gate.passes("")
+    assert gate.open_groups == 2  # held back a period
+    clock.now += 1.0
+    gate.passes("")
+    assert gate.open_groups == 3
+
+
+async def test_stage_holds_later_groups_until_their_wave(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    clock = link.clock = Clock()
+    link.add(parse_fault("waves", "cache", "stage", {"groups": 2, "every_ms": 62.5}))
+    clients = [asyncio.create_task(passes(link)) for _ in range(8)]
+    await until(
+        link,
+        lambda: counts(link, "waves")["admitted"] + counts(link, "waves")["queued"] == 8,
+    )
+    held = counts(link, "waves")["queued"]
+    clock.now += 1 / 16
+    assert await asyncio.gather(*clients) == [True] * 8
+    assert counts(link, "waves")["held"] == held
+
+
+async def test_age_closes_idle_connections_at_their_age_and_busy_ones_after_grace(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    link.add(parse_fault("", "cache", "age", {"age_ms": 100, "spread": 0, "grace_ms": 800}))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    idle_reader, idle_writer = await connect(link)
+    busy_reader, busy_writer = await connect(link)
+
+    async def busy() -> float:
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(5):
+                while True:
+                    busy_writer.write(b"b")
+                    if not await busy_reader.read(1):
+                        break
+                    await asyncio.sleep(0.02)
+        return loop.time() - started
+
+    busy_closed = asyncio.create_task(busy())
+    async with asyncio.timeout(5):
+        assert await idle_reader.read(1) == b""  # FIN at its age
+    idle_at = loop.time() - started
+    busy_at = await busy_closed
+    # Loose bounds: a loaded machine delays both; the busy one is kept (up to its grace).
+    assert 0.1 <= idle_at < busy_at - 0.2 and busy_at < 3.0, (idle_at, busy_at)
+    for writer in (idle_writer, busy_writer):
+        await close(writer)
+
+
+def test_age_is_drawn_within_its_spread() -> None:
+    rng = random.Random(3)
+    assert {Age(age_ms=1000, spread=0).age_s(rng) for _ in range(100)} == {1.0}
+    ages = [Age(age_ms=1000, spread=0.1).age_s(rng) for _ in range(1000)]
+    assert 0.9 <= min(ages) < 0.91 and 1.09 < max(ages) <= 1.1
+
+
+async def test_a_gates_counts_are_listed_with_its_fault(proxied: tuple[Link, Upstream]) -> None:
+    link, _ = proxied
+    link.clock = Clock()
+    installed = link.add(
+        parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 0})
+    )
+    assert await passes(link) and not await passes(link)
+    listed = fault_doc(fault_message(installed))
+    assert listed["counts"] == {"admitted": 1, "held": 0, "refused": 1, "expired": 0, "queued": 0}
+    assert "counts" not in fault_doc(fault_message(link.add(parse_fault("", "cache", "age", {}))))
+
+
+async def test_age_applied_once_closes_the_connections_open_now(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    reader, writer = await connect(link)
+    await until(link, lambda: len(link.connections) == 1)
+    await link.apply_once(parse_fault("", "cache", "age", {"age_ms": 50, "spread": 1}, once=True))
+    async with asyncio.timeout(5):
+        assert await reader.read(1) == b""
+    assert link.faults == {}
+    await close(writer)
+
+
+async def test_stop_with_a_connection_held_leaves_no_task_behind() -> None:
+    before_tasks = asyncio.all_tasks()
+    upstream = Upstream()
+    upstream.server = await asyncio.start_server(upstream.handle, HOST, 0)
+    link = Link("db", HOST, upstream.server.sockets[0].getsockname()[1], clock=Clock())
+    await link.start(HOST, 0)
+    link.add(parse_fault("gate", "db", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 60_000}))
+    assert await passes(link)
+    held = asyncio.create_task(passes(link))
+    await until(link, lambda: counts(link, "gate")["queued"] == 1)
+    await link.stop()
+    await held  # reset by the stop, or let through by its gate's removal and then closed
+    upstream.server.close()
+    await asyncio.gather(*upstream.handlers, return_exceptions=True)
+    await upstream.server.wait_closed()
+    assert asyncio.all_tasks() == before_tasks

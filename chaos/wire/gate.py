@@ -1,0 +1,190 @@
+"""Connection admission in the proxy: a gate decides, for each new connection, before the proxy
+opens its twin to the service, whether it passes now, waits (is held), or is refused.
+
+A gate is the live state of one admission toxic while it is in force (`Toxic.gate`: `admit`,
+`stage`). The proxy asks every gate in force (`admit`) and reports to each how fast the service
+answered a connection it let through (`answered`: from the upstream connect until the service's
+first byte, for gRPC its HTTP/2 SETTINGS, sent once its loop has taken the connection up).
+
+What a gate does with a connection that may not pass now is common to every gate: with a
+`max_wait_s` of 0 it is refused at once (the client sees its connection reset and backs off);
+otherwise it is held (accepted by the proxy, no upstream yet) until the gate lets it through or
+`max_wait_s` has passed (then it is reset too), or the gate is removed (then it passes). Every
+gate counts what it did: admitted (passed to the service, at once or after a wait), held (had to
+wait), refused (at once), expired (held past the wait) and queued (held now).
+
+Time is the link's clock (`time.monotonic` unless a test injects one): a gate's arithmetic
+(tokens, waves) reads it, and its waits sleep what the arithmetic says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import deque
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+COUNTS = ("admitted", "held", "refused", "expired", "queued")
+
+
+class Gate:
+    """One admission toxic's state while in force. Subclasses say whether a connection may pass
+    now (`passes`) and wait for their turn (`turn`)."""
+
+    def __init__(self, clock: Clock, max_wait_s: float, changed: Callable[[], None]) -> None:
+        self.clock = clock
+        self.max_wait_s = max_wait_s
+        self.changed = changed  # called whenever a count changes
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self.opened = asyncio.Event()  # set when the gate is removed: every held one passes
+
+    def passes(self, peer: str) -> bool:
+        """Whether a connection from `peer` may pass now (taking what passing costs)."""
+        raise NotImplementedError
+
+    async def turn(self, peer: str) -> None:
+        """Returns once a held connection from `peer` may pass (having taken what it costs)."""
+        raise NotImplementedError
+
+    def answered(self, seconds: float) -> None:
+        """The service answered a connection this long after the proxy connected to it."""
+
+    def open(self) -> None:
+        """The gate is removed: what it holds passes."""
+        self.opened.set()
+
+    def _count(self, name: str, by: int = 1) -> None:
+        self.counts[name] += by
+        self.changed()
+
+    async def admit(self, peer: str) -> bool:
+        """True: the connection from `peer` passes (now or after a wait); False: refuse it."""
+        if self.opened.is_set() or self.passes(peer):
+            self._count("admitted")
+            return True
+        if self.max_wait_s <= 0:
+            self._count("refused")
+            return False
+        self._count("held")
+        self._count("queued")
+        waits = [asyncio.ensure_future(self.turn(peer)), asyncio.ensure_future(self.opened.wait())]
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=self.max_wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+            self._count("queued", -1)
+        if not done:
+            self._count("expired")
+            return False
+        self._count("admitted")
+        return True
+
+
+class TokenBucket(Gate):
+    """At most `rate` connections a second, `burst` at once; the held ones pass in the order
+    they came (one waits for the next token, the others for it to pass)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        max_wait_s: float,
+        changed: Callable[[], None],
+        *,
+        rate: float,
+        burst: float,
+    ) -> None:
+        super().__init__(clock, max_wait_s, changed)
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = clock()
+        self.line: deque[asyncio.Future[None]] = deque()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def _take(self) -> bool:
+        self._refill()
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def passes(self, peer: str) -> bool:
+        return not self.line and self._take()
+
+    async def turn(self, peer: str) -> None:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.line.append(mine)
+        if self.line[0] is mine:
+            mine.set_result(None)
+        try:
+            await mine
+            # A timer, not a condition anyone sets: the next token is due in this long.
+            while not self._take():  # noqa: ASYNC110
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+        finally:
+            self.line.remove(mine)
+            if self.line and not self.line[0].done():
+                self.line[0].set_result(None)
+
+
+class Waves(Gate):
+    """Staged re-admission: peers fall in `groups` groups by a hash; group 1 passes from when
+    the gate is put in force, and one more group each `every_s`, as long as the service kept up
+    during the last wave (each connection of it answered within `keeps_up_s`; 0: no such
+    condition), until all pass."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        max_wait_s: float,
+        changed: Callable[[], None],
+        *,
+        groups: int,
+        every_s: float,
+        keeps_up_s: float,
+    ) -> None:
+        super().__init__(clock, max_wait_s, changed)
+        self.groups = groups
+        self.every_s = every_s
+        self.keeps_up_s = keeps_up_s
+        self.open_groups = 1
+        self.widened_at = clock()
+        self.kept_up = True  # every answer since the last widening was within keeps_up_s
+
+    @staticmethod
+    def group_of(peer: str, groups: int) -> int:
+        """The group (0-based) of `peer`: a stable hash (not Python's salted one)."""
+        return zlib.crc32(peer.encode()) % groups
+
+    def _widen(self) -> None:
+        now = self.clock()
+        while self.open_groups < self.groups and now - self.widened_at >= self.every_s:
+            if not self.kept_up:
+                # A slow wave: the next one waits a whole period of answers within the bound.
+                self.widened_at, self.kept_up = now, True
+                return
+            self.open_groups += 1
+            self.widened_at += self.every_s
+            self.changed()
+
+    def answered(self, seconds: float) -> None:
+        if self.keeps_up_s and seconds > self.keeps_up_s:
+            self.kept_up = False
+
+    def passes(self, peer: str) -> bool:
+        self._widen()
+        return self.group_of(peer, self.groups) < self.open_groups
+
+    async def turn(self, peer: str) -> None:
+        # A timer, not a condition anyone sets: the next wave is due in this long.
+        while not self.passes(peer):  # noqa: ASYNC110
+            await asyncio.sleep(max(0.001, self.widened_at + self.every_s - self.clock()))

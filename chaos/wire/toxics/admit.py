@@ -1,0 +1,32 @@
+"""`admit`: connection admission at a rate, as an overload manager in front of a server does: at
+most `rate` new connections a second reach the service (a token bucket holding `burst`: tokens
+a busy event loop could not hand out at once are kept up to it); the
+excess is held, the upstream connect delayed until a token is free, for at most `max_wait_ms`
+(then reset), or with `max_wait_ms` 0 refused at once (reset: the client sees a failed connect
+and backs off). gRPC has no server option for this; the proxy sees every connection first.
+Counts: `chaos.wire.gate`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chaos.wire.gate import Clock, Gate, TokenBucket
+from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
+
+
+class Admit(Toxic):
+    kind = "admit"
+    summary = "New connections per second at most."
+    option = "rate"
+    rate: float = attribute(100.0, 0.001, 1_000_000.0, "New connections passed per second.")
+    burst: float = attribute(
+        10.0, 1.0, 1_000_000.0, "Connections passed at once when idle.", whole=True
+    )
+    max_wait_ms: float = attribute(
+        10_000.0, 0.0, MAX_MS, "Longest a connection is held for a token (0: refuse), ms."
+    )
+
+    def gate(self, clock: Clock, changed: Callable[[], None]) -> Gate:
+        return TokenBucket(
+            clock, self.max_wait_ms / 1000, changed, rate=self.rate, burst=self.burst
+        )
