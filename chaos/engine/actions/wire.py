@@ -135,6 +135,12 @@ def _words() -> tuple[Word, ...]:
 WORDS = {w.word: w for w in _words()}
 
 
+def _flag(word: str) -> str:
+    """A word's command-line option: `max_wait` is `--max-wait` (`-a max_wait=...` and
+    timelines keep the word)."""
+    return "--" + word.replace("_", "-")
+
+
 class _KeyValue(click.ParamType):  # type: ignore[type-arg]
     name = "KEY=VALUE"
 
@@ -169,7 +175,7 @@ def _attributes(kind: str, values: Mapping[str, Any]) -> dict[str, float]:
         if not _given(given):
             continue
         if word.kind != kind:
-            raise ValueError(f"--{word.word} goes with --{word.kind}")
+            raise ValueError(f"{_flag(word.word)} goes with --{word.kind}")
         if word.field is not None:
             attributes[word.field] = word.value(given)
     for key, raw in values.get("attribute", ()):
@@ -242,7 +248,7 @@ class Wire(Action):
             required=False,
         ),
         *(
-            Arg(w.word, w.type, w.help, f"--{w.word}", required=False, flag=w.field is None)
+            Arg(w.word, w.type, w.help, _flag(w.word), required=False, flag=w.field is None)
             for w in WORDS.values()
         ),
         Arg(

@@ -107,7 +107,7 @@ def test_reset_is_a_timeline_step_that_undoes_every_fault_before_it() -> None:
     ("words", "attributes"),
     [
         (
-            ["cache", "--admit", "200", "--burst", "50", "--max_wait", "2s"],
+            ["cache", "--admit", "200", "--burst", "50", "--max-wait", "2s"],
             {"rate": 200.0, "burst": 50.0, "max_wait_ms": 2000.0},
         ),
         (
