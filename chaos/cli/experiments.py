@@ -18,6 +18,7 @@ from rich.table import Table
 
 from chaos.cli.context import CONTEXT, err, out, progress_display
 from chaos.engine import spec
+from chaos.engine.model import Experiment
 from chaos.engine.pitfalls import pitfalls
 from chaos.engine.runner import run_experiment
 from chaos.engine.shipped import shipped, title_of
@@ -66,7 +67,7 @@ def _resolve(name: str) -> Path:
 
 def load_experiments(
     names: tuple[str, ...], params: dict[str, Any], *, smoke: bool, seed: int | None
-) -> list[spec.Experiment]:
+) -> list[Experiment]:
     """Every experiment checked before any runs; a problem is a UsageError (exit 2)."""
     experiments = []
     for name in names:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.engine.spec import Expectation, Tolerance
+from chaos.engine.model import Expectation, Tolerance
 
 
 @dataclass(frozen=True)

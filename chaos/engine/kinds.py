@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from chaos.engine.spec import Experiment
+from chaos.engine.model import Experiment
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from chaos.engine.spec import Experiment
+from chaos.engine.model import Experiment
 from herdlab.config import format_duration
 
 

@@ -14,10 +14,10 @@ from chaos.engine import provenance, spec
 from chaos.engine.herd import ProgressFactory
 from chaos.engine.hypothesis import Check, RowView, check, held
 from chaos.engine.kinds import PLAIN, Kind, ScenarioConfig
+from chaos.engine.model import Experiment
 from chaos.engine.observations import JournalEntry
 from chaos.engine.registry import KINDS, MEASURES
 from chaos.engine.shipped import path_of
-from chaos.engine.spec import Experiment
 from chaos.engine.timeline import seconds_since
 from chaos.engine.trial import Trial
 

@@ -58,19 +58,24 @@ file, the field and what is allowed (TOML syntax errors carry the parser's line 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
 import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
-from chaos.engine.params import Param, ParamError
+from chaos.engine.model import (
+    Condition,
+    Expectation,
+    Experiment,
+    Step,
+    Tolerance,
+    sections_of,
+)
+from chaos.engine.params import ParamError
 from chaos.engine.params import read as read_params
 from chaos.engine.registry import ACTIONS, CONDITIONS, KINDS, MEASURES, load_all
 from chaos.engine.stack_settings import StackSettings
@@ -95,8 +100,7 @@ TOP_KEYS = (
     "expect",
     "smoke",
 )
-# The settings a variant names (`db.KEY`, ...), in the order `_sections` takes them.
-SECTIONS = ("db", "cache", "herd", "wire", "stack")
+# The settings a variant names (`db.KEY`, ...), in the order `sections_of` takes them.
 # `[stack]`: the services' tables, the stack's own keys and the wire proxy's (also accepted,
 # as before, in a `[stack.wire]` table).
 WIRE_KEYS = tuple(by_key(WireSettings))
@@ -112,158 +116,11 @@ _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 
 
-def _sections(
-    db: DbSettings,
-    cache: CacheSettings,
-    herd: HerdSettings,
-    wire: WireSettings,
-    stack: StackSettings,
-) -> dict[str, Settings]:
-    """{section of SECTIONS: its settings}."""
-    return dict(zip(SECTIONS, (db, cache, herd, wire, stack), strict=True))
-
-
 class ExperimentError(ValueError):
     """One line: the file, the field and what is wrong with it."""
 
     def __init__(self, source: str, where: str, message: str) -> None:
         super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
-
-
-@dataclass(frozen=True)
-class Condition:
-    name: str
-    op: str
-    value: float
-
-    def holds(self, measured: float) -> bool:
-        return {
-            ">=": measured >= self.value,
-            "<=": measured <= self.value,
-            "==": measured == self.value,
-            ">": measured > self.value,
-            "<": measured < self.value,
-        }[self.op]
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.op} {self.value:g}"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One timeline entry: an action and when it runs (`at` after the release, `after` the
-    previous step, or `when` a condition holds, at the latest `within` after the release)."""
-
-    do: str
-    action: Any  # the parsed action (chaos.engine.actions.base.Action)
-    at_s: float | None = None
-    after_s: float | None = None
-    when: Condition | None = None
-    within_s: float | None = None
-    variant: Mapping[str, Any] = field(default_factory=dict)  # the rows it runs in (all: {})
-
-    def runs_in(self, variant: Mapping[str, Any]) -> bool:
-        return all(variant.get(k) == v for k, v in self.variant.items())
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    measure: str
-    op: str
-    value: Any
-    of: Mapping[str, Any] | None = None  # the variant a ratio is taken to
-
-    def __str__(self) -> str:
-        symbol = {"eq": "==", "min": ">=", "max": "<=", "max_times": "<=", "min_times": ">="}
-        if self.of is not None:
-            of = ", ".join(f"{k}={v}" for k, v in self.of.items())
-            return f"{self.measure} {symbol[self.op]} {self.value:g} x ({of})"
-        return f"{self.measure} {symbol[self.op]} {self.value}"
-
-
-@dataclass(frozen=True)
-class Expectation:
-    variant: Mapping[str, Any]  # selector: every key must equal the row's variant value
-    tolerances: tuple[Tolerance, ...]
-
-
-@dataclass(frozen=True)
-class Experiment:
-    source: str  # the file's path as given, or a name
-    text: str
-    title: str
-    description: str
-    kind: str | None
-    params: Mapping[str, Any]
-    db: DbSettings
-    cache: CacheSettings
-    herd: HerdSettings
-    setup: tuple[Step, ...]
-    timeline: tuple[Step, ...]
-    end_when: str
-    end_limit_s: float
-    measures: tuple[str, ...]
-    variants: tuple[tuple[str, tuple[Any, ...]], ...]
-    expect: tuple[Expectation, ...]
-    smoke: Mapping[str, Any] = field(default_factory=dict)  # params for a CI-sized run
-    # Rows named whole ({dotted setting: value}), combined with `variants` by product.
-    configurations: tuple[Mapping[str, Any], ...] = ()
-    wire: WireSettings = field(default_factory=WireSettings)
-    stack: StackSettings = field(default_factory=StackSettings)
-    # The typed params (`chaos.engine.params`): bounds, help, and `chaos scenario` options.
-    typed_params: tuple[Param, ...] = ()
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-    @property
-    def swept_keys(self) -> set[str]:
-        """The settings that tell rows apart: those of `variants` and of `configurations`."""
-        return {k for k, _ in self.variants} | {k for c in self.configurations for k in c}
-
-    def combinations(self) -> list[dict[str, Any]]:
-        """Every variant: one {dotted key: value} per trial, in file order; each configuration
-        (if any) with each combination of `variants`."""
-        keys = [k for k, _ in self.variants]
-        swept = [
-            dict(zip(keys, values, strict=True))
-            for values in itertools.product(*(v for _, v in self.variants))
-        ]
-        return [{**c, **v} for c in (self.configurations or ({},)) for v in swept]
-
-    def with_seed(self, seed: int) -> Experiment:
-        """The same experiment with every service and the herd seeded by `seed`."""
-        return dataclasses.replace(
-            self,
-            db=dataclasses.replace(self.db, seed=seed),
-            cache=dataclasses.replace(self.cache, seed=seed),
-            herd=dataclasses.replace(self.herd, seed=seed),
-        )
-
-    def settings_for(
-        self, variant: Mapping[str, Any]
-    ) -> tuple[DbSettings, CacheSettings, HerdSettings]:
-        """The stack's and the herd's settings of one variant (its wire settings: `wire_for`)."""
-        sections = _sections(self.db, self.cache, self.herd, self.wire, self.stack)
-        for dotted, value in variant.items():
-            section, key = dotted.split(".", 1)
-            sections[section] = with_values(sections[section], {key: value}, where=section)
-        db, cache, herd = sections["db"], sections["cache"], sections["herd"]
-        assert isinstance(db, DbSettings)
-        assert isinstance(cache, CacheSettings)
-        assert isinstance(herd, HerdSettings)
-        return db, cache, herd
-
-    def wire_for(self, variant: Mapping[str, Any]) -> WireSettings:
-        """The wire settings of one variant."""
-        values = {k.split(".", 1)[1]: v for k, v in variant.items() if k.startswith("wire.")}
-        return with_values(self.wire, values, where="wire") if values else self.wire
-
-    def stack_for(self, variant: Mapping[str, Any]) -> StackSettings:
-        """The stack of one variant: replicas, store, tls."""
-        values = {k.split(".", 1)[1]: v for k, v in variant.items() if k.startswith("stack.")}
-        return with_values(self.stack, values, where="stack")
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -560,7 +417,7 @@ class _Parser:
         stack: StackSettings,
     ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         table = self.table(raw, "variants")
-        sections = _sections(db, cache, herd, self.wire, stack)
+        sections = sections_of(db, cache, herd, self.wire, stack)
         found = []
         count = 1
         for dotted, values in table.items():
@@ -596,7 +453,7 @@ class _Parser:
             raise self.error(
                 "configurations", 'must be a list of tables, e.g. [ { "cache.guards" = "none" } ]'
             )
-        sections = _sections(db, cache, herd, self.wire, stack)
+        sections = sections_of(db, cache, herd, self.wire, stack)
         swept = {k for k, _ in variants}
         trials = len(raw) * math.prod(len(v) for _, v in variants)
         if trials > MAX_VARIANTS:
@@ -751,7 +608,7 @@ class _Parser:
         """Which rows: swept settings and values each setting allows (a typo in a value is
         an error here, not a tolerance that silently selects nothing)."""
         table = self.table(raw, where)
-        defaults = _sections(
+        defaults = sections_of(
             DbSettings(), CacheSettings(), HerdSettings(), WireSettings(), StackSettings()
         )
         for key, value in table.items():

@@ -46,9 +46,9 @@ from chaos.engine.herd import (
 )
 from chaos.engine.herd_rounds import HerdRounds
 from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.model import Experiment, Step
 from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
 from chaos.engine.registry import CONDITIONS, OBSERVERS
-from chaos.engine.spec import Experiment, Step
 from chaos.engine.trial_stack import in_thread, scenario_stack, wait_listening
 from chaos.lab.admin import Admin
 from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names

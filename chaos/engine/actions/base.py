@@ -26,7 +26,7 @@ from chaos.lab.backends.base import SERVICE_NAMES, is_service
 from db_service.settings import DbSettings
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
 
 
 class Target(Protocol):

@@ -14,7 +14,7 @@ from chaos.engine.registry import ACTIONS
 from herdlab.config import DURATION
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
 
 MAX_CYCLES = 1000
 

@@ -24,7 +24,7 @@ from chaos.engine.actions.base import (
 from chaos.engine.registry import ACTIONS
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
 
 LEASE_HOLDER = "lease-holder"
 

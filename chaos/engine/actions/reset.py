@@ -12,7 +12,7 @@ from chaos.engine.registry import ACTIONS
 from protos import admin_pb2
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
 
 
 @dataclass(frozen=True)

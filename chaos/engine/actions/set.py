@@ -21,7 +21,7 @@ from herdlab.settings import Setting, by_key
 from protos import admin_pb2
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
     from chaos.engine.trial import Trial
 
 # db key -> how its value becomes an admin request (SetFaults or SetCapacity).

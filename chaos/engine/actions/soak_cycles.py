@@ -35,7 +35,7 @@ from chaos.engine.registry import ACTIONS
 from herdlab.config import parse_duration
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
     from chaos.engine.trial import Trial
 
 NAME = "soak-cycles"

@@ -17,7 +17,7 @@ from chaos.engine.registry import ACTIONS
 from herdlab.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
     from chaos.engine.trial import Trial
 
 WARM_DEADLINE_S = 60.0

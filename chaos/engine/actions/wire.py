@@ -43,7 +43,7 @@ from herdlab.config import DURATION
 from protos import wire_pb2
 
 if TYPE_CHECKING:
-    from chaos.engine.spec import Experiment
+    from chaos.engine.model import Experiment
     from chaos.engine.trial import Trial
 
 LINK = click.Choice(LINK_NAMES)

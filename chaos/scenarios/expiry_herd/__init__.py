@@ -28,9 +28,9 @@ from functools import partial
 from typing import Any
 
 from cache_service import freshness
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.expiry_herd.plot import plot_expiry_herd
 from chaos.scenarios.narration import warm_load
@@ -103,7 +103,7 @@ class ExpiryHerdConfig:
         }
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     herd, cache, db = experiment.herd, experiment.cache, experiment.db
     return {
         "keys": herd.keys,
@@ -123,7 +123,7 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     _, cache, herd = experiment.settings_for(variant)
     return f"Expiry herd: {cache.freshness().name} ({warm_load(cache, herd)})"
 

@@ -41,9 +41,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.metastable.plot import plot_metastable
 from db_service import queueing
@@ -164,7 +164,7 @@ class MetastableConfig:
         }
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
     trigger_at_s, trigger_for_s = fault_window(experiment)
     return {
@@ -189,7 +189,7 @@ def _label(variant: Mapping[str, Any]) -> str:
     return ", ".join([f"{guards}/{queue}", *rest])
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     db, _, herd = experiment.settings_for(variant)
     return (
         f"Metastable: {_label(variant)} ({herd.rate_per_s or 0:g} arrivals/s, "

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.partition.plot import plot_partition
 from chaos.scenarios.reconnect_storm import (
@@ -108,7 +108,7 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     herd = experiment.herd
     return {
         "users": herd.users,

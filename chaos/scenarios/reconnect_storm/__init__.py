@@ -42,6 +42,7 @@ from chaos.engine.bounds import out_of_range
 from chaos.engine.herd import CONNECT_TIMEOUT_S, LOST_MARGIN_S
 from chaos.engine.herd_settings import RECONNECTS, backoff_of
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.reconnect_storm.plot import plot_reconnect_storm
 from herdlab.config import format_duration
@@ -171,11 +172,11 @@ class ReconnectStormConfig:
         )
 
 
-def _swept(experiment: spec.Experiment, key: str, default: str) -> tuple[str, ...]:
+def _swept(experiment: Experiment, key: str, default: str) -> tuple[str, ...]:
     return next((tuple(map(str, v)) for k, v in experiment.variants if k == key), (default,))
 
 
-def config_of(experiment: spec.Experiment) -> ReconnectStormConfig:
+def config_of(experiment: Experiment) -> ReconnectStormConfig:
     """The storm's parameters as an experiment states them (for the document's `config`)."""
     herd = experiment.herd
     kill_at = next((s.at_s for s in experiment.timeline if s.do == "kill cache"), None)
@@ -198,7 +199,7 @@ def config_of(experiment: spec.Experiment) -> ReconnectStormConfig:
     )
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     config = config_of(experiment)
     return {
         "users": config.users,
@@ -218,7 +219,7 @@ def _config(experiment: spec.Experiment) -> dict[str, Any]:
     }
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     config = config_of(experiment)
     herd = experiment.settings_for(variant)[2]
     backoff = backoff_of(herd.reconnect)

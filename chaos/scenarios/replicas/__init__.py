@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.lab.backends.local import MAX_REPLICAS
 from chaos.scenarios.replicas.plot import plot_replicas
@@ -70,7 +70,7 @@ class ReplicasConfig:
         )
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     db, cache, herd = experiment.db, experiment.cache, experiment.herd
     return {
         "replicas": experiment.stack.replicas,
@@ -87,7 +87,7 @@ def _row_name(row: Mapping[str, Any]) -> str:
     return "leases, holder killed" if row["holder_killed"] else "leases"
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     shape = experiment.stack_for(variant)
     db, _, herd = experiment.settings_for(variant)
     what = "leases on Redis" if shape.store == "redis" else "local single-flight only"

@@ -45,9 +45,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.retry_storm.plot import plot_retry_storm
 from db_service.queueing import NAMES as DISCIPLINES
@@ -204,7 +204,7 @@ class RetryStormConfig:
         }
 
 
-def config_of(experiment: spec.Experiment) -> RetryStormConfig:
+def config_of(experiment: Experiment) -> RetryStormConfig:
     """The retry storm's parameters as an experiment states them (for the document's `config`)."""
     swept = dict(experiment.variants)
     policies = swept.get("cache.policy", (experiment.cache.policy,))
@@ -234,7 +234,7 @@ def config_of(experiment: spec.Experiment) -> RetryStormConfig:
     )
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     config = config_of(experiment)
     return {
         **asdict(config),
@@ -245,7 +245,7 @@ def _config(experiment: spec.Experiment) -> dict[str, Any]:
     }
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     db, herd = experiment.settings_for(variant)[0], experiment.herd
     outage = config_of(experiment).outage_s
     label = ", ".join(str(v) for v in variant.values())

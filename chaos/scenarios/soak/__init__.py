@@ -46,6 +46,7 @@ from chaos.engine import spec
 from chaos.engine.actions.soak_cycles import STEPS, Cycles, SoakCycles
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Row, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from herdlab.config import format_duration
 
@@ -130,7 +131,7 @@ class SoakConfig:
         return f"chaos soak --cycles {self.cycles} --seed {self.seed}"
 
 
-def config_of(experiment: spec.Experiment) -> SoakConfig:
+def config_of(experiment: Experiment) -> SoakConfig:
     """The soak's parameters as an experiment states them (for the document's `config`)."""
     action = next((s.action for s in experiment.timeline if isinstance(s.action, SoakCycles)), None)
     plan = action.plan if action is not None else Cycles(0, 0.0, 0, 0)
@@ -151,11 +152,11 @@ def config_of(experiment: spec.Experiment) -> SoakConfig:
     )
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     return asdict(config_of(experiment))
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     config = config_of(experiment)
     return (
         f"Soak: {config.cycles} cycles of {', '.join(STEPS)} (the cache killed in the first "

@@ -23,9 +23,9 @@ from functools import partial
 from typing import Any
 
 from cache_service import freshness
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_options
+from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.narration import warm_load
 from chaos.scenarios.stale_outage.plot import plot_stale_outage
@@ -83,7 +83,7 @@ class StaleOutageConfig:
         }
 
 
-def _config(experiment: spec.Experiment) -> dict[str, Any]:
+def _config(experiment: Experiment) -> dict[str, Any]:
     herd, cache = experiment.herd, experiment.cache
     outage_at_s, outage_s = fault_window(experiment)
     return {
@@ -110,7 +110,7 @@ def _describe(row: Row) -> list[str]:
     ]
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     _, cache, herd = experiment.settings_for(variant)
     return f"Stale outage: {_stale_if_error(cache.stale_if_error_s)} ({warm_load(cache, herd)})"
 

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.engine import spec
 from chaos.engine.bounds import out_of_range
 from chaos.engine.herd import HerdResult, Outcome
 from chaos.engine.kinds import Column, Kind, Row
 from chaos.engine.measures.base import measure
+from chaos.engine.model import Experiment
 from chaos.engine.observations import Observations
 from chaos.engine.registry import KINDS
 from herdlab.config import format_duration
@@ -102,7 +102,7 @@ def _name(coalescing: bool) -> str:
     return "single_flight" if coalescing else "stampede"
 
 
-def _announce(experiment: spec.Experiment, variant: Mapping[str, Any]) -> str:
+def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     db, cache, herd = experiment.settings_for(variant)
     number = 2 if cache.coalescing else 1
     return (

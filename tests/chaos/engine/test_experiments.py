@@ -17,6 +17,7 @@ from support import chaos_run
 from chaos.cli.main import main
 from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import RowView, check, held
+from chaos.engine.model import Experiment
 from chaos.engine.runner import document, kind_of
 from chaos.engine.shipped import shipped
 from chaos.report.render import section_for
@@ -277,7 +278,7 @@ def test_variants_are_every_combination_in_file_order(tmp_path: Path) -> None:
     assert (cache.policy, db.concurrency) == ("full", 10)
 
 
-def _expect(tmp_path: Path, expect: str) -> spec.Experiment:
+def _expect(tmp_path: Path, expect: str) -> Experiment:
     text = BASE + '[variants]\n"cache.policy" = ["exponential", "full"]\n' + expect
     return spec.load(_write(tmp_path, text))
 

@@ -23,6 +23,7 @@ from chaos.engine.measures.drops import drops_by_stage
 from chaos.engine.measures.goodput import goodput_per_s
 from chaos.engine.measures.goodput_recovery import back_to_90pct_s, collapsed_s
 from chaos.engine.measures.trigger import trigger_s
+from chaos.engine.model import Experiment
 from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
 from chaos.engine.shipped import path_of
 from chaos.scenarios.metastable import MetastableConfig, parse_configuration
@@ -316,7 +317,7 @@ def test_the_shipped_file_loads_with_a_config(
     assert tuple(step.do for step in experiment.timeline) == trigger
 
 
-def _bounds(experiment: spec.Experiment, measure: str) -> list[Any]:
+def _bounds(experiment: Experiment, measure: str) -> list[Any]:
     return [t.value for e in experiment.expect for t in e.tolerances if t.measure == measure]
 
 
