@@ -59,6 +59,9 @@ DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin", "unique")
 # How long the herd waits for its channels before releasing anyway: a hung or absent cache must
 # give users typed errors within their deadlines, not stop the herd from starting.
 CONNECT_TIMEOUT_S = 5.0
+# ... and a moment more per connection: TLS handshakes take a herd process ~1.5 ms each, and
+# thousands of them would not be READY within the fixed bound.
+CONNECT_S_PER_CONNECTION = 0.005
 LOST_MARGIN_S = 5.0
 MAX_RATE_PER_S = 100_000.0
 MAX_DURATION_S = 3600.0
@@ -430,11 +433,17 @@ async def _watch(channel: grpc.aio.Channel, index: int, events: list[tuple[int, 
         events.append((time.time_ns(), index, state.name))
 
 
+def connect_timeout_s(connections: int) -> float:
+    """How long a herd waits for `connections` channels to be READY before releasing anyway."""
+    return CONNECT_TIMEOUT_S + connections * CONNECT_S_PER_CONNECTION
+
+
 async def _connect(channels: list[grpc.aio.Channel]) -> int:
     """Waits (bounded) for every channel to be READY; returns how many are."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(
-            asyncio.gather(*(ch.channel_ready() for ch in channels)), CONNECT_TIMEOUT_S
+            asyncio.gather(*(ch.channel_ready() for ch in channels)),
+            connect_timeout_s(len(channels)),
         )
     return sum(
         ch.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY for ch in channels

@@ -25,11 +25,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from chaos.engine.herd import (
-    CONNECT_TIMEOUT_S,
     LOST_MARGIN_S,
     HerdConfig,
     HerdHooks,
     HerdResult,
+    connect_timeout_s,
     run_herd,
 )
 from herdlab import loop
@@ -39,8 +39,8 @@ from herdlab.limits import raise_open_files
 # interpreter's, its pipe to the parent).
 FILES_RESERVED = 256
 MAX_PROCESSES = 64
-# A child's start: a fresh interpreter, its imports, and connecting (bounded by CONNECT_TIMEOUT_S).
-START_TIMEOUT_S = 60.0 + CONNECT_TIMEOUT_S
+# A child's start: a fresh interpreter and its imports; then its connecting (`connect_timeout_s`).
+START_TIMEOUT_S = 60.0
 
 
 class FleetError(RuntimeError):
@@ -126,16 +126,18 @@ def run_fleet(config: HerdConfig, processes: int) -> HerdResult:
             theirs.close()
             children.append(ours)
             workers.append(worker)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + START_TIMEOUT_S + connect_timeout_s(parts[0].channels)
         for child in children:
             _receive(child, "ready", deadline)
         release_ns = time.time_ns()
         started = time.monotonic()
         for child in children:
             child.send("go")
-        # Every request ends within its deadline + margin; a user's requests follow each other.
+        # Every request ends within its deadline + margin; a user's requests follow each other;
+        # then the channels close, which takes about as long as opening them.
         per_user_s = config.policy.max_total_s + LOST_MARGIN_S + config.think_s
-        deadline = time.monotonic() + config.requests_per_user * per_user_s + START_TIMEOUT_S
+        closing_s = START_TIMEOUT_S + connect_timeout_s(parts[0].channels)
+        deadline = time.monotonic() + config.requests_per_user * per_user_s + closing_s
         results = [_receive(child, "done", deadline) for child in children]
         return merge(results, release_ns, time.monotonic() - started)
     finally:
