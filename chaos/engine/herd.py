@@ -14,9 +14,14 @@ counted (`skipped`), with when it happened, so the client's own limit cannot pas
 system's goodput.
 
 Requests are spread over M channels, each its own TCP connection, so a cache restart causes M
-reconnects. A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`)
-gives every channel gRPC's client-side `round_robin` over them: each channel connects to every
-replica and sends its requests to them in turn, skipping a replica that is down. Each request
+reconnects. Every channel's state changes are recorded; from them the result counts connect
+attempts and each connection's time to READY. A burst with more connections than one process's
+open files hold runs in several processes (`chaos.engine.herd_fleet`), each a herd of this module
+gated by a common release (`HerdHooks.gate`).
+
+A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`) gives every
+channel gRPC's client-side `round_robin` over them: each channel connects to every replica and
+sends its requests to them in turn, skipping a replica that is down. Each request
 retries under a named policy (the same `RetryPolicy` the cache uses towards the DB) within its
 deadline, the policy's total budget.
 
