@@ -16,7 +16,7 @@ from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options, server_tls
-from herdlab.grpcutil import ServerCalls, Service, serve
+from herdlab.grpcutil import ServerCalls, ServerConnections, Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, cache_pb2
 
@@ -77,6 +77,7 @@ def main(
     logs.setup(name)
     registry = CollectorRegistry()
     ServerCalls(registry)
+    ServerConnections(registry)
     serve_metrics(registry, metrics_host, metrics_port)
 
     async def run() -> None:

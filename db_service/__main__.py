@@ -14,7 +14,7 @@ from herdlab import logs, loop, settings
 from herdlab.auth import token_problem
 from herdlab.chaoslog import chaos_log_service
 from herdlab.config import server_options, server_tls
-from herdlab.grpcutil import ServerCalls, Service, serve
+from herdlab.grpcutil import ServerCalls, ServerConnections, Service, serve
 from herdlab.metrics import metrics_address, serve_metrics
 from protos import admin_pb2, db_pb2
 
@@ -45,6 +45,7 @@ def main(
     tls = server_tls(tls_cert, tls_key)
     registry = CollectorRegistry()
     ServerCalls(registry)
+    ServerConnections(registry)
     db = Db(config, registry)
     serve_metrics(registry, metrics_host, metrics_port)
     services = [

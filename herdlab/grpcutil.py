@@ -27,6 +27,11 @@ them. The lab lifts that bound to an hour (the longest deadline it lets a client
 waiting call ends with its client's own deadline (DEADLINE_EXCEEDED) or is answered by the
 service; `ServerCalls` exports how many calls core holds that the service has not taken up.
 
+Connections: `ServerConnections` exports the connections the process's servers hold and have
+accepted, and TLS handshakes completed, from channelz. `serve` raises the process's open-files
+limit to its hard limit (`herdlab.limits`: each connection is a file) and logs both with
+`listening`.
+
 Registered methods: grpc core matches a registered method's path itself, and grpc.aio keeps one
 task waiting for each registered method's next call, plus one for all other calls. Its serving
 loop hands each call it receives to `asyncio.wait` over all of those tasks, so every registered
@@ -49,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,9 +71,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from herdlab import channelz, logs
+from herdlab import channelz, limits, logs
 from herdlab.auth import is_admin_method, require_token
-from herdlab.metrics import SERVER_CALLS, SERVER_CALLS_WAITING
+from herdlab.metrics import (
+    SERVER_CALLS,
+    SERVER_CALLS_WAITING,
+    SERVER_CONNECTIONS_ACCEPTED,
+    SERVER_CONNECTIONS_OPEN,
+    SERVER_TLS_HANDSHAKES,
+    TCP_LISTEN_DROPS,
+    TCP_LISTEN_OVERFLOWS,
+)
 
 MAX_PENDING_REQUESTS = 100_000
 # How long grpc core may hold a call the service has not taken up before cancelling it.
@@ -373,6 +387,59 @@ class ServerCalls(Collector):
         )
 
 
+class ServerConnections(Collector):
+    """The connections this process's servers hold, from gRPC core (channelz): open now,
+    accepted and TLS handshakes completed since start (counters), and the kernel's accept-queue
+    drops. A connection is counted when a scrape first sees it, so one that opened and closed
+    between two scrapes is missed; gRPC core lists a connection once its handshake has
+    completed, and one over TLS carries its security, which is how a handshake is counted.
+    A failed handshake never becomes a channelz socket and is not visible from Python: the
+    kernel's `ListenOverflows`/`ListenDrops` (every listener of the host's network namespace)
+    are what can be counted of connections refused before that."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()  # scrapes may overlap (one thread per request)
+        self._last_id = 0
+        self._accepted = 0
+        self._handshakes = 0
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            ids = channelz.server_socket_ids()
+            new = [socket_id for socket_id in ids if socket_id > self._last_id]
+            self._accepted += len(new)
+            self._handshakes += sum(
+                1
+                for socket_id in new
+                if channelz.socket(socket_id).get("socket", {}).get("security")
+            )
+            self._last_id = max([self._last_id, *ids])
+            accepted, handshakes = self._accepted, self._handshakes
+        yield GaugeMetricFamily(
+            SERVER_CONNECTIONS_OPEN, "Connections this process's servers hold.", value=len(ids)
+        )
+        yield CounterMetricFamily(
+            SERVER_CONNECTIONS_ACCEPTED,
+            "Connections this process's servers accepted (seen by a scrape).",
+            value=accepted,
+        )
+        yield CounterMetricFamily(
+            SERVER_TLS_HANDSHAKES,
+            "TLS handshakes completed on this process's servers (seen by a scrape).",
+            value=handshakes,
+        )
+        drops = limits.listen_drops()
+        for name, key, text in (
+            (TCP_LISTEN_OVERFLOWS, "ListenOverflows", "Connections a full accept queue refused"),
+            (TCP_LISTEN_DROPS, "ListenDrops", "Connections the kernel's listeners dropped"),
+        ):
+            if key in drops:
+                yield CounterMetricFamily(
+                    name, f"{text} (the host's, all listeners).", value=drops[key]
+                )
+
+
 @dataclass(frozen=True)
 class LabServer:
     """A lab server built by `build_server`, not started yet: the gRPC server, its health
@@ -472,8 +539,15 @@ async def serve(
         max_age=max_age,
         tls=tls,
     )
+    soft, hard = limits.raise_open_files()  # every connection is an open file
     await lab.start()
-    logs.event("listening", grpc=f"{host}:{lab.port}", pid=os.getpid(), **(announce or {}))
+    logs.event(
+        "listening",
+        grpc=f"{host}:{lab.port}",
+        pid=os.getpid(),
+        open_files=f"{soft}/{hard}",
+        **(announce or {}),
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

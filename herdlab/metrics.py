@@ -50,6 +50,11 @@ ChildT = TypeVar("ChildT")
 BUILD = "herdlab_build"
 SERVER_CALLS = "herdlab_grpc_server_calls"
 SERVER_CALLS_WAITING = "herdlab_grpc_server_calls_waiting"
+SERVER_CONNECTIONS_OPEN = "herdlab_grpc_server_connections_open"
+SERVER_CONNECTIONS_ACCEPTED = "herdlab_grpc_server_connections_accepted"
+SERVER_TLS_HANDSHAKES = "herdlab_grpc_server_tls_handshakes"
+TCP_LISTEN_OVERFLOWS = "herdlab_tcp_listen_overflows"
+TCP_LISTEN_DROPS = "herdlab_tcp_listen_drops"
 CHAOS_ACTIONS = "herdlab_chaos_actions"
 GUARD_STATE = "herdlab_guard_state"
 GUARD_REJECTED = "herdlab_guard_rejected"
@@ -103,6 +108,11 @@ KINDS = {
     BUILD: "info",
     SERVER_CALLS: "counter",
     SERVER_CALLS_WAITING: "gauge",
+    SERVER_CONNECTIONS_OPEN: "gauge",
+    SERVER_CONNECTIONS_ACCEPTED: "counter",
+    SERVER_TLS_HANDSHAKES: "counter",
+    TCP_LISTEN_OVERFLOWS: "counter",
+    TCP_LISTEN_DROPS: "counter",
     CHAOS_ACTIONS: "counter",
     GUARD_STATE: "gauge",
     GUARD_REJECTED: "counter",

@@ -3,8 +3,10 @@
 Its options are `HerdSettings`' (`chaos.engine.herd_settings`), the declaration an experiment
 file's `[herd]` section reads, so a flag and a key share name, default and bounds; the herd is
 built from the parsed settings by `HerdSettings.config`. What is only the command's: the target,
-the CA it verifies the cache's TLS against, the herd's own /metrics, --json, and which flags go
-together (an open loop's needs --rate).
+the CA it verifies the cache's TLS against, the herd's own /metrics, --json, how many herd
+processes hold the connections (`chaos.engine.herd_fleet`: by default the fewest whose open-files
+limits hold them, each raised to its hard limit first), and which flags go together (an open
+loop's needs --rate).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from prometheus_client import CollectorRegistry
 from rich.table import Table
 
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab, progress_display
-from chaos.engine.herd import HerdHooks, HerdMetrics, replicas_target, run_herd
+from chaos.engine.herd import HerdConfig, HerdHooks, HerdMetrics, replicas_target, run_herd
+from chaos.engine.herd_fleet import (
+    MAX_PROCESSES,
+    FleetError,
+    per_process,
+    processes_for,
+    run_fleet,
+)
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.runner import causes_text
 from chaos.lab.backends.base import BackendError
@@ -25,6 +34,7 @@ from chaos.lab.backends.local import cache_names
 from herdlab import loop, settings
 from herdlab.config import PORT, env_option
 from herdlab.grpcutil import TLS_CA_ENV
+from herdlab.limits import raise_open_files
 from herdlab.metrics import serve_metrics
 
 # Settings of an experiment's timeline, not of one herd run from the command line.
@@ -44,6 +54,23 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     if lab.backend_name == "local" and caches == ["cache"]:
         return lab.stack.client_target("cache")  # through the wire proxy when there is one
     return replicas_target([services[name].grpc for name in caches])
+
+
+def _check_processes(config: HerdConfig, processes: int, open_files: int, metrics: int) -> None:
+    """More than one herd process: for a burst, each with a connection, without /metrics."""
+    if processes == 1:
+        return
+    if config.open_loop is not None:
+        raise click.UsageError(
+            f"an open loop runs in one herd process, which holds at most "
+            f"{per_process(open_files):,} connections (open files {open_files:,})"
+        )
+    if processes > config.channels:
+        raise click.UsageError(
+            f"--processes must be at most the connections ({config.channels:,}), got {processes}"
+        )
+    if metrics:
+        raise click.UsageError("--metrics-port needs one herd process (--processes 1)")
 
 
 def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
@@ -96,6 +123,12 @@ def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
     help="Reach the cache over TLS, verifying it against this CA (PEM) [default: the local "
     "stack's CA when it runs TLS, else plaintext].",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_PROCESSES),
+    help="Herd processes the burst's connections are spread over, released together [default: "
+    "the fewest whose open-files limits hold them].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_lab
 def herd(
@@ -105,6 +138,7 @@ def herd(
     tls_ca: str | None,
     metrics_port: int,
     metrics_host: str,
+    processes: int | None,
     as_json: bool,
     **values: Any,
 ) -> None:
@@ -117,13 +151,22 @@ def herd(
         herd_settings.config(_cache_target(lab, target)),
         tls_ca=tls_ca if tls_ca or target else lab.tls_ca(),
     )
-    metrics = None
-    if metrics_port:
-        registry = CollectorRegistry()
-        metrics = HerdMetrics(registry)
-        serve_metrics(registry, metrics_host, metrics_port)
-    with progress_display(not as_json) as progress:
-        result = loop.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
+    soft, hard = raise_open_files()  # every connection is an open file
+    processes = processes or processes_for(config.channels, soft)
+    _check_processes(config, processes, soft, metrics_port)
+    if processes > 1:
+        try:
+            result = run_fleet(config, processes)
+        except FleetError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        metrics = None
+        if metrics_port:
+            registry = CollectorRegistry()
+            metrics = HerdMetrics(registry)
+            serve_metrics(registry, metrics_host, metrics_port)
+        with progress_display(not as_json) as progress:
+            result = loop.run(run_herd(config, HerdHooks(progress("herd"), metrics=metrics)))
     policy = herd_settings.policy
     summary = {
         "target": config.target,
@@ -131,11 +174,14 @@ def herd(
         "policy": policy,
         "guards": config.guards,
         **result.summary(),
+        "processes": processes,
+        "open_files": {"soft": soft, "hard": hard, "connections_per_process": per_process(soft)},
     }
     if as_json:
         emit_json(summary)
         return
     lat = summary["latency_s"]
+    connects, all_ready = summary["connect_attempts"], summary["time_to_all_ready_s"]
     table = Table("herd", "", show_header=False)
     rows = [
         ("target", summary["target"]),
@@ -159,6 +205,15 @@ def herd(
         ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
         ("attempts", f"{summary['attempts']:,}"),
         ("channels ready at release", f"{summary['connected_channels']} of {config.channels}"),
+        (
+            "connect attempts (max per connection)",
+            f"{connects['total']:,} ({connects['max_per_connection']})",
+        ),
+        (
+            "all connections READY after",
+            "never" if all_ready is None else f"{all_ready * 1e3:.1f} ms",
+        ),
+        ("herd processes / open files", f"{processes} / {soft:,} of {hard:,}"),
         (
             "latency p50 / p99 / max",
             f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",

@@ -14,9 +14,14 @@ counted (`skipped`), with when it happened, so the client's own limit cannot pas
 system's goodput.
 
 Requests are spread over M channels, each its own TCP connection, so a cache restart causes M
-reconnects. A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`)
-gives every channel gRPC's client-side `round_robin` over them: each channel connects to every
-replica and sends its requests to them in turn, skipping a replica that is down. Each request
+reconnects. Every channel's state changes are recorded; from them the result counts connect
+attempts and each connection's time to READY. A burst with more connections than one process's
+open files hold runs in several processes (`chaos.engine.herd_fleet`), each a herd of this module
+gated by a common release (`HerdHooks.gate`).
+
+A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`) gives every
+channel gRPC's client-side `round_robin` over them: each channel connects to every replica and
+sends its requests to them in turn, skipping a replica that is down. Each request
 retries under a named policy (the same `RetryPolicy` the cache uses towards the DB) within its
 deadline, the policy's total budget.
 
@@ -38,7 +43,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +65,9 @@ DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin", "unique")
 # How long the herd waits for its channels before releasing anyway: a hung or absent cache must
 # give users typed errors within their deadlines, not stop the herd from starting.
 CONNECT_TIMEOUT_S = 5.0
+# ... and a moment more per connection: TLS handshakes take a herd process ~1.5 ms each, and
+# thousands of them would not be READY within the fixed bound.
+CONNECT_S_PER_CONNECTION = 0.005
 LOST_MARGIN_S = 5.0
 MAX_RATE_PER_S = 100_000.0
 ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
@@ -67,6 +75,7 @@ ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
 MAX_ARRIVALS = 10_000_000
 DEFAULT_MAX_IN_FLIGHT = 10_000
 MAX_IN_FLIGHT = 1_000_000
+MAX_CONNECTIONS = 100_000
 SOURCE_NAMES = {v: k for k, v in cache_pb2.Source.items()}
 
 
@@ -133,6 +142,9 @@ class HerdConfig:
     # Overload guards around the users' calls (`herdlab.guards`), one set for the whole herd.
     guards: str = "none"
     tls_ca: str | None = None  # the cache serves TLS, verified against this CA file
+    # This herd's first key draw in a larger herd split over processes (`herd_fleet`), so the
+    # round-robin and unique distributions draw the keys one process would.
+    first_draw: int = 0
 
     def problems(self) -> list[str]:
         """What cannot run. The numbers' bounds are `HerdSettings`' (`chaos.engine.herd_settings`),
@@ -207,6 +219,8 @@ class HerdResult:
     seconds: float
     attempt_times_ns: list[int] = field(default_factory=list)  # every attempt towards the cache
     connected_channels: int = 0  # channels READY when the barrier opened
+    connections: int = 0  # channels opened, each its own connection
+    connect_start_ns: int = 0  # when the channels were created
     # (time, channel index, connectivity state name) for every channel state change
     channel_events: list[tuple[int, int, str]] = field(default_factory=list)
     open_loop: OpenLoopStats | None = None
@@ -231,8 +245,44 @@ class HerdResult:
             "attempts": sum(o.attempts for o in self.outcomes),
             "release_spread_s": self.release_spread_s,
             "connected_channels": self.connected_channels,
+            **self.connection_summary(),
             "seconds": self.seconds,
             **(self.open_loop.summary() if self.open_loop is not None else {}),
+        }
+
+    def connection_summary(self) -> dict[str, Any]:
+        """Connections, from each channel's state changes: connect attempts and time from the
+        channels' creation to each one's first READY. An attempt is a turn to CONNECTING, or to
+        READY or TRANSIENT_FAILURE (reached only through CONNECTING) from another state: the
+        watch reads a state after a change, and a connect can end before it reads CONNECTING.
+        Attempts quicker than the watch altogether (TRANSIENT_FAILURE -> CONNECTING ->
+        TRANSIENT_FAILURE between two reads) are missed."""
+        attempts: Counter[int] = Counter()
+        ready_ns: dict[int, int] = {}
+        last: dict[int, str] = {}
+        for at_ns, channel, state in sorted(self.channel_events):
+            if state == "CONNECTING" or (
+                state in ("READY", "TRANSIENT_FAILURE") and last.get(channel) != "CONNECTING"
+            ):
+                attempts[channel] += 1
+            if state == "READY":
+                ready_ns.setdefault(channel, at_ns)
+            last[channel] = state
+        to_ready = sorted((at_ns - self.connect_start_ns) / 1e9 for at_ns in ready_ns.values())
+        return {
+            "connections": self.connections,
+            "connect_attempts": {
+                "total": attempts.total(),
+                "max_per_connection": max(attempts.values(), default=0),
+            },
+            "time_to_ready_s": {
+                "p50": quantile(to_ready, 0.50) if to_ready else None,
+                "max": to_ready[-1] if to_ready else None,
+            },
+            # None while a connection has never been READY
+            "time_to_all_ready_s": (
+                to_ready[-1] if to_ready and len(to_ready) == self.connections else None
+            ),
         }
 
 
@@ -245,7 +295,7 @@ class KeyChooser:
     def __init__(self, config: HerdConfig, rng: random.Random) -> None:
         self.config = config
         self.rng = rng
-        self._draws = itertools.count()
+        self._draws = itertools.count(config.first_draw)
         self._cumulative: list[float] = []
         if config.distribution == "zipf":
             weights = (1.0 / (rank**config.zipf_s) for rank in range(1, config.keys + 1))
@@ -311,11 +361,14 @@ class HerdMetrics:
 @dataclass
 class HerdHooks:
     """Optional observers: progress as requests finish (skipped arrivals count as done), the
-    barrier's opening (open loop: its start), metrics."""
+    barrier's opening (open loop: its start), metrics; and the burst's `gate`, awaited with the
+    number of READY channels once every user waits at the barrier, which opens when it returns
+    (how a parent releases several herd processes at one instant)."""
 
     on_progress: ProgressFn | None = None
     on_release: Callable[[], None] | None = None
     metrics: HerdMetrics | None = None
+    gate: Callable[[int], Awaitable[None]] | None = None
 
 
 def replicas_target(addresses: list[str]) -> str:
@@ -346,6 +399,7 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
             # list is the whole list and names no host; the replicas share their first's host.
             first = config.target.removeprefix("ipv4:").split(",")[0]
             options.append(("grpc.ssl_target_name_override", first.rsplit(":", 1)[0]))
+    connect_start_ns = time.time_ns()
     channels = [aio_channel(config.target, options, config.tls_ca) for _ in range(config.channels)]
     events: list[tuple[int, int, str]] = []
     watchers = [
@@ -356,9 +410,13 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
         connected = await _connect(channels)
         stubs = [cache_pb2_grpc.CacheStub(ch) for ch in channels]
         run = _Run(config, stubs, choose, policy, hooks or HerdHooks())
-        result = await (run.burst() if config.open_loop is None else run.open(config.open_loop))
+        result = await (
+            run.burst(connected) if config.open_loop is None else run.open(config.open_loop)
+        )
         result.channel_events = events
         result.connected_channels = connected
+        result.connections = len(channels)
+        result.connect_start_ns = connect_start_ns
         return result
     finally:
         for watcher in watchers:
@@ -377,11 +435,17 @@ async def _watch(channel: grpc.aio.Channel, index: int, events: list[tuple[int, 
         events.append((time.time_ns(), index, state.name))
 
 
+def connect_timeout_s(connections: int) -> float:
+    """How long a herd waits for `connections` channels to be READY before releasing anyway."""
+    return CONNECT_TIMEOUT_S + connections * CONNECT_S_PER_CONNECTION
+
+
 async def _connect(channels: list[grpc.aio.Channel]) -> int:
     """Waits (bounded) for every channel to be READY; returns how many are."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(
-            asyncio.gather(*(ch.channel_ready() for ch in channels)), CONNECT_TIMEOUT_S
+            asyncio.gather(*(ch.channel_ready() for ch in channels)),
+            connect_timeout_s(len(channels)),
         )
     return sum(
         ch.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY for ch in channels
@@ -437,13 +501,15 @@ class _Run:
             first_errors=self.first_errors,
         )
 
-    async def burst(self) -> HerdResult:
+    async def burst(self, connected: int) -> HerdResult:
         self.user_keys = [
             [self.choose() for _ in range(self.config.requests_per_user)]
             for _ in range(self.config.users)
         ]
         tasks = [asyncio.create_task(self.user(u)) for u in range(self.config.users)]
         await self.all_waiting.wait()
+        if self.hooks.gate is not None:
+            await self.hooks.gate(connected)
         release_ns = time.time_ns()
         started = time.monotonic()
         self.release.set()

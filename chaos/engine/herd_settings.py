@@ -8,6 +8,10 @@ a herd is built from what a user wrote.
 With `rate` set the herd is an open loop (`chaos.engine.herd.OpenLoop`): arrivals at `rate` per
 second for `duration`, at most `max_in_flight` at once; `users`, `requests` and `think` are then
 unused. Without it the herd is the burst.
+
+Connections: `connections` (C) is the name for how many connections the users are spread over,
+each its own gRPC channel; `channels` is its older name, kept for the files and commands that use
+it, and bounded to 1024. When both are given `connections` wins.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from chaos.engine.herd import (
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
+    MAX_CONNECTIONS,
     MAX_IN_FLIGHT,
     MAX_RATE_PER_S,
     HerdConfig,
@@ -115,6 +120,15 @@ class HerdSettings(Settings):
     channels: int = setting(
         8, "channels", "int", "gRPC channels (TCP connections) the users share.", lo=1, hi=1024
     )
+    connections: int | None = setting(
+        None,
+        "connections",
+        "int",
+        "Connections (each its own gRPC channel) the users are spread over, users / C each, at "
+        "most users; replaces --channels, its older name bounded to 1024 [default: --channels].",
+        lo=1,
+        hi=MAX_CONNECTIONS,
+    )
     deadline_s: float = setting(
         10.0,
         "deadline",
@@ -187,7 +201,10 @@ class HerdSettings(Settings):
 
     @property
     def channel_count(self) -> int:
-        """Channels the herd opens: a burst needs no more than its users."""
+        """Channels (connections) the herd opens: `connections` when given, else `channels`,
+        of which a burst needs no more than its users."""
+        if self.connections is not None:
+            return self.connections
         return self.channels if self.rate_per_s is not None else min(self.channels, self.users)
 
     def keepalive(self) -> Keepalive | None:
@@ -224,6 +241,10 @@ class HerdSettings(Settings):
         except ValueError as exc:
             found.append(str(exc))
         plan = self.open_loop()
+        if plan is None and self.connections is not None and self.connections > self.users:
+            found.append(
+                f"connections must be at most users ({self.users:,}), got {self.connections:,}"
+            )
         if plan is not None:
             found += plan.problems()
             if self.rounds:

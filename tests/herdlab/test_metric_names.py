@@ -23,7 +23,7 @@ from cache_service.shared import SharedMetrics
 from chaos.engine.herd import HerdMetrics
 from db_service.server import DbMetrics
 from herdlab.chaoslog import ChaosActions
-from herdlab.grpcutil import ServerCalls
+from herdlab.grpcutil import ServerCalls, ServerConnections
 from herdlab.guards import parse_guard_set
 from herdlab.metrics import BUILD, KINDS, sample, samples
 from herdlab.retry import RetryPolicy
@@ -98,6 +98,7 @@ async def _families() -> dict[str, str]:
     SharedMetrics(cache)
     ChaosActions(cache)
     ServerCalls(cache)
+    ServerConnections(cache)
     Info(BUILD, "Versions.", registry=cache)
     guards = parse_guard_set("breaker")
     client = DbClient("127.0.0.1:1", RetryPolicy(name="none"), cache, guards=guards)

@@ -50,7 +50,7 @@ class Warm(Action):
             requests_per_user=1,
             think_s=0.0,
             open_loop=None,  # an open-loop experiment's herd warms as a burst too
-            channels=min(trial.herd.channels, keys),
+            channels=min(trial.herd.channel_count, keys),
             policy=RetryPolicy(
                 name="none", max_total_s=WARM_DEADLINE_S, attempt_timeout_s=WARM_DEADLINE_S
             ),

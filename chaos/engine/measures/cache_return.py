@@ -43,7 +43,7 @@ def ready_again_ns(obs: Observations) -> dict[int, int]:
 def all_ready_ns(obs: Observations) -> int | None:
     """When the last herd channel was READY again (None unless every one was)."""
     ready = ready_again_ns(obs)
-    if len(ready) != min(obs.herd.channels, obs.herd.users):
+    if len(ready) != min(obs.herd.channel_count, obs.herd.users):
         return None
     return max(ready.values())
 
@@ -67,7 +67,7 @@ def time_to_all_channels_ready_s(obs: Observations) -> float | None:
 def channel_ready_s(obs: Observations) -> list[float | None]:
     """Each herd channel's first READY after the kill, from the cache's return."""
     ready = ready_again_ns(obs)
-    count = min(obs.herd.channels, obs.herd.users)
+    count = min(obs.herd.channel_count, obs.herd.users)
     return [_since_back(obs, ready.get(channel)) for channel in range(count)]
 
 

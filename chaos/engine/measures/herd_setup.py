@@ -23,4 +23,4 @@ def reconnect_backoff(obs: Observations) -> dict[str, float]:
 @measure("channels")
 def channels(obs: Observations) -> int:
     """The herd's channels, each its own TCP connection."""
-    return min(obs.herd.channels, obs.herd.users)
+    return min(obs.herd.channel_count, obs.herd.users)
