@@ -23,19 +23,30 @@ import asyncio
 import zlib
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 Clock = Callable[[], float]
 COUNTS = ("admitted", "held", "refused", "expired", "queued")
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What every gate is given: the link's clock, how long a connection may be held (0:
+    refuse at once), and what to call whenever a count changes."""
+
+    clock: Clock
+    max_wait_s: float
+    changed: Callable[[], None]
 
 
 class Gate:
     """One admission toxic's state while in force. Subclasses say whether a connection may pass
     now (`passes`) and wait for their turn (`turn`)."""
 
-    def __init__(self, clock: Clock, max_wait_s: float, changed: Callable[[], None]) -> None:
-        self.clock = clock
-        self.max_wait_s = max_wait_s
-        self.changed = changed  # called whenever a count changes
+    def __init__(self, holding: Holding) -> None:
+        self.clock = holding.clock
+        self.max_wait_s = holding.max_wait_s
+        self.changed = holding.changed
         self.counts = dict.fromkeys(COUNTS, 0)
         self.opened = asyncio.Event()  # set when the gate is removed: every held one passes
 
@@ -89,20 +100,12 @@ class TokenBucket(Gate):
     """At most `rate` connections a second, `burst` at once; the held ones pass in the order
     they came (one waits for the next token, the others for it to pass)."""
 
-    def __init__(
-        self,
-        clock: Clock,
-        max_wait_s: float,
-        changed: Callable[[], None],
-        *,
-        rate: float,
-        burst: float,
-    ) -> None:
-        super().__init__(clock, max_wait_s, changed)
+    def __init__(self, holding: Holding, *, rate: float, burst: float) -> None:
+        super().__init__(holding)
         self.rate = rate
         self.burst = burst
         self.tokens = burst
-        self.stamp = clock()
+        self.stamp = holding.clock()
         self.line: deque[asyncio.Future[None]] = deque()
 
     def _refill(self) -> None:
@@ -142,22 +145,13 @@ class Waves(Gate):
     during the last wave (each connection of it answered within `keeps_up_s`; 0: no such
     condition), until all pass."""
 
-    def __init__(
-        self,
-        clock: Clock,
-        max_wait_s: float,
-        changed: Callable[[], None],
-        *,
-        groups: int,
-        every_s: float,
-        keeps_up_s: float,
-    ) -> None:
-        super().__init__(clock, max_wait_s, changed)
+    def __init__(self, holding: Holding, *, groups: int, every_s: float, keeps_up_s: float) -> None:
+        super().__init__(holding)
         self.groups = groups
         self.every_s = every_s
         self.keeps_up_s = keeps_up_s
         self.open_groups = 1
-        self.widened_at = clock()
+        self.widened_at = holding.clock()
         self.kept_up = True  # every answer since the last widening was within keeps_up_s
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chaos.wire.gate import Clock, Gate, TokenBucket
+from chaos.wire.gate import Clock, Gate, Holding, TokenBucket
 from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
 
 
@@ -27,6 +27,5 @@ class Admit(Toxic):
     )
 
     def gate(self, clock: Clock, changed: Callable[[], None]) -> Gate:
-        return TokenBucket(
-            clock, self.max_wait_ms / 1000, changed, rate=self.rate, burst=self.burst
-        )
+        holding = Holding(clock, self.max_wait_ms / 1000, changed)
+        return TokenBucket(holding, rate=self.rate, burst=self.burst)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chaos.wire.gate import Clock, Gate, Waves
+from chaos.wire.gate import Clock, Gate, Holding, Waves
 from chaos.wire.toxics.base import MAX_MS, Toxic, attribute
 
 
@@ -29,9 +29,7 @@ class Stage(Toxic):
 
     def gate(self, clock: Clock, changed: Callable[[], None]) -> Gate:
         return Waves(
-            clock,
-            self.hold_ms / 1000,
-            changed,
+            Holding(clock, self.hold_ms / 1000, changed),
             groups=int(self.groups),
             every_s=self.every_ms / 1000,
             keeps_up_s=self.keeps_up_ms / 1000,

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from chaos.wire.admin import fault_doc, fault_message
-from chaos.wire.gate import Waves
+from chaos.wire.gate import Holding, Waves
 from chaos.wire.proxy import Link, parse_fault
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.age import Age
@@ -408,7 +408,7 @@ async def test_stage_admits_one_more_group_each_period(proxied: tuple[Link, Upst
 
 def test_stage_widens_only_while_the_service_keeps_up() -> None:
     clock = Clock()
-    gate = Waves(clock, 0.0, lambda: None, groups=3, every_s=1.0, keeps_up_s=0.05)
+    gate = Waves(Holding(clock, 0.0, lambda: None), groups=3, every_s=1.0, keeps_up_s=0.05)
     gate.answered(0.01)
     clock.now += 1.0
     gate.passes("")
