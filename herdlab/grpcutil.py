@@ -52,6 +52,7 @@ plaintext, the lab's default. The controller's clients take theirs from `HERDLAB
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -189,16 +190,27 @@ def channel_options(
     reconnect: Reconnect | None = None,
     service_config: str | None = None,
     keepalive: Keepalive | None = None,
+    health_check: bool = False,
 ) -> list[tuple[str, Any]]:
     """Options for a lab client channel. `service_config` (JSON, from
     `RetryPolicy.grpc_service_config()`) is set on this channel with `grpc.enable_retries` 1;
-    without it gRPC's retries stay off."""
+    without it gRPC's retries stay off.
+
+    `health_check`: the channel balances its target's addresses with `round_robin` and sends
+    calls only to those whose grpc.health.v1 Watch (service "") says SERVING (gRPC's client-side
+    health checking, gRFC A17), added to the service config without turning retries on. A
+    server that stops answering (SIGSTOP) sends no new status: its connection is closed, and the
+    address skipped, only by a keepalive ping left without ACK."""
     options: list[tuple[str, Any]] = [
         ("grpc.enable_retries", 0 if service_config is None else 1),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ]
-    if service_config is not None:
-        options.append(("grpc.service_config", service_config))
+    config: dict[str, Any] = {} if service_config is None else json.loads(service_config)
+    if health_check:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+        config["healthCheckConfig"] = {"serviceName": ""}
+    if service_config is not None or health_check:
+        options.append(("grpc.service_config", json.dumps(config)))
     if local_pool:
         options.append(("grpc.use_local_subchannel_pool", 1))
     if reconnect is not None:

@@ -21,7 +21,11 @@ gated by a common release (`HerdHooks.gate`).
 
 A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`) gives every
 channel gRPC's client-side `round_robin` over them: each channel connects to every replica and
-sends its requests to them in turn, skipping a replica that is down. Each request
+sends its requests to them in turn, skipping a replica that is down. With `health_check` (the
+default of `chaos herd`'s settings) round_robin also skips a replica whose grpc.health.v1 watch is
+not SERVING, and the channels ping (keepalive 1 s, ACK within 1 s, unless set otherwise), so a
+replica that stops answering (SIGSTOP, a hung host) is taken out of the rotation within about 2 s
+instead of holding a third of the requests until their deadline. Each request
 retries under a named policy (the same `RetryPolicy` the cache uses towards the DB) within its
 deadline, the policy's total budget.
 
@@ -138,6 +142,8 @@ class HerdConfig:
     )
     reconnect: Reconnect | None = None
     keepalive: Keepalive | None = None  # the channels' keepalive pings (None: off, gRPC's default)
+    # Over several replicas: round_robin skips a replica whose health watch is not SERVING.
+    health_check: bool = False
     seed: int | None = None
     # Overload guards around the users' calls (`herdlab.guards`), one set for the whole herd.
     guards: str = "none"
@@ -386,13 +392,15 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     rng = random.Random(config.seed)
     choose = KeyChooser(config, rng)
     policy = config.policy.with_seed(rng.randrange(2**32) if config.seed is not None else None)
+    replicas = "," in config.target
     options = channel_options(
         local_pool=True,
         reconnect=config.reconnect,
         service_config=policy.grpc_service_config(),
         keepalive=config.keepalive,
+        health_check=replicas and config.health_check,
     )
-    if "," in config.target:
+    if replicas:
         options.append(ROUND_ROBIN)
         if config.tls_ca is not None:
             # gRPC checks the certificate against the target's authority, which for an `ipv4:`

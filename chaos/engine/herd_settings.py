@@ -39,6 +39,10 @@ RECONNECTS: dict[str, Reconnect | None] = {
     "default": None,
     "tuned": Reconnect(initial_backoff_ms=100, max_backoff_ms=1000, min_connect_timeout_ms=1000),
 }
+# The keepalive of a herd over several replicas with health checking and no --keepalive: a replica
+# that stops answering is noticed within about 2 s (the services' `PingPolicy` accepts pings every
+# 500 ms).
+REPLICAS_KEEPALIVE = Keepalive(time_ms=1000, timeout_ms=1000)
 # gRPC core's connection backoff when no channel option is set (doc/connection-backoff.md):
 # attempts ~1, 2.6, 5.2, 9.3, 15.8 s after a loss, each +-20%.
 GRPC_DEFAULT_BACKOFF: dict[str, float] = {
@@ -191,6 +195,14 @@ class HerdSettings(Settings):
     keepalive_without_calls: bool = setting(
         True, "keepalive_without_calls", "bool", "Ping idle channels too."
     )
+    health_check: bool = setting(
+        True,
+        "health_check",
+        "bool",
+        "Over several replicas: send only to replicas whose health watch says SERVING, with "
+        "keepalive pings (1 s, ACK within 1 s, unless --keepalive is set) so a replica that "
+        "stops answering is taken out of the rotation; a single target is unchanged.",
+    )
     rounds: bool = setting(
         False,
         "rounds",
@@ -216,6 +228,12 @@ class HerdSettings(Settings):
             timeout_ms=max(1, round(self.keepalive_timeout_s * 1000)),
             without_calls=self.keepalive_without_calls,
         )
+
+    def _replicas_keepalive(self, target: str) -> Keepalive | None:
+        """The keepalive health checking needs over several replicas when none is set."""
+        if not self.health_check or "," not in target:
+            return None
+        return REPLICAS_KEEPALIVE
 
     def open_loop(self) -> OpenLoop | None:
         """The open loop these settings describe, or None for the burst."""
@@ -265,7 +283,8 @@ class HerdSettings(Settings):
             open_loop=self.open_loop(),
             policy=self.retry_policy(),
             reconnect=RECONNECTS[self.reconnect],
-            keepalive=self.keepalive(),
+            keepalive=self.keepalive() or self._replicas_keepalive(target),
+            health_check=self.health_check,
             seed=self.seed,
             guards=self.guards,
         )
