@@ -146,6 +146,8 @@ def parse(text: str, source: str, params: Mapping[str, Any] | None = None) -> Ex
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ExperimentError(source, "", f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ExperimentError(source, "", "arrays or tables nested too deeply") from None
     return _Parser(source, text).experiment(raw, dict(params or {}))
 
 
