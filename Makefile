@@ -48,7 +48,8 @@ smoke: setup
 # small budgets (RELIABILITY.md has the counts, the time and what it found).
 fuzz: setup
 	$(COMPILE)
-	HERDLAB_FUZZ_EXAMPLES=10000 $(BIN)/pytest -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics
+	HERDLAB_FUZZ_EXAMPLES=10000 $(BIN)/pytest -p no:cacheprovider --timeout 1800 tests/test_fuzz.py \
+		--hypothesis-show-statistics
 
 lint: setup
 	$(BIN)/ruff check .

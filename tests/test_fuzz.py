@@ -1,17 +1,26 @@
-"""Fuzzed input over real gRPC against a real stack: the services never crash, every bad value
-is answered INVALID_ARGUMENT with a message, and a rejected call changes nothing.
+"""Fuzzed input to every surface that takes outside input: over real gRPC against a real stack
+(the services and the wire proxy), and in-process for the texts a user writes. Nothing crashes,
+every bad value is answered INVALID_ARGUMENT (or, for a text, one ValueError line), and a
+rejected call changes nothing.
 
-Inputs: keys of every length around the 256-byte limit (empty included), any Unicode, control
+Over gRPC: keys of every length around the 256-byte limit (empty included), any Unicode, control
 characters; Expire requests with random key lists; absurd and expired deadlines (zero, negative,
 a nanosecond, ten thousand years); random admin values (NaN, infinities, negative latency, error
-rates outside [0, 1], zero and negative capacity, negative record positions); and raw bytes that
-are not a valid request at all (corrupt wire format, key strings that are not UTF-8).
+rates outside [0, 1], zero and negative capacity, negative record positions); raw bytes that are
+not a valid request at all (corrupt wire format, key strings that are not UTF-8); random wire
+faults (links, kinds, streams, attributes, toxicities, durations) and raw bytes to the proxy's
+`WireAdmin`. After every input the services answer their health check with SERVING from the same
+process (same pid, same start time), and the proxy serves its admin plane and a read through it.
 
-The example budget is fixed and the examples are derandomized (no example database either), so
-CI runs the same 700 inputs every time: 680 generated (the budgets below) and 20 explicit
-`@example`s (`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows the counts).
-After every input both services must still answer their health check with SERVING from the same
-process (same pid, same start time).
+In-process: the shipped experiment files mutated (values of other types and out of bounds,
+unknown keys and tables, Unicode, huge numbers, deep nesting, bytes that are not UTF-8) are read
+or rejected with one `ExperimentError` line naming the file, and reading starts no process; guard
+specs, durations and rates are parsed or rejected with one ValueError line.
+
+The examples are derandomized (no example database either), so a run tries the same inputs every
+time. CI's default run uses the small budgets below: 2,080 generated and 33 explicit `@example`s
+(`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows the counts). The fuzz mode,
+`make fuzz`, sets HERDLAB_FUZZ_EXAMPLES=10000: that many generated inputs per test.
 """
 
 from __future__ import annotations
@@ -675,6 +684,7 @@ def experiment_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @example(shipped=0, changes=[("key", 10**4, ("nested", "[" * 500 + "]" * 500))], raw=None)
 @example(shipped=0, changes=[("set", 0, "{a = " * 3000 + "1" + "}" * 3000)], raw=None)
 @example(shipped=0, changes=[("text", 0, "x")], raw=(0, b"\xff\xfe"))
+@example(shipped=0, changes=[("table", 0, '"\\n"')], raw=None)
 def test_any_experiment_file_is_read_or_rejected_in_one_line(
     experiment_file: Path,
     shipped: int,
@@ -710,6 +720,15 @@ def assert_one_line(message: str) -> None:
 NUMBERS = ["0", "1", "-1", "20", "1.5", "1e400", "nan", "inf", "9" * 40, ".", "e", "_", " "]
 
 
+def parsed(parse: Callable[[str], T], text: str) -> T | None:
+    """`parse(text)`, or None once its ValueError is found to be one line."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        assert_one_line(str(exc))
+        return None
+
+
 def spelled(words: list[str]) -> st.SearchStrategy[str]:
     """Text made of `words` and any characters, in any order."""
     return st.lists(st.one_of(st.sampled_from(words), st.text(UTF8, max_size=3))).map("".join)
@@ -737,10 +756,7 @@ def spelled(words: list[str]) -> st.SearchStrategy[str]:
 @example(text="limit:n=1e400")
 @example(text="throttle:k=nan,window=30s")
 def test_any_guard_spec_is_a_guard_set_or_one_line(text: str) -> None:
-    try:
-        parse_guard_set(text)
-    except ValueError as exc:
-        assert_one_line(str(exc))
+    parsed(parse_guard_set, text)
 
 
 @budget(TEXT_EXAMPLES)
@@ -748,11 +764,8 @@ def test_any_guard_spec_is_a_guard_set_or_one_line(text: str) -> None:
 @example(text="1e400s")
 @example(text="9" * 400 + "h")
 def test_any_duration_is_seconds_or_one_line(text: str) -> None:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        assert_one_line(str(exc))
-    else:
+    seconds = parsed(parse_duration, text)
+    if seconds is not None:
         assert math.isfinite(seconds) and seconds >= 0, (text, seconds)
 
 
@@ -761,9 +774,6 @@ def test_any_duration_is_seconds_or_one_line(text: str) -> None:
 @example(text="nan/s")
 @example(text="1e400")
 def test_any_rate_is_a_rate_or_one_line(text: str) -> None:
-    try:
-        rate = parse_rate(text)
-    except ValueError as exc:
-        assert_one_line(str(exc))
-    else:
+    rate = parsed(parse_rate, text)
+    if rate is not None:
         assert 0 < rate <= 100_000, (text, rate)

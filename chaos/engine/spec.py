@@ -120,6 +120,8 @@ class ExperimentError(ValueError):
     """One line: the file, the field and what is wrong with it."""
 
     def __init__(self, source: str, where: str, message: str) -> None:
+        if not where.isprintable():  # a quoted TOML key may hold a newline or a control character
+            where = repr(where)
         super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
