@@ -685,6 +685,7 @@ def experiment_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @example(shipped=0, changes=[("set", 0, "{a = " * 3000 + "1" + "}" * 3000)], raw=None)
 @example(shipped=0, changes=[("text", 0, "x")], raw=(0, b"\xff\xfe"))
 @example(shipped=0, changes=[("table", 0, '"\\n"')], raw=None)
+@example(shipped=1, changes=[("set", 46, "9" * 400)], raw=None)
 def test_any_experiment_file_is_read_or_rejected_in_one_line(
     experiment_file: Path,
     shipped: int,
