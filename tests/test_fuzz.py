@@ -18,7 +18,7 @@ or rejected with one `ExperimentError` line naming the file, and reading starts 
 specs, durations and rates are parsed or rejected with one ValueError line.
 
 The examples are derandomized (no example database either), so a run tries the same inputs every
-time. CI's default run uses the small budgets below: 2,080 generated and 33 explicit `@example`s
+time. CI's default run uses the small budgets below: 2,080 generated and 34 explicit `@example`s
 (`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows the counts). The fuzz mode,
 `make fuzz`, sets HERDLAB_FUZZ_EXAMPLES=10000: that many generated inputs per test.
 """
@@ -404,6 +404,7 @@ def set_and_check(
 
 @budget(RECORD_EXAMPLES)
 @given(after_seq=st.integers(*INT64), limit=int32s, service=st.sampled_from(["db", "cache"]))
+@example(after_seq=INT64[1], limit=0, service="db")
 def test_record_pages_for_any_position(
     clients: Clients, after_seq: int, limit: int, service: str
 ) -> None:
