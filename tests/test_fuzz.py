@@ -18,7 +18,7 @@ or rejected with one `ExperimentError` line naming the file, and reading starts 
 specs, durations and rates are parsed or rejected with one ValueError line.
 
 The examples are derandomized (no example database either), so a run tries the same inputs every
-time. CI's default run uses the small budgets below: 2,080 generated and 34 explicit `@example`s
+time. CI's default run uses the small budgets below: 2,080 generated and 35 explicit `@example`s
 (`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows the counts). The fuzz mode,
 `make fuzz`, sets HERDLAB_FUZZ_EXAMPLES=10000: that many generated inputs per test.
 """
