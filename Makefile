@@ -14,7 +14,7 @@ ALL_EXTRAS := plot,docker,tls,dev,bench
 LAB_PACKAGES := herdlab db_service cache_service chaos protos benchmarks tests
 COMPILE = $(BIN)/python -m compileall -q $(LAB_PACKAGES)
 
-.PHONY: setup setup-demo demo test smoke lint protos env constraints clean
+.PHONY: setup setup-demo demo test smoke fuzz lint protos env constraints clean
 
 setup: $(VENV)/.installed-all
 setup-demo: $(VENV)/.installed-demo
@@ -43,6 +43,13 @@ test: setup
 smoke: setup
 	$(COMPILE)
 	$(BIN)/chaos run --smoke --out reports/smoke chaos/scenarios/*/experiment.toml
+
+# The fuzz mode: tests/test_fuzz.py with 10,000 generated inputs per surface instead of CI's
+# small budgets (RELIABILITY.md has the counts, the time and what it found).
+fuzz: setup
+	$(COMPILE)
+	HERDLAB_FUZZ_EXAMPLES=10000 $(BIN)/pytest -p no:cacheprovider --timeout 1800 tests/test_fuzz.py \
+		--hypothesis-show-statistics
 
 lint: setup
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from herdlab.grpcutil import Context
 from protos import admin_pb2
 
 RECORD_PAGE = 100_000
+MAX_SEQ = 2**63 - 1  # the largest sequence number an int64 field holds
 
 
 class EventRecord:
@@ -37,7 +38,7 @@ class EventRecord:
 
     def page(self, after_seq: int, limit: int) -> tuple[int, list[int]]:
         """Events with sequence numbers > after_seq, at most `limit`: (first_seq, times)."""
-        first = max(after_seq + 1, self.oldest_seq)
+        first = max(min(after_seq + 1, MAX_SEQ), self.oldest_seq)
         last = min(self.total, first + limit - 1)
         return first, [self._times[(seq - 1) % self.capacity] for seq in range(first, last + 1)]
 

@@ -1,40 +1,72 @@
-"""Fuzzed input over real gRPC against a real stack: the services never crash, every bad value
-is answered INVALID_ARGUMENT with a message, and a rejected call changes nothing.
+"""Fuzzed input to every surface that takes outside input: over real gRPC against a real stack
+(the services and the wire proxy), and in-process for the texts a user writes. Nothing crashes,
+every bad value is answered INVALID_ARGUMENT (or, for a text, one ValueError line), and a
+rejected call changes nothing.
 
-Inputs: keys of every length around the 256-byte limit (empty included), any Unicode, control
+Over gRPC: keys of every length around the 256-byte limit (empty included), any Unicode, control
 characters; Expire requests with random key lists; absurd and expired deadlines (zero, negative,
 a nanosecond, ten thousand years); random admin values (NaN, infinities, negative latency, error
-rates outside [0, 1], zero and negative capacity, negative record positions); and raw bytes that
-are not a valid request at all (corrupt wire format, key strings that are not UTF-8).
+rates outside [0, 1], zero and negative capacity, negative record positions); raw bytes that are
+not a valid request at all (corrupt wire format, key strings that are not UTF-8); random wire
+faults (links, kinds, streams, attributes, toxicities, durations) and raw bytes to the proxy's
+`WireAdmin`. After every input the services answer their health check with SERVING from the same
+process (same pid, same start time), and the proxy serves its admin plane and a read through it.
 
-The example budget is fixed and the examples are derandomized (no example database either), so
-CI runs the same 700 inputs every time: 680 generated (the budgets below) and 20 explicit
-`@example`s (`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows the counts).
-After every input both services must still answer their health check with SERVING from the same
-process (same pid, same start time).
+In-process: the shipped experiment files mutated (values of other types and out of bounds,
+unknown keys and tables, Unicode, huge numbers, deep nesting, bytes that are not UTF-8) are read
+or rejected with one `ExperimentError` line naming the file, and reading starts no process; guard
+specs, durations and rates are parsed or rejected with one ValueError line.
+
+The examples are derandomized (no example database either), so a run tries the same inputs every
+time. CI's default run uses the small budgets below: 2,080 generated and 35 explicit `@example`s
+(`pytest tests/test_fuzz.py --hypothesis-show-statistics` shows the counts). The fuzz mode,
+`make fuzz`, sets HERDLAB_FUZZ_EXAMPLES=10000: that many generated inputs per test.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from chaos.engine.herd import parse_rate
+from chaos.engine.spec import ExperimentError, load
 from chaos.lab.backends.local import LocalStack, StackInfo
+from chaos.lab.ports import HOST, free_port
+from chaos.wire.proxy import LINK_NAMES, STREAMS
+from chaos.wire.toxics import TOXICS
 from db_service.settings import MAX_LATENCY_S
-from herdlab.grpcutil import channel_options
+from herdlab.config import parse_duration
+from herdlab.grpcutil import channel_options, wait_serving
+from herdlab.guards import registry as guards
+from herdlab.guards.guard_set import parse_guard_set
 from herdlab.record import RECORD_PAGE
 from herdlab.values import MAX_KEY_BYTES, key_error, value_for
-from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, db_pb2, db_pb2_grpc
+from protos import (
+    admin_pb2,
+    admin_pb2_grpc,
+    cache_pb2,
+    cache_pb2_grpc,
+    db_pb2,
+    db_pb2_grpc,
+    wire_pb2,
+    wire_pb2_grpc,
+)
 
 T = TypeVar("T")
 
@@ -47,18 +79,23 @@ WAIT_S = 20.0
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 
-# Generated examples per test: 680 in all, plus 20 explicit @examples.
+# Generated examples per test in CI's default run; HERDLAB_FUZZ_EXAMPLES (the fuzz mode,
+# `make fuzz`) sets one budget for every test instead.
 KEY_EXAMPLES = 150
 EXPIRE_EXAMPLES = 100
 DEADLINE_EXAMPLES = 80
 ADMIN_EXAMPLES = 150
 RECORD_EXAMPLES = 50
 RAW_EXAMPLES = 150
+WIRE_EXAMPLES = 150
+EXPERIMENT_EXAMPLES = 200
+TEXT_EXAMPLES = 300
+FUZZ_EXAMPLES = os.environ.get("HERDLAB_FUZZ_EXAMPLES", "")
 
 
 def budget(examples: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=int(FUZZ_EXAMPLES) if FUZZ_EXAMPLES else examples,
         deadline=None,
         derandomize=True,
         database=None,
@@ -367,6 +404,7 @@ def set_and_check(
 
 @budget(RECORD_EXAMPLES)
 @given(after_seq=st.integers(*INT64), limit=int32s, service=st.sampled_from(["db", "cache"]))
+@example(after_seq=INT64[1], limit=0, service="db")
 def test_record_pages_for_any_position(
     clients: Clients, after_seq: int, limit: int, service: str
 ) -> None:
@@ -424,3 +462,320 @@ def test_bytes_that_are_not_a_request_get_invalid_argument(
     if code != grpc.StatusCode.OK:
         assert_rejected(code, details)
     clients.check_alive()
+
+
+# -- the wire proxy's admin plane -----------------------------------------------------------
+
+ATTRIBUTE_NAMES = sorted({f.name for kind in TOXICS.names() for f in fields(TOXICS.get(kind))})
+
+
+@dataclass
+class Wire:
+    admin: wire_pb2_grpc.WireAdminStub
+    admin_channel: grpc.Channel
+    db_link: str
+    process: subprocess.Popen[bytes]
+
+    def check_alive(self) -> None:
+        """The proxy's admin plane SERVING from the same process, and a DB read through its link
+        on a new connection (a fault acting on the connections open then cannot hold it)."""
+        assert self.process.poll() is None, "the wire proxy exited"
+        reply = health_pb2_grpc.HealthStub(self.admin_channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(self.db_link, options=channel_options()) as channel:
+            got = db_pb2_grpc.DbStub(channel).Get(
+                db_pb2.DbGetRequest(key="through-the-wire"), timeout=CALL_TIMEOUT_S
+            )
+        assert got.value == value_for(got.key, got.version)
+
+
+@pytest.fixture(scope="module")
+def wire(lab_stack: tuple[LocalStack, StackInfo]) -> Iterator[Wire]:
+    """A real proxy process (`python -m chaos.wire`) with a link in front of each service."""
+    _, info = lab_stack
+    admin, links = free_port(), {name: free_port() for name in LINK_NAMES}
+    argv = [sys.executable, "-m", "chaos.wire", "--host", HOST, "--port", str(admin)]
+    for name, port in links.items():
+        argv += ["--link", f"{name}:{port}:{info.services[name].grpc}"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    target = f"{HOST}:{admin}"
+    try:
+        assert wait_serving(target, WAIT_S, alive=lambda: process.poll() is None), "no proxy"
+        with grpc.insecure_channel(target, options=channel_options()) as channel:
+            yield Wire(
+                wire_pb2_grpc.WireAdminStub(channel), channel, f"{HOST}:{links['db']}", process
+            )
+    finally:
+        process.terminate()
+        assert process.wait(WAIT_S) == 0
+
+
+texts = st.text(UTF8, max_size=20)
+
+
+@budget(WIRE_EXAMPLES)
+@given(
+    name=st.one_of(st.just(""), texts),
+    link=st.one_of(st.sampled_from([*LINK_NAMES, ""]), texts),
+    kind=st.one_of(st.sampled_from(TOXICS.names()), texts),
+    stream=st.one_of(st.sampled_from(["", *STREAMS]), texts),
+    toxicity=optional(st.one_of(st.floats(0.0, 1.0), doubles)),
+    attributes=st.dictionaries(
+        st.one_of(st.sampled_from(ATTRIBUTE_NAMES), texts),
+        st.one_of(st.floats(0.0, 1000.0), doubles),
+        max_size=3,
+    ),
+    for_ms=st.one_of(st.just(0.0), st.floats(0.0, 1e4), doubles),
+    once=st.booleans(),
+)
+@example(
+    name="",
+    link="db",
+    kind="latency",
+    stream="",
+    toxicity=math.nan,
+    attributes={},
+    for_ms=0.0,
+    once=False,
+)
+@example(
+    name="x",
+    link="db",
+    kind="latency",
+    stream="both",
+    toxicity=None,
+    attributes={"latency_ms": math.inf},
+    for_ms=-1.0,
+    once=False,
+)
+@example(
+    name="",
+    link="cache",
+    kind="reset",
+    stream="",
+    toxicity=None,
+    attributes={},
+    for_ms=0.0,
+    once=True,
+)
+def test_wire_faults_are_added_or_invalid_argument(
+    wire: Wire,
+    name: str,
+    link: str,
+    kind: str,
+    stream: str,
+    toxicity: float | None,
+    attributes: dict[str, float],
+    for_ms: float,
+    once: bool,
+) -> None:
+    """Any fault: put in force, or INVALID_ARGUMENT with a message and nothing in force; the
+    proxy keeps serving its admin plane and its links."""
+    fault = wire_pb2.Fault(
+        name=name,
+        link=link,
+        kind=kind,
+        stream=stream,
+        toxicity=toxicity,
+        attributes=attributes,
+        for_ms=for_ms,
+        once=once,
+    )
+    try:
+        code, details, _ = code_of(lambda: wire.admin.AddFault(fault, timeout=CALL_TIMEOUT_S))
+        event(f"AddFault: {code.name}")
+        if code != grpc.StatusCode.OK:
+            assert_rejected(code, details)
+            listed = wire.admin.ListFaults(wire_pb2.WireEmpty(), timeout=CALL_TIMEOUT_S)
+            assert not listed.faults, "a rejected AddFault put a fault in force"
+    finally:
+        wire.admin.ClearFaults(wire_pb2.WireEmpty(), timeout=CALL_TIMEOUT_S)
+    wire.check_alive()
+
+
+@budget(RAW_EXAMPLES)
+@given(
+    raw=st.one_of(st.binary(max_size=64), st.binary(max_size=64).map(string_field)),
+    method=st.sampled_from(["AddFault", "RemoveFault", "ListFaults", "GetLinks"]),
+)
+def test_bytes_that_are_not_a_wire_request_get_invalid_argument(
+    wire: Wire, raw: bytes, method: str
+) -> None:
+    call = wire.admin_channel.unary_unary(
+        f"/herdlab.v1.WireAdmin/{method}",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    try:
+        code, details, _ = code_of(lambda: call(raw, timeout=CALL_TIMEOUT_S))
+        if code != grpc.StatusCode.OK:
+            assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), code
+            assert details.strip(), "a rejection must say why"
+    finally:
+        wire.admin.ClearFaults(wire_pb2.WireEmpty(), timeout=CALL_TIMEOUT_S)
+    wire.check_alive()
+
+
+# -- experiment files (parsed in-process: nothing is started) -------------------------------
+
+SHIPPED = sorted((Path(__file__).parents[1] / "chaos" / "scenarios").glob("*/experiment.toml"))
+SHIPPED_LINES = [path.read_text(encoding="utf-8").splitlines() for path in SHIPPED]
+ASSIGNMENT = re.compile(r"^(\s*[A-Za-z0-9_.\"-]+\s*=\s*)")
+
+toml_values = st.one_of(
+    st.integers().map(str),
+    st.floats().map(repr),
+    st.sampled_from(
+        ["1e400", "-1e400", "inf", "-inf", "nan", "9" * 400, "-0", "0x7fffffff", "1979-05-27"]
+    ),
+    st.text(UTF8, max_size=30).map(lambda t: json.dumps(t, ensure_ascii=False)),
+    st.booleans().map(lambda b: str(b).lower()),
+    st.lists(st.integers(-5, 10**20).map(str), max_size=5).map(lambda xs: f"[{', '.join(xs)}]"),
+    st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(1, 3000).map(lambda n: "{a = " * n + "1" + "}" * n),
+)
+toml_keys = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True),
+    st.text(UTF8, min_size=1, max_size=10).map(lambda t: json.dumps(t, ensure_ascii=False)),
+    st.integers(1, 300).map(lambda n: ".".join(["a"] * n)),
+)
+mutations = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 10**4), toml_values),
+    st.tuples(st.just("key"), st.integers(0, 10**4), st.tuples(toml_keys, toml_values)),
+    st.tuples(st.just("table"), st.integers(0, 10**4), toml_keys),
+    st.tuples(st.just("text"), st.integers(0, 10**4), st.text(UTF8, max_size=30)),
+    st.tuples(st.just("drop"), st.integers(0, 10**4), st.none()),
+)
+
+
+def mutate(lines: list[str], changes: list[tuple[str, int, Any]]) -> str:
+    """A shipped experiment's lines with `changes` made: a value replaced, a key, a table or
+    any text inserted, a line dropped."""
+    out = list(lines)
+    for what, at, value in changes:
+        if what == "set":
+            assigned = [(i, m.group(1)) for i, m in enumerate(map(ASSIGNMENT.match, out)) if m]
+            if assigned:
+                i, head = assigned[at % len(assigned)]
+                out[i] = head + value
+        elif what == "key":
+            out.insert(at % (len(out) + 1), f"{value[0]} = {value[1]}")
+        elif what == "table":
+            out.insert(at % (len(out) + 1), f"[{value}]")
+        elif what == "text":
+            out.insert(at % (len(out) + 1), value)
+        elif out:
+            del out[at % len(out)]
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def experiment_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz-experiment") / "experiment.toml"
+
+
+@budget(EXPERIMENT_EXAMPLES)
+@given(
+    shipped=st.integers(0, len(SHIPPED) - 1),
+    changes=st.lists(mutations, min_size=1, max_size=4),
+    raw=optional(st.tuples(st.integers(0, 10**5), st.binary(min_size=1, max_size=16))),
+)
+@example(shipped=0, changes=[("key", 10**4, ("nested", "[" * 500 + "]" * 500))], raw=None)
+@example(shipped=0, changes=[("set", 0, "{a = " * 3000 + "1" + "}" * 3000)], raw=None)
+@example(shipped=0, changes=[("text", 0, "x")], raw=(0, b"\xff\xfe"))
+@example(shipped=0, changes=[("table", 0, '"\\n"')], raw=None)
+@example(shipped=1, changes=[("set", 46, "9" * 400)], raw=None)
+def test_any_experiment_file_is_read_or_rejected_in_one_line(
+    experiment_file: Path,
+    shipped: int,
+    changes: list[tuple[str, int, Any]],
+    raw: tuple[int, bytes] | None,
+) -> None:
+    """A mutated shipped experiment (types, bounds, unknown keys, Unicode, huge numbers, deep
+    nesting, bytes that are not UTF-8) is an Experiment or one ExperimentError line naming the
+    file; reading it starts no process."""
+    data = mutate(SHIPPED_LINES[shipped], changes).encode("utf-8")
+    if raw is not None:
+        at = raw[0] % (len(data) + 1)
+        data = data[:at] + raw[1] + data[at:]
+    experiment_file.write_bytes(data)
+    before = psutil.Process().children()
+    try:
+        load(experiment_file)
+        event("read")
+    except ExperimentError as exc:
+        event("rejected")
+        assert_one_line(str(exc))
+        assert str(exc).startswith(f"{experiment_file}: "), str(exc)
+    assert psutil.Process().children() == before, "reading an experiment started a process"
+
+
+# -- guard specs, durations, rates ----------------------------------------------------------
+
+
+def assert_one_line(message: str) -> None:
+    assert message.strip() and "\n" not in message, repr(message)
+
+
+NUMBERS = ["0", "1", "-1", "20", "1.5", "1e400", "nan", "inf", "9" * 40, ".", "e", "_", " "]
+
+
+def parsed(parse: Callable[[str], T], text: str) -> T | None:
+    """`parse(text)`, or None once its ValueError is found to be one line."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        assert_one_line(str(exc))
+        return None
+
+
+def spelled(words: list[str]) -> st.SearchStrategy[str]:
+    """Text made of `words` and any characters, in any order."""
+    return st.lists(st.one_of(st.sampled_from(words), st.text(UTF8, max_size=3))).map("".join)
+
+
+@budget(TEXT_EXAMPLES)
+@given(
+    text=spelled(
+        [
+            *guards.names(),
+            "none",
+            "recommended",
+            "+",
+            ":",
+            ",",
+            "=",
+            "n",
+            "k",
+            "window",
+            "aimd",
+            *NUMBERS,
+        ]
+    )
+)
+@example(text="limit:n=1e400")
+@example(text="throttle:k=nan,window=30s")
+def test_any_guard_spec_is_a_guard_set_or_one_line(text: str) -> None:
+    parsed(parse_guard_set, text)
+
+
+@budget(TEXT_EXAMPLES)
+@given(text=spelled(["ns", "us", "ms", "s", "m", "h", "d", "-", "+", *NUMBERS]))
+@example(text="1e400s")
+@example(text="9" * 400 + "h")
+def test_any_duration_is_seconds_or_one_line(text: str) -> None:
+    seconds = parsed(parse_duration, text)
+    if seconds is not None:
+        assert math.isfinite(seconds) and seconds >= 0, (text, seconds)
+
+
+@budget(TEXT_EXAMPLES)
+@given(text=spelled(["/s", "/m", "-", "+", *NUMBERS]))
+@example(text="nan/s")
+@example(text="1e400")
+def test_any_rate_is_a_rate_or_one_line(text: str) -> None:
+    rate = parsed(parse_rate, text)
+    if rate is not None:
+        assert 0 < rate <= 100_000, (text, rate)

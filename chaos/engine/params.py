@@ -13,6 +13,7 @@ not given, said in its help; the option then has no default).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,10 @@ class Param:
 def _seconds(value: Any) -> float | None:
     """A number as is, a duration text in seconds, anything else None."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float: larger than every bound
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         try:
             return parse_duration(value)

@@ -120,6 +120,8 @@ class ExperimentError(ValueError):
     """One line: the file, the field and what is wrong with it."""
 
     def __init__(self, source: str, where: str, message: str) -> None:
+        if not where.isprintable():  # a quoted TOML key may hold a newline or a control character
+            where = repr(where)
         super().__init__(f"{source}: {where}: {message}" if where else f"{source}: {message}")
 
 
@@ -146,6 +148,8 @@ def parse(text: str, source: str, params: Mapping[str, Any] | None = None) -> Ex
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ExperimentError(source, "", f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ExperimentError(source, "", "arrays or tables nested too deeply") from None
     return _Parser(source, text).experiment(raw, dict(params or {}))
 
 
