@@ -19,7 +19,14 @@ from prometheus_client import CollectorRegistry
 from rich.table import Table
 
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab, progress_display
-from chaos.engine.herd import HerdConfig, HerdHooks, HerdMetrics, replicas_target, run_herd
+from chaos.engine.herd import (
+    HerdConfig,
+    HerdHooks,
+    HerdMetrics,
+    error_causes,
+    replicas_target,
+    run_herd,
+)
 from chaos.engine.herd_fleet import (
     MAX_PROCESSES,
     FleetError,
@@ -194,13 +201,7 @@ def herd(
         ("sent / ok / lost", f"{summary['sent']:,} / {summary['ok']:,} / {summary['lost']}"),
         (
             "errors (first message)",
-            causes_text(
-                {
-                    code: {"count": n, "first": summary["error_messages"].get(code, "")}
-                    for code, n in summary["errors"].items()
-                }
-            )
-            or "none",
+            causes_text(error_causes(summary)) or "none",
         ),
         ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
         ("attempts", f"{summary['attempts']:,}"),

@@ -640,6 +640,15 @@ class _Run:
         return Outcome(user, key, source, None, attempts, sent_ns, time.time_ns(), stale_age_s)
 
 
+def error_causes(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Why requests failed, from a herd's `summary()`: per code, how many and the first
+    message."""
+    return {
+        code: {"count": count, "first": summary["error_messages"].get(code, "")}
+        for code, count in sorted(summary["errors"].items())
+    }
+
+
 def _message(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return str(error.details() or "")

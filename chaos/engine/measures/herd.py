@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chaos.engine.herd import error_causes
 from chaos.engine.measures.base import measure
 from chaos.engine.observations import Observations
 
@@ -33,13 +34,9 @@ _summarised("latency_s", dict)
 
 
 @measure("error_causes")
-def error_causes(obs: Observations) -> dict[str, dict[str, Any]]:
+def causes(obs: Observations) -> dict[str, dict[str, Any]]:
     """Why requests failed: per gRPC code, how many and the first one's message."""
-    summary = _summary(obs)
-    return {
-        code: {"count": count, "first": summary["error_messages"].get(code, "")}
-        for code, count in sorted(summary["errors"].items())
-    }
+    return error_causes(_summary(obs))
 
 
 @measure("client_errors")
