@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 Clock = Callable[[], float]
 COUNTS = ("admitted", "held", "refused", "expired", "queued")
+CEILING = 1_000_000.0  # connections a second: the most any admission rate is raised to
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,52 @@ class TokenBucket(Gate):
             self.line.remove(mine)
             if self.line and not self.line[0].done():
                 self.line[0].set_result(None)
+
+
+class AdaptiveBucket(TokenBucket):
+    """A token bucket whose rate follows how fast the service answers: every `period_s` it is
+    multiplied by `RISE` if connections waited for tokens and every one passed in the period
+    was answered within `keeps_up_s`, and by `FALL` if one was not; kept within
+    [`floor`, `ceiling`]. Started at `rate`, it climbs to what the service's handshakes keep up
+    with and backs off when answers queue (an AIMD-like search without a fixed capacity)."""
+
+    RISE = 1.25
+    FALL = 0.7
+    period_s = 1.0
+
+    def __init__(
+        self, holding: Holding, *, rate: float, burst: float, keeps_up_s: float, floor: float
+    ) -> None:
+        super().__init__(holding, rate=rate, burst=burst)
+        self.keeps_up_s = keeps_up_s
+        self.floor = min(floor, rate)
+        self.ceiling = CEILING
+        self.period_start = holding.clock()
+        self.slow = False  # an answer in this period took longer than keeps_up_s
+        self.waited = False  # a connection waited for a token in this period
+
+    def _adjust(self) -> None:
+        now = self.clock()
+        if now - self.period_start < self.period_s:
+            return
+        if self.slow:
+            self._refill()
+            self.rate = max(self.floor, self.rate * self.FALL)
+        elif self.waited:
+            self._refill()
+            self.rate = min(self.ceiling, self.rate * self.RISE)
+        self.period_start, self.slow, self.waited = now, False, False
+        self.changed()
+
+    def _take(self) -> bool:
+        self._adjust()
+        taken = super()._take()
+        self.waited = self.waited or not taken
+        return taken
+
+    def answered(self, seconds: float) -> None:
+        if seconds > self.keeps_up_s:
+            self.slow = True
 
 
 class Waves(Gate):

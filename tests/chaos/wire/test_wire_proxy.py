@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from chaos.wire.admin import fault_doc, fault_message
-from chaos.wire.gate import Holding, Waves
+from chaos.wire.gate import AdaptiveBucket, Holding, Waves
 from chaos.wire.proxy import Link, parse_fault
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.age import Age
@@ -404,6 +404,36 @@ async def test_stage_admits_one_more_group_each_period(proxied: tuple[Link, Upst
             assert passed == (Waves.group_of(mine[0], 4) < wave), (wave, mine)
         clock.now += 1.0
     assert counts(link, "waves")["admitted"] + counts(link, "waves")["refused"] == 24
+
+
+def test_adaptive_admit_rises_while_answers_keep_up_and_falls_when_one_is_slow() -> None:
+    clock = Clock()
+    gate = AdaptiveBucket(
+        Holding(clock, 0.0, lambda: None), rate=8, burst=1, keeps_up_s=0.05, floor=4
+    )
+    assert gate.passes("a") and not gate.passes("a")  # the burst, then a wait: demand
+    clock.now += 1.0
+    gate.answered(0.01)
+    assert gate.passes("a") and gate.rate == 10  # x1.25: every answer was quick
+    clock.now += 1.0  # a period with no connection waiting: no demand, no change
+    assert gate.passes("a") and gate.rate == 10
+    gate.answered(0.25)
+    clock.now += 1.0
+    assert gate.passes("a") and gate.rate == 7  # x0.7: one answer was slow
+    for _ in range(3):
+        gate.answered(1.0)
+        clock.now += 1.0
+        gate.passes("a")
+    assert gate.rate == 4  # never below the floor
+
+
+def test_adaptive_admit_is_the_admit_toxic_with_keeps_up_ms() -> None:
+    fixed = parse_fault("", "cache", "admit", {"rate": 5}).toxic.gate(Clock(), lambda: None)
+    adaptive = parse_fault("", "cache", "admit", {"rate": 5, "keeps_up_ms": 20}).toxic.gate(
+        Clock(), lambda: None
+    )
+    assert type(fixed).__name__ == "TokenBucket" and isinstance(adaptive, AdaptiveBucket)
+    assert adaptive.keeps_up_s == 0.02 and adaptive.floor == 1
 
 
 def test_stage_widens_only_while_the_service_keeps_up() -> None:
