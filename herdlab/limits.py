@@ -1,19 +1,24 @@
 """The kernel limits a process holding thousands of connections meets, and raising what it may.
 
 Every socket is an open file: a server holding 20,000 connections needs more than 20,000 open
-files, and so does a herd process holding as many channels. A process may raise its soft
-`RLIMIT_NOFILE` up to its hard limit, never past it (that takes root or the limit of whoever
-started it); the lab's servers and the herd do so at start and say what they have. Host-wide
-bounds no process can change are read for the record: ephemeral ports per source address
-(`ip_local_port_range`), the accept queue (`somaxconn`) and the SYN queue
+files, and so does a herd process holding as many channels, and the wire proxy in front of it
+twice as many. A process may raise its soft `RLIMIT_NOFILE` up to its hard limit, and past it
+only with privileges (root or CAP_SYS_RESOURCE; else it takes the limit of whoever started it);
+the lab's servers, the proxy and the herd raise what they may at start and say what they have.
+Host-wide bounds no process can change are read for the record: ephemeral ports per source
+address (`ip_local_port_range`), the accept queue (`somaxconn`) and the SYN queue
 (`tcp_max_syn_backlog`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
 
+# Open files a lab process asks for where it may raise its hard limit: a proxy in front of a
+# server holding 20,000 connections holds 40,000 sockets; within every Linux's `nr_open`.
+PRIVILEGED_OPEN_FILES = 262_144
 SYSCTLS = {
     "somaxconn": "/proc/sys/net/core/somaxconn",
     "tcp_max_syn_backlog": "/proc/sys/net/ipv4/tcp_max_syn_backlog",
@@ -22,9 +27,14 @@ SYSCTLS = {
 
 
 def raise_open_files() -> tuple[int, int]:
-    """Raises this process's soft open-files limit to its hard limit; returns (soft, hard) as
-    they are afterwards (unchanged when the kernel refuses)."""
+    """Raises this process's open-files limit: both limits to `PRIVILEGED_OPEN_FILES` where the
+    process may raise its hard limit (root, CAP_SYS_RESOURCE), else the soft one to the hard
+    one; returns (soft, hard) as they are afterwards (unchanged when the kernel refuses)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < PRIVILEGED_OPEN_FILES:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (PRIVILEGED_OPEN_FILES,) * 2)
+            return resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

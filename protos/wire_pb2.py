@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/wire.proto\x12\nherdlab.v1\"\x0b\n\tWireEmpty\"\xfb\x02\n\x05\x46\x61ult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04link\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06stream\x18\x04 \x01(\t\x12\x15\n\x08toxicity\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x35\n\nattributes\x18\x06 \x03(\x0b\x32!.herdlab.v1.Fault.AttributesEntry\x12\x0e\n\x06\x66or_ms\x18\x07 \x01(\x01\x12\x0c\n\x04once\x18\x08 \x01(\x08\x12\x17\n\x0f\x65xpires_at_unix\x18\t \x01(\x01\x12\x15\n\radded_at_unix\x18\n \x01(\x01\x12-\n\x06\x63ounts\x18\x0b \x03(\x0b\x32\x1d.herdlab.v1.Fault.CountsEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0b\n\t_toxicity\"\x18\n\x08\x46\x61ultRef\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\tFaultList\x12!\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x11.herdlab.v1.Fault\"K\n\x04Link\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06listen\x18\x02 \x01(\t\x12\x10\n\x08upstream\x18\x03 \x01(\t\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\x05\"+\n\x08LinkList\x12\x1f\n\x05links\x18\x01 \x03(\x0b\x32\x10.herdlab.v1.Link2\xab\x02\n\tWireAdmin\x12\x30\n\x08\x41\x64\x64\x46\x61ult\x12\x11.herdlab.v1.Fault\x1a\x11.herdlab.v1.Fault\x12:\n\x0bRemoveFault\x12\x14.herdlab.v1.FaultRef\x1a\x15.herdlab.v1.FaultList\x12:\n\nListFaults\x12\x15.herdlab.v1.WireEmpty\x1a\x15.herdlab.v1.FaultList\x12;\n\x0b\x43learFaults\x12\x15.herdlab.v1.WireEmpty\x1a\x15.herdlab.v1.FaultList\x12\x37\n\x08GetLinks\x12\x15.herdlab.v1.WireEmpty\x1a\x14.herdlab.v1.LinkListb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/wire.proto\x12\nherdlab.v1\"\x0b\n\tWireEmpty\"\xfb\x02\n\x05\x46\x61ult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04link\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06stream\x18\x04 \x01(\t\x12\x15\n\x08toxicity\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x35\n\nattributes\x18\x06 \x03(\x0b\x32!.herdlab.v1.Fault.AttributesEntry\x12\x0e\n\x06\x66or_ms\x18\x07 \x01(\x01\x12\x0c\n\x04once\x18\x08 \x01(\x08\x12\x17\n\x0f\x65xpires_at_unix\x18\t \x01(\x01\x12\x15\n\radded_at_unix\x18\n \x01(\x01\x12-\n\x06\x63ounts\x18\x0b \x03(\x0b\x32\x1d.herdlab.v1.Fault.CountsEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0b\n\t_toxicity\"\x18\n\x08\x46\x61ultRef\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\tFaultList\x12!\n\x06\x66\x61ults\x18\x01 \x03(\x0b\x32\x11.herdlab.v1.Fault\"\xcb\x01\n\x04Link\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06listen\x18\x02 \x01(\t\x12\x10\n\x08upstream\x18\x03 \x01(\t\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\x05\x12,\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\x1c.herdlab.v1.Link.CountsEntry\x12!\n\x04\x62ins\x18\x06 \x03(\x0b\x32\x13.herdlab.v1.LinkBin\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"z\n\x07LinkBin\x12\x0f\n\x07unix_ms\x18\x01 \x01(\x03\x12/\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1f.herdlab.v1.LinkBin.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"+\n\x08LinkList\x12\x1f\n\x05links\x18\x01 \x03(\x0b\x32\x10.herdlab.v1.Link2\xab\x02\n\tWireAdmin\x12\x30\n\x08\x41\x64\x64\x46\x61ult\x12\x11.herdlab.v1.Fault\x1a\x11.herdlab.v1.Fault\x12:\n\x0bRemoveFault\x12\x14.herdlab.v1.FaultRef\x1a\x15.herdlab.v1.FaultList\x12:\n\nListFaults\x12\x15.herdlab.v1.WireEmpty\x1a\x15.herdlab.v1.FaultList\x12;\n\x0b\x43learFaults\x12\x15.herdlab.v1.WireEmpty\x1a\x15.herdlab.v1.FaultList\x12\x37\n\x08GetLinks\x12\x15.herdlab.v1.WireEmpty\x1a\x14.herdlab.v1.LinkListb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAULT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_FAULT_COUNTSENTRY']._loaded_options = None
   _globals['_FAULT_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_LINK_COUNTSENTRY']._loaded_options = None
+  _globals['_LINK_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_LINKBIN_COUNTSENTRY']._loaded_options = None
+  _globals['_LINKBIN_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_WIREEMPTY']._serialized_start=33
   _globals['_WIREEMPTY']._serialized_end=44
   _globals['_FAULT']._serialized_start=47
@@ -47,10 +51,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAULTREF']._serialized_end=452
   _globals['_FAULTLIST']._serialized_start=454
   _globals['_FAULTLIST']._serialized_end=500
-  _globals['_LINK']._serialized_start=502
-  _globals['_LINK']._serialized_end=577
-  _globals['_LINKLIST']._serialized_start=579
-  _globals['_LINKLIST']._serialized_end=622
-  _globals['_WIREADMIN']._serialized_start=625
-  _globals['_WIREADMIN']._serialized_end=924
+  _globals['_LINK']._serialized_start=503
+  _globals['_LINK']._serialized_end=706
+  _globals['_LINK_COUNTSENTRY']._serialized_start=661
+  _globals['_LINK_COUNTSENTRY']._serialized_end=706
+  _globals['_LINKBIN']._serialized_start=708
+  _globals['_LINKBIN']._serialized_end=830
+  _globals['_LINKBIN_COUNTSENTRY']._serialized_start=661
+  _globals['_LINKBIN_COUNTSENTRY']._serialized_end=706
+  _globals['_LINKLIST']._serialized_start=832
+  _globals['_LINKLIST']._serialized_end=875
+  _globals['_WIREADMIN']._serialized_start=878
+  _globals['_WIREADMIN']._serialized_end=1177
 # @@protoc_insertion_point(module_scope)

@@ -63,16 +63,42 @@ class FaultList(_message.Message):
     def __init__(self, faults: _Optional[_Iterable[_Union[Fault, _Mapping]]] = ...) -> None: ...
 
 class Link(_message.Message):
-    __slots__ = ("name", "listen", "upstream", "connections")
+    __slots__ = ("name", "listen", "upstream", "connections", "counts", "bins")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     LISTEN_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
     name: str
     listen: str
     upstream: str
     connections: int
-    def __init__(self, name: _Optional[str] = ..., listen: _Optional[str] = ..., upstream: _Optional[str] = ..., connections: _Optional[int] = ...) -> None: ...
+    counts: _containers.ScalarMap[str, int]
+    bins: _containers.RepeatedCompositeFieldContainer[LinkBin]
+    def __init__(self, name: _Optional[str] = ..., listen: _Optional[str] = ..., upstream: _Optional[str] = ..., connections: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ..., bins: _Optional[_Iterable[_Union[LinkBin, _Mapping]]] = ...) -> None: ...
+
+class LinkBin(_message.Message):
+    __slots__ = ("unix_ms", "counts")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    unix_ms: int
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, unix_ms: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class LinkList(_message.Message):
     __slots__ = ("links",)

@@ -120,6 +120,11 @@ class WireAdminServicer(wire_pb2_grpc.WireAdminServicer):
                     listen=link.listen,
                     upstream=link.upstream,
                     connections=len(link.connections),
+                    counts=link.stats.totals,
+                    bins=[
+                        wire_pb2.LinkBin(unix_ms=start_ms, counts=counts)
+                        for start_ms, counts in link.stats.bins
+                    ],
                 )
                 for link in self.links.values()
             ]

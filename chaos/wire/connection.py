@@ -34,6 +34,7 @@ class Connection:
         self.active_at = time.monotonic()  # when bytes last passed either way (the `age` toxic)
         self.connecting_at = self.active_at  # when the proxy began connecting upstream
         self.unanswered: list[Gate] = []  # gates to tell when the service's first byte arrives
+        self.answered_at: float | None = None  # when the service's first byte arrived
 
     def close(self) -> None:
         """Closes both sides (FIN); the pumps end."""

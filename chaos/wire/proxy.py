@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from chaos.wire.connection import Connection, reset
 from chaos.wire.gate import Clock, Gate
+from chaos.wire.stats import LinkStats
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.base import Toxic
 
@@ -44,7 +45,10 @@ DIRECTIONS = ("upstream", "downstream")
 READ_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 5.0
 MAX_FAULTS = 64
-MAX_CONNECTIONS = 10_000
+MAX_CONNECTIONS = 60_000
+# The accept queue of a link's listener: as deep as gRPC's own servers ask for (the host's
+# `somaxconn`, 4096 here), so the proxy in front of a service queues no less than it would.
+BACKLOG = 4096
 MAX_FOR_MS = 86_400_000.0
 
 
@@ -127,6 +131,7 @@ class Link:
     )
     # Set whenever faults, connections or dropped bytes change (for whoever waits on them).
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: LinkStats = field(default_factory=LinkStats)  # what it saw of its connections
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -135,7 +140,7 @@ class Link:
         return f"{self.upstream_host}:{self.upstream_port}"
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(self._accept, host, port, backlog=BACKLOG)
         bound = self._server.sockets[0].getsockname()
         self.listen = f"{bound[0]}:{bound[1]}"
 
@@ -242,12 +247,15 @@ class Link:
             self._handlers.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.count("accepted")
         if len(self.connections) >= MAX_CONNECTIONS:
+            self.stats.count("refused")
             writer.close()
             return
         gates = await self._admitted(writer)
         if gates is None:
             # Refused, or held past its wait: reset, as a connection the server refused.
+            self.stats.count("refused")
             reset(writer)
             return
         connecting = time.monotonic()
@@ -257,8 +265,10 @@ class Link:
             )
         except (OSError, TimeoutError):
             # The service behind is down: the client's connection is reset, as a refused one.
+            self.stats.count("refused")
             reset(writer)
             return
+        self.stats.count("passed")
         conn = Connection((reader, writer), upstream)
         conn.connecting_at, conn.unanswered = connecting, gates
         self.connections.add(conn)
@@ -270,7 +280,9 @@ class Link:
                 asyncio.create_task(self._pump(conn, "upstream", reader, upstream[1])),
                 asyncio.create_task(self._pump(conn, "downstream", upstream[0], writer)),
             ]
-            await asyncio.wait(conn.pumps, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(conn.pumps, return_when=asyncio.FIRST_COMPLETED)
+            if conn.pumps[0] in done and conn.answered_at is None:
+                self.stats.count("abandoned")  # the client left before the service answered
             conn.close()
             await asyncio.gather(*conn.pumps, return_exceptions=True)
         finally:
@@ -325,7 +337,9 @@ class Link:
                 if not chunk:
                     break
                 conn.active_at = time.monotonic()
-                if conn.unanswered and direction == "downstream":
+                if conn.answered_at is None and direction == "downstream":
+                    conn.answered_at = conn.active_at
+                    self.stats.count("answered")
                     for gate in conn.unanswered:
                         gate.answered(conn.active_at - conn.connecting_at)
                     conn.unanswered = []

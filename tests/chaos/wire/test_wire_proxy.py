@@ -20,6 +20,7 @@ import pytest
 from chaos.wire.admin import fault_doc, fault_message
 from chaos.wire.gate import AdaptiveBucket, Holding, Waves
 from chaos.wire.proxy import Link, parse_fault
+from chaos.wire.stats import LinkStats
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.age import Age
 from chaos.wire.toxics.latency import Latency
@@ -427,9 +428,9 @@ def test_adaptive_admit_rises_while_answers_keep_up_and_falls_when_one_is_slow()
     assert gate.rate == 4  # never below the floor
 
 
-def test_adaptive_admit_is_the_admit_toxic_with_keeps_up_ms() -> None:
+def test_adaptive_admit_is_the_admit_toxic_with_answer_within_ms() -> None:
     fixed = parse_fault("", "cache", "admit", {"rate": 5}).toxic.gate(Clock(), lambda: None)
-    adaptive = parse_fault("", "cache", "admit", {"rate": 5, "keeps_up_ms": 20}).toxic.gate(
+    adaptive = parse_fault("", "cache", "admit", {"rate": 5, "answer_within_ms": 20}).toxic.gate(
         Clock(), lambda: None
     )
     assert type(fixed).__name__ == "TokenBucket" and isinstance(adaptive, AdaptiveBucket)
@@ -546,3 +547,36 @@ async def test_stop_with_a_connection_held_leaves_no_task_behind() -> None:
     await asyncio.gather(*upstream.handlers, return_exceptions=True)
     await upstream.server.wait_closed()
     assert asyncio.all_tasks() == before_tasks
+
+
+# -- the link's own record of its connections (a reconnect storm seen from the server's side) --
+
+
+async def test_the_link_counts_what_happened_to_each_connection(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    link.clock = Clock()
+    assert await passes(link)  # accepted, passed, answered (its byte echoed)
+    _, writer = await connect(link)  # passed, then left before the service answered
+    await until(link, lambda: len(link.connections) == 1)
+    await close(writer)
+    await until(link, lambda: not link.connections)
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 0}))
+    assert await passes(link) and not await passes(link)  # one token: answered, then refused
+    totals = link.stats.totals
+    assert totals == {"accepted": 4, "passed": 3, "answered": 2, "abandoned": 1, "refused": 1}
+    assert sum(counts["accepted"] for _, counts in link.stats.bins) == 4
+
+
+def test_link_stats_keep_each_tenth_of_a_second_apart() -> None:
+    clock = Clock(now=100.5)
+    stats = LinkStats(clock)
+    stats.count("accepted")
+    clock.now = 100.5625
+    stats.count("accepted")
+    clock.now = 103.0
+    stats.count("passed")
+    bins = [(ms, c["accepted"], c["passed"]) for ms, c in stats.bins]
+    assert bins == [(100_500, 2, 0), (103_000, 0, 1)]
+    assert stats.totals["accepted"] == 2 and stats.totals["passed"] == 1
