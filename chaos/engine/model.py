@@ -19,6 +19,9 @@ from db_service.settings import DbSettings
 from herdlab.settings import Settings, with_values
 
 SECTIONS = ("db", "cache", "herd", "wire", "stack")
+# `row.NAME` in `configurations` or `[variants]`: a label telling rows apart (e.g. the trigger and
+# the cure of a row) that changes no setting; steps' and expectations' `variant` can name it.
+LABELS = "row"
 
 
 def sections_of(
@@ -150,7 +153,8 @@ class Experiment:
         sections = sections_of(self.db, self.cache, self.herd, self.wire, self.stack)
         for dotted, value in variant.items():
             section, key = dotted.split(".", 1)
-            sections[section] = with_values(sections[section], {key: value}, where=section)
+            if section != LABELS:
+                sections[section] = with_values(sections[section], {key: value}, where=section)
         db, cache, herd = sections["db"], sections["cache"], sections["herd"]
         assert isinstance(db, DbSettings)
         assert isinstance(cache, CacheSettings)

@@ -48,8 +48,11 @@ of the variants, the configuration's settings first (without `[variants]`, one t
 configuration). Every configuration names the same settings, each as `[variants]` would
 (`db.KEY`, `cache.KEY`, `herd.KEY`, `wire.KEY`, `stack.KEY`, also written as nested tables:
 `{ cache = { guards = "none" } }`), no setting both in `configurations` and in `[variants]`, no
-configuration twice; at most MAX_VARIANTS trials in all. `[[expect]]` selects rows by any of
-those settings, and so does a timeline step's `variant` (the step runs in those rows only).
+configuration twice; at most MAX_VARIANTS trials in all. A row label, `row.NAME` (NAME in
+[a-z0-9_]) with text, a number or a boolean, changes no setting but tells rows apart (a trigger
+and a cure, say). `[[expect]]` selects rows by any of those settings and labels (a label's value
+must be one some row has), and so does a timeline step's `variant` (the step runs in those rows
+only).
 
 Nothing in a file is evaluated as Python. Every problem is one `ExperimentError` line naming the
 file, the field and what is allowed (TOML syntax errors carry the parser's line and column).
@@ -68,6 +71,7 @@ from typing import Any
 from cache_service.settings import CacheSettings
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.model import (
+    LABELS,
     Condition,
     Expectation,
     Experiment,
@@ -111,7 +115,11 @@ MAX_VARIANTS = 64
 MAX_STEPS = 1000
 OPERATORS = (">=", "<=", "==", ">", "<")
 TOLERANCE_OPS = ("eq", "min", "max", "max_times", "min_times")
-_SETTING_NAMES = "must name a setting as db.KEY, cache.KEY, herd.KEY, wire.KEY or stack.KEY"
+_SETTING_NAMES = (
+    "must name a setting as db.KEY, cache.KEY, herd.KEY, wire.KEY or stack.KEY, or a row label "
+    "as row.NAME"
+)
+_LABEL = re.compile(r"^[a-z0-9_]+$")
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
 
@@ -336,7 +344,7 @@ class _Parser:
         for phase, steps in (("setup", experiment.setup), ("timeline", experiment.timeline)):
             for index, step in enumerate(steps):
                 if step.variant:
-                    self.selector(step.variant, f"{phase}[{index}].variant", experiment.swept_keys)
+                    self.selector(step.variant, f"{phase}[{index}].variant", experiment)
                 problem = step.action.problem(experiment, down)
                 if problem:
                     raise self.error(f"{phase}[{index}].do", problem)
@@ -426,16 +434,10 @@ class _Parser:
         count = 1
         for dotted, values in table.items():
             where = f'variants."{dotted}"'
-            section, _, key = dotted.partition(".")
-            if section not in sections or not key:
-                raise self.error(where, _SETTING_NAMES)
             if not isinstance(values, list) or not values:
                 raise self.error(where, "must be a non-empty list of values")
             for value in values:
-                try:
-                    with_values(sections[section], {key: value}, where=section)
-                except ValueError as exc:
-                    raise self.error(where, str(exc)) from None
+                self.swept_value(sections, dotted, value, where)
             if len(set(map(repr, values))) != len(values):
                 raise self.error(where, "lists a value twice")
             count *= len(values)
@@ -443,6 +445,27 @@ class _Parser:
         if count > MAX_VARIANTS:
             raise self.error("variants", f"{count} combinations; at most {MAX_VARIANTS}")
         return tuple(found)
+
+    def swept_value(
+        self, sections: Mapping[str, Settings], dotted: str, value: Any, where: str
+    ) -> None:
+        """Checks one row's value of `dotted`: a setting's value it allows, or a row label's
+        (`row.NAME`: text, a number or a boolean, changing no setting)."""
+        section, _, key = dotted.partition(".")
+        if section == LABELS:
+            if not _LABEL.match(key):
+                raise self.error(
+                    where, f"a row label is row.NAME with NAME in [a-z0-9_], got {key!r}"
+                )
+            if not isinstance(value, bool | int | float | str):
+                raise self.error(where, "a row label's value is text, a number or a boolean")
+            return
+        if section not in sections or not key:
+            raise self.error(where, _SETTING_NAMES)
+        try:
+            with_values(sections[section], {key: value}, where=section)
+        except ValueError as exc:
+            raise self.error(where, str(exc)) from None
 
     def configurations(
         self,
@@ -470,15 +493,9 @@ class _Parser:
                 raise self.error(where, "names no setting")
             for dotted, value in table.items():
                 at = f'{where}."{dotted}"'
-                section, _, key = dotted.partition(".")
-                if section not in sections or not key:
-                    raise self.error(at, _SETTING_NAMES)
+                self.swept_value(sections, dotted, value, at)
                 if dotted in swept:
                     raise self.error(at, "also swept in [variants]; name it in one place")
-                try:
-                    with_values(sections[section], {key: value}, where=section)
-                except ValueError as exc:
-                    raise self.error(at, str(exc)) from None
             if found and table.keys() != found[0].keys():
                 raise self.error(
                     where,
@@ -586,12 +603,11 @@ class _Parser:
     def expect(self, raw: Any, experiment: Experiment) -> tuple[Expectation, ...]:
         if not isinstance(raw, list):
             raise self.error("expect", "must be a list of tables ([[expect]])")
-        variant_keys = experiment.swept_keys
         found = []
         for index, entry in enumerate(raw):
             where = f"expect[{index}]"
             table = self.table(entry, where)
-            selector = self.selector(table.get("variant", {}), f"{where}.variant", variant_keys)
+            selector = self.selector(table.get("variant", {}), f"{where}.variant", experiment)
             tolerances = []
             for measure, rule in table.items():
                 if measure == "variant":
@@ -602,19 +618,21 @@ class _Parser:
                         "a tolerance on a field that this experiment does not measure; "
                         f"measured: {', '.join(experiment.measures)}",
                     )
-                tolerances.append(self.tolerance(measure, rule, f"{where}.{measure}", variant_keys))
+                tolerances.append(self.tolerance(measure, rule, f"{where}.{measure}", experiment))
             if not tolerances:
                 raise self.error(where, "names no tolerance")
             found.append(Expectation(selector, tuple(tolerances)))
         return tuple(found)
 
-    def selector(self, raw: Any, where: str, variant_keys: set[str]) -> dict[str, Any]:
-        """Which rows: swept settings and values each setting allows (a typo in a value is
-        an error here, not a tolerance that silently selects nothing)."""
+    def selector(self, raw: Any, where: str, experiment: Experiment) -> dict[str, Any]:
+        """Which rows: swept settings and values each setting allows, or row labels and values
+        some row has (a typo in a value is an error here, not a tolerance that silently selects
+        nothing)."""
         table = self.table(raw, where)
         defaults = sections_of(
             DbSettings(), CacheSettings(), HerdSettings(), WireSettings(), StackSettings()
         )
+        variant_keys = experiment.swept_keys
         for key, value in table.items():
             if key not in variant_keys:
                 raise self.error(
@@ -622,13 +640,21 @@ class _Parser:
                     f"not a swept setting; swept: {', '.join(sorted(variant_keys)) or 'none'}",
                 )
             section, _, name = key.partition(".")
+            if section == LABELS:
+                given = {repr(row[key]) for row in experiment.combinations()}
+                if repr(value) not in given:
+                    raise self.error(
+                        f'{where}."{key}"',
+                        f"no row has {value!r}; rows have {', '.join(sorted(given))}",
+                    )
+                continue
             try:
                 with_values(defaults[section], {name: value}, where=section)
             except ValueError as exc:
                 raise self.error(f'{where}."{key}"', str(exc)) from None
         return table
 
-    def tolerance(self, measure: str, raw: Any, where: str, variant_keys: set[str]) -> Tolerance:
+    def tolerance(self, measure: str, raw: Any, where: str, experiment: Experiment) -> Tolerance:
         table = self.table(raw, where)
         self.only(table, (*TOLERANCE_OPS, "of"), where)
         ops = [op for op in TOLERANCE_OPS if op in table]
@@ -647,7 +673,7 @@ class _Parser:
         if op.endswith("_times"):
             if "of" not in table:
                 raise self.error(where, f"{op} needs of = {{ ... }}, the variant to compare with")
-            of = self.selector(table["of"], f"{where}.of", variant_keys)
+            of = self.selector(table["of"], f"{where}.of", experiment)
         elif "of" in table:
             raise self.error(f"{where}.of", "goes with max_times or min_times")
         return Tolerance(measure, op, value, of)

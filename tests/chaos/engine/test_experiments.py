@@ -278,6 +278,47 @@ def test_variants_are_every_combination_in_file_order(tmp_path: Path) -> None:
     assert (cache.policy, db.concurrency) == ("full", 10)
 
 
+LABELLED = BASE.replace(
+    'title = "a small experiment"\n',
+    'title = "a small experiment"\nconfigurations = [\n'
+    '  { "row.cure" = "none", "cache.policy" = "none" },\n'
+    '  { "row.cure" = "jitter", "cache.policy" = "full" },\n]\n',
+)
+
+
+def test_row_labels_tell_rows_apart_and_steps_select_by_them(tmp_path: Path) -> None:
+    step = '[[timeline]]\nat = "1s"\ndo = "latency db 50ms"\nvariant = { "row.cure" = "jitter" }\n'
+    experiment = spec.load(_write(tmp_path, LABELLED + step))
+    rows = experiment.combinations()
+    assert rows == [
+        {"row.cure": "none", "cache.policy": "none"},
+        {"row.cure": "jitter", "cache.policy": "full"},
+    ]
+    assert [experiment.timeline[0].runs_in(row) for row in rows] == [False, True]
+    assert experiment.settings_for(rows[1])[1].policy == "full"  # the label changed nothing
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param(
+            LABELLED + '[[expect]]\nvariant = { "row.cure" = "jiter" }\nlost = { eq = 0 }\n',
+            "expect[0].variant.\"row.cure\": no row has 'jiter'",
+            id="a-value-no-row-has",
+        ),
+        pytest.param(
+            LABELLED.replace('"row.cure" = "jitter"', '"row.Cure" = "jitter"'),
+            "a row label is row.NAME",
+            id="a-bad-label-name",
+        ),
+    ],
+)
+def test_a_row_label_typo_is_refused(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(spec.ExperimentError) as raised:
+        spec.load(_write(tmp_path, text))
+    assert problem in str(raised.value)
+
+
 def _expect(tmp_path: Path, expect: str) -> Experiment:
     text = BASE + '[variants]\n"cache.policy" = ["exponential", "full"]\n' + expect
     return spec.load(_write(tmp_path, text))
