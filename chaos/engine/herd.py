@@ -144,6 +144,8 @@ class HerdConfig:
     keepalive: Keepalive | None = None  # the channels' keepalive pings (None: off, gRPC's default)
     # Over several replicas: round_robin skips a replica whose health watch is not SERVING.
     health_check: bool = False
+    # Reconnect a channel as soon as it goes IDLE, not at its next call (gRPC's way).
+    stay_connected: bool = False
     seed: int | None = None
     # Overload guards around the users' calls (`herdlab.guards`), one set for the whole herd.
     guards: str = "none"
@@ -411,7 +413,7 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     channels = [aio_channel(config.target, options, config.tls_ca) for _ in range(config.channels)]
     events: list[tuple[int, int, str]] = []
     watchers = [
-        asyncio.create_task(_watch(channel, index, events))
+        asyncio.create_task(_watch(channel, index, events, config.stay_connected))
         for index, channel in enumerate(channels)
     ]
     try:
@@ -433,14 +435,19 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
         await asyncio.gather(*(ch.close(grace=None) for ch in channels))
 
 
-async def _watch(channel: grpc.aio.Channel, index: int, events: list[tuple[int, int, str]]) -> None:
-    """Records every connectivity change of `channel` until cancelled (when the herd ends)."""
+async def _watch(
+    channel: grpc.aio.Channel, index: int, events: list[tuple[int, int, str]], stay: bool
+) -> None:
+    """Records every connectivity change of `channel` until cancelled (when the herd ends);
+    with `stay`, asks an IDLE channel to connect at once."""
     state = channel.get_state(try_to_connect=False)
     events.append((time.time_ns(), index, state.name))
     while True:
         await channel.wait_for_state_change(state)
         state = channel.get_state(try_to_connect=False)
         events.append((time.time_ns(), index, state.name))
+        if stay and state == grpc.ChannelConnectivity.IDLE:
+            channel.get_state(try_to_connect=True)
 
 
 def connect_timeout_s(connections: int) -> float:

@@ -16,6 +16,7 @@ it, and bounded to 1024. When both are given `connections` wins.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from chaos.engine.herd import (
@@ -175,6 +176,32 @@ class HerdSettings(Settings):
         "Channel reconnect backoff: gRPC's default or tuned (100 ms, at most 1 s).",
         choices=tuple(RECONNECTS),
     )
+    connect_timeout_s: float = setting(
+        0.0,
+        "connect_timeout",
+        "duration",
+        "The least time a channel gives one connection attempt (TCP, TLS and HTTP/2 setup) "
+        "before it abandons it and backs off (0: as --reconnect says; gRPC's default is 20 s).",
+        lo=0.0,
+        hi=3600,
+    )
+    reconnect_initial_s: float = setting(
+        0.0,
+        "reconnect_initial",
+        "duration",
+        "The channels' first reconnect backoff (0: as --reconnect says; gRPC's default 1 s, "
+        "then x1.6 with +-20% jitter, both fixed in gRPC core).",
+        lo=0.0,
+        hi=3600,
+    )
+    reconnect_max_s: float = setting(
+        0.0,
+        "reconnect_max",
+        "duration",
+        "The channels' largest reconnect backoff (0: as --reconnect says; gRPC's default 120 s).",
+        lo=0.0,
+        hi=3600,
+    )
     keepalive_s: float = setting(
         0.0,
         "keepalive",
@@ -194,6 +221,14 @@ class HerdSettings(Settings):
     )
     keepalive_without_calls: bool = setting(
         True, "keepalive_without_calls", "bool", "Ping idle channels too."
+    )
+    stay_connected: bool = setting(
+        False,
+        "stay_connected",
+        "bool",
+        "Reconnect a channel as soon as it loses its connection, as a client holding a stream "
+        "or a pool of connections does, not at its next call (gRPC's default: a channel that "
+        "lost its connection waits IDLE).",
     )
     health_check: bool = setting(
         True,
@@ -269,6 +304,20 @@ class HerdSettings(Settings):
                 found.append("rate (an open loop) and rounds do not go together; choose one")
         return found
 
+    def reconnect_options(self) -> Reconnect | None:
+        """The channels' connection backoff: `reconnect`'s, with the times given here instead
+        (None: gRPC's own, no option set)."""
+        chosen = RECONNECTS[self.reconnect]
+        given = {
+            "min_connect_timeout_ms": self.connect_timeout_s,
+            "initial_backoff_ms": self.reconnect_initial_s,
+            "max_backoff_ms": self.reconnect_max_s,
+        }
+        changed = {name: round(s * 1000) for name, s in given.items() if s}
+        if not changed:
+            return chosen
+        return dataclasses.replace(chosen or Reconnect(), **changed)
+
     def config(self, target: str, key_prefix: str | None = None) -> HerdConfig:
         return HerdConfig(
             target=target,
@@ -282,9 +331,10 @@ class HerdSettings(Settings):
             channels=self.channel_count,
             open_loop=self.open_loop(),
             policy=self.retry_policy(),
-            reconnect=RECONNECTS[self.reconnect],
+            reconnect=self.reconnect_options(),
             keepalive=self.keepalive() or self._replicas_keepalive(target),
             health_check=self.health_check,
+            stay_connected=self.stay_connected,
             seed=self.seed,
             guards=self.guards,
         )
