@@ -55,6 +55,7 @@ from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.lab.procstats import peak_rss_bytes
 from chaos.wire.admin import WireClient
 from db_service.settings import DbSettings
+from herdlab.limits import raise_open_files
 from herdlab.metrics import (
     CACHE_LEASE_TAKEOVERS,
     CACHE_LEASE_WAITS,
@@ -280,6 +281,7 @@ class Trial:
     # -- the run --------------------------------------------------------------------------------
 
     async def run(self) -> Observations:
+        raise_open_files()  # the herd runs in this process: every connection is an open file
         async with scenario_stack(self.name.split(":")[0]) as stack:
             self.stack = stack
             info = await in_thread(

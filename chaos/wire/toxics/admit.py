@@ -5,10 +5,10 @@ excess is held, the upstream connect delayed until a token is free, for at most 
 (then reset), or with `max_wait_ms` 0 refused at once (reset: the client sees a failed connect
 and backs off). gRPC has no server option for this; the proxy sees every connection first.
 
-With `keeps_up_ms` > 0 the rate is adaptive: it starts at `rate` and follows the service's
+With `answer_within_ms` > 0 the rate is adaptive: it starts at `rate` and follows the service's
 measured capacity, rising x1.25 each second in which connections waited for tokens and every one
 let through was answered (its first byte, for TLS the server's handshake flight) within
-`keeps_up_ms`, falling x0.7 in a second in which one was not, never below `floor`.
+`answer_within_ms`, falling x0.7 in a second in which one was not, never below `floor`.
 Counts: `chaos.wire.gate`."""
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ class Admit(Toxic):
         10_000.0, 0.0, MAX_MS, "Longest a connection is held for a token (0: refuse), ms."
     )
 
-    keeps_up_ms: float = attribute(
+    answer_within_ms: float = attribute(
         0.0, 0.0, MAX_MS, "Adaptive rate: answers within this keep it rising (0: fixed), ms."
     )
     floor: float = attribute(1.0, 0.001, 1_000_000.0, "Adaptive rate: never below this.")
 
     def gate(self, clock: Clock, changed: Callable[[], None]) -> Gate:
         holding = Holding(clock, self.max_wait_ms / 1000, changed)
-        if self.keeps_up_ms:
+        if self.answer_within_ms:
             return AdaptiveBucket(
                 holding,
                 rate=self.rate,
                 burst=self.burst,
-                keeps_up_s=self.keeps_up_ms / 1000,
+                keeps_up_s=self.answer_within_ms / 1000,
                 floor=self.floor,
             )
         return TokenBucket(holding, rate=self.rate, burst=self.burst)

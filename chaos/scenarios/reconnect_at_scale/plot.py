@@ -1,0 +1,60 @@
+"""The reconnect-at-scale figure: per row, each second from the herd's first connect, the
+connections the proxy was offered, those it passed to the cache, those the cache answered and
+those whose client gave up first (wasted handshakes), with the cache's CPU (cores) on a second
+axis; the release and the storm's start marked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from chaos.report.plotting import save, stacked
+
+SERIES = (
+    ("accepted", "offered to the proxy", "#bbbbbb"),
+    ("passed", "passed to the cache", "#1f77b4"),
+    ("answered", "answered by the cache", "#2ca02c"),
+    ("abandoned", "client gave up first (wasted)", "#d62728"),
+)
+
+
+def _title(row: Mapping[str, Any]) -> str:
+    ready = row["time_to_all_ready_s"]
+    return (
+        f"{row['trigger']} / {row['cure']}: peak {row['peak_connect_attempts_per_s']}/s to the "
+        f"cache ({row['peak_over_capacity']}x capacity {row['handshake_capacity_per_s']}/s), all "
+        f"READY {'never' if ready is None else f'{ready:.1f}s'} after the storm "
+        f"({row['reconnect_over_ideal']}x ideal), wasted {row['wasted_handshakes']}, "
+        f"lost {row['lost']}"
+    )
+
+
+def plot_reconnect_at_scale(doc: Mapping[str, Any], path: Path) -> None:
+    rows = [r for r in doc["rows"] if r.get("timeline")]
+    if not rows:
+        return
+    fig, axes = stacked(len(rows), 2.4, "seconds since the herd's first connect")
+    for ax, row in zip(axes[:, 0], rows, strict=True):
+        timeline = row["timeline"]
+        seconds = range(len(timeline["accepted"]))
+        for key, label, color in SERIES:
+            ax.plot(seconds, timeline[key], label=label, color=color, drawstyle="steps-post")
+        ax.set_ylabel("connections/s")
+        for at, label in ((timeline["t0_s"], "release"), (timeline["storm_s"], "storm")):
+            if at is not None:
+                ax.axvline(at, color="black", linestyle=":", linewidth=1)
+                ax.text(at, ax.get_ylim()[1] * 0.92, f" {label}", fontsize=7)
+        cpu = [c if c is not None else float("nan") for c in timeline["cpu"]]
+        twin = ax.twinx()
+        twin.plot(seconds, cpu, color="#9467bd", linewidth=1, label="cache CPU (cores)")
+        twin.set_ylabel("cores")
+        twin.set_ylim(bottom=0)
+        ax.set_title(_title(row), fontsize=8)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(
+        f"Reconnect at scale: {doc['config']['connections']:,} connections"
+        f"{' over TLS' if doc['config']['tls'] else ''}, each row on its own stack",
+        fontsize=10,
+    )
+    save(fig, path)

@@ -1,0 +1,102 @@
+"""The reconnect-at-scale measures on an injected trial: the proxy's 100 ms record of the cache's
+link, the cache's CPU samples and the herd's channel states; every figure worked out by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from support import observations
+
+from chaos.engine.measures.connect_storm import (
+    busiest_second,
+    connect_bins,
+    handshake_capacity_per_s,
+    ideal_reconnect_s,
+    peak_connect_attempts_per_s,
+    peak_over_capacity,
+    reconnect_over_ideal,
+    reconnect_peak_bin_share,
+    time_to_all_ready_s,
+    wasted_handshakes,
+    wasted_share,
+)
+from chaos.engine.observations import Observations, Outage
+from chaos.engine.observers.cache_cpu import cpu_peak, cpu_used
+from chaos.engine.observers.wire_links import LinkRecord
+
+S = 1_000_000_000
+MS = 1_000_000
+
+
+def _bins(start_s: float, name: str, counts: list[int]) -> dict[int, dict[str, int]]:
+    return {round(start_s * 1000) + 100 * i: {name: n} for i, n in enumerate(counts) if n}
+
+
+def _record(*parts: dict[int, dict[str, int]]) -> LinkRecord:
+    merged: dict[int, dict[str, int]] = {}
+    for part in parts:
+        for ms, counts in part.items():
+            merged.setdefault(ms, {}).update(counts)
+    return LinkRecord(totals={}, bins=sorted(merged.items()))
+
+
+def _storm(record: LinkRecord, events: list[tuple[int, int, str]], channels: int) -> Observations:
+    """Connect from 0 s, release at 4 s, the cache killed at 5 s and listening again at 10 s."""
+    obs = observations([], [Outage("cache", down_ns=5 * S, restart_ns=10 * S, up_ns=10 * S)])
+    obs.herd_result = dataclasses.replace(
+        obs.herd_result, connect_start_ns=0, channel_events=events, connections=channels
+    )
+    obs.t0_ns, obs.end_ns = 4 * S, 20 * S
+    obs.series["wire_links"] = record
+    return obs
+
+
+def test_busiest_second_slides_over_the_bins_and_skips_windows_with_give_ups() -> None:
+    bins = [0, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 9]
+    assert busiest_second(bins) == 54  # bins 2..11
+    assert busiest_second(bins, skip=[0] * 11 + [1]) == 50  # bins 1..10
+    assert busiest_second([1, 2]) == 3  # shorter than a second: all of it
+
+
+def test_the_storm_against_the_calibrated_capacity() -> None:
+    record = _record(
+        _bins(0.0, "answered", [100] * 20),  # the first connect: 1,000 a second for 2 s
+        _bins(10.0, "passed", [600] * 10 + [100] * 10),  # the storm: 6,000 in its first second
+        _bins(10.0, "abandoned", [300] * 10),
+    )
+    ready = [(10 * S + 4 * S, 0, "READY")]
+    events = [(1 * S, 0, "READY"), (5 * S, 0, "TRANSIENT_FAILURE"), *ready]
+    obs = _storm(record, events, channels=1)
+    assert handshake_capacity_per_s(obs) == 1000
+    assert peak_connect_attempts_per_s(obs) == 6000 and peak_over_capacity(obs) == 6.0
+    assert wasted_handshakes(obs) == 3000 and wasted_share(obs) == 0.429  # of 7,000 passed
+    assert time_to_all_ready_s(obs) == 4.0  # from the restarted cache listening
+    assert ideal_reconnect_s(obs) == 0.001 and reconnect_over_ideal(obs) == 4000.0
+
+
+def test_a_connection_never_ready_again_leaves_all_ready_unmeasured() -> None:
+    events = [(1 * S, 0, "READY"), (1 * S, 1, "READY"), (5 * S, 0, "IDLE"), (6 * S, 1, "IDLE")]
+    events.append((12 * S, 0, "READY"))
+    assert time_to_all_ready_s(_storm(_record(), events, channels=2)) is None
+
+
+def test_connections_aged_out_together_land_in_one_bin() -> None:
+    ready = [(1 * S, c, "READY") for c in range(10)]
+    together = [(8 * S + c * MS, c, "CONNECTING") for c in range(10)]
+    spread = [(8 * S + c * 100 * MS, c, "CONNECTING") for c in range(10)]
+    obs = observations([])
+    obs.t0_ns = 4 * S
+    for events, share in ((together, 1.0), (spread, 0.1)):
+        lost = [(t - MS, c, "IDLE") for t, c, _ in events]
+        obs.herd_result = dataclasses.replace(
+            obs.herd_result, channel_events=ready + lost + events, connections=10
+        )
+        assert reconnect_peak_bin_share(obs) == share
+        assert sum(connect_bins(obs)) == 10
+
+
+def test_cpu_is_read_within_one_incarnation_of_the_cache() -> None:
+    samples = [(0, 1, 0.0), (S // 2, 1, 0.25), (S, 1, 1.0), (S + S // 2, 2, 0.0), (2 * S, 2, 0.5)]
+    assert cpu_peak(samples, 0) == 1.0  # 1 CPU second in the first second
+    assert cpu_used(samples, S + 1, 3 * S) == 1.0  # the restarted process: 0.5 s in 0.5 s
+    assert cpu_used(samples, 0, S // 4) is None  # one sample only
