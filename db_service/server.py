@@ -63,6 +63,7 @@ from herdlab.metrics import (
     DB_SLOT_SECONDS,
 )
 from herdlab.record import EventRecord, serve_page
+from herdlab.settings import fields
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
 
@@ -322,6 +323,21 @@ def _given_ms(
     return {s: float(getattr(request, f)) for f, s in fields.items() if request.HasField(f)}
 
 
+def _out_of_bounds_ms(given_ms: Mapping[str, float]) -> list[str]:
+    """The bounds of each duration, checked on the ms given: its seconds may round into range
+    (-5e-324 ms is -0.0 s)."""
+    specs = dict(fields(DbSettings))
+    found = []
+    for setting, ms in given_ms.items():
+        spec = specs[setting]
+        assert spec.lo is not None and spec.hi is not None  # every duration has bounds
+        if not spec.lo * 1000 <= ms <= spec.hi * 1000:
+            found.append(
+                f"{spec.label} must be in [{spec.lo * 1000:g}, {spec.hi * 1000:g}] ms, got {ms!r}"
+            )
+    return found
+
+
 # Fields `SetFaults` can set for a while (`for_ms`), by their name in `Faults`: the setting each is.
 TIMED_FAULTS = {"latency_ms": "latency_s", "spread_ms": "spread_s", "error_rate": "error_rate"}
 MAX_FAULT_FOR_MS = 86_400_000.0
@@ -339,7 +355,7 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
     async def _apply(
         self, rpc: str, config: DbSettings, given_ms: Mapping[str, float], context: Context
     ) -> admin_pb2.DbState:
-        problems = config.problems()
+        problems = config.problems() or _out_of_bounds_ms(given_ms)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         before = self.db.config.described()

@@ -214,6 +214,14 @@ async def test_admin_durations_read_back_exactly_as_given(stack_info: StackInfo)
             assert timed.faults.latency_ms == 500.0
             reverted = await lab.until_db(lambda s: not s.reverts_at_unix, "latency reverted")
             assert reverted.faults.latency_ms == latency
+            # A negative spread whose seconds round to -0.0 is still negative: refused.
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await lab.faults(spread_ms=-5e-324)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "spread must be in [0, 8.64e+07] ms, got -5e-324" in (
+                error.value.details() or ""
+            )
+            assert (await lab.db_state()).faults.spread_ms == spread
         finally:
             await lab.faults(latency_ms=3_600_000, spread_ms=0)
 
