@@ -62,7 +62,7 @@ START_BOUND_S = 300.0
 @dataclass(frozen=True)
 class SoakConfig:
     """The soak's settings. The defaults keep the herd modest (30 users, each a request about
-    every 60 ms, over 64 keys), so 50 cycles take about three minutes on two shared cores, and
+    every 60 ms, over 64 keys), so 50 cycles take about seven minutes on two shared cores, and
     the cache's TTL short (1 s), so values expire, and are fetched at a new version after a DB
     restore, many times in every cycle."""
 
