@@ -13,8 +13,9 @@ waiters woken by a publication on the replica's one pub/sub connection, `notifie
 per-call timeout, the value's key and encoding and the metrics (`lease.Values`).
 
 Redis down, slow or paused: every Redis call has its own timeout (`--redis-timeout`) and redis-py
-makes no retries. When a call fails or times out the replica falls back to its local path: the
-fetch goes straight to the DB under the local single-flight, as without a shared store
+makes no retries; a connection Redis dropped closes the pool's idle ones too (`_drop_idle`).
+When a call fails or times out the replica falls back to its local path: the fetch goes straight
+to the DB under the local single-flight, as without a shared store
 (`herdlab_cache_shared_fallbacks_total{op}` counts each), and the value is then offered to Redis
 with the same short timeout. Answers keep coming, one DB query per key per replica at worst;
 nothing waits on Redis longer than its timeout, and a waiter whose subscription broke stops
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from cache_service.lease import NAMESPACE, Fetch, Leases, SharedUnavailable
@@ -169,7 +171,17 @@ class SharedStore:
             return await asyncio.wait_for(call, self.timeout_s)
         except (RedisError, TimeoutError, OSError) as exc:
             self.metrics.fallbacks.labels(op).inc()
+            if isinstance(exc, RedisConnectionError | ConnectionError):
+                await self._drop_idle()
             raise SharedUnavailable(f"redis {op}: {type(exc).__name__}: {exc}") from exc
+
+    async def _drop_idle(self) -> None:
+        """Closes the pool's idle connections once Redis has dropped one: they are as dead as
+        it was (a restarted redis-server knows none of them). Left in the pool, each would hold
+        its half-closed socket (CLOSE_WAIT) until the pool reused it, and the pool hands out the
+        last released first, so the ones a burst opened beyond the usual load would never be."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.connection_pool.disconnect(inuse_connections=False)
 
     async def get(self, key: str) -> Entry | None:
         """The entry Redis keeps for `key` (fresh or within the kept window), or None."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -63,6 +63,7 @@ from herdlab.metrics import (
     DB_SLOT_SECONDS,
 )
 from herdlab.record import EventRecord, serve_page
+from herdlab.settings import fields
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
 
@@ -170,6 +171,8 @@ class Db:
         # key -> its queries in the DB now (keys with none are removed: bounded by in-flight).
         self.in_flight_by_key: dict[str, int] = {}
         self.max_in_flight_per_key = 0
+        # setting (seconds) -> (its seconds, the ms an admin call gave for it): see `ms`.
+        self.given_ms: dict[str, tuple[float, float]] = {}
         # Gauges read the live state when scraped: nothing to keep in step on the request path.
         m = self.metrics
         m.in_flight.set_function(lambda: self.capacity.in_flight)
@@ -184,24 +187,37 @@ class Db:
         m.latency_base.set_function(lambda: self.config.latency_s)
         m.error_rate.set_function(lambda: self.config.error_rate)
 
-    def apply(self, config: DbSettings) -> None:
+    def apply(self, config: DbSettings, given_ms: Mapping[str, float] | None = None) -> None:
+        """Puts `config` in force; `given_ms` holds the admin call's values in ms, by setting."""
         self.config = config
+        self.given_ms.update({s: (getattr(config, s), ms) for s, ms in (given_ms or {}).items()})
         self.capacity.resize(config.concurrency, config.queue)
         self.capacity.set_discipline(config.discipline())
         self.metrics.queue_discipline.info({"discipline": config.queue_discipline})
+
+    def ms(self, setting: str) -> float:
+        """A duration setting in ms: exactly the value an admin call gave while the setting is
+        still what that value became. The DB keeps seconds, and ms / 1000 * 1000 is not always
+        the float that was sent (63.7 comes back as 63.699999999999996, a subnormal loses bits):
+        a reply or a GetState that differs from the request would say the DB changed it."""
+        seconds = float(getattr(self.config, setting))
+        given = self.given_ms.get(setting)
+        return given[1] if given is not None and given[0] == seconds else seconds * 1000
 
     def state(self) -> admin_pb2.DbState:
         c = self.config
         return admin_pb2.DbState(
             faults=admin_pb2.Faults(
-                latency_ms=c.latency_s * 1000, spread_ms=c.spread_s * 1000, error_rate=c.error_rate
+                latency_ms=self.ms("latency_s"),
+                spread_ms=self.ms("spread_s"),
+                error_rate=c.error_rate,
             ),
             capacity=admin_pb2.Capacity(
                 concurrency=c.concurrency,
                 queue=c.queue,
                 discipline=c.queue_discipline,
-                codel_target_ms=c.codel_target_s * 1000,
-                codel_interval_ms=c.codel_interval_s * 1000,
+                codel_target_ms=self.ms("codel_target_s"),
+                codel_interval_ms=self.ms("codel_interval_s"),
             ),
             arrivals=self.record.total,
             completed=self.completed,
@@ -300,6 +316,28 @@ class DbServicer(db_pb2_grpc.DbServicer):
         return await self.db.get(request.key, context)
 
 
+def _given_ms(
+    request: admin_pb2.Faults | admin_pb2.Capacity, fields: Mapping[str, str]
+) -> dict[str, float]:
+    """The ms values `request` sets, by setting: `fields` maps each field to its setting."""
+    return {s: float(getattr(request, f)) for f, s in fields.items() if request.HasField(f)}
+
+
+def _out_of_bounds_ms(given_ms: Mapping[str, float]) -> list[str]:
+    """The bounds of each duration, checked on the ms given: its seconds may round into range
+    (-5e-324 ms is -0.0 s)."""
+    specs = dict(fields(DbSettings))
+    found = []
+    for setting, ms in given_ms.items():
+        spec = specs[setting]
+        assert spec.lo is not None and spec.hi is not None  # every duration has bounds
+        if not spec.lo * 1000 <= ms <= spec.hi * 1000:
+            found.append(
+                f"{spec.label} must be in [{spec.lo * 1000:g}, {spec.hi * 1000:g}] ms, got {ms!r}"
+            )
+    return found
+
+
 # Fields `SetFaults` can set for a while (`for_ms`), by their name in `Faults`: the setting each is.
 TIMED_FAULTS = {"latency_ms": "latency_s", "spread_ms": "spread_s", "error_rate": "error_rate"}
 MAX_FAULT_FOR_MS = 86_400_000.0
@@ -314,23 +352,22 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
         self.db = db
         self._reverts: dict[str, tuple[float, asyncio.TimerHandle]] = {}  # field -> (at, timer)
 
-    async def _apply(self, rpc: str, config: DbSettings, context: Context) -> admin_pb2.DbState:
-        problems = config.problems()
+    async def _apply(
+        self, rpc: str, config: DbSettings, given_ms: Mapping[str, float], context: Context
+    ) -> admin_pb2.DbState:
+        problems = config.problems() or _out_of_bounds_ms(given_ms)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         before = self.db.config.described()
-        self.db.apply(config)
+        self.db.apply(config, given_ms)
         changed = {k: v for k, v in config.described().items() if before[k] != v}
         if changed:  # a call that changed nothing (e.g. `chaos reset` of a clean stack) is quiet
             logs.event("admin_change", rpc=rpc, **changed)
         return self.db.state()
 
     async def SetFaults(self, request: admin_pb2.Faults, context: Context) -> admin_pb2.DbState:
-        changes: dict[str, Any] = {}
-        if request.HasField("latency_ms"):
-            changes["latency_s"] = request.latency_ms / 1000
-        if request.HasField("spread_ms"):
-            changes["spread_s"] = request.spread_ms / 1000
+        given = _given_ms(request, {"latency_ms": "latency_s", "spread_ms": "spread_s"})
+        changes: dict[str, Any] = {setting: ms / 1000 for setting, ms in given.items()}
         if request.HasField("error_rate"):
             changes["error_rate"] = request.error_rate
         for_ms = request.for_ms if request.HasField("for_ms") else 0.0
@@ -340,7 +377,8 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
                 f"for_ms must be in [0, {MAX_FAULT_FOR_MS:g}], got {for_ms:g}",
             )
         before = self.db.config
-        state = await self._apply("SetFaults", replace(before, **changes), context)
+        before_ms = {setting: self.db.ms(setting) for setting in given}  # what a revert gives
+        state = await self._apply("SetFaults", replace(before, **changes), given, context)
         fields = [f for f in TIMED_FAULTS if request.HasField(f)]
         for field in fields:
             pending = self._reverts.pop(field, None)
@@ -351,19 +389,22 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
             at = time.time() + for_ms / 1000
             for field in fields:
                 setting = TIMED_FAULTS[field]
+                was = {setting: before_ms[setting]} if setting in before_ms else {}
                 timer = loop.call_later(
-                    for_ms / 1000, self._revert, field, setting, getattr(before, setting)
+                    for_ms / 1000, self._revert, field, setting, getattr(before, setting), was
                 )
                 self._reverts[field] = (at, timer)
             state.reverts_at_unix.update({f: at for f in fields})
         return state
 
-    def _revert(self, field: str, setting: str, value: float) -> None:
+    def _revert(
+        self, field: str, setting: str, value: float, given_ms: Mapping[str, float]
+    ) -> None:
         self._reverts.pop(field, None)
         changes: dict[str, Any] = {setting: value}
         before = self.db.config.described()
         config = replace(self.db.config, **changes)
-        self.db.apply(config)
+        self.db.apply(config, given_ms)
         changed = {k: v for k, v in config.described().items() if before[k] != v}
         if changed:
             logs.event("admin_change", rpc="SetFaults", reverted=field, **changed)
@@ -381,11 +422,12 @@ class DbAdminServicer(admin_pb2_grpc.DbAdminServicer):
             changes["queue"] = request.queue
         if request.HasField("discipline"):
             changes["queue_discipline"] = request.discipline
-        if request.HasField("codel_target_ms"):
-            changes["codel_target_s"] = request.codel_target_ms / 1000
-        if request.HasField("codel_interval_ms"):
-            changes["codel_interval_s"] = request.codel_interval_ms / 1000
-        return await self._apply("SetCapacity", replace(self.db.config, **changes), context)
+        given = _given_ms(
+            request,
+            {"codel_target_ms": "codel_target_s", "codel_interval_ms": "codel_interval_s"},
+        )
+        changes.update({setting: ms / 1000 for setting, ms in given.items()})
+        return await self._apply("SetCapacity", replace(self.db.config, **changes), given, context)
 
     async def GetArrivals(
         self, request: admin_pb2.RecordRequest, context: Context

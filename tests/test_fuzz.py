@@ -342,6 +342,8 @@ def settings_of(state: admin_pb2.DbState) -> tuple[Any, ...]:
     queue=optional(int32s),
 )
 @example(latency=-1.0, spread=None, error_rate=None, concurrency=None, queue=None)
+@example(latency=63.7, spread=2.225e-311, error_rate=None, concurrency=None, queue=None)
+@example(latency=None, spread=-5e-324, error_rate=None, concurrency=None, queue=None)
 @example(latency=None, spread=None, error_rate=math.nan, concurrency=None, queue=None)
 @example(latency=math.inf, spread=None, error_rate=None, concurrency=None, queue=None)
 @example(latency=5.0, spread=None, error_rate=1.5, concurrency=0, queue=None)

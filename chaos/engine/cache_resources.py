@@ -1,7 +1,7 @@
-"""The cache process's memory and file descriptors, read at a quiescent point.
+"""A lab process's memory and file descriptors, read at a quiescent point.
 
 Comparing two readings says something about leaks only if both are taken in the same state: the
-caller holds its traffic (no herd connection open) and `at_rest` waits until the cache holds
+caller holds its traffic (no herd connection open) and `at_rest` waits until a cache holds
 exactly the caller's own connections to its gRPC port (`own`), every other socket closed.
 """
 
@@ -23,7 +23,15 @@ class Resources:
     pid: int
     rss: int  # bytes resident
     fds: int  # open file descriptors
-    settled: bool  # the cache held only the caller's connections when read
+    connections: int  # of them, established TCP connections (listeners excluded)
+    settled: bool  # a cache held only the caller's connections when read (others: True)
+
+    @property
+    def other_fds(self) -> int:
+        """Descriptors other than established connections: files, pipes, listeners, sockets
+        closing. A client's pool (redis-py's, up to its bound) keeps as many idle connections
+        as it last needed at once, so connections are counted on their own."""
+        return self.fds - self.connections
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,9 +53,10 @@ def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
-async def at_rest(pid: int, port: int, own: int) -> Resources:
-    """RSS and fds of the cache `pid` once it holds `own` established connections on `port` and
-    no other (or after SETTLE_TIMEOUT_S, `settled` False)."""
+async def at_rest(pid: int, expected: tuple[int, int] | None = None) -> Resources:
+    """RSS and fds of the process `pid`; with `expected` (port, own), once it holds `own`
+    established connections on `port` and no other (or after SETTLE_TIMEOUT_S, `settled`
+    False)."""
     # A closed channel's connection stays open while calls that failed on it are still
     # referenced, and failed calls sit in reference cycles (exception, traceback, retry state)
     # until the cycle collector runs: collect now, or the herd's last round can hold its
@@ -55,9 +64,18 @@ async def at_rest(pid: int, port: int, own: int) -> Resources:
     gc.collect()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_TIMEOUT_S
-    settled = cache_connections(pid, port) == (own, 0)
+    settled = expected is None or cache_connections(pid, expected[0]) == (expected[1], 0)
     while not settled and loop.time() <= deadline:
         await asyncio.sleep(POLL_S)
-        settled = cache_connections(pid, port) == (own, 0)
+        settled = expected is None or cache_connections(pid, expected[0]) == (expected[1], 0)
     process = psutil.Process(pid)
-    return Resources(pid=pid, rss=process.memory_info().rss, fds=process.num_fds(), settled=settled)
+    connections = sum(
+        1 for c in process.net_connections(kind="tcp") if c.status == psutil.CONN_ESTABLISHED
+    )
+    return Resources(
+        pid=pid,
+        rss=process.memory_info().rss,
+        fds=process.num_fds(),
+        connections=connections,
+        settled=settled,
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from chaos.engine.freshness_oracle import Freshness
+from chaos.engine.herd import ROUND_ROBIN
 from herdlab.grpcutil import aio_channel, channel_options
 from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
@@ -36,7 +37,10 @@ class CheckedClient:
         tls_ca: str | None = None,
     ) -> None:
         """`tls_ca`: the cache serves TLS, verified against this CA file (None: plaintext)."""
-        self._channel = aio_channel(target, channel_options(local_pool=True), tls_ca)
+        options = channel_options(local_pool=True)
+        if "," in target:  # replicas (`replicas_target`): each in turn, as the herd
+            options.append(ROUND_ROBIN)
+        self._channel = aio_channel(target, options, tls_ca)
         self._stub = cache_pb2_grpc.CacheStub(self._channel)
         self.keys = keys
         self.key_prefix = key_prefix

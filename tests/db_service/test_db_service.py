@@ -190,6 +190,42 @@ async def test_admin_rejects_invalid_settings_with_a_message(stack_info: StackIn
         assert after.faults == before.faults and after.capacity == before.capacity
 
 
+async def test_admin_durations_read_back_exactly_as_given(stack_info: StackInfo) -> None:
+    """The DB keeps seconds, and ms / 1000 * 1000 is not always the float sent (63.7 ms, a
+    subnormal spread): the reply, GetState and a timed fault's revert give back what was sent."""
+    latency, spread = 63.7, 2.225e-311
+    target, interval = 15.96, 127.9
+    assert (latency / 1000) * 1000 != latency and (spread / 1000) * 1000 != spread
+    async with StackClients(stack_info) as lab:
+        try:
+            reply = await lab.faults(latency_ms=latency, spread_ms=spread)
+            assert (reply.faults.latency_ms, reply.faults.spread_ms) == (latency, spread)
+            reply = await lab.db_admin.SetCapacity(
+                admin_pb2.Capacity(codel_target_ms=target, codel_interval_ms=interval), timeout=10
+            )
+            assert (reply.capacity.codel_target_ms, reply.capacity.codel_interval_ms) == (
+                target,
+                interval,
+            )
+            state = await lab.db_state()
+            assert (state.faults.latency_ms, state.faults.spread_ms) == (latency, spread)
+            assert state.capacity.codel_target_ms == target
+            timed = await lab.faults(latency_ms=500.0, for_ms=1.0)
+            assert timed.faults.latency_ms == 500.0
+            reverted = await lab.until_db(lambda s: not s.reverts_at_unix, "latency reverted")
+            assert reverted.faults.latency_ms == latency
+            # A negative spread whose seconds round to -0.0 is still negative: refused.
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await lab.faults(spread_ms=-5e-324)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "spread must be in [0, 8.64e+07] ms, got -5e-324" in (
+                error.value.details() or ""
+            )
+            assert (await lab.db_state()).faults.spread_ms == spread
+        finally:
+            await lab.faults(latency_ms=3_600_000, spread_ms=0)
+
+
 async def test_arrival_record_pages_through_exactly_the_arrivals(stack_info: StackInfo) -> None:
     async with StackClients(stack_info) as lab:
         state = await settle_db(lab)

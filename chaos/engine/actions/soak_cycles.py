@@ -1,21 +1,30 @@
 """`soak-cycles N outage DURATION cache-kills K warmup W`: fault cycles under steady traffic.
 
-One cycle is four faults in turn, each followed by recovery (the `probe` observer gets a
+One cycle is these faults in turn, each followed by recovery (the `probe` observer gets a
 never-seen key served through the cache from the DB) and by at least `users` more herd requests:
 
 1. `db kill`: SIGKILL the DB, wait the outage, restore it serving the next data version (the
    probe's freshness oracle is told, so a value older than the TTL becomes visible as such);
 2. `db pause`: SIGSTOP the DB for the outage, then SIGCONT;
-3. `cache pause`: the same for the cache;
-4. `cache kill`: SIGKILL the cache, wait the outage, restore it (only in the first K cycles).
+3. `cache pause`: the same for the cache (with replicas, for each in turn, one per cycle);
+4. `cache kill`: SIGKILL the cache (the first replica), wait the outage, restore it (only in the
+   first K cycles);
+5. `redis kill`, 6. `redis pause`: the same for the shared store's redis-server (a stack with
+   `[stack] store = "redis"`); it comes back empty (no persistence);
+7. `db partition`: the DB's wire-proxy link blackholed both ways for the outage, then healed;
+8. `db reset`: every connection on that link reset at once (TCP RST) (7 and 8 on a stack with
+   `[stack] proxy = "db"`).
 
 The herd must run in rounds (`[herd] rounds = true`): it is held between two rounds to read the
-cache at a quiescent point. A killed and restored cache is a new process, so leaks show only in
-one long-lived process: the cache is killed in the first K cycles and never again; its first W
-cycles are its warm-up. Its RSS and fds are read at the end of the warm-up and of the last cycle,
-both at rest (`chaos/engine/cache_resources.py`), and its RSS at the end of each of its cycles
-(herd running) to show the trend. The action reports all of it to the journal, where the soak's
-measures read it.
+lab's processes at a quiescent point. A killed and restored process is a new one, so leaks show
+best in a long-lived one: the cache (its first replica) is killed in the first K cycles and never
+again, and its first W cycles are its warm-up. At the end of the warm-up every lab process (DB,
+redis, wire proxy, each cache replica) is read at rest (RSS and fds,
+`chaos/engine/cache_resources.py`), and again at the end of every later cycle: each reading is
+compared with its service's first, as `drift` (the largest |after / before - 1| of RSS and of
+the fds other than established connections, whose number a client's pool sets). The long-lived
+cache's RSS is also read at the end of each of its cycles (herd running) to show the trend. The
+action reports all of it to the journal, where the soak's measures read it.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chaos.engine.actions.base import Action
+from chaos.engine.actions.wire import Partition, put
 from chaos.engine.bounds import out_of_range
 from chaos.engine.cache_resources import Resources, at_rest, rss
 from chaos.engine.checked_client import CheckedClient
@@ -33,16 +43,27 @@ from chaos.engine.herd_rounds import HerdRounds
 from chaos.engine.observers.probe import ProbeObserver
 from chaos.engine.registry import ACTIONS
 from herdlab.config import parse_duration
+from protos import wire_pb2
 
 if TYPE_CHECKING:
     from chaos.engine.model import Experiment
     from chaos.engine.trial import Trial
 
 NAME = "soak-cycles"
-STEPS = ("db kill", "db pause", "cache pause", "cache kill")
+STEPS = (
+    "db kill",
+    "db pause",
+    "cache pause",
+    "cache kill",
+    "redis kill",
+    "redis pause",
+    "db partition",
+    "db reset",
+)
 MAX_CYCLES = 10_000
 MAX_OUTAGE_S = 60.0
-# The cache holds exactly these connections at rest: the probe's and the reading admin's.
+# The first cache replica holds exactly these connections at rest: the probe's and the reading
+# admin's; every other replica, the probe's (its channel balances over all of them).
 OWN_CONNECTIONS = 2
 
 
@@ -122,6 +143,7 @@ class SoakCycles(Action):
 class _Counts:
     db_restarts: int = 0
     cache_restarts: int = 0
+    redis_restarts: int = 0
     recovery: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STEPS})
 
 
@@ -137,24 +159,40 @@ class _Soak:
         self.rounds = rounds
         self.counts = _Counts()
 
+    def steps(self, cycle: int) -> list[str]:
+        """The faults of `cycle` on this stack: redis's with a shared store, the DB link's with
+        the wire proxy in front of the DB, the cache's kill in the first K cycles."""
+        trial = self.trial
+        found = [
+            step
+            for step in STEPS
+            if not (step == "cache kill" and cycle > self.plan.cache_kills)
+            and not (step.startswith("redis") and "redis" not in trial.targets)
+            and not (step in ("db partition", "db reset") and not self._proxied())
+        ]
+        return found
+
+    def _proxied(self) -> bool:
+        return self.trial.wire_address is not None and "db" in self.trial.wire.proxied()
+
     async def run(self) -> dict[str, Any]:
         plan, trial = self.plan, self.trial
         await self.client.until_served("start")
         await self.rounds.until_more(trial.herd.users, "start")
-        before: Resources | None = None
-        after: Resources | None = None
+        first: dict[str, Resources] = {}
+        last: dict[str, Resources] = {}
+        drift: dict[str, dict[str, Any]] = {}
         rss_by_cycle = []
         for cycle in range(1, plan.cycles + 1):
-            steps = STEPS if cycle <= plan.cache_kills else STEPS[:-1]
             took = {}
-            for step in steps:
-                took[step] = await self._fault(step, f"cycle {cycle}'s {step}")
+            for step in self.steps(cycle):
+                took[step] = await self._fault(step, cycle, f"cycle {cycle}'s {step}")
             if cycle > plan.cache_kills:  # the long-lived cache's cycles
-                rss_by_cycle.append(rss(self._cache_pid()))
-            if cycle == plan.from_cycle:
-                before = await self._at_rest()
-            if cycle == plan.cycles:
-                after = before if cycle == plan.from_cycle else await self._at_rest()
+                rss_by_cycle.append(rss(self._pid(self.trial.caches[0])))
+            if cycle >= plan.from_cycle:
+                last = await self._at_rest()
+                first = first or last
+                _drift(drift, first, last, cycle)
             r = self.rounds
             trial.emit(
                 f"cycle {cycle}/{plan.cycles}: "
@@ -163,29 +201,34 @@ class _Soak:
             )
             if trial.on_progress is not None:
                 trial.on_progress(cycle, plan.cycles)
-        assert before is not None and after is not None  # plan.problems() holds
+        cache = trial.caches[0]
         return {
             "cycles": plan.cycles,
             "db_restarts": self.counts.db_restarts,
             "db_version_last": self.client.freshness.current,
             "cache_restarts": self.counts.cache_restarts,
+            "redis_restarts": self.counts.redis_restarts,
             "recovery_s": {
                 step: {"count": len(times), "max": round(max(times), 3)}
                 for step, times in self.counts.recovery.items()
                 if times
             },
             "cache": {
-                "before": before.to_json(),
-                "after": after.to_json(),
+                "before": first[cache].to_json(),
+                "after": last[cache].to_json(),
                 "from_end_of_cycle": plan.from_cycle,
                 "to_end_of_cycle": plan.cycles,
                 "rss_by_cycle": rss_by_cycle,
             },
+            "processes": drift,
         }
 
-    async def _fault(self, step: str, what: str) -> float:
+    async def _fault(self, step: str, cycle: int, what: str) -> float:
         """One fault, then recovery; returns seconds from the service's return to recovery."""
-        trial, service, action = self.trial, *step.split()
+        trial, (service, action) = self.trial, step.split()
+        if service == "cache":  # with replicas: killed, the first; paused, each in turn
+            caches = trial.caches
+            service = caches[0] if action == "kill" else caches[(cycle - 1) % len(caches)]
         if action == "kill":
             await trial.kill(service)
             await asyncio.sleep(self.plan.outage_s)
@@ -195,12 +238,21 @@ class _Soak:
                 self.client.freshness.serving(version, time.monotonic())
                 self.counts.db_restarts += 1
             else:
-                await trial.restore("cache")
-                self.counts.cache_restarts += 1
-        else:
+                await trial.restore(service)
+                if service == "redis":
+                    self.counts.redis_restarts += 1
+                else:
+                    self.counts.cache_restarts += 1
+        elif action == "pause":
             await trial.pause(service)
             await asyncio.sleep(self.plan.outage_s)
             await trial.resume(service)
+        elif action == "partition":
+            await Partition(service, None).run(trial)
+            await asyncio.sleep(self.plan.outage_s)
+            await trial.heal(service)
+        else:  # reset: every connection on the link now, once
+            await put(trial, RESET)
         back = time.monotonic()
         await self.client.until_served(what)
         recovered = time.monotonic() - back
@@ -208,23 +260,70 @@ class _Soak:
         await self.rounds.until_more(trial.herd.users, what)
         return recovered
 
-    async def _at_rest(self) -> Resources:
-        """The cache's resources with the herd held between rounds and only the probe's and an
-        admin connection open."""
+    async def _at_rest(self) -> dict[str, Resources]:
+        """Every lab process's resources with the herd held between rounds and only the probe's
+        connections (and, on the first replica, an admin's) open to the caches."""
+        trial = self.trial
         await self.rounds.hold()
         try:
-            async with self.trial.admin() as admin:
-                await admin.cache_state()  # its connection is open while the cache is read
-                port = int(self.trial.targets["cache"].rsplit(":", 1)[1])
-                return await at_rest(self._cache_pid(), port, OWN_CONNECTIONS)
+            async with trial.admin() as admin:
+                await admin.cache_state()  # its connection is open while the caches are read
+                found = {}
+                for name in trial.targets:
+                    own = OWN_CONNECTIONS if name == trial.caches[0] else 1
+                    port = int(trial.targets[name].rsplit(":", 1)[1])
+                    # The caches settle to the probe's connections; the others are read as
+                    # they are then (the DB and redis hold what the caches keep open).
+                    expected = (port, own) if name in trial.caches else None
+                    found[name] = await at_rest(self._pid(name), expected)
+                return found
         finally:
             self.rounds.release()
 
-    def _cache_pid(self) -> int:
-        pid = self.trial.pids.get("cache")
+    def _pid(self, service: str) -> int:
+        pid = self.trial.pids.get(service)
         if pid is None:
-            raise RuntimeError(f"{NAME}: the cache is not running")
+            raise RuntimeError(f"{NAME}: {service} is not running")
         return pid
+
+
+def _drift(
+    drift: dict[str, dict[str, Any]],
+    first: dict[str, Resources],
+    now: dict[str, Resources],
+    cycle: int,
+) -> None:
+    """Adds the readings `now` (at the end of `cycle`) to each process's record in `drift`: its
+    first reading, its last, the largest change of RSS and of fds other than established
+    connections (`Resources.other_fds`) from the first, as a fraction, and at which cycle's end
+    each was seen; the most established connections it held at rest."""
+    for name, reading in now.items():
+        base = first[name]
+        record = drift.setdefault(
+            name,
+            {
+                "first": base.to_json(),
+                "rss_drift": 0.0,
+                "rss_drift_cycle": cycle,
+                "fds_drift": 0.0,
+                "fds_drift_cycle": cycle,
+                "processes": 1,
+                "settled": True,
+            },
+        )
+        if reading.pid != record.get("last", record["first"])["pid"]:
+            record["processes"] += 1
+        record["last"] = reading.to_json()
+        record["settled"] = record["settled"] and reading.settled
+        record["connections_max"] = max(record.get("connections_max", 0), reading.connections)
+        for figure, attribute in (("rss", "rss"), ("fds", "other_fds")):
+            change = round(abs(getattr(reading, attribute) / getattr(base, attribute) - 1.0), 4)
+            if change > record[f"{figure}_drift"]:
+                record[f"{figure}_drift"] = change
+                record[f"{figure}_drift_cycle"] = cycle
+
+
+RESET = wire_pb2.Fault(name="db-reset", link="db", kind="reset", stream="both", once=True)
 
 
 ACTIONS.register(NAME, SoakCycles)

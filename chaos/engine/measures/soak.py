@@ -1,6 +1,6 @@
 """What the `soak-cycles` action reported (its journal entry): the cycles run, the restarts, each
-fault's recovery, and the long-lived cache's memory and file descriptors at rest. None when the
-experiment ran no soak cycles."""
+fault's recovery, the long-lived cache's memory and file descriptors at rest, and every lab
+process's drift from its first reading at rest. None when the experiment ran no soak cycles."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ _count("cycles")
 _count("db_restarts")
 _count("db_version_last")  # the data version the last DB served (each restore serves the next)
 _count("cache_restarts")
+_count("redis_restarts")
 
 
 @measure("fault_recovery_s")
@@ -82,3 +83,25 @@ def cache_measured(obs: Observations) -> dict[str, Any] | None:
         "to_end_of_cycle": cache["to_end_of_cycle"],
         "rss_by_cycle": cache["rss_by_cycle"],
     }
+
+
+@measure("resource_drift")
+def resource_drift(obs: Observations) -> float | None:
+    """The largest change, as a fraction, of any lab process's RSS or fds at rest at the end of a
+    cycle from its service's first reading (at the end of the warm-up): 0.1 is 10%."""
+    found = report(obs)
+    if found is None:
+        return None
+    drifts = [
+        p[f"{figure}_drift"] for p in found["processes"].values() for figure in ("rss", "fds")
+    ]
+    return max(drifts, default=0.0)
+
+
+@measure("process_resources")
+def process_resources(obs: Observations) -> dict[str, Any] | None:
+    """By lab process (db, redis, wire, each cache replica): its first and last readings at rest,
+    how many processes it was over the readings (a killed one comes back as a new one), and its
+    largest RSS and fds drift with the cycle at whose end each was seen."""
+    found = report(obs)
+    return None if found is None else dict(found["processes"])

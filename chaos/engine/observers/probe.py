@@ -3,7 +3,8 @@
 Every value it gets is checked for being its key's value at its version and for being no older
 than the freshness oracle allows (the cache's TTL after a DB of a newer version came up); an
 action that restores the DB at a new data version tells the oracle (`freshness.serving`). Its
-never-seen keys (`until_served`) tell when a fault is over. `finish()` gives its counts.
+never-seen keys (`until_served`) tell when a fault is over. `finish()` gives its counts. Over
+several cache replicas it reads through each in turn (round_robin), as the herd does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chaos.engine.checked_client import CheckedClient
 from chaos.engine.freshness_oracle import Freshness
+from chaos.engine.herd import replicas_target
 from chaos.engine.registry import OBSERVERS
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ class ProbeObserver:
     async def start(self) -> None:
         trial = self.trial
         self.client = CheckedClient(
-            trial.targets["cache"],
+            replicas_target([trial.targets[name] for name in trial.caches]),
             keys=trial.herd.keys,
             key_prefix=trial.herd_config().key_prefix,
             freshness=Freshness(trial.cache.ttl_s, first_version=trial.db.version),

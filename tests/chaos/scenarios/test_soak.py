@@ -1,6 +1,8 @@
-"""The soak: a short run under chaos loses nothing, serves nothing wrong or stale, leaves nothing
-in flight and gives back every file descriptor; and the staleness check it relies on does fail
-when a value older than the TTL is served (shown over real gRPC with a restored DB)."""
+"""The soak: a short run under chaos (the DB, redis and the cache replicas killed and paused, the
+DB's link cut and reset) loses nothing, serves nothing wrong or stale, leaves nothing in flight,
+finds every lab process back within 10% of its memory and file descriptors, leaves nothing
+running; and the staleness check it relies on does fail when a value older than the TTL is served
+(shown over real gRPC with a restored DB)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from conftest import running_stack
 from support import StackClients
 
+from chaos.engine.actions.soak_cycles import STEPS
 from chaos.engine.freshness_oracle import Freshness
 from chaos.engine.runner import run_scenario
 from chaos.scenarios.soak import SCENARIO, SoakConfig
@@ -28,6 +31,8 @@ async def test_short_soak_loses_nothing_and_gives_back_every_fd() -> None:
 
     assert doc["cycles"] == 3 and len([ln for ln in lines if ln.startswith("cycle ")]) == 3
     assert (doc["db_restarts"], doc["cache_restarts"], doc["db_version_last"]) == (3, 1, 4)
+    assert doc["redis_restarts"] == 3
+    assert set(doc["recovery_s"]) == set(STEPS)  # every part of the lab was faulted
     assert doc["sent"] > 0 and doc["ok"] > 0 and doc["probe"]["ok"] > 0
     assert doc["lost"] == 0, doc["lost_by_cause"]
     assert set(doc["errors"]) <= TYPED_ERRORS, doc["errors"]
@@ -37,8 +42,12 @@ async def test_short_soak_loses_nothing_and_gives_back_every_fd() -> None:
     assert doc["inflight_after"] == 0
     measured = doc["cache_measured"]
     assert measured["same_process"] and measured["connections_settled"], measured
-    assert doc["fds_after"] == doc["fds_before"]
-    assert not psutil.pid_exists(measured["pid"]), "the soak's stack is torn down"
+    processes = doc["process_resources"]
+    assert set(processes) == {"db", "redis", "wire", "cache-1", "cache-2"}
+    assert all(p["settled"] for p in processes.values()), processes
+    assert doc["resource_drift"] <= 0.1, processes
+    pids = {r[moment]["pid"] for r in processes.values() for moment in ("first", "last")}
+    assert not [p for p in pids if psutil.pid_exists(p)], "the soak's stack is torn down"
 
 
 def test_soak_config_problems() -> None:
