@@ -16,6 +16,7 @@ from benchmarks import (
     policies,
     recovery,
     sharpness,
+    tls_handshake,
     wire_proxy,
 )
 from benchmarks import markdown as md
@@ -30,6 +31,7 @@ MODULES: dict[str, ModuleType] = {
     "herd_scale": herd_scale,
     "sharpness": sharpness,
     "wire_proxy": wire_proxy,
+    "tls_handshake": tls_handshake,
 }
 SECTIONS = tuple(MODULES)
 QUICK_NOTE = " (quick mode: small sizes, few seeds: a smoke, not a measurement)"

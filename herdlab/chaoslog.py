@@ -29,6 +29,7 @@ from protos import chaos_pb2, chaos_pb2_grpc
 # the wire verbs of `chaos.cli.wire`) and the services they act on.
 VERBS = (
     "kill",
+    "stop",
     "restore",
     "pause",
     "resume",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,6 +100,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 PORT = click.IntRange(0, 65535)
+GRACE_ENV = "HERDLAB_GRACE"
+DEFAULT_GRACE = "5s"
 
 
 def env_option(
@@ -154,8 +156,8 @@ def server_options(
             ),
             env_option(
                 "--grace",
-                "HERDLAB_GRACE",
-                "5s",
+                GRACE_ENV,
+                DEFAULT_GRACE,
                 "On SIGTERM, how long in-flight calls may take to finish.",
                 type=DURATION,
             ),
@@ -188,6 +190,22 @@ def server_options(
         return command
 
     return decorate
+
+
+def grace_s(argv: Sequence[str], env: Mapping[str, str]) -> float:
+    """The drain grace of a lab server started with `argv` and `env`: its last `--grace`, else
+    `HERDLAB_GRACE`, else the default; a value that does not parse counts as the default (the
+    server would not have started with it)."""
+    given = env.get(GRACE_ENV, DEFAULT_GRACE)
+    for i, word in enumerate(argv):
+        if word == "--grace" and i + 1 < len(argv):
+            given = argv[i + 1]
+        elif word.startswith("--grace="):
+            given = word.partition("=")[2]
+    try:
+        return parse_duration(given)
+    except ValueError:
+        return parse_duration(DEFAULT_GRACE)
 
 
 def server_tls(cert: Path | None, key: Path | None) -> ServerTls | None:

@@ -22,7 +22,7 @@ from cache_service.settings import CacheSettings
 from chaos.cli.context import Lab, emit_json, out
 from chaos.engine.trial import lease_samples
 from chaos.lab.admin import Admin, first_arrival, note_action
-from chaos.lab.backends.base import Backend, BackendError, ServiceInfo
+from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, Stopped
 from chaos.lab.backends.local import cache_names
 from chaos.lab.state import ServiceRecord
 from chaos.wire.admin import WireClient
@@ -74,19 +74,28 @@ class Live:
         self.stopped: int | None = None  # the signal that cut a held fault short
 
     def _process(
-        self, verb: str, service: str, act: Callable[[Backend], ServiceInfo]
+        self, verb: str, service: str, act: Callable[[Backend], ServiceInfo | Stopped]
     ) -> dict[str, Any]:
         try:
-            info = act(self.lab.backend())
+            done = act(self.lab.backend())
         except BackendError as exc:
             self.lab.journal.append(
                 verb, service, "error", backend=self.lab.backend_name, error=str(exc)
             )
             raise
-        return {"service": {k: v for k, v in asdict(info).items() if v is not None}}
+        info = done.info if isinstance(done, Stopped) else done
+        result: dict[str, Any] = {
+            "service": {k: v for k, v in asdict(info).items() if v is not None}
+        }
+        if isinstance(done, Stopped):
+            result |= {"exit_s": done.exit_s, "bound_s": done.bound_s, "forced": done.forced}
+        return result
 
     async def kill(self, service: str) -> dict[str, Any]:
         return self._process("kill", service, lambda b: b.kill(service))
+
+    async def stop(self, service: str) -> dict[str, Any]:
+        return self._process("stop", service, lambda b: b.stop(service))
 
     async def restore(self, service: str) -> dict[str, Any]:
         return self._process("restore", service, lambda b: b.restore(service))

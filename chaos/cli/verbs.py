@@ -3,10 +3,11 @@ with a `summary` is a `chaos` verb of the same name, its arguments and options r
 action's declared arguments, run against the live stack (`chaos.cli.live.Live`).
 
 Process faults go through the chosen backend (local processes or Docker containers): kill,
-restore, pause, resume, outage, flap. Runtime faults go through the services' admin RPCs,
-wherever they run: latency, errors, queue, expire, capacity, coalescing, freshness. Wire faults
-go through the local stack's wire proxy: partition, wire (its options generated from the toxics
-of `chaos.wire.toxics`), heal; `reset` puts everything back to the start settings.
+stop (SIGTERM: a graceful drain), restore, pause, resume, outage, flap. Runtime faults go
+through the services' admin RPCs, wherever they run: latency, errors, queue, expire, capacity,
+coalescing, freshness. Wire faults go through the local stack's wire proxy: partition, wire
+(its options generated from the toxics of `chaos.wire.toxics`), heal; `reset` puts everything
+back to the start settings.
 
 Every verb takes `--json` and `--dry-run` (says what it would do, does nothing) and appends what
 it did to the journal. A done action is also counted by every service still running

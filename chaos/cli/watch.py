@@ -38,6 +38,10 @@ The JSON document (`chaos watch --once --json`, or one line per interval with `-
     latency_p50_s, latency_p99_s   the caches' Get latency quantiles over the interval
     guards                     [{"service", "side", "guard", "state": {key: value},
                                  "rejected_per_s"}], one per guard a cache exports
+    connections                {"db"|"cache": {"open", "accepted_per_s", "handshakes_per_s"}}:
+                               the gRPC connections the role's servers hold now, accept and
+                               complete a TLS handshake on per second (`ServerConnections`;
+                               handshakes 0 in plaintext); caches summed; null when down
 
 A figure that cannot be computed (its service down, no Gets in the interval) is `null`.
 """
@@ -72,11 +76,15 @@ from herdlab.metrics import (
     DB_QUEUE_DEPTH,
     GUARD_REJECTED,
     GUARD_STATE,
+    SERVER_CONNECTIONS_ACCEPTED,
+    SERVER_CONNECTIONS_OPEN,
+    SERVER_TLS_HANDSHAKES,
     sample,
 )
 from herdlab.scrape import Sample, Scrape, fetch
 
 SHARE_SOURCES = ("hit", "miss", "coalesced", "stale")
+CONNECTION_ROLES = ("db", "cache")
 QUANTILES = {"latency_p50_s": 0.5, "latency_p99_s": 0.99}
 SCRAPE_TIMEOUT_S = 2.0
 MAX_SCRAPERS = 16
@@ -189,6 +197,9 @@ def figures(
     doc.update(_db_figures(before, after, elapsed_s))
     doc.update(_cache_figures(before, after, elapsed_s))
     doc["guards"] = _guards(before, after, elapsed_s)
+    doc["connections"] = {
+        role: _connections(before, after, elapsed_s, role) for role in CONNECTION_ROLES
+    }
     return doc
 
 
@@ -244,6 +255,25 @@ def _cache_figures(
     for field_name, q in QUANTILES.items():
         doc[field_name] = histogram_quantile(q, buckets)
     return doc
+
+
+def _connections(
+    before: Mapping[str, Scrape], after: Mapping[str, Scrape], elapsed_s: float, role: str
+) -> dict[str, Any]:
+    pairs = _up_pairs(before, after, role)
+
+    def per_s(name: str) -> float | None:
+        if not pairs:
+            return None
+        return _per_s(
+            sum(sum(_deltas(b, a, sample(name), ()).values()) for b, a in pairs), elapsed_s
+        )
+
+    return {
+        "open": _gauge_sum(_ups(after, role), sample(SERVER_CONNECTIONS_OPEN)),
+        "accepted_per_s": per_s(SERVER_CONNECTIONS_ACCEPTED),
+        "handshakes_per_s": per_s(SERVER_TLS_HANDSHAKES),
+    }
 
 
 def _guards(
@@ -351,6 +381,17 @@ def render(doc: Mapping[str, Any], header: str) -> RenderableType:
         ),
         ("Get latency", f"p50 {_ms(doc['latency_p50_s'])}  p99 {_ms(doc['latency_p99_s'])}"),
     ]
+    rows += [
+        (
+            f"{role if role == 'cache' else 'DB'} conns",
+            [
+                f"open {_count(c['open'])}",
+                f" accepted {_rate(c['accepted_per_s'])}",
+                f" TLS handshakes {_rate(c['handshakes_per_s'])}",
+            ],
+        )
+        for role, c in doc["connections"].items()
+    ]
     rows += [(f"{guard['service']} guard", _guard_items(guard)) for guard in doc["guards"]]
     if not doc["guards"]:
         rows.append(("guards", "[dim]none exported[/]"))
@@ -436,7 +477,8 @@ def stack_endpoints(lab: Lab) -> dict[str, str]:
 def watch(lab: Lab, interval: float, once: bool, as_json: bool, count: int | None) -> None:
     """A live view of the running stack from its /metrics: DB arrivals against capacity,
     cache->DB attempts by outcome, hit/miss/coalesced/stale shares, coalescing, DB queue,
-    Get latency p50/p99 and the guards' state. Ctrl-C stops it."""
+    Get latency p50/p99, connections open, accepted and TLS handshakes per second (DB and
+    cache), and the guards' state. Ctrl-C stops it."""
     if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
         raise click.BadParameter(
             f"must be in [{MIN_INTERVAL_S:g}s, {MAX_INTERVAL_S:g}s], got {interval:g}s",

@@ -17,13 +17,18 @@ from chaos.engine.stack_settings import StackSettings
 from db_service.settings import DbSettings
 from protos import admin_pb2
 
+# Outage kinds in which the process was gone and was started again.
+RESTARTED = ("kill", "stop")
+
 
 @dataclass
 class Outage:
     """A service killed and brought back: just before the SIGKILL, just before the restart, the
-    first TCP connect that succeeded again (a probe polled every 5 ms) and health SERVING. A
-    partition (`kind` "partition") is an outage too: from the instant the proxy dropped its
-    bytes (`down_ns`) to the instant it passed them again (`up_ns`, the heal)."""
+    first TCP connect that succeeded again (a probe polled every 5 ms) and health SERVING. One
+    stopped gracefully (`kind` "stop") is timed alike, `down_ns` just before the SIGTERM (its
+    drain is inside the outage). A partition (`kind` "partition") is an outage too: from the
+    instant the proxy dropped its bytes (`down_ns`) to the instant it passed them again (`up_ns`,
+    the heal)."""
 
     service: str
     down_ns: int
@@ -31,6 +36,11 @@ class Outage:
     up_ns: int | None = None
     serving_ns: int | None = None
     kind: str = "kill"
+
+    @property
+    def restarted(self) -> bool:
+        """Whether the process was gone (killed or stopped) and is restarted to end it."""
+        return self.kind in RESTARTED
 
 
 @dataclass

@@ -14,10 +14,11 @@ a redis-server beside them): the herd spreads over them with round_robin, admin 
 first, and each replica's records are read as the cache's are. A timeline step with a `variant`
 runs only in the rows it selects.
 
-The trial is a `chaos.engine.actions.base.Target`: killing and restoring a service are the
-trial's (`kill`, `restore`), and so are a partition on the wire (`cut`: the `partition`
-action's fault goes through the stack's wire proxy, `[stack] proxy`, `wire_admin`) and its
-`heal`, both timed as an `Outage`: a killed service's records are read just before the SIGKILL,
+The trial is a `chaos.engine.actions.base.Target`: killing, stopping (SIGTERM: a drain) and
+restoring a service are the trial's (`kill`, `stop`, `restore`), and so are a partition on the
+wire (`cut`: the `partition` action's fault goes through the stack's wire proxy, `[stack]
+proxy`, `wire_admin`) and its `heal`, all timed as an `Outage`: a killed (stopped) service's
+records are read just before the SIGKILL (SIGTERM),
 and the instant it is back is taken from a TCP connect probe (the health check `restore` waits on
 sees a restarted service up to a second late). A restore may add flags for that start only (the
 DB's `--data-version`, so its values change).
@@ -193,6 +194,16 @@ class Trial:
         self.outages.append(outage)
         return {}
 
+    async def stop(self, service: str) -> dict[str, Any]:
+        """SIGTERM: the service drains and exits; its records are read just before (its admin
+        plane refuses calls once it drains)."""
+        if self.stack.status()[service].state == "running":
+            await self._harvest(service)
+        outage = Outage(service, down_ns=time.time_ns(), kind="stop")
+        self.outages.append(outage)
+        stopped = await in_thread(self.stack.stop, service)
+        return {"exit_s": stopped.exit_s, "forced": stopped.forced}
+
     async def restore(self, service: str, extra_args: Sequence[str] = ()) -> dict[str, Any]:
         """Starts `service` again; records how long after its start it was listening."""
         outage = await self._restore(service, extra_args)
@@ -202,7 +213,7 @@ class Trial:
     async def _restore(self, service: str, extra_args: Sequence[str] = ()) -> Outage:
         outage = next((o for o in reversed(self.outages) if o.service == service), None)
         if outage is None or outage.up_ns is not None:
-            raise TrialError(f"restore {service}: it was not killed")
+            raise TrialError(f"restore {service}: it was not killed or stopped")
         stop = threading.Event()
         target = self.targets[service]
         probe = asyncio.ensure_future(
@@ -229,11 +240,11 @@ class Trial:
 
     async def heal(self, service: str) -> dict[str, Any]:
         """Undoes the service's last fault: removes its link's wire faults (a partition), or
-        restores a killed service; returns how long it was down."""
+        restores a killed or stopped service; returns how long it was down."""
         outage = next((o for o in reversed(self.outages) if o.service == service), None)
         if outage is None or outage.up_ns is not None:
-            raise TrialError(f"heal {service}: it was not partitioned or killed")
-        if outage.kind == "kill":
+            raise TrialError(f"heal {service}: it was not partitioned, killed or stopped")
+        if outage.restarted:
             outage = await self._restore(service)
         else:
             async with WireClient(self.wire_admin(service)) as wire:

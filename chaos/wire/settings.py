@@ -1,7 +1,7 @@
 """An experiment's wire settings, keys of `[stack]` (or, the same keys, of a `[stack.wire]`
 table): which services the trial's stack puts the wire-fault proxy in front of, and what the
-timeline's `fault SERVICE` step does, so kill and partition can be swept side by side
-(`"wire.fault" = ["kill", "partition"]`).
+timeline's `fault SERVICE` step does, so kill, partition and a graceful stop can be swept side
+by side (`"wire.fault" = ["kill", "partition"]`, `["kill", "stop"]`).
 
 `fault` is timeline behaviour kept as a setting on purpose: a setting is what a sweep, a
 configuration and a step's or an expectation's `variant` can name, and documents record rows
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.settings import Settings, setting
 
-FAULTS = ("partition", "kill")
+FAULTS = ("partition", "kill")  # what the partition scenario compares
+STOP = "stop"  # a graceful stop (SIGTERM: drain, GOAWAY), a choice of `fault` beside FAULTS
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,10 @@ class WireSettings(Settings):
         "fault",
         "choice",
         "What a `fault SERVICE` step does: partition it on the wire (connections left "
-        "half-open, both directions blackholed; needs the proxy) or kill it (SIGKILL: "
-        "connections reset). `heal SERVICE` undoes either.",
-        choices=FAULTS,
+        "half-open, both directions blackholed; needs the proxy), kill it (SIGKILL: "
+        "connections reset) or stop it (SIGTERM: it drains, GOAWAY). `heal SERVICE` undoes "
+        "any of them.",
+        choices=(*FAULTS, STOP),
     )
 
     def proxied(self) -> tuple[str, ...]:

@@ -78,6 +78,11 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         assert row["lab"]["db_queries"] == results["sharpness"]["clients"]
         assert row["lab"]["lost"] == row["chain"]["lost"] == 0
         assert row["lab"]["db_arrival_spread_s"] > 0 and row["chain"]["arrival_spread_s"] > 0
+    tls = results["tls_handshake"]
+    for mode in ("plaintext", "tls"):
+        assert len(tls[mode]["server_cpu_us_by_round"]) == tls["rounds"] == 1
+        assert tls[mode]["server_cpu_us_per_connection"] > 0
+    assert tls["ratio"] is not None and len(tls["paired_ratios"]) == 1
 
     text = out.read_text()
     for number, section in enumerate(SECTIONS, start=1):

@@ -34,6 +34,10 @@ class Target(Protocol):
 
     async def kill(self, service: str) -> dict[str, Any]: ...
 
+    async def stop(self, service: str) -> dict[str, Any]:
+        """SIGTERM: the service drains and exits (`chaos.lab.backends.base.Backend.stop`)."""
+        ...
+
     async def restore(self, service: str) -> dict[str, Any]: ...
 
     async def pause(self, service: str) -> dict[str, Any]: ...
@@ -276,8 +280,8 @@ def one_service(args: list[str], usage: str) -> str:
 
 def killed_before(service: str, down: set[str]) -> str | None:
     """The problem of taking `service` down when an earlier step already has (`down`: the
-    services the earlier steps left killed), or None."""
-    return f"{service} is already killed by an earlier step" if service in down else None
+    services the earlier steps left killed, stopped or partitioned), or None."""
+    return f"{service} is already killed or stopped by an earlier step" if service in down else None
 
 
 def brought_back(verb: str, service: str, down: set[str], by: str) -> str | None:

@@ -76,12 +76,12 @@ class Kill(_ProcessAction):
 
 class Restore(_ProcessAction):
     usage = "restore db|cache|cache-N|redis"
-    summary = "Start a killed service again on the same address; wait for SERVING."
+    summary = "Start a killed or stopped service again on the same address; wait for SERVING."
     done = "restored"
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         missing = absent(experiment, self.service)
-        return missing or brought_back("restore", self.service, down, "kills")
+        return missing or brought_back("restore", self.service, down, "kills or stops")
 
     async def run(self, target: Target) -> dict[str, Any]:
         return await target.restore(self.service)

@@ -7,9 +7,10 @@
   from its declaration), `-t latency -a latency=200ms -a jitter=50ms`, or in a timeline
   `wire db latency=200ms jitter=50ms`, `wire cache blackhole --stream upstream`;
   `[--stream S] [--for D]` for any of them;
-- `heal db|cache`: the link's wire faults removed (in a trial: its last partition or kill undone);
-- `fault db|cache` (timelines only): what `[stack] fault` says, partition or kill, so the two can
-  be swept side by side.
+- `heal db|cache`: the link's wire faults removed (in a trial: its last partition, kill or stop
+  undone);
+- `fault db|cache` (timelines only): what `[stack] fault` says, partition, kill or stop, so they
+  can be swept side by side.
 
 A fault given `--for D` is handed to the proxy with that deadline, so it expires even if the
 controller is killed; the target holds it that long (the command line in the foreground, where
@@ -349,11 +350,14 @@ class Fault(Action):
         return _needs_proxy(experiment, self.service, partition=False)
 
     async def run(self, trial: Trial) -> dict[str, Any]:
+        done: dict[str, Any] = {"fault": trial.wire.fault}
         if trial.wire.fault == "kill":
             await trial.kill(self.service)
+        elif trial.wire.fault == "stop":
+            done |= await trial.stop(self.service)
         else:
             await Partition(self.service, None).run(trial)
-        return {"fault": trial.wire.fault}
+        return done
 
 
 @dataclass(frozen=True)
@@ -365,7 +369,7 @@ class Heal(Action):
     args = (Arg("service", LINK),)
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
-        return brought_back("heal", self.service, down, "partitions or kills")
+        return brought_back("heal", self.service, down, "partitions, kills or stops")
 
     def said(self) -> str:
         return f"{service_name(self.service)} healed"

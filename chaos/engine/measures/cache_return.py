@@ -1,8 +1,9 @@
-"""How the herd fared once the killed cache was back: times from the instant the restarted cache
-accepts TCP connections again (the trial's outage of the cache, `up_ns`) to the first value
-served and to every herd channel READY again, and the requests that still failed after it.
+"""How the herd fared once the killed (or stopped) cache was back: times from the instant the
+restarted cache accepts TCP connections again (the trial's outage of the cache, `up_ns`) to the
+first value served and to every herd channel READY again, and the requests that still failed
+after it.
 
-None (or 0) when the trial did not kill the cache, or (for times) when it never happened.
+None (or 0) when the trial did not kill or stop the cache, or (for times) when it never happened.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from chaos.engine.timeline import seconds_since
 
 
 def cache_outage_ns(obs: Observations) -> tuple[int, int] | None:
-    """(just before the SIGKILL, the restarted cache listening) of the cache's first outage."""
+    """(just before the SIGKILL or SIGTERM, the restarted cache listening) of the cache's first
+    outage."""
     outage = obs.outage("cache")
     if outage is None or outage.up_ns is None:
         return None

@@ -1,7 +1,9 @@
 """How the herd learnt of a fault on the cache and came back from it, whether the cache was
-killed (connections reset at once) or partitioned on the wire (connections left half-open):
+killed (connections reset at once), stopped (drained: GOAWAY, calls in flight finished) or
+partitioned on the wire (connections left half-open):
 
-- `fault`: which it was (`kill` or `partition`), `keepalive`: whether the herd's channels ping;
+- `fault`: which it was (`kill`, `stop` or `partition`), `keepalive`: whether the herd's
+  channels ping;
 - `noticed_s`: from the fault's start to the first error a client saw;
 - `stayed_ready`: herd channels that never left READY while the fault held (READY on a dead
   connection: nothing told them);

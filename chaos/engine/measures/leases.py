@@ -11,8 +11,10 @@ from chaos.engine.timeline import BIN_S, bin_count, bins, seconds_since
 
 
 def _replica_kill(obs: Observations) -> Outage | None:
-    """The first kill of a cache replica in this trial."""
-    return next((o for o in obs.outages if o.service.startswith("cache")), None)
+    """The first kill of a cache replica in this trial (a stop drains: it is not one)."""
+    return next(
+        (o for o in obs.outages if o.service.startswith("cache") and o.kind == "kill"), None
+    )
 
 
 @measure("replicas")

@@ -1,7 +1,7 @@
-"""The interface every chaos backend implements: find the lab's services, kill, restore, pause
-and resume them by name, and read their logs. Names: `db`, `cache` (or its replicas `cache-1` ..
-`cache-R`) and `redis` (the shared store). Which of them a stack has is the stack's: `status()`
-lists them.
+"""The interface every chaos backend implements: find the lab's services, kill, stop, restore,
+pause and resume them by name, and read their logs. Names: `db`, `cache` (or its replicas
+`cache-1` .. `cache-R`) and `redis` (the shared store). Which of them a stack has is the
+stack's: `status()` lists them.
 
 Runtime fault injection (latency, error rate, capacity, expiry) does not go through a backend: it
 goes through the services' own admin RPCs, which work the same wherever the services run.
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 SERVICES = ("db", "cache")  # every stack has these (the cache as `cache` or its replicas)
 SERVICE_NAME = re.compile(r"db|cache|cache-[1-9][0-9]?|redis")
 SERVICE_NAMES = "db, cache, cache-N or redis"
+# How long past its grace a service told to stop may take to exit before it is SIGKILLed.
+STOP_MARGIN_S = 5.0
 
 
 def role_of(service: str) -> str:
@@ -43,6 +45,18 @@ class ServiceInfo:
     container: str | None = None  # docker backend: container id
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """A graceful stop done: the service as it is now (stopped), seconds from SIGTERM to its
+    exit, the bound it had (its grace plus `STOP_MARGIN_S`), and `forced`: it had not exited
+    within the bound and was SIGKILLed."""
+
+    info: ServiceInfo
+    exit_s: float
+    bound_s: float
+    forced: bool
+
+
 class Backend(ABC):
     name: str
 
@@ -55,8 +69,16 @@ class Backend(ABC):
         """SIGKILL: the process is gone at once, connections reset, nothing drains."""
 
     @abstractmethod
+    def stop(self, service: str) -> Stopped:
+        """SIGTERM, as a deploy stops a service: it drains (health NOT_SERVING, new calls
+        refused, GOAWAY on every connection, calls in flight given its grace) and exits; returns
+        once it has. One still running past its grace plus `STOP_MARGIN_S` is SIGKILLed, and
+        the result says so."""
+
+    @abstractmethod
     def restore(self, service: str) -> ServiceInfo:
-        """Starts a killed service again on the same address; returns once it is SERVING."""
+        """Starts a killed (or stopped) service again on the same address; returns once it is
+        SERVING."""
 
     @abstractmethod
     def pause(self, service: str) -> ServiceInfo:

@@ -5,7 +5,9 @@ A service is the one container labelled `com.docker.compose.service=<name>` (one
 containers excluded), within the compose project named by `HERDLAB_COMPOSE_PROJECT` when it is
 set. The engine is the one `DOCKER_HOST` names (the local socket by default).
 
-kill is SIGKILL through the engine; restore starts the same container again (same command, same
+kill is SIGKILL through the engine; stop is the engine's stop (SIGTERM, then SIGKILL once the
+service's grace plus a margin has passed, read from the container's command and environment);
+restore starts the same container again (same command, same
 address) and returns once its gRPC health says SERVING; pause and resume are the engine's cgroup
 freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_CACHE_TARGET` and
 `HERDLAB_DB_METRICS_URL` / `HERDLAB_CACHE_METRICS_URL` (and `HERDLAB_CACHE_2_...`,
@@ -14,20 +16,32 @@ freezer. Where each service answers is given by `HERDLAB_DB_TARGET` / `HERDLAB_C
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
 import docker.errors
 
-from chaos.lab.backends.base import SERVICES, Backend, BackendError, ServiceInfo, check_service
+from chaos.lab.backends.base import (
+    SERVICES,
+    STOP_MARGIN_S,
+    Backend,
+    BackendError,
+    ServiceInfo,
+    Stopped,
+    check_service,
+)
 from chaos.lab.redis import wait_redis
+from herdlab.config import grace_s
 from herdlab.grpcutil import env_tls_ca, wait_serving
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 30
+SIGKILLED = 128 + 9  # a container's exit code when the engine had to SIGKILL it
 
 PROJECT_ENV = "HERDLAB_COMPOSE_PROJECT"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -154,6 +168,19 @@ class DockerBackend(Backend):
             container.wait(condition="not-running", timeout=STOP_TIMEOUT_S)
 
         return self._refresh(service, self._change(service, "running", "killing", kill))
+
+    def stop(self, service: str) -> Stopped:
+        container = self._container(service)
+        config = container.attrs.get("Config") or {}
+        argv = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+        env = dict(str(e).partition("=")[::2] for e in config.get("Env") or [])
+        bound = grace_s(argv, env) + STOP_MARGIN_S
+        started = time.monotonic()
+        self._change(service, "running", "stopping", lambda c: c.stop(timeout=math.ceil(bound)))
+        took = time.monotonic() - started
+        info = self._refresh(service, container)
+        forced = container.attrs.get("State", {}).get("ExitCode") == SIGKILLED
+        return Stopped(info, round(took, 3), bound, forced)
 
     def restore(self, service: str) -> ServiceInfo:
         container = self._change(service, "stopped", "starting", lambda c: c.start())

@@ -50,12 +50,21 @@ from typing import Any
 import psutil
 
 from chaos.lab import prometheus
-from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, check_service, role_of
+from chaos.lab.backends.base import (
+    STOP_MARGIN_S,
+    Backend,
+    BackendError,
+    ServiceInfo,
+    Stopped,
+    check_service,
+    role_of,
+)
 from chaos.lab.ports import HOST, free_port
 from chaos.lab.redis import redis_config, redis_server, wait_redis
 from chaos.lab.state import ServiceRecord, default_state_dir, read_records, save_records
 from chaos.lab.tls import StackCerts, make_certs
 from chaos.wire.proxy import LINK_NAMES
+from herdlab.config import grace_s
 from herdlab.grpcutil import wait_serving
 
 READY_TIMEOUT_S = 20.0
@@ -539,6 +548,33 @@ class LocalStack(Backend):
         record.state = "stopped"
         self._save(records)
         return self._info(record)
+
+    def stop(self, service: str) -> Stopped:
+        """SIGTERM (SIGCONT first: a paused process cannot act on it), bounded by the grace its
+        command line or environment gives it (`--grace`, `HERDLAB_GRACE`)."""
+        records, record = self._record(service)
+        proc = self._process(record)
+        if proc is None:
+            raise BackendError(f"{service} is not running")
+        try:
+            bound = grace_s(proc.cmdline(), proc.environ()) + STOP_MARGIN_S
+        except psutil.Error:  # gone, or its environment unreadable: the default grace
+            bound = grace_s([], {}) + STOP_MARGIN_S
+        started = time.monotonic()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+        forced = not _exited(proc, bound)
+        if forced:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+            _exited(proc, STOP_TIMEOUT_S)
+        took = time.monotonic() - started
+        if record.pid is not None:
+            self._reap(record.pid)
+        record.state = "stopped"
+        self._save(records)
+        return Stopped(self._info(record), round(took, 3), bound, forced)
 
     def restore(self, service: str, extra_args: Sequence[str] = ()) -> ServiceInfo:
         """Starts `service` again with its command line, plus `extra_args` for this start only

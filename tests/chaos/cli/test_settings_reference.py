@@ -23,6 +23,6 @@ def test_the_reference_shows_what_a_new_user_looked_for() -> None:
         "`HERDLAB_DB_PORT` (db), `HERDLAB_CACHE_PORT` (cache) |",
         "| `--admin-token` | `none` | text | `HERDLAB_ADMIN_TOKEN` |",
         "| - | `replicas` | `1` | in 1..16 | - |",
-        "| - | `fault` | `partition` | one of partition, kill | - |",
+        "| - | `fault` | `partition` | one of partition, kill, stop | - |",
     ):
         assert row in reference, row

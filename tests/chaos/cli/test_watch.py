@@ -118,6 +118,46 @@ BEFORE = scrapes(db=db_text(arrivals=100), cache=_text("before"))
 AFTER = scrapes(db=db_text(arrivals=140, queue=7), cache=_text("after"))
 
 
+def conn_text(open_: float, accepted: float, handshakes: float) -> str:
+    """A server's connection figures, as `herdlab.grpcutil.ServerConnections` exports them."""
+    return f"""# TYPE herdlab_grpc_server_connections_open gauge
+herdlab_grpc_server_connections_open {open_}
+# TYPE herdlab_grpc_server_connections_accepted counter
+herdlab_grpc_server_connections_accepted_total {accepted}
+# TYPE herdlab_grpc_server_tls_handshakes counter
+herdlab_grpc_server_tls_handshakes_total {handshakes}
+"""
+
+
+def test_connections_open_and_accepted_and_handshakes_per_second() -> None:
+    """Over 2 s the DB (plaintext) accepted 4 connections, each cache (TLS) 40, 30 of them
+    handshakes; a cache restarted in between counts from 0 (its counters were reset)."""
+    before = scrapes(
+        db=db_text(100) + conn_text(1, 10, 0),
+        cache=_text("before") + conn_text(100, 500, 400),
+        **{"cache-2": _text("before") + conn_text(100, 500, 400)},
+    )
+    after = scrapes(
+        db=db_text(140) + conn_text(3, 14, 0),
+        cache=_text("after") + conn_text(120, 540, 430),
+        **{"cache-2": _text("after") + conn_text(40, 40, 30)},
+    )
+    doc = figures(before, after, 2.0)
+    assert doc["connections"] == {
+        "db": {"open": 3, "accepted_per_s": 2.0, "handshakes_per_s": 0.0},
+        "cache": {"open": 160, "accepted_per_s": 40.0, "handshakes_per_s": 30.0},
+    }
+    console = Console(width=80, record=True, color_system=None)
+    console.print(render(doc, "herdlab watch  local  every 1s  12:00:00  (Ctrl-C stops)"))
+    lines = [" ".join(line.split()) for line in console.export_text().splitlines()]
+    assert "DB conns open 3 accepted 2.0/s TLS handshakes 0.0/s" in lines, lines
+    assert "cache conns open 160 accepted 40.0/s TLS handshakes 30.0/s" in lines, lines
+    down = {**after, "db": Scrape("db", "http://127.0.0.1/db", error="refused")}
+    assert figures(before, down, 2.0)["connections"]["db"] == dict.fromkeys(
+        ("open", "accepted_per_s", "handshakes_per_s")
+    )
+
+
 def test_figures_from_two_scrapes() -> None:
     doc = figures(BEFORE, AFTER, 2.0)
     assert doc["interval_s"] == 2.0
@@ -214,6 +254,7 @@ def test_the_view_fits_80_by_24() -> None:
     for needle in ("20.0/s", "200.0/s", "unavailable 5.0/s", "hit 50%", "stale 0%", "waiters 4"):
         assert needle in text, needle
     assert "breaker: state 2  rejected 10.0/s" in text
+    assert "cache conns" in text and "TLS handshakes" in text
 
 
 def test_a_busy_cache_to_db_line_and_a_guard_set_fit_80_columns_unbroken() -> None:
@@ -330,6 +371,11 @@ def test_watch_once_json_has_every_figure(shared_stack: Path) -> None:
     assert doc["coalesced_waiters"] >= 0 and doc["keys_in_flight"] >= 0
     assert 0 < doc["latency_p50_s"] <= doc["latency_p99_s"]
     assert doc["guards"] == []
+    # The herd's channels to the cache, the cache's to the DB; plaintext: no handshake.
+    for role in ("db", "cache"):
+        assert doc["connections"][role]["open"] >= 1, doc["connections"]
+        assert doc["connections"][role]["accepted_per_s"] >= 0
+        assert doc["connections"][role]["handshakes_per_s"] == 0
 
 
 def test_watch_reads_the_compose_stack_where_its_ports_are(shared_stack: Path) -> None:

@@ -175,7 +175,7 @@ MALFORMED = [
     ),
     pytest.param(
         BASE + '[[timeline]]\nat = "1s"\ndo = "restore db"\n',
-        "restore db needs an earlier step that kills it",
+        "restore db needs an earlier step that kills or stops it",
         id="restore-without-kill",
     ),
     pytest.param(

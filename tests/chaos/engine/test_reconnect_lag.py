@@ -20,6 +20,11 @@ def test_the_lag_runs_from_listening_again_to_the_first_arrival_after_it() -> No
     assert reconnect_lag_s(observations(arrivals, [_kill(5, 15, 15.1)])) == 4.15
 
 
+def test_a_graceful_stop_and_restore_is_a_restore_too() -> None:
+    stop = Outage("db", down_ns=5 * S, restart_ns=15 * S, up_ns=int(15.1 * S), kind="stop")
+    assert reconnect_lag_s(observations([1 * S, int(15.6 * S)], [stop])) == 0.5
+
+
 def test_an_arrival_that_beat_the_listening_probe_is_no_lag() -> None:
     arrivals = [int(15.098 * S), 16 * S]
     assert reconnect_lag_s(observations(arrivals, [_kill(5, 15, 15.1)])) == 0.0
