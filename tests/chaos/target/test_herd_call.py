@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import pytest
-from conftest import BROKEN, PROTO
+from slow_target import BROKEN, PROTO, bare, reflecting
 
 from chaos.cli.main import main
+
+__all__ = ["bare", "reflecting"]  # the fixtures
 
 WORK = "labtest.v1.Slow/Work"
 

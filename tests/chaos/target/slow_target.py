@@ -1,4 +1,5 @@
-"""The test service that is not the lab's (`slow_service.py`), as a real process on 127.0.0.1."""
+"""The test service that is not the lab's (`slow_service.py`), as a real process on 127.0.0.1:
+the fixtures the tests of this folder import."""
 
 from __future__ import annotations
 
