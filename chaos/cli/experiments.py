@@ -4,6 +4,10 @@ hypothesis.
 Exit codes: 0 every hypothesis held; 1 a tolerance deviated (each named with its measured value);
 2 bad input (a malformed file is one line naming the file and the field, before any process
 starts); 130 interrupted, after every stack is torn down.
+
+A file with `exec` steps runs the user's commands: refused unless the command line says
+`--allow-exec`; `--check` lists them. A file with a `[target]` has its method resolved against
+its service before anything starts (reflection or its proto): a problem there is bad input too.
 """
 
 from __future__ import annotations
@@ -128,6 +132,11 @@ def _print_checks(doc: Doc) -> bool:
 )
 @click.option("--seed", default=None, type=int, help="Seed every service and the herd.")
 @click.option(
+    "--allow-exec",
+    is_flag=True,
+    help="Let the files' exec steps run their commands (--check lists them).",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -146,6 +155,7 @@ def run(
     smoke: bool,
     sets: tuple[str, ...],
     seed: int | None,
+    allow_exec: bool,
     json_path: Path | None,
     out_dir: Path | None,
 ) -> None:
@@ -168,9 +178,22 @@ def run(
             out.print(
                 f"ok: {experiment.source}: {experiment.title} "
                 f"({len(experiment.combinations())} variant(s), "
-                f"{sum(len(e.tolerances) for e in experiment.expect)} tolerance(s))"
+                f"{sum(len(e.tolerances) for e in experiment.expect)} tolerance(s))",
+                markup=False,
             )
+            for command in experiment.commands:
+                out.print(f"  would run: {command}", markup=False)
         return
+    for experiment in experiments:
+        if experiment.commands and not allow_exec:
+            raise click.UsageError(
+                f"{experiment.source}: runs commands ({'; '.join(experiment.commands)}); "
+                "allow them with --allow-exec"
+            )
+    try:
+        experiments = [spec.resolve_target(e) for e in experiments]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
     async def all_of(progress: Any) -> list[Doc]:
         # One event loop for every run: grpc.aio is bound to the loop it first ran on.

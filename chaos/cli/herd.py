@@ -7,6 +7,11 @@ the CA it verifies the cache's TLS against, the herd's own /metrics, --json, how
 processes hold the connections (`chaos.engine.herd_fleet`: by default the fewest whose open-files
 limits hold them, each raised to its hard limit first), and which flags go together (an open
 loop's needs --rate).
+
+With `--call pkg.Service/Method` the herd calls that method of the user's own service at
+`--target` (`chaos.engine.herd_call`: types by reflection or `--proto`, requests from the `--data`
+template); every problem with the method, the template or the target is one line, exit 2, before
+any request is sent. Without `--call`, `--target` is the cache's address as it always was.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from chaos.engine.herd import (
     replicas_target,
     run_herd,
 )
+from chaos.engine.herd_call import CallError, resolve
 from chaos.engine.herd_fleet import (
     MAX_PROCESSES,
     FleetError,
@@ -44,6 +50,8 @@ from herdlab.grpcutil import TLS_CA_ENV
 from herdlab.limits import raise_open_files
 from herdlab.metrics import serve_metrics
 
+# The options of a call to the user's own method (`--call`), which mean nothing without it.
+_CALL_OPTIONS = ("data", "proto", "import_paths", "metadata", "expect_fields")
 # Settings of an experiment's timeline, not of one herd run from the command line.
 NOT_FLAGS = ("rounds",)
 # The open loop's own settings (need --rate) and the burst's (cannot go with it).
@@ -78,6 +86,33 @@ def _check_processes(config: HerdConfig, processes: int, open_files: int, metric
         )
     if metrics:
         raise click.UsageError("--metrics-port needs one herd process (--processes 1)")
+
+
+def _check_call(
+    ctx: click.Context, call_name: str | None, target: str | None, insecure: bool
+) -> None:
+    """--call needs a --target; its own options need --call; --insecure is not TLS."""
+    if insecure and ctx.get_parameter_source("tls_ca") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--insecure (plaintext) and --tls-ca do not go together")
+    if call_name is None:
+        for name in _CALL_OPTIONS:
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"--{name.replace('_', '-').removesuffix('s')} needs --call")
+        return
+    if not target:
+        raise click.UsageError("--call needs --target HOST:PORT, the service to call")
+
+
+def _codes_text(codes: dict[str, Any]) -> str:
+    """`OK 990 (12.0 / 80.1 ms); UNAVAILABLE 10 (...)`."""
+    return (
+        "; ".join(
+            f"{code} {c['count']:,} ({c['latency_s']['p50'] * 1e3:.1f} / "
+            f"{c['latency_s']['p99'] * 1e3:.1f} ms)"
+            for code, c in codes.items()
+        )
+        or "none"
+    )
 
 
 def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
@@ -136,6 +171,53 @@ def _check_together(ctx: click.Context, values: dict[str, Any]) -> None:
     help="Herd processes the burst's connections are spread over, released together [default: "
     "the fewest whose open-files limits hold them].",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext to the target, even where HERDLAB_TLS_CA or the local stack names a CA.",
+)
+@click.option(
+    "--call",
+    "call_name",
+    metavar="pkg.Service/Method",
+    help="Call this unary or server-streaming method of the service at --target instead of the "
+    "cache's Get (its types by server reflection, or from --proto).",
+)
+@click.option(
+    "--data",
+    default="{}",
+    metavar="JSON",
+    help="With --call: each request as JSON, its strings filled per request: {{key}} (from the "
+    "key distribution), {{user}}, {{seq}}, {{uuid}}.",
+    show_default=True,
+)
+@click.option(
+    "--proto",
+    type=click.Path(dir_okay=False),
+    help="With --call: the method's .proto file, compiled now (no reflection needed; needs the "
+    "proto extra).",
+)
+@click.option(
+    "--import-path",
+    "import_paths",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="With --proto: where its imports are (repeatable) [default: the file's folder].",
+)
+@click.option(
+    "--metadata",
+    multiple=True,
+    metavar="K=V",
+    help="With --call: a header sent with every request (repeatable).",
+)
+@click.option(
+    "--expect-field",
+    "expect_fields",
+    multiple=True,
+    metavar="PATH=TEMPLATE",
+    help="With --call: every reply's field at PATH (dotted) must read TEMPLATE, filled as --data "
+    "is (repeatable); without it values are reported unchecked.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_lab
 def herd(
@@ -143,6 +225,8 @@ def herd(
     /,
     target: str | None,
     tls_ca: str | None,
+    insecure: bool,
+    call_name: str | None,
     metrics_port: int,
     metrics_host: str,
     processes: int | None,
@@ -150,16 +234,35 @@ def herd(
     **values: Any,
 ) -> None:
     """Release N synchronised users on the cache ("everyone hits refresh at 12:00:00"), or, with
-    --rate and --duration, send requests on a fixed schedule (open loop)."""
-    _check_together(click.get_current_context(), values)
+    --rate and --duration, send requests on a fixed schedule (open loop); with --call, on any
+    method of your own service."""
+    ctx = click.get_current_context()
+    calling = {name: values.pop(name) for name in _CALL_OPTIONS}
+    _check_call(ctx, call_name, target, insecure)
+    _check_together(ctx, values)
     herd_settings = settings.from_options(HerdSettings, values)
     # The local stack's CA verifies the local stack only, not a --target elsewhere.
-    config = replace(
-        herd_settings.config(_cache_target(lab, target)),
-        tls_ca=tls_ca if tls_ca or target else lab.tls_ca(),
-    )
+    ca = None if insecure else (tls_ca if tls_ca or target else lab.tls_ca())
+    config = replace(herd_settings.config(_cache_target(lab, target)), tls_ca=ca)
+    if call_name is not None:
+        try:
+            call = resolve(
+                config.target,
+                call_name,
+                calling["data"],
+                proto=calling["proto"],
+                import_paths=calling["import_paths"],
+                tls_ca=ca,
+                metadata=calling["metadata"],
+                expect=calling["expect_fields"],
+            )
+        except CallError as exc:
+            raise click.UsageError(str(exc)) from None
+        config = replace(config, call=call)
     soft, hard = raise_open_files()  # every connection is an open file
     processes = processes or processes_for(config.channels, soft)
+    if call_name is not None and processes > 1:
+        raise click.UsageError("--call runs in one herd process (--processes 1)")
     _check_processes(config, processes, soft, metrics_port)
     if processes > 1:
         try:
@@ -177,6 +280,7 @@ def herd(
     policy = herd_settings.policy
     summary = {
         "target": config.target,
+        **({"call": config.call.method} if config.call is not None else {}),
         "users": result.users,
         "policy": policy,
         "guards": config.guards,
@@ -203,7 +307,11 @@ def herd(
             "errors (first message)",
             causes_text(error_causes(summary)) or "none",
         ),
-        ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none"),
+        (
+            ("sources", ", ".join(f"{k} {v:,}" for k, v in summary["sources"].items()) or "none")
+            if config.call is None
+            else ("call", config.call.method)
+        ),
         ("attempts", f"{summary['attempts']:,}"),
         ("channels ready at release", f"{summary['connected_channels']} of {config.channels}"),
         (
@@ -219,7 +327,12 @@ def herd(
             "latency p50 / p99 / max",
             f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
         ),
-        ("wrong values", str(summary["wrong_values"])),
+        (
+            ("wrong values", str(summary["wrong_values"]))
+            if summary.get("values", "checked") == "checked"
+            else ("values", "unchecked (no --expect-field)")
+        ),
+        ("by code (p50 / p99)", _codes_text(summary["codes"])),
     ]
     open_loop = config.open_loop
     if open_loop is not None:

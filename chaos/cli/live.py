@@ -26,6 +26,7 @@ from chaos.lab.backends.base import Backend, BackendError, ServiceInfo, Stopped
 from chaos.lab.backends.local import cache_names
 from chaos.lab.state import ServiceRecord
 from chaos.wire.admin import WireClient
+from chaos.wire.proxy import TARGET_LINK
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import settings
@@ -182,6 +183,14 @@ class Live:
         return {"reconnect_lag_s": None} | bound | {"reconnect_lag_why": why}
 
     def wire_admin(self, link: str) -> str:
+        if link == TARGET_LINK:
+            record = self.lab.stack.standalone_proxy()
+            if record is None:
+                raise BackendError(
+                    "no proxy runs in front of a target; start one with "
+                    "'chaos proxy --listen 127.0.0.1:PORT --upstream HOST:PORT'"
+                )
+            return record.grpc
         if self.lab.backend_name != "local":
             raise BackendError("wire faults need the local stack's proxy ('chaos up --proxy ...')")
         admin = self.lab.stack.proxy_admin()

@@ -2,17 +2,23 @@
 rate and capacity, the cache's coalescing, paused or killed services), each marked where it
 differs from the stack's start settings.
 
+`chaos proxy --listen 127.0.0.1:P --upstream HOST:PORT`: the wire proxy alone, in the foreground,
+in front of the user's own service (its link is `target`); while it runs its record is in the
+state dir (`LocalStack.proxy_file`), so the wire verbs reach it by that name.
+
 The faults themselves (`partition`, `wire`, `heal`, `reset` back to the start settings) are
 actions, `chaos.engine.actions`, made verbs by `chaos.cli.verbs`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import click
+import psutil
 
 from cache_service.settings import CacheSettings
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab
@@ -20,11 +26,16 @@ from chaos.cli.live import start_settings
 from chaos.lab.admin import Admin
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import cache_names
-from chaos.lab.state import ServiceRecord
+from chaos.lab.ports import free_port
+from chaos.lab.state import ServiceRecord, save_records
+from chaos.wire.__main__ import serve_links
 from chaos.wire.admin import WireClient, fault_doc
+from chaos.wire.proxy import TARGET_LINK, Link
 from db_service.settings import DbSettings
 from herdlab import loop
-from herdlab.config import format_value
+from herdlab.config import PORT, format_value
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # -- what is in force -------------------------------------------------------------------------
 
@@ -32,6 +43,12 @@ from herdlab.config import format_value
 async def in_force(lab: Lab, records: Mapping[str, ServiceRecord] | None = None) -> dict[str, Any]:
     """What is in force now (`chaos faults --json`; `chaos status` shows it too). A local
     stack's state file is read once (or `records`, read by the caller, is used)."""
+    alone = lab.stack.standalone_proxy() if lab.backend_name == "local" else None
+    if alone is not None and not (lab.stack.records() if records is None else records):
+        # `chaos proxy` in front of the user's service, no lab stack: its faults are all there is.
+        async with WireClient(alone.grpc) as client:
+            wire = [fault_doc(f) for f in await client.faults()]
+        return {"services": {}, "db": None, "cache": None, "wire": wire}
     db_start: DbSettings | None = None
     cache_start: CacheSettings | None = None
     known: Mapping[str, ServiceRecord] | None = None
@@ -138,4 +155,73 @@ def faults(lab: Lab, as_json: bool) -> None:
     out.print("\n".join(lines))
 
 
-COMMANDS = (faults,)
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"must read HOST:PORT, got {text!r}", param_hint=flag)
+    return host.strip("[]"), int(port)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--listen", required=True, metavar="127.0.0.1:PORT", help="Where clients connect (loopback)."
+)
+@click.option(
+    "--upstream", required=True, metavar="HOST:PORT", help="Your service, which it forwards to."
+)
+@click.option(
+    "--admin-port",
+    type=PORT,
+    default=0,
+    help="The proxy's admin plane (gRPC) on the listen host [default: a free port].",
+)
+@click.option("--seed", type=int, default=None, help="Seed of jitter and toxicity draws.")
+@pass_lab
+def proxy(lab: Lab, listen: str, upstream: str, admin_port: int, seed: int | None) -> None:
+    """Run the lab's wire proxy alone in front of your own service until Ctrl-C; every wire
+    fault works on its link, named target: 'chaos partition target --for 10s', 'chaos wire
+    target --latency 200ms', 'chaos heal target', 'chaos faults'."""
+    host, port = _address(listen, "--listen")
+    upstream_host, upstream_port = _address(upstream, "--upstream")
+    if host not in LOOPBACK:
+        raise click.BadParameter(f"listens on loopback only, got {host!r}", param_hint="--listen")
+    if upstream_port == 0:
+        raise click.BadParameter("the upstream's port must not be 0", param_hint="--upstream")
+    stack = lab.stack
+    running = stack.standalone_proxy()
+    if running is not None:
+        raise BackendError(f"a proxy already runs (pid {running.pid}, admin {running.grpc})")
+    admin = admin_port or free_port()
+
+    def listening(links: dict[str, Link]) -> None:
+        record = ServiceRecord(
+            name="proxy",
+            argv=[],
+            grpc=f"{host}:{admin}",
+            metrics="",
+            log="",
+            pid=os.getpid(),
+            started_at=psutil.Process().create_time(),
+            state="running",
+            links={TARGET_LINK: links[TARGET_LINK].listen},
+        )
+        save_records(stack.proxy_file, {"proxy": record})
+        out.print(f"proxy admin {host}:{admin}; faults: chaos wire|partition|heal target ...")
+
+    try:
+        loop.run(
+            serve_links(
+                host,
+                admin,
+                [(TARGET_LINK, port, upstream_host, upstream_port)],
+                seed,
+                1.0,
+                None,
+                listening,
+            )
+        )
+    finally:
+        stack.proxy_file.unlink(missing_ok=True)
+
+
+COMMANDS = (faults, proxy)

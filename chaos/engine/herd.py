@@ -34,6 +34,11 @@ Every request ends with a value or a typed gRPC error within its deadline. A req
 lab's invariant is that `lost` is always 0. Every value received is checked against the DB's
 deterministic value for its key and version (`wrong_values`, also always 0).
 
+With `HerdConfig.call` (`chaos.engine.herd_call`) the herd calls any gRPC method of the user's
+own service instead of the cache's `Get`: each request is the call's template filled with its key,
+user, sequence number and a uuid; its replies are checked only against the call's expectations
+(`wrong_values`), and the summary says whether values were checked at all.
+
 Times in results are wall-clock nanoseconds, comparable with the services' own event records.
 """
 
@@ -56,6 +61,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Histogram
 
 from chaos.engine.bounds import out_of_range
+from chaos.engine.herd_call import Call
 from herdlab.grpcutil import Keepalive, Reconnect, aio_channel, channel_options
 from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
@@ -153,6 +159,8 @@ class HerdConfig:
     # This herd's first key draw in a larger herd split over processes (`herd_fleet`), so the
     # round-robin and unique distributions draw the keys one process would.
     first_draw: int = 0
+    # Set: the herd calls this method of the user's service instead of the cache's Get.
+    call: Call | None = None
 
     def problems(self) -> list[str]:
         """What cannot run. The numbers' bounds are `HerdSettings`' (`chaos.engine.herd_settings`),
@@ -233,10 +241,38 @@ class HerdResult:
     channel_events: list[tuple[int, int, str]] = field(default_factory=list)
     open_loop: OpenLoopStats | None = None
     first_errors: dict[str, str] = field(default_factory=dict)  # code -> its first message
+    retry_times_ns: list[int] = field(default_factory=list)  # every attempt after a request's first
+    # A call of the user's method: whether replies were checked against expectations (None: the
+    # cache's Get, whose values are always checked).
+    values_checked: bool | None = None
+
+    def by_code(self) -> dict[str, dict[str, Any]]:
+        """Requests by how they ended (OK or the error's code), each with its latencies."""
+        latencies: dict[str, list[float]] = {}
+        for o in self.outcomes:
+            latencies.setdefault(o.code or "OK", []).append(o.latency_s)
+        found = {}
+        for code, values in sorted(latencies.items()):
+            values.sort()
+            found[code] = {
+                "count": len(values),
+                "latency_s": {
+                    "p50": quantile(values, 0.50),
+                    "p90": quantile(values, 0.90),
+                    "p99": quantile(values, 0.99),
+                    "max": values[-1],
+                },
+            }
+        return found
 
     def summary(self) -> dict[str, Any]:
         ok = [o for o in self.outcomes if o.code is None]
         latencies = sorted(o.latency_s for o in self.outcomes)
+        checked = (
+            {}
+            if self.values_checked is None
+            else {"values": "checked" if self.values_checked else "unchecked"}
+        )
         return {
             "sent": len(self.outcomes) + self.lost.total(),
             "ok": len(ok),
@@ -251,6 +287,8 @@ class HerdResult:
                 "max": latencies[-1] if latencies else 0.0,
             },
             "attempts": sum(o.attempts for o in self.outcomes),
+            "codes": self.by_code(),
+            **checked,
             "release_spread_s": self.release_spread_s,
             "connected_channels": self.connected_channels,
             **self.connection_summary(),
@@ -418,7 +456,10 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     ]
     try:
         connected = await _connect(channels)
-        stubs = [cache_pb2_grpc.CacheStub(ch) for ch in channels]
+        call = config.call
+        stubs = [
+            cache_pb2_grpc.CacheStub(ch) if call is None else call.callable(ch) for ch in channels
+        ]
         run = _Run(config, stubs, choose, policy, hooks or HerdHooks())
         result = await (
             run.burst(connected) if config.open_loop is None else run.open(config.open_loop)
@@ -473,7 +514,7 @@ class _Run:
     def __init__(
         self,
         config: HerdConfig,
-        stubs: list[cache_pb2_grpc.CacheAsyncStub],
+        stubs: list[Any],  # the cache's stubs, or the call's multi-callables
         choose: KeyChooser,
         policy: RetryPolicy,
         hooks: HerdHooks,
@@ -493,6 +534,9 @@ class _Run:
         )
         self.outcomes: list[Outcome] = []
         self.attempt_times: list[int] = []
+        self.retry_times: list[int] = []
+        self.sequence = itertools.count()
+        self.uuids = random.Random(config.seed)
         self.first_sends: list[int] = []
         self.wrong = 0
         self.first_errors: dict[str, str] = {}
@@ -514,6 +558,8 @@ class _Run:
             seconds=time.monotonic() - started,
             attempt_times_ns=self.attempt_times,
             first_errors=self.first_errors,
+            retry_times_ns=self.retry_times,
+            values_checked=None if self.config.call is None else self.config.call.checked,
         )
 
     async def burst(self, connected: int) -> HerdResult:
@@ -591,11 +637,14 @@ class _Run:
         result.open_loop = stats
         return result
 
-    async def one(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> None:
+    async def one(self, stub: Any, user: int, key: str) -> None:
         """One request, filed as an outcome, or as lost if it outlives deadline + margin."""
         try:
             outcome = await asyncio.wait_for(
-                self.request(stub, user, key), self.policy.max_total_s + LOST_MARGIN_S
+                self.request(stub, user, key)
+                if self.config.call is None
+                else self.call(self.config.call, stub, user, key),
+                self.policy.max_total_s + LOST_MARGIN_S,
             )
         except Exception as exc:
             self.lost[type(exc).__name__] += 1
@@ -622,6 +671,35 @@ class _Run:
         self.first_errors.setdefault(code, _message(error))
         return Outcome(user, key, None, code, attempts, sent_ns, time.time_ns())
 
+    def _attempted(self, attempts: int) -> None:
+        now = time.time_ns()
+        self.attempt_times.append(now)
+        if attempts > 1:
+            self.retry_times.append(now)
+
+    async def call(self, call: Call, method: Any, user: int, key: str) -> Outcome:
+        """One request to the user's method: its template filled, replies checked if asked."""
+        attempts = 0
+        sent_ns = time.time_ns()
+        values = call.values(key, user, next(self.sequence), self.uuids)
+        request = call.request(values)
+
+        async def attempt(timeout_s: float) -> list[Any]:
+            nonlocal attempts
+            attempts += 1
+            self._attempted(attempts)
+            return await call.invoke(method, request, timeout_s)
+
+        try:
+            replies = await self.policy.call(attempt, guards=self.guards)
+        except RetryExhausted as exc:
+            return self._failed(user, key, exc.last, attempts, sent_ns)
+        except grpc.aio.AioRpcError as exc:
+            return self._failed(user, key, exc, attempts, sent_ns)
+        if not call.matches(replies, values):
+            self.wrong += 1
+        return Outcome(user, key, None, None, attempts, sent_ns, time.time_ns())
+
     async def request(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> Outcome:
         attempts = 0
         sent_ns = time.time_ns()
@@ -630,7 +708,7 @@ class _Run:
         async def attempt(timeout_s: float) -> cache_pb2.CacheGetResponse:
             nonlocal attempts
             attempts += 1
-            self.attempt_times.append(time.time_ns())
+            self._attempted(attempts)
             reply: cache_pb2.CacheGetResponse = await stub.Get(request, timeout=timeout_s)
             return reply
 

@@ -180,8 +180,10 @@ def merge(results: list[HerdResult], release_ns: int, seconds: float) -> HerdRes
         merged.lost += result.lost
         merged.wrong_values += result.wrong_values
         merged.attempt_times_ns += result.attempt_times_ns
+        merged.retry_times_ns += result.retry_times_ns
         for code, message in result.first_errors.items():
             merged.first_errors.setdefault(code, message)
     merged.attempt_times_ns.sort()
+    merged.retry_times_ns.sort()
     merged.channel_events.sort()
     return merged

@@ -1,16 +1,22 @@
 """An experiment as the engine runs it: its settings, setup and timeline steps, end, measures,
-variants and hypothesis, checked and typed (`chaos.engine.spec` reads one from a TOML file)."""
+variants and hypothesis, checked and typed (`chaos.engine.spec` reads one from a TOML file).
+
+An experiment with a `TargetSpec` runs against the user's own service instead of a lab stack:
+the herd calls its method through a wire proxy of the run's own, and `PromQuery` measures read
+the user's Prometheus over the run's window."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import itertools
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd_call import Call
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.params import Param
 from chaos.engine.stack_settings import StackSettings
@@ -92,6 +98,36 @@ class Expectation:
     tolerances: tuple[Tolerance, ...]
 
 
+PROM_REDUCERS = ("max", "min", "mean", "last")
+
+
+@dataclass(frozen=True)
+class PromQuery:
+    """`[[measure]] name = "..." query = "..."`: a PromQL expression read over the run's window
+    (from the release to the end, every `step_s`), its points reduced to one number by `over`."""
+
+    name: str
+    query: str
+    over: str = "max"
+    step_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """`[target]`: the user's service the herd calls (through the run's own wire proxy)."""
+
+    upstream: str  # HOST:PORT
+    method: str  # pkg.Service/Method
+    data: str = "{}"  # the request template (JSON)
+    proto: str | None = None  # the method's .proto, where the service serves no reflection
+    import_paths: tuple[str, ...] = ()
+    metadata: tuple[str, ...] = ()  # k=v
+    expect_fields: tuple[str, ...] = ()  # path=template
+    tls_ca: str | None = None
+    prometheus: str | None = None  # base URL, for `PromQuery` measures
+    call: Call | None = None  # the method resolved (`spec.resolve_target`), before a run
+
+
 @dataclass(frozen=True)
 class Experiment:
     source: str  # the file's path as given, or a name
@@ -117,10 +153,21 @@ class Experiment:
     stack: StackSettings = field(default_factory=StackSettings)
     # The typed params (`chaos.engine.params`): bounds, help, and `chaos scenario` options.
     typed_params: tuple[Param, ...] = ()
+    target: TargetSpec | None = None  # set: against the user's service, not a lab stack
+    queries: tuple[PromQuery, ...] = ()  # `[[measure]]`: PromQL measures (with a target)
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def commands(self) -> list[str]:
+        """The commands the file's `exec` steps would run, as written."""
+        return [
+            shlex.join(step.action.command)
+            for step in (*self.setup, *self.timeline)
+            if step.do.split()[0] == "exec"
+        ]
 
     @property
     def swept_keys(self) -> set[str]:

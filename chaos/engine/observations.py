@@ -103,6 +103,8 @@ class Observations:
     # The replicas' lease figures at the end (leases, takeovers, waits, fallbacks), summed
     # over the replicas still running; empty without a shared store.
     lease_counters: dict[str, float] = field(default_factory=dict)
+    # A run against the user's service: each `[[measure]]` PromQL measure's value, by name.
+    queried: dict[str, Any] = field(default_factory=dict)
 
     def outage(self, service: str) -> Outage | None:
         """The first outage of `service`, if it had one."""

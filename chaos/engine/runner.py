@@ -18,6 +18,7 @@ from chaos.engine.model import Experiment
 from chaos.engine.observations import JournalEntry
 from chaos.engine.registry import KINDS, MEASURES
 from chaos.engine.shipped import path_of
+from chaos.engine.target_trial import TargetTrial
 from chaos.engine.timeline import seconds_since
 from chaos.engine.trial import Trial
 
@@ -76,12 +77,15 @@ async def run_experiment(
 ) -> Doc:
     kind = kind_of(experiment)
     started = provenance.start(command)
-    needs = tuple(sorted({n for m in experiment.measures for n in MEASURES.get(m).needs}))
+    queried = {q.name for q in experiment.queries}
+    registered = [m for m in experiment.measures if m not in queried]
+    needs = tuple(sorted({n for m in registered for n in MEASURES.get(m).needs}))
+    run_as = Trial if experiment.target is None else TargetTrial
     results = []
     for index, variant in enumerate(experiment.combinations()):
         emit(kind.announce(experiment, variant))
         name = _trial_name(kind, variant, index)
-        trial = Trial(
+        trial = run_as(
             experiment,
             variant,
             name=name,
@@ -90,7 +94,12 @@ async def run_experiment(
             observers=needs,
         )
         observations = await trial.run()
-        values = {m: MEASURES.get(m).compute(observations) for m in experiment.measures}
+        values = {
+            m: observations.queried.get(m)
+            if m in queried
+            else MEASURES.get(m).compute(observations)
+            for m in experiment.measures
+        }
         # Why requests failed goes with every row that had failures, measured or not.
         causes = MEASURES.get(ERROR_CAUSES).compute(observations)
         if causes:

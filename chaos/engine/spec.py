@@ -54,6 +54,31 @@ and a cure, say). `[[expect]]` selects rows by any of those settings and labels 
 must be one some row has), and so does a timeline step's `variant` (the step runs in those rows
 only).
 
+Against the user's own service instead of a lab stack (no `[stack]`; variants name `herd.KEY`):
+
+```toml
+[target]
+upstream = "127.0.0.1:50051"       # HOST:PORT of the service; the run puts a wire proxy before it
+method = "pkg.Service/Method"      # unary or server-streaming; types by reflection, or:
+proto = "api.proto"                # optional, with import_paths = ["protos"]
+data = '{"id": "{{key}}"}'         # the request template, as `chaos herd --data`
+metadata = ["team=lab"]            # optional, and expect_fields = ["id={{key}}"], tls_ca = "..."
+prometheus = "http://127.0.0.1:9090"   # optional: where [[measure]] queries are read
+[[measure]]                        # a PromQL measure, read from the release to the end
+name = "p99"
+query = "histogram_quantile(0.99, sum(rate(rpc_seconds_bucket[5s])) by (le))"
+over = "max"                       # max | min | mean | last of its points (every `step`)
+[[timeline]]
+at = "1s"
+do = "partition target"            # wire faults on the link `target`, and
+[[timeline]]
+after = "10s"
+do = "exec --timeout 30s ./restart-api.sh"   # the user's command (needs --allow-exec)
+```
+
+Its steps are wire faults on `target` (`wire`, `partition`, `heal`) and `exec`; `measures`
+defaults to `lost` and the `[[measure]]` names.
+
 Nothing in a file is evaluated as Python. Every problem is one `ExperimentError` line naming the
 file, the field and what is allowed (TOML syntax errors carry the parser's line and column).
 """
@@ -63,19 +88,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd_call import CallError, resolve
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.model import (
     LABELS,
+    PROM_REDUCERS,
     Condition,
     Expectation,
     Experiment,
+    PromQuery,
     Step,
+    TargetSpec,
     Tolerance,
     sections_of,
 )
@@ -103,7 +133,24 @@ TOP_KEYS = (
     "configurations",
     "expect",
     "smoke",
+    "target",
+    "measure",
 )
+TARGET_KEYS = (
+    "upstream",
+    "method",
+    "data",
+    "proto",
+    "import_paths",
+    "metadata",
+    "expect_fields",
+    "tls_ca",
+    "prometheus",
+)
+MEASURE_KEYS = ("name", "query", "over", "step")
+# What a [target] file's steps may do: wire faults on its proxy, and the user's own commands.
+TARGET_ACTIONS = ("wire", "partition", "heal", "exec")
+TARGET_MEASURES_DEFAULT = ("lost",)
 # The settings a variant names (`db.KEY`, ...), in the order `sections_of` takes them.
 # `[stack]`: the services' tables, the stack's own keys and the wire proxy's (also accepted,
 # as before, in a `[stack.wire]` table).
@@ -159,6 +206,29 @@ def parse(text: str, source: str, params: Mapping[str, Any] | None = None) -> Ex
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ExperimentError(source, "", "arrays or tables nested too deeply") from None
     return _Parser(source, text).experiment(raw, dict(params or {}))
+
+
+def resolve_target(experiment: Experiment) -> Experiment:
+    """The experiment with its `[target]` method resolved against the upstream (reflection or
+    its proto): ExperimentError naming the file and the field when it cannot be. Asks the
+    service, so it runs before a run, not at `--check`."""
+    target = experiment.target
+    if target is None:
+        return experiment
+    try:
+        call = resolve(
+            target.upstream,
+            target.method,
+            target.data,
+            proto=target.proto,
+            import_paths=target.import_paths,
+            tls_ca=target.tls_ca,
+            metadata=target.metadata,
+            expect=target.expect_fields,
+        )
+    except CallError as exc:
+        raise ExperimentError(experiment.source, "target", str(exc)) from None
+    return dataclasses.replace(experiment, target=dataclasses.replace(target, call=call))
 
 
 def _type_name(value: Any) -> str:
@@ -275,7 +345,11 @@ class _Parser:
                 "scenario", f"unknown scenario kind {kind!r}; known: {', '.join(KINDS.names())}"
             )
         db, cache, herd, stack = self.settings(body)
-        measures = self.measures(body.get("measures"), kind)
+        target = self.target(body["target"]) if "target" in body else None
+        if target is not None and "stack" in body:
+            raise self.error("stack", "a [target] file runs against your service; drop [stack]")
+        queries = self.queries(body.get("measure", []), target)
+        measures = self.measures(body.get("measures"), kind, queries, target)
         variants = self.variants(body.get("variants", {}), db, cache, herd, stack)
         configurations = self.configurations(
             body.get("configurations", []), db, cache, herd, variants, stack
@@ -314,7 +388,16 @@ class _Parser:
             configurations=configurations,
             wire=self.wire,
             stack=stack,
+            target=target,
+            queries=queries,
         )
+        if target is not None:
+            for key in experiment.swept_keys:
+                if not key.startswith(("herd.", f"{LABELS}.")):
+                    raise self.error(
+                        f'variants."{key}"',
+                        "a [target] file sweeps herd.KEY settings (and row labels) only",
+                    )
         self.combinations(experiment)
         self.steps(experiment)
         expect = self.expect(body.get("expect", []), experiment)
@@ -343,11 +426,22 @@ class _Parser:
         down: set[str] = set()
         for phase, steps in (("setup", experiment.setup), ("timeline", experiment.timeline)):
             for index, step in enumerate(steps):
+                if experiment.target is not None:
+                    self.target_step(step, f"{phase}[{index}]")
                 if step.variant:
                     self.selector(step.variant, f"{phase}[{index}].variant", experiment)
                 problem = step.action.problem(experiment, down)
                 if problem:
                     raise self.error(f"{phase}[{index}].do", problem)
+
+    def target_step(self, step: Step, where: str) -> None:
+        """A [target] file's step: a wire fault on its proxy or the user's command, at a time."""
+        if step.do.split()[0] not in TARGET_ACTIONS:
+            raise self.error(
+                f"{where}.do", f"a [target] file's steps are {', '.join(TARGET_ACTIONS)}"
+            )
+        if step.when is not None:
+            raise self.error(f"{where}.when", "a [target] file's steps run at or after a time")
 
     def settings(
         self, body: Mapping[str, Any]
@@ -402,7 +496,72 @@ class _Parser:
                 raise self.error(where, problems[0])
         return db, cache, herd, shape
 
-    def measures(self, raw: Any, kind: str | None) -> tuple[str, ...]:
+    def target(self, raw: Any) -> TargetSpec:
+        table = self.table(raw, "target")
+        self.only(table, TARGET_KEYS, "target")
+        found: dict[str, Any] = {}
+        for key in ("upstream", "method"):
+            value = table.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise self.error(f"target.{key}", "missing; give it as text")
+            found[key] = value.strip()
+        for key in ("data", "proto", "tls_ca", "prometheus"):
+            if key in table:
+                if not isinstance(table[key], str):
+                    raise self.error(f"target.{key}", f"must be text, got {_type_name(table[key])}")
+                found[key] = table[key]
+        for key in ("import_paths", "metadata", "expect_fields"):
+            value = table.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise self.error(f"target.{key}", "must be a list of texts")
+            found[key] = tuple(value)
+        prometheus = found.get("prometheus")
+        if prometheus is not None and not re.match(r"^https?://[^/\s]+", prometheus):
+            raise self.error("target.prometheus", f"must be an http(s) URL, got {prometheus!r}")
+        host, sep, port = found["upstream"].rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise self.error("target.upstream", f"must read HOST:PORT, got {found['upstream']!r}")
+        base = Path(self.source).parent
+        for key in ("proto", "tls_ca"):
+            if key in found:
+                found[key] = str(base / found[key])
+        found["import_paths"] = tuple(str(base / p) for p in found["import_paths"])
+        return TargetSpec(**found)
+
+    def queries(self, raw: Any, target: TargetSpec | None) -> tuple[PromQuery, ...]:
+        if not isinstance(raw, list):
+            raise self.error("measure", "must be a list of tables ([[measure]])")
+        found: list[PromQuery] = []
+        for index, entry in enumerate(raw):
+            where = f"measure[{index}]"
+            table = self.table(entry, where)
+            self.only(table, MEASURE_KEYS, where)
+            if target is None or target.prometheus is None:
+                raise self.error(where, 'needs [target] with prometheus = "http://..."')
+            name, query = table.get("name"), table.get("query")
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise self.error(f"{where}.name", "must be a name of a-z, 0-9 and _")
+            if name in MEASURES or any(q.name == name for q in found):
+                raise self.error(f"{where}.name", f"{name!r} is already a measure")
+            if not isinstance(query, str) or not query.strip():
+                raise self.error(f"{where}.query", "missing; give a PromQL expression")
+            over = table.get("over", "max")
+            if over not in PROM_REDUCERS:
+                raise self.error(f"{where}.over", f"must be one of {', '.join(PROM_REDUCERS)}")
+            step = self.duration(table.get("step", "1s"), f"{where}.step", lo=0.001, hi=3600)
+            found.append(PromQuery(name, query, over, step))
+        return tuple(found)
+
+    def measures(
+        self,
+        raw: Any,
+        kind: str | None,
+        queries: tuple[PromQuery, ...] = (),
+        target: TargetSpec | None = None,
+    ) -> tuple[str, ...]:
+        named = {q.name for q in queries}
+        if raw is None and target is not None:
+            return (*TARGET_MEASURES_DEFAULT, *(q.name for q in queries))
         if raw is None:
             if kind is None:
                 raise self.error(
@@ -413,7 +572,7 @@ class _Parser:
         if not isinstance(raw, list) or not raw or not all(isinstance(m, str) for m in raw):
             raise self.error("measures", "must be a non-empty list of measure names")
         for index, name in enumerate(raw):
-            if name not in MEASURES:
+            if name not in MEASURES and name not in named:
                 raise self.error(
                     f"measures[{index}]",
                     f"unknown measure {name!r}; known: {', '.join(MEASURES.names())}",
@@ -519,6 +678,11 @@ class _Parser:
                 f"{where}.do", f"must name an action; known: {', '.join(ACTIONS.names())}"
             )
         name, *args = do.split()
+        if name == "exec":  # the user's command: its words split as a shell would
+            try:
+                args = shlex.split(do)[1:]
+            except ValueError as exc:
+                raise self.error(f"{where}.do", f"exec: {exc}") from None
         try:
             action = ACTIONS.get(name).parse(args)
         except ValueError as exc:

@@ -319,7 +319,8 @@ class Trial:
             finally:
                 await self._stop_herd()
 
-    async def _release(self) -> Observations:
+    async def _before_release(self) -> None:
+        """The stack's records up to the release, which the trial's are counted from."""
         async with self.admin() as admin:
             state = await admin.reset_db_peaks()  # setup's queries (warming) are not the trial's
             self.db_baseline = state.arrivals
@@ -328,6 +329,9 @@ class Trial:
             async with self.cache_admin(name) as admin:
                 self._cache_baselines[name] = (await admin.cache_state()).db_attempts
         self.cache_baseline = self._cache_baselines[self.caches[0]]
+
+    async def _release(self) -> Observations:
+        await self._before_release()
         for name in self.observer_names:
             self.observers[name] = OBSERVERS.get(name)(self)
         for observer in self.observers.values():

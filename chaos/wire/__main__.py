@@ -2,19 +2,21 @@
 
 It serves its links (`--link NAME:PORT:UPSTREAM_HOST:UPSTREAM_PORT`, repeatable) and its admin
 plane with health (`--port`) on 127.0.0.1 until SIGTERM or SIGINT; then every connection is
-closed and every fault dropped with it. The local stack starts it like the services, between
-the DB and the cache, so `chaos partition` and friends (separate invocations) reach it by the
-address in the stack's state, and it dies with `chaos down`.
+closed and every fault dropped with it (`serve_links`, which `chaos proxy` runs too). The local
+stack starts it like the services, between the DB and the cache, so `chaos partition` and
+friends (separate invocations) reach it by the address in the stack's state, and it dies with
+`chaos down`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 
 import click
 
 from chaos.wire.admin import WireAdminServicer
-from chaos.wire.proxy import LINK_NAMES, Link
+from chaos.wire.proxy import ALL_LINKS, Link
 from herdlab import logs, loop
 from herdlab.auth import token_problem
 from herdlab.grpcutil import Service, serve
@@ -24,10 +26,10 @@ from protos import wire_pb2
 def parse_link(text: str) -> tuple[str, int, str, int]:
     """`NAME:PORT:UPSTREAM_HOST:UPSTREAM_PORT` as (name, port, host, port)."""
     parts = text.split(":")
-    if len(parts) != 4 or parts[0] not in LINK_NAMES:
+    if len(parts) != 4 or parts[0] not in ALL_LINKS:
         raise click.BadParameter(
             f"expected NAME:PORT:UPSTREAM_HOST:UPSTREAM_PORT with NAME one of "
-            f"{', '.join(LINK_NAMES)}, got {text!r}",
+            f"{', '.join(ALL_LINKS)}, got {text!r}",
             param_hint="--link",
         )
     try:
@@ -67,28 +69,38 @@ def main(
     parsed = [parse_link(text) for text in links]
     if len({name for name, *_ in parsed}) != len(parsed):
         raise click.UsageError("each link name may be given once")
+    loop.run(serve_links(host, port, parsed, seed, grace, admin_token), loop_name)
+
+
+async def serve_links(
+    host: str,
+    port: int,
+    links: Sequence[tuple[str, int, str, int]],
+    seed: int | None,
+    grace: float,
+    admin_token: str | None,
+    on_listening: Callable[[dict[str, Link]], None] | None = None,
+) -> None:
+    """Serves `links` (name, listen port, upstream host, upstream port) on `host` and the admin
+    plane on `port` until SIGTERM or SIGINT; `on_listening` is told once every link listens."""
     rng = random.Random(seed)
-
-    async def run() -> None:
-        proxied = {
-            name: Link(name, upstream_host, upstream_port, rng=random.Random(rng.random()))
-            for name, _, upstream_host, upstream_port in parsed
-        }
-        try:
-            for name, listen_port, *_ in parsed:
-                await proxied[name].start(host, listen_port)
-                print(
-                    f"wire {name}: {proxied[name].listen} -> {proxied[name].upstream}", flush=True
-                )
-            service = Service(
-                WireAdminServicer(proxied), wire_pb2.DESCRIPTOR.services_by_name["WireAdmin"]
-            )
-            await serve([service], host=host, port=port, grace_s=grace, admin_token=admin_token)
-        finally:
-            for link in proxied.values():
-                await link.stop()
-
-    loop.run(run(), loop_name)
+    proxied = {
+        name: Link(name, upstream_host, upstream_port, rng=random.Random(rng.random()))
+        for name, _, upstream_host, upstream_port in links
+    }
+    try:
+        for name, listen_port, *_ in links:
+            await proxied[name].start(host, listen_port)
+            print(f"wire {name}: {proxied[name].listen} -> {proxied[name].upstream}", flush=True)
+        if on_listening is not None:
+            on_listening(proxied)
+        service = Service(
+            WireAdminServicer(proxied), wire_pb2.DESCRIPTOR.services_by_name["WireAdmin"]
+        )
+        await serve([service], host=host, port=port, grace_s=grace, admin_token=admin_token)
+    finally:
+        for link in proxied.values():
+            await link.stop()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ from chaos.wire.stats import LinkStats
 from chaos.wire.toxics import TOXICS
 from chaos.wire.toxics.base import Toxic
 
-LINK_NAMES = ("db", "cache")  # the services a proxy can stand in front of
+LINK_NAMES = ("db", "cache")  # the lab's services a proxy can stand in front of
+TARGET_LINK = "target"  # the user's own service (`chaos proxy`, an experiment's `[target]`)
+ALL_LINKS = (*LINK_NAMES, TARGET_LINK)
 STREAMS = ("upstream", "downstream", "both")
 DIRECTIONS = ("upstream", "downstream")
 READ_BYTES = 64 * 1024

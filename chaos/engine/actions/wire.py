@@ -12,6 +12,10 @@
 - `fault db|cache` (timelines only): what `[stack] fault` says, partition, kill or stop, so they
   can be swept side by side.
 
+`target` names the link in front of the user's own service: the proxy `chaos proxy` runs, or the
+one an experiment with a `[target]` section puts in front of its upstream (`wire`, `partition` and
+`heal` act on it alike).
+
 A fault given `--for D` is handed to the proxy with that deadline, so it expires even if the
 controller is killed; the target holds it that long (the command line in the foreground, where
 Ctrl-C or SIGTERM removes it at once).
@@ -37,7 +41,7 @@ from chaos.engine.actions.base import (
 )
 from chaos.engine.registry import ACTIONS
 from chaos.wire.admin import WireClient
-from chaos.wire.proxy import LINK_NAMES, STREAMS, parse_fault
+from chaos.wire.proxy import ALL_LINKS, LINK_NAMES, STREAMS, TARGET_LINK, parse_fault
 from chaos.wire.toxics import TOXICS
 from herdlab.auth import AdminError
 from herdlab.config import DURATION
@@ -47,10 +51,15 @@ if TYPE_CHECKING:
     from chaos.engine.model import Experiment
     from chaos.engine.trial import Trial
 
-LINK = click.Choice(LINK_NAMES)
+LINK = click.Choice(ALL_LINKS)
+LAB_LINK = click.Choice(LINK_NAMES)
 
 
 def _needs_proxy(experiment: Experiment, service: str, partition: bool) -> str | None:
+    if experiment.target is not None or service == TARGET_LINK:
+        if experiment.target is None:
+            return "the target link is a [target] file's (its proxy in front of the upstream)"
+        return None if service == TARGET_LINK else f"a [target] file's proxy has no {service} link"
     proxied = {
         name
         for variant in experiment.combinations() or [{}]
@@ -221,7 +230,7 @@ def _fault(
 class Wire(Action):
     service: str
     fault: wire_pb2.Fault
-    usage = "wire db|cache KIND|KEY=VALUE... [--stream S] [--for D]"
+    usage = "wire db|cache|target KIND|KEY=VALUE... [--stream S] [--for D]"
     summary = (
         "Put one fault on a service's proxy link: "
         + ", ".join(TOXICS.names())
@@ -293,7 +302,7 @@ class Wire(Action):
 class Partition(Action):
     service: str
     for_s: float | None
-    usage = "partition db|cache [--for D]"
+    usage = "partition db|cache|target [--for D]"
     summary = (
         "Partition a service on the wire: its connections stay open and carry nothing, both "
         "ways (no reset: clients notice only by keepalive or deadline). Needs 'chaos up --proxy'."
@@ -341,7 +350,7 @@ class Partition(Action):
 class Fault(Action):
     service: str
     usage = "fault db|cache"
-    args = (Arg("service", LINK),)
+    args = (Arg("service", LAB_LINK),)
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         if self.service in down:
@@ -363,7 +372,7 @@ class Fault(Action):
 @dataclass(frozen=True)
 class Heal(Action):
     service: str
-    usage = "heal db|cache"
+    usage = "heal db|cache|target"
     summary = "Remove every wire fault on a service's proxy link."
     needs = "wire"
     args = (Arg("service", LINK),)

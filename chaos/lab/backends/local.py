@@ -518,6 +518,17 @@ class LocalStack(Backend):
             raise BackendError("the wire proxy is not running")
         return wire.grpc
 
+    @property
+    def proxy_file(self) -> Path:
+        """Where `chaos proxy` (the wire proxy alone, in front of the user's service) keeps its
+        record while it runs, apart from any stack's: `chaos wire target ...` reads it."""
+        return self.state_dir / "proxy.json"
+
+    def standalone_proxy(self) -> ServiceRecord | None:
+        """The record of the `chaos proxy` running now, if one is (a stale file is ignored)."""
+        record = read_records(self.proxy_file).get("proxy")
+        return record if record is not None and self._process(record) is not None else None
+
     def client_target(self, service: str) -> str:
         """Where clients of `service` connect: its proxy link when proxied, else the service."""
         proxied = self.proxied()

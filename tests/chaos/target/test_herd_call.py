@@ -1,0 +1,95 @@
+"""`chaos herd --call` against a service that is not the lab's: types by reflection or from the
+.proto file, requests from the template, replies checked only where an expectation says so; bad
+input is one line, exit 2, and no request is sent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from slow_target import BROKEN, PROTO, bare, reflecting
+
+from chaos.cli.main import main
+
+__all__ = ["bare", "reflecting"]  # the fixtures
+
+WORK = "labtest.v1.Slow/Work"
+
+
+def chaos(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def herd(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    code, out, err = chaos(capsys, "herd", "--json", *args)
+    assert code == 0, err
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def test_by_reflection_every_reply_checked(
+    reflecting: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = herd(
+        capsys,
+        *("--target", reflecting, "--call", WORK, "--users", "40", "--metadata", "team=lab"),
+        *("--data", '{"key": "{{key}}", "seq": "{{seq}}"}', "--keys", "4"),
+        *("--distribution", "round-robin", "--expect-field", "echo={{key}}:{{seq}}"),
+    )
+    assert (doc["call"], doc["ok"], doc["lost"]) == ("/" + WORK, 40, 0)
+    assert (doc["values"], doc["wrong_values"]) == ("checked", 0)
+    assert doc["codes"]["OK"]["count"] == 40
+    assert 0 < doc["codes"]["OK"]["latency_s"]["p50"] <= doc["codes"]["OK"]["latency_s"]["max"]
+    # An expectation the replies do not meet counts every one of them.
+    wrong = herd(
+        capsys,
+        *("--target", reflecting, "--call", WORK, "--users", "10"),
+        *("--data", '{"key": "{{user}}"}', "--expect-field", "key=x{{user}}"),
+    )
+    assert (wrong["ok"], wrong["wrong_values"]) == (10, 10)
+
+
+def test_by_proto_file_a_server_stream_unchecked(
+    bare: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = herd(
+        capsys,
+        *("--target", bare, "--call", "labtest.v1.Slow/Count", "--proto", str(PROTO)),
+        *("--data", '{"key": "{{uuid}}", "n": 3}', "--rate", "200", "--duration", "100ms"),
+    )
+    assert (doc["ok"], doc["lost"], doc["values"]) == (20, 0, "unchecked")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--call", "labtest.v1.Slow/Nope"], "unknown method labtest.v1.Slow/Nope; "),
+        (["--call", WORK, "--data", '{"nope": "{{key}}"}'], 'no field named "nope"'),
+        (["--call", WORK, "--data", '{"key": "{{who}}"}'], "unknown placeholder {{who}}"),
+        (["--call", WORK, "--expect-field", "nope=1"], "has no field 'nope'"),
+        (["--call", "labtest.v1.Slow/Upload"], "Upload is client-streaming"),
+        (["--call", WORK, "--proto", str(BROKEN)], "broken.proto does not compile: "),
+        (["--data", "{}"], "--data needs --call"),
+    ],
+)
+def test_bad_input_is_one_line_and_sends_nothing(
+    reflecting: str, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    code, out, err = chaos(capsys, "herd", "--target", reflecting, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith("chaos: error: ") and err.count("\n") == 1 and needle in err
+
+
+def test_a_target_that_does_not_answer(bare: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Reflection asked of a server without it, then a port where nothing listens.
+    code, _, err = chaos(capsys, "herd", "--target", bare, "--call", WORK)
+    assert code == 2 and "does not serve reflection; give the method's --proto" in err
+    code, _, err = chaos(capsys, "herd", "--target", "127.0.0.1:1", "--call", WORK)
+    assert code == 2 and err.count("\n") == 1 and "target 127.0.0.1:1 does not answer" in err
