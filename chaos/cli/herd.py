@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from rich.table import Table
 
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab, progress_display
+from chaos.cli.herd_workers import check, herd_on_workers
 from chaos.engine.herd import (
     HerdConfig,
     HerdHooks,
@@ -158,6 +159,10 @@ def herd(
         herd_settings.config(_cache_target(lab, target)),
         tls_ca=tls_ca if tls_ca or target else lab.tls_ca(),
     )
+    if herd_settings.on_locust:
+        check(processes, metrics_port)
+        herd_on_workers(herd_settings, config, as_json)
+        return
     soft, hard = raise_open_files()  # every connection is an open file
     processes = processes or processes_for(config.channels, soft)
     _check_processes(config, processes, soft, metrics_port)
