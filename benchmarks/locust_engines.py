@@ -14,7 +14,7 @@ user's first send). The cache and DB are pinned to the server cores, the load to
 
     python -m benchmarks.locust_engines [--burst 10000] [--users 1000] [--requests 20]
 
-prints one JSON document (the figures in BENCHMARKS.md, "Locust engines").
+prints one JSON document (the figures in the README, "The herd on Locust").
 """
 
 from __future__ import annotations

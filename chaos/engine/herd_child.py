@@ -1,8 +1,10 @@
 """One Locust worker's share of the herd, run by the asyncio herd core in a process of its own.
 
-Locust's workers run on gevent, under which `grpc.aio` does not run, and a gevent gRPC user
-releases and sends far fewer requests per core than the asyncio herd (BENCHMARKS.md, "Locust
-engines"). So a worker (`chaos.engine.locustfile`) starts this module as its child,
+Locust's workers run on gevent, under which `grpc.aio` does not run. A gevent gRPC user (sync
+stubs under `grpc.experimental.gevent`) sends more requests per CPU second than this design, but
+releases a 10,000-user burst 2.4 times less tightly, and would be a second herd with the policies,
+guards, value checks and `lost` accounting written again (README, "The herd on Locust"). So a
+worker (`chaos.engine.locustfile`) starts this module as its child,
 
     python -m chaos.engine.herd_child
 

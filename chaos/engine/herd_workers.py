@@ -5,7 +5,7 @@ machine: a master and workers over ZeroMQ, its web UI, CSV and HTML reports. The
 (`chaos.engine.locustfile`, `LOCUSTFILE`) makes each worker run one share of the herd: the burst's
 users and connections split near-evenly (`share`), an open loop's rate and in-flight bound split
 evenly. Each share runs in the asyncio herd core (`chaos.engine.herd_child`, chosen by
-measurement: BENCHMARKS.md, "Locust engines").
+measurement: README, "The herd on Locust").
 
 This module imports no Locust (importing it patches the process for gevent, which the asyncio
 herd and `chaos` itself cannot run under): the master's bookkeeping of each worker's share

@@ -23,11 +23,14 @@ the master only; each worker gets its share from the master. What happens:
   `--herd-heartbeat-timeout` stops.
 
 The web UI is bound to 127.0.0.1 unless told otherwise, and only a loopback address is accepted.
+A worker waits for its master at most `HERDLAB_HERD_MASTER_WAIT` seconds (60), then ends with one
+line and exit status 2 (Locust itself would wait 5 minutes and give no status of its own).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import socket
@@ -74,6 +77,7 @@ CLOCK_PINGS = 5
 POLL_S = 0.05
 REQUEST_NAME = "cache.Get"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MASTER_WAIT_S = 60.0
 
 
 class HerdRequestError(Exception):
@@ -84,6 +88,29 @@ def _quit(message: str) -> None:
     """Bad input: one line, exit status 2, nothing started."""
     print(f"herd: {message}", file=sys.stderr)
     os._exit(2)
+
+
+def _bound_master_wait() -> None:
+    """A worker waits for its master at most `HERDLAB_HERD_MASTER_WAIT` seconds (default
+    `MASTER_WAIT_S`; Locust's own is 5 minutes), then ends with one line and exit status 2."""
+    try:
+        wait_s = float(os.environ.get("HERDLAB_HERD_MASTER_WAIT", MASTER_WAIT_S))
+    except ValueError:
+        _quit("HERDLAB_HERD_MASTER_WAIT must be a number of seconds")
+    locust.runners.CONNECT_TIMEOUT = max(1, min(locust.runners.CONNECT_TIMEOUT, math.ceil(wait_s)))
+    locust.runners.CONNECT_RETRY_COUNT = max(0, round(wait_s / locust.runners.CONNECT_TIMEOUT) - 1)
+    connect = WorkerRunner.connect_to_master
+
+    def connect_or_quit(runner: WorkerRunner) -> None:
+        try:
+            connect(runner)  # type: ignore[no-untyped-call]
+        except ConnectionError:
+            _quit(f"master {runner.master_host}:{runner.master_port} unreachable after {wait_s:g}s")
+
+    WorkerRunner.connect_to_master = connect_or_quit  # type: ignore[method-assign]
+
+
+_bound_master_wait()
 
 
 def _options(parser: Any) -> None:
@@ -384,10 +411,6 @@ def _init(environment: Environment, **_: Any) -> None:
     if getattr(options, "web_host", "127.0.0.1") not in LOOPBACK and not options.headless:
         _quit(f"the web UI listens on loopback only, got --web-host {options.web_host}")
     if isinstance(runner, WorkerRunner):
-        try:
-            socket.create_connection((options.master_host, options.master_port), timeout=3).close()
-        except OSError as exc:
-            _quit(f"master {options.master_host}:{options.master_port} unreachable: {exc}")
         locust.runners.MASTER_HEARTBEAT_TIMEOUT = options.herd_heartbeat_timeout
         worker = _WORKER = _Worker(environment)
         runner.register_message("herd_plan", lambda msg, **_: worker.plan.set(msg.data))
