@@ -17,6 +17,7 @@ experiment whose `[herd] engine` is `locust`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from chaos.engine.herd import (
 )
 from chaos.engine.herd_fleet import START_TIMEOUT_S, merge, per_process, split
 from chaos.engine.herd_settings import HerdSettings
+from chaos.lab.ports import free_port
 from herdlab import settings
 from herdlab.limits import raise_open_files
 
@@ -52,6 +55,7 @@ HEARTBEAT_TIMEOUT_S = 10.0
 # The release instant is set this far after the master's decision, plus twice the slowest
 # round trip to a worker, so every worker has it in time.
 RELEASE_LEAD_S = 0.25
+POLL_S = 0.02
 # The herd's settings that are the engine's, not one herd's: not passed to a worker.
 ENGINE_SETTINGS = ("rounds", "engine", "workers")
 # A share's states, as its worker row shows them.
@@ -369,6 +373,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def released_path(out: Path) -> Path:
+    """Where the master writes the release instant (ns, its clock) beside its document `out`."""
+    return out.with_suffix(".released")
+
+
 def run_locust(
     herd: HerdSettings,
     target: str,
@@ -376,10 +385,12 @@ def run_locust(
     workers: int,
     port: int,
     log_dir: Path | None = None,
+    on_release: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], HerdResult]:
     """Runs the herd on a Locust master and `workers` local workers (each a process of its own,
     in a session of its own, all ended afterwards); returns the master's document and the merged
-    result. WorkersError when the master fails or the run passes its limit."""
+    result. `on_release` is called (from this thread) once the release instant has passed.
+    WorkersError when the master fails or the run passes its limit."""
     config = herd.config(target)
     limit_s = 2 * START_TIMEOUT_S + run_limit_s(share(config, workers, 0)) + HEARTBEAT_TIMEOUT_S
     folder = Path(tempfile.mkdtemp(prefix="herdlab-locust-"))
@@ -400,10 +411,17 @@ def run_locust(
         for index in range(workers):
             start(worker_argv(port), f"worker-{index}")
         deadline = time.monotonic() + limit_s
-        try:
-            master.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            raise WorkersError(f"the Locust master did not end within {limit_s:.0f}s") from None
+        released = on_release is None
+        while master.poll() is None:
+            if time.monotonic() > deadline:
+                raise WorkersError(f"the Locust master did not end within {limit_s:.0f}s")
+            if not released and released_path(out).exists():
+                release_ns = int(released_path(out).read_text() or 0)
+                time.sleep(max(0.0, (release_ns - time.time_ns()) / 1e9))
+                assert on_release is not None
+                on_release()
+                released = True
+            time.sleep(POLL_S)
         for proc in procs[1:]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, min(HEARTBEAT_TIMEOUT_S, deadline - time.monotonic())))
@@ -420,3 +438,25 @@ def run_locust(
     finally:
         for proc in procs:
             _stop(proc)
+
+
+async def run_on_workers(
+    herd: HerdSettings, config: HerdConfig, on_release: Callable[[], None]
+) -> HerdResult:
+    """An experiment's herd (`[herd] engine = "locust"`): `config`'s target, CA and keys on
+    `herd.worker_count` local Locust workers; `on_release` is called on the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def released() -> None:
+        loop.call_soon_threadsafe(on_release)
+
+    _, result = await asyncio.to_thread(
+        run_locust,
+        replace(herd, key_prefix=config.key_prefix),
+        config.target,
+        config.tls_ca,
+        herd.worker_count,
+        free_port(),
+        on_release=released,
+    )
+    return result

@@ -64,6 +64,7 @@ from chaos.engine.herd_workers import (
     merged_result,
     option_name,
     outcome_from_row,
+    released_path,
     run_limit_s,
     settings_from_payload,
     settings_from_texts,
@@ -122,7 +123,7 @@ def _options(parser: Any) -> None:
     group.add_argument(
         "--herd-tls-ca", env_var="HERDLAB_TLS_CA", help="Verify the cache's TLS against this CA."
     )
-    group.add_argument("--herd-json", help="Write the result document here (master).")
+    group.add_argument("--herd-json", help="Write the result document here; - for stdout (master).")
     group.add_argument("--herd-result", help="Write the merged result here, pickled (master).")
     group.add_argument(
         "--herd-heartbeat-timeout",
@@ -265,9 +266,7 @@ class _Master:
         burst = config.open_loop is None
         self._wait(
             lambda: all(
-                s.finished
-                or s.state == ("ready" if burst else "joined")
-                or (not burst and s.client_id is not None)
+                s.finished or (s.state == "ready" if burst else s.client_id is not None)
                 for s in self.shares
             ),
             started + start_limit_s(config),
@@ -279,12 +278,15 @@ class _Master:
                 self._measure_clock(part)
             lead_ns = round(RELEASE_LEAD_S * 1e9) + 2 * max((s.rtt_ns for s in ready), default=0)
             release_ns = time.time_ns() + lead_ns
+            self._announce(release_ns)
             for part in ready:
                 self.runner.send_message(
                     "herd_go",
                     {"release_ns": release_ns + part.clock_offset_ns},
                     client_id=part.client_id,
                 )
+        else:
+            self._announce(release_ns)
         released = time.monotonic()
         self._wait(lambda: all(s.finished for s in self.shares), released + run_limit_s(config))
         for part in self.shares:
@@ -292,11 +294,19 @@ class _Master:
                 part.state = TIMED_OUT
         self._write(release_ns, time.monotonic() - released)
 
+    def _announce(self, release_ns: int) -> None:
+        """The release instant, for whoever started this master (`herd_workers.run_locust`)."""
+        options = _options_of(self.environment)
+        if options.herd_json and options.herd_json != "-":
+            released_path(Path(options.herd_json)).write_text(str(release_ns))
+
     def _write(self, release_ns: int, seconds: float) -> None:
         options = _options_of(self.environment)
         result = merged_result(self.shares, release_ns, seconds)
         doc = document(self.herd, options.herd_target, self.shares, result, release_ns)
-        if options.herd_json:
+        if options.herd_json == "-":
+            print(_json(doc), end="", flush=True)
+        elif options.herd_json:
             Path(options.herd_json).write_text(_json(doc))
         if options.herd_result:
             with Path(options.herd_result).open("wb") as file:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -121,3 +122,24 @@ def test_an_unreachable_master_is_one_line_and_exit_2() -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "unreachable" in lines[0], done.stderr
+
+
+def test_a_retry_storm_runs_with_its_herd_on_locust_workers(tmp_path: Path) -> None:
+    """`[herd] engine = "locust"`: the shipped retry storm at its smoke scale, full jitter only,
+    every key served, nothing lost, the restored DB met near its capacity."""
+    shipped = Path(__file__).parents[3] / "chaos/scenarios/retry_storm/experiment.toml"
+    text = shipped.read_text().replace("[herd]\n", '[herd]\nengine = "locust"\nworkers = 2\n', 1)
+    path, out = tmp_path / "storm.toml", tmp_path / "storm.json"
+    path.write_text(text)
+    argv = [sys.executable, "-m", "chaos", "run", "--smoke", "--set", 'policies=["full"]']
+    done = subprocess.run(
+        [*argv, str(path), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S * 2,
+        env={**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["lost"], row["wrong_values"], row["keys_served"]) == (0, 0, row["keys"])
+    assert 0 < row["post_restore_peak_over_capacity"] < 3
