@@ -52,16 +52,23 @@ def write_frame(stream: IO[bytes], message: Any) -> None:
     stream.flush()
 
 
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    """`size` bytes (a pipe under gevent may give fewer per read); EOFError if it ends first."""
+    parts: list[bytes] = []
+    left = size
+    while left:
+        part = stream.read(left)
+        if not part:
+            raise EOFError
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
 def read_frame(stream: IO[bytes]) -> Any:
     """The next frame's message; EOFError when the stream ends."""
-    header = stream.read(_LENGTH.size)
-    if len(header) < _LENGTH.size:
-        raise EOFError
-    (size,) = _LENGTH.unpack(header)
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError
-    return pickle.loads(data)
+    (size,) = _LENGTH.unpack(_read_exactly(stream, _LENGTH.size))
+    return pickle.loads(_read_exactly(stream, size))
 
 
 OutcomeRow = tuple[int, str, str | None, str | None, int, int, int, float | None]
@@ -146,3 +153,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # Not through the interpreter's shutdown, which would wait on the stdin reader's lock.
+    sys.stderr.flush()
+    os._exit(0)
