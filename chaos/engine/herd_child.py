@@ -32,7 +32,7 @@ import struct
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from chaos.engine.herd import HerdConfig, HerdHooks, HerdResult, Outcome, run_herd
 from herdlab import loop
@@ -52,7 +52,11 @@ def write_frame(stream: IO[bytes], message: Any) -> None:
     stream.flush()
 
 
-def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes | None: ...
+
+
+def _read_exactly(stream: Readable, size: int) -> bytes:
     """`size` bytes (a pipe under gevent may give fewer per read); EOFError if it ends first."""
     parts: list[bytes] = []
     left = size
@@ -65,7 +69,7 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
-def read_frame(stream: IO[bytes]) -> Any:
+def read_frame(stream: Readable) -> Any:
     """The next frame's message; EOFError when the stream ends."""
     (size,) = _LENGTH.unpack(_read_exactly(stream, _LENGTH.size))
     return pickle.loads(_read_exactly(stream, size))

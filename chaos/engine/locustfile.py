@@ -44,6 +44,7 @@ from typing import Any
 import gevent
 import locust.runners
 from gevent.event import AsyncResult
+from gevent.os import make_nonblocking, nb_read
 from locust import LoadTestShape, User, events, task
 from locust.env import Environment
 from locust.exception import StopUser
@@ -326,6 +327,19 @@ def _options_of(environment: Environment) -> Any:
     return environment.parsed_options
 
 
+class _PipeReader:
+    """A child's pipe read cooperatively, whole reads or the end: gevent's file objects can
+    return nothing from a pipe that is only empty for now, which reads as its end."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        make_nonblocking(fd)
+
+    def read(self, size: int, /) -> bytes:
+        data: bytes = nb_read(self.fd, size)
+        return data
+
+
 class _Worker:
     """The worker's side: its share's plan and release, from the master."""
 
@@ -365,11 +379,12 @@ class _Worker:
         def release() -> None:
             write_frame(stdin, ("go", self.go.get()))
 
+        stdout = _PipeReader(child.stdout.fileno())
         fire = self.environment.events.request.fire
         try:
             while True:
                 try:
-                    kind, payload = read_frame(child.stdout)
+                    kind, payload = read_frame(stdout)
                 except EOFError:
                     self.runner.send_message(
                         "herd_failed", {"error": "the herd process ended without reporting"}
