@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PIP_INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
-ALL_EXTRAS := plot,docker,tls,dev,bench
+ALL_EXTRAS := plot,docker,tls,dev,bench,locust
 # The lab's own modules, compiled once before a run that starts hundreds of Python processes
 # (services, `chaos` commands, load generators): where PYTHONDONTWRITEBYTECODE is set, no process
 # keeps what it compiled and each compiles them again, about 0.2 s a process on 2 cores. Python

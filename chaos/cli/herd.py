@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from rich.table import Table
 
 from chaos.cli.context import CONTEXT, Lab, emit_json, out, pass_lab, progress_display
+from chaos.cli.herd_workers import check, herd_on_workers
 from chaos.engine.herd import (
     HerdConfig,
     HerdHooks,
@@ -259,6 +260,12 @@ def herd(
         except CallError as exc:
             raise click.UsageError(str(exc)) from None
         config = replace(config, call=call)
+    if herd_settings.on_locust:
+        if call_name is not None:
+            raise click.UsageError("--call runs on the asyncio engine (one herd process)")
+        check(processes, metrics_port)
+        herd_on_workers(herd_settings, config, as_json)
+        return
     soft, hard = raise_open_files()  # every connection is an open file
     processes = processes or processes_for(config.channels, soft)
     if call_name is not None and processes > 1:

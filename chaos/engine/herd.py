@@ -409,12 +409,14 @@ class HerdHooks:
     """Optional observers: progress as requests finish (skipped arrivals count as done), the
     barrier's opening (open loop: its start), metrics; and the burst's `gate`, awaited with the
     number of READY channels once every user waits at the barrier, which opens when it returns
-    (how a parent releases several herd processes at one instant)."""
+    (how a parent releases several herd processes at one instant); `on_outcome`, each request's
+    outcome as it is filed (how a Locust worker reports every request)."""
 
     on_progress: ProgressFn | None = None
     on_release: Callable[[], None] | None = None
     metrics: HerdMetrics | None = None
     gate: Callable[[int], Awaitable[None]] | None = None
+    on_outcome: Callable[[Outcome], None] | None = None
 
 
 def replicas_target(addresses: list[str]) -> str:
@@ -654,6 +656,8 @@ class _Run:
             self.outcomes.append(outcome)
             if self.hooks.metrics is not None:
                 self.hooks.metrics.observe(outcome)
+            if self.hooks.on_outcome is not None:
+                self.hooks.on_outcome(outcome)
         self._progress()
 
     def _progress(self) -> None:

@@ -34,6 +34,12 @@ from herdlab.guards import GUARD_USAGE
 from herdlab.retry import POLICY_NAMES, RetryPolicy
 from herdlab.settings import Settings, setting
 
+# How a herd runs: the lab's asyncio herd in the calling process (over `--processes` herd
+# processes when its connections need them), or on a Locust master and workers
+# (`chaos.engine.herd_workers`).
+ENGINES = ("asyncio", "locust")
+MAX_WORKERS = 64
+
 # Channel reconnect backoffs a herd can use: gRPC's own (no option set), or tuned for a lab
 # (100 ms first, at most 1 s; a 1 s minimum connect timeout keeps slow handshakes).
 RECONNECTS: dict[str, Reconnect | None] = {
@@ -246,6 +252,34 @@ class HerdSettings(Settings):
         "each round is users x requests, with a seed of its own.",
     )
 
+    engine: str = setting(
+        "asyncio",
+        "engine",
+        "choice",
+        "What runs the herd: the lab's asyncio herd in this process (asyncio), or a Locust master "
+        "and local workers (locust; needs the locust extra) [default: locust when --workers is "
+        "given].",
+        choices=ENGINES,
+    )
+    workers: int | None = setting(
+        None,
+        "workers",
+        "int",
+        "Locust workers the herd is shared over, released together; implies --engine locust "
+        "[default: 1 with the locust engine].",
+        lo=1,
+        hi=MAX_WORKERS,
+    )
+
+    @property
+    def on_locust(self) -> bool:
+        """The herd runs on Locust workers: `engine = "locust"`, or workers given."""
+        return self.engine == "locust" or self.workers is not None
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or 1
+
     @property
     def channel_count(self) -> int:
         """Channels (connections) the herd opens: `connections` when given, else `channels`,
@@ -298,6 +332,8 @@ class HerdSettings(Settings):
             found.append(
                 f"connections must be at most users ({self.users:,}), got {self.connections:,}"
             )
+        if self.on_locust and self.rounds:
+            found.append("engine locust and rounds do not go together; choose one")
         if plan is not None:
             found += plan.problems()
             if self.rounds:

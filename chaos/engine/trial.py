@@ -47,6 +47,7 @@ from chaos.engine.herd import (
 )
 from chaos.engine.herd_rounds import HerdRounds
 from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.herd_workers import run_on_workers
 from chaos.engine.model import Experiment, Step
 from chaos.engine.observations import DbCounters, JournalEntry, Observations, Outage
 from chaos.engine.registry import CONDITIONS, OBSERVERS
@@ -347,6 +348,8 @@ class Trial:
         if self.herd.rounds:
             self.rounds = HerdRounds(self.herd_config(), on_release)
             herd = self.rounds.run()
+        elif self.herd.on_locust:
+            herd = run_on_workers(self.herd, self.herd_config(), on_release)
         else:
             herd = run_herd(self.herd_config(), HerdHooks(self.on_progress, on_release=on_release))
         self.herd_task = asyncio.create_task(herd)

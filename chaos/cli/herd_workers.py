@@ -1,0 +1,75 @@
+"""`chaos herd --workers N` (or `--engine locust`): the herd on a Locust master and N local
+workers (`chaos.engine.herd_workers.run_locust`), its result document merged over the workers
+with a row per worker. Where the workers are other machines, the Locust command itself is the way
+in (`chaos.engine.locustfile`'s docstring, README "The herd on Locust")."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import click
+from rich.table import Table
+
+from chaos.cli.context import emit_json, out
+from chaos.engine.herd import HerdConfig
+from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.herd_workers import WorkersError, run_locust
+from chaos.lab.ports import free_port
+
+
+def check(processes: int | None, metrics_port: int) -> None:
+    """What cannot go with Locust workers: bad input, exit 2, nothing started."""
+    if importlib.util.find_spec("locust") is None:
+        raise click.UsageError("--workers needs Locust: pip install 'herdlab[locust]'")
+    if processes is not None:
+        raise click.UsageError(
+            "--processes is for the asyncio engine; Locust shares the herd over --workers"
+        )
+    if metrics_port:
+        raise click.UsageError(
+            "--metrics-port is for the asyncio engine; Locust has its own web UI"
+        )
+
+
+def herd_on_workers(herd: HerdSettings, config: HerdConfig, as_json: bool) -> None:
+    try:
+        doc, _ = run_locust(herd, config.target, config.tls_ca, herd.worker_count, free_port())
+    except WorkersError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        emit_json(doc)
+        return
+    lat, release = doc["latency_s"], doc["release"]
+    totals = Table("herd on Locust workers", "", show_header=False)
+    for label, value in (
+        ("target", doc["target"]),
+        ("users / policy", f"{doc['users']:,} / {doc['policy']}"),
+        ("sent / ok / lost", f"{doc['sent']:,} / {doc['ok']:,} / {doc['lost']}"),
+        ("errors", ", ".join(f"{k} {v:,}" for k, v in doc["errors"].items()) or "none"),
+        ("unreported", f"{doc['unreported']:,}"),
+        ("wrong values", str(doc["wrong_values"])),
+        (
+            "latency p50 / p99 / max",
+            f"{lat['p50'] * 1e3:.1f} / {lat['p99'] * 1e3:.1f} / {lat['max'] * 1e3:.1f} ms",
+        ),
+        (
+            "release spread across workers",
+            "-" if release["spread_s"] is None else f"{release['spread_s'] * 1e3:.1f} ms",
+        ),
+    ):
+        totals.add_row(label, value)
+    out.print(totals)
+    rows = Table("worker", "state", "users", "ok", "errors", "unreported", "clock offset", "spread")
+    for row in doc["workers"]:
+        spread = row["release_spread_s"]
+        rows.add_row(
+            str(row["worker"]),
+            row["state"],
+            f"{row['users']:,}",
+            f"{row['ok']:,}",
+            f"{sum(row['errors'].values()):,}",
+            f"{row['unreported']:,}",
+            f"{row['clock_offset_s'] * 1e3:.2f} ms",
+            "-" if spread is None else f"{spread * 1e3:.1f} ms",
+        )
+    out.print(rows)
