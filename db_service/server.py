@@ -39,8 +39,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from db_service.capacity import Capacity, Rejected
-from db_service.queueing import Shed
 from db_service.settings import DbSettings
 from herdlab import logs
 from herdlab.grpcutil import Context
@@ -63,6 +61,8 @@ from herdlab.metrics import (
     DB_SLOT_SECONDS,
 )
 from herdlab.record import EventRecord, serve_page
+from herdlab.server.capacity import Capacity, Rejected
+from herdlab.server.queueing import Shed
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc
 

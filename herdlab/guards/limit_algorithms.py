@@ -46,8 +46,8 @@ class StaticLimit(LimitAlgorithm):
 
     name = "static"
 
-    def __init__(self, n: int = 20) -> None:
-        check("limit", "n", n, LIMIT)
+    def __init__(self, n: int = 20, *, allowed: Range = LIMIT) -> None:
+        check("limit", "n", n, allowed)
         self.n = n
 
     @property
