@@ -30,9 +30,10 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 V = TypeVar("V")
+R = TypeVar("R")
 P = ParamSpec("P")
 
 
@@ -105,9 +106,9 @@ def _default_key(*args: Any, **kwargs: Any) -> str:
 def single_flight(
     key: Callable[..., str] | None = None,
     *,
-    group: SingleFlight[V] | None = None,
-    lease: Lease[V] | None = None,
-) -> Callable[[Callable[P, Awaitable[V]]], Callable[P, Awaitable[V]]]:
+    group: SingleFlight[Any] | None = None,
+    lease: Lease[Any] | None = None,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Makes an async function single-flight per key (see the module docstring).
 
     `key(*args, **kwargs)` names the call's key (default: the arguments' repr); `group` shares
@@ -117,25 +118,25 @@ def single_flight(
     """
     name = key if key is not None else _default_key
 
-    def decorate(fn: Callable[P, Awaitable[V]]) -> Callable[P, Awaitable[V]]:
-        flight: SingleFlight[V] = group if group is not None else SingleFlight()
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        flight: SingleFlight[Any] = group if group is not None else SingleFlight()
 
         @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> V:
-            def call() -> Awaitable[V]:
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            def call() -> Awaitable[R]:
                 return fn(*args, **kwargs)
 
-            if lease is None:
-                value, _ = await flight.do(name(*args, **kwargs), call)
-                return value
             k = name(*args, **kwargs)
+            if lease is None:
+                value, _ = await flight.do(k, call)
+                return cast(R, value)
 
-            async def shared() -> V:
-                value, _ = await lease.run(k, call)
-                return value
+            async def shared() -> R:
+                result, _ = await lease.run(k, call)
+                return cast(R, result)
 
             value, _ = await flight.do(k, shared)
-            return value
+            return cast(R, value)
 
         wrapper.flight = flight  # type: ignore[attr-defined]
         return wrapper

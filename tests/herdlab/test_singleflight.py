@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from herdlab.singleflight import SingleFlight
+from herdlab.singleflight import SingleFlight, single_flight
 
 
 async def settle(until: Callable[[], bool], max_steps: int = 1_000) -> None:
@@ -364,3 +364,50 @@ async def test_randomised_concurrent_rounds_leave_nothing_behind() -> None:
         await one_round(c, rng, round_no, tally)
     # The rounds exercised what they claim to (guards against a vacuous randomisation).
     assert tally.callers > 3_000 and tally.cancelled > 300 and tally.failed > 300
+
+
+async def test_the_decorator_makes_any_async_function_single_flight_per_key() -> None:
+    gates: dict[str, asyncio.Future[int]] = {}
+    calls: list[str] = []
+
+    @single_flight(key=lambda sku, **_: sku)
+    async def stock(sku: str, *, note: str = "") -> int:
+        calls.append(sku)
+        gates[sku] = asyncio.get_running_loop().create_future()
+        return await gates[sku]
+
+    tasks = [asyncio.ensure_future(stock(f"k{n % 2}", note=str(n))) for n in range(10)]
+    await settle(lambda: len(gates) == 2)
+    gates["k0"].set_result(7)
+    gates["k1"].set_exception(Boom("k1 failed"))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert calls == ["k0", "k1"]
+    assert results[0::2] == [7] * 5
+    assert all(isinstance(r, Boom) for r in results[1::2])
+    assert stock.flight.in_flight() == 0  # type: ignore[attr-defined]
+
+
+async def test_the_decorator_runs_a_lease_once_per_key_behind_the_local_flight() -> None:
+    """Many local callers make one lease attempt; the lease decides who runs the function."""
+    runs: list[str] = []
+
+    class CountingLease:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        async def run(self, key: str, fn: Callable[[], Awaitable[int]]) -> tuple[int, bool]:
+            self.keys.append(key)
+            return await fn(), True
+
+    lease = CountingLease()
+    group: SingleFlight[Any] = SingleFlight()
+
+    @single_flight(group=group, lease=lease)
+    async def load(n: int) -> int:
+        runs.append(str(n))
+        await asyncio.sleep(0)
+        return n * 2
+
+    assert await asyncio.gather(*(load(3) for _ in range(5))) == [6] * 5
+    assert lease.keys == [repr(((3,), []))] and runs == ["3"]
+    assert load.flight is group  # type: ignore[attr-defined]
