@@ -37,13 +37,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
-from cache_service.lease import LeaseFailed, SharedUnavailable
 from cache_service.shared import SharedStore
 from cache_service.store import Entry, TtlStore
 from herdlab import logs
 from herdlab.client import CallFailed, rejection_code
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
+from herdlab.lease import LeaseFailed, SharedUnavailable
 from herdlab.metrics import (
     CACHE_COALESCED_WAITERS,
     CACHE_COALESCING_ENABLED,
