@@ -69,6 +69,17 @@ from herdlab.metrics import (
     CACHE_LEASES,
     CACHE_SHARED_FALLBACKS,
 )
+from herdlab.notifier import Notifier, SharedUnavailable
+
+__all__ = [
+    "NAMESPACE",
+    "Held",
+    "LeaseFailed",
+    "LeaseMetrics",
+    "Leases",
+    "RedisLease",
+    "SharedUnavailable",
+]
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -115,10 +126,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-class SharedUnavailable(Exception):
-    """Redis did not answer in time or refused: the caller takes its local path."""
 
 
 class LeaseFailed(Exception):
@@ -404,8 +411,6 @@ class RedisLease(Generic[T]):
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from herdlab.notifier import Notifier  # the notifier imports this module's errors
-
         for label, value in (
             ("lease_timeout_s", lease_timeout_s),
             ("wait_limit_s", wait_limit_s),

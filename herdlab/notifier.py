@@ -28,7 +28,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from herdlab.lease import SharedUnavailable
+
+class SharedUnavailable(Exception):
+    """Redis did not answer in time or refused: the caller takes its local path (the one error
+    of the lease, its store and this pub/sub for Redis failing)."""
 
 
 class Notifier:
