@@ -13,8 +13,8 @@ import abc
 import math
 import random
 
-from herdlab.config import format_number
 from herdlab.guards.base import Range, check
+from herdlab.units import format_number
 
 LIMIT = Range(1, 100_000)
 BACKOFF = Range(0.5, 1, high_open=True)
