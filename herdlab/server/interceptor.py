@@ -18,8 +18,8 @@ back when the handler ends (a stream: when its last message is sent):
 - the pushback hint is gRFC A6's `grpc-retry-pushback-ms` trailing metadata, which
   `herdlab.client` (and gRPC's own retries) honour: how long the queue ahead would take to drain
   (`pushback_s` when given, else the calls queued and in flight over the limit, times the
-  smoothed service time), jittered by x uniform(0.5, 1.5) so that the callers refused together
-  do not all come back together.
+  smoothed service time, `min_service_s` until a call was served), jittered by x uniform(0.5,
+  1.5) so that the callers refused together do not all come back together.
 
 grpc's `ServerInterceptor` is the extension point; no library offers an adaptive limit with
 queue disciplines for grpc.aio servers, so the interceptor is written here around the lab's own
@@ -131,7 +131,9 @@ class LoadShedder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return self.pushback_s
         capacity = self.capacity
         ahead = capacity.queued + capacity.in_flight
-        return self._service_s * ahead / max(1, capacity.concurrency)
+        # Before any call was served, the least a call takes stands for the service time.
+        service_s = self._service_s if self._service_s > 0 else self.min_service_s
+        return service_s * ahead / max(1, capacity.concurrency)
 
     async def _refuse(
         self, context: Context, outcome: str, code: grpc.StatusCode, why: str

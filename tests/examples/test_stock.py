@@ -4,6 +4,7 @@ client against it (single-flight, policy and guards), and bad flags answered wit
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -26,6 +27,8 @@ def stock_server() -> Iterator[str]:
     )
     try:
         assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30.0)
+        assert ready, "the server printed nothing within 30 s"
         line = process.stdout.readline().strip()
         assert line.startswith("listening 127.0.0.1:"), line
         yield line.removeprefix("listening ")

@@ -15,7 +15,7 @@ import pytest
 
 from herdlab.client import CallFailed, Cures
 from herdlab.retry import PUSHBACK_KEY, RetryPolicy, pushback_s
-from herdlab.server import CoDel, LoadShedder, limit_algorithm
+from herdlab.server import AdaptiveLifo, CoDel, LoadShedder, limit_algorithm
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -92,7 +92,7 @@ async def serve() -> AsyncIterator[Callable[[LoadShedder], Any]]:
 
     yield start
     for server in servers:
-        await server.stop(None)
+        await asyncio.wait_for(server.stop(None), 10.0)
 
 
 def calls(channel: grpc.aio.Channel, n: int, timeout: float = 5.0) -> list[asyncio.Future[Any]]:
@@ -105,10 +105,10 @@ async def test_overload_is_shed_at_the_door_with_a_pushback_hint(serve: Any) -> 
     target, held = await serve(shedder)
     async with grpc.aio.insecure_channel(target) as channel:
         pending = calls(channel, 10)
-        await until(lambda: shedder.counts["queue_full"] == 5)
+        await until(lambda: sum(f.done() for f in pending) == 5)  # the refusals' answers
         assert (held.running, shedder.capacity.queued) == (2, 3)
+        assert shedder.counts["queue_full"] == 5
         refused = [f for f in pending if f.done()]
-        assert len(refused) == 5
         for future in refused:
             error = future.exception()
             assert isinstance(error, grpc.aio.AioRpcError) and error.code() is EXHAUSTED
@@ -244,3 +244,41 @@ async def test_a_call_failed_by_the_shedder_is_a_typed_error_for_the_cures(serve
         held.gate.set()
         await holder[0]
     assert shedder.counts["queue_full"] == 3
+
+
+async def test_the_hint_is_the_calls_ahead_over_the_slots_times_the_service_time(
+    serve: Any,
+) -> None:
+    shedder = LoadShedder(2, queue=3, min_service_s=0.1)
+    target, held = await serve(shedder)
+    async with grpc.aio.insecure_channel(target) as channel:
+        pending = calls(channel, 6)
+        await until(lambda: any(f.done() for f in pending))
+        refused = next(f for f in pending if f.done())
+        # 5 calls ahead over 2 slots x 0.1 s (nothing served yet) = 0.25 s, jittered x 0.5-1.5.
+        hint = pushback_s(refused.exception())  # type: ignore[arg-type]
+        assert hint is not None and 0.125 <= hint <= 0.375
+        held.gate.set()
+        await asyncio.gather(*(f for f in pending if f is not refused))
+
+
+async def test_adaptive_lifo_serves_the_newest_waiter_of_a_standing_queue(serve: Any) -> None:
+    shedder = LoadShedder(1, queue=10, discipline=AdaptiveLifo(interval=0.01))
+    target, held = await serve(shedder)
+    order: list[int] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        holder = calls(channel, 1)
+        await until(lambda: held.running == 1)
+        waiters = []
+        for n in range(3):
+            waiters.append(asyncio.ensure_future(_numbered(channel, n, order)))
+            await until(lambda n=n: shedder.capacity.queued == n + 1)  # type: ignore[misc]
+        await until(lambda: shedder.capacity.standing)
+        held.gate.set()
+        await asyncio.gather(holder[0], *waiters)
+    assert order[0] == 2  # the newest first while the queue stands
+
+
+async def _numbered(channel: grpc.aio.Channel, n: int, order: list[int]) -> None:
+    await unary(channel, "/t.S/M")(b"", timeout=5.0)
+    order.append(n)
