@@ -11,7 +11,7 @@ ALL_EXTRAS := plot,docker,tls,dev,bench,locust
 # (services, `chaos` commands, load generators): where PYTHONDONTWRITEBYTECODE is set, no process
 # keeps what it compiled and each compiles them again, about 0.2 s a process on 2 cores. Python
 # still checks every .pyc against its source.
-LAB_PACKAGES := herdlab db_service cache_service chaos protos benchmarks tests
+LAB_PACKAGES := herdlab db_service cache_service chaos protos benchmarks examples tests
 COMPILE = $(BIN)/python -m compileall -q $(LAB_PACKAGES)
 
 .PHONY: setup setup-demo demo test smoke fuzz lint protos env constraints clean
@@ -57,7 +57,7 @@ lint: setup
 	$(BIN)/mypy .
 
 protos: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m protos.generate
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m protos.generate protos examples/stock
 
 # .env for `docker compose`: the settings of .env.example with a fresh random admin token.
 # Kept if it exists (the running stack's services hold the token they started with).

@@ -323,7 +323,7 @@ def _peers(c: dict[str, Any]) -> list[str]:
         f"The limits: 1 DB query, and a latency of {db_ms:g} ms (the DB's) plus the time one "
         f"event loop needs to start {c['peer_callers']:,} callers and resume them; `none` "
         "shows that floor with no protection at all (and pays for it in DB queries). "
-        "`herdlab` is the project's `TtlStore` + `Coalescer`; `aiocache` is `cached_stampede` "
+        "`herdlab` is the project's `TtlStore` + `SingleFlight`; `aiocache` is `cached_stampede` "
         "(lock with a lease; waiters are released by an event and re-read the cache); "
         "`cashews_lock` is `@cache(lock=True, protected=False)` (waiters poll the lock on "
         "every loop iteration until the first caller releases it).",

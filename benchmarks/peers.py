@@ -5,7 +5,7 @@ Every peer is "a cache in front of a slow DB": a caller looks the key up and, on
 through the peer's protection, which stores the value. The DB is `asyncio.sleep(latency)` that
 counts its queries. All callers start at once on one cold key.
 
-- `herdlab`: the project's `TtlStore` + `Coalescer` (single-flight, the cache service's path).
+- `herdlab`: the project's `TtlStore` + `SingleFlight` (the cache service's path).
 - `aiocache`: aiocache's `cached_stampede` decorator (a lock with a lease on its memory cache).
 - `cashews_lock`: cashews' `@cache(..., lock=True)` with its in-process task sharing
   (`protected`) turned off, so only its lock protects the DB; waiters poll the lock.
@@ -32,8 +32,8 @@ import aiocache  # type: ignore[import-untyped]
 import cashews
 
 from benchmarks.stats import latency_ms
-from cache_service.coalescer import Coalescer
 from cache_service.store import TtlStore
+from herdlab.singleflight import SingleFlight
 from herdlab.values import value_for
 
 PEERS = ("herdlab", "aiocache", "cashews_lock", "none")
@@ -61,7 +61,7 @@ Loader = Callable[[str], Awaitable[str]]
 
 def herdlab_loader(db: SlowDb) -> Loader:
     store = TtlStore(TTL_S, 1000)
-    coalescer: Coalescer[str] = Coalescer()
+    coalescer: SingleFlight[str] = SingleFlight()
 
     async def fill(key: str) -> str:
         value = await db.get(key)

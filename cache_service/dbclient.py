@@ -1,6 +1,10 @@
 """How the cache calls the DB: one channel, one retry policy, every attempt counted and recorded.
 
-gRPC's retries are off on this channel (see `herdlab.grpcutil`) unless the policy is grpc-native,
+The channel carries the library's client cures (`herdlab.client.Cures`: the policy and the guards
+on every call, as any service's client would have them); this module adds what the lab measures
+of them: each attempt's send time, outcome and backoff sleep.
+
+gRPC's retries are off on this channel (see `herdlab.client`) unless the policy is grpc-native,
 so under every tenacity policy the DB sees exactly the attempts the policy makes. Each attempt's
 time goes into an exact record, which the retry-storm scenario reads to draw cache->DB attempts at
 100 ms resolution.
@@ -23,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from herdlab import channelz
+from herdlab.client import Cures
 from herdlab.grpcutil import Keepalive, Reconnect, aio_channel, channel_options
 from herdlab.guards import GuardSet
 from herdlab.guards.metrics import GuardCollector
@@ -85,10 +90,16 @@ class DbClient:
         self.guards = guards if guards is not None else GuardSet(())
         GuardCollector(lambda: self.guards, registry, "cache")
         self.record = EventRecord(record_size)
-        options = channel_options(
-            reconnect=reconnect, service_config=policy.grpc_service_config(), keepalive=keepalive
+        self.cures = Cures(
+            policy,
+            self.guards,
+            pushback=False,  # the lab's DB sends none; its storms stay as measured
+            on_send=self._on_send,
+            on_attempt=self._on_attempt,
+            on_sleep=self._on_sleep,
         )
-        self._channel = aio_channel(target, options, tls_ca)
+        options = self.cures.options(channel_options(reconnect=reconnect, keepalive=keepalive))
+        self._channel = aio_channel(target, options, tls_ca, self.cures.interceptors())
         self._stub = db_pb2_grpc.DbStub(self._channel)
         self._attempts = Counter(
             CACHE_DB_ATTEMPTS,
@@ -115,7 +126,10 @@ class DbClient:
     async def close(self) -> None:
         await self._channel.close(grace=None)
 
-    def _on_attempt(self, _n: int, error: BaseException | None) -> None:
+    def _on_send(self, _method: str) -> None:
+        self.record.add()
+
+    def _on_attempt(self, _method: str, _n: int, error: BaseException | None) -> None:
         if error is None:
             outcome = "ok"
         elif isinstance(error, grpc.aio.AioRpcError):
@@ -129,19 +143,12 @@ class DbClient:
             )
         child.inc()
 
-    def _on_sleep(self, seconds: float) -> None:
+    def _on_sleep(self, _method: str, seconds: float) -> None:
         self._sleeps.labels(self.policy.name).observe(seconds)
 
     async def get(self, key: str) -> db_pb2.DbGetResponse:
-        """The DB's answer for `key` under the policy and the guards; raises `RetryExhausted`
-        (its `last` may be a guard's refusal) or `AioRpcError`."""
-        request = db_pb2.DbGetRequest(key=key)
-
-        async def attempt(timeout_s: float) -> db_pb2.DbGetResponse:
-            self.record.add()
-            reply: db_pb2.DbGetResponse = await self._stub.Get(request, timeout=timeout_s)
-            return reply
-
-        return await self.policy.call(
-            attempt, on_attempt=self._on_attempt, on_sleep=self._on_sleep, guards=self.guards
-        )
+        """The DB's answer for `key` under the policy and the guards, within the policy's total
+        budget; raises `herdlab.client.CallFailed` (its `cause` may be a guard's refusal) or the
+        `AioRpcError` the policy does not retry."""
+        reply: db_pb2.DbGetResponse = await self._stub.Get(db_pb2.DbGetRequest(key=key))
+        return reply

@@ -35,15 +35,15 @@ from dataclasses import replace
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cache_service.coalescer import Coalescer
 from cache_service.dbclient import DbClient
 from cache_service.freshness import Freshness
-from cache_service.lease import LeaseFailed, SharedUnavailable
 from cache_service.shared import SharedStore
 from cache_service.store import Entry, TtlStore
 from herdlab import logs
+from herdlab.client import CallFailed, rejection_code
 from herdlab.grpcutil import Context
 from herdlab.guards import GuardRejected
+from herdlab.lease import LeaseFailed, SharedUnavailable
 from herdlab.metrics import (
     CACHE_COALESCED_WAITERS,
     CACHE_COALESCING_ENABLED,
@@ -58,7 +58,7 @@ from herdlab.metrics import (
     LoopHistogram,
 )
 from herdlab.record import serve_page
-from herdlab.retry import RetryExhausted
+from herdlab.singleflight import SingleFlight
 from herdlab.values import key_error
 from protos import admin_pb2, admin_pb2_grpc, cache_pb2, cache_pb2_grpc, db_pb2
 
@@ -163,8 +163,8 @@ class Cache:
         self.db = db
         self.shared = shared
         # A fill's reply and whether this replica fetched it (False: another replica's lease).
-        self.coalescer: Coalescer[tuple[db_pb2.DbGetResponse, bool]] = Coalescer()
-        self.reads: Coalescer[Entry | None] = Coalescer()  # shared store: its reads, per key
+        self.coalescer: SingleFlight[tuple[db_pb2.DbGetResponse, bool]] = SingleFlight()
+        self.reads: SingleFlight[Entry | None] = SingleFlight()  # shared store: its reads, per key
         self.rng = rng or random.Random()  # XFetch's draws and TTL jitter
         # key -> its background refresh (at most one per key, each bounded by the retry policy).
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -280,7 +280,7 @@ class Cache:
                 await self.coalescer.do(key, lambda: self._fill(key))
             else:
                 await self._fill(key)
-        except (RetryExhausted, grpc.aio.AioRpcError, LeaseFailed):
+        except (grpc.aio.AioRpcError, LeaseFailed):
             pass  # the old value stays; the next caller past its bounds fetches again
         finally:
             del self._refreshing[key]
@@ -342,8 +342,8 @@ class Cache:
             else:
                 (reply, here), joined = await self._fill(key), False
             source = "miss" if here and not joined else "coalesced"
-        except RetryExhausted as exc:
-            failure = _typed_error(exc.last, exc.attempts)
+        except CallFailed as exc:
+            failure = _typed_error(exc.cause, exc.attempts)
         except grpc.aio.AioRpcError as exc:
             failure = _typed_error(exc, 1)
         except LeaseFailed as exc:
@@ -401,13 +401,8 @@ def _typed_error(error: BaseException, attempts: int) -> tuple[grpc.StatusCode, 
     if isinstance(error, grpc.aio.AioRpcError):
         code, details = error.code(), f"{error.code().name}: {error.details() or ''}"
     elif isinstance(error, GuardRejected):
-        # Shed here, not by the DB: an open breaker says the DB is unavailable; a spent budget,
-        # a throttle or a full limit say this cache is out of room for the DB; a wait for the
-        # limit that used up the fetch's budget is its deadline.
-        code = {
-            "breaker": grpc.StatusCode.UNAVAILABLE,
-            "deadline": grpc.StatusCode.DEADLINE_EXCEEDED,
-        }.get(error.guard, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # Shed here, not by the DB: the code the library gives a refusal (`rejection_code`).
+        code = rejection_code(error)
         return code, f"refused by the cache's guard {error} (after {attempts} attempt(s))"
     else:
         code, details = grpc.StatusCode.UNAVAILABLE, f"{type(error).__name__}: {error}"

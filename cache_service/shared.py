@@ -7,8 +7,8 @@ expired value is kept (`keep_s`, the freshness policy's stale window): the fresh
 (`freshness.py`: stale serving, stale-if-error, XFetch) reads these fields as it reads the local
 store's.
 
-A miss goes through the key's lease (`lease.py`: one DB query per key across the replicas,
-waiters woken by a publication on the replica's one pub/sub connection, `notifier.py`);
+A miss goes through the key's lease (`herdlab.lease`: one DB query per key across the replicas,
+waiters woken by a publication on the replica's one pub/sub connection, `herdlab.notifier`);
 `SharedStore.fill` composes it with this store, which gives the lease its Redis client, its
 per-call timeout, the value's key and encoding and the metrics (`lease.Values`).
 
@@ -31,24 +31,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from cache_service.lease import NAMESPACE, Fetch, Leases, SharedUnavailable
-from cache_service.notifier import Notifier
 from cache_service.store import Entry
-from herdlab.metrics import (
-    CACHE_LEASE_TAKEOVERS,
-    CACHE_LEASE_WAIT_SECONDS,
-    CACHE_LEASE_WAITING,
-    CACHE_LEASE_WAITS,
-    CACHE_LEASES,
-    CACHE_SHARED_FALLBACKS,
-)
+from herdlab.lease import NAMESPACE, LeaseMetrics, Leases, SharedUnavailable
+from herdlab.notifier import Notifier
+
+# A fetch from the DB: the value and its version.
+Fetch = Callable[[], Awaitable[tuple[str, int]]]
 
 MAX_CONNECTIONS = 256
 
@@ -81,47 +76,9 @@ def parse_store(text: str) -> tuple[str, int, int] | None:
     return url.hostname, port, int(path)
 
 
-class SharedMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.leases = Counter(
-            CACHE_LEASES,
-            "Leases this replica took (it fetched for every replica).",
-            registry=registry,
-        )
-        self.waits = Counter(
-            CACHE_LEASE_WAITS,
-            "Waits on a lease another replica held, by how they ended (value, failed, expired).",
-            ["result"],
-            registry=registry,
-        )
-        self.wait_seconds = Histogram(
-            CACHE_LEASE_WAIT_SECONDS,
-            "Time waited on another replica's lease.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-        self.waiting = Gauge(
-            CACHE_LEASE_WAITING,
-            "Flights of this replica waiting now on a lease another replica holds.",
-            registry=registry,
-        )
-        self.takeovers = Counter(
-            CACHE_LEASE_TAKEOVERS,
-            "Leases taken after the previous holder's lease ran out unpublished (it died).",
-            registry=registry,
-        )
-        self.fallbacks = Counter(
-            CACHE_SHARED_FALLBACKS,
-            "Redis calls that failed or timed out, by operation; each sent the replica down its "
-            "local path.",
-            ["op"],
-            registry=registry,
-        )
-
-
 class SharedStore:
     """Values in Redis for every replica of the cache, filled under their leases (see the module
-    docstring); the lease's `Values`."""
+    docstring); the lease's `Values` of `Entry`."""
 
     def __init__(
         self,
@@ -140,7 +97,7 @@ class SharedStore:
         self.keep_s = 0.0  # how long Redis keeps an expired value: the freshness's stale window
         self.timeout_s = timeout_s
         self.clock = clock
-        self.metrics = SharedMetrics(registry)
+        self.metrics = LeaseMetrics(registry)
         # A call waits for a free connection at most its timeout too (a bounded pool).
         pool = BlockingConnectionPool(
             host=host,
@@ -154,7 +111,7 @@ class SharedStore:
         )
         self.client = Redis(connection_pool=pool)
         self.notifier = Notifier(self.client, timeout_s)
-        self.leases = Leases(
+        self.leases: Leases[Entry] = Leases(
             self, self.notifier, lease_timeout_s=lease_timeout_s, wait_limit_s=wait_limit_s
         )
 
@@ -231,8 +188,14 @@ class SharedStore:
 
     async def fill(self, key: str, fetch: Fetch, ttl_s: float | None = None) -> tuple[Entry, bool]:
         """The key's value after a miss, under the key's lease (`Leases.fill`): (entry, fetched
-        here)."""
-        return await self.leases.fill(key, fetch, ttl_s)
+        here); the entry expires `ttl_s` (None: the store's TTL) after the fetch."""
+
+        async def fetched() -> Entry:
+            started = time.perf_counter()
+            value, version = await fetch()
+            return self.entry(value, version, time.perf_counter() - started, ttl_s)
+
+        return await self.leases.fill(key, fetched)
 
     async def close(self) -> None:
         await self.notifier.close()

@@ -1,6 +1,6 @@
 """Where the cache's values live: a TTL store bounded in size (least recently used goes first).
 
-Only "where values live" is here: how misses are coalesced is `coalescer.py`, how the DB is
+Only "where values live" is here: how misses are coalesced is `herdlab.singleflight`, how the DB is
 called is `dbclient.py`, when a value may be served or refreshed is `freshness.py`. Each entry
 keeps what the freshness policy needs: its value and version, its expiry, and `delta_s`, the
 recompute time of the fetch that made it. An expired entry is kept for `keep_s` (the policy's

@@ -230,14 +230,18 @@ def env_tls_ca() -> str | None:
 
 
 def aio_channel(
-    target: str, options: Sequence[tuple[str, Any]], ca: str | Path | None
+    target: str,
+    options: Sequence[tuple[str, Any]],
+    ca: str | Path | None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target`: TLS verifying the server against the CA file `ca`, or
-    plaintext when `ca` is None. OSError when the file cannot be read."""
+    plaintext when `ca` is None; with `interceptors` on every call (`herdlab.client`). OSError
+    when the file cannot be read."""
     if ca is None:
-        return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
-    return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def sync_channel(

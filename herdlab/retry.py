@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import tenacity
@@ -51,6 +51,8 @@ GRPC_RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
 # An attempt is never sent with less time than this left of its policy's budget.
 MIN_SEND_S = 0.001
+# gRFC A6 server pushback: the trailing metadata key by which a server says when to retry.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 RETRYABLE_CODES = frozenset(
     {
@@ -302,6 +304,8 @@ class RetryPolicy:
         on_sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         guards: GuardSet | None = None,
+        budget_s: float | None = None,
+        pushback: bool = False,
     ) -> T:
         """Runs `attempt(timeout_s)` under this policy and returns its value.
 
@@ -322,8 +326,16 @@ class RetryPolicy:
         "deadline"). Each sent attempt's outcome is reported to the guards: OK, OVERLOAD
         (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED of the attempt's own deadline) or
         IGNORE (anything else, and a deadline the total budget cut short).
+
+        `budget_s` shortens the total budget for this call (a caller's own deadline: every attempt
+        and sleep fits in it). With `pushback` a failed attempt whose trailing metadata carries
+        `grpc-retry-pushback-ms` (gRFC A6) is retried after exactly that, within the same bounds,
+        and not at all when the value is negative or malformed.
         """
         started = clock()
+        total_s = (
+            self.max_total_s if budget_s is None else max(0.0, min(self.max_total_s, budget_s))
+        )
         if guards is not None and not guards.guards:
             guards = None  # the empty set admits everything: no permit to take per attempt
         native = self.name == GRPC_NATIVE
@@ -336,15 +348,15 @@ class RetryPolicy:
             attempts += 1
             permit = None
             if guards is not None:
-                left = self.max_total_s - (clock() - started)
+                left = total_s - (clock() - started)
                 permit = await guards.acquire(retry=sent > 0, timeout_s=max(0.001, left))
-            remaining = self.max_total_s - (clock() - started)
+            remaining = total_s - (clock() - started)
             if permit is not None and remaining < MIN_SEND_S:
                 # The guards' wait took the budget: sending now would only spend the server's
                 # time on an answer nobody can use.
                 permit.done(Outcome.IGNORE, 0.0)
                 raise GuardRejected("deadline", "no time left to send after waiting")
-            per_attempt = self.max_total_s if native else self.attempt_timeout_s
+            per_attempt = total_s if native else self.attempt_timeout_s
             timeout = max(MIN_SEND_S, min(per_attempt, remaining))
             cut = timeout < per_attempt  # the total budget, not the attempt's deadline, bounds it
             sent += 1
@@ -373,10 +385,12 @@ class RetryPolicy:
         try:
             if native:
                 return await one()
+            stop = tenacity.stop_after_attempt(self.attempts) | stop_before_total(
+                clock, started, total_s
+            )
             retrying = tenacity.AsyncRetrying(
-                wait=self.wait(),
-                stop=tenacity.stop_after_attempt(self.attempts)
-                | stop_before_total(clock, started, self.max_total_s),
+                wait=_wait_pushback(self.wait()) if pushback else self.wait(),
+                stop=stop | stop_pushback_refuses() if pushback else stop,
                 retry=tenacity.retry_if_exception(self.is_retryable),
                 before_sleep=(lambda rs: on_sleep(rs.upcoming_sleep)) if on_sleep else None,
                 reraise=True,
@@ -389,6 +403,45 @@ class RetryPolicy:
             raise
         except GuardRejected as exc:
             raise RetryExhausted(exc, attempts) from exc
+
+
+def pushback_s(error: BaseException) -> float | None:
+    """The server's pushback on a failed attempt (gRFC A6), in seconds: None when the error carries
+    none; a negative value when it says not to retry (a negative or malformed pushback)."""
+    if not isinstance(error, grpc.aio.AioRpcError):
+        return None
+    entries: Any = error.trailing_metadata() or ()  # (key, value) pairs at runtime
+    for key, value in entries:
+        if key == PUSHBACK_KEY:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            return int(text) / 1000 if text.isdigit() else -1.0
+    return None
+
+
+class _wait_pushback(wait_base):
+    """The server's pushback when the failed attempt carries one (gRFC A6: the next attempt
+    waits exactly that), else the policy's own wait."""
+
+    def __init__(self, wait: wait_base) -> None:
+        self.wait = wait
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        pushed = None if error is None else pushback_s(error)
+        if pushed is not None and pushed >= 0:
+            return pushed
+        return self.wait(retry_state)
+
+
+class stop_pushback_refuses(tenacity.stop.stop_base):
+    """Stops when the failed attempt's server said not to retry (a negative pushback)."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        pushed = None if error is None else pushback_s(error)
+        return pushed is not None and pushed < 0
 
 
 def parse_policy_names(text: str) -> list[str]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn, Protocol
 
-from herdlab.config import format_duration, format_number
+from herdlab.units import format_duration, format_number
 
 Clock = Callable[[], float]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 
-from herdlab.config import format_duration, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -35,6 +34,7 @@ from herdlab.guards.base import (
     check,
 )
 from herdlab.guards.registry import GuardArgs, register
+from herdlab.units import format_duration, format_number
 
 FAILURES = Range(1, 1000)
 RESET = Range(0.001, 600, duration=True)

@@ -12,7 +12,6 @@ a reserve plus a fraction of the requests.
 
 from __future__ import annotations
 
-from herdlab.config import format_duration, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -25,6 +24,7 @@ from herdlab.guards.base import (
 )
 from herdlab.guards.registry import GuardArgs, register
 from herdlab.guards.window import SlidingCount
+from herdlab.units import format_duration, format_number
 
 A6_PARAMS = ("max_tokens", "token_ratio")
 FINAGLE_PARAMS = ("ratio", "min_per_s", "ttl")

@@ -26,7 +26,6 @@ import itertools
 import math
 from collections import OrderedDict
 
-from herdlab.config import format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Guard,
@@ -44,6 +43,7 @@ from herdlab.guards.limit_algorithms import (
     VegasLimit,
 )
 from herdlab.guards.registry import GuardArgs, register
+from herdlab.units import format_number
 
 QUEUE = Range(0, 1_000_000)
 

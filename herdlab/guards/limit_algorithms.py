@@ -13,8 +13,8 @@ import abc
 import math
 import random
 
-from herdlab.config import format_number
 from herdlab.guards.base import Range, check
+from herdlab.units import format_number
 
 LIMIT = Range(1, 100_000)
 BACKOFF = Range(0.5, 1, high_open=True)
@@ -46,8 +46,8 @@ class StaticLimit(LimitAlgorithm):
 
     name = "static"
 
-    def __init__(self, n: int = 20) -> None:
-        check("limit", "n", n, LIMIT)
+    def __init__(self, n: int = 20, *, allowed: Range = LIMIT) -> None:
+        check("limit", "n", n, allowed)
         self.n = n
 
     @property

@@ -15,9 +15,9 @@ import random
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from herdlab.config import parse_duration
 from herdlab.guards.base import Clock, Guard, Range
 from herdlab.registry import Registry
+from herdlab.units import parse_duration
 
 GuardFactory = Callable[["GuardArgs"], Guard]
 

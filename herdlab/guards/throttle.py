@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 
-from herdlab.config import format_duration, format_number
 from herdlab.guards.base import (
     CallbackPermit,
     Clock,
@@ -31,6 +30,7 @@ from herdlab.guards.base import (
 )
 from herdlab.guards.registry import GuardArgs, register
 from herdlab.guards.window import SlidingCount
+from herdlab.units import format_duration, format_number
 
 K = Range(1, 10)
 WINDOW = Range(1, 600, duration=True)

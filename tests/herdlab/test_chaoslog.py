@@ -20,7 +20,10 @@ def _value(registry: CollectorRegistry, verb: str, target: str) -> float | None:
 def test_every_verb_of_the_controller_starts_at_zero() -> None:
     registry = CollectorRegistry()
     ChaosActions(registry)
-    assert {command.name for command in (*COMMANDS, *WIRE_COMMANDS)} - {"faults"} <= set(VERBS)
+    # `faults` only lists; `proxy` runs a proxy of its own in front of a user's service, outside
+    # the lab's stack, whose processes the action counter is sent to.
+    names = {command.name for command in (*COMMANDS, *WIRE_COMMANDS)}
+    assert names - {"faults", "proxy"} <= set(VERBS)
     for verb in VERBS:
         for target in TARGETS:
             assert _value(registry, verb, target) == 0

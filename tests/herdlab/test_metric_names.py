@@ -19,12 +19,12 @@ from prometheus_client import CollectorRegistry, Info
 
 from cache_service.dbclient import DbClient
 from cache_service.server import CacheMetrics
-from cache_service.shared import SharedMetrics
 from chaos.engine.herd import HerdMetrics
 from db_service.server import DbMetrics
 from herdlab.chaoslog import ChaosActions
 from herdlab.grpcutil import ServerCalls, ServerConnections
 from herdlab.guards import parse_guard_set
+from herdlab.lease import LeaseMetrics
 from herdlab.metrics import BUILD, KINDS, sample, samples
 from herdlab.retry import RetryPolicy
 
@@ -95,7 +95,7 @@ async def _families() -> dict[str, str]:
     cache, herd = CollectorRegistry(), CollectorRegistry()
     DbMetrics(cache, lambda: 0.0)
     CacheMetrics(cache)
-    SharedMetrics(cache)
+    LeaseMetrics(cache)
     ChaosActions(cache)
     ServerCalls(cache)
     ServerConnections(cache)

@@ -9,9 +9,9 @@ import click
 
 from chaos.engine.actions.base import SERVICE, Action, Arg, ArgError, Target
 from chaos.engine.registry import ACTIONS
-from db_service.queueing import NAMES as DISCIPLINES
 from db_service.settings import DbSettings
 from herdlab.config import DURATION
+from herdlab.server.queueing import NAMES as DISCIPLINES
 from herdlab.settings import by_key
 
 

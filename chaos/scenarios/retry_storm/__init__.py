@@ -50,10 +50,10 @@ from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.retry_storm.plot import plot_retry_storm
-from db_service.queueing import NAMES as DISCIPLINES
 from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set, parse_guard_sets
 from herdlab.retry import POLICY_NAMES, parse_policy_names
+from herdlab.server.queueing import NAMES as DISCIPLINES
 
 SCENARIO = "retry-storm"
 # The herd's deadline exceeds the cache's retry budget by this much, so users see the cache's

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cache_service.coalescer import Coalescer
+from herdlab.singleflight import SingleFlight, single_flight
 
 
 async def settle(until: Callable[[], bool], max_steps: int = 1_000) -> None:
@@ -58,7 +58,7 @@ class GatedFetch:
 
 
 def start(
-    c: Coalescer[str], key: str, fn: Callable[[], Awaitable[str]], n: int
+    c: SingleFlight[str], key: str, fn: Callable[[], Awaitable[str]], n: int
 ) -> list[asyncio.Task[tuple[str, bool]]]:
     return [asyncio.create_task(c.do(key, fn)) for _ in range(n)]
 
@@ -66,7 +66,7 @@ def start(
 async def test_value_is_shared_by_every_waiter_with_the_shared_flag() -> None:
     """Bug: concurrent callers each run the fetch (no coalescing), or the leader is reported as
     shared / a waiter as not shared."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     fetch = GatedFetch()
     tasks = start(c, "k", fetch, 10)
     await settle(lambda: c.waiters == 9 and fetch.calls == 1)
@@ -82,7 +82,7 @@ async def test_value_is_shared_by_every_waiter_with_the_shared_flag() -> None:
 
 async def test_error_is_the_same_exception_object_for_every_waiter() -> None:
     """Bug: waiters of a failed fetch get different errors (or some hang / get a value)."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     fetch = GatedFetch()
     tasks = start(c, "k", fetch, 10)
     await settle(lambda: c.waiters == 9 and fetch.calls == 1)
@@ -97,7 +97,7 @@ async def test_error_is_the_same_exception_object_for_every_waiter() -> None:
 async def test_cancelled_leader_does_not_cancel_the_fetch_for_the_others() -> None:
     """Bug: the fetch runs in the first caller's task (no shield), so when that caller's deadline
     passes every other waiter gets CancelledError too."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     fetch = GatedFetch()
     leader, *others = start(c, "k", fetch, 5)
     await settle(lambda: c.waiters == 4 and fetch.calls == 1)
@@ -115,7 +115,7 @@ async def test_cancelled_leader_does_not_cancel_the_fetch_for_the_others() -> No
 async def test_cancelled_waiter_leaves_without_disturbing_the_others() -> None:
     """Bug: the waiter count is not decremented for a cancelled waiter (gauge leaks), or a
     cancelled waiter cancels the shared fetch."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     fetch = GatedFetch()
     leader, quitter, stayer = start(c, "k", fetch, 3)
     await settle(lambda: c.waiters == 2 and fetch.calls == 1)
@@ -147,7 +147,7 @@ async def test_all_waiters_cancelled_the_fetch_still_completes(fails: bool) -> N
         return "value"
 
     try:
-        c: Coalescer[str] = Coalescer()
+        c: SingleFlight[str] = SingleFlight()
         tasks = start(c, "k", fetch, 4)
         await settle(lambda: c.waiters == 3 and c.in_flight() == 1)
         for task in tasks:
@@ -173,7 +173,7 @@ async def test_all_waiters_cancelled_the_fetch_still_completes(fails: bool) -> N
 async def test_key_is_forgotten_after_success() -> None:
     """Bug: the entry outlives its fetch, so a later caller gets an old value forever (the
     coalescer turns into a cache with no TTL)."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     first = GatedFetch()
     task = asyncio.create_task(c.do("k", first))
     await settle(lambda: first.calls == 1)
@@ -190,7 +190,7 @@ async def test_key_is_forgotten_after_success() -> None:
 
 async def test_key_is_forgotten_after_failure_and_the_next_caller_starts_a_new_fetch() -> None:
     """Bug: a failed fetch is remembered, so every caller after a DB blip gets the old error."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     failing = GatedFetch()
     task = asyncio.create_task(c.do("k", failing))
     await settle(lambda: failing.calls == 1)
@@ -208,7 +208,7 @@ async def test_key_is_forgotten_after_failure_and_the_next_caller_starts_a_new_f
 async def test_entry_is_removed_before_any_waiter_resumes() -> None:
     """Bug: the entry is deleted after the waiters resume (e.g. in the leader's `finally`), so a
     waiter that retries at once on an error joins the same, already failed fetch."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     failing = GatedFetch()
     retry_fetch = GatedFetch()
     seen_in_flight: list[int] = []
@@ -235,7 +235,7 @@ async def test_entry_is_removed_before_any_waiter_resumes() -> None:
 async def test_keys_are_independent() -> None:
     """Bug: the map is keyed wrongly (one fetch for every key) or one key's result reaches
     another key's waiters."""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     fetches = {key: GatedFetch() for key in ("a", "b", "c")}
     tasks = {key: start(c, key, fetch, 3) for key, fetch in fetches.items()}
     await settle(lambda: c.waiters == 6 and all(f.calls == 1 for f in fetches.values()))
@@ -256,7 +256,7 @@ async def test_finished_fetch_never_removes_a_newer_entry() -> None:
     """Bug: the ending fetch deletes the key unconditionally; if another fetch for the key was
     registered meanwhile, it is dropped and the next caller starts a third, concurrent fetch.
     ("Deleted only if it is still ours.")"""
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     old = GatedFetch()
     old_task = asyncio.create_task(c.do("k", old))
     await settle(lambda: old.calls == 1)
@@ -299,7 +299,7 @@ class Tally:
     failed: int = 0
 
 
-async def one_round(c: Coalescer[str], rng: random.Random, round_no: int, tally: Tally) -> None:
+async def one_round(c: SingleFlight[str], rng: random.Random, round_no: int, tally: Tally) -> None:
     """Random keys, 1..6 callers each, random outcomes, random cancellations; checks every caller
     got its key's outcome (or CancelledError if its cancel took effect) and nothing is left."""
     keys = rng.sample([f"key-{i}" for i in range(8)], rng.randint(1, 4))
@@ -358,9 +358,56 @@ async def test_randomised_concurrent_rounds_leave_nothing_behind() -> None:
     waiter count left behind after cancellations and failures, a waiter getting another fetch's
     result, or a fetch abandoned when its callers leave."""
     rng = random.Random(20260611)
-    c: Coalescer[str] = Coalescer()
+    c: SingleFlight[str] = SingleFlight()
     tally = Tally()
     for round_no in range(1_000):
         await one_round(c, rng, round_no, tally)
     # The rounds exercised what they claim to (guards against a vacuous randomisation).
     assert tally.callers > 3_000 and tally.cancelled > 300 and tally.failed > 300
+
+
+async def test_the_decorator_makes_any_async_function_single_flight_per_key() -> None:
+    gates: dict[str, asyncio.Future[int]] = {}
+    calls: list[str] = []
+
+    @single_flight(key=lambda sku, **_: sku)
+    async def stock(sku: str, *, note: str = "") -> int:
+        calls.append(sku)
+        gates[sku] = asyncio.get_running_loop().create_future()
+        return await gates[sku]
+
+    tasks = [asyncio.ensure_future(stock(f"k{n % 2}", note=str(n))) for n in range(10)]
+    await settle(lambda: len(gates) == 2)
+    gates["k0"].set_result(7)
+    gates["k1"].set_exception(Boom("k1 failed"))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert calls == ["k0", "k1"]
+    assert results[0::2] == [7] * 5
+    assert all(isinstance(r, Boom) for r in results[1::2])
+    assert stock.flight.in_flight() == 0  # type: ignore[attr-defined]
+
+
+async def test_the_decorator_runs_a_lease_once_per_key_behind_the_local_flight() -> None:
+    """Many local callers make one lease attempt; the lease decides who runs the function."""
+    runs: list[str] = []
+
+    class CountingLease:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        async def run(self, key: str, fn: Callable[[], Awaitable[int]]) -> tuple[int, bool]:
+            self.keys.append(key)
+            return await fn(), True
+
+    lease = CountingLease()
+    group: SingleFlight[Any] = SingleFlight()
+
+    @single_flight(group=group, lease=lease)
+    async def load(n: int) -> int:
+        runs.append(str(n))
+        await asyncio.sleep(0)
+        return n * 2
+
+    assert await asyncio.gather(*(load(3) for _ in range(5))) == [6] * 5
+    assert lease.keys == [repr(((3,), []))] and runs == ["3"]
+    assert load.flight is group  # type: ignore[attr-defined]

@@ -13,7 +13,8 @@ Contract:
   one waits on a subscription that cannot deliver; the next `listen` opens a new connection.
   Opening and subscribing each wait at most the timeout.
 
-It is the lease's `Subscriptions` (`lease.py`), made and closed by the store (`shared.py`).
+It is the lease's `Subscriptions` (`herdlab.lease`), made and closed by the store that owns the
+lease (`cache_service.shared`, `herdlab.lease.RedisLease`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from cache_service.lease import SharedUnavailable
+
+class SharedUnavailable(Exception):
+    """Redis did not answer in time or refused: the caller takes its local path (the one error
+    of the lease, its store and this pub/sub for Redis failing)."""
 
 
 class Notifier:

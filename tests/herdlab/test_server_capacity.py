@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from db_service.capacity import Capacity, Rejected
+from herdlab.server.capacity import Capacity, Rejected
 
 
 async def settle(until: Callable[[], bool], max_steps: int = 1_000) -> None:

@@ -1,11 +1,13 @@
-"""Single-flight across replicas: one lease per key in Redis, so R replicas make one DB query.
+"""Single-flight across processes: one lease per key in Redis, so R replicas make one DB query.
 
-`coalescer.py` makes concurrent misses on a key cost one fetch inside one process; the lease does
-the same across every replica that shares a Redis (after Facebook's memcache leases, NSDI 2013).
-The replica's own single-flight stays in front: a replica has one flight per key, whatever its
-callers do, and a caller that leaves does not end the flight.
+`herdlab.singleflight` makes concurrent calls for a key cost one call inside one process; the
+lease does the same across every process that shares a Redis (after Facebook's memcache leases,
+NSDI 2013). The process's own single-flight stays in front: a process has one flight per key,
+whatever its callers do, and a caller that leaves does not end the flight. The cache's shared
+store (`cache_service.shared`) keeps its values under it; `RedisLease` puts it behind any async
+function (`herdlab.singleflight.single_flight(lease=...)`).
 
-Contract of `Leases.fill(key, fetch)`, after a miss:
+Contract of `Leases.fill(key, fetch)`, after a miss (`fetch` makes the entry the store keeps):
 - `SET herdlab:lease:<key> <token> NX PX <lease timeout>`, and a read of the value in the same
   Lua script (a value stored by a holder that finished a moment before is taken, not fetched
   again): who gets the lease fetches from the DB and gets `(entry, True)`. While its fetch runs
@@ -21,7 +23,8 @@ Contract of `Leases.fill(key, fetch)`, after a miss:
   effect is seen by that read, so no publication is missed), and waits for the publication
   without polling, at most the lease's remaining time, and gets `(entry, False)`; then it reads
   both again: a lease its live holder renewed is waited on again (`wait_limit_s` in all, the
-  fetch budget plus one lease timeout), a lease that ran out unpublished means its holder is
+  fetch budget plus one lease timeout); a lease found gone whose publication has arrived is
+  answered by that publication; a lease that ran out unpublished means its holder is
   gone: the waiter tries the lease again and, taking it, fetches itself (a takeover, counted).
 - Bounds: rounds of a flight (`MAX_ROUNDS`: the first try, then a takeover after each holder that
   died or failed to publish), re-checks of one lease (`MAX_CHECKS`) and the time waited
@@ -37,27 +40,51 @@ one is given.
 
 What the lease needs of the value store is the `Values` interface: the Redis client, the per-call
 timeout wrapper, the value's key and its encoding, freshness and lifetime, and the metrics
-(`shared.SharedStore` is the one); of the pub/sub, `Subscriptions` (`notifier.Notifier`).
-`SharedUnavailable`, Redis failing, is the one error of all three.
+(`cache_service.shared.SharedStore` and `RedisLease` are the two); of the pub/sub,
+`Subscriptions` (`herdlab.notifier.Notifier`). `SharedUnavailable`, Redis failing, is the one
+error of all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cache_service.store import Entry
+from herdlab.metrics import (
+    CACHE_LEASE_TAKEOVERS,
+    CACHE_LEASE_WAIT_SECONDS,
+    CACHE_LEASE_WAITING,
+    CACHE_LEASE_WAITS,
+    CACHE_LEASES,
+    CACHE_SHARED_FALLBACKS,
+)
+from herdlab.notifier import Notifier, SharedUnavailable
 
-# The prefix of every key the shared store keeps in Redis: values, leases, channels.
+__all__ = [
+    "NAMESPACE",
+    "Held",
+    "LeaseFailed",
+    "LeaseMetrics",
+    "Leases",
+    "RedisLease",
+    "SharedUnavailable",
+]
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+# The prefix of every key the cache's shared store keeps in Redis: values, leases, channels.
 NAMESPACE = "herdlab"
 # Lease rounds a flight makes at most: the first try, then a takeover after each holder that
 # died or failed to publish. With the lease timeout this bounds how long a flight can wait.
@@ -100,31 +127,54 @@ end
 return 0
 """
 
-Fetch = Callable[[], Awaitable[tuple[str, int]]]
-
-
-class SharedUnavailable(Exception):
-    """Redis did not answer in time or refused: the caller takes its local path."""
-
 
 class LeaseFailed(Exception):
     """The lease holder's fetch failed; its notice (the error's text) is the message."""
 
 
-class LeaseMetrics(Protocol):
-    """What the lease counts (`shared.SharedMetrics` makes them): leases taken, waits by how
-    they ended and their time, flights waiting now, takeovers, and Redis failures by op."""
+class LeaseMetrics:
+    """What the lease counts: leases taken, waits by how they ended and their time, flights
+    waiting now, takeovers, and Redis failures by operation (the store's calls included)."""
 
-    leases: Counter
-    waits: Counter
-    wait_seconds: Histogram
-    waiting: Gauge
-    takeovers: Counter
-    fallbacks: Counter
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.leases = Counter(
+            CACHE_LEASES,
+            "Leases this replica took (it fetched for every replica).",
+            registry=registry,
+        )
+        self.waits = Counter(
+            CACHE_LEASE_WAITS,
+            "Waits on a lease another replica held, by how they ended (value, failed, expired).",
+            ["result"],
+            registry=registry,
+        )
+        self.wait_seconds = Histogram(
+            CACHE_LEASE_WAIT_SECONDS,
+            "Time waited on another replica's lease.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            CACHE_LEASE_WAITING,
+            "Flights of this replica waiting now on a lease another replica holds.",
+            registry=registry,
+        )
+        self.takeovers = Counter(
+            CACHE_LEASE_TAKEOVERS,
+            "Leases taken after the previous holder's lease ran out unpublished (it died).",
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            CACHE_SHARED_FALLBACKS,
+            "Redis calls that failed or timed out, by operation; each sent the replica down its "
+            "local path.",
+            ["op"],
+            registry=registry,
+        )
 
 
-class Values(Protocol):
-    """What the lease needs of the value store."""
+class Values(Protocol[E]):
+    """What the lease needs of the value store, whose entries are `E`."""
 
     client: Redis
 
@@ -133,17 +183,13 @@ class Values(Protocol):
 
     def value_key(self, key: str) -> str: ...
 
-    def encode(self, entry: Entry) -> str: ...
+    def encode(self, entry: E) -> str: ...
 
-    def decode(self, raw: str) -> Entry: ...
+    def decode(self, raw: str) -> E: ...
 
-    def fresh(self, entry: Entry | None) -> bool: ...
+    def fresh(self, entry: E | None) -> bool: ...
 
-    def entry(self, value: str, version: int, delta_s: float, ttl_s: float | None) -> Entry:
-        """A fetched value as stored: expiring `ttl_s` (None: the store's TTL) from now."""
-        ...
-
-    def kept_ms(self, entry: Entry) -> int:
+    def kept_ms(self, entry: E) -> int:
         """How long Redis keeps `entry`, in ms."""
         ...
 
@@ -160,18 +206,21 @@ class Subscriptions(Protocol):
     def listen(self, channel: str) -> AbstractAsyncContextManager[asyncio.Future[bytes]]: ...
 
 
-class Leases:
-    """The lease of every key of one replica (see the module docstring)."""
+class Leases(Generic[E]):
+    """The lease of every key of one replica (see the module docstring); `namespace` prefixes
+    the leases' keys and channels."""
 
     def __init__(
         self,
-        values: Values,
+        values: Values[E],
         notifier: Subscriptions,
         *,
         lease_timeout_s: float,
         wait_limit_s: float,
+        namespace: str = NAMESPACE,
     ) -> None:
         self.values = values
+        self.namespace = namespace
         self.notifier = notifier
         self.lease_timeout_s = lease_timeout_s
         self.wait_limit_s = wait_limit_s
@@ -182,15 +231,13 @@ class Leases:
         self._abandon = client.register_script(_ABANDON)
         self._renew = client.register_script(_RENEW)
 
-    @staticmethod
-    def lease_key(key: str) -> str:
-        return f"{NAMESPACE}:lease:{key}"
+    def lease_key(self, key: str) -> str:
+        return f"{self.namespace}:lease:{key}"
 
-    @staticmethod
-    def channel(key: str) -> str:
-        return f"{NAMESPACE}:ch:{key}"
+    def channel(self, key: str) -> str:
+        return f"{self.namespace}:ch:{key}"
 
-    async def fill(self, key: str, fetch: Fetch, ttl_s: float | None = None) -> tuple[Entry, bool]:
+    async def fill(self, key: str, fetch: Callable[[], Awaitable[E]]) -> tuple[E, bool]:
         """The key's value after a miss: fetched under the lease, or published by the replica
         that holds it. Returns (entry, fetched here). LeaseFailed when the holder's fetch
         failed; SharedUnavailable when Redis failed (the caller takes its local path); the
@@ -214,7 +261,7 @@ class Leases:
                 self.metrics.leases.inc()
                 if expired:
                     self.metrics.takeovers.inc()
-                return await self._hold(key, token, fetch, ttl_s), True
+                return await self._hold(key, token, fetch), True
             if found is not None and self.values.fresh(found):
                 return found, False
             entry, expired = await self._wait(key)
@@ -222,7 +269,7 @@ class Leases:
                 return entry, False
         raise SharedUnavailable(f"no lease on {key!r} in {MAX_ROUNDS} rounds")
 
-    async def _wait(self, key: str) -> tuple[Entry | None, bool]:
+    async def _wait(self, key: str) -> tuple[E | None, bool]:
         """Waits on another replica's lease: (its value, False), or (None, True) when the lease
         ran out unpublished, or (None, False) when it was gone before the wait began. A lease
         its holder renewed is waited on again, `wait_limit_s` in all."""
@@ -236,6 +283,10 @@ class Leases:
                         self.metrics.waits.labels("value").inc()
                         return entry, False
                     if left_ms < 0:
+                        if published.done():
+                            # The holder ended between the subscription and the read: its
+                            # publication (a failure leaves no value to read) is the answer.
+                            return self._published(published.result()), False
                         if check == 0:
                             return None, False
                         self.metrics.waits.labels("expired").inc()
@@ -260,7 +311,7 @@ class Leases:
         self.metrics.waits.labels("limit").inc()
         raise SharedUnavailable(f"waited {self.wait_limit_s:g}s on the lease of {key!r}")
 
-    async def _peek(self, key: str) -> tuple[Entry | None, int]:
+    async def _peek(self, key: str) -> tuple[E | None, int]:
         """The key's fresh entry (or None) and its lease's remaining ms (< 0: no lease), in one
         round trip."""
         pipe = self.values.client.pipeline(transaction=False)
@@ -270,7 +321,7 @@ class Leases:
         entry = None if raw is None else self.values.decode(raw.decode())
         return (entry if self.values.fresh(entry) else None), int(left_ms)
 
-    def _published(self, message: bytes) -> Entry:
+    def _published(self, message: bytes) -> E:
         text = message.decode()
         if text.startswith("F"):
             self.metrics.waits.labels("failed").inc()
@@ -278,12 +329,11 @@ class Leases:
         self.metrics.waits.labels("value").inc()
         return self.values.decode(text[1:])
 
-    async def _hold(self, key: str, token: str, fetch: Fetch, ttl_s: float | None) -> Entry:
+    async def _hold(self, key: str, token: str, fetch: Callable[[], Awaitable[E]]) -> E:
         """Fetches under the lease, renewing it, then publishes the value or the failure."""
         renewer = asyncio.get_running_loop().create_task(self._keep(key, token))
-        started = time.perf_counter()
         try:
-            value, version = await fetch()
+            entry = await fetch()
         except Exception as exc:
             renewer.cancel()
             with contextlib.suppress(SharedUnavailable):
@@ -296,11 +346,10 @@ class Leases:
                 )
             raise
         renewer.cancel()
-        entry = self.values.entry(value, version, time.perf_counter() - started, ttl_s)
         await self._publish(key, token, entry)
         return entry
 
-    async def _publish(self, key: str, token: str, entry: Entry) -> None:
+    async def _publish(self, key: str, token: str, entry: E) -> None:
         """Stores `entry`, publishes it to the waiters and ends the lease `token` (best effort:
         a waiter that misses it re-checks when the lease runs out)."""
         with contextlib.suppress(SharedUnavailable):
@@ -330,3 +379,97 @@ class Leases:
                 )
                 if not renewed:
                     return
+
+
+@dataclass(frozen=True)
+class Held(Generic[T]):
+    """A function's result as `RedisLease` keeps it: the value and when it stops being fresh
+    (wall-clock seconds)."""
+
+    value: T
+    fresh_until: float
+
+
+class RedisLease(Generic[T]):
+    """The lease behind any async function: `run(key, fn)` runs `fn` once per key across every
+    process sharing the Redis, and hands its value to the others (JSON: `fn`'s values must be
+    JSON-serialisable). A value is kept `keep_s` after it was made, so a process arriving just
+    after the holder finished takes it rather than calling again; every Redis call waits at most
+    `timeout_s`, and when Redis fails `run` calls `fn` itself (one call per key per process, as
+    without the lease). The lease's metrics go to `registry` (a registry of its own by default).
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        namespace: str = "herdlab:sf",
+        lease_timeout_s: float = 5.0,
+        wait_limit_s: float = 30.0,
+        keep_s: float = 1.0,
+        timeout_s: float = 1.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for label, value in (
+            ("lease_timeout_s", lease_timeout_s),
+            ("wait_limit_s", wait_limit_s),
+            ("keep_s", keep_s),
+            ("timeout_s", timeout_s),
+        ):
+            if not value > 0:
+                raise ValueError(f"{label} must be > 0, got {value}")
+        self.client = client
+        self.namespace = namespace
+        self.keep_s = keep_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.metrics = LeaseMetrics(registry if registry is not None else CollectorRegistry())
+        self.notifier = Notifier(client, timeout_s)
+        self.leases: Leases[Held[T]] = Leases(
+            self,
+            self.notifier,
+            lease_timeout_s=lease_timeout_s,
+            wait_limit_s=wait_limit_s,
+            namespace=namespace,
+        )
+
+    def value_key(self, key: str) -> str:
+        return f"{self.namespace}:v:{key}"
+
+    def encode(self, entry: Held[T]) -> str:
+        return json.dumps([entry.fresh_until, entry.value])
+
+    def decode(self, raw: str) -> Held[T]:
+        fresh_until, value = json.loads(raw)
+        return Held(value, float(fresh_until))
+
+    def fresh(self, entry: Held[T] | None) -> bool:
+        return entry is not None and entry.fresh_until > self.clock()
+
+    def kept_ms(self, entry: Held[T]) -> int:
+        return max(1, round((entry.fresh_until - self.clock()) * 1000))
+
+    async def call(self, op: str, call: Awaitable[Any]) -> Any:
+        """One Redis call within the timeout; SharedUnavailable (and counted) otherwise."""
+        try:
+            return await asyncio.wait_for(call, self.timeout_s)
+        except (RedisError, TimeoutError, OSError) as exc:
+            self.metrics.fallbacks.labels(op).inc()
+            raise SharedUnavailable(f"redis {op}: {type(exc).__name__}: {exc}") from exc
+
+    async def run(self, key: str, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """`fn`'s value for `key` and whether it ran here. The holder's own exception when `fn`
+        failed here, `LeaseFailed` when it failed in the process holding the lease."""
+
+        async def held() -> Held[T]:
+            return Held(await fn(), self.clock() + self.keep_s)
+
+        try:
+            entry, here = await self.leases.fill(key, held)
+        except SharedUnavailable:
+            return await fn(), True
+        return entry.value, here
+
+    async def close(self) -> None:
+        await self.notifier.close()

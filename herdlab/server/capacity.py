@@ -1,11 +1,16 @@
-"""The DB's capacity: a concurrency limit in front of a bounded wait queue.
+"""A server's capacity: a concurrency limit in front of a bounded wait queue (the DB's, and the
+server interceptor's, `herdlab.server.interceptor`).
 
 A query takes a slot if one is free and nobody is waiting; otherwise it waits in the queue if
 the queue has room; otherwise it is rejected at once (`Rejected`, which the server turns into
 RESOURCE_EXHAUSTED). Which waiter a freed slot goes to, and whether a waiter is shed before one
-does (`Shed`), is the queue discipline's call (`db_service.queueing`; FIFO by default). A waiter
+does (`Shed`), is the queue discipline's call (`herdlab.server.queueing`; FIFO by default). A waiter
 whose caller goes away (its task is cancelled) leaves the queue without taking a slot. Limits
 and the discipline can change at runtime; a smaller limit takes effect as slots free.
+
+The limit is a number of slots, or one of the guards' limit algorithms
+(`herdlab.guards.limit_algorithms`: static, AIMD, Vegas), read at every admission; whoever
+releases a slot may give the algorithm its sample first (`sample`).
 
 Slot time is kept exactly: `slot_seconds` is the integral of the slots in use over time, i.e.
 the seconds each slot was held from taking it to releasing it, whatever the outcome, holds still
@@ -20,7 +25,12 @@ from __future__ import annotations
 
 import asyncio
 
-from db_service.queueing import Clock, Discipline, Fifo, MonotonicClock, WaitQueue
+from herdlab.guards.base import Range
+from herdlab.guards.limit_algorithms import LimitAlgorithm, StaticLimit
+from herdlab.server.queueing import Clock, Discipline, Fifo, MonotonicClock, WaitQueue
+
+# A static limit given as a number of slots (the DB's `--concurrency` allows as many).
+SLOTS = Range(1, 1_000_000)
 
 
 class Rejected(Exception):
@@ -30,17 +40,22 @@ class Rejected(Exception):
 class Capacity:
     def __init__(
         self,
-        concurrency: int,
+        concurrency: int | LimitAlgorithm,
         queue: int,
         discipline: Discipline | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.concurrency = concurrency
+        self.algorithm = _algorithm(concurrency)
         self.queue = queue
         self._clock = clock or MonotonicClock()
         self._waiting = WaitQueue(discipline or Fifo(), self._clock)
         # (slots in use, slot-seconds up to `since`, since): replaced whole, never mutated.
         self._slots: tuple[int, float, float] = (0, 0.0, self._clock.now())
+
+    @property
+    def concurrency(self) -> int:
+        """The limit in force: slots that may be held at once."""
+        return self.algorithm.limit
 
     @property
     def in_flight(self) -> int:
@@ -61,8 +76,8 @@ class Capacity:
         in_use, seconds, since = self._slots
         return seconds + in_use * (self._clock.now() - since)
 
-    def resize(self, concurrency: int, queue: int) -> None:
-        self.concurrency = concurrency
+    def resize(self, concurrency: int | LimitAlgorithm, queue: int) -> None:
+        self.algorithm = _algorithm(concurrency)
         self.queue = queue
         self._hand_over()
 
@@ -95,6 +110,10 @@ class Capacity:
             raise
         return True
 
+    def sample(self, rtt_s: float, in_flight: int, dropped: bool) -> None:
+        """Gives the limit algorithm one finished call's sample (`LimitAlgorithm.on_sample`)."""
+        self.algorithm.on_sample(rtt_s, in_flight, dropped)
+
     def release(self) -> None:
         self._take(-1)
         self._hand_over()
@@ -109,3 +128,9 @@ class Capacity:
             if not future.done():
                 self._take(+1)
                 future.set_result(None)
+
+
+def _algorithm(concurrency: int | LimitAlgorithm) -> LimitAlgorithm:
+    if isinstance(concurrency, LimitAlgorithm):
+        return concurrency
+    return StaticLimit(concurrency, allowed=SLOTS)

@@ -1,6 +1,6 @@
 """The DB's queue disciplines: which waiting query a freed slot goes to, and which waiter is shed.
 
-The capacity model (`db_service.capacity`) counts slots and bounds the queue; the waiting line
+The capacity model (`herdlab.server.capacity`) counts slots and bounds the queue; the waiting line
 here holds the queries in arrival order and asks its discipline two things:
 
 - when a query joins: how long it may wait (`max_wait`; None: until its caller gives up);

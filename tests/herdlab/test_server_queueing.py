@@ -24,9 +24,9 @@ import pytest
 from support import WAIT_S, DbGate, StackClients
 
 from chaos.lab.backends.local import LocalStack, StackInfo
-from db_service.capacity import Capacity
-from db_service.queueing import AdaptiveLifo, CoDel, Discipline, Fifo, Shed, discipline
 from db_service.settings import DbSettings
+from herdlab.server.capacity import Capacity
+from herdlab.server.queueing import AdaptiveLifo, CoDel, Discipline, Fifo, Shed, discipline
 from protos import admin_pb2, db_pb2
 
 # -- a clock moved by hand -------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Runnable examples of the lab's library (`herdlab`) in a service of one's own."""
