@@ -102,7 +102,6 @@ class Side(asyncio.Protocol):
         self.made = made  # called once the socket is connected (the proxy's accept)
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
-        self.lost = False
         self._holds: set[str] = set()  # why reading is paused: "buffer", "peer"
         self._writable = asyncio.Event()  # clear while the transport's write buffer is full
         self._writable.set()
@@ -137,7 +136,6 @@ class Side(asyncio.Protocol):
         return True  # half-closed until the connection closes both sides
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
         self.gone.set()
         self.out.feed_eof()
         self._writable.set()
@@ -167,7 +165,8 @@ class Side(asyncio.Protocol):
 
     def hold(self, reason: str) -> None:
         """Stops reading for `reason` (reading resumes once every reason is released)."""
-        if not self._holds and self.transport is not None and not self.lost:
+        if not self._holds and self._open():
+            assert self.transport is not None
             self.transport.pause_reading()
         self._holds.add(reason)
 
@@ -175,8 +174,12 @@ class Side(asyncio.Protocol):
         if reason not in self._holds:
             return
         self._holds.discard(reason)
-        if not self._holds and self.transport is not None and not self.lost:
+        if not self._holds and self._open():
+            assert self.transport is not None
             self.transport.resume_reading()
+
+    def _open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
 
 class Connection:
