@@ -80,7 +80,7 @@ FULL = Profile(
     hit_duration_s=2.0,
     # The proxy's overhead is read at the hit path's usual points (one caller, and 64 at once).
     wire_concurrencies=(1, 64),
-    wire_rounds=9,
+    wire_rounds=15,
     policy_clients=tuple(range(10, 101, 10)),
     policy_seeds=100,
     recovery_keys=(1_000, 10_000),

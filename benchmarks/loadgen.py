@@ -9,7 +9,8 @@ Two modes, each printing one JSON line on stdout:
 - `closed`: C workers each send `Get` for one key in a loop (closed loop: a worker sends again as
   soon as it is answered). After `--warmup` seconds a window of `--duration` seconds is measured:
   requests/s, latency p50/p99, errors, and the CPU used in the window by this process and, with
-  `--server-pid`, by the server (so a reader can tell which side was the bottleneck).
+  `--server-pid`, by the server (so a reader can tell which side was the bottleneck), and with
+  `--proxy-pid` by a proxy in between (what it costs per request).
 
 Every call has a deadline; every loop is bounded by time and by count.
 
@@ -100,6 +101,7 @@ async def closed(
     warmup_s: float,
     duration_s: float,
     server_pid: int | None,
+    proxy_pid: int | None = None,
 ) -> Any:
     channels = _channels(target, channel_count)
     try:
@@ -115,9 +117,10 @@ async def closed(
 
         def mark(name: str) -> None:
             marks[f"{name}_client_cpu"] = time.process_time()
-            if server_pid is not None:
-                with contextlib.suppress(Exception):
-                    marks[f"{name}_server_cpu"] = cpu_seconds(server_pid)
+            for side, pid in (("server", server_pid), ("proxy", proxy_pid)):
+                if pid is not None:
+                    with contextlib.suppress(Exception):
+                        marks[f"{name}_{side}_cpu"] = cpu_seconds(pid)
 
         async def window_marks() -> None:
             await asyncio.sleep(warmup_s)
@@ -131,15 +134,17 @@ async def closed(
                 sent = loop.time()
                 if sent >= window_end:
                     return
+                # Latency by the performance counter: uvloop's clock moves in milliseconds.
+                started = time.perf_counter()
                 try:
                     await stub.Get(request, timeout=10.0)
                 except grpc.aio.AioRpcError as exc:
                     if sent >= window_start:
                         errors[exc.code().name] += 1
                     continue
-                done = loop.time()
-                if sent >= window_start and done <= window_end:
-                    latencies.append(done - sent)
+                took = time.perf_counter() - started
+                if sent >= window_start and loop.time() <= window_end:
+                    latencies.append(took)
 
         await asyncio.gather(window_marks(), *(worker(i) for i in range(concurrency)))
         result: dict[str, Any] = {
@@ -153,9 +158,10 @@ async def closed(
                 (marks["end_client_cpu"] - marks["start_client_cpu"]) / duration_s, 3
             ),
         }
-        if "end_server_cpu" in marks and "start_server_cpu" in marks:
-            server_cpu = marks["end_server_cpu"] - marks["start_server_cpu"]
-            result["server_cpu"] = round(server_cpu / duration_s, 3)
+        for side in ("server", "proxy"):
+            if f"end_{side}_cpu" in marks and f"start_{side}_cpu" in marks:
+                used = marks[f"end_{side}_cpu"] - marks[f"start_{side}_cpu"]
+                result[f"{side}_cpu"] = round(used / duration_s, 3)
         return result
     finally:
         await asyncio.gather(*(ch.close(grace=None) for ch in channels))
@@ -178,6 +184,7 @@ def main() -> None:
     c.add_argument("--warmup", type=float, default=1.0)
     c.add_argument("--duration", type=float, default=3.0)
     c.add_argument("--server-pid", type=int, default=None)
+    c.add_argument("--proxy-pid", type=int, default=None)
     parser.add_argument("--loop", choices=loop.NAMES, default=loop.chosen())
     args = parser.parse_args()
     if args.mode == "burst":
@@ -194,6 +201,7 @@ def main() -> None:
                 args.warmup,
                 args.duration,
                 args.server_pid,
+                args.proxy_pid,
             ),
             args.loop,
         )

@@ -6,7 +6,11 @@ cache and the proxy both pinned to the server cores: on a two-core machine they 
 the proxy's cost shows as the cache's lost throughput, which is what a user of `--proxy` pays.
 The same closed-loop load generator drives `Get` on a warm key at each concurrency, directly
 then through the proxy (order reversed every round), with no fault in force. Figures are medians
-over rounds; `ratio` = req/s through the proxy / req/s direct (1.0: free).
+over rounds; `ratio` = req/s through the proxy / req/s direct (1.0: free), and the median of the
+rounds' own ratios (each pairs two runs adjacent in time) with its distribution-free 95%
+interval. CPU per request (the cache's, directly and proxied, and the proxy's, over the same
+window) gives `cpu_ratio`, the throughput ratio the two would show with a saturated core to
+themselves: the reading that the machine's other jobs move least.
 
 `render` writes the section's part of BENCHMARKS.md from its results (under its `TITLE`),
 `summary_rows` its rows of the report's summary; `benchmarks.report` assembles them.
@@ -21,7 +25,7 @@ from typing import Any
 
 from benchmarks import markdown as md
 from benchmarks.servers import get, load
-from benchmarks.stats import median, ratio
+from benchmarks.stats import median, median_interval, ratio
 from benchmarks.system import CpuPlan, pin
 from chaos.lab.backends.local import LocalStack
 
@@ -38,13 +42,15 @@ def run(
     stack = LocalStack(Path(tempfile.mkdtemp(prefix="herdlab-bench-wire-")))
     runs: dict[tuple[str, int], list[float]] = {}
     latency: dict[tuple[str, int], list[float]] = {}
+    cache_us: dict[tuple[str, int], list[float]] = {}
+    proxy_us: dict[int, list[float]] = {}
     try:
         info = stack.up(["--latency", "5ms", "--spread", "0ms"], ["--ttl", "1h"], proxy=["cache"])
         for service in info.services.values():
             if service.pid is not None:
                 pin(service.pid, plan.server)
-        cache = info.services["cache"]
-        assert cache.pid is not None
+        cache, wire = info.services["cache"], info.services["wire"]
+        assert cache.pid is not None and wire.pid is not None
         targets = {"direct": cache.grpc, "proxied": info.proxy["cache"]}
         get(targets["proxied"], KEY, 10.0)  # warm (TTL 1 h), and the proxy passes a call
         for number in range(rounds):
@@ -67,25 +73,58 @@ def run(
                             str(duration_s),
                             "--server-pid",
                             str(cache.pid),
+                            "--proxy-pid",
+                            str(wire.pid),
                         ],
                         timeout_s=warmup_s + duration_s + 60.0,
                     )
                     runs.setdefault((name, concurrency), []).append(result["rps"])
                     latency.setdefault((name, concurrency), []).append(result["latency_ms"]["p50"])
+                    rps = max(result["rps"], 1e-9)
+                    cache_us.setdefault((name, concurrency), []).append(
+                        result.get("server_cpu", 0.0) / rps * 1e6
+                    )
+                    if name == "proxied":
+                        proxy_us.setdefault(concurrency, []).append(
+                            result.get("proxy_cpu", 0.0) / rps * 1e6
+                        )
     finally:
         stack.down()
     rows = []
     for concurrency in concurrencies:
         direct, proxied = runs[("direct", concurrency)], runs[("proxied", concurrency)]
+        paired = [ratio(p, d) for p, d in zip(proxied, direct, strict=True)]
+        known = [x for x in paired if x is not None]
+        direct_us = median(cache_us[("direct", concurrency)])
+        proxied_us = median(cache_us[("proxied", concurrency)])
+        wire_us = median(proxy_us[concurrency])
         rows.append(
             {
                 "concurrency": concurrency,
                 "direct_rps": round(median(direct), 1),
                 "proxied_rps": round(median(proxied), 1),
                 "ratio": ratio(median(proxied), median(direct)),
-                "paired_ratios": [ratio(p, d) for p, d in zip(proxied, direct, strict=True)],
+                "paired_ratios": paired,
+                "median_paired_ratio": round(median(known), 3),
+                "paired_ratio_interval": median_interval(known),
                 "direct_p50_ms": round(median(latency[("direct", concurrency)]), 3),
                 "proxied_p50_ms": round(median(latency[("proxied", concurrency)]), 3),
+                "added_p50_ms": round(
+                    median(
+                        [
+                            p - d
+                            for p, d in zip(
+                                latency[("proxied", concurrency)],
+                                latency[("direct", concurrency)],
+                                strict=True,
+                            )
+                        ]
+                    ),
+                    3,
+                ),
+                "cache_us_per_request": [round(direct_us, 1), round(proxied_us, 1)],
+                "proxy_us_per_request": round(wire_us, 1),
+                "cpu_ratio": ratio(direct_us, proxied_us + wire_us),
             }
         )
     return {
@@ -104,8 +143,12 @@ def render(w: dict[str, Any]) -> list[str]:
             f"{row['direct_rps']:,.0f}",
             f"{row['proxied_rps']:,.0f}",
             f"**{row['ratio']}**",
+            _paired(row),
             ", ".join(f"{x}" for x in row["paired_ratios"]),
             f"{row['direct_p50_ms']:.2f} / {row['proxied_p50_ms']:.2f}",
+            f"{row['added_p50_ms']:+.3f}" if "added_p50_ms" in row else "-",
+            _cpu(row),
+            f"{row['cpu_ratio']}" if "cpu_ratio" in row else "-",
         ]
         for row in w["rows"]
     ]
@@ -116,7 +159,13 @@ def render(w: dict[str, Any]) -> list[str]:
         f"{w['warmup_s']:g} s of warm-up, the order reversed every round. The cache and the "
         "proxy share the server core, so the ratio (proxied / direct req/s, medians) is what "
         "a run behind the proxy loses on this machine: the proxy's CPU per request comes out "
-        "of the cache's core.",
+        "of the cache's core. The median of the rounds' own ratios (each pairing two runs "
+        "adjacent in time) comes with its distribution-free 95% interval; the added p50 is the "
+        "median over rounds of proxied minus direct p50. CPU per request is the cache's "
+        "(direct / proxied) and the proxy's over the same windows; `cpu ratio` = direct cache "
+        "CPU per request / (proxied cache + proxy CPU per request), the throughput ratio the two "
+        "would show with a saturated core to themselves (c=64; at c=1 latency bounds "
+        "throughput), which the machine's other jobs move least.",
         "",
         *md.table(
             [
@@ -124,13 +173,32 @@ def render(w: dict[str, Any]) -> list[str]:
                 "direct req/s",
                 "proxied req/s",
                 "ratio",
+                "median of rounds' ratios (95% interval)",
                 "ratio per round",
                 "p50 ms direct / proxied",
+                "added p50 ms",
+                "CPU us per request: cache direct / proxied, proxy",
+                "cpu ratio",
             ],
             rows,
         ),
         *_wire_noise(w),
     ]
+
+
+def _paired(row: dict[str, Any]) -> str:
+    if "median_paired_ratio" not in row:
+        return "-"
+    interval = row["paired_ratio_interval"]
+    span = f" ({interval[0]}-{interval[1]})" if interval else " (too few rounds)"
+    return f"{row['median_paired_ratio']}{span}"
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    if "cache_us_per_request" not in row:
+        return "-"
+    direct, proxied = row["cache_us_per_request"]
+    return f"{direct:.0f} / {proxied:.0f}, {row['proxy_us_per_request']:.0f}"
 
 
 def _wire_noise(w: dict[str, Any]) -> list[str]:
@@ -163,7 +231,8 @@ def summary_rows(w: dict[str, Any]) -> list[list[str]]:
         [
             f"c={row['concurrency']}: {row['proxied_rps']:,.0f} req/s through the proxy",
             f"direct {row['direct_rps']:,.0f} req/s",
-            f"ratio {row['ratio']}",
+            f"ratio {row['ratio']}; rounds' median {_paired(row)}; cpu ratio "
+            f"{row.get('cpu_ratio', '-')}; p50 {row.get('added_p50_ms', 0):+.3f} ms",
         ]
         for row in w["rows"]
     ]

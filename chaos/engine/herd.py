@@ -21,13 +21,14 @@ gated by a common release (`HerdHooks.gate`).
 
 A target naming several replicas (`replicas_target`: `ipv4:HOST:P1,HOST:P2,...`) gives every
 channel gRPC's client-side `round_robin` over them: each channel connects to every replica and
-sends its requests to them in turn, skipping a replica that is down. With `health_check` (the
-default of `chaos herd`'s settings) round_robin also skips a replica whose grpc.health.v1 watch is
-not SERVING, and the channels ping (keepalive 1 s, ACK within 1 s, unless set otherwise), so a
-replica that stops answering (SIGSTOP, a hung host) is taken out of the rotation within about 2 s
-instead of holding a third of the requests until their deadline. Each request
-retries under a named policy (the same `RetryPolicy` the cache uses towards the DB) within its
-deadline, the policy's total budget.
+sends its requests to them in turn, skipping a replica that is down; so does a `dns:` target,
+over every address its name resolves to (a Kubernetes headless Service: every ready pod). With
+`health_check` (the default of `chaos herd`'s settings) round_robin also skips a replica whose
+grpc.health.v1 watch is not SERVING, and the channels ping (keepalive 1 s, ACK within 1 s, unless
+set otherwise), so a replica that stops answering (SIGSTOP, a hung host) is taken out of the
+rotation within about 2 s instead of holding a third of the requests until their deadline. Each
+request retries under a named policy (the same `RetryPolicy` the cache uses towards the DB)
+within its deadline, the policy's total budget.
 
 Every request ends with a value or a typed gRPC error within its deadline. A request that does not
 (an unexpected exception, or one still running past deadline + margin) is counted as `lost`: the
@@ -425,6 +426,13 @@ def replicas_target(addresses: list[str]) -> str:
     return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
 
+def balanced(target: str) -> bool:
+    """Whether the herd's channels balance `target`'s addresses with `round_robin`: an `ipv4:`
+    list of replicas, or a `dns:` name, which may resolve to several (a Kubernetes headless
+    Service names every ready pod)."""
+    return "," in target or target.startswith("dns:")
+
+
 async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdResult:
     """Runs the herd (the burst, or `config.open_loop`) to completion and returns every request's
     outcome. The channels get the policy's gRPC service config when it is grpc-native."""
@@ -434,7 +442,7 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     rng = random.Random(config.seed)
     choose = KeyChooser(config, rng)
     policy = config.policy.with_seed(rng.randrange(2**32) if config.seed is not None else None)
-    replicas = "," in config.target
+    replicas = balanced(config.target)
     options = channel_options(
         local_pool=True,
         reconnect=config.reconnect,
@@ -444,7 +452,7 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
     )
     if replicas:
         options.append(ROUND_ROBIN)
-        if config.tls_ca is not None:
+        if config.tls_ca is not None and "," in config.target:
             # gRPC checks the certificate against the target's authority, which for an `ipv4:`
             # list is the whole list and names no host; the replicas share their first's host.
             first = config.target.removeprefix("ipv4:").split(",")[0]

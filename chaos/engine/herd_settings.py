@@ -27,6 +27,7 @@ from chaos.engine.herd import (
     MAX_RATE_PER_S,
     HerdConfig,
     OpenLoop,
+    balanced,
     parse_rate,
 )
 from herdlab.grpcutil import Keepalive, Reconnect
@@ -300,7 +301,7 @@ class HerdSettings(Settings):
 
     def _replicas_keepalive(self, target: str) -> Keepalive | None:
         """The keepalive health checking needs over several replicas when none is set."""
-        if not self.health_check or "," not in target:
+        if not self.health_check or not balanced(target):
             return None
         return REPLICAS_KEEPALIVE
 

@@ -10,8 +10,10 @@ is removed or its deadline passes. Those cross-cutting rules live here, once, in
                       chunk = fault.pipe(chunk)   (delay it, cut it, drop it)
                -> write what is left
 
-With no fault in force on a direction the chunk is written as read (the hit path: see
-BENCHMARKS.md for its cost against a direct connection). A fault that acts on whole connections
+With no fault acting on a direction's bytes the chunk is written as read, straight from the
+event loop's read callback, without the pump (`chaos.wire.connection`; the hit path: see
+BENCHMARKS.md for its cost against a direct connection); a fault put in force on a live connection
+takes effect from its next chunk. A fault that acts on whole connections
 (`hold`: reset, timeout) runs once per connection it meets, as a task the link cancels when the
 fault is removed. A fault that decides which new connections reach the service (`gate`:
 admit, stage) is asked before the proxy connects upstream, and told how long the service took to
@@ -33,7 +35,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from chaos.wire.connection import Connection, reset
+from chaos.wire.connection import Connection, Direction, Side, reset
 from chaos.wire.gate import Clock, Gate
 from chaos.wire.stats import LinkStats
 from chaos.wire.toxics import TOXICS
@@ -46,6 +48,7 @@ STREAMS = ("upstream", "downstream", "both")
 DIRECTIONS = ("upstream", "downstream")
 READ_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0  # longest a closed socket may take to flush before it is aborted
 MAX_FAULTS = 64
 MAX_CONNECTIONS = 60_000
 # The accept queue of a link's listener: as deep as gRPC's own servers ask for (the host's
@@ -131,6 +134,8 @@ class Link:
     active: dict[str, tuple[Installed, ...]] = field(
         default_factory=lambda: {d: () for d in DIRECTIONS}
     )
+    # Per direction: no fault in force acts on its bytes, so chunks may go straight through.
+    straight: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, True))
     # Set whenever faults, connections or dropped bytes change (for whoever waits on them).
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stats: LinkStats = field(default_factory=LinkStats)  # what it saw of its connections
@@ -142,7 +147,8 @@ class Link:
         return f"{self.upstream_host}:{self.upstream_port}"
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port, backlog=BACKLOG)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._client_side, host, port, backlog=BACKLOG)
         bound = self._server.sockets[0].getsockname()
         self.listen = f"{bound[0]}:{bound[1]}"
 
@@ -218,6 +224,9 @@ class Link:
     def _rebuild(self) -> None:
         faults = list(self.faults.values())
         self.active = {d: tuple(f for f in faults if f.spec.applies_to(d)) for d in DIRECTIONS}
+        self.straight = {
+            d: not any(_on_bytes(f.spec.toxic) for f in self.active[d]) for d in DIRECTIONS
+        }
 
     def _touches(self, conn: Connection, installed: Installed) -> bool:
         """Whether `installed` applies to `conn`: drawn once per connection (toxicity)."""
@@ -236,51 +245,63 @@ class Link:
 
     # -- the pipe -------------------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            # Only `stop` cancels a handler; asyncio's server would log a cancelled one.
-            writer.transport.abort()
-        finally:
-            self._handlers.discard(task)
+    def _client_side(self) -> Side:
+        """The protocol of a client's socket; its handler starts once it is connected."""
+        up, down = Direction("upstream"), Direction("downstream")
+        return Side(up, down, lambda: self.straight["upstream"], self._start_handler)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _start_handler(self, client: Side) -> None:
+        task = asyncio.create_task(self._accept(client))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _accept(self, client: Side) -> None:
+        assert client.transport is not None
+        try:
+            await self._serve(client)
+        except asyncio.CancelledError:
+            # Only `stop` cancels a handler.
+            client.transport.abort()
+
+    async def _serve(self, client: Side) -> None:
+        assert client.transport is not None
         self.stats.count("accepted")
         if len(self.connections) >= MAX_CONNECTIONS:
             self.stats.count("refused")
-            writer.close()
+            client.transport.close()
             return
-        gates = await self._admitted(writer)
+        gates = await self._admitted(client.transport)
         if gates is None:
             # Refused, or held past its wait: reset, as a connection the server refused.
             self.stats.count("refused")
-            reset(writer)
+            reset(client.transport)
             return
         connecting = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            upstream = await asyncio.wait_for(
-                asyncio.open_connection(self.upstream_host, self.upstream_port), CONNECT_TIMEOUT_S
+            _, upstream = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: Side(client.into, client.out, lambda: self.straight["downstream"]),
+                    self.upstream_host,
+                    self.upstream_port,
+                ),
+                CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError):
             # The service behind is down: the client's connection is reset, as a refused one.
             self.stats.count("refused")
-            reset(writer)
+            reset(client.transport)
             return
         self.stats.count("passed")
-        conn = Connection((reader, writer), upstream)
-        conn.connecting_at, conn.unanswered = connecting, gates
+        conn = Connection(client, upstream)
+        conn.connecting_at, conn.unanswered, conn.stats = connecting, gates, self.stats
         self.connections.add(conn)
         self.changed.set()
         try:
             for installed in self.faults.values():
                 self._meet(conn, installed)
             conn.pumps = [
-                asyncio.create_task(self._pump(conn, "upstream", reader, upstream[1])),
-                asyncio.create_task(self._pump(conn, "downstream", upstream[0], writer)),
+                asyncio.create_task(self._pump(conn, direction)) for direction in DIRECTIONS
             ]
             done, _ = await asyncio.wait(conn.pumps, return_when=asyncio.FIRST_COMPLETED)
             if conn.pumps[0] in done and conn.answered_at is None:
@@ -295,16 +316,15 @@ class Link:
             for hold in holds:
                 hold.cancel()
             await asyncio.gather(*conn.pumps, *holds, return_exceptions=True)
-            for side in (writer, upstream[1]):
-                with contextlib.suppress(OSError, ConnectionError):
-                    await side.wait_closed()
+            for side in (client, upstream):
+                await _gone(side)
             self.connections.discard(conn)
             self.changed.set()
 
-    async def _admitted(self, writer: asyncio.StreamWriter) -> list[Gate] | None:
+    async def _admitted(self, transport: asyncio.BaseTransport) -> list[Gate] | None:
         """The gates in force that let this new connection pass (each drawn against its
         toxicity), once all have; None as soon as one refuses it."""
-        peer = writer.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if peer else ""
         passed = []
         for installed in list(self.faults.values()):
@@ -322,43 +342,51 @@ class Link:
         sizes = [s for f in faults if (s := f.spec.toxic.read_size()) is not None]
         return min([READ_BYTES, *sizes])
 
-    async def _pump(
-        self,
-        conn: Connection,
-        direction: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        """Copies `direction` until EOF or an error on either side, through the faults in force."""
-        with contextlib.suppress(OSError, ConnectionError):
-            while not conn.closed:
-                faults = self.active[direction]
-                chunk: bytes | None = await reader.read(
-                    self._read_size(faults) if faults else READ_BYTES
-                )
-                if not chunk:
+    async def _pump(self, conn: Connection, direction: str) -> None:
+        """Copies what `direction` buffered, through the faults in force, until EOF or the
+        connection's end. Chunks that arrive while no fault acts on the direction's bytes (and
+        nothing waits here) do not come here: they go straight through (`Side`)."""
+        way = conn.directions[direction]
+        sink = way.sink
+        assert sink is not None
+        while not conn.closed:
+            faults = self.active[direction]
+            chunk: bytes | None = await way.read(self._read_size(faults) if faults else READ_BYTES)
+            if not chunk:
+                break
+            size = len(chunk)
+            for installed in self.active[direction]:
+                if chunk is None:
                     break
-                conn.active_at = time.monotonic()
-                if conn.answered_at is None and direction == "downstream":
-                    conn.answered_at = conn.active_at
-                    self.stats.count("answered")
-                    for gate in conn.unanswered:
-                        gate.answered(conn.active_at - conn.connecting_at)
-                    conn.unanswered = []
-                size = len(chunk)
-                for installed in self.active[direction]:
-                    if chunk is None:
-                        break
-                    if self._touches(conn, installed):
-                        chunk = await installed.spec.toxic.pipe(chunk, conn, self.rng)
-                if chunk is None or len(chunk) < size:
-                    conn.dropped += size - len(chunk or b"")
-                    self.changed.set()
-                if chunk and not conn.closed:
-                    writer.write(chunk)
-                    await writer.drain()
-                if conn.close_pending:
-                    conn.close()
+                if self._touches(conn, installed):
+                    chunk = await installed.spec.toxic.pipe(chunk, conn, self.rng)
+            if chunk is None or len(chunk) < size:
+                conn.dropped += size - len(chunk or b"")
+                self.changed.set()
+            if chunk and not conn.closed:
+                sink.write(chunk)
+                await way.drain()
+            if conn.close_pending:
+                conn.close()
+
+
+def _on_bytes(toxic: Toxic) -> bool:
+    """Whether `toxic` acts on the bytes themselves (its own `pipe` or read size), so the
+    directions it applies to go through the pump; faults on whole connections (`hold`) and on
+    new ones (`gate`) leave the straight path as it is."""
+    kind = type(toxic)
+    return kind.pipe is not Toxic.pipe or kind.read_size is not Toxic.read_size
+
+
+async def _gone(side: Side) -> None:
+    """Until `side`'s socket is closed; aborted if it takes longer than `CLOSE_TIMEOUT_S`
+    (a peer that reads nothing would hold a graceful close open forever)."""
+    try:
+        await asyncio.wait_for(side.gone.wait(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        if side.transport is not None:
+            side.transport.abort()
+        await side.gone.wait()
 
 
 def installed_faults(links: Iterable[Link]) -> list[tuple[Link, Installed]]:

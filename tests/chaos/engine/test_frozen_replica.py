@@ -71,6 +71,8 @@ def test_replicas_get_health_checking_and_keepalive_a_single_target_neither() ->
     replicas = HerdSettings().config("ipv4:127.0.0.1:1,127.0.0.1:2")
     assert replicas.health_check and replicas.keepalive == REPLICAS_KEEPALIVE
     assert HerdSettings().config("127.0.0.1:1").keepalive is None
+    # A dns: name may resolve to several pods (a Kubernetes headless Service): balanced too.
+    assert HerdSettings().config("dns:///cache:50052").keepalive == REPLICAS_KEEPALIVE
     off = dataclasses.replace(HerdSettings(), health_check=False)
     assert off.config("ipv4:127.0.0.1:1,127.0.0.1:2").keepalive is None
 

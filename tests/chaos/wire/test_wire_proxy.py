@@ -218,6 +218,111 @@ async def test_bandwidth_takes_at_least_size_over_rate(proxied: tuple[Link, Upst
     await close(writer)
 
 
+async def relaying_straight(link: Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection through `link` that has carried bytes both ways with no fault in force,
+    straight through (no fault acted on its bytes, so none went through a pump)."""
+    reader, writer = await connect(link)
+    for _ in range(3):
+        writer.write(b"warm")
+        assert await read_exactly(reader, 4) == b"warm"
+    assert link.straight == {"upstream": True, "downstream": True}
+    return reader, writer
+
+
+async def test_latency_added_to_a_live_straight_connection_delays_its_next_chunk(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    reader, writer = await relaying_straight(link)
+    link.add(parse_fault("", "cache", "latency", {"latency_ms": 150}, stream="downstream"))
+    assert link.straight == {"upstream": True, "downstream": False}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(b"ping")
+    assert await read_exactly(reader, 4) == b"ping"
+    assert loop.time() - started >= 0.15
+    await close(writer)
+
+
+async def test_bandwidth_added_to_a_live_straight_connection_slows_it(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    reader, writer = await relaying_straight(link)
+    link.add(parse_fault("", "cache", "bandwidth", {"rate_kbps": 10}, stream="upstream"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    payload = b"z" * 3072  # 3 KiB at 10 KiB/s: at least 0.3 s
+    writer.write(payload)
+    assert await read_exactly(reader, len(payload)) == payload
+    assert loop.time() - started >= 0.3
+    await close(writer)
+
+
+async def test_limit_and_timeout_added_to_a_live_straight_connection_end_it(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, upstream = proxied
+    reader, writer = await relaying_straight(link)
+    link.add(parse_fault("", "cache", "limit", {"max_bytes": 5}, stream="upstream"))
+    writer.write(b"0123456789")
+    async with asyncio.timeout(5):
+        while await reader.read(100):
+            pass  # up to the five bytes the limit passed, then EOF
+    assert bytes(upstream.received) in (b"warm" * 3 + b"01234", b"warm" * 3)
+    await close(writer)
+    link.remove("cache-limit")
+    reader, writer = await relaying_straight(link)
+    link.add(parse_fault("", "cache", "timeout", {"timeout_ms": 100}))
+    writer.write(b"dropped")
+    async with asyncio.timeout(5):
+        assert await reader.read(10) == b""  # closed, and the bytes never reached the service
+    assert b"dropped" not in upstream.received
+    await close(writer)
+
+
+async def test_a_writer_faster_than_the_service_reads_is_held_back_not_buffered(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    """Backpressure on the straight path: while the service reads nothing, the proxy stops
+    reading the client once the service's socket is full, so what the proxy holds is bounded
+    and the rest waits in the client's own buffer."""
+    link, upstream = proxied
+    assert upstream.server is not None
+    stalled, released = asyncio.Event(), asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await released.wait()  # reads nothing until the test is done
+        writer.transport.abort()
+
+    silent = await asyncio.start_server(stall, HOST, 0)
+    try:
+        link.upstream_port = silent.sockets[0].getsockname()[1]
+        _, writer = await connect(link)
+        async with asyncio.timeout(5):
+            await stalled.wait()
+        await until(link, lambda: bool(link.connections))
+        conn = next(iter(link.connections))
+        writer.write(b"x" * (64 * 1024 * 1024))
+        source, sink = conn.client.transport, conn.upstream.transport
+        assert source is not None and sink is not None
+        async with asyncio.timeout(10):
+            # A transport's state has no event of its own: polled.
+            while source.is_reading():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        held = len(conn.directions["upstream"].buffer) + sink.get_write_buffer_size()
+        assert held <= 4 * 1024 * 1024
+        assert writer.transport.get_write_buffer_size() >= 32 * 1024 * 1024
+        writer.transport.abort()
+    finally:
+        released.set()
+        silent.close()
+        await silent.wait_closed()
+
+
 async def test_a_fault_on_one_direction_leaves_the_other(proxied: tuple[Link, Upstream]) -> None:
     link, upstream = proxied
     link.add(parse_fault("", "cache", "blackhole", {}, stream="downstream"))
