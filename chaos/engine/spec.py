@@ -422,17 +422,24 @@ class _Parser:
                 raise self.error(f"variant ({named})", str(exc)) from None
 
     def steps(self, experiment: Experiment) -> None:
-        """What each action asks of the experiment as a whole (e.g. `restore` after a `kill`)."""
-        down: set[str] = set()
-        for phase, steps in (("setup", experiment.setup), ("timeline", experiment.timeline)):
+        """What each action asks of the experiment as a whole (e.g. `restore` after a `kill`),
+        in each row with the steps that run in it."""
+        phases = (("setup", experiment.setup), ("timeline", experiment.timeline))
+        for phase, steps in phases:
             for index, step in enumerate(steps):
                 if experiment.target is not None:
                     self.target_step(step, f"{phase}[{index}]")
                 if step.variant:
                     self.selector(step.variant, f"{phase}[{index}].variant", experiment)
-                problem = step.action.problem(experiment, down)
-                if problem:
-                    raise self.error(f"{phase}[{index}].do", problem)
+        for row in experiment.combinations():
+            down: set[str] = set()
+            for phase, steps in phases:
+                for index, step in enumerate(steps):
+                    if not step.runs_in(row):
+                        continue
+                    problem = step.action.problem(experiment, down)
+                    if problem:
+                        raise self.error(f"{phase}[{index}].do", problem)
 
     def target_step(self, step: Step, where: str) -> None:
         """A [target] file's step: a wire fault on its proxy or the user's command, at a time."""

@@ -298,6 +298,24 @@ def test_row_labels_tell_rows_apart_and_steps_select_by_them(tmp_path: Path) -> 
     assert experiment.settings_for(rows[1])[1].policy == "full"  # the label changed nothing
 
 
+def test_steps_are_checked_row_by_row_with_the_steps_that_run_in_it(tmp_path: Path) -> None:
+    both = LABELLED.replace('"row.cure"', '"row.trigger"').replace('"jitter"', '"stop"')
+    both = both.replace('"none", "cache', '"kill", "cache')
+    steps = "".join(
+        f'[[timeline]]\n{when}\ndo = "{do}"\nvariant = {{ "row.trigger" = "{row}" }}\n'
+        for when, do, row in (
+            ('at = "1s"', "kill cache", "kill"),
+            ('at = "1s"', "stop cache", "stop"),
+            ('after = "1s"', "restore cache", "kill"),
+            ('after = "1s"', "restore cache", "stop"),
+        )
+    )
+    spec.load(_write(tmp_path, both + steps))  # each row: one fault, one restore
+    unselected = steps.replace('variant = { "row.trigger" = "stop" }\n', "")
+    with pytest.raises(spec.ExperimentError, match="already killed or stopped"):
+        spec.load(_write(tmp_path, both + unselected))
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
