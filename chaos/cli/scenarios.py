@@ -37,7 +37,9 @@ def _type(param: Param) -> Any:
         return click.Choice(param.choices)
     if param.is_duration:
         return DURATION
-    if isinstance(default, bool) or not isinstance(default, int | float):
+    if isinstance(default, bool):
+        return click.BOOL
+    if not isinstance(default, int | float):
         return str
     bounded = param.min is not None or param.max is not None
     if isinstance(default, int):

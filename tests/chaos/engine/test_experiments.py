@@ -15,11 +15,12 @@ import pytest
 from support import chaos_run
 
 from chaos.cli.main import main
+from chaos.cli.scenarios import option
 from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import RowView, check, held
 from chaos.engine.model import Experiment
 from chaos.engine.runner import document, kind_of
-from chaos.engine.shipped import shipped
+from chaos.engine.shipped import path_of, shipped, typed_params
 from chaos.report.render import section_for
 
 BASE = """\
@@ -511,6 +512,13 @@ def test_a_typed_param_is_held_to_its_bounds(tmp_path: Path) -> None:
     with pytest.raises(spec.ExperimentError, match=r"params\.clients: must be in"):
         spec.load(path, {"clients": 0})
     assert spec.load(path, {"clients": 20}).herd.users == 20
+
+
+def test_a_boolean_param_is_a_boolean_option_of_chaos_scenario() -> None:
+    tls = next(p for p in typed_params(path_of("reconnect-at-scale")) if p.name == "tls")
+    made = option(tls)
+    assert made.type.convert("false", made, None) is False
+    assert made.type.convert("yes", made, None) is True
 
 
 # A new user's first experiment, as they wrote it: every request failed in both rows, for two
