@@ -20,6 +20,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from herdlab.config import DURATION
 MAX_OUTPUT = 4096
 DEFAULT_TIMEOUT_S = 60.0
 READ_BYTES = 64 * 1024
+READ_GRACE_S = 1.0  # how long the output is read after the command's end
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,18 @@ class Exec(Action):
         return self.command[0]
 
     async def run(self, target: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self._run)
+
+    def _run(self) -> dict[str, Any]:
+        """Runs the command in a thread with `subprocess`, not the event loop's subprocess
+        support: the loop's (uvloop's) starts a new session with Python code in the forked child,
+        which a process running gRPC's threads must not do (the child crashed with SIGSEGV);
+        `subprocess` does it in C between fork and exec."""
         started = time.monotonic()
         done: dict[str, Any] = {"command": shlex.join(self.command)}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command,
+            proc = subprocess.Popen(
+                self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -74,27 +83,31 @@ class Exec(Action):
             return done | {"exit": None, "error": exc.strerror or str(exc)}
         kept = bytearray()
 
-        async def tail() -> None:
+        def tail() -> None:
             assert proc.stdout is not None
-            while chunk := await proc.stdout.read(READ_BYTES):
+            while chunk := os.read(proc.stdout.fileno(), READ_BYTES):
                 kept.extend(chunk)
                 del kept[:-MAX_OUTPUT]
 
+        reader = threading.Thread(target=tail, daemon=True)
+        reader.start()
         timed_out = False
         try:
-            await asyncio.wait_for(asyncio.gather(tail(), proc.wait()), self.timeout_s)
-        except TimeoutError:
+            proc.wait(self.timeout_s)
+        except subprocess.TimeoutExpired:
             timed_out = True
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # Its output ends with its process group; one that left the group is not waited for.
+        reader.join(READ_GRACE_S)
+        assert proc.stdout is not None
+        proc.stdout.close()
         return done | {
             "exit": proc.returncode,
             "timed_out": timed_out,
             "seconds": round(time.monotonic() - started, 3),
-            "output": kept.decode(errors="replace"),
+            "output": bytes(kept).decode(errors="replace"),
         }
 
 
