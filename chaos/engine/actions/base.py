@@ -173,11 +173,25 @@ class Action(ABC):
     def _words(cls, words: list[str]) -> dict[str, Any]:
         values: dict[str, Any] = {a.name: () if a.many else a.default for a in cls.args}
         by_option = {o: a for a in cls.args for o in (a.option, a.short) if o}
-        pending = [a for a in cls.args if not a.flag]
+        # Words without an option fill the arguments in order; an option's argument takes them
+        # too unless a positional one follows it (`wire db latency=1s` is `-a latency=1s`, but
+        # `exec docker kill api` is the command, not a --timeout).
+        given = [a for a in cls.args if not a.flag]
+        pending = [
+            a
+            for index, a in enumerate(given)
+            if a.option is None or all(b.option is not None for b in given[index + 1 :])
+        ]
         rest = list(words)
         while rest:
             word = rest.pop(0)
-            arg = by_option.get(word)
+            # Once a positional taking every word left has begun, every word is its own (the
+            # command of `exec` may have options of its own).
+            first = pending[0] if pending else None
+            taking = (
+                first is not None and first.many and first.option is None and values[first.name]
+            )
+            arg = None if taking else by_option.get(word)
             if arg is not None:
                 if arg.flag:
                     values[arg.name] = True
