@@ -17,6 +17,7 @@ from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.reconnect_at_scale.plot import plot_reconnect_at_scale
+from chaos.scenarios.reconnect_storm import error_counts
 
 SCENARIO = "reconnect-at-scale"
 
@@ -44,14 +45,13 @@ def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
 
 
 def _describe(row: Row) -> list[str]:
-    codes = ", ".join(f"{c} {n:,}" for c, n in sorted(row["client_errors"].items())) or "none"
     return [
         f"  capacity {row['handshake_capacity_per_s']}/s; peak {row['peak_connect_attempts_per_s']}"
         f"/s to the cache ({row['peak_over_capacity']}x), {row['peak_offered_per_s']}/s offered; "
         f"all READY {row['time_to_all_ready_s']}s after the storm ({row['reconnect_over_ideal']}x "
         f"the ideal {row['ideal_reconnect_s']}s); wasted handshakes {row['wasted_handshakes']} "
         f"({row['wasted_share']}); CPU peak {row['server_cpu_peak']}; failed calls "
-        f"{row['failed_calls']:,} ({codes}); lost {row['lost']}"
+        f"{row['failed_calls']:,} ({error_counts(row)}); lost {row['lost']}"
     ]
 
 
