@@ -34,14 +34,8 @@ from chaos.engine.herd import (
     run_herd,
 )
 from chaos.engine.herd_call import CallError, resolve
-from chaos.engine.herd_fleet import (
-    MAX_PROCESSES,
-    FleetError,
-    per_process,
-    processes_for,
-    run_fleet,
-)
-from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.herd_fleet import FleetError, per_process, processes_for, run_fleet
+from chaos.engine.herd_settings import MAX_PROCESSES, HerdSettings
 from chaos.engine.runner import causes_text
 from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import cache_names
@@ -54,7 +48,8 @@ from herdlab.metrics import serve_metrics
 # The options of a call to the user's own method (`--call`), which mean nothing without it.
 _CALL_OPTIONS = ("data", "proto", "import_paths", "metadata", "expect_fields")
 # Settings of an experiment's timeline, not of one herd run from the command line.
-NOT_FLAGS = ("rounds",)
+# Settings of an experiment's herd only; `processes` is the flag below (a default of its own).
+NOT_FLAGS = ("rounds", "processes")
 # The open loop's own settings (need --rate) and the burst's (cannot go with it).
 _OPEN_LOOP = ("duration_s", "max_in_flight")
 _BURST = ("users", "requests", "think_s")

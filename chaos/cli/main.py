@@ -47,6 +47,8 @@ from chaos.lab.backends.base import BackendError
 from chaos.lab.backends.local import MAX_REPLICAS, STORES, StackInfo, cache_names
 from chaos.lab.extras import MissingExtra
 from chaos.lab.state import default_state_dir
+from chaos.lab.tls import DEFAULT_KEY as DEFAULT_TLS_KEY
+from chaos.lab.tls import KEYS as TLS_KEYS
 from db_service.__main__ import main as db_main
 from db_service.settings import DbSettings
 from herdlab import loop, settings
@@ -172,6 +174,15 @@ def _free_port_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
     help="Serve the DB and the cache over TLS with a CA and a certificate made now in the state "
     "dir (tls/ca.pem); the cache and every chaos command verify them (needs the tls extra).",
 )
+@click.option(
+    "--tls-key",
+    type=click.Choice(tuple(TLS_KEYS)),
+    default=DEFAULT_TLS_KEY,
+    show_default=True,
+    help="With --tls: the server certificate's key; an RSA key makes each handshake cost the "
+    "server more (rsa-3072 about 60 times a P-256 signature), as services serving RSA "
+    "certificates pay.",
+)
 @pass_lab
 def up(
     lab: Lab,
@@ -189,6 +200,7 @@ def up(
     replicas: int,
     store: str,
     tls: bool,
+    tls_key: str,
 ) -> None:
     """Start the DB and the cache as local processes on 127.0.0.1; return once both serve.
 
@@ -219,6 +231,7 @@ def up(
         replicas=replicas,
         store=store,
         tls=tls,
+        tls_key=tls_key,
     )
     if with_prometheus:
         try:

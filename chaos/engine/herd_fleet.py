@@ -1,4 +1,5 @@
-"""A burst over several herd processes: C connections where one process cannot hold them all.
+"""A burst over several herd processes: C connections where one process cannot hold them all,
+or a herd kept apart from the process that observes it (an experiment's `[herd] processes`).
 
 Every connection is an open file, so one herd process holds at most `per_process(soft)`
 connections: its open-files soft limit (raised to the hard one, `herdlab.limits`) less
@@ -18,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -38,9 +41,9 @@ from herdlab.limits import raise_open_files
 # Open files a herd process keeps for other than its connections (gRPC core's own, the
 # interpreter's, its pipe to the parent).
 FILES_RESERVED = 256
-MAX_PROCESSES = 64
 # A child's start: a fresh interpreter and its imports; then its connecting (`connect_timeout_s`).
 START_TIMEOUT_S = 60.0
+POLL_S = 0.1  # how often a wait for a child looks at its stop event
 
 
 class FleetError(RuntimeError):
@@ -98,10 +101,14 @@ def _child(config: HerdConfig, parent: Connection) -> None:
         parent.send(("done", result))
 
 
-def _receive(child: Connection, expected: str, deadline: float) -> Any:
-    """The payload of the child's next message, which must be `expected`, by `deadline`."""
-    if not child.poll(max(0.0, deadline - time.monotonic())):
-        raise FleetError(f"a herd process did not report {expected} in time")
+def _receive(child: Connection, expected: str, deadline: float, stop: threading.Event) -> Any:
+    """The payload of the child's next message, which must be `expected`, by `deadline`;
+    FleetError as soon as `stop` is set."""
+    while not child.poll(min(POLL_S, max(0.0, deadline - time.monotonic()))):
+        if stop.is_set():
+            raise FleetError("the herd was stopped")
+        if time.monotonic() >= deadline:
+            raise FleetError(f"a herd process did not report {expected} in time")
     try:
         kind, payload = child.recv()
     except EOFError:
@@ -111,9 +118,17 @@ def _receive(child: Connection, expected: str, deadline: float) -> Any:
     return payload
 
 
-def run_fleet(config: HerdConfig, processes: int) -> HerdResult:
+def run_fleet(
+    config: HerdConfig,
+    processes: int,
+    on_release: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
+) -> HerdResult:
     """Runs the burst `config` over `processes` child processes released together; one result.
-    FleetError when a child fails or does not report within its bound."""
+    `on_release` is called (in this thread) at the release. FleetError when a child fails or
+    does not report within its bound, or once `stop` is set (the children are then killed at
+    once)."""
+    stop = stop or threading.Event()
     parts = split(config, processes)
     context = multiprocessing.get_context("spawn")
     children: list[Connection] = []
@@ -128,21 +143,23 @@ def run_fleet(config: HerdConfig, processes: int) -> HerdResult:
             workers.append(worker)
         deadline = time.monotonic() + START_TIMEOUT_S + connect_timeout_s(parts[0].channels)
         for child in children:
-            _receive(child, "ready", deadline)
+            _receive(child, "ready", deadline, stop)
         release_ns = time.time_ns()
         started = time.monotonic()
         for child in children:
             child.send("go")
+        if on_release is not None:
+            on_release()
         # Every request ends within its deadline + margin; a user's requests follow each other;
         # then the channels close, which takes about as long as opening them.
         per_user_s = config.policy.max_total_s + LOST_MARGIN_S + config.think_s
         closing_s = START_TIMEOUT_S + connect_timeout_s(parts[0].channels)
         deadline = time.monotonic() + config.requests_per_user * per_user_s + closing_s
-        results = [_receive(child, "done", deadline) for child in children]
+        results = [_receive(child, "done", deadline, stop) for child in children]
         return merge(results, release_ns, time.monotonic() - started)
     finally:
         for worker in workers:
-            worker.join(timeout=5)
+            worker.join(timeout=0 if stop.is_set() else 5)
             if worker.is_alive():
                 worker.kill()
                 worker.join()

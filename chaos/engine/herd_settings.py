@@ -39,6 +39,7 @@ from herdlab.settings import Settings, setting
 # processes when its connections need them), or on a Locust master and workers
 # (`chaos.engine.herd_workers`).
 ENGINES = ("asyncio", "locust")
+MAX_PROCESSES = 64  # herd processes of one burst (`herd_fleet`)
 MAX_WORKERS = 64
 
 # Channel reconnect backoffs a herd can use: gRPC's own (no option set), or tuned for a lab
@@ -272,6 +273,17 @@ class HerdSettings(Settings):
         hi=MAX_WORKERS,
     )
 
+    processes: int | None = setting(
+        None,
+        "processes",
+        "int",
+        "Herd processes the burst's users and connections are spread over, released together "
+        "(`chaos herd --processes`): in an experiment the herd then runs apart from the "
+        "controller, whose loop keeps observing [default: 1, in the controller's process].",
+        lo=1,
+        hi=MAX_PROCESSES,
+    )
+
     @property
     def on_locust(self) -> bool:
         """The herd runs on Locust workers: `engine = "locust"`, or workers given."""
@@ -335,6 +347,23 @@ class HerdSettings(Settings):
             )
         if self.on_locust and self.rounds:
             found.append("engine locust and rounds do not go together; choose one")
+        if self.processes is not None and self.processes > 1:
+            apart = [
+                name
+                for name, used in (
+                    ("rate (an open loop)", plan is not None),
+                    ("rounds", self.rounds),
+                    ("engine locust", self.on_locust),
+                )
+                if used
+            ]
+            if apart:
+                found.append(f"processes and {apart[0]} do not go together; choose one")
+            elif self.processes > self.channel_count:
+                found.append(
+                    f"processes must be at most the connections ({self.channel_count:,}), "
+                    f"got {self.processes}"
+                )
         if plan is not None:
             found += plan.problems()
             if self.rounds:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chaos.lab.backends.local import MAX_REPLICAS, STORES
+from chaos.lab.tls import DEFAULT_KEY, KEYS
 from herdlab.settings import Settings, setting
 
 
@@ -40,6 +41,14 @@ class StackSettings(Settings):
         "bool",
         "Serve the DB and the cache over TLS with certificates made for the trial; every client "
         "verifies them (needs the `tls` extra).",
+    )
+    tls_key: str = setting(
+        DEFAULT_KEY,
+        "tls_key",
+        "choice",
+        "With tls: the server certificate's key (an RSA key costs the server more per "
+        "handshake: rsa-3072 about 60 times a P-256 signature).",
+        choices=tuple(KEYS),
     )
     kill_holder: bool = setting(
         False,

@@ -45,6 +45,7 @@ from chaos.engine.herd import (
     replicas_target,
     run_herd,
 )
+from chaos.engine.herd_fleet import FleetError, run_fleet
 from chaos.engine.herd_rounds import HerdRounds
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.herd_workers import run_on_workers
@@ -304,6 +305,7 @@ class Trial:
                 replicas=self.shape.replicas,
                 store=self.shape.store,
                 tls=self.shape.tls,
+                tls_key=self.shape.tls_key,
             )
             self.tls_ca = info.tls_ca
             self.caches = cache_names(info.services)
@@ -350,6 +352,8 @@ class Trial:
             herd = self.rounds.run()
         elif self.herd.on_locust:
             herd = run_on_workers(self.herd, self.herd_config(), on_release)
+        elif (self.herd.processes or 1) > 1:
+            herd = self._fleet(self.herd.processes or 1, on_release)
         else:
             herd = run_herd(self.herd_config(), HerdHooks(self.on_progress, on_release=on_release))
         self.herd_task = asyncio.create_task(herd)
@@ -368,6 +372,23 @@ class Trial:
         for name, observer in self.observers.items():
             series[name] = await observer.finish()
         return await self._observations(result, series)
+
+    async def _fleet(self, processes: int, on_release: Callable[[], None]) -> HerdResult:
+        """The herd over `processes` child processes (`herd_fleet`), run from a thread; the
+        release is signalled on this loop. Cancelled (the trial stopped), the thread is told to
+        stop, which kills the children at once."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def released() -> None:
+            loop.call_soon_threadsafe(on_release)
+
+        try:
+            return await asyncio.to_thread(run_fleet, self.herd_config(), processes, released, stop)
+        except FleetError as exc:
+            raise TrialError(f"{self.name}: {exc}") from None
+        finally:
+            stop.set()
 
     @staticmethod
     def _left(deadline: float) -> float:

@@ -7,6 +7,12 @@ another certificate with it. The server certificate names `localhost`, 127.0.0.1
 any `names` asked for, e.g. the compose stack's `db` and `cache`): a client verifies the host
 of its target against them, so a local stack's 127.0.0.1 targets verify as they are.
 
+The server's key is an ECDSA P-256 key by default (`ec-p256`: the cheapest handshake) or an RSA
+key of 2048, 3072 or 4096 bits (`KEYS`): what a handshake costs the server is mostly its signature,
+and an RSA-3072 signature costs about 7 times an RSA-2048 one and 60 times a P-256 one (`openssl
+speed` here), so the key decides how many handshakes a second a server completes, as it does for
+services that serve RSA certificates. The CA's key is P-256 either way (the client verifies it).
+
 Made with `cryptography` (the `tls` extra). `python -m chaos.lab.tls FOLDER [NAME ...]` makes
 them for the compose stack (`make certs`).
 """
@@ -27,6 +33,9 @@ CERT_FILE = "server.pem"
 KEY_FILE = "server-key.pem"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 VALID_FOR = datetime.timedelta(days=30)
+# The server key's kinds: name -> RSA bits (0: ECDSA P-256).
+KEYS = {"ec-p256": 0, "rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+DEFAULT_KEY = "ec-p256"
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,18 @@ class StackCerts:
         return ["--tls-cert", str(self.cert), "--tls-key", str(self.key)]
 
 
-def make_certs(folder: Path, names: tuple[str, ...] = ()) -> StackCerts:
+def make_certs(
+    folder: Path, names: tuple[str, ...] = (), key_kind: str = DEFAULT_KEY
+) -> StackCerts:
     """A new CA and a server certificate for `LOOPBACK_NAMES` and `names` (DNS names or IP
-    addresses), written into `folder` (made 0700 if absent). MissingExtra without the `tls`
-    extra."""
+    addresses) with a key of `key_kind` (`KEYS`), written into `folder` (made 0700 if absent).
+    MissingExtra without the `tls` extra; ValueError for an unknown key kind."""
+    if key_kind not in KEYS:
+        raise ValueError(f"TLS key must be one of {', '.join(KEYS)}, got {key_kind!r}")
     extras.require(extras.TLS, "TLS")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.UTC)
@@ -81,7 +94,12 @@ def make_certs(folder: Path, names: tuple[str, ...] = ()) -> StackCerts:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    bits = KEYS[key_kind]
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        if bits
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     sans: list[x509.GeneralName] = []
     for name in dict.fromkeys((*LOOPBACK_NAMES, *names)):
         try:
@@ -126,13 +144,16 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m chaos.lab.tls FOLDER [NAME ...]`: the files for the compose stack."""
+    """`python -m chaos.lab.tls FOLDER [NAME ...]`: the files for the compose stack (the
+    server key's kind from `HERDLAB_TLS_KEY`, default `ec-p256`)."""
     if not argv:
         print("usage: python -m chaos.lab.tls FOLDER [NAME ...]", file=sys.stderr)
         return 2
     try:
-        certs = make_certs(Path(argv[0]), tuple(argv[1:]))
-    except (extras.MissingExtra, OSError) as exc:
+        certs = make_certs(
+            Path(argv[0]), tuple(argv[1:]), os.environ.get("HERDLAB_TLS_KEY", DEFAULT_KEY)
+        )
+    except (extras.MissingExtra, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {certs.ca}, {certs.cert} and {certs.key}")

@@ -62,7 +62,7 @@ from chaos.lab.backends.base import (
 from chaos.lab.ports import HOST, free_port
 from chaos.lab.redis import redis_config, redis_server, wait_redis
 from chaos.lab.state import ServiceRecord, default_state_dir, read_records, save_records
-from chaos.lab.tls import StackCerts, make_certs
+from chaos.lab.tls import DEFAULT_KEY, StackCerts, make_certs
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.config import grace_s
 from herdlab.grpcutil import wait_serving
@@ -172,10 +172,12 @@ class LocalStack(Backend):
         replicas: int = 1,
         store: str = "local",
         tls: bool = False,
+        tls_key: str = DEFAULT_KEY,
     ) -> StackInfo:
         """Starts the DB (and Redis for the shared store) then the cache's replicas; returns once
         every one serves. A replica's ports are picked free (the cache's ports apply to one).
-        With `tls` the services serve over TLS with new certificates (see the module).
+        With `tls` the services serve over TLS with new certificates (see the module), the
+        server's key of kind `tls_key` (`chaos.lab.tls.KEYS`).
 
         Ports not given are picked free by the OS, then released for the service to bind: another
         process can take one in between. When every port was picked so, a service that could
@@ -202,7 +204,7 @@ class LocalStack(Backend):
             )
         self._new_logs()
         chosen = (db_port, db_metrics_port, cache_port, cache_metrics_port)
-        certs = make_certs(self.state_dir / "tls") if tls else None
+        certs = make_certs(self.state_dir / "tls", key_kind=tls_key) if tls else None
         up = partial(
             self._up,
             db_args,

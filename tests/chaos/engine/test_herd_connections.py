@@ -4,14 +4,17 @@ and a burst split over two herd processes released together gives one merged doc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+from support import chaos_run
 
 from chaos.engine.herd import HerdConfig, HerdResult, Outcome, run_herd
 from chaos.engine.herd_fleet import merge, per_process, processes_for, split
@@ -130,3 +133,48 @@ def test_more_processes_than_connections_is_refused(
     done = _herd(lab_stack[0], "--users", "4", "--connections", "2", "--processes", "3")
     assert done.returncode == 2
     assert "--processes must be at most the connections (2), got 3" in done.stderr
+
+
+APART = """\
+title = "a herd in two processes of its own, the cache killed and restored under it"
+measures = ["lost", "requests", "ok", "connections", "time_to_all_ready_s"]
+[herd]
+users = 12
+connections = 6
+processes = 2
+requests = 8
+think = "300ms"
+stay_connected = true
+reconnect = "tuned"
+[[timeline]]
+at = "200ms"
+do = "kill cache"
+[[timeline]]
+after = "300ms"
+do = "restore cache"
+[end]
+when = "herd_done"
+limit = "60s"
+"""
+
+
+def test_an_experiments_herd_runs_in_processes_apart_and_sees_the_outage(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "apart.toml"
+    path.write_text(APART)
+    done = chaos_run(path, tmp_path / "out.json", tmp_path / "state")
+    assert done.returncode in (0, 1), done.stderr
+    row = json.loads((tmp_path / "out.json").read_text())["rows"][0]
+    assert row["requests"] == 96 and row["lost"] == 0
+    assert row["connections"] == 6
+    # Every connection of both processes was lost at the kill and READY again after it.
+    assert row["time_to_all_ready_s"] is not None
+
+
+def test_processes_go_with_a_burst_only() -> None:
+    settings = HerdSettings(users=10, connections=4, processes=2, rounds=True)
+    assert "processes and rounds do not go together; choose one" in settings.problems()
+    assert "processes must be at most the connections (4), got 5" in (
+        dataclasses.replace(settings, rounds=False, processes=5).problems()
+    )

@@ -16,6 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import chaos_run
 
@@ -35,7 +37,8 @@ TOKEN = "tls-test-token"
 def tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, StackInfo]]:
     stack = LocalStack(tmp_path_factory.mktemp("tls-stack"))
     token = ["--admin-token", TOKEN]
-    info = stack.up(token, token, tls=True)
+    # An RSA key here (the experiment file's stack below runs the default P-256 one).
+    info = stack.up(token, token, tls=True, tls_key="rsa-2048")
     try:
         yield stack, info
     finally:
@@ -76,6 +79,22 @@ def test_certs_name_loopback_and_keep_the_key_private(tmp_path: Path) -> None:
     cert.verify_directly_issued_by(ca)
 
 
+@pytest.mark.parametrize(("kind", "bits"), [("rsa-2048", 2048), ("rsa-3072", 3072)])
+def test_certs_with_an_rsa_key_of_the_kind_asked_for(tmp_path: Path, kind: str, bits: int) -> None:
+    certs = make_certs(tmp_path / "tls", key_kind=kind)
+    key = serialization.load_pem_private_key(certs.key.read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == bits
+    cert = x509.load_pem_x509_certificate(certs.cert.read_bytes())
+    assert cert.public_key() == key.public_key()
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(certs.ca.read_bytes()))
+
+
+def test_an_unknown_key_kind_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="TLS key must be one of ec-p256, rsa-2048"):
+        make_certs(tmp_path / "tls", key_kind="rsa-1024")
+    assert not (tmp_path / "tls").exists()
+
+
 def test_the_stack_says_it_runs_tls_and_where_its_ca_is(
     tls_stack: tuple[LocalStack, StackInfo],
 ) -> None:
@@ -84,6 +103,8 @@ def test_the_stack_says_it_runs_tls_and_where_its_ca_is(
     assert doc["tls"] is True and doc["tls_ca"] == _ca(info)
     assert Path(doc["tls_ca"]).parent == stack.state_dir / "tls"
     assert all(r.tls_ca == _ca(info) for r in stack.records().values())
+    served = x509.load_pem_x509_certificate((stack.state_dir / "tls" / "server.pem").read_bytes())
+    assert isinstance(served.public_key(), rsa.RSAPublicKey)
 
 
 async def test_a_herd_that_verifies_gets_values(tls_stack: tuple[LocalStack, StackInfo]) -> None:
