@@ -9,7 +9,11 @@ first byte, for gRPC its HTTP/2 SETTINGS, sent once its loop has taken the conne
 What a gate does with a connection that may not pass now is common to every gate: with a
 `max_wait_s` of 0 it is refused at once (the client sees its connection reset and backs off);
 otherwise it is held (accepted by the proxy, no upstream yet) until the gate lets it through or
-`max_wait_s` has passed (then it is reset too), or the gate is removed (then it passes). Every
+`max_wait_s` has passed (then it is reset too), or the gate is removed (then it passes). A gate
+that can tell how long a newcomer would wait (`wait_s`: the tokens owed to those in line before
+it, the waves before its group's) refuses at once the one that would wait longer than
+`max_wait_s`: held, it would only be reset later, and refused now its client's backoff runs
+while the gate lets others through, so the clients come back while the gate still has work. Every
 gate counts what it did: admitted (passed to the service, at once or after a wait), held (had to
 wait), refused (at once), expired (held past the wait) and queued (held now).
 
@@ -59,6 +63,11 @@ class Gate:
         """Returns once a held connection from `peer` may pass (having taken what it costs)."""
         raise NotImplementedError
 
+    def wait_s(self, peer: str) -> float:
+        """How long a connection from `peer` arriving now would wait for its turn (0: unknown,
+        it is held)."""
+        return 0.0
+
     def answered(self, seconds: float) -> None:
         """The service answered a connection this long after the proxy connected to it."""
 
@@ -75,7 +84,7 @@ class Gate:
         if self.opened.is_set() or self.passes(peer):
             self._count("admitted")
             return True
-        if self.max_wait_s <= 0:
+        if self.max_wait_s <= 0 or self.wait_s(peer) > self.max_wait_s:
             self._count("refused")
             return False
         self._count("held")
@@ -123,6 +132,10 @@ class TokenBucket(Gate):
 
     def passes(self, peer: str) -> bool:
         return not self.line and self._take()
+
+    def wait_s(self, peer: str) -> float:
+        self._refill()
+        return max(0.0, len(self.line) + 1 - self.tokens) / self.rate
 
     async def turn(self, peer: str) -> None:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -224,6 +237,11 @@ class Waves(Gate):
     def passes(self, peer: str) -> bool:
         self._widen()
         return self.group_of(peer, self.groups) < self.open_groups
+
+    def wait_s(self, peer: str) -> float:
+        self._widen()
+        waves = self.group_of(peer, self.groups) - self.open_groups + 1
+        return max(0.0, self.widened_at + waves * self.every_s - self.clock())
 
     async def turn(self, peer: str) -> None:
         # A timer, not a condition anyone sets: the next wave is due in this long.

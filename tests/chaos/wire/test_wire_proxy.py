@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from chaos.wire.admin import fault_doc, fault_message
-from chaos.wire.gate import AdaptiveBucket, Holding, Waves
+from chaos.wire.gate import AdaptiveBucket, Holding, TokenBucket, Waves
 from chaos.wire.proxy import Link, parse_fault
 from chaos.wire.stats import LinkStats
 from chaos.wire.toxics import TOXICS
@@ -481,11 +481,39 @@ async def test_admit_resets_a_connection_held_past_its_wait(
 ) -> None:
     link, upstream = proxied
     link.clock = Clock()  # never moves: no token after the first
-    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 50}))
+    # The next token is due in 10 ms, within the wait: held, and reset when the wait is over.
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 100, "burst": 1, "max_wait_ms": 50}))
     assert await passes(link)
     assert not await passes(link)
     assert counts(link, "gate") | {"held": 1, "expired": 1, "queued": 0} == counts(link, "gate")
     assert bytes(upstream.received) == b"x"  # only the admitted one reached the service
+
+
+async def test_admit_refuses_at_once_a_connection_that_would_wait_past_its_wait(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    link.clock = Clock()
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 4, "burst": 1, "max_wait_ms": 500}))
+    assert await passes(link)
+    held = [asyncio.create_task(passes(link)) for _ in range(2)]  # due in 250 and 500 ms
+    await until(link, lambda: counts(link, "gate")["queued"] == 2)
+    assert not await passes(link)  # due in 750 ms: refused now, not reset later
+    assert counts(link, "gate") | {"held": 2, "refused": 1, "expired": 0} == counts(link, "gate")
+    link.remove("gate")
+    assert await asyncio.gather(*held) == [True, True]
+
+
+def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
+    clock = Clock()
+    bucket = TokenBucket(Holding(clock, 1.0, lambda: None), rate=4, burst=2)
+    assert bucket.wait_s("a") == 0  # two tokens in the bucket
+    bucket.tokens = 0.5
+    assert bucket.wait_s("a") == 0.125  # half a token owed at 4 a second
+    waves = Waves(Holding(clock, 1.5, lambda: None), groups=4, every_s=1.0, keeps_up_s=0)
+    peers = {Waves.group_of(f"127.0.0.1:{port}", 4): f"127.0.0.1:{port}" for port in range(40)}
+    clock.now += 0.25
+    assert [waves.wait_s(peers[group]) for group in range(4)] == [0, 0.75, 1.75, 2.75]
 
 
 async def test_removing_a_gate_lets_what_it_holds_pass(proxied: tuple[Link, Upstream]) -> None:
