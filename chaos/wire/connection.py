@@ -213,6 +213,13 @@ class Connection:
             self.stats.count("answered")
         for gate in self.unanswered:
             gate.answered(self.active_at - self.connecting_at)
+        self.settle()
+
+    def settle(self) -> None:
+        """Tells the gates that let this connection through that it is no longer pending
+        (answered, or ended without an answer); once."""
+        for gate in self.unanswered:
+            gate.settle()
         self.unanswered = []
 
     def close(self) -> None:

@@ -15,7 +15,9 @@ it, the waves before its group's) refuses at once the one that would wait longer
 `max_wait_s`: held, it would only be reset later, and refused now its client's backoff runs
 while the gate lets others through, so the clients come back while the gate still has work. Every
 gate counts what it did: admitted (passed to the service, at once or after a wait), held (had to
-wait), refused (at once), expired (held past the wait) and queued (held now).
+wait), refused (at once), expired (held past the wait), queued (held now) and pending (passed
+and not yet answered: the proxy `settle`s each passed connection once, at the service's first
+byte or at its end without one).
 
 Time is the link's clock (`time.monotonic` unless a test injects one): a gate's arithmetic
 (tokens, waves) reads it, and its waits sleep what the arithmetic says.
@@ -30,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
-COUNTS = ("admitted", "held", "refused", "expired", "queued")
+COUNTS = ("admitted", "held", "refused", "expired", "queued", "pending")
 CEILING = 1_000_000.0  # connections a second: the most any admission rate is raised to
+SETTLED_KEPT = 64  # settles a gate keeps the times of, to tell how fast the service answers
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class Gate:
     def answered(self, seconds: float) -> None:
         """The service answered a connection this long after the proxy connected to it."""
 
+    def settle(self) -> None:
+        """A connection this gate passed was answered, or ended unanswered."""
+        self._count("pending", -1)
+
     def open(self) -> None:
         """The gate is removed: what it holds passes."""
         self.opened.set()
@@ -82,7 +89,7 @@ class Gate:
     async def admit(self, peer: str) -> bool:
         """True: the connection from `peer` passes (now or after a wait); False: refuse it."""
         if self.opened.is_set() or self.passes(peer):
-            self._count("admitted")
+            self._passed()
             return True
         if self.max_wait_s <= 0 or self.wait_s(peer) > self.max_wait_s:
             self._count("refused")
@@ -102,21 +109,48 @@ class Gate:
         if not done:
             self._count("expired")
             return False
-        self._count("admitted")
+        self._passed()
         return True
+
+    def _passed(self) -> None:
+        self._count("admitted")
+        self._count("pending")
 
 
 class TokenBucket(Gate):
-    """At most `rate` connections a second, `burst` at once; the held ones pass in the order
-    they came (one waits for the next token, the others for it to pass)."""
+    """At most `rate` connections a second, `burst` at once, and with `max_pending` > 0 at most
+    that many passed and not yet answered (handshakes the service has yet to answer: bounding
+    them passes connections as fast as the service answers, whatever its capacity, and keeps
+    each answer within max_pending / capacity); the held ones pass in the order they came (one
+    waits for the next token and a free place, the others for it to pass)."""
 
-    def __init__(self, holding: Holding, *, rate: float, burst: float) -> None:
+    def __init__(
+        self, holding: Holding, *, rate: float, burst: float, max_pending: int = 0
+    ) -> None:
         super().__init__(holding)
         self.rate = rate
         self.burst = burst
         self.tokens = burst
         self.stamp = holding.clock()
         self.line: deque[asyncio.Future[None]] = deque()
+        self.max_pending = max_pending
+        self.place = asyncio.Event()  # set when a pending connection settles
+        self.settled_at: deque[float] = deque(maxlen=SETTLED_KEPT)  # the last settles' times
+
+    def _free(self) -> bool:
+        return not self.max_pending or self.counts["pending"] < self.max_pending
+
+    def settle(self) -> None:
+        super().settle()
+        self.settled_at.append(self.clock())
+        self.place.set()
+
+    def answer_rate(self) -> float:
+        """Settles a second over the last `SETTLED_KEPT` (0 until two are known): how fast the
+        service takes the pending ones off."""
+        if len(self.settled_at) < 2 or self.settled_at[-1] <= self.settled_at[0]:
+            return 0.0
+        return (len(self.settled_at) - 1) / (self.settled_at[-1] - self.settled_at[0])
 
     def _refill(self) -> None:
         now = self.clock()
@@ -131,11 +165,18 @@ class TokenBucket(Gate):
         return True
 
     def passes(self, peer: str) -> bool:
-        return not self.line and self._take()
+        return not self.line and self._free() and self._take()
 
     def wait_s(self, peer: str) -> float:
         self._refill()
-        return max(0.0, len(self.line) + 1 - self.tokens) / self.rate
+        ahead = len(self.line) + 1
+        tokens_s = max(0.0, ahead - self.tokens) / self.rate
+        if not self.max_pending:
+            return tokens_s
+        places = max(0, self.max_pending - self.counts["pending"])
+        answers = self.answer_rate()
+        places_s = max(0, ahead - places) / answers if answers else 0.0
+        return max(tokens_s, places_s)
 
     async def turn(self, peer: str) -> None:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -144,8 +185,14 @@ class TokenBucket(Gate):
             mine.set_result(None)
         try:
             await mine
-            # A timer, not a condition anyone sets: the next token is due in this long.
-            while not self._take():  # noqa: ASYNC110
+            while True:
+                if not self._free():
+                    self.place.clear()
+                    await self.place.wait()
+                    continue
+                if self._take():
+                    break
+                # A timer, not a condition anyone sets: the next token is due in this long.
                 await asyncio.sleep((1 - self.tokens) / self.rate)
         finally:
             self.line.remove(mine)
@@ -165,9 +212,16 @@ class AdaptiveBucket(TokenBucket):
     period_s = 1.0
 
     def __init__(
-        self, holding: Holding, *, rate: float, burst: float, keeps_up_s: float, floor: float
+        self,
+        holding: Holding,
+        *,
+        rate: float,
+        burst: float,
+        keeps_up_s: float,
+        floor: float,
+        max_pending: int = 0,
     ) -> None:
-        super().__init__(holding, rate=rate, burst=burst)
+        super().__init__(holding, rate=rate, burst=burst, max_pending=max_pending)
         self.keeps_up_s = keeps_up_s
         self.floor = min(floor, rate)
         self.ceiling = CEILING

@@ -290,6 +290,8 @@ class Link:
         except (OSError, TimeoutError):
             # The service behind is down: the client's connection is reset, as a refused one.
             self.stats.count("refused")
+            for gate in gates:
+                gate.settle()
             reset(client.transport)
             return
         self.stats.count("passed")
@@ -310,6 +312,7 @@ class Link:
             await asyncio.gather(*conn.pumps, return_exceptions=True)
         finally:
             conn.close()
+            conn.settle()
             for pump in conn.pumps:
                 pump.cancel()
             holds = list(conn.holds.values())
@@ -334,6 +337,8 @@ class Link:
             ):
                 continue
             if not await gate.admit(name):
+                for earlier in passed:
+                    earlier.settle()  # let through there, refused here: not pending
                 return None
             passed.append(gate)
         return passed

@@ -109,12 +109,12 @@ def test_reset_is_a_timeline_step_that_undoes_every_fault_before_it() -> None:
         (
             ["cache", "--admit", "200", "--burst", "50", "--max-wait", "2s"],
             {"rate": 200.0, "burst": 50.0, "max_wait_ms": 2000.0, "answer_within_ms": 0.0}
-            | {"floor": 1.0},
+            | {"floor": 1.0, "pending": 0.0},
         ),
         (
             ["cache", "-t", "admit", "-a", "admit=200", "-a", "max_wait=0s"],
             {"rate": 200.0, "burst": 10.0, "max_wait_ms": 0.0, "answer_within_ms": 0.0}
-            | {"floor": 1.0},
+            | {"floor": 1.0, "pending": 0.0},
         ),
         (
             ["cache", "stage=8", "every=2s", "keeps_up=50ms"],
@@ -123,7 +123,7 @@ def test_reset_is_a_timeline_step_that_undoes_every_fault_before_it() -> None:
         (
             ["cache", "--admit", "200", "--answer-within", "250ms", "--floor", "20"],
             {"rate": 200.0, "burst": 10.0, "max_wait_ms": 10_000.0, "answer_within_ms": 250.0}
-            | {"floor": 20.0},
+            | {"floor": 20.0, "pending": 0.0},
         ),
         (
             ["db", "--age", "30s", "--spread", "0", "--grace", "5s"],

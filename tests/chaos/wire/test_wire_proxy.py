@@ -454,6 +454,7 @@ async def test_admit_passes_the_burst_then_rate_per_second_and_refuses_the_rest(
         "refused": 4,
         "expired": 0,
         "queued": 0,
+        "pending": 0,
     }
 
 
@@ -504,6 +505,27 @@ async def test_admit_refuses_at_once_a_connection_that_would_wait_past_its_wait(
     assert await asyncio.gather(*held) == [True, True]
 
 
+async def test_admit_passes_no_more_than_pending_unanswered_connections(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    link.clock = Clock()
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 100, "burst": 10, "pending": 2}))
+    first, second = [await connect(link) for _ in range(2)]  # passed; the service says nothing
+    await until(link, lambda: counts(link, "gate")["pending"] == 2)
+    third = await connect(link)
+    await until(link, lambda: counts(link, "gate")["queued"] == 1)
+    first[1].write(b"x")  # the service's echo: first answered, a place for the third
+    assert await read_exactly(first[0], 1) == b"x"
+    await until(link, lambda: counts(link, "gate")["admitted"] == 3)
+    assert counts(link, "gate")["pending"] == 2
+    await close(second[1])  # ended unanswered: no longer pending
+    await until(link, lambda: counts(link, "gate")["pending"] == 1)
+    for _, writer in (first, third):
+        await close(writer)
+    await until(link, lambda: counts(link, "gate")["pending"] == 0)
+
+
 def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
     clock = Clock()
     bucket = TokenBucket(Holding(clock, 1.0, lambda: None), rate=4, burst=2)
@@ -514,6 +536,15 @@ def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
     peers = {Waves.group_of(f"127.0.0.1:{port}", 4): f"127.0.0.1:{port}" for port in range(40)}
     clock.now += 0.25
     assert [waves.wait_s(peers[group]) for group in range(4)] == [0, 0.75, 1.75, 2.75]
+    bounded = TokenBucket(Holding(clock, 1.0, lambda: None), rate=1000, burst=1000, max_pending=2)
+    bounded.counts["pending"] = 2
+    assert bounded.wait_s("a") == 0  # no answer seen yet: how fast they come is unknown
+    for _ in range(5):  # four settles in a second: four answers a second
+        bounded.settle()
+        bounded.counts["pending"] += 1
+        clock.now += 0.25
+    assert bounded.answer_rate() == 4
+    assert bounded.wait_s("a") == 0.25  # both places taken: the next answer frees one
 
 
 async def test_removing_a_gate_lets_what_it_holds_pass(proxied: tuple[Link, Upstream]) -> None:
@@ -647,7 +678,14 @@ async def test_a_gates_counts_are_listed_with_its_fault(proxied: tuple[Link, Ups
     )
     assert await passes(link) and not await passes(link)
     listed = fault_doc(fault_message(installed))
-    assert listed["counts"] == {"admitted": 1, "held": 0, "refused": 1, "expired": 0, "queued": 0}
+    assert listed["counts"] == {
+        "admitted": 1,
+        "held": 0,
+        "refused": 1,
+        "expired": 0,
+        "queued": 0,
+        "pending": 0,
+    }
     assert "counts" not in fault_doc(fault_message(link.add(parse_fault("", "cache", "age", {}))))
 
 
