@@ -329,7 +329,7 @@ class Link:
         toxicity), once all have; None as soon as one refuses it."""
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if peer else ""
-        passed = []
+        passed: list[Gate] = []
         for installed in list(self.faults.values()):
             gate = installed.gate
             if gate is None or not (
