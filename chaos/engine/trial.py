@@ -57,6 +57,7 @@ from chaos.lab.admin import Admin
 from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.lab.procstats import peak_rss_bytes
 from chaos.wire.admin import WireClient
+from chaos.wire.gate import CEILING
 from db_service.settings import DbSettings
 from herdlab.limits import raise_open_files
 from herdlab.metrics import (
@@ -67,9 +68,11 @@ from herdlab.metrics import (
     sample,
 )
 from herdlab.scrape import read as read_metrics
-from protos import admin_pb2
+from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
+CONNECT_GATE = "cache-connect"  # the first connect's admission gate (`[stack] connect_pending`)
+CONNECT_HOLD_S = 60.0  # the longest it holds a connection
 # The replicas' lease figures a trial reads (counters' totals, summed over labels).
 LEASE_METRICS = {
     "leases": sample(CACHE_LEASES),
@@ -128,6 +131,7 @@ class Trial:
         self.t0_ns = 0
         self.released = asyncio.Event()
         self.herd_task: asyncio.Task[HerdResult] | None = None
+        self.gate_lifted: asyncio.Future[None] | None = None  # the first connect's gate lifted
         self.rounds: HerdRounds | None = None  # the herd, when it runs in rounds
         self.outages: list[Outage] = []
         self.journal: list[JournalEntry] = []
@@ -333,16 +337,42 @@ class Trial:
                 self._cache_baselines[name] = (await admin.cache_state()).db_attempts
         self.cache_baseline = self._cache_baselines[self.caches[0]]
 
+    async def _connect_gate(self, put: bool) -> None:
+        """Puts (or lifts) the first connect's admission gate on the cache's link: at most
+        `[stack] connect_pending` connections unanswered while the herd first connects."""
+        pending = self.wire.connect_pending
+        if not pending:
+            return
+        async with WireClient(self.wire_admin("cache")) as client:
+            if not put:
+                await client.remove(CONNECT_GATE)
+                return
+            await client.add(
+                wire_pb2.Fault(
+                    name=CONNECT_GATE,
+                    link="cache",
+                    kind="admit",
+                    attributes={
+                        "rate": CEILING,
+                        "burst": CEILING,
+                        "pending": float(pending),
+                        "max_wait_ms": CONNECT_HOLD_S * 1000,
+                    },
+                )
+            )
+
     async def _release(self) -> Observations:
         await self._before_release()
         for name in self.observer_names:
             self.observers[name] = OBSERVERS.get(name)(self)
         for observer in self.observers.values():
             await observer.start()
+        await self._connect_gate(put=True)
 
         def on_release() -> None:
             self.t0_ns = time.time_ns()
             self.released.set()
+            self.gate_lifted = asyncio.ensure_future(self._connect_gate(put=False))
             for observer in self.observers.values():
                 observer.on_release()
 
@@ -415,6 +445,8 @@ class Trial:
                 await self.herd_task
 
     async def _timeline(self) -> None:
+        if self.gate_lifted is not None:
+            await self.gate_lifted  # the timeline's faults meet the link without it
         loop = asyncio.get_running_loop()
         release = loop.time() - (time.time_ns() - self.t0_ns) / 1e9
         previous = release

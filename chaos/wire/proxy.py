@@ -276,6 +276,11 @@ class Link:
             self.stats.count("refused")
             reset(client.transport)
             return
+        if client.gone.is_set():
+            # The client gave up while it was held: the service is not handed its handshake.
+            for gate in gates:
+                gate.settle()
+            return
         connecting = time.monotonic()
         loop = asyncio.get_running_loop()
         try:

@@ -37,6 +37,18 @@ class WireSettings(Settings):
         choices=(*FAULTS, STOP),
     )
 
+    connect_pending: int = setting(
+        0,
+        "connect_pending",
+        "int",
+        "While the herd first connects (until its release) the proxy in front of the cache "
+        "lets at most this many connections be unanswered (an admit gate's pending bound, "
+        "removed at the release): the cache works at its handshake capacity and no client "
+        "gives up on it, so its capacity is measured clean (0: no gate).",
+        lo=0,
+        hi=1_000_000,
+    )
+
     def proxied(self) -> tuple[str, ...]:
         return tuple(name for name in self.proxy.split(",") if name)
 
@@ -45,4 +57,6 @@ class WireSettings(Settings):
         unknown = [name for name in self.proxied() if name not in LINK_NAMES]
         if unknown:
             found.append(f"proxy must name {' and/or '.join(LINK_NAMES)}, got {self.proxy!r}")
+        if self.connect_pending and "cache" not in self.proxied():
+            found.append('connect_pending needs the proxy in front of the cache (proxy = "cache")')
         return found
