@@ -22,7 +22,9 @@ the master only; each worker gets its share from the master. What happens:
   (headless: it quits, and its workers with it). A worker whose master is silent for
   `--herd-heartbeat-timeout` stops.
 
-The web UI is bound to 127.0.0.1 unless told otherwise, and only a loopback address is accepted.
+A worker that reaches the cache at another address than the master names (a host of its own:
+`chaos.lab.hosts`) is given it with `--herd-worker-target`. The web UI is bound to 127.0.0.1
+unless told otherwise, and only a loopback address is accepted.
 A worker waits for its master at most `HERDLAB_HERD_MASTER_WAIT` seconds (60), then ends with one
 line and exit status 2 (Locust itself would wait 5 minutes and give no status of its own).
 """
