@@ -10,10 +10,10 @@ import importlib.util
 import click
 from rich.table import Table
 
-from chaos.cli.context import emit_json, out
+from chaos.cli.context import emit_json, err, out
 from chaos.engine.herd import HerdConfig
 from chaos.engine.herd_settings import HerdSettings
-from chaos.engine.herd_workers import WorkersError, run_locust
+from chaos.engine.herd_workers import WorkersError, hosts_problem, run_locust
 from chaos.lab.ports import free_port
 
 
@@ -31,9 +31,18 @@ def check(processes: int | None, metrics_port: int) -> None:
         )
 
 
+def _say(line: str) -> None:
+    err.print(line, markup=False, highlight=False)
+
+
 def herd_on_workers(herd: HerdSettings, config: HerdConfig, as_json: bool) -> None:
+    problem = hosts_problem(herd, config.target, config.tls_ca)
+    if problem:
+        raise click.UsageError(problem)
     try:
-        doc, _ = run_locust(herd, config.target, config.tls_ca, herd.worker_count, free_port())
+        doc, _ = run_locust(
+            herd, config.target, config.tls_ca, herd.worker_count, free_port(), say=_say
+        )
     except WorkersError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -59,11 +68,22 @@ def herd_on_workers(herd: HerdSettings, config: HerdConfig, as_json: bool) -> No
     ):
         totals.add_row(label, value)
     out.print(totals)
-    rows = Table("worker", "state", "users", "ok", "errors", "unreported", "clock offset", "spread")
+    rows = Table(
+        "worker",
+        "address",
+        "state",
+        "users",
+        "ok",
+        "errors",
+        "unreported",
+        "clock offset",
+        "spread",
+    )
     for row in doc["workers"]:
         spread = row["release_spread_s"]
         rows.add_row(
             str(row["worker"]),
+            row["address"] or "-",
             row["state"],
             f"{row['users']:,}",
             f"{row['ok']:,}",

@@ -272,6 +272,14 @@ class HerdSettings(Settings):
         lo=1,
         hi=MAX_WORKERS,
     )
+    hosts: bool = setting(
+        False,
+        "hosts",
+        "bool",
+        "Run each Locust worker as a host of its own: a network namespace the lab makes, with a "
+        "veth pair and a 198.18.0.0/15 address, removed after the run (plain processes, said in "
+        "one line, where namespaces cannot be made).",
+    )
 
     processes: int | None = setting(
         None,
@@ -345,6 +353,8 @@ class HerdSettings(Settings):
             found.append(
                 f"connections must be at most users ({self.users:,}), got {self.connections:,}"
             )
+        if self.hosts and not self.on_locust:
+            found.append("hosts are for Locust workers; give workers (or engine locust)")
         if self.on_locust and self.rounds:
             found.append("engine locust and rounds do not go together; choose one")
         if self.processes is not None and self.processes > 1:

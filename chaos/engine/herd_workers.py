@@ -44,6 +44,7 @@ from chaos.engine.herd import (
 )
 from chaos.engine.herd_fleet import START_TIMEOUT_S, merge, per_process, split
 from chaos.engine.herd_settings import HerdSettings
+from chaos.lab.hosts import Host, Hosts, HostsUnavailable, Relay, loopback_ports, reached_from
 from chaos.lab.ports import free_port
 from herdlab import settings
 from herdlab.limits import raise_open_files
@@ -57,7 +58,7 @@ HEARTBEAT_TIMEOUT_S = 10.0
 RELEASE_LEAD_S = 0.25
 POLL_S = 0.02
 # The herd's settings that are the engine's, not one herd's: not passed to a worker.
-ENGINE_SETTINGS = ("rounds", "engine", "workers")
+ENGINE_SETTINGS = ("rounds", "engine", "workers", "hosts")
 # A share's states, as its worker row shows them.
 DONE, FAILED, MISSING, ABSENT, TIMED_OUT = "done", "failed", "missing", "absent", "timed out"
 
@@ -175,6 +176,7 @@ class WorkerShare:
     config: HerdConfig
     client_id: str | None = None
     host: str = ""
+    address: str = ""  # the worker's own address, as it reaches its master
     state: str = ABSENT
     connected: int = 0
     clock_offset_ns: int = 0
@@ -265,6 +267,7 @@ def document(
                 "worker": s.index,
                 "client_id": s.client_id,
                 "host": s.host,
+                "address": s.address,
                 "state": s.state,
                 "error": s.error,
                 "users": s.config.users if config.open_loop is None else 0,
@@ -378,6 +381,28 @@ def released_path(out: Path) -> Path:
     return out.with_suffix(".released")
 
 
+def hosts_problem(herd: HerdSettings, target: str, tls_ca: str | None) -> str | None:
+    """Why the herd's workers cannot run as hosts of their own against `target`, or None."""
+    if not herd.hosts:
+        return None
+    if tls_ca:
+        return "hosts reach the stack in plaintext only; run it without TLS"
+    try:
+        loopback_ports(target)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def plain(reason: str) -> str:
+    """The one line said where hosts cannot be made."""
+    return f"hosts: no network namespaces here ({reason}); the workers run as plain processes"
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_locust(
     herd: HerdSettings,
     target: str,
@@ -386,11 +411,57 @@ def run_locust(
     port: int,
     log_dir: Path | None = None,
     on_release: Callable[[], None] | None = None,
+    say: Callable[[str], None] = _say,
 ) -> tuple[dict[str, Any], HerdResult]:
     """Runs the herd on a Locust master and `workers` local workers (each a process of its own,
     in a session of its own, all ended afterwards); returns the master's document and the merged
-    result. `on_release` is called (from this thread) once the release instant has passed.
-    WorkersError when the master fails or the run passes its limit."""
+    result. With `herd.hosts` each worker runs in a host of its own (`chaos.lab.hosts`), reaching
+    the master and the cache through the hosts' relay, all removed afterwards; where hosts cannot
+    be made, `say` is told in one line and the workers run as plain processes. `on_release` is
+    called (from this thread) once the release instant has passed. WorkersError when the master
+    fails or the run passes its limit."""
+    problem = hosts_problem(herd, target, tls_ca)
+    if problem:
+        raise WorkersError(problem)
+    with contextlib.ExitStack() as stack:
+        hosts: list[Host] = []
+        if herd.hosts:
+            try:
+                hosts = stack.enter_context(Hosts(workers))
+            except HostsUnavailable as exc:
+                say(plain(str(exc)))
+        relay = None
+        if hosts:
+            try:
+                relay = stack.enter_context(Relay(hosts, [port, *loopback_ports(target)]))
+            except HostsUnavailable as exc:
+                raise WorkersError(str(exc)) from None
+        doc, result = _run_locust(herd, target, tls_ca, workers, port, log_dir, on_release, hosts)
+        doc["hosts"] = None
+        if relay is not None:
+            seen = relay.connections(loopback_ports(target))
+            doc["hosts"] = [
+                {
+                    "namespace": h.namespace,
+                    "address": h.inner,
+                    "reaches": h.outer,
+                    "cache_connections": seen[h.inner],
+                }
+                for h in hosts
+            ]
+        return doc, result
+
+
+def _run_locust(
+    herd: HerdSettings,
+    target: str,
+    tls_ca: str | None,
+    workers: int,
+    port: int,
+    log_dir: Path | None,
+    on_release: Callable[[], None] | None,
+    hosts: list[Host],
+) -> tuple[dict[str, Any], HerdResult]:
     config = herd.config(target)
     limit_s = 2 * START_TIMEOUT_S + run_limit_s(share(config, workers, 0)) + HEARTBEAT_TIMEOUT_S
     folder = Path(tempfile.mkdtemp(prefix="herdlab-locust-"))
@@ -409,7 +480,18 @@ def run_locust(
     try:
         master = start(master_argv(herd, target, tls_ca, workers, port, out), "master")
         for index in range(workers):
-            start(worker_argv(port), f"worker-{index}")
+            if hosts:
+                host = hosts[index]
+                argv = host.argv(
+                    [
+                        *worker_argv(port, host.outer),
+                        "--herd-worker-target",
+                        reached_from(target, host),
+                    ]
+                )
+            else:
+                argv = worker_argv(port)
+            start(argv, f"worker-{index}")
         deadline = time.monotonic() + limit_s
         released = on_release is None
         while master.poll() is None:

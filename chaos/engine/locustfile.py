@@ -22,7 +22,9 @@ the master only; each worker gets its share from the master. What happens:
   (headless: it quits, and its workers with it). A worker whose master is silent for
   `--herd-heartbeat-timeout` stops.
 
-The web UI is bound to 127.0.0.1 unless told otherwise, and only a loopback address is accepted.
+A worker that reaches the cache at another address than the master names (a host of its own:
+`chaos.lab.hosts`) is given it with `--herd-worker-target`. The web UI is bound to 127.0.0.1
+unless told otherwise, and only a loopback address is accepted.
 A worker waits for its master at most `HERDLAB_HERD_MASTER_WAIT` seconds (60), then ends with one
 line and exit status 2 (Locust itself would wait 5 minutes and give no status of its own).
 """
@@ -124,6 +126,12 @@ def _options(parser: Any) -> None:
     group.add_argument(
         "--herd-tls-ca", env_var="HERDLAB_TLS_CA", help="Verify the cache's TLS against this CA."
     )
+    group.add_argument(
+        "--herd-worker-target",
+        env_var="HERDLAB_HERD_WORKER_TARGET",
+        help="The cache's gRPC address as this worker reaches it [default: the master's "
+        "--herd-target] (worker).",
+    )
     group.add_argument("--herd-json", help="Write the result document here; - for stdout (master).")
     group.add_argument("--herd-result", help="Write the merged result here, pickled (master).")
     group.add_argument(
@@ -188,6 +196,7 @@ class _Master:
             return
         part = free[0]
         part.client_id, part.host, part.state = msg.node_id, msg.data["host"], "joined"
+        part.address = msg.data.get("address", "")
         self.by_client[msg.node_id] = part
         options = _options_of(self.environment)
         self.runner.send_message(
@@ -348,6 +357,8 @@ class _Worker:
         self.plan = AsyncResult()
         self.go = AsyncResult()
         self.child: subprocess.Popen[bytes] | None = None
+        # Read now: Locust hands its workers the master's values of the custom options later.
+        self.target: str | None = _options_of(environment).herd_worker_target
 
     @property
     def runner(self) -> WorkerRunner:
@@ -360,11 +371,24 @@ class _Worker:
             "herd_clock_reply", {"seq": msg.data["seq"], "now_ns": time.time_ns()}
         )
 
+    def address(self) -> str:
+        """This worker's own address: the one its packets to the master leave from."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((self.runner.master_host, self.runner.master_port))
+            except OSError:
+                return ""
+            address: str = probe.getsockname()[0]
+            return address
+
     def run(self) -> None:
-        self.runner.send_message("herd_join", {"host": socket.gethostname()})
+        self.runner.send_message(
+            "herd_join", {"host": socket.gethostname(), "address": self.address()}
+        )
         plan = self.plan.get(timeout=60)
         herd = settings_from_payload(plan["settings"])
-        config = share(herd.config(plan["target"]), plan["parts"], plan["index"])
+        target = self.target or plan["target"]
+        config = share(herd.config(target), plan["parts"], plan["index"])
         if plan["tls_ca"]:
             config = replace(config, tls_ca=plan["tls_ca"])
         child = self.child = subprocess.Popen(

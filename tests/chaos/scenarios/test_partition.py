@@ -143,8 +143,10 @@ def test_the_wire_keys_are_keys_of_stack_and_of_stack_wire_alike() -> None:
 
 
 def test_the_first_connects_gate_needs_the_cache_behind_the_proxy() -> None:
-    text = path_of("partition").read_text().replace(
-        'proxy = "cache"', 'proxy = "db"\nconnect_pending = 8'
+    text = (
+        path_of("partition")
+        .read_text()
+        .replace('proxy = "cache"', 'proxy = "db"\nconnect_pending = 8')
     )
     with pytest.raises(spec.ExperimentError, match=r"connect_pending needs the proxy in front"):
         spec.parse(text, "p.toml")
