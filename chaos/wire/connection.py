@@ -109,6 +109,7 @@ class Side(asyncio.Protocol):
         self._writable = asyncio.Event()  # clear while the transport's write buffer is full
         self._writable.set()
         self.gone = asyncio.Event()  # set once the socket is closed
+        self.ended = asyncio.Event()  # set once the peer is done sending (EOF) or gone
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses, only alike).
@@ -135,10 +136,12 @@ class Side(asyncio.Protocol):
         self.out.feed(data)
 
     def eof_received(self) -> bool:
+        self.ended.set()
         self.out.feed_eof()
         return True  # half-closed until the connection closes both sides
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ended.set()
         self.gone.set()
         self.out.feed_eof()
         self._writable.set()

@@ -270,16 +270,18 @@ class Link:
             self.stats.count("refused")
             client.transport.close()
             return
-        gates = await self._admitted(client.transport)
+        gates = await self._admission(client)
         if gates is None:
+            if client.ended.is_set():
+                # Its client gave up while it was held: it left the line, and the service is
+                # not handed its handshake.
+                self.stats.count("left")
+                client.transport.abort()
+                self.changed.set()
+                return
             # Refused, or held past its wait: reset, as a connection the server refused.
             self.stats.count("refused")
             reset(client.transport)
-            return
-        if client.gone.is_set():
-            # The client gave up while it was held: the service is not handed its handshake.
-            for gate in gates:
-                gate.settle()
             return
         connecting = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -329,24 +331,54 @@ class Link:
             self.connections.discard(conn)
             self.changed.set()
 
+    async def _admission(self, client: Side) -> list[Gate] | None:
+        """`_admitted` for `client`, given up as soon as the client leaves (EOF or closed)
+        while it waits: None then, as for a refusal (a client that half-closes before the
+        service has answered counts as gone, which no gRPC client does)."""
+        assert client.transport is not None
+        if not any(installed.gate is not None for installed in self.faults.values()):
+            return []
+        admission = asyncio.ensure_future(self._admitted(client.transport))
+        left = asyncio.ensure_future(client.ended.wait())
+        try:
+            await asyncio.wait({admission, left}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            if not admission.done():
+                admission.cancel()
+            await asyncio.gather(admission, left, return_exceptions=True)
+        gates = None if admission.cancelled() else admission.result()
+        if gates is not None and client.ended.is_set():
+            for gate in gates:
+                gate.settle()  # passed as its client left: not handed to the service
+            return None
+        return gates
+
     async def _admitted(self, transport: asyncio.BaseTransport) -> list[Gate] | None:
         """The gates in force that let this new connection pass (each drawn against its
         toxicity), once all have; None as soon as one refuses it."""
         peer = transport.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if peer else ""
         passed: list[Gate] = []
-        for installed in list(self.faults.values()):
-            gate = installed.gate
-            if gate is None or not (
-                installed.spec.toxicity >= 1 or self.rng.random() < installed.spec.toxicity
-            ):
-                continue
-            if not await gate.admit(name):
-                for earlier in passed:
-                    earlier.settle()  # let through there, refused here: not pending
-                return None
-            passed.append(gate)
-        return passed
+        try:
+            for installed in list(self.faults.values()):
+                gate = installed.gate
+                if gate is None or not (
+                    installed.spec.toxicity >= 1 or self.rng.random() < installed.spec.toxicity
+                ):
+                    continue
+                if not await gate.admit(name):
+                    break
+                passed.append(gate)
+            else:
+                return passed
+        except asyncio.CancelledError:
+            for earlier in passed:
+                earlier.settle()
+            raise
+        for earlier in passed:
+            earlier.settle()  # let through there, refused here: not pending
+        return None
 
     def _read_size(self, faults: Iterable[Installed]) -> int:
         sizes = [s for f in faults if (s := f.spec.toxic.read_size()) is not None]

@@ -12,7 +12,9 @@ last `BINS_KEPT`, an hour):
   takes up a connection whose ClientHello it has already been sent, so its handshake work for
   it is wasted;
 - `refused`: connections reset without reaching the service (a gate refused them or held them
-  past their wait, the service was down, or the link held `MAX_CONNECTIONS`).
+  past their wait, the service was down, or the link held `MAX_CONNECTIONS`);
+- `left`: connections whose client gave up while a gate held them (the service never saw
+  them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-COUNTS = ("accepted", "passed", "answered", "abandoned", "refused")
+COUNTS = ("accepted", "passed", "answered", "abandoned", "refused", "left")
 BIN_MS = 100
 BINS_KEPT = 36_000  # an hour of bins: any experiment's run (at most 1 h) fits
 

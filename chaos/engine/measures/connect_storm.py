@@ -8,8 +8,10 @@ that left READY after the release. Measures:
 
 - `handshake_capacity_per_s`: calibrated in the same trial, before the storm: the most
   connections the cache answered in one second (`answered`: its first byte, over TLS its
-  handshake flight) while the herd opened all its connections at once, the seconds in which a
-  client gave up excluded (a connect shorter than a second: its own rate);
+  handshake flight) while the herd opened all its connections at once (with `[stack]
+  connect_pending` the proxy keeps that many in flight at the cache: the cache at its capacity,
+  no client left waiting past its connect timeout), the seconds in which a client gave up
+  excluded (a connect shorter than a second: its own rate);
   `calibration_abandoned` counts those give-ups (0: a clean calibration);
 - `peak_connect_attempts_per_s`: the most connections that reached the cache in one second
   (any 1 s window of the proxy's 100 ms bins) from
@@ -24,8 +26,9 @@ that left READY after the release. Measures:
   those handed to it;
 - `failed_calls`: herd requests that ended with an error (by code: `client_errors`);
 - `server_cpu_peak`: the cache's most CPU in one second from the storm on, in cores;
-- `reconnect_peak_bin_share`: the herd's connect attempts from the storm's trigger on, the share
-  of them in the busiest 100 ms (connections aged out together land in one), and
+- `reconnect_peak_bin_share`: the herd's reconnects (each connection's first connect attempt
+  from the storm's trigger on; retries after a failed attempt are not reconnects), the share of
+  them in the busiest 100 ms (connections aged out together land in one), and
   `reconnect_peak_over_mean`: in 100 ms bins from the first to the last, the largest bin over
   the mean bin.
 """
@@ -238,17 +241,21 @@ def server_cpu_peak(obs: Observations) -> float | None:
 
 
 def connect_times(obs: Observations) -> list[int]:
-    """The herd's connect attempts (turns to CONNECTING) from the trigger on, in time order."""
+    """The herd's reconnects: each connection's first connect attempt (turn to CONNECTING) from
+    the trigger on, in time order; the attempts that follow a failed one are the storm's echo,
+    not the moment its client came back."""
     start = trigger_ns(obs)
     if start is None:
         return []
-    return sorted(
-        t for t, _, state in obs.herd_result.channel_events if t >= start and state == "CONNECTING"
-    )
+    first: dict[int, int] = {}
+    for t, channel, state in sorted(obs.herd_result.channel_events):
+        if t >= start and state == "CONNECTING":
+            first.setdefault(channel, t)
+    return sorted(first.values())
 
 
 def connect_bins(obs: Observations) -> list[int]:
-    """The herd's connect attempts from the trigger on, per 100 ms from the first to the last."""
+    """The herd's reconnects from the trigger on, per 100 ms from the first to the last."""
     attempts = connect_times(obs)
     if not attempts:
         return []
@@ -258,8 +265,8 @@ def connect_bins(obs: Observations) -> list[int]:
 
 @measure("reconnect_peak_bin_share")
 def reconnect_peak_bin_share(obs: Observations) -> float | None:
-    """The share of the connect attempts in the busiest 100 ms (a window starting at any
-    attempt, so a burst split by a bin's edge is still one burst)."""
+    """The share of the reconnects in the busiest 100 ms (a window starting at any reconnect,
+    so a burst split by a bin's edge is still one burst)."""
     attempts = connect_times(obs)
     if not attempts:
         return None

@@ -75,7 +75,8 @@ COLUMNS = (
 READING = (
     "Each row is one (trigger, cure) pair on its own fresh stack, the wire proxy in front of the "
     "cache recording every connection. `capacity/s` is calibrated in the same row while the "
-    "herd first connects: the most connections the cache answered in one second with no client "
+    "herd first connects, the proxy keeping a few handshakes in flight at the cache "
+    "(`connect_pending`): the most connections the cache answered in one second with no client "
     "giving up. From the storm's start (the restarted cache listening, or the first connection "
     "aged out): `peak/s` the most connections that reached the cache in a second, `all READY s` "
     "until the last connection was READY again, `ideal s` connections / capacity, `wasted` "

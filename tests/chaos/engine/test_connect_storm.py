@@ -86,10 +86,13 @@ def test_connections_aged_out_together_land_in_one_bin() -> None:
     spread = [(8 * S + c * 100 * MS, c, "CONNECTING") for c in range(10)]
     obs = observations([])
     obs.t0_ns = 4 * S
+    # Each connection's attempts after its first (a failed handshake, tried again) are not
+    # reconnects: they would dilute the burst the trigger made.
+    retries = [(9 * S + c * 300 * MS + k * MS, c, "CONNECTING") for c in range(10) for k in (1, 2)]
     for events, share in ((together, 1.0), (spread, 0.1)):
         lost = [(t - MS, c, "IDLE") for t, c, _ in events]
         obs.herd_result = dataclasses.replace(
-            obs.herd_result, channel_events=ready + lost + events, connections=10
+            obs.herd_result, channel_events=ready + lost + events + retries, connections=10
         )
         assert reconnect_peak_bin_share(obs) == share
         assert sum(connect_bins(obs)) == 10

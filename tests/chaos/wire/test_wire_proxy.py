@@ -547,6 +547,26 @@ def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
     assert bounded.wait_s("a") == 0.25  # both places taken: the next answer frees one
 
 
+async def test_a_client_that_gives_up_while_held_is_not_handed_to_the_service(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, upstream = proxied
+    link.clock = Clock()  # never moves: the one held waits until the gate is removed
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 60_000}))
+    assert await passes(link)
+    _, writer = await connect(link)
+    writer.write(b"hello")  # its handshake, then it gives up (FIN) before its turn
+    await until(link, lambda: counts(link, "gate")["queued"] == 1)
+    await close(writer)
+    await until(link, lambda: link.stats.totals.get("left") == 1)  # it left the line
+    assert counts(link, "gate") | {"admitted": 1, "held": 1, "queued": 0, "pending": 0} == counts(
+        link, "gate"
+    )
+    link.remove("gate")
+    assert link.stats.totals.get("passed") == 1
+    assert bytes(upstream.received) == b"x"  # the service never saw the one that left
+
+
 async def test_removing_a_gate_lets_what_it_holds_pass(proxied: tuple[Link, Upstream]) -> None:
     link, _ = proxied
     link.clock = Clock()
@@ -736,7 +756,14 @@ async def test_the_link_counts_what_happened_to_each_connection(
     link.add(parse_fault("gate", "cache", "admit", {"rate": 1, "burst": 1, "max_wait_ms": 0}))
     assert await passes(link) and not await passes(link)  # one token: answered, then refused
     totals = link.stats.totals
-    assert totals == {"accepted": 4, "passed": 3, "answered": 2, "abandoned": 1, "refused": 1}
+    assert totals == {
+        "accepted": 4,
+        "passed": 3,
+        "answered": 2,
+        "abandoned": 1,
+        "refused": 1,
+        "left": 0,
+    }
     assert sum(counts["accepted"] for _, counts in link.stats.bins) == 4
 
 
