@@ -86,6 +86,7 @@ def test_exec_needs_allow_exec_and_is_journalled(reflecting: str, tmp_path: Path
     ("edit", "needle"),
     [
         (("labtest.v1.Slow/Work", "labtest.v1.Slow/Nope"), "target: unknown method"),
+        (("[herd]", 'capacity = "fast"\n[herd]'), "target.capacity: invalid rate 'fast'"),
         ("[stack]\nreplicas = 2\n", "stack: a [target] file runs against your service"),
         ('[[timeline]]\nat = "1s"\ndo = "kill db"\n', "timeline[1].do: a [target] file's steps"),
         ('[[measure]]\nname = "x"\nquery = "up"\n', "measure[0]: needs [target] with prometheus"),
