@@ -40,6 +40,12 @@ own service instead of the cache's `Get`: each request is the call's template fi
 user, sequence number and a uuid; its replies are checked only against the call's expectations
 (`wrong_values`), and the summary says whether values were checked at all.
 
+With `HerdConfig.client` "cures" the users' calls retry inside `herdlab.client`'s interceptors on
+the herd's channels (`Cures`, the same policy and guard set; each request one call whose deadline
+is the policy's total budget, pushback honoured, gRPC's own retries off), as a service using the
+library would, instead of in the herd's own loop; the herd still records every attempt sent (the
+interceptors' `on_send`, tied to its request by a context variable the interceptors' task copies).
+
 Times in results are wall-clock nanoseconds, comparable with the services' own event records.
 """
 
@@ -48,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import itertools
 import math
 import random
@@ -55,7 +62,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import prometheus_client
@@ -63,6 +70,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from chaos.engine.bounds import out_of_range
 from chaos.engine.herd_call import Call
+from herdlab.client import CallFailed, Cures
 from herdlab.grpcutil import Keepalive, Reconnect, aio_channel, channel_options
 from herdlab.guards import GuardRejected, GuardSet, parse_guard_set
 from herdlab.guards.metrics import GuardCollector
@@ -73,6 +81,8 @@ from herdlab.values import value_for
 from protos import cache_pb2, cache_pb2_grpc
 
 DISTRIBUTIONS = ("hot", "uniform", "zipf", "round-robin", "unique")
+# Where the users' retries run: the herd's own loop, or herdlab.client's interceptors.
+CLIENTS = ("herd", "cures")
 # How long the herd waits for its channels before releasing anyway: a hung or absent cache must
 # give users typed errors within their deadlines, not stop the herd from starting.
 CONNECT_TIMEOUT_S = 5.0
@@ -88,6 +98,7 @@ DEFAULT_MAX_IN_FLIGHT = 10_000
 MAX_IN_FLIGHT = 1_000_000
 MAX_CONNECTIONS = 100_000
 SOURCE_NAMES = {v: k for k, v in cache_pb2.Source.items()}
+T = TypeVar("T")
 
 
 def parse_rate(text: str) -> float:
@@ -162,6 +173,7 @@ class HerdConfig:
     first_draw: int = 0
     # Set: the herd calls this method of the user's service instead of the cache's Get.
     call: Call | None = None
+    client: str = "herd"  # a `CLIENTS` name
 
     def problems(self) -> list[str]:
         """What cannot run. The numbers' bounds are `HerdSettings`' (`chaos.engine.herd_settings`),
@@ -171,6 +183,8 @@ class HerdConfig:
             parse_guard_set(self.guards)
         except ValueError as exc:
             found.append(str(exc))
+        if self.client not in CLIENTS:
+            found.append(f"client must be one of {', '.join(CLIENTS)}, got {self.client!r}")
         if self.open_loop is not None:
             found += self.open_loop.problems()
         return found
@@ -457,8 +471,17 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
             # list is the whole list and names no host; the replicas share their first's host.
             first = config.target.removeprefix("ipv4:").split(",")[0]
             options.append(("grpc.ssl_target_name_override", first.rsplit(":", 1)[0]))
+    guards = parse_guard_set(config.guards, rng=random.Random(config.seed))
+    cures = None
+    if config.client == "cures":
+        cures = Cures(policy, guards, on_send=_sent_attempt)
+        options = cures.options(options)
+    interceptors = None if cures is None else cures.interceptors()
     connect_start_ns = time.time_ns()
-    channels = [aio_channel(config.target, options, config.tls_ca) for _ in range(config.channels)]
+    channels = [
+        aio_channel(config.target, options, config.tls_ca, interceptors)
+        for _ in range(config.channels)
+    ]
     events: list[tuple[int, int, str]] = []
     watchers = [
         asyncio.create_task(_watch(channel, index, events, config.stay_connected))
@@ -470,7 +493,7 @@ async def run_herd(config: HerdConfig, hooks: HerdHooks | None = None) -> HerdRe
         stubs = [
             cache_pb2_grpc.CacheStub(ch) if call is None else call.callable(ch) for ch in channels
         ]
-        run = _Run(config, stubs, choose, policy, hooks or HerdHooks())
+        run = _Run(config, stubs, choose, policy, guards, cures, hooks or HerdHooks())
         result = await (
             run.burst(connected) if config.open_loop is None else run.open(config.open_loop)
         )
@@ -527,6 +550,8 @@ class _Run:
         stubs: list[Any],  # the cache's stubs, or the call's multi-callables
         choose: KeyChooser,
         policy: RetryPolicy,
+        guards: GuardSet,
+        cures: Cures | None,  # set: the channels' interceptors retry, not this loop
         hooks: HerdHooks,
     ) -> None:
         self.config = config
@@ -534,7 +559,8 @@ class _Run:
         self.choose = choose
         self.policy = policy
         self.hooks = hooks
-        self.guards = parse_guard_set(config.guards, rng=random.Random(config.seed))
+        self.guards = guards
+        self.cures = cures
         if hooks.metrics is not None:
             hooks.metrics.guards = self.guards
         self.total = (
@@ -689,52 +715,82 @@ class _Run:
         if attempts > 1:
             self.retry_times.append(now)
 
+    async def retried(self, send: Callable[[float], Awaitable[T]], attempts: _Attempts) -> T:
+        """`send(timeout_s)` (one attempt) retried under the herd's policy and guards: here, or
+        in the channel's `Cures` interceptors (one call, its deadline the policy's total budget);
+        every attempt sent counts in `attempts` and the run's record."""
+        if self.cures is not None:
+            _ATTEMPTS.set(attempts)
+            return await send(self.policy.max_total_s)
+
+        async def attempt(timeout_s: float) -> T:
+            attempts.sent_one()
+            return await send(timeout_s)
+
+        return await self.policy.call(attempt, guards=self.guards)
+
     async def call(self, call: Call, method: Any, user: int, key: str) -> Outcome:
         """One request to the user's method: its template filled, replies checked if asked."""
-        attempts = 0
+        attempts = _Attempts(self)
         sent_ns = time.time_ns()
         values = call.values(key, user, next(self.sequence), self.uuids)
         request = call.request(values)
-
-        async def attempt(timeout_s: float) -> list[Any]:
-            nonlocal attempts
-            attempts += 1
-            self._attempted(attempts)
-            return await call.invoke(method, request, timeout_s)
-
         try:
-            replies = await self.policy.call(attempt, guards=self.guards)
+            replies = await self.retried(lambda t: call.invoke(method, request, t), attempts)
+        except CallFailed as exc:
+            return self._failed(user, key, exc.cause, attempts.sent, sent_ns)
         except RetryExhausted as exc:
-            return self._failed(user, key, exc.last, attempts, sent_ns)
+            return self._failed(user, key, exc.last, attempts.sent, sent_ns)
         except grpc.aio.AioRpcError as exc:
-            return self._failed(user, key, exc, attempts, sent_ns)
+            return self._failed(user, key, exc, attempts.sent, sent_ns)
         if not call.matches(replies, values):
             self.wrong += 1
-        return Outcome(user, key, None, None, attempts, sent_ns, time.time_ns())
+        return Outcome(user, key, None, None, attempts.sent, sent_ns, time.time_ns())
 
     async def request(self, stub: cache_pb2_grpc.CacheAsyncStub, user: int, key: str) -> Outcome:
-        attempts = 0
+        attempts = _Attempts(self)
         sent_ns = time.time_ns()
         request = cache_pb2.CacheGetRequest(key=key)
 
-        async def attempt(timeout_s: float) -> cache_pb2.CacheGetResponse:
-            nonlocal attempts
-            attempts += 1
-            self._attempted(attempts)
+        async def send(timeout_s: float) -> cache_pb2.CacheGetResponse:
             reply: cache_pb2.CacheGetResponse = await stub.Get(request, timeout=timeout_s)
             return reply
 
         try:
-            reply = await self.policy.call(attempt, guards=self.guards)
+            reply = await self.retried(send, attempts)
+        except CallFailed as exc:
+            return self._failed(user, key, exc.cause, attempts.sent, sent_ns)
         except RetryExhausted as exc:
-            return self._failed(user, key, exc.last, attempts, sent_ns)
+            return self._failed(user, key, exc.last, attempts.sent, sent_ns)
         except grpc.aio.AioRpcError as exc:
-            return self._failed(user, key, exc, attempts, sent_ns)
+            return self._failed(user, key, exc, attempts.sent, sent_ns)
         if reply.key != key or reply.value != value_for(key, reply.version):
             self.wrong += 1
         source = SOURCE_NAMES.get(reply.source, "UNKNOWN")
         stale_age_s = reply.stale_age_s if reply.source == cache_pb2.STALE else None
-        return Outcome(user, key, source, None, attempts, sent_ns, time.time_ns(), stale_age_s)
+        return Outcome(user, key, source, None, attempts.sent, sent_ns, time.time_ns(), stale_age_s)
+
+
+@dataclass
+class _Attempts:
+    """One request's attempts sent, recorded in its herd's run as they go."""
+
+    run: _Run
+    sent: int = 0
+
+    def sent_one(self) -> None:
+        self.sent += 1
+        self.run._attempted(self.sent)
+
+
+# The request a `Cures` attempt belongs to: set in the request's task before its call, and seen by
+# the interceptors' task, which grpc.aio creates from it (a task copies its creator's context).
+_ATTEMPTS: contextvars.ContextVar[_Attempts] = contextvars.ContextVar("herd_attempts")
+
+
+def _sent_attempt(method: str) -> None:
+    """`Cures.on_send`: one more attempt of the current request."""
+    _ATTEMPTS.get().sent_one()
 
 
 def error_causes(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:

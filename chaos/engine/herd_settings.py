@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from chaos.engine.herd import (
+    CLIENTS,
     DEFAULT_MAX_IN_FLIGHT,
     DISTRIBUTIONS,
     MAX_CONNECTIONS,
@@ -176,6 +177,16 @@ class HerdSettings(Settings):
         "Overload guard around the users' calls, repeatable to compose a set in order (each a "
         f"guard or a '+'-joined set): {GUARD_USAGE}, recommended.",
         flag_name="--guard",
+    )
+    client: str = setting(
+        "herd",
+        "client",
+        "choice",
+        "Where the users' retries run: the herd's own loop (herd), or herdlab.client's "
+        "interceptors on the herd's channels (cures: the same policy and guards, one deadline "
+        "per request, server pushback honoured, gRPC's retries off), as a service using the "
+        "library would.",
+        choices=CLIENTS,
     )
     reconnect: str = setting(
         "default",
@@ -413,4 +424,5 @@ class HerdSettings(Settings):
             stay_connected=self.stay_connected,
             seed=self.seed,
             guards=self.guards,
+            client=self.client,
         )

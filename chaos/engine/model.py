@@ -125,6 +125,8 @@ class TargetSpec:
     expect_fields: tuple[str, ...] = ()  # path=template
     tls_ca: str | None = None
     prometheus: str | None = None  # base URL, for `PromQuery` measures
+    # The calls a second the service serves at most (its physical limit), for `recovery_over_ideal`
+    capacity_per_s: float | None = None
     call: Call | None = None  # the method resolved (`spec.resolve_target`), before a run
 
 

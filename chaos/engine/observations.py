@@ -93,7 +93,7 @@ class Observations:
     db_arrivals: list[int]
     cache_attempts: list[int]
     db_counters: DbCounters
-    db_capacity_per_s: float
+    db_capacity_per_s: float  # the DB's, or a `[target]`'s declared `capacity` (0: none given)
     outages: list[Outage]
     journal: list[JournalEntry]
     setup: dict[str, dict[str, Any]]  # what each setup action reported, by action name

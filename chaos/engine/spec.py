@@ -64,6 +64,7 @@ proto = "api.proto"                # optional, with import_paths = ["protos"]
 data = '{"id": "{{key}}"}'         # the request template, as `chaos herd --data`
 metadata = ["team=lab"]            # optional, and expect_fields = ["id={{key}}"], tls_ca = "..."
 prometheus = "http://127.0.0.1:9090"   # optional: where [[measure]] queries are read
+capacity = "400/s"                 # optional: calls a second it serves at most (for recovery)
 [[measure]]                        # a PromQL measure, read from the release to the end
 name = "p99"
 query = "histogram_quantile(0.99, sum(rate(rpc_seconds_bucket[5s])) by (le))"
@@ -95,6 +96,7 @@ from pathlib import Path
 from typing import Any
 
 from cache_service.settings import CacheSettings
+from chaos.engine.herd import parse_rate
 from chaos.engine.herd_call import CallError, resolve
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.model import (
@@ -146,6 +148,7 @@ TARGET_KEYS = (
     "expect_fields",
     "tls_ca",
     "prometheus",
+    "capacity",
 )
 MEASURE_KEYS = ("name", "query", "over", "step")
 # What a [target] file's steps may do: wire faults on its proxy, and the user's own commands.
@@ -522,6 +525,8 @@ class _Parser:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise self.error(f"target.{key}", "must be a list of texts")
             found[key] = tuple(value)
+        if "capacity" in table:
+            found["capacity_per_s"] = self.capacity(table["capacity"])
         prometheus = found.get("prometheus")
         if prometheus is not None and not re.match(r"^https?://[^/\s]+", prometheus):
             raise self.error("target.prometheus", f"must be an http(s) URL, got {prometheus!r}")
@@ -534,6 +539,15 @@ class _Parser:
                 found[key] = str(base / found[key])
         found["import_paths"] = tuple(str(base / p) for p in found["import_paths"])
         return TargetSpec(**found)
+
+    def capacity(self, raw: Any) -> float:
+        """`[target] capacity`: calls a second, a number or text like "160/s"."""
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise self.error("target.capacity", f"must be calls a second, got {_type_name(raw)}")
+        try:
+            return parse_rate(str(raw))
+        except ValueError as exc:
+            raise self.error("target.capacity", str(exc)) from None
 
     def queries(self, raw: Any, target: TargetSpec | None) -> tuple[PromQuery, ...]:
         if not isinstance(raw, list):

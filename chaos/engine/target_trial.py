@@ -136,6 +136,8 @@ class TargetTrial(Trial):
         return self.wire_address
 
     async def _observations(self, result: HerdResult, series: dict[str, Any]) -> Observations:
+        target = self.experiment.target
+        assert target is not None
         with contextlib.suppress(OSError):
             await self.clear_wire()
         end_ns = time.time_ns()
@@ -150,7 +152,7 @@ class TargetTrial(Trial):
             db_arrivals=[],
             cache_attempts=[],
             db_counters=DbCounters(),
-            db_capacity_per_s=0.0,
+            db_capacity_per_s=target.capacity_per_s or 0.0,
             outages=self.outages,
             journal=self.journal,
             setup=self.setup_results,

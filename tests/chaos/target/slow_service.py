@@ -2,7 +2,8 @@
 grpc.aio on 127.0.0.1. `Work` holds one of `--capacity` slots for `--latency`, so the service
 completes at most capacity / latency calls a second and queues the rest (bounded by `--queue`,
 beyond which it answers RESOURCE_EXHAUSTED). Prints `listening on PORT` once it serves;
-`--no-reflection` leaves reflection off.
+`--no-reflection` leaves reflection off; `--metrics-port P` serves Prometheus metrics on
+127.0.0.1:P, among them `labtest_work_total`, the `Work` calls answered.
 
     python tests/chaos/target/slow_service.py --port 0 --capacity 10 --latency 0.05
 """
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import prometheus_client
 from grpc_reflection.v1alpha import reflection
 
 sys.path.insert(0, str(Path(__file__).parent))
 protos, services = grpc.protos_and_services("slow.proto")
+WORKED = prometheus_client.Counter("labtest_work_total", "Work calls answered.")
 
 
 class Slow(services.SlowServicer):  # type: ignore[misc,name-defined]
@@ -41,6 +44,7 @@ class Slow(services.SlowServicer):  # type: ignore[misc,name-defined]
 
     async def Work(self, request: Any, context: Any) -> Any:
         await self._hold(context)
+        WORKED.inc()
         return protos.WorkReply(key=request.key, echo=f"{request.key}:{request.seq}")
 
     async def Count(self, request: Any, context: Any) -> Any:
@@ -63,6 +67,8 @@ async def serve(args: argparse.Namespace) -> None:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port, addr="127.0.0.1")
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     print(f"listening on {port}", flush=True)
@@ -76,6 +82,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--queue", type=int, default=10_000)
     parser.add_argument("--no-reflection", action="store_true")
+    parser.add_argument("--metrics-port", type=int, default=0)
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
 import pytest
-from slow_target import BROKEN, PROTO, bare, reflecting
+from slow_target import BROKEN, PROTO, bare, reflecting, stock_service
 
 from chaos.cli.main import main
+from examples.stock import stock_pb2, stock_pb2_grpc
 
 __all__ = ["bare", "reflecting"]  # the fixtures
 
@@ -93,3 +95,22 @@ def test_a_target_that_does_not_answer(bare: str, capsys: pytest.CaptureFixture[
     assert code == 2 and "does not serve reflection; give the method's --proto" in err
     code, _, err = chaos(capsys, "herd", "--target", "127.0.0.1:1", "--call", WORK)
     assert code == 2 and err.count("\n") == 1 and "target 127.0.0.1:1 does not answer" in err
+
+
+def test_through_the_cures_every_attempt_is_recorded(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--client cures`: the retries run in herdlab.client's interceptors on the herd's channels
+    (here after the server's pushback: 2 slots and 4 waiting, the rest refused), and the herd's
+    record still counts every attempt that reached the server."""
+    with stock_service("--slots", "2", "--latency", "0.02", "--queue", "4") as target:
+        doc = herd(
+            capsys,
+            *("--target", target, "--call", "shop.v1.Stock/Check", "--client", "cures"),
+            *("--data", '{"sku": "{{key}}"}', "--expect-field", "sku={{key}}"),
+            *("--users", "60", "--keys", "60", "--distribution", "round-robin"),
+            *("--policy", "full", "--retry-attempts", "20", "--deadline", "30s"),
+        )
+        with grpc.insecure_channel(target) as channel:
+            stats = stock_pb2_grpc.StockStub(channel).Stats(stock_pb2.StatsRequest(), timeout=10)
+    assert (doc["ok"], doc["lost"], doc["wrong_values"]) == (60, 0, 0)
+    assert doc["attempts"] == stats.arrivals["/shop.v1.Stock/Check"] > 60
+    assert stats.refused > 0
