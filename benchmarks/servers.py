@@ -1,8 +1,8 @@
 """Servers under test, started for a benchmark and always stopped after it.
 
 `lab_stack` is the real lab (DB + cache as processes, by the same `LocalStack` that `chaos up`
-uses); `bare_server` is `benchmarks.bare_server`. Both are pinned to the plan's server cores, and
-the load generators (`load`) to its client cores.
+uses); `bare_server` is `benchmarks.bare_server`, `bare_relay` is `benchmarks.bare_relay`. All
+are pinned to the plan's server cores, and the load generators (`load`) to its client cores.
 """
 
 from __future__ import annotations
@@ -84,6 +84,36 @@ def bare_server(
     try:
         get(target, "warm", READY_TIMEOUT_S)
         pin(proc.pid, plan.server)  # threads the server started while coming up
+        yield Server(target, proc.pid)
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def bare_relay(plan: CpuPlan, upstream: str, mode: str) -> Iterator[Server]:
+    """The bare relay in front of the `Cache` server at `upstream`, pinned to the server cores,
+    passing calls once it is up."""
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="herdlab-bench-relay-")) / "relay.log"
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bare_relay",
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+            "--mode",
+            mode,
+        ],
+        plan.server,
+        log,
+    )
+    target = f"{HOST}:{port}"
+    try:
+        get(target, "warm", READY_TIMEOUT_S)
+        pin(proc.pid, plan.server)
         yield Server(target, proc.pid)
     finally:
         stop(proc)
