@@ -59,6 +59,7 @@ from chaos.lab.procstats import peak_rss_bytes
 from chaos.wire.admin import WireClient
 from chaos.wire.gate import CEILING
 from db_service.settings import DbSettings
+from herdlab.auth import AdminError
 from herdlab.limits import raise_open_files
 from herdlab.metrics import (
     CACHE_LEASE_TAKEOVERS,
@@ -192,23 +193,33 @@ class Trial:
                 if service == self.caches[0]:
                     self.cache_baseline = 0
 
-    async def kill(self, service: str) -> dict[str, Any]:
-        if self.stack.status()[service].state == "running":
+    async def _harvest_before_end(self, service: str) -> dict[str, Any]:
+        """Reads `service`'s records before a kill or a stop. A service too busy to answer its
+        admin plane in time (one drowning in handshakes) is killed all the same: the kill is the
+        experiment, and the step's details say which records were not read."""
+        if self.stack.status()[service].state != "running":
+            return {}
+        try:
             await self._harvest(service)
+        except AdminError as exc:
+            return {"records_not_read": str(exc)}
+        return {}
+
+    async def kill(self, service: str) -> dict[str, Any]:
+        details = await self._harvest_before_end(service)
         outage = Outage(service, down_ns=time.time_ns())
         await in_thread(self.stack.kill, service)
         self.outages.append(outage)
-        return {}
+        return details
 
     async def stop(self, service: str) -> dict[str, Any]:
         """SIGTERM: the service drains and exits; its records are read just before (its admin
         plane refuses calls once it drains)."""
-        if self.stack.status()[service].state == "running":
-            await self._harvest(service)
+        details = await self._harvest_before_end(service)
         outage = Outage(service, down_ns=time.time_ns(), kind="stop")
         self.outages.append(outage)
         stopped = await in_thread(self.stack.stop, service)
-        return {"exit_s": stopped.exit_s, "forced": stopped.forced}
+        return {**details, "exit_s": stopped.exit_s, "forced": stopped.forced}
 
     async def restore(self, service: str, extra_args: Sequence[str] = ()) -> dict[str, Any]:
         """Starts `service` again; records how long after its start it was listening."""
