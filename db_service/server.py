@@ -5,7 +5,7 @@ the DB's own record is what scenarios call `db_queries`. Then, in order:
 
 1. an invalid key is answered INVALID_ARGUMENT;
 2. the query takes a capacity slot or waits in the bounded queue; past the queue it is answered
-   RESOURCE_EXHAUSTED at once. While it waits, the queue discipline (`herdlab.server.queueing`:
+   RESOURCE_EXHAUSTED at once. While it waits, the queue discipline (`herdlab.queueing`:
    fifo, codel, lifo) decides when its turn comes, and codel may shed it: RESOURCE_EXHAUSTED,
    counted as dropped at stage `codel`;
 3. a query whose caller is gone when its slot comes (deadline passed or call cancelled) is
@@ -60,9 +60,9 @@ from herdlab.metrics import (
     DB_REQUESTS,
     DB_SLOT_SECONDS,
 )
+from herdlab.queueing import Shed
 from herdlab.record import EventRecord, serve_page
 from herdlab.server.capacity import Capacity, Rejected
-from herdlab.server.queueing import Shed
 from herdlab.settings import fields
 from herdlab.values import key_error, value_for
 from protos import admin_pb2, admin_pb2_grpc, db_pb2, db_pb2_grpc

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herdlab import queueing
 from herdlab.config import format_duration
-from herdlab.server import queueing
 from herdlab.settings import ServerSettings, setting
 
 # Latency and spread are bounded so that every sleep the DB draws is a finite number of seconds:

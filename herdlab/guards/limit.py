@@ -14,18 +14,20 @@ caller's remaining deadline) and only if fewer than `queue` already wait; otherw
 at once. A waiter whose task is cancelled leaves the queue without keeping a slot, even when the
 slot was handed to it in the same tick as the cancel. A smaller limit takes effect as calls end.
 
+Slots and waiting line are not kept here: they are the limiter shared with the servers' capacity
+(`herdlab.capacity.Limiter`, its line in `herdlab.queueing`), served first come first served
+(its `fifo` discipline). The spec has no discipline parameter, so every `limit` reads back from
+its spec.
+
 This is the cure that bounds load directly: however many callers retry, at most `limit` calls
 reach the backend, and the rest wait here with their own deadline instead of in its queue.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
 import math
-from collections import OrderedDict
 
+from herdlab.capacity import Limiter, Rejected
 from herdlab.guards.base import (
     CallbackPermit,
     Guard,
@@ -56,25 +58,32 @@ ALGORITHM_PARAMS = {
 
 class ConcurrencyLimit(Guard):
     """Enforces `algorithm.limit` on calls in flight and feeds the algorithm each admitted
-    call's outcome (OK and OVERLOAD; IGNORE is not a sample). Single-threaded by design: all
-    state is touched only from the event loop's thread."""
+    call's outcome (OK and OVERLOAD; IGNORE is not a sample). Slots and waiting line are the
+    shared limiter's (`herdlab.capacity.Limiter`, FIFO). Single-threaded by design: all state is
+    touched only from the event loop's thread."""
 
     name = "limit"
 
     def __init__(self, algorithm: LimitAlgorithm, queue: int = 100_000) -> None:
         super().__init__()
         check(self.name, "queue", queue, QUEUE)
-        self.algorithm = algorithm
-        self.queue = queue
-        self.in_flight = 0
-        # Waiting calls in arrival order; a slot is handed over by resolving the future with the
-        # number in flight once it is taken (the algorithm's `in_flight` sample).
-        self._waiters: OrderedDict[int, asyncio.Future[int]] = OrderedDict()
-        self._ids = itertools.count()
+        self._slots = Limiter(algorithm, queue)
+
+    @property
+    def algorithm(self) -> LimitAlgorithm:
+        return self._slots.algorithm
+
+    @property
+    def queue(self) -> int:
+        return self._slots.queue
+
+    @property
+    def in_flight(self) -> int:
+        return self._slots.in_flight
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return self._slots.queued
 
     def spec_items(self) -> list[tuple[str, str | None]]:
         return [*self.algorithm.spec_items(), ("queue", format_number(self.queue))]
@@ -84,58 +93,29 @@ class ConcurrencyLimit(Guard):
         if not math.isfinite(timeout_s):
             raise ValueError(f"guard 'limit': timeout_s must be finite, got {timeout_s}")
         limit = self.algorithm.limit
-        if self.in_flight < limit and not self._waiters:
-            self.in_flight += 1
-            return self._permit(self.in_flight)
-        if len(self._waiters) >= self.queue:
-            self._reject(f"queue full ({len(self._waiters)} waiting for {limit} slots)")
-        if not timeout_s > 0:
-            self._reject(f"no time left to wait for one of {limit} slots")
-        waiter_id = next(self._ids)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters[waiter_id] = future
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                return self._permit(await self._wait(waiter_id, future))
-        self._reject(f"no slot free within {timeout_s:.3g}s ({limit} slots)")
-
-    async def _wait(self, waiter_id: int, future: asyncio.Future[int]) -> int:
         try:
-            return await future
-        except asyncio.CancelledError:
-            self._leave(waiter_id, future)
-            raise
-
-    def _leave(self, waiter_id: int, future: asyncio.Future[int]) -> None:
-        still_waiting = self._waiters.pop(waiter_id, None) is not None
-        if not still_waiting and future.done() and not future.cancelled():
-            # The slot was handed to us in the same tick as the cancel: give it back.
-            self._release()
+            slot = await self._slots.take(timeout_s)
+        except Rejected:
+            self._reject(f"queue full ({self.waiting} waiting for {limit} slots)")
+        except TimeoutError:
+            if timeout_s > 0:
+                self._reject(f"no slot free within {timeout_s:.3g}s ({limit} slots)")
+            self._reject(f"no time left to wait for one of {limit} slots")
+        return self._permit(slot.in_flight)
 
     def _permit(self, sampled_in_flight: int) -> Permit:
         def done(outcome: Outcome, rtt_s: float) -> None:
             if outcome is not Outcome.IGNORE:
-                self.algorithm.on_sample(rtt_s, sampled_in_flight, outcome is Outcome.OVERLOAD)
-            self._release()
+                self._slots.sample(rtt_s, sampled_in_flight, outcome is Outcome.OVERLOAD)
+            self._slots.release()
 
         return CallbackPermit(done)
-
-    def _release(self) -> None:
-        self.in_flight -= 1
-        self._hand_over()
-
-    def _hand_over(self) -> None:
-        while self._waiters and self.in_flight < self.algorithm.limit:
-            _, future = self._waiters.popitem(last=False)
-            if not future.done():
-                self.in_flight += 1
-                future.set_result(self.in_flight)
 
     def state(self) -> dict[str, float]:
         return {
             "limit": float(self.algorithm.limit),
             "in_flight": float(self.in_flight),
-            "waiting": float(len(self._waiters)),
+            "waiting": float(self.waiting),
         }
 
 

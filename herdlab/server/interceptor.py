@@ -3,14 +3,15 @@
     server = grpc.aio.server(interceptors=[LoadShedder(limit=8, queue=32, discipline="codel")])
 
 Every unary-unary and unary-stream call of the server (or of the methods named) takes a slot of
-a `Capacity` (`herdlab.server.capacity`, the DB's own model) before its handler runs, and gives it
-back when the handler ends (a stream: when its last message is sent):
+a `Capacity` (`herdlab.server.capacity`, the DB's own model, built on the limiter the `limit`
+guard shares, `herdlab.capacity`) before its handler runs, and gives it back when the handler
+ends (a stream: when its last message is sent):
 
 - the limit is a number of slots, or adaptive: a limit algorithm of the guards (`"aimd"`,
   `"vegas,max=200"`: the `limit` guard's grammar after its `:`), sampled with each call's time
   (a call whose caller went away mid-way is a drop);
 - a call that finds every slot taken waits in a bounded queue served by a discipline
-  (`herdlab.server.queueing`: fifo, codel, lifo); past the queue's bound, or shed by codel, it is
+  (`herdlab.queueing`: fifo, codel, lifo); past the queue's bound, or shed by codel, it is
   answered RESOURCE_EXHAUSTED at once, with a pushback hint;
 - deadline-aware: a call waits no longer than its own deadline less `min_service_s` (the least a
   call takes), and a call whose time left is shorter than that when its slot comes is dropped
@@ -40,10 +41,10 @@ import grpc
 from herdlab.guards import parse_guard_set
 from herdlab.guards.limit import ConcurrencyLimit
 from herdlab.guards.limit_algorithms import LimitAlgorithm
+from herdlab.queueing import Discipline, Shed
+from herdlab.queueing import discipline as make_discipline
 from herdlab.retry import PUSHBACK_KEY
 from herdlab.server.capacity import Capacity, Rejected
-from herdlab.server.queueing import Discipline, Shed
-from herdlab.server.queueing import discipline as make_discipline
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # A handler's behaviour on an aio server: sync or async, or an async generator for a stream.

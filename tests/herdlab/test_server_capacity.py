@@ -181,3 +181,24 @@ async def test_shrinking_the_queue_rejects_new_arrivals_and_keeps_the_waiting() 
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2] and cap.in_flight == 0
+
+
+async def test_take_reports_the_slots_in_use_as_each_was_handed_over() -> None:
+    """The limiter (`herdlab.capacity`) the `limit` guard shares: each slot comes with the slots in
+    use once it was taken (the limit algorithms' sample), not as many as when its waiter ran."""
+    cap = Capacity(concurrency=1, queue=10)
+    first = await cap.take()
+    assert (first.waited, first.in_flight) == (False, 1)
+    tasks = [asyncio.create_task(cap.take(timeout_s=60.0)) for _ in range(2)]
+    await settle(lambda: cap.queued == 2)
+    cap.resize(concurrency=3, queue=10)  # hands both slots over in one go
+    slots = await asyncio.gather(*tasks)
+    assert [(s.waited, s.in_flight) for s in slots] == [(True, 2), (True, 3)]
+
+
+async def test_take_with_no_time_left_does_not_join_the_line() -> None:
+    cap = Capacity(concurrency=1, queue=10)
+    await cap.take(timeout_s=0.0)  # a free slot needs no time
+    with pytest.raises(TimeoutError):
+        await cap.take(timeout_s=0.0)
+    assert cap.queued == 0 and cap.in_flight == 1

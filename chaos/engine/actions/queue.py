@@ -11,7 +11,7 @@ from chaos.engine.actions.base import SERVICE, Action, Arg, ArgError, Target
 from chaos.engine.registry import ACTIONS
 from db_service.settings import DbSettings
 from herdlab.config import DURATION
-from herdlab.server.queueing import NAMES as DISCIPLINES
+from herdlab.queueing import NAMES as DISCIPLINES
 from herdlab.settings import by_key
 
 

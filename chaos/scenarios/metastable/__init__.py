@@ -46,9 +46,9 @@ from chaos.engine.kinds import Column, Kind, Plot, Row, fault_window, from_optio
 from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
 from chaos.scenarios.metastable.plot import plot_metastable
+from herdlab import queueing
 from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set
-from herdlab.server import queueing
 
 SCENARIO = "metastable"
 TRIGGERS = ("latency", "outage")

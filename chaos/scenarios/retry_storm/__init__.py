@@ -52,8 +52,8 @@ from chaos.engine.registry import KINDS
 from chaos.scenarios.retry_storm.plot import plot_retry_storm
 from herdlab.config import format_duration
 from herdlab.guards import parse_guard_set, parse_guard_sets
+from herdlab.queueing import NAMES as DISCIPLINES
 from herdlab.retry import POLICY_NAMES, parse_policy_names
-from herdlab.server.queueing import NAMES as DISCIPLINES
 
 SCENARIO = "retry-storm"
 # The herd's deadline exceeds the cache's retry budget by this much, so users see the cache's
