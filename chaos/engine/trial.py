@@ -73,7 +73,8 @@ from protos import admin_pb2, wire_pb2
 
 POLL_S = 0.01
 CONNECT_GATE = "cache-connect"  # the first connect's admission gate (`[stack] connect_pending`)
-CONNECT_HOLD_S = 60.0  # the longest it holds a connection
+CONNECT_HOLD_SHARE = 0.75  # it holds a connection at most this share of the connect timeout
+GRPC_CONNECT_TIMEOUT_S = 20.0  # gRPC's minimum connect timeout, where the herd sets none
 # The replicas' lease figures a trial reads (counters' totals, summed over labels).
 LEASE_METRICS = {
     "leases": sample(CACHE_LEASES),
@@ -188,8 +189,9 @@ class Trial:
                 self._db_counters_at_release = None
                 self.db_baseline = 0
             else:
-                after = self._cache_baselines.pop(service, 0)
+                after = self._cache_baselines.get(service, 0)
                 self._cache_attempts += await admin.cache_attempts(after_seq=after)
+                self._cache_baselines.pop(service, None)
                 if service == self.caches[0]:
                     self.cache_baseline = 0
 
@@ -367,10 +369,16 @@ class Trial:
                         "rate": CEILING,
                         "burst": CEILING,
                         "pending": float(pending),
-                        "max_wait_ms": CONNECT_HOLD_S * 1000,
+                        "max_wait_ms": self._connect_hold_s() * 1000,
                     },
                 )
             )
+
+    def _connect_hold_s(self) -> float:
+        """The longest the first connect's gate holds a connection: under the herd's connect
+        timeout (gRPC's 20 s when not set), so a client is let through while it still waits."""
+        timeout_s = self.herd.connect_timeout_s or GRPC_CONNECT_TIMEOUT_S
+        return CONNECT_HOLD_SHARE * timeout_s
 
     async def _release(self) -> Observations:
         await self._before_release()

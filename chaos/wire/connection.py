@@ -110,6 +110,7 @@ class Side(asyncio.Protocol):
         self._writable.set()
         self.gone = asyncio.Event()  # set once the socket is closed
         self.ended = asyncio.Event()  # set once the peer is done sending (EOF) or gone
+        self.heard = False  # bytes came from the peer (before its Connection was made too)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses, only alike).
@@ -118,6 +119,7 @@ class Side(asyncio.Protocol):
             self.made(self)
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         conn = self.conn
         if conn is not None:
             conn.active_at = time.monotonic()

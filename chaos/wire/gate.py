@@ -30,11 +30,13 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 Clock = Callable[[], float]
 COUNTS = ("admitted", "held", "refused", "expired", "queued", "pending")
 CEILING = 1_000_000.0  # connections a second: the most any admission rate is raised to
-SETTLED_KEPT = 64  # settles a gate keeps the times of, to tell how fast the service answers
+ANSWERS_KEPT = 256  # answers a gate keeps the times of, to tell how fast the service answers
+ANSWER_WINDOW_S = 2.0  # and of those, the ones this recent
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,18 @@ class Gate:
         """Whether a connection from `peer` may pass now (taking what passing costs)."""
         raise NotImplementedError
 
-    async def turn(self, peer: str) -> None:
-        """Returns once a held connection from `peer` may pass (having taken what it costs)."""
+    def join(self, peer: str) -> object:
+        """A connection from `peer` starts to wait: its ticket (its place in a line), taken at
+        once, so a connection arriving in the same moment finds it there."""
+        return None
+
+    async def turn(self, peer: str, ticket: object) -> None:
+        """Returns once the held connection with `ticket` may pass (having taken what it
+        costs)."""
         raise NotImplementedError
+
+    def leave(self, ticket: object) -> None:
+        """The connection with `ticket` stops waiting (it passed, expired or is gone); once."""
 
     def wait_s(self, peer: str) -> float:
         """How long a connection from `peer` arriving now would wait for its turn (0: unknown,
@@ -87,7 +98,9 @@ class Gate:
         self.changed()
 
     async def admit(self, peer: str) -> bool:
-        """True: the connection from `peer` passes (now or after a wait); False: refuse it."""
+        """True: the connection from `peer` passes (now or after a wait), counted `pending`
+        until the proxy settles it; False: refuse it. Cancelled (its client left) after its
+        turn came, it is settled here."""
         if self.opened.is_set() or self.passes(peer):
             self._passed()
             return True
@@ -96,25 +109,50 @@ class Gate:
             return False
         self._count("held")
         self._count("queued")
-        waits = [asyncio.ensure_future(self.turn(peer)), asyncio.ensure_future(self.opened.wait())]
+        ticket = self.join(peer)
+        turn = asyncio.ensure_future(self._turn(peer, ticket))
+        opened = asyncio.ensure_future(self.opened.wait())
         try:
-            done, _ = await asyncio.wait(
-                waits, timeout=self.max_wait_s, return_when=asyncio.FIRST_COMPLETED
+            await asyncio.wait(
+                {turn, opened}, timeout=self.max_wait_s, return_when=asyncio.FIRST_COMPLETED
             )
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-            self._count("queued", -1)
-        if not done:
-            self._count("expired")
-            return False
+        except asyncio.CancelledError:
+            await self._stop_waiting(turn, opened, ticket)
+            if _succeeded(turn):
+                self.settle()
+            raise
+        await self._stop_waiting(turn, opened, ticket)
+        if _succeeded(turn):
+            return True  # counted by its turn
+        if _succeeded(opened):
+            self._passed()
+            return True
+        self._count("expired")
+        return False
+
+    async def _turn(self, peer: str, ticket: object) -> None:
+        await self.turn(peer, ticket)
+        # Counted before the next in line is let go (`leave`), so it sees this one pending.
+        self._count("queued", -1)
         self._passed()
-        return True
+
+    async def _stop_waiting(
+        self, turn: asyncio.Future[None], opened: asyncio.Future[Any], ticket: object
+    ) -> None:
+        turn.cancel()
+        opened.cancel()
+        await asyncio.gather(turn, opened, return_exceptions=True)
+        self.leave(ticket)
+        if not _succeeded(turn):
+            self._count("queued", -1)
 
     def _passed(self) -> None:
         self._count("admitted")
         self._count("pending")
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class TokenBucket(Gate):
@@ -135,22 +173,28 @@ class TokenBucket(Gate):
         self.line: deque[asyncio.Future[None]] = deque()
         self.max_pending = max_pending
         self.place = asyncio.Event()  # set when a pending connection settles
-        self.settled_at: deque[float] = deque(maxlen=SETTLED_KEPT)  # the last settles' times
+        self.answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # when the last answers came
 
     def _free(self) -> bool:
         return not self.max_pending or self.counts["pending"] < self.max_pending
 
     def settle(self) -> None:
         super().settle()
-        self.settled_at.append(self.clock())
         self.place.set()
 
+    def answered(self, seconds: float) -> None:
+        self.answers.append(self.clock())
+
     def answer_rate(self) -> float:
-        """Settles a second over the last `SETTLED_KEPT` (0 until two are known): how fast the
-        service takes the pending ones off."""
-        if len(self.settled_at) < 2 or self.settled_at[-1] <= self.settled_at[0]:
+        """Answers a second over those of the last `ANSWER_WINDOW_S` (0 until two are known):
+        how fast the service takes the pending ones off. Connections that ended unanswered
+        (a failed connect, a client gone) free a place too, but say nothing of the service."""
+        now = self.clock()
+        while self.answers and self.answers[0] < now - ANSWER_WINDOW_S:
+            self.answers.popleft()
+        if len(self.answers) < 2 or self.answers[-1] <= self.answers[0]:
             return 0.0
-        return (len(self.settled_at) - 1) / (self.settled_at[-1] - self.settled_at[0])
+        return (len(self.answers) - 1) / (self.answers[-1] - self.answers[0])
 
     def _refill(self) -> None:
         now = self.clock()
@@ -178,34 +222,41 @@ class TokenBucket(Gate):
         places_s = max(0, ahead - places) / answers if answers else 0.0
         return max(tokens_s, places_s)
 
-    async def turn(self, peer: str) -> None:
+    def join(self, peer: str) -> object:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.line.append(mine)
         if self.line[0] is mine:
             mine.set_result(None)
-        try:
-            await mine
-            while True:
-                if not self._free():
-                    self.place.clear()
-                    await self.place.wait()
-                    continue
-                if self._take():
-                    break
-                # A timer, not a condition anyone sets: the next token is due in this long.
-                await asyncio.sleep((1 - self.tokens) / self.rate)
-        finally:
-            self.line.remove(mine)
-            if self.line and not self.line[0].done():
-                self.line[0].set_result(None)
+        return mine
+
+    def leave(self, ticket: object) -> None:
+        if ticket in self.line:
+            self.line.remove(ticket)  # type: ignore[arg-type]
+        if self.line and not self.line[0].done():
+            self.line[0].set_result(None)
+
+    async def turn(self, peer: str, ticket: object) -> None:
+        assert isinstance(ticket, asyncio.Future)
+        await ticket  # first in line
+        while True:
+            if not self._free():
+                self.place.clear()
+                await self.place.wait()
+                continue
+            if self._take():
+                return
+            # A timer, not a condition anyone sets: the next token is due in this long.
+            await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 class AdaptiveBucket(TokenBucket):
     """A token bucket whose rate follows how fast the service answers: every `period_s` it is
-    multiplied by `RISE` if connections waited for tokens and every one passed in the period
-    was answered within `keeps_up_s`, and by `FALL` if one was not; kept within
-    [`floor`, `ceiling`]. Started at `rate`, it climbs to what the service's handshakes keep up
-    with and backs off when answers queue (an AIMD-like search without a fixed capacity)."""
+    multiplied by `RISE` if connections waited for tokens, the service answered some, and every
+    answer in the period came within `keeps_up_s`, and by `FALL` if one did not; kept within
+    [`floor`, `ceiling`]. A period without answers (the service down: connections let through
+    fail to connect) changes nothing, so an outage neither raises the rate nor sinks it. Started
+    at `rate`, it climbs to what the service's handshakes keep up with and backs off when
+    answers queue (an AIMD-like search without a fixed capacity)."""
 
     RISE = 1.25
     FALL = 0.7
@@ -228,6 +279,7 @@ class AdaptiveBucket(TokenBucket):
         self.period_start = holding.clock()
         self.slow = False  # an answer in this period took longer than keeps_up_s
         self.waited = False  # a connection waited for a token in this period
+        self.heard = False  # the service answered a connection in this period
 
     def _adjust(self) -> None:
         now = self.clock()
@@ -236,10 +288,10 @@ class AdaptiveBucket(TokenBucket):
         if self.slow:
             self._refill()
             self.rate = max(self.floor, self.rate * self.FALL)
-        elif self.waited:
+        elif self.waited and self.heard:
             self._refill()
             self.rate = min(self.ceiling, self.rate * self.RISE)
-        self.period_start, self.slow, self.waited = now, False, False
+        self.period_start, self.slow, self.waited, self.heard = now, False, False, False
         self.changed()
 
     def _take(self) -> bool:
@@ -249,6 +301,8 @@ class AdaptiveBucket(TokenBucket):
         return taken
 
     def answered(self, seconds: float) -> None:
+        super().answered(seconds)
+        self.heard = True
         if seconds > self.keeps_up_s:
             self.slow = True
 
@@ -256,8 +310,9 @@ class AdaptiveBucket(TokenBucket):
 class Waves(Gate):
     """Staged re-admission: peers fall in `groups` groups by a hash; group 1 passes from when
     the gate is put in force, and one more group each `every_s`, as long as the service kept up
-    during the last wave (each connection of it answered within `keeps_up_s`; 0: no such
-    condition), until all pass."""
+    during the last wave (each connection let through in it answered, within `keeps_up_s` if
+    that is not 0: one that ended unanswered, a failed connect to a service still down or a
+    client that gave up first, holds the next wave back), until all pass."""
 
     def __init__(self, holding: Holding, *, groups: int, every_s: float, keeps_up_s: float) -> None:
         super().__init__(holding)
@@ -267,6 +322,8 @@ class Waves(Gate):
         self.open_groups = 1
         self.widened_at = holding.clock()
         self.kept_up = True  # every answer since the last widening was within keeps_up_s
+        self.answers = 0  # connections answered since the last widening
+        self.settles = 0  # connections let through that ended waiting, answered or not
 
     @staticmethod
     def group_of(peer: str, groups: int) -> int:
@@ -276,17 +333,24 @@ class Waves(Gate):
     def _widen(self) -> None:
         now = self.clock()
         while self.open_groups < self.groups and now - self.widened_at >= self.every_s:
-            if not self.kept_up:
+            kept_up = self.kept_up and self.settles <= self.answers
+            self.kept_up, self.answers, self.settles = True, 0, 0
+            if not kept_up:
                 # A slow wave: the next one waits a whole period of answers within the bound.
-                self.widened_at, self.kept_up = now, True
+                self.widened_at = now
                 return
             self.open_groups += 1
             self.widened_at += self.every_s
             self.changed()
 
     def answered(self, seconds: float) -> None:
+        self.answers += 1
         if self.keeps_up_s and seconds > self.keeps_up_s:
             self.kept_up = False
+
+    def settle(self) -> None:
+        super().settle()
+        self.settles += 1
 
     def passes(self, peer: str) -> bool:
         self._widen()
@@ -297,7 +361,7 @@ class Waves(Gate):
         waves = self.group_of(peer, self.groups) - self.open_groups + 1
         return max(0.0, self.widened_at + waves * self.every_s - self.clock())
 
-    async def turn(self, peer: str) -> None:
+    async def turn(self, peer: str, ticket: object) -> None:
         # A timer, not a condition anyone sets: the next wave is due in this long.
         while not self.passes(peer):  # noqa: ASYNC110
             await asyncio.sleep(max(0.001, self.widened_at + self.every_s - self.clock()))

@@ -304,6 +304,8 @@ class Link:
         self.stats.count("passed")
         conn = Connection(client, upstream)
         conn.connecting_at, conn.unanswered, conn.stats = connecting, gates, self.stats
+        if upstream.heard:
+            conn.answer()  # a service that speaks first answered before the twin was made
         self.connections.add(conn)
         self.changed.set()
         try:

@@ -43,8 +43,9 @@ class WireSettings(Settings):
         "int",
         "While the herd first connects (until its release) the proxy in front of the cache "
         "lets at most this many connections be unanswered (an admit gate's pending bound, "
-        "removed at the release): the cache works at its handshake capacity and no client "
-        "gives up on it, so its capacity is measured clean (0: no gate).",
+        "holding the rest up to 3/4 of the herd's connect timeout, removed at the release): "
+        "the cache works at its handshake capacity and answers every client it is handed "
+        "before it gives up, so its capacity is measured clean (0: no gate).",
         lo=0,
         hi=1_000_000,
     )

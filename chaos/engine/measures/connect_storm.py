@@ -136,10 +136,13 @@ def handshake_capacity_per_s(obs: Observations) -> float | None:
 
 @measure("calibration_abandoned", needs=LINK)
 def calibration_abandoned(obs: Observations) -> int | None:
+    """Clients that gave up during the first connect: handed to the cache and left before its
+    answer (`abandoned`), or left while the first connect's gate held them (`left`)."""
     record = _link(obs)
     if record is None:
         return None
-    return record.total("abandoned", obs.herd_result.connect_start_ns, obs.t0_ns)
+    start, end = obs.herd_result.connect_start_ns, obs.t0_ns
+    return record.total("abandoned", start, end) + record.total("left", start, end)
 
 
 def _peak(obs: Observations, name: str) -> int | None:

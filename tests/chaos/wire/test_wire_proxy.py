@@ -526,6 +526,47 @@ async def test_admit_passes_no_more_than_pending_unanswered_connections(
     await until(link, lambda: counts(link, "gate")["pending"] == 0)
 
 
+async def test_one_answer_lets_one_held_connection_through_not_the_line(
+    proxied: tuple[Link, Upstream],
+) -> None:
+    link, _ = proxied
+    link.clock = Clock()
+    link.add(parse_fault("gate", "cache", "admit", {"rate": 100, "burst": 10, "pending": 1}))
+    first = await connect(link)
+    await until(link, lambda: counts(link, "gate")["pending"] == 1)
+    held = [await connect(link) for _ in range(5)]
+    await until(link, lambda: counts(link, "gate")["queued"] == 5)
+    first[1].write(b"x")  # answered: one place frees
+    assert await read_exactly(first[0], 1) == b"x"
+    await until(link, lambda: counts(link, "gate")["admitted"] == 2)
+    assert counts(link, "gate") | {"pending": 1, "queued": 4} == counts(link, "gate")
+    for _, writer in (first, *held):
+        await close(writer)
+
+
+async def test_a_service_that_speaks_first_is_counted_answered() -> None:
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hi")  # as a gRPC server sends its SETTINGS at once in plaintext
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(greet, HOST, 0)
+    link = Link("cache", HOST, server.sockets[0].getsockname()[1], rng=random.Random(1))
+    await link.start(HOST, 0)
+    try:
+        link.add(parse_fault("gate", "cache", "admit", {"rate": 100, "burst": 10, "pending": 1}))
+        reader, writer = await connect(link)
+        assert await read_exactly(reader, 2) == b"hi"
+        await until(link, lambda: counts(link, "gate")["pending"] == 0)  # its place is free
+        assert link.stats.totals.get("answered") == 1
+        await close(writer)
+    finally:
+        await link.stop()
+        server.close()
+        await server.wait_closed()
+
+
 def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
     clock = Clock()
     bucket = TokenBucket(Holding(clock, 1.0, lambda: None), rate=4, burst=2)
@@ -539,12 +580,13 @@ def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
     bounded = TokenBucket(Holding(clock, 1.0, lambda: None), rate=1000, burst=1000, max_pending=2)
     bounded.counts["pending"] = 2
     assert bounded.wait_s("a") == 0  # no answer seen yet: how fast they come is unknown
-    for _ in range(5):  # four settles in a second: four answers a second
-        bounded.settle()
-        bounded.counts["pending"] += 1
+    for _ in range(5):  # four answers a second
+        bounded.answered(0.01)
         clock.now += 0.25
     assert bounded.answer_rate() == 4
     assert bounded.wait_s("a") == 0.25  # both places taken: the next answer frees one
+    clock.now += 3.0
+    assert bounded.answer_rate() == 0  # answers older than the window say nothing of now
 
 
 async def test_a_client_that_gives_up_while_held_is_not_handed_to_the_service(
@@ -610,6 +652,30 @@ def test_adaptive_admit_rises_while_answers_keep_up_and_falls_when_one_is_slow()
         clock.now += 1.0
         gate.passes("a")
     assert gate.rate == 4  # never below the floor
+
+
+def test_an_outage_neither_raises_nor_sinks_the_adaptive_rate_nor_widens_the_waves() -> None:
+    clock = Clock()
+    bucket = AdaptiveBucket(
+        Holding(clock, 0.0, lambda: None), rate=8, burst=1, keeps_up_s=0.05, floor=4
+    )
+    waves = Waves(Holding(clock, 0.0, lambda: None), groups=3, every_s=1.0, keeps_up_s=0.05)
+    for _ in range(3):  # the service is down: what is let through fails to connect
+        assert bucket.passes("a") and not bucket.passes("a")  # demand, but no answer
+        bucket.settle()
+        waves.settle()
+        clock.now += 1.0
+        waves.passes("")
+    bucket.passes("a")
+    assert bucket.rate == 8 and waves.open_groups == 1
+    waves.answered(0.01)  # back: its answers come quickly
+    waves.settle()
+    clock.now += 1.0
+    waves.passes("")
+    assert waves.open_groups == 2
+    clock.now += 1.0  # a wave in which nobody was let through widens too
+    waves.passes("")
+    assert waves.open_groups == 3
 
 
 def test_adaptive_admit_is_the_admit_toxic_with_answer_within_ms() -> None:
