@@ -321,6 +321,7 @@ def document(
             "first_to_last_s": max(lasts) - min(firsts) if lasts and firsts else None,
         },
         "workers": rows,
+        "db": None,  # `run_locust` reads the DB's record where it knows the DB
         "rss_per_user_bytes": _per_user(
             sum(g for g, _ in measured) if measured else None, sum(n for _, n in measured)
         ),
