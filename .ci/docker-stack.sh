@@ -179,10 +179,10 @@ timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
 # -- static checks --------------------------------------------------------------------------
 phase "static checks"
 "$WORK/venv/bin/docker-compose" --project-directory "$REPO" -f "$REPO/docker-compose.yml" \
-    --profile herd --profile tools --profile replicas config -q
-"${COMPOSE[@]}" --profile herd --profile tools --profile replicas config -q
+    --profile herd --profile tools --profile replicas --profile locust config -q
+"${COMPOSE[@]}" --profile herd --profile tools --profile replicas --profile locust config -q
 # A new shell without the token: compose commands other than starting services need none.
-env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" --profile herd --profile tools --profile replicas config -q
+env -u HERDLAB_ADMIN_TOKEN "${COMPOSE[@]}" --profile herd --profile tools --profile replicas --profile locust config -q
 log "compose files valid (docker-compose.yml alone, with the CI override, without a token)"
 promtool check config "$REPO/deploy/prometheus/prometheus.yml" "$REPO/deploy/ci/prometheus.yml"
 promtool check rules "$REPO/deploy/prometheus/rules.yml"

@@ -62,6 +62,8 @@ class Profile:
     scale_max: int
     scale_bisect_steps: int
     scale_repeats: int
+    scale_workers: tuple[int, ...]
+    scale_ladder: tuple[int, ...]
     sharp_clients: int
     sharp_rounds: int
     tls_connections: int
@@ -95,6 +97,10 @@ FULL = Profile(
     scale_max=64_000,
     scale_bisect_steps=2,
     scale_repeats=3,
+    # One process beside the herd on 2 and 4 Locust workers, from about where one process stops
+    # up to the herd's bound; one run per size and engine: each is tens of thousands of answers.
+    scale_workers=(2, 4),
+    scale_ladder=(16_000, 24_000, 32_000, 48_000, 64_000, 100_000),
     sharp_clients=10_000,
     sharp_rounds=3,
     # 7 rounds: the median of the rounds' ratios has a 95% interval (the 1st lowest to the 1st
@@ -129,6 +135,8 @@ QUICK = Profile(
     scale_max=1_000,
     scale_bisect_steps=0,
     scale_repeats=1,
+    scale_workers=(2,),
+    scale_ladder=(1_000,),
     sharp_clients=200,
     sharp_rounds=1,
     tls_connections=20,
@@ -167,7 +175,13 @@ def run(
             emit=_log,
         ),
         "herd_scale": lambda: herd_scale.run(
-            plan, p.scale_start, p.scale_max, p.scale_bisect_steps, p.scale_repeats
+            plan,
+            p.scale_start,
+            p.scale_max,
+            p.scale_bisect_steps,
+            p.scale_repeats,
+            p.scale_workers,
+            p.scale_ladder,
         ),
         "sharpness": lambda: sharpness.run(p.sharp_clients, p.sharp_rounds),
         "wire_proxy": lambda: wire_proxy.run(

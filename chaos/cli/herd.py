@@ -67,6 +67,14 @@ def _cache_target(lab: Lab, target: str | None) -> str:
     return replicas_target([services[name].grpc for name in caches])
 
 
+def _db_target(lab: Lab, target: str | None) -> str | None:
+    """The local stack's DB, where the herd runs against the local stack (no --target)."""
+    if target:
+        return None
+    db = lab.backend().status().get("db")
+    return db.grpc if db is not None and db.grpc else None
+
+
 def _check_processes(config: HerdConfig, processes: int, open_files: int, metrics: int) -> None:
     """More than one herd process: for a burst, each with a connection, without /metrics."""
     if processes == 1:
@@ -259,7 +267,7 @@ def herd(
         if call_name is not None:
             raise click.UsageError("--call runs on the asyncio engine (one herd process)")
         check(processes, metrics_port)
-        herd_on_workers(herd_settings, config, as_json)
+        herd_on_workers(herd_settings, config, as_json, _db_target(lab, target))
         return
     soft, hard = raise_open_files()  # every connection is an open file
     processes = processes or processes_for(config.channels, soft)

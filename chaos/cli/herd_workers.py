@@ -6,6 +6,7 @@ in (`chaos.engine.locustfile`'s docstring, README "The herd on Locust")."""
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import click
 from rich.table import Table
@@ -31,17 +32,32 @@ def check(processes: int | None, metrics_port: int) -> None:
         )
 
 
+def _db_text(db: dict[str, Any] | None) -> str:
+    if db is None:
+        return "- (the DB is not the local stack's, or did not answer)"
+    spread = db["arrival_spread_s"]
+    return f"{db['arrivals']:,} / " + ("-" if spread is None else f"{spread * 1e3:.1f} ms")
+
+
 def _say(line: str) -> None:
     err.print(line, markup=False, highlight=False)
 
 
-def herd_on_workers(herd: HerdSettings, config: HerdConfig, as_json: bool) -> None:
+def herd_on_workers(
+    herd: HerdSettings, config: HerdConfig, as_json: bool, db_target: str | None = None
+) -> None:
     problem = hosts_problem(herd, config.target, config.tls_ca)
     if problem:
         raise click.UsageError(problem)
     try:
         doc, _ = run_locust(
-            herd, config.target, config.tls_ca, herd.worker_count, free_port(), say=_say
+            herd,
+            config.target,
+            config.tls_ca,
+            herd.worker_count,
+            free_port(),
+            say=_say,
+            db_target=db_target,
         )
     except WorkersError as exc:
         raise click.ClickException(str(exc)) from None
@@ -64,6 +80,11 @@ def herd_on_workers(herd: HerdSettings, config: HerdConfig, as_json: bool) -> No
         (
             "release spread across workers",
             "-" if release["spread_s"] is None else f"{release['spread_s'] * 1e3:.1f} ms",
+        ),
+        ("DB arrivals / their spread", _db_text(doc["db"])),
+        (
+            "herd RSS per user",
+            "-" if doc["rss_per_user_bytes"] is None else f"{doc['rss_per_user_bytes']:,} B",
         ),
     ):
         totals.add_row(label, value)

@@ -260,6 +260,7 @@ class HerdResult:
     # A call of the user's method: whether replies were checked against expectations (None: the
     # cache's Get, whose values are always checked).
     values_checked: bool | None = None
+    first_send_ns: int = 0  # the first user's first send (open loop: the first arrival sent)
 
     def by_code(self) -> dict[str, dict[str, Any]]:
         """Requests by how they ended (OK or the error's code), each with its latencies."""
@@ -596,6 +597,7 @@ class _Run:
             first_errors=self.first_errors,
             retry_times_ns=self.retry_times,
             values_checked=None if self.config.call is None else self.config.call.checked,
+            first_send_ns=min(self.first_sends, default=0),
         )
 
     async def burst(self, connected: int) -> HerdResult:

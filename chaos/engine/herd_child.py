@@ -16,7 +16,8 @@ a pickle; both ends are the lab's own processes on one host):
   the clock offset it measured for this worker);
 - out: `("ready", connected)` once every user waits at the barrier with the channels connected;
   `("outcomes", rows)` as requests finish (`outcome_row`), in batches; then `("done", fields)`
-  (`done_fields`: what the rows do not carry) or `("error", text)`.
+  (`done_fields`: what the rows do not carry, and this process's cost: its peak RSS before and
+  after the herd, and its CPU seconds from the release to the end) or `("error", text)`.
 
 The child ends by itself when its stdin closes (the worker is gone, killed or not): it does not
 outlive its worker.
@@ -28,6 +29,7 @@ import asyncio
 import os
 import pickle
 import queue
+import resource
 import struct
 import sys
 import threading
@@ -92,9 +94,17 @@ def outcome_row(outcome: Outcome) -> OutcomeRow:
     )
 
 
-def done_fields(result: HerdResult) -> dict[str, Any]:
-    """Everything of a share's result but its outcomes, as plain values."""
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far (Linux reports it in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def done_fields(result: HerdResult, cost: dict[str, float] | None = None) -> dict[str, Any]:
+    """Everything of a share's result but its outcomes, as plain values, and `cost` (what
+    running it took: `rss_before_bytes`, `rss_peak_bytes`, `cpu_s`)."""
     return {
+        **(cost or {}),
+        "first_send_ns": result.first_send_ns,
         "users": result.users,
         "release_ns": result.release_ns,
         "release_spread_s": result.release_spread_s,
@@ -141,18 +151,28 @@ def main() -> None:
         if len(batch) >= BATCH or time.monotonic() - last_flush >= FLUSH_S:
             flush()
 
+    cpu_at_release = time.process_time()
+
     async def gate(connected: int) -> None:
+        nonlocal cpu_at_release
         write_frame(stdout, ("ready", connected))
         _, release_ns = await asyncio.get_running_loop().run_in_executor(None, inbox.get)
         await asyncio.sleep(max(0.0, (release_ns - time.time_ns()) / 1e9))
+        cpu_at_release = time.process_time()
 
+    rss_before = peak_rss_bytes()
     try:
         result = loop.run(run_herd(config, HerdHooks(gate=gate, on_outcome=on_outcome)))
     except Exception as exc:
         write_frame(stdout, ("error", f"{type(exc).__name__}: {exc}"))
         return
+    cost = {
+        "rss_before_bytes": rss_before,
+        "rss_peak_bytes": peak_rss_bytes(),
+        "cpu_s": time.process_time() - cpu_at_release,
+    }
     flush()
-    write_frame(stdout, ("done", done_fields(result)))
+    write_frame(stdout, ("done", done_fields(result, cost)))
 
 
 if __name__ == "__main__":

@@ -44,9 +44,11 @@ from chaos.engine.herd import (
 )
 from chaos.engine.herd_fleet import START_TIMEOUT_S, merge, per_process, split
 from chaos.engine.herd_settings import HerdSettings
+from chaos.lab.admin import Admin
 from chaos.lab.hosts import Host, Hosts, HostsUnavailable, Relay, loopback_ports, reached_from
 from chaos.lab.ports import free_port
 from herdlab import settings
+from herdlab.auth import AdminError
 from herdlab.limits import raise_open_files
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -222,9 +224,19 @@ class WorkerShare:
         )
 
     def first_send_ns(self) -> int | None:
-        """The share's first user's first send, on the master's clock."""
+        """The share's first user's first send, on the master's clock (the release spread's
+        first send: a user woken by the release, before its request is on the wire); the first
+        request sent where the worker never said."""
+        if self.done is not None and self.done.get("first_send_ns"):
+            return int(self.done["first_send_ns"]) - self.clock_offset_ns
         sends = [o.sent_ns for o in self.outcomes]
         return min(sends) - self.clock_offset_ns if sends else None
+
+    def rss_growth_bytes(self) -> int | None:
+        """How much the share's herd process's peak RSS grew over the herd."""
+        if self.done is None or "rss_peak_bytes" not in self.done:
+            return None
+        return int(self.done["rss_peak_bytes"] - self.done["rss_before_bytes"])
 
     def last_first_send_ns(self) -> int | None:
         """The share's last user's first send, on the master's clock."""
@@ -283,8 +295,14 @@ def document(
                 "release_spread_s": s.done["release_spread_s"] if s.done else None,
                 "first_send_s": _offset_s(s.first_send_ns(), release_ns),
                 "last_first_send_s": _offset_s(s.last_first_send_ns(), release_ns),
+                "rss_peak_bytes": s.done.get("rss_peak_bytes") if s.done else None,
+                "rss_per_user_bytes": _per_user(s.rss_growth_bytes(), s.config.users),
+                "cpu_s": s.done.get("cpu_s") if s.done else None,
             }
         )
+    growths = [(s.rss_growth_bytes(), s.config.users) for s in shares]
+    measured = [(g, n) for g, n in growths if g is not None]
+    cpus = [(r["cpu_s"], r["users"]) for r in rows if r["cpu_s"] is not None]
     firsts = [r["first_send_s"] for r in rows if r["first_send_s"] is not None]
     lasts = [r["last_first_send_s"] for r in rows if r["last_first_send_s"] is not None]
     return {
@@ -303,7 +321,20 @@ def document(
             "first_to_last_s": max(lasts) - min(firsts) if lasts and firsts else None,
         },
         "workers": rows,
+        "db": None,  # `run_locust` reads the DB's record where it knows the DB
+        "rss_per_user_bytes": _per_user(
+            sum(g for g, _ in measured) if measured else None, sum(n for _, n in measured)
+        ),
+        "cpu_s_per_user": (
+            sum(c for c, _ in cpus) / sum(n for _, n in cpus)
+            if cpus and sum(n for _, n in cpus)
+            else None
+        ),
     }
+
+
+def _per_user(total: float | None, users: int) -> int | None:
+    return None if total is None or not users else round(total / users)
 
 
 def _locust(*args: str) -> list[str]:
@@ -403,6 +434,36 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _db_record(db_target: str, cache_target: str, tls_ca: str | None, after_seq: int | None) -> Any:
+    """The DB's record through its admin plane: with `after_seq` None, how many arrivals it
+    has recorded ever; else the arrival times (ns) recorded after `after_seq`. None where the
+    DB does not answer (down, or killed by the experiment): the herd runs all the same."""
+
+    async def read() -> Any:
+        async with Admin(db_target, cache_target, tls_ca=tls_ca) as admin:
+            try:
+                if after_seq is None:
+                    return await admin.db_record_total()
+                return await admin.db_arrivals(after_seq)
+            except AdminError:
+                return None
+
+    return asyncio.run(read())
+
+
+def db_arrivals_doc(db_target: str, arrivals_ns: list[int], release_ns: int) -> dict[str, Any]:
+    """The document's `db`: the herd's arrivals at the DB by the DB's own record, the first and
+    last in seconds after the release (the DB's clock: the same machine's as the master's)."""
+    first, last = (min(arrivals_ns), max(arrivals_ns)) if arrivals_ns else (None, None)
+    return {
+        "target": db_target,
+        "arrivals": len(arrivals_ns),
+        "first_arrival_s": _offset_s(first, release_ns),
+        "last_arrival_s": _offset_s(last, release_ns),
+        "arrival_spread_s": None if first is None or last is None else (last - first) / 1e9,
+    }
+
+
 def run_locust(
     herd: HerdSettings,
     target: str,
@@ -412,17 +473,21 @@ def run_locust(
     log_dir: Path | None = None,
     on_release: Callable[[], None] | None = None,
     say: Callable[[str], None] = _say,
+    db_target: str | None = None,
 ) -> tuple[dict[str, Any], HerdResult]:
     """Runs the herd on a Locust master and `workers` local workers (each a process of its own,
     in a session of its own, all ended afterwards); returns the master's document and the merged
     result. With `herd.hosts` each worker runs in a host of its own (`chaos.lab.hosts`), reaching
     the master and the cache through the hosts' relay, all removed afterwards; where hosts cannot
     be made, `say` is told in one line and the workers run as plain processes. `on_release` is
-    called (from this thread) once the release instant has passed. WorkersError when the master
-    fails or the run passes its limit."""
+    called (from this thread) once the release instant has passed. With `db_target` (the DB
+    behind the cache) the document's `db` gives the herd's arrivals there by the DB's own
+    record (`db_arrivals_doc`), else it is null. WorkersError when the master fails or the run
+    passes its limit."""
     problem = hosts_problem(herd, target, tls_ca)
     if problem:
         raise WorkersError(problem)
+    seen = None if db_target is None else _db_record(db_target, target, tls_ca, None)
     with contextlib.ExitStack() as stack:
         hosts: list[Host] = []
         if herd.hosts:
@@ -437,6 +502,10 @@ def run_locust(
             except HostsUnavailable as exc:
                 raise WorkersError(str(exc)) from None
         doc, result = _run_locust(herd, target, tls_ca, workers, port, log_dir, on_release, hosts)
+        doc["db"] = None
+        arrivals = None if seen is None else _db_record(db_target or "", target, tls_ca, seen)
+        if db_target is not None and arrivals is not None:
+            doc["db"] = db_arrivals_doc(db_target, arrivals, doc["release"]["release_ns"])
         doc["hosts"] = None
         if relay is not None:
             seen = relay.connections(loopback_ports(target))

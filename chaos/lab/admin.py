@@ -104,6 +104,12 @@ class Admin(AdminClient):
         """Every DB arrival time (ns) recorded after `after_seq`, all pages."""
         return await self._record("db", after_seq)
 
+    async def db_record_total(self) -> int:
+        """Arrivals the DB has recorded ever: `db_arrivals(after_seq=this)` gives the later ones."""
+        request = admin_pb2.RecordRequest(after_seq=0, limit=1)
+        page = await self._admin("db", self.db_admin.GetArrivals, request)
+        return int(page.total)
+
     async def first_db_arrival(self) -> int | None:
         """The first arrival (ns) the DB process recorded, if any (one entry, not the record)."""
         request = admin_pb2.RecordRequest(after_seq=0, limit=1)

@@ -69,6 +69,9 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         assert all(low <= high for low, high in p["guard_state"].values())
         assert bool(p["guard_state"]) == (p["guards_spec"] != "none")
     assert results["herd_scale"]["sizes"]
+    side_by_side = results["herd_scale"]["side_by_side"]
+    assert [e["workers"] for e in side_by_side] == [None, 2]
+    assert side_by_side[1]["sizes"][0]["unreported"] == side_by_side[1]["sizes"][0]["lost"] == 0
     assert results["wire_proxy"]["rows"]
     assert set(hit["by_loop"]) == {"asyncio", "uvloop"}
     assert all(len(rows) == len(hit["rows"]) == 1 for rows in hit["by_loop"].values())

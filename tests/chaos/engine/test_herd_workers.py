@@ -58,8 +58,11 @@ def _gone(procs: list[psutil.Process]) -> list[int]:
 
 
 def test_counts_add_up_over_two_workers(stack_info: StackInfo) -> None:
-    herd = HerdSettings(users=300, keys=30, distribution="round-robin", workers=2)
-    doc, result = run_locust(herd, _target(stack_info), None, 2, free_port())
+    herd = HerdSettings(
+        users=300, keys=30, distribution="round-robin", workers=2, key_prefix="counts-"
+    )
+    db = stack_info.services["db"].grpc
+    doc, result = run_locust(herd, _target(stack_info), None, 2, free_port(), db_target=db)
     assert (doc["sent"], doc["ok"], doc["lost"], doc["unreported"]) == (300, 300, 0, 0)
     assert doc["wrong_values"] == 0
     assert [row["state"] for row in doc["workers"]] == ["done", "done"]
@@ -68,6 +71,16 @@ def test_counts_add_up_over_two_workers(stack_info: StackInfo) -> None:
     assert len({o.key for o in result.outcomes}) == 30  # round-robin over the whole herd
     assert doc["release"]["spread_s"] is not None
     assert all(row["last_first_send_s"] is not None for row in doc["workers"])
+    # Each worker's first send comes before its last, and the release across workers spans
+    # every worker's own.
+    spans = [row["last_first_send_s"] - row["first_send_s"] for row in doc["workers"]]
+    assert min(spans) >= 0
+    assert doc["release"]["first_to_last_s"] >= max(spans)
+    # Cold keys behind a coalescing cache: one query each, by the DB's own record.
+    assert doc["db"]["arrivals"] == 30
+    assert 0 <= doc["db"]["arrival_spread_s"] <= doc["db"]["last_arrival_s"]
+    assert all(row["rss_per_user_bytes"] is not None for row in doc["workers"])
+    assert doc["cpu_s_per_user"] > 0
 
 
 def test_a_killed_worker_leaves_its_users_unreported(stack_info: StackInfo, tmp_path: Path) -> None:
