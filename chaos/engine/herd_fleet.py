@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import os
 import threading
 import time
 from collections import Counter
@@ -130,6 +131,9 @@ def run_fleet(
     once)."""
     stop = stop or threading.Event()
     parts = split(config, processes)
+    # gRPC core in a spawned child logs at INFO to stderr (a GOAWAY per connection in a storm)
+    # unless told otherwise; the children inherit this, a user's own setting wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     context = multiprocessing.get_context("spawn")
     children: list[Connection] = []
     workers = []
