@@ -6,6 +6,10 @@ A gate is the live state of one admission toxic while it is in force (`Toxic.gat
 answered a connection it let through (`answered`: from the upstream connect until the service's
 first byte, for gRPC its HTTP/2 SETTINGS, sent once its loop has taken the connection up).
 
+The proxy then ends each connection a gate let through once: `settle` when it reached the
+service (answered, or ended unanswered: its connect failed, its client left first), `withdraw`
+when it never did (a later gate refused it, its client left while held at one).
+
 What a gate does with a connection that may not pass now is common to every gate: with a
 `max_wait_s` of 0 it is refused at once (the client sees its connection reset and backs off);
 otherwise it is held (accepted by the proxy, no upstream yet) until the gate lets it through or
@@ -86,7 +90,13 @@ class Gate:
         """The service answered a connection this long after the proxy connected to it."""
 
     def settle(self) -> None:
-        """A connection this gate passed was answered, or ended unanswered."""
+        """A connection this gate passed reached the service and was answered, or ended
+        unanswered (its connect failed, or its client left first)."""
+        self._count("pending", -1)
+
+    def withdraw(self) -> None:
+        """A connection this gate passed never reached the service (a later gate refused it,
+        or its client left before): no longer pending, and nothing said of the service."""
         self._count("pending", -1)
 
     def open(self) -> None:
@@ -119,7 +129,7 @@ class Gate:
         except asyncio.CancelledError:
             await self._stop_waiting(turn, opened, ticket)
             if _succeeded(turn):
-                self.settle()
+                self.withdraw()
             raise
         await self._stop_waiting(turn, opened, ticket)
         if _succeeded(turn):
@@ -180,6 +190,10 @@ class TokenBucket(Gate):
 
     def settle(self) -> None:
         super().settle()
+        self.place.set()
+
+    def withdraw(self) -> None:
+        super().withdraw()
         self.place.set()
 
     def answered(self, seconds: float) -> None:

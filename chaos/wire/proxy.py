@@ -352,7 +352,7 @@ class Link:
         gates = None if admission.cancelled() else admission.result()
         if gates is not None and client.ended.is_set():
             for gate in gates:
-                gate.settle()  # passed as its client left: not handed to the service
+                gate.withdraw()  # passed as its client left: not handed to the service
             return None
         return gates
 
@@ -376,10 +376,10 @@ class Link:
                 return passed
         except asyncio.CancelledError:
             for earlier in passed:
-                earlier.settle()
+                earlier.withdraw()
             raise
         for earlier in passed:
-            earlier.settle()  # let through there, refused here: not pending
+            earlier.withdraw()  # let through there, refused here: not pending
         return None
 
     def _read_size(self, faults: Iterable[Installed]) -> int:

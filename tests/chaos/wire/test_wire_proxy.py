@@ -673,7 +673,8 @@ def test_an_outage_neither_raises_nor_sinks_the_adaptive_rate_nor_widens_the_wav
     clock.now += 1.0
     waves.passes("")
     assert waves.open_groups == 2
-    clock.now += 1.0  # a wave in which nobody was let through widens too
+    waves.withdraw()  # let through, then refused by a later gate: says nothing of the service
+    clock.now += 1.0  # so this wave widens, as one in which nobody was let through would
     waves.passes("")
     assert waves.open_groups == 3
 
