@@ -16,7 +16,7 @@ from typing import Any
 from chaos.engine.kinds import Column, Kind, Plot, Row
 from chaos.engine.model import Experiment
 from chaos.engine.registry import KINDS
-from chaos.scenarios.reconnect_at_scale.plot import plot_reconnect_at_scale
+from chaos.scenarios.reconnect_at_scale.plot import plot_reconnect_at_scale, ready_text
 from chaos.scenarios.reconnect_storm import error_counts
 
 SCENARIO = "reconnect-at-scale"
@@ -48,8 +48,8 @@ def _describe(row: Row) -> list[str]:
     return [
         f"  capacity {row['handshake_capacity_per_s']}/s; peak {row['peak_connect_attempts_per_s']}"
         f"/s to the cache ({row['peak_over_capacity']}x), {row['peak_offered_per_s']}/s offered; "
-        f"all READY {row['time_to_all_ready_s']}s after the storm ({row['reconnect_over_ideal']}x "
-        f"the ideal {row['ideal_reconnect_s']}s); wasted handshakes {row['wasted_handshakes']} "
+        f"all READY {ready_text(row)} after the storm (the ideal {row['ideal_reconnect_s']}s); "
+        f"wasted handshakes {row['wasted_handshakes']} "
         f"({row['wasted_share']}); CPU peak {row['server_cpu_peak']}; failed calls "
         f"{row['failed_calls']:,} ({error_counts(row)}); lost {row['lost']}"
     ]

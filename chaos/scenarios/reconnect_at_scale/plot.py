@@ -19,13 +19,19 @@ SERIES = (
 )
 
 
-def _title(row: Mapping[str, Any]) -> str:
+def ready_text(row: Mapping[str, Any]) -> str:
+    """`12.3s (2.1x ideal)`, or `not within the run` when a connection never was again."""
     ready = row["time_to_all_ready_s"]
+    if ready is None:
+        return "not within the run"
+    return f"{ready:.1f}s ({row['reconnect_over_ideal']}x ideal)"
+
+
+def _title(row: Mapping[str, Any]) -> str:
     return (
         f"{row['trigger']} / {row['cure']}: peak {row['peak_connect_attempts_per_s']}/s to the "
         f"cache ({row['peak_over_capacity']}x capacity {row['handshake_capacity_per_s']}/s), all "
-        f"READY {'never' if ready is None else f'{ready:.1f}s'} after the storm "
-        f"({row['reconnect_over_ideal']}x ideal), wasted {row['wasted_handshakes']}, "
+        f"READY {ready_text(row)} after the storm, wasted {row['wasted_handshakes']}, "
         f"lost {row['lost']}"
     )
 
