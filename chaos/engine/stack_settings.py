@@ -50,6 +50,15 @@ class StackSettings(Settings):
         "handshake: rsa-3072 about 60 times a P-256 signature).",
         choices=tuple(KEYS),
     )
+    own_core: bool = setting(
+        False,
+        "own_core",
+        "bool",
+        "Pin the cache to a core of its own (the lowest this process may use) and the trial's "
+        "other processes (the controller, the DB, the proxy, the herd) to the rest, as the "
+        "benchmarks pin servers and load generators: on a small machine the cache then keeps "
+        "its core while clients churn. Needs two cores.",
+    )
     kill_holder: bool = setting(
         False,
         "kill_holder",

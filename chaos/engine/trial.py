@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -134,6 +135,7 @@ class Trial:
         self.released = asyncio.Event()
         self.herd_task: asyncio.Task[HerdResult] | None = None
         self.gate_lifted: asyncio.Future[None] | None = None  # the first connect's gate lifted
+        self.cache_core: int | None = None  # the cache's own core (`[stack] own_core`)
         self.rounds: HerdRounds | None = None  # the herd, when it runs in rounds
         self.outages: list[Outage] = []
         self.journal: list[JournalEntry] = []
@@ -247,6 +249,7 @@ class Trial:
         outage.serving_ns = time.time_ns()
         outage.up_ns = up_ns or outage.serving_ns
         self.pids[service] = info.pid
+        self._pin_cache()
         return outage
 
     def wire_admin(self, link: str) -> str:
@@ -312,6 +315,32 @@ class Trial:
 
     async def run(self) -> Observations:
         raise_open_files()  # the herd runs in this process: every connection is an open file
+        cores = os.sched_getaffinity(0)
+        try:
+            return await self._run()
+        finally:
+            os.sched_setaffinity(0, cores)
+
+    def _pin_others(self) -> None:
+        """With `[stack] own_core`: this process, and what it starts from now on (the stack,
+        the herd's processes), on every core it may use but the cache's."""
+        if not self.shape.own_core:
+            return
+        cores = os.sched_getaffinity(0)
+        if len(cores) < 2:
+            raise TrialError(f"{self.name}: own_core needs two cores; this process may use one")
+        os.sched_setaffinity(0, cores - {min(cores)})
+        self.cache_core = min(cores)
+
+    def _pin_cache(self) -> None:
+        """The cache (a fresh incarnation too) on its own core, with `[stack] own_core`."""
+        pid = self.pids.get(self.caches[0])
+        if self.cache_core is not None and pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, {self.cache_core})
+
+    async def _run(self) -> Observations:
+        self._pin_others()
         async with scenario_stack(self.name.split(":")[0]) as stack:
             self.stack = stack
             info = await in_thread(
@@ -332,6 +361,7 @@ class Trial:
                 self.wire_address = info.services["wire"].grpc
             self.metrics_urls = {name: s.metrics for name, s in info.services.items()}
             self.pids = {name: s.pid for name, s in info.services.items()}
+            self._pin_cache()
             for step in self.experiment.setup:
                 await self._do(step, "setup")
             try:

@@ -4,6 +4,8 @@ and a burst split over two herd processes released together gives one merged doc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -13,8 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from support import chaos_run
+from support import chaos_run, eventually
 
 from chaos.engine.herd import HerdConfig, HerdResult, Outcome, run_herd
 from chaos.engine.herd_fleet import merge, per_process, processes_for, split
@@ -178,3 +181,64 @@ def test_processes_go_with_a_burst_only() -> None:
     assert "processes must be at most the connections (4), got 5" in (
         dataclasses.replace(settings, rounds=False, processes=5).problems()
     )
+
+
+OWN_CORE = """\
+title = "the cache on a core of its own"
+measures = ["lost", "requests"]
+[stack]
+own_core = true
+[herd]
+users = 4
+requests = 20
+think = "250ms"
+[[timeline]]
+at = "1s"
+do = "kill cache"
+[[timeline]]
+after = "300ms"
+do = "restore cache"
+[end]
+when = "herd_done"
+limit = "60s"
+"""
+
+
+def _affinities(parent: int) -> dict[str, list[list[int]]]:
+    """The CPU affinity of each lab service the process `parent` started."""
+    found: dict[str, list[list[int]]] = {}
+    with contextlib.suppress(psutil.Error):
+        for proc in psutil.Process(parent).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                cmdline = " ".join(proc.cmdline())
+                for service in ("cache_service", "db_service"):
+                    if f"-m {service}" in cmdline:
+                        found.setdefault(service, []).append(proc.cpu_affinity())
+    return found
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="own_core needs two cores")
+async def test_own_core_pins_the_cache_apart_from_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "own.toml"
+    path.write_text(OWN_CORE)
+    state = tmp_path / "state"
+    cores = sorted(os.sched_getaffinity(0))
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chaos", "run", str(path), "--json", str(tmp_path / "out.json"),
+        env={**os.environ, "HERDLAB_STATE_DIR": str(state)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    async def probe() -> dict[str, list[list[int]]]:
+        return _affinities(run.pid)
+
+    pinned = await eventually(
+        probe,
+        lambda seen: seen.get("cache_service") == [[cores[0]]] and "db_service" in seen,
+        "the cache pinned to the first core",
+    )
+    assert pinned["db_service"] == [cores[1:]]
+    _, err = await asyncio.wait_for(run.communicate(), 90)
+    assert run.returncode in (0, 1), err.decode()
+    row = json.loads((tmp_path / "out.json").read_text())["rows"][0]
+    assert row["lost"] == 0 and row["requests"] == 80
