@@ -37,14 +37,19 @@ def _config(experiment: Experiment) -> dict[str, Any]:
 
 def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     herd = experiment.settings_for(variant)[2]
+    rows = f"{variant.get('row.trigger')} / {variant.get('row.cure')}: " if variant else ""
     return (
-        f"{variant.get('row.trigger')} / {variant.get('row.cure')}: {herd.channel_count:,} "
+        f"{rows}{herd.channel_count:,} "
         f"connections{' over TLS' if experiment.stack.tls else ''}, connect timeout "
         f"{herd.connect_timeout_s or 20:g}s"
     )
 
 
 def _describe(row: Row) -> list[str]:
+    """The row's figures in a line; a file that measures fewer of them (its own `measures`)
+    gets none rather than a half-empty line."""
+    if any(name not in row for name in DESCRIBED):
+        return []
     return [
         f"  capacity {row['handshake_capacity_per_s']}/s; peak {row['peak_connect_attempts_per_s']}"
         f"/s to the cache ({row['peak_over_capacity']}x), {row['peak_offered_per_s']}/s offered; "
@@ -53,6 +58,23 @@ def _describe(row: Row) -> list[str]:
         f"({row['wasted_share']}); CPU peak {row['server_cpu_peak']}; failed calls "
         f"{row['failed_calls']:,} ({error_counts(row)}); lost {row['lost']}"
     ]
+
+
+DESCRIBED = (
+    "handshake_capacity_per_s",
+    "peak_connect_attempts_per_s",
+    "peak_over_capacity",
+    "peak_offered_per_s",
+    "time_to_all_ready_s",
+    "reconnect_over_ideal",
+    "ideal_reconnect_s",
+    "wasted_handshakes",
+    "wasted_share",
+    "server_cpu_peak",
+    "failed_calls",
+    "client_errors",
+    "lost",
+)
 
 
 COLUMNS = (

@@ -103,3 +103,9 @@ def test_cpu_is_read_within_one_incarnation_of_the_cache() -> None:
     assert cpu_peak(samples, 0) == 1.0  # 1 CPU second in the first second
     assert cpu_used(samples, S + 1, 3 * S) == 1.0  # the restarted process: 0.5 s in 0.5 s
     assert cpu_used(samples, 0, S // 4) is None  # one sample only
+
+
+def test_a_file_measuring_fewer_figures_is_narrated_without_them() -> None:
+    from chaos.scenarios.reconnect_at_scale import KIND  # the scenario's kind, not a measure
+
+    assert KIND.describe({"lost": 0, "wasted_share": 0.0}) == []
