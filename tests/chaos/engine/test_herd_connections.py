@@ -138,6 +138,19 @@ def test_more_processes_than_connections_is_refused(
     assert "--processes must be at most the connections (2), got 3" in done.stderr
 
 
+# The cache killed at {at} after the release and restored 300 ms later; the run ends with the herd.
+KILL_AND_RESTORE = """\
+[[timeline]]
+at = "{at}"
+do = "kill cache"
+[[timeline]]
+after = "300ms"
+do = "restore cache"
+[end]
+when = "herd_done"
+limit = "60s"
+"""
+
 APART = """\
 title = "a herd in two processes of its own, the cache killed and restored under it"
 measures = ["lost", "requests", "ok", "connections", "time_to_all_ready_s"]
@@ -149,16 +162,7 @@ requests = 8
 think = "300ms"
 stay_connected = true
 reconnect = "tuned"
-[[timeline]]
-at = "200ms"
-do = "kill cache"
-[[timeline]]
-after = "300ms"
-do = "restore cache"
-[end]
-when = "herd_done"
-limit = "60s"
-"""
+""" + KILL_AND_RESTORE.format(at="200ms")
 
 
 def test_an_experiments_herd_runs_in_processes_apart_and_sees_the_outage(
@@ -192,16 +196,7 @@ own_core = true
 users = 4
 requests = 20
 think = "250ms"
-[[timeline]]
-at = "1s"
-do = "kill cache"
-[[timeline]]
-after = "300ms"
-do = "restore cache"
-[end]
-when = "herd_done"
-limit = "60s"
-"""
+""" + KILL_AND_RESTORE.format(at="1s")
 
 
 def _affinities(parent: int) -> dict[str, list[list[int]]]:
