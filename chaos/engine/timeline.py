@@ -7,7 +7,8 @@ last event always has a bin.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Sequence
 
 BIN_S = 0.1
 BIN_NS = round(BIN_S * 1e9)
@@ -30,6 +31,15 @@ def bins(times_ns: Iterable[int], t0_ns: int, count: int) -> list[int]:
         if 0 <= index < count:
             counts[index] += 1
     return counts
+
+
+def busiest_window(sorted_ns: Sequence[int], width_ns: int = BIN_NS) -> int:
+    """The most of `sorted_ns` (ascending) within any `width_ns` (a window starting at one of
+    them): a burst that a bin's edge would split in two still counts as one."""
+    return max(
+        (bisect.bisect_left(sorted_ns, t + width_ns) - i for i, t in enumerate(sorted_ns)),
+        default=0,
+    )
 
 
 def seconds_since(t_ns: int | None, t0_ns: int) -> float | None:

@@ -35,7 +35,6 @@ that left READY after the release. Measures:
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from typing import Any
 
@@ -43,9 +42,9 @@ from chaos.engine.measures.base import echo, measure, rounded
 from chaos.engine.observations import Observations
 from chaos.engine.observers.cache_cpu import cpu_peak, cpu_used
 from chaos.engine.observers.wire_links import LinkRecord
+from chaos.engine.timeline import BIN_NS, busiest_window
 
 LINK = ("wire_links",)
-BIN_NS = 100_000_000
 PER_SECOND = 10  # 100 ms bins in a second
 
 echo("connections", "herd.channel_count")  # the connections the herd held
@@ -273,10 +272,7 @@ def reconnect_peak_bin_share(obs: Observations) -> float | None:
     attempts = connect_times(obs)
     if not attempts:
         return None
-    busiest = max(
-        bisect.bisect_left(attempts, t + BIN_NS) - index for index, t in enumerate(attempts)
-    )
-    return _ratio(busiest, len(attempts))
+    return _ratio(busiest_window(attempts), len(attempts))
 
 
 @measure("reconnect_peak_over_mean")
