@@ -324,9 +324,14 @@ class AdaptiveBucket(TokenBucket):
 class Waves(Gate):
     """Staged re-admission: peers fall in `groups` groups by a hash; group 1 passes from when
     the gate is put in force, and one more group each `every_s`, as long as the service kept up
-    during the last wave (each connection let through in it answered, within `keeps_up_s` if
-    that is not 0: one that ended unanswered, a failed connect to a service still down or a
-    client that gave up first, holds the next wave back), until all pass."""
+    during the last wave, until all pass. It kept up when at least `KEEPS_UP_SHARE` of the
+    connections that reached it in the wave were answered (within `keeps_up_s` if that is not
+    0). A wave of failed connects (the service still down) holds the next one back; a few
+    clients that gave up first, or one slow answer among thousands, do not: at thousands of
+    connections a wave without one never comes, and every held group's clients would be
+    refused into longer and longer backoffs."""
+
+    KEEPS_UP_SHARE = 0.9
 
     def __init__(self, holding: Holding, *, groups: int, every_s: float, keeps_up_s: float) -> None:
         super().__init__(holding)
@@ -335,7 +340,7 @@ class Waves(Gate):
         self.keeps_up_s = keeps_up_s
         self.open_groups = 1
         self.widened_at = holding.clock()
-        self.kept_up = True  # every answer since the last widening was within keeps_up_s
+        self.in_time = 0  # connections answered within keeps_up_s since the last widening
         self.answers = 0  # connections answered since the last widening
         self.settles = 0  # connections let through that ended waiting, answered or not
 
@@ -347,8 +352,9 @@ class Waves(Gate):
     def _widen(self) -> None:
         now = self.clock()
         while self.open_groups < self.groups and now - self.widened_at >= self.every_s:
-            kept_up = self.kept_up and self.settles <= self.answers
-            self.kept_up, self.answers, self.settles = True, 0, 0
+            reached = max(self.settles, self.answers)
+            kept_up = self.in_time >= self.KEEPS_UP_SHARE * reached
+            self.in_time, self.answers, self.settles = 0, 0, 0
             if not kept_up:
                 # A slow wave: the next one waits a whole period of answers within the bound.
                 self.widened_at = now
@@ -359,8 +365,8 @@ class Waves(Gate):
 
     def answered(self, seconds: float) -> None:
         self.answers += 1
-        if self.keeps_up_s and seconds > self.keeps_up_s:
-            self.kept_up = False
+        if not self.keeps_up_s or seconds <= self.keeps_up_s:
+            self.in_time += 1
 
     def settle(self) -> None:
         super().settle()

@@ -2,9 +2,10 @@
 by a hash of their address as the proxy sees it (host:port: in the lab every client is on
 127.0.0.1, so a client that reconnects from a new port draws again); from when the fault is put
 in force (at a restore, by the timeline) group 1 passes, then one more group each `every_ms`
-while the service keeps up (each connection of the last wave answered within `keeps_up_ms`,
-0: not checked), until all pass. Connections of groups not yet admitted are held for at most
-`hold_ms` (then reset), or with `hold_ms` 0 refused at once. Counts: `chaos.wire.gate`."""
+while the service keeps up (90% of the last wave's connections that reached it answered,
+within `keeps_up_ms` if that is not 0), until all pass. Connections of groups not yet admitted
+are held for at most `hold_ms` (then reset), or with `hold_ms` 0 refused at once. Counts:
+`chaos.wire.gate`."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ class Stage(Toxic):
     groups: float = attribute(4.0, 1.0, 1024.0, "Groups of clients, one per wave.", whole=True)
     every_ms: float = attribute(1000.0, 0.0, MAX_MS, "Time between waves, ms.")
     keeps_up_ms: float = attribute(
-        0.0, 0.0, MAX_MS, "A wave widens only if connections were answered within this, ms."
+        0.0,
+        0.0,
+        MAX_MS,
+        "A wave widens only if 90% of its connections were answered within this, ms.",
     )
     hold_ms: float = attribute(
         10_000.0, 0.0, MAX_MS, "Longest a connection waits for its wave (0: refuse), ms."

@@ -704,6 +704,25 @@ def test_stage_widens_only_while_the_service_keeps_up() -> None:
     assert gate.open_groups == 3
 
 
+def test_a_wave_keeps_up_when_nine_in_ten_that_reached_the_service_were_answered_in_time() -> None:
+    clock = Clock()
+    gate = Waves(Holding(clock, 0.0, lambda: None), groups=3, every_s=1.0, keeps_up_s=0.05)
+
+    def wave(in_time: int, slow: int, unanswered: int) -> int:
+        for seconds in [0.01] * in_time + [0.2] * slow:
+            gate.answered(seconds)
+            gate.settle()
+        for _ in range(unanswered):
+            gate.settle()  # its client gave up first
+        clock.now += 1.0
+        gate.passes("")
+        return gate.open_groups
+
+    assert wave(in_time=90, slow=5, unanswered=5) == 2  # 90 of 100
+    assert wave(in_time=89, slow=5, unanswered=6) == 2  # 89 of 100: held back a period
+    assert wave(in_time=0, slow=0, unanswered=0) == 3  # nobody let through
+
+
 async def test_stage_holds_later_groups_until_their_wave(proxied: tuple[Link, Upstream]) -> None:
     link, _ = proxied
     clock = link.clock = Clock()
