@@ -181,6 +181,9 @@ class TokenBucket(Gate):
         self.tokens = burst
         self.stamp = holding.clock()
         self.line: deque[asyncio.Future[None]] = deque()
+        # Tickets that left from mid-line (expired, their client gone): dropped when they reach
+        # the head, so a leave costs O(1) however long the line. The head is never one of them.
+        self.gone: set[asyncio.Future[None]] = set()
         self.max_pending = max_pending
         self.place = asyncio.Event()  # set when a pending connection settles
         self.answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # when the last answers came
@@ -227,7 +230,7 @@ class TokenBucket(Gate):
 
     def wait_s(self, peer: str) -> float:
         self._refill()
-        ahead = len(self.line) + 1
+        ahead = len(self.line) - len(self.gone) + 1
         tokens_s = max(0.0, ahead - self.tokens) / self.rate
         if not self.max_pending:
             return tokens_s
@@ -244,8 +247,13 @@ class TokenBucket(Gate):
         return mine
 
     def leave(self, ticket: object) -> None:
-        if ticket in self.line:
-            self.line.remove(ticket)  # type: ignore[arg-type]
+        assert isinstance(ticket, asyncio.Future)
+        if self.line and self.line[0] is ticket:
+            self.line.popleft()
+        else:
+            self.gone.add(ticket)
+        while self.line and self.line[0] in self.gone:
+            self.gone.discard(self.line.popleft())
         if self.line and not self.line[0].done():
             self.line[0].set_result(None)
 

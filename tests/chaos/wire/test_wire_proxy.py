@@ -544,6 +544,28 @@ async def test_one_answer_lets_one_held_connection_through_not_the_line(
         await close(writer)
 
 
+async def test_clients_gone_from_mid_line_are_skipped_and_not_counted_ahead() -> None:
+    all_held = asyncio.Event()
+
+    def changed() -> None:
+        if bucket.counts["queued"] == 5:
+            all_held.set()
+
+    bucket = TokenBucket(Holding(Clock(), 10.0, changed), rate=64, burst=64, max_pending=1)
+    assert await bucket.admit("first")  # passed: pending 1, the line waits for a place
+    line = [asyncio.create_task(bucket.admit(f"held-{i}")) for i in range(5)]
+    await all_held.wait()
+    for gone in line[1:4]:  # three clients give up from mid-line
+        gone.cancel()
+    await asyncio.gather(*line[1:4], return_exceptions=True)
+    assert len(bucket.line) - len(bucket.gone) == 2 and bucket.counts["queued"] == 2
+    bucket.settle()  # the first answered: the head of the line passes
+    assert await line[0] and bucket.counts["admitted"] == 2
+    bucket.settle()  # and then the last, past the three gone
+    assert await line[4] and bucket.counts["admitted"] == 3
+    assert not bucket.line and not bucket.gone
+
+
 async def test_a_service_that_speaks_first_is_counted_answered() -> None:
     async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"hi")  # as a gRPC server sends its SETTINGS at once in plaintext
