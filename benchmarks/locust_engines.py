@@ -67,26 +67,28 @@ def _asyncio(target: str, users: int, requests: int, cores: frozenset[int]) -> d
     """A master and one worker of the lab's locustfile; CPU of the worker and its herd process
     from the release on, by sampling."""
     herd = HerdSettings(users=users, requests=requests, key_prefix=KEY_PREFIX, deadline_s=60.0)
-    folder = Path(tempfile.mkdtemp(prefix="herdlab-locust-bench-"))
     port = free_port()
-    out = folder / "herd.json"
-    log = (folder / "log").open("wb")
-    master = subprocess.Popen(
-        master_argv(herd, target, None, 1, port, out), stdout=log, stderr=subprocess.STDOUT
-    )
-    worker = subprocess.Popen(worker_argv(port), stdout=log, stderr=subprocess.STDOUT)
-    process = psutil.Process(worker.pid)
-    samples: list[tuple[int, float]] = []
-    deadline = time.monotonic() + LIMIT_S
-    while master.poll() is None and time.monotonic() < deadline:
-        pin(worker.pid, cores)
-        for child in process.children(recursive=True):
-            pin(child.pid, cores)
-        samples.append((time.time_ns(), _tree_cpu_s(process)))
-        time.sleep(POLL_S)
-    master.wait(timeout=10)
-    worker.wait(timeout=30)
-    doc: dict[str, Any] = json.loads(out.read_text())
+    with (
+        tempfile.TemporaryDirectory(prefix="herdlab-locust-bench-") as tmp,
+        (Path(tmp) / "log").open("wb") as log,
+    ):
+        out = Path(tmp) / "herd.json"
+        master = subprocess.Popen(
+            master_argv(herd, target, None, 1, port, out), stdout=log, stderr=subprocess.STDOUT
+        )
+        worker = subprocess.Popen(worker_argv(port), stdout=log, stderr=subprocess.STDOUT)
+        process = psutil.Process(worker.pid)
+        samples: list[tuple[int, float]] = []
+        deadline = time.monotonic() + LIMIT_S
+        while master.poll() is None and time.monotonic() < deadline:
+            pin(worker.pid, cores)
+            for child in process.children(recursive=True):
+                pin(child.pid, cores)
+            samples.append((time.time_ns(), _tree_cpu_s(process)))
+            time.sleep(POLL_S)
+        master.wait(timeout=10)
+        worker.wait(timeout=30)
+        doc: dict[str, Any] = json.loads(out.read_text())
     release_ns = doc["release"]["release_ns"]
     done_ns = release_ns + round(doc["seconds"] * 1e9)
     at_release = max((cpu for at, cpu in samples if at <= release_ns), default=0.0)

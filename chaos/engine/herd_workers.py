@@ -533,62 +533,65 @@ def _run_locust(
 ) -> tuple[dict[str, Any], HerdResult]:
     config = herd.config(target)
     limit_s = 2 * START_TIMEOUT_S + run_limit_s(share(config, workers, 0)) + HEARTBEAT_TIMEOUT_S
-    folder = Path(tempfile.mkdtemp(prefix="herdlab-locust-"))
-    logs = log_dir or folder
-    out = folder / "herd.json"
-    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="herdlab-locust-") as tmp:
+        folder = Path(tmp)
+        logs = log_dir or folder
+        out = folder / "herd.json"
+        procs: list[subprocess.Popen[bytes]] = []
 
-    def start(argv: list[str], name: str) -> subprocess.Popen[bytes]:
-        with (logs / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        procs.append(proc)
-        return proc
-
-    try:
-        master = start(master_argv(herd, target, tls_ca, workers, port, out), "master")
-        for index in range(workers):
-            if hosts:
-                host = hosts[index]
-                argv = host.argv(
-                    [
-                        *worker_argv(port, host.outer),
-                        "--herd-worker-target",
-                        reached_from(target, host),
-                    ]
+        def start(argv: list[str], name: str) -> subprocess.Popen[bytes]:
+            with (logs / f"{name}.log").open("wb") as log:
+                proc = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            else:
-                argv = worker_argv(port)
-            start(argv, f"worker-{index}")
-        deadline = time.monotonic() + limit_s
-        released = on_release is None
-        while master.poll() is None:
-            if time.monotonic() > deadline:
-                raise WorkersError(f"the Locust master did not end within {limit_s:.0f}s")
-            if not released and released_path(out).exists():
-                release_ns = int(released_path(out).read_text() or 0)
-                time.sleep(max(0.0, (release_ns - time.time_ns()) / 1e9))
-                assert on_release is not None
-                on_release()
-                released = True
-            time.sleep(POLL_S)
-        for proc in procs[1:]:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, min(HEARTBEAT_TIMEOUT_S, deadline - time.monotonic())))
-        if not out.exists():
-            tail = (logs / "master.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise WorkersError(
-                f"the Locust master wrote no result (exit {master.returncode}): "
-                f"{tail[0] if tail else 'no output'}"
-            )
-        doc: dict[str, Any] = json.loads(out.read_text())
-        with out.with_suffix(".pickle").open("rb") as file:
-            result: HerdResult = pickle.load(file)
-        return doc, result
-    finally:
-        for proc in procs:
-            _stop(proc)
+            procs.append(proc)
+            return proc
+
+        try:
+            master = start(master_argv(herd, target, tls_ca, workers, port, out), "master")
+            for index in range(workers):
+                if hosts:
+                    host = hosts[index]
+                    argv = host.argv(
+                        [
+                            *worker_argv(port, host.outer),
+                            "--herd-worker-target",
+                            reached_from(target, host),
+                        ]
+                    )
+                else:
+                    argv = worker_argv(port)
+                start(argv, f"worker-{index}")
+            deadline = time.monotonic() + limit_s
+            released = on_release is None
+            while master.poll() is None:
+                if time.monotonic() > deadline:
+                    raise WorkersError(f"the Locust master did not end within {limit_s:.0f}s")
+                if not released and released_path(out).exists():
+                    release_ns = int(released_path(out).read_text() or 0)
+                    time.sleep(max(0.0, (release_ns - time.time_ns()) / 1e9))
+                    assert on_release is not None
+                    on_release()
+                    released = True
+                time.sleep(POLL_S)
+            for proc in procs[1:]:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(
+                        timeout=max(0.1, min(HEARTBEAT_TIMEOUT_S, deadline - time.monotonic()))
+                    )
+            if not out.exists():
+                tail = (logs / "master.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise WorkersError(
+                    f"the Locust master wrote no result (exit {master.returncode}): "
+                    f"{tail[0] if tail else 'no output'}"
+                )
+            doc: dict[str, Any] = json.loads(out.read_text())
+            with out.with_suffix(".pickle").open("rb") as file:
+                result: HerdResult = pickle.load(file)
+            return doc, result
+        finally:
+            for proc in procs:
+                _stop(proc)
 
 
 async def run_on_workers(
