@@ -57,7 +57,7 @@ from chaos.engine.trial_stack import in_thread, scenario_stack, wait_listening
 from chaos.lab.admin import Admin
 from chaos.lab.backends.local import READY_TIMEOUT_S, LocalStack, cache_names
 from chaos.lab.procstats import peak_rss_bytes
-from chaos.wire.admin import WireClient
+from chaos.wire.admin import WireClient, new_fault
 from chaos.wire.gate import CEILING
 from db_service.settings import DbSettings
 from herdlab.auth import AdminError
@@ -70,7 +70,7 @@ from herdlab.metrics import (
     sample,
 )
 from herdlab.scrape import read as read_metrics
-from protos import admin_pb2, wire_pb2
+from protos import admin_pb2
 
 POLL_S = 0.01
 CONNECT_GATE = "cache-connect"  # the first connect's admission gate (`[stack] connect_pending`)
@@ -391,16 +391,16 @@ class Trial:
                 await client.remove(CONNECT_GATE)
                 return
             await client.add(
-                wire_pb2.Fault(
-                    name=CONNECT_GATE,
-                    link="cache",
-                    kind="admit",
-                    attributes={
+                new_fault(
+                    "cache",
+                    "admit",
+                    {
                         "rate": CEILING,
                         "burst": CEILING,
                         "pending": float(pending),
                         "max_wait_ms": self._connect_hold_s() * 1000,
                     },
+                    name=CONNECT_GATE,
                 )
             )
 

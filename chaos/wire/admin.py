@@ -9,18 +9,52 @@ bounded by `ADMIN_TIMEOUT_S` per call, raising `AdminError`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
 
 from chaos.wire.gate import COUNTS
 from chaos.wire.proxy import Installed, Link, parse_fault
+from chaos.wire.toxics import TOXICS
 from herdlab.admin_client import AdminClient
 from herdlab.grpcutil import Context
 from protos import wire_pb2, wire_pb2_grpc
 
 T = TypeVar("T")
+
+
+def new_fault(
+    link: str,
+    kind: str,
+    attributes: Mapping[str, float],
+    *,
+    name: str = "",
+    stream: str = "both",
+    for_s: float | None = None,
+) -> wire_pb2.Fault:
+    """The request to put a fault in force, checked as the proxy will check it (ValueError
+    naming the problem); named `<link>-<kind>` unless `name` is given. A momentary fault
+    (`reset`) without a duration acts once."""
+    fault = wire_pb2.Fault(
+        name=name or f"{link}-{kind}",
+        link=link,
+        kind=kind,
+        stream=stream,
+        attributes=dict(attributes),
+        for_ms=(for_s or 0.0) * 1000,
+        once=TOXICS.get(kind).momentary and for_s is None,
+    )
+    parse_fault(
+        fault.name,
+        link,
+        kind,
+        dict(attributes),
+        stream=stream,
+        for_ms=fault.for_ms,
+        once=fault.once,
+    )
+    return fault
 
 
 def fault_message(installed: Installed) -> wire_pb2.Fault:

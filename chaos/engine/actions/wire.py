@@ -40,8 +40,8 @@ from chaos.engine.actions.base import (
     service_name,
 )
 from chaos.engine.registry import ACTIONS
-from chaos.wire.admin import WireClient
-from chaos.wire.proxy import ALL_LINKS, LINK_NAMES, STREAMS, TARGET_LINK, parse_fault
+from chaos.wire.admin import WireClient, new_fault
+from chaos.wire.proxy import ALL_LINKS, LINK_NAMES, STREAMS, TARGET_LINK
 from chaos.wire.toxics import TOXICS
 from herdlab.auth import AdminError
 from herdlab.config import DURATION
@@ -202,30 +202,6 @@ def _attributes(kind: str, values: Mapping[str, Any]) -> dict[str, float]:
     return toxic.parse(attributes).attributes()
 
 
-def _fault(
-    service: str, kind: str, attributes: Mapping[str, float], stream: str, for_s: float | None
-) -> wire_pb2.Fault:
-    fault = wire_pb2.Fault(
-        name=f"{service}-{kind}",
-        link=service,
-        kind=kind,
-        stream=stream,
-        attributes=dict(attributes),
-        for_ms=(for_s or 0.0) * 1000,
-        once=TOXICS.get(kind).momentary and for_s is None,
-    )
-    parse_fault(
-        fault.name,
-        service,
-        kind,
-        dict(attributes),
-        stream=stream,
-        for_ms=fault.for_ms,
-        once=fault.once,
-    )
-    return fault
-
-
 @dataclass(frozen=True)
 class Wire(Action):
     service: str
@@ -286,7 +262,10 @@ class Wire(Action):
         kind = _kind_of(values)
         service = values["service"]
         attributes = _attributes(kind, values)
-        return cls(service, _fault(service, kind, attributes, values["stream"], values["for_s"]))
+        return cls(
+            service,
+            new_fault(service, kind, attributes, stream=values["stream"], for_s=values["for_s"]),
+        )
 
     def problem(self, experiment: Experiment, down: set[str]) -> str | None:
         return _needs_proxy(experiment, self.service, partition=True)
