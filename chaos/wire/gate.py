@@ -23,6 +23,12 @@ wait), refused (at once), expired (held past the wait), queued (held now) and pe
 and not yet answered: the proxy `settle`s each passed connection once, at the service's first
 byte or at its end without one).
 
+A gate that meters the service (`admit`: a rate, handshakes in flight) also holds while the
+service is down: once a connection it let through found the service refusing connections
+(`unreachable`), it lets one through each `PROBE_S` to try it, and holds the rest, until the
+service answers one. The clients wait in its line through a restart instead of being reset into
+their backoff, and the line is there, in order, when the service is back.
+
 Time is the link's clock (`time.monotonic` unless a test injects one): a gate's arithmetic
 (tokens, waves) reads it, and its waits sleep what the arithmetic says.
 """
@@ -30,6 +36,7 @@ Time is the link's clock (`time.monotonic` unless a test injects one): a gate's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +48,7 @@ COUNTS = ("admitted", "held", "refused", "expired", "queued", "pending")
 CEILING = 1_000_000.0  # connections a second: the most any admission rate is raised to
 ANSWERS_KEPT = 256  # answers a gate keeps the times of, to tell how fast the service answers
 ANSWER_WINDOW_S = 2.0  # and of those, the ones this recent
+PROBE_S = 0.25  # while the service is down, one connection is let through this often to try it
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,11 @@ class Gate:
         """A connection this gate passed never reached the service (a later gate refused it,
         or its client left before): no longer pending, and nothing said of the service."""
         self._count("pending", -1)
+
+    def unreachable(self) -> None:
+        """A connection this gate passed found the service down (its connect was refused):
+        settled, unanswered."""
+        self.settle()
 
     def open(self) -> None:
         """The gate is removed: what it holds passes."""
@@ -187,9 +200,16 @@ class TokenBucket(Gate):
         self.max_pending = max_pending
         self.place = asyncio.Event()  # set when a pending connection settles
         self.answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # when the last answers came
+        self.probe_at = 0.0  # the service is down: the next probe is due then (0: it is up)
 
     def _free(self) -> bool:
+        if self.probe_at:
+            return self.counts["pending"] == 0 and self.clock() >= self.probe_at
         return not self.max_pending or self.counts["pending"] < self.max_pending
+
+    def unreachable(self) -> None:
+        self.probe_at = self.clock() + PROBE_S
+        super().unreachable()
 
     def settle(self) -> None:
         super().settle()
@@ -201,6 +221,7 @@ class TokenBucket(Gate):
 
     def answered(self, seconds: float) -> None:
         self.answers.append(self.clock())
+        self.probe_at = 0.0
 
     def answer_rate(self) -> float:
         """Answers a second over those of the last `ANSWER_WINDOW_S` (0 until two are known):
@@ -263,7 +284,14 @@ class TokenBucket(Gate):
         while True:
             if not self._free():
                 self.place.clear()
-                await self.place.wait()
+                if self.probe_at and not self.counts["pending"]:
+                    # The service is down and no probe is out: woken when the next one is due.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self.place.wait(), max(0.001, self.probe_at - self.clock())
+                        )
+                else:
+                    await self.place.wait()
                 continue
             if self._take():
                 return

@@ -298,7 +298,7 @@ class Link:
             # The service behind is down: the client's connection is reset, as a refused one.
             self.stats.count("refused")
             for gate in gates:
-                gate.settle()
+                gate.unreachable()
             reset(client.transport)
             return
         self.stats.count("passed")

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from chaos.wire.admin import fault_doc, fault_message
-from chaos.wire.gate import AdaptiveBucket, Holding, TokenBucket, Waves
+from chaos.wire.gate import PROBE_S, AdaptiveBucket, Holding, TokenBucket, Waves
 from chaos.wire.proxy import Link, parse_fault
 from chaos.wire.stats import LinkStats
 from chaos.wire.toxics import TOXICS
@@ -564,6 +564,30 @@ async def test_clients_gone_from_mid_line_are_skipped_and_not_counted_ahead() ->
     bucket.settle()  # and then the last, past the three gone
     assert await line[4] and bucket.counts["admitted"] == 3
     assert not bucket.line and not bucket.gone
+
+
+async def test_while_the_service_is_down_the_gate_holds_and_lets_one_probe_through() -> None:
+    clock = Clock()
+    all_held = asyncio.Event()
+
+    def changed() -> None:
+        if bucket.counts["queued"] == 3:
+            all_held.set()
+
+    bucket = TokenBucket(Holding(clock, 30.0, changed), rate=1024, burst=1024, max_pending=4)
+    assert await bucket.admit("first")
+    bucket.unreachable()  # its connect was refused: the service is down
+    assert bucket.counts["pending"] == 0 and not bucket.passes("newcomer")
+    line = [asyncio.create_task(bucket.admit(f"held-{i}")) for i in range(3)]
+    await all_held.wait()
+    clock.now += PROBE_S  # the next probe is due: the head of the line is let through alone
+    assert await line[0] and bucket.counts["admitted"] == 2 and bucket.counts["pending"] == 1
+    clock.now += 4 * PROBE_S  # while the probe is out nobody else passes, however long
+    assert not bucket.passes("newcomer") and bucket.counts["queued"] == 2
+    bucket.answered(0.01)  # the service is back: the probe answered, the line goes on
+    bucket.settle()
+    assert await asyncio.gather(*line[1:]) == [True, True]
+    assert bucket.counts["admitted"] == 4 and bucket.counts["pending"] == 2
 
 
 async def test_a_service_that_speaks_first_is_counted_answered() -> None:
