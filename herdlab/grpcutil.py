@@ -589,7 +589,21 @@ def wait_serving(
 
     Blocking (the sync gRPC API): controllers call it outside any event loop.
     """
+    return serving_problem(target, timeout_s, alive, ca) is None
+
+
+def serving_problem(
+    target: str,
+    timeout_s: float,
+    alive: Callable[[], bool] | None = None,
+    ca: str | Path | None = None,
+) -> str | None:
+    """None once `target` answers its health check with SERVING (as `wait_serving`); otherwise
+    why not: "exited" when `alive()` said the process is gone, else the last answer or error
+    the check saw before `timeout_s` (a service that logged it is listening and still is not
+    SERVING says here whether it refused, failed the handshake or did not answer)."""
     deadline = time.monotonic() + timeout_s
+    last = "no answer"
     # A service that is still starting refuses the first connects: with gRPC's default backoff
     # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
     fast = Reconnect(initial_backoff_ms=50, max_backoff_ms=250, min_connect_timeout_ms=1000)
@@ -597,7 +611,7 @@ def wait_serving(
         stub = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:
             if alive is not None and not alive():
-                return False
+                return "exited"
             try:
                 reply = stub.Check(
                     health_pb2.HealthCheckRequest(),
@@ -605,8 +619,9 @@ def wait_serving(
                     wait_for_ready=True,
                 )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                pass
+                    return None
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {' '.join(str(exc.details()).split())}"
             time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
-    return False
+    return last

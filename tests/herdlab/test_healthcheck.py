@@ -1,6 +1,7 @@
 """`python -m herdlab.healthcheck`, the image's own gRPC health client, against real gRPC servers:
 SERVING exits 0; NOT_SERVING, a server without the health service, a port that is not gRPC, a
-closed port and bad arguments exit 1 with one line."""
+closed port and bad arguments exit 1 with one line; and the controller's readiness wait says what it
+last saw."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chaos.lab.backends.local import StackInfo
 from chaos.lab.ports import free_port
+from herdlab.grpcutil import serving_problem, wait_serving
 
 HEALTHCHECK = [sys.executable, "-m", "herdlab.healthcheck", "--timeout", "5s"]
 
@@ -75,3 +77,18 @@ def test_metrics_port_closed_port_and_bad_arguments_exit_1(stack_info: StackInfo
         result = _run(*args)
         assert result.returncode == 1, args
         assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, args
+
+
+def test_the_readiness_wait_says_what_it_last_saw(
+    health_server: tuple[str, health.HealthServicer],
+) -> None:
+    """`serving_problem`, which the local stack's start waits with: None once SERVING; else the
+    last status or error, so a stack that did not come up says why (not only that it did not)."""
+    target, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert serving_problem(target, 0.3) == "NOT_SERVING"
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    assert serving_problem(target, 5.0) is None and wait_serving(target, 5.0)
+    assert serving_problem(target, 5.0, alive=lambda: False) == "exited"
+    closed = serving_problem(f"127.0.0.1:{free_port()}", 0.3)
+    assert closed is not None and closed.split(":")[0] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")

@@ -28,7 +28,7 @@ start of the service in it: a restore appends). `up` first moves the previous st
 With `tls` (`chaos up --tls`) the stack makes a CA and a server certificate in `<state_dir>/tls`
 (`chaos.lab.tls`) and the DB and the cache serve gRPC over TLS with it; the cache verifies the DB
 against the CA, and so does every client of the stack: each service's record keeps the CA's path
-(`tls_ca`), which `wait_serving` and the controller's clients read. The wire proxy relays bytes,
+(`tls_ca`), which `serving_problem` and the controller's clients read. The wire proxy relays bytes,
 so TLS passes through its links; its own admin port stays plaintext.
 """
 
@@ -65,7 +65,7 @@ from chaos.lab.state import ServiceRecord, default_state_dir, read_records, save
 from chaos.lab.tls import DEFAULT_KEY, StackCerts, make_certs
 from chaos.wire.proxy import LINK_NAMES
 from herdlab.config import grace_s
-from herdlab.grpcutil import wait_serving
+from herdlab.grpcutil import serving_problem
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -368,18 +368,17 @@ class LocalStack(Backend):
         def alive() -> bool:
             return child.poll() is None
 
-        serving = (
-            wait_redis(record.grpc, timeout_s, alive=alive)
-            if record.kind == "redis"
-            else wait_serving(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
-        )
-        if not serving:
+        if record.kind == "redis":
+            problem = None if wait_redis(record.grpc, timeout_s, alive=alive) else "no PONG"
+        else:
+            problem = serving_problem(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
+        if problem is not None:
             tail = _tail(Path(record.log))
             ready = "answer PING" if record.kind == "redis" else "become SERVING"
             why = (
                 f": it exited at start (exit {child.returncode})"
                 if child.poll() is not None
-                else f" on {record.grpc} within {timeout_s:g}s"
+                else f" on {record.grpc} within {timeout_s:g}s (last: {problem})"
             )
             raise BackendError(f"{name} did not {ready}{why}" + (f": {tail}" if tail else ""))
 
