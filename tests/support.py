@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -160,15 +159,6 @@ class DbGate:
     async def arrivals_since(self) -> int:
         """DB arrivals since the gate shut, the gate's own query excluded."""
         return (await self.lab.db_state()).arrivals - self.arrivals_before
-
-
-def default_signals() -> None:
-    """A `preexec_fn` for children a test will signal: SIGINT and SIGHUP at their defaults in
-    the child, whatever this run inherited (a background job of a non-interactive shell ignores
-    SIGINT; `nohup` ignores SIGHUP; an ignored signal stays ignored across exec, and `chaos`
-    keeps it so)."""
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def chaos_run(path: Path, out_json: Path, state_dir: Path) -> subprocess.CompletedProcess[str]:

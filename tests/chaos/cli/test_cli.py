@@ -23,7 +23,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support import default_signals
 
 from chaos.engine.herd import HerdConfig, HerdResult, run_herd
 from herdlab import scrape
@@ -291,7 +290,6 @@ def _running_scenario(state_dir: Path) -> tuple[subprocess.Popen[str], list[psut
     proc = subprocess.Popen(
         [*CHAOS, "scenario", "stampede", "--clients", "5", "--db-latency", "60s"],
         env=env,
-        preexec_fn=default_signals,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -348,7 +346,6 @@ def test_services_of_chaos_up_outlive_the_shell_that_started_them(tmp_path: Path
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # the shell's own session, as a terminal's
-        preexec_fn=default_signals,
     )
     try:
         assert shell.stdout is not None

@@ -22,7 +22,6 @@ from typing import IO, Any
 
 import pytest
 from rich.console import Console
-from support import default_signals
 
 from chaos.cli.watch import SHARE_SOURCES, counter_delta, figures, histogram_quantile, render
 from herdlab.scrape import Scrape, parse
@@ -299,7 +298,6 @@ def chaos(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> sub
     return subprocess.Popen(
         [*CHAOS, *args],
         text=True,
-        preexec_fn=default_signals,
         env={**os.environ, "HERDLAB_STATE_DIR": str(state_dir), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -445,7 +443,6 @@ def test_live_view_in_an_80x24_terminal(shared_stack: Path) -> None:
     env.pop("LINES", None)
     proc = subprocess.Popen(
         [*CHAOS, "watch", "--interval", "0.2s", "--count", "1000"],
-        preexec_fn=default_signals,
         stdin=slave,
         stdout=slave,
         stderr=subprocess.PIPE,
