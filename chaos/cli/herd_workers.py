@@ -5,7 +5,6 @@ in (`chaos.engine.locustfile`'s docstring, README "The herd on Locust")."""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import click
@@ -15,13 +14,16 @@ from chaos.cli.context import emit_json, err, out
 from chaos.engine.herd import HerdConfig
 from chaos.engine.herd_settings import HerdSettings
 from chaos.engine.herd_workers import WorkersError, hosts_problem, run_locust
+from chaos.lab import extras
 from chaos.lab.ports import free_port
 
 
 def check(processes: int | None, metrics_port: int) -> None:
     """What cannot go with Locust workers: bad input, exit 2, nothing started."""
-    if importlib.util.find_spec("locust") is None:
-        raise click.UsageError("--workers needs Locust: pip install 'herdlab[locust]'")
+    try:
+        extras.require(extras.LOCUST, "--workers")
+    except extras.MissingExtra as exc:
+        raise click.UsageError(str(exc)) from None
     if processes is not None:
         raise click.UsageError(
             "--processes is for the asyncio engine; Locust shares the herd over --workers"

@@ -35,6 +35,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from chaos.lab import extras
 from herdlab.grpcutil import sync_channel
 
 PLACEHOLDERS = ("key", "user", "seq", "uuid")
@@ -93,9 +94,9 @@ def compile_protos(proto: str, import_paths: Sequence[str]) -> descriptor_pool.D
     """A pool of `proto` and its imports, compiled by grpcio-tools' protoc in a child process (its
     errors are the child's output: the first is the one line)."""
     try:
-        import grpc_tools  # noqa: F401  (the `proto` extra)
-    except ImportError:
-        raise CallError("--proto needs grpcio-tools: pip install 'herdlab[proto]'") from None
+        extras.require(extras.PROTO, "--proto")
+    except extras.MissingExtra as exc:
+        raise CallError(str(exc)) from None
     if not Path(proto).is_file():
         raise CallError(f"--proto {proto}: no such file")
     paths = list(import_paths) or [str(Path(proto).parent)]

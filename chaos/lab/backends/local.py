@@ -368,17 +368,20 @@ class LocalStack(Backend):
         def alive() -> bool:
             return child.poll() is None
 
+        # What a gRPC service's readiness wait last saw; a Redis that never answered says no more.
+        last: str | None
         if record.kind == "redis":
-            problem = None if wait_redis(record.grpc, timeout_s, alive=alive) else "no PONG"
+            last = None if wait_redis(record.grpc, timeout_s, alive=alive) else ""
         else:
             problem = serving_problem(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
-        if problem is not None:
+            last = None if problem is None else f" (last: {problem})"
+        if last is not None:
             tail = _tail(Path(record.log))
             ready = "answer PING" if record.kind == "redis" else "become SERVING"
             why = (
                 f": it exited at start (exit {child.returncode})"
                 if child.poll() is not None
-                else f" on {record.grpc} within {timeout_s:g}s (last: {problem})"
+                else f" on {record.grpc} within {timeout_s:g}s{last}"
             )
             raise BackendError(f"{name} did not {ready}{why}" + (f": {tail}" if tail else ""))
 

@@ -45,21 +45,6 @@ def _announce(experiment: Experiment, variant: Mapping[str, Any]) -> str:
     )
 
 
-def _describe(row: Row) -> list[str]:
-    """The row's figures in a line; a file that measures fewer of them (its own `measures`)
-    gets none rather than a half-empty line."""
-    if any(name not in row for name in DESCRIBED):
-        return []
-    return [
-        f"  capacity {row['handshake_capacity_per_s']}/s; peak {row['peak_connect_attempts_per_s']}"
-        f"/s to the cache ({row['peak_over_capacity']}x), {row['peak_offered_per_s']}/s offered; "
-        f"all READY {ready_text(row)} after the storm (the ideal {row['ideal_reconnect_s']}s); "
-        f"wasted handshakes {row['wasted_handshakes']} "
-        f"({row['wasted_share']}); CPU peak {row['server_cpu_peak']}; failed calls "
-        f"{row['failed_calls']:,} ({error_counts(row)}); lost {row['lost']}"
-    ]
-
-
 DESCRIBED = (
     "handshake_capacity_per_s",
     "peak_connect_attempts_per_s",
@@ -75,6 +60,21 @@ DESCRIBED = (
     "client_errors",
     "lost",
 )
+
+
+def _describe(row: Row) -> list[str]:
+    """The row's figures in a line; a file that measures fewer of them (its own `measures`)
+    gets none rather than a half-empty line."""
+    if any(name not in row for name in DESCRIBED):
+        return []
+    return [
+        f"  capacity {row['handshake_capacity_per_s']}/s; peak {row['peak_connect_attempts_per_s']}"
+        f"/s to the cache ({row['peak_over_capacity']}x), {row['peak_offered_per_s']}/s offered; "
+        f"all READY {ready_text(row)} after the storm (the ideal {row['ideal_reconnect_s']}s); "
+        f"wasted handshakes {row['wasted_handshakes']} "
+        f"({row['wasted_share']}); CPU peak {row['server_cpu_peak']}; failed calls "
+        f"{row['failed_calls']:,} ({error_counts(row)}); lost {row['lost']}"
+    ]
 
 
 COLUMNS = (

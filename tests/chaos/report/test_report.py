@@ -214,5 +214,5 @@ def test_without_matplotlib_the_report_keeps_its_tables_and_says_plots_were_skip
     assert markdown_table(RETRY_STORM_COLUMNS, []).splitlines()[0] in report
     # Only the retry storm has figures: one note, under its table.
     assert report.count("Plots skipped: matplotlib is not installed") == 1
-    assert "pip install 'herdlab[plot]'" in report
+    assert extras.install_hint(extras.PLOT) in report
     assert capsys.readouterr().err.count("report without plots") == 1
