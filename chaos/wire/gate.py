@@ -140,12 +140,10 @@ class Gate:
                 {turn, opened}, timeout=self.max_wait_s, return_when=asyncio.FIRST_COMPLETED
             )
         except asyncio.CancelledError:
-            await self._stop_waiting(turn, opened, ticket)
-            if _succeeded(turn):
-                self.withdraw()
+            if self._stop_waiting(turn, opened, ticket):
+                self.withdraw()  # its turn came as its client left
             raise
-        await self._stop_waiting(turn, opened, ticket)
-        if _succeeded(turn):
+        if self._stop_waiting(turn, opened, ticket):
             return True  # counted by its turn
         if _succeeded(opened):
             self._passed()
@@ -159,15 +157,21 @@ class Gate:
         self._count("queued", -1)
         self._passed()
 
-    async def _stop_waiting(
+    def _stop_waiting(
         self, turn: asyncio.Future[None], opened: asyncio.Future[Any], ticket: object
-    ) -> None:
+    ) -> bool:
+        """Ends the wait in one step, with no await in which the waiting connection's client
+        could leave between its turn coming and the turn being accounted for: whether the turn
+        came is decided now (one not done now is cancelled and never counts itself passed),
+        the ticket leaves the line, and the cancelled waits finish on their own. True if the
+        turn came (counted pending by it)."""
+        came = _succeeded(turn)
         turn.cancel()
         opened.cancel()
-        await asyncio.gather(turn, opened, return_exceptions=True)
         self.leave(ticket)
-        if not _succeeded(turn):
+        if not came:
             self._count("queued", -1)
+        return came
 
     def _passed(self) -> None:
         self._count("admitted")
@@ -286,10 +290,11 @@ class TokenBucket(Gate):
                 self.place.clear()
                 if self.probe_at and not self.counts["pending"]:
                     # The service is down and no probe is out: woken when the next one is due.
+                    # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                    # that meets the wait's end, and a cancelled turn must never pass.)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self.place.wait(), max(0.001, self.probe_at - self.clock())
-                        )
+                        async with asyncio.timeout(max(0.001, self.probe_at - self.clock())):
+                            await self.place.wait()
                 else:
                     await self.place.wait()
                 continue
