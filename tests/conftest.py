@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     exec, a caught one does not, so an inherited SIG_IGN is replaced here by a handler that does
     nothing. Not a `preexec_fn` in each child: Python code between fork and exec, in a process
     with gRPC threads, can abort in gRPC's fork handlers (SIGABRT, 'epoll_wait error: Bad file
-    descriptor'; 15 spawns in 400 here, none without it)."""
+    descriptor'; 3 to 15 spawns in 400 here, none without it)."""
     for sig in (signal.SIGINT, signal.SIGHUP):
         if signal.getsignal(sig) == signal.SIG_IGN:
             signal.signal(sig, _ignore)
