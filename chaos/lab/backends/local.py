@@ -368,22 +368,21 @@ class LocalStack(Backend):
         def alive() -> bool:
             return child.poll() is None
 
-        # What a gRPC service's readiness wait last saw; a Redis that never answered says no more.
-        last: str | None
         if record.kind == "redis":
-            last = None if wait_redis(record.grpc, timeout_s, alive=alive) else ""
+            ready, last = wait_redis(record.grpc, timeout_s, alive=alive), ""
         else:
             problem = serving_problem(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
-            last = None if problem is None else f" (last: {problem})"
-        if last is not None:
+            # What the readiness wait last saw; a Redis that never answered says no more.
+            ready, last = problem is None, f" (last: {problem})"
+        if not ready:
             tail = _tail(Path(record.log))
-            ready = "answer PING" if record.kind == "redis" else "become SERVING"
+            verb = "answer PING" if record.kind == "redis" else "become SERVING"
             why = (
                 f": it exited at start (exit {child.returncode})"
                 if child.poll() is not None
                 else f" on {record.grpc} within {timeout_s:g}s{last}"
             )
-            raise BackendError(f"{name} did not {ready}{why}" + (f": {tail}" if tail else ""))
+            raise BackendError(f"{name} did not {verb}{why}" + (f": {tail}" if tail else ""))
 
     def _spawn(
         self, records: dict[str, ServiceRecord], record: ServiceRecord, extra_args: Sequence[str]
