@@ -138,21 +138,27 @@ def test_an_unreachable_master_is_one_line_and_exit_2() -> None:
 
 
 def test_a_retry_storm_runs_with_its_herd_on_locust_workers(tmp_path: Path) -> None:
-    """`[herd] engine = "locust"`: the shipped retry storm at its smoke scale, full jitter only,
-    every key served, nothing lost, the restored DB met near its capacity."""
+    """`[herd] engine = "locust"`: the shipped retry storm at its smoke scale holds its hypotheses
+    (exit 0): the restored DB meets a wave without jitter and at most half of it with full
+    jitter, every key served, nothing lost. The comparison, not an absolute peak: full jitter's
+    peak bin at this scale is a maximum over a few dozen 100 ms bins of about ten arrivals each
+    (1.9 to 2.3x capacity in five runs here and 3.0x once in CI, against 9.9 to 20x without
+    jitter in the same five runs)."""
     shipped = Path(__file__).parents[3] / "chaos/scenarios/retry_storm/experiment.toml"
     text = shipped.read_text().replace("[herd]\n", '[herd]\nengine = "locust"\nworkers = 2\n', 1)
     path, out = tmp_path / "storm.toml", tmp_path / "storm.json"
     path.write_text(text)
-    argv = [sys.executable, "-m", "chaos", "run", "--smoke", "--set", 'policies=["full"]']
     done = subprocess.run(
-        [*argv, str(path), "--json", str(out)],
+        [sys.executable, "-m", "chaos", "run", "--smoke", str(path), "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=LIMIT_S * 2,
         env={**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")},
     )
-    assert done.returncode == 0, done.stderr
-    (row,) = json.loads(out.read_text())["rows"]
-    assert (row["lost"], row["wrong_values"], row["keys_served"]) == (0, 0, row["keys"])
-    assert 0 < row["post_restore_peak_over_capacity"] < 3
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["policy"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"exponential", "full"}
+    for row in rows.values():
+        assert (row["lost"], row["wrong_values"], row["keys_served"]) == (0, 0, row["keys"])
+    peaks = {policy: row["post_restore_peak_over_capacity"] for policy, row in rows.items()}
+    assert 0 < peaks["full"] <= 0.5 * peaks["exponential"], peaks
