@@ -368,11 +368,11 @@ class LocalStack(Backend):
         def alive() -> bool:
             return child.poll() is None
 
+        # `last`: what the readiness wait last saw; a Redis that never answered says no more.
         if record.kind == "redis":
             ready, last = wait_redis(record.grpc, timeout_s, alive=alive), ""
         else:
             problem = serving_problem(record.grpc, timeout_s, alive=alive, ca=record.tls_ca)
-            # What the readiness wait last saw; a Redis that never answered says no more.
             ready, last = problem is None, f" (last: {problem})"
         if not ready:
             tail = _tail(Path(record.log))
