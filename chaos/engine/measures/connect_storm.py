@@ -284,13 +284,21 @@ def reconnect_peak_over_mean(obs: Observations) -> float | None:
 @measure("connect_storm_timeline", needs=("wire_links", "cache_cpu"))
 def connect_storm_timeline(obs: Observations) -> dict[str, Any]:
     """Per second from the herd's first connect: connections offered to the proxy, passed to the
-    cache, answered and abandoned, and the cache's CPU (cores); `t0_s` and `storm_s` mark the
-    release and the storm's start, in seconds from the first connect."""
+    cache, answered and abandoned, reset by the proxy without reaching the cache (`refused`: a
+    gate refused them or held them past their wait) and given up by their clients while held
+    (`left`), the herd's connections that turned READY (`ready`), and the cache's CPU (cores);
+    `t0_s` and `storm_s` mark the release and the storm's start, in seconds from the first
+    connect."""
     start_ns = obs.herd_result.connect_start_ns
     series = {
         name: _per_second(obs, name, start_ns, obs.end_ns)
-        for name in ("accepted", "passed", "answered", "abandoned")
+        for name in ("accepted", "passed", "answered", "abandoned", "refused", "left")
     }
+    ready = Counter(
+        (t - start_ns) // 1_000_000_000
+        for t, _, state in obs.herd_result.channel_events
+        if state == "READY" and t >= start_ns
+    )
     samples = obs.series.get("cache_cpu")
     cpu: list[float | None] = []
     if isinstance(samples, list):
@@ -301,6 +309,7 @@ def connect_storm_timeline(obs: Observations) -> dict[str, Any]:
     storm = storm_start_ns(obs)
     return {
         **series,
+        "ready": [ready.get(index, 0) for index in range(len(series["accepted"]))],
         "cpu": cpu,
         "t0_s": round(obs.t0_ns / 1e9 - int(start_ns / 1e9), 3),
         "storm_s": None if storm is None else round(storm / 1e9 - int(start_ns / 1e9), 3),

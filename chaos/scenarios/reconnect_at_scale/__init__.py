@@ -104,8 +104,9 @@ READING = (
     "until the last connection was READY again, `ideal s` connections / capacity, `wasted` "
     "handshakes the cache was handed for clients that had given up, `top 100ms` the share of "
     "the reconnects in the busiest 100 ms. In the figure: grey what the proxy was offered, blue "
-    "what it passed to the cache, green what the cache answered, red the wasted ones, purple "
-    "the cache's CPU."
+    "what it passed to the cache, green what the cache answered, red the wasted ones, orange "
+    "those the proxy reset without passing them (a gate refused them or held them past its "
+    "hold), dashed black the herd's connections that turned READY, purple the cache's CPU."
 )
 
 KIND = KINDS.register(

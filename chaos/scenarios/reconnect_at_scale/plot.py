@@ -1,7 +1,9 @@
 """The reconnect-at-scale figure: per row, each second from the herd's first connect, the
-connections the proxy was offered, those it passed to the cache, those the cache answered and
-those whose client gave up first (wasted handshakes), with the cache's CPU (cores) on a second
-axis; the release and the storm's start marked."""
+connections the proxy was offered, those it passed to the cache, those the cache answered, those
+whose client gave up first (wasted handshakes), those the proxy reset without passing them, and
+the herd's connections that turned READY, with the cache's CPU (cores) on a second axis; the
+release and the storm's start marked (a document written before `refused` and `ready` were
+recorded is drawn without them)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ SERIES = (
     ("passed", "passed to the cache", "#1f77b4"),
     ("answered", "answered by the cache", "#2ca02c"),
     ("abandoned", "client gave up first (wasted)", "#d62728"),
+    ("refused", "reset by the proxy (refused, held too long)", "#ff7f0e"),
 )
 
 
@@ -45,7 +48,18 @@ def plot_reconnect_at_scale(doc: Mapping[str, Any], path: Path) -> None:
         timeline = row["timeline"]
         seconds = range(len(timeline["accepted"]))
         for key, label, color in SERIES:
-            ax.plot(seconds, timeline[key], label=label, color=color, drawstyle="steps-post")
+            if key in timeline:
+                ax.plot(seconds, timeline[key], label=label, color=color, drawstyle="steps-post")
+        if "ready" in timeline:
+            ax.plot(
+                seconds,
+                timeline["ready"],
+                label="herd connections READY",
+                color="black",
+                linestyle="--",
+                linewidth=0.8,
+                drawstyle="steps-post",
+            )
         ax.set_ylabel("connections/s")
         for at, label in ((timeline["t0_s"], "release"), (timeline["storm_s"], "storm")):
             if at is not None:

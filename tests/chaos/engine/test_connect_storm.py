@@ -10,6 +10,7 @@ from support import observations
 from chaos.engine.measures.connect_storm import (
     busiest_second,
     connect_bins,
+    connect_storm_timeline,
     handshake_capacity_per_s,
     ideal_reconnect_s,
     peak_connect_attempts_per_s,
@@ -72,6 +73,24 @@ def test_the_storm_against_the_calibrated_capacity() -> None:
     assert wasted_handshakes(obs) == 3000 and wasted_share(obs) == 0.429  # of 7,000 passed
     assert time_to_all_ready_s(obs) == 4.0  # from the restarted cache listening
     assert ideal_reconnect_s(obs) == 0.001 and reconnect_over_ideal(obs) == 4000.0
+
+
+def test_the_timeline_counts_each_second_what_the_proxy_did_and_when_the_herd_was_ready() -> None:
+    record = _record(
+        _bins(0.0, "accepted", [50, 50]),
+        _bins(10.0, "accepted", [400] * 10 + [30]),
+        _bins(10.0, "refused", [300] * 10),  # a gate reset most of the storm's first second
+        _bins(11.0, "passed", [10]),
+        _bins(12.0, "left", [2]),
+    )
+    events = [(1 * S, 0, "READY"), (5 * S, 0, "IDLE"), (11 * S + 300 * MS, 0, "READY")]
+    timeline = connect_storm_timeline(_storm(record, events, channels=1))
+    assert timeline["accepted"][:2] == [100, 0] and timeline["accepted"][10:13] == [4000, 30, 0]
+    assert timeline["refused"][10] == 3000 and sum(timeline["refused"]) == 3000
+    assert timeline["passed"][11] == 10 and timeline["left"][12] == 2
+    assert [i for i, n in enumerate(timeline["ready"]) if n] == [1, 11]
+    assert len(timeline["ready"]) == len(timeline["accepted"]) == 21  # 0 s to the end, 20 s
+    assert timeline["t0_s"] == 4.0 and timeline["storm_s"] == 10.0
 
 
 def test_a_connection_never_ready_again_leaves_all_ready_unmeasured() -> None:
