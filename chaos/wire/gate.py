@@ -46,8 +46,6 @@ from typing import Any
 Clock = Callable[[], float]
 COUNTS = ("admitted", "held", "refused", "expired", "queued", "pending")
 CEILING = 1_000_000.0  # connections a second: the most any admission rate is raised to
-ANSWERS_KEPT = 256  # answers a gate keeps the times of, to tell how fast the service answers
-ANSWER_WINDOW_S = 2.0  # and of those, the ones this recent
 PROBE_S = 0.25  # while the service is down, one connection is let through this often to try it
 
 
@@ -203,7 +201,6 @@ class TokenBucket(Gate):
         self.gone: set[asyncio.Future[None]] = set()
         self.max_pending = max_pending
         self.place = asyncio.Event()  # set when a pending connection settles
-        self.answers: deque[float] = deque(maxlen=ANSWERS_KEPT)  # when the last answers came
         self.probe_at = 0.0  # the service is down: the next probe is due then (0: it is up)
 
     def _free(self) -> bool:
@@ -224,19 +221,7 @@ class TokenBucket(Gate):
         self.place.set()
 
     def answered(self, seconds: float) -> None:
-        self.answers.append(self.clock())
         self.probe_at = 0.0
-
-    def answer_rate(self) -> float:
-        """Answers a second over those of the last `ANSWER_WINDOW_S` (0 until two are known):
-        how fast the service takes the pending ones off. Connections that ended unanswered
-        (a failed connect, a client gone) free a place too, but say nothing of the service."""
-        now = self.clock()
-        while self.answers and self.answers[0] < now - ANSWER_WINDOW_S:
-            self.answers.popleft()
-        if len(self.answers) < 2 or self.answers[-1] <= self.answers[0]:
-            return 0.0
-        return (len(self.answers) - 1) / (self.answers[-1] - self.answers[0])
 
     def _refill(self) -> None:
         now = self.clock()
@@ -254,15 +239,17 @@ class TokenBucket(Gate):
         return not self.line and self._free() and self._take()
 
     def wait_s(self, peer: str) -> float:
+        """The tokens owed to those in line and to the newcomer, at the fixed rate. The wait
+        for a free place among the pending ones is not told: it lasts as long as the service
+        takes to answer, and that is slowest just when the gate refuses most. An estimate from
+        the answers' recent rate refused at once the connections it said would wait past the
+        hold, their clients came back from their backoffs to be refused again, and the
+        refusals took the CPU the service needed to answer: 20,349 refusals for 9,000
+        connections, the cache at a third of a core, in reconnect-at-scale's kill/pending row.
+        Held to the hold instead, a connection is reset at most once each `max_wait_s`."""
         self._refill()
         ahead = len(self.line) - len(self.gone) + 1
-        tokens_s = max(0.0, ahead - self.tokens) / self.rate
-        if not self.max_pending:
-            return tokens_s
-        places = max(0, self.max_pending - self.counts["pending"])
-        answers = self.answer_rate()
-        places_s = max(0, ahead - places) / answers if answers else 0.0
-        return max(tokens_s, places_s)
+        return max(0.0, ahead - self.tokens) / self.rate
 
     def join(self, peer: str) -> object:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -653,14 +653,11 @@ def test_a_gate_tells_how_long_a_newcomer_would_wait() -> None:
     assert [waves.wait_s(peers[group]) for group in range(4)] == [0, 0.75, 1.75, 2.75]
     bounded = TokenBucket(Holding(clock, 1.0, lambda: None), rate=1000, burst=1000, max_pending=2)
     bounded.counts["pending"] = 2
-    assert bounded.wait_s("a") == 0  # no answer seen yet: how fast they come is unknown
-    for _ in range(5):  # four answers a second
+    for _ in range(5):  # four answers a second, then none: the service slowed down
         bounded.answered(0.01)
         clock.now += 0.25
-    assert bounded.answer_rate() == 4
-    assert bounded.wait_s("a") == 0.25  # both places taken: the next answer frees one
-    clock.now += 3.0
-    assert bounded.answer_rate() == 0  # answers older than the window say nothing of now
+    clock.now += 60.0
+    assert bounded.wait_s("a") == 0  # a place frees when the service answers: not told, held
 
 
 async def test_a_client_that_gives_up_while_held_is_not_handed_to_the_service(
