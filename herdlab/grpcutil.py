@@ -606,7 +606,14 @@ def serving_problem(
     last = "no answer"
     # A service that is still starting refuses the first connects: with gRPC's default backoff
     # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
-    fast = Reconnect(initial_backoff_ms=50, max_backoff_ms=250, min_connect_timeout_ms=1000)
+    # A connect that the service has taken up is waited for as long as the whole wait: a service
+    # restarted into a reconnect storm answers handshakes in the order they came, seconds behind,
+    # and a check that gave up on each after a second would start again at the back every time.
+    fast = Reconnect(
+        initial_backoff_ms=50,
+        max_backoff_ms=250,
+        min_connect_timeout_ms=max(1000, round(timeout_s * 1000)),
+    )
     with sync_channel(target, channel_options(reconnect=fast), ca) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while (remaining := deadline - time.monotonic()) > 0:

@@ -5,8 +5,11 @@ last saw."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -92,3 +95,52 @@ def test_the_readiness_wait_says_what_it_last_saw(
     assert serving_problem(target, 5.0, alive=lambda: False) == "exited"
     closed = serving_problem(f"127.0.0.1:{free_port()}", 0.3)
     assert closed is not None and closed.split(":")[0] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold_s: float) -> None:
+    """Copies `reader` to `writer`, the first bytes `hold_s` after they came."""
+    first = True
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            if first:
+                await asyncio.sleep(hold_s)
+                first = False
+            writer.write(chunk)
+            await writer.drain()
+    writer.close()
+
+
+@contextlib.contextmanager
+def _slow_to_answer(target: str, hold_s: float) -> Iterator[str]:
+    """A relay in front of `target` whose every connection is answered `hold_s` late, as a
+    server restarted into a reconnect storm answers a new connection behind the ones queued
+    before it (its requests then go at full speed)."""
+    loop = asyncio.new_event_loop()
+    host, port = target.rsplit(":", 1)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(_relay(reader, up_writer, 0), _relay(up_reader, writer, hold_s))
+
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        server.close()
+        loop.close()
+
+
+def test_the_readiness_wait_waits_for_a_handshake_answered_late(
+    health_server: tuple[str, health.HealthServicer],
+) -> None:
+    """A service restarted into a storm takes up the check's connection and answers it seconds
+    later: the wait sees it SERVING within its budget instead of giving up on every connect
+    after a second and starting again at the back of the line."""
+    target, servicer = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    with _slow_to_answer(target, 1.5) as slow:
+        assert serving_problem(slow, 10.0) is None
