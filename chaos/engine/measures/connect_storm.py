@@ -283,34 +283,34 @@ def reconnect_peak_over_mean(obs: Observations) -> float | None:
 
 @measure("connect_storm_timeline", needs=("wire_links", "cache_cpu"))
 def connect_storm_timeline(obs: Observations) -> dict[str, Any]:
-    """Per second from the herd's first connect: connections offered to the proxy, passed to the
-    cache, answered and abandoned, reset by the proxy without reaching the cache (`refused`: a
-    gate refused them or held them past their wait) and given up by their clients while held
-    (`left`), the herd's connections that turned READY (`ready`), and the cache's CPU (cores);
-    `t0_s` and `storm_s` mark the release and the storm's start, in seconds from the first
-    connect."""
-    start_ns = obs.herd_result.connect_start_ns
+    """Per second from the whole second of the herd's first connect: connections offered to the
+    proxy, passed to the cache, answered and abandoned, reset by the proxy without reaching the
+    cache (`refused`: a gate refused them or held them past their wait, the cache was down, or
+    the link was full) and given up by their clients while held (`left`), the herd's connections
+    that turned READY (`ready`), and the cache's CPU (cores); `t0_s` and `storm_s` mark the
+    release and the storm's start on the same seconds."""
+    origin_ns = obs.herd_result.connect_start_ns // 1_000_000_000 * 1_000_000_000
     series = {
-        name: _per_second(obs, name, start_ns, obs.end_ns)
+        name: _per_second(obs, name, origin_ns, obs.end_ns)
         for name in ("accepted", "passed", "answered", "abandoned", "refused", "left")
     }
+    seconds = range(len(series["accepted"]))
     ready = Counter(
-        (t - start_ns) // 1_000_000_000
+        (t - origin_ns) // 1_000_000_000
         for t, _, state in obs.herd_result.channel_events
-        if state == "READY" and t >= start_ns
+        if state == "READY" and t >= origin_ns
     )
     samples = obs.series.get("cache_cpu")
     cpu: list[float | None] = []
     if isinstance(samples, list):
-        first_s = int(start_ns / 1e9)
-        for index in range(len(series["accepted"])):
-            second = (first_s + index) * 1_000_000_000
+        for index in seconds:
+            second = origin_ns + index * 1_000_000_000
             cpu.append(rounded(cpu_used(samples, second, second + 1_000_000_000), 2))
     storm = storm_start_ns(obs)
     return {
         **series,
-        "ready": [ready.get(index, 0) for index in range(len(series["accepted"]))],
+        "ready": [ready.get(index, 0) for index in seconds],
         "cpu": cpu,
-        "t0_s": round(obs.t0_ns / 1e9 - int(start_ns / 1e9), 3),
-        "storm_s": None if storm is None else round(storm / 1e9 - int(start_ns / 1e9), 3),
+        "t0_s": round((obs.t0_ns - origin_ns) / 1e9, 3),
+        "storm_s": None if storm is None else round((storm - origin_ns) / 1e9, 3),
     }

@@ -106,7 +106,8 @@ READING = (
     "the reconnects in the busiest 100 ms. In the figure: grey what the proxy was offered, blue "
     "what it passed to the cache, green what the cache answered, red the wasted ones, orange "
     "those the proxy reset without passing them (a gate refused them or held them past its "
-    "hold), dashed black the herd's connections that turned READY, purple the cache's CPU."
+    "hold, or the cache was down), dashed black the herd's connections that turned READY, "
+    "purple the cache's CPU."
 )
 
 KIND = KINDS.register(

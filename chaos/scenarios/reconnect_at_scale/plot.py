@@ -1,9 +1,10 @@
 """The reconnect-at-scale figure: per row, each second from the herd's first connect, the
 connections the proxy was offered, those it passed to the cache, those the cache answered, those
-whose client gave up first (wasted handshakes), those the proxy reset without passing them, and
-the herd's connections that turned READY, with the cache's CPU (cores) on a second axis; the
-release and the storm's start marked (a document written before `refused` and `ready` were
-recorded is drawn without them)."""
+whose client gave up first (wasted handshakes), those the proxy reset without passing them (a
+gate refused them or held them past its hold, or the cache was down), and the herd's connections
+that turned READY, with the cache's CPU (cores) on a second axis; the release and the storm's
+start marked (a document written before `refused` and `ready` were recorded is drawn without
+them)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ SERIES = (
     ("passed", "passed to the cache", "#1f77b4"),
     ("answered", "answered by the cache", "#2ca02c"),
     ("abandoned", "client gave up first (wasted)", "#d62728"),
-    ("refused", "reset by the proxy (refused, held too long)", "#ff7f0e"),
+    ("refused", "reset by the proxy, not passed", "#ff7f0e"),
 )
 
 

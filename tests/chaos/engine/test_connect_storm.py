@@ -3,7 +3,10 @@ link, the cache's CPU samples and the herd's channel states; every figure worked
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+from pathlib import Path
 
 from support import observations
 
@@ -25,6 +28,7 @@ from chaos.engine.observations import Observations, Outage
 from chaos.engine.observers.cache_cpu import cpu_peak, cpu_used
 from chaos.engine.observers.wire_links import LinkRecord
 
+ROOT = Path(__file__).resolve().parents[3]
 S = 1_000_000_000
 MS = 1_000_000
 
@@ -77,19 +81,26 @@ def test_the_storm_against_the_calibrated_capacity() -> None:
 
 def test_the_timeline_counts_each_second_what_the_proxy_did_and_when_the_herd_was_ready() -> None:
     record = _record(
-        _bins(0.0, "accepted", [50, 50]),
+        _bins(0.5, "accepted", [50, 50]),
         _bins(10.0, "accepted", [400] * 10 + [30]),
         _bins(10.0, "refused", [300] * 10),  # a gate reset most of the storm's first second
         _bins(11.0, "passed", [10]),
         _bins(12.0, "left", [2]),
     )
     events = [(1 * S, 0, "READY"), (5 * S, 0, "IDLE"), (11 * S + 300 * MS, 0, "READY")]
-    timeline = connect_storm_timeline(_storm(record, events, channels=1))
+    obs = _storm(record, events, channels=1)
+    # The first connect at 0.55 s: every series, the marks and the CPU on the same whole seconds.
+    obs.herd_result = dataclasses.replace(obs.herd_result, connect_start_ns=550 * MS)
+    obs.series["cache_cpu"] = [
+        (t * S // 2, 1, c) for t, c in ((20, 0), (21, 0.25), (22, 0.5), (23, 0.625))
+    ]
+    timeline = connect_storm_timeline(obs)
     assert timeline["accepted"][:2] == [100, 0] and timeline["accepted"][10:13] == [4000, 30, 0]
     assert timeline["refused"][10] == 3000 and sum(timeline["refused"]) == 3000
     assert timeline["passed"][11] == 10 and timeline["left"][12] == 2
     assert [i for i, n in enumerate(timeline["ready"]) if n] == [1, 11]
-    assert len(timeline["ready"]) == len(timeline["accepted"]) == 21  # 0 s to the end, 20 s
+    assert timeline["cpu"][10:12] == [0.5, 0.25] and timeline["cpu"][9] is None
+    assert len(timeline["ready"]) == len(timeline["accepted"]) == len(timeline["cpu"]) == 21
     assert timeline["t0_s"] == 4.0 and timeline["storm_s"] == 10.0
 
 
@@ -128,3 +139,19 @@ def test_a_file_measuring_fewer_figures_is_narrated_without_them() -> None:
     from chaos.scenarios.reconnect_at_scale import KIND  # the scenario's kind, not a measure
 
     assert KIND.describe({"lost": 0, "wasted_share": 0.0}) == []
+
+
+def test_the_figure_draws_the_shipped_document_and_one_from_before_resets_were_kept(
+    tmp_path: Path,
+) -> None:
+    from chaos.scenarios.reconnect_at_scale.plot import plot_reconnect_at_scale
+
+    doc = json.loads((ROOT / "docs" / "reconnect-at-scale.json").read_text())
+    older = copy.deepcopy(doc)
+    for row in older["rows"]:
+        for key in ("refused", "left", "ready"):
+            row["timeline"].pop(key, None)
+    for name, document in (("shipped", doc), ("older", older)):
+        path = tmp_path / f"{name}.png"
+        plot_reconnect_at_scale(document, path)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
