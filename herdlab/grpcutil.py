@@ -606,9 +606,11 @@ def serving_problem(
     last = "no answer"
     # A service that is still starting refuses the first connects: with gRPC's default backoff
     # (1 s, then x1.6) the check would see it up to seconds late, so it retries every 50-250 ms.
-    # A connect that the service has taken up is waited for as long as the whole wait: a service
-    # restarted into a reconnect storm answers handshakes in the order they came, seconds behind,
-    # and a check that gave up on each after a second would start again at the back every time.
+    # A refused connect fails at once whatever the timeout; one that hangs is waited for as long
+    # as the whole wait: a service restarted into a reconnect storm answers handshakes in the
+    # order they came, seconds behind, and a check that gave up on each after a second would
+    # start again at the back every time. (A SYN the full accept queue dropped is then resent by
+    # the kernel, 1, 3, 7 s on, rather than by a new connect each second.)
     fast = Reconnect(
         initial_backoff_ms=50,
         max_backoff_ms=250,

@@ -1,7 +1,7 @@
 """`python -m herdlab.healthcheck`, the image's own gRPC health client, against real gRPC servers:
 SERVING exits 0; NOT_SERVING, a server without the health service, a port that is not gRPC, a
 closed port and bad arguments exit 1 with one line; and the controller's readiness wait says what it
-last saw."""
+last saw, and waits out a connection the service answers seconds late."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_the_readiness_wait_says_what_it_last_saw(
     last status or error, so a stack that did not come up says why (not only that it did not)."""
     target, servicer = health_server
     servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    assert serving_problem(target, 0.3) == "NOT_SERVING"
+    assert serving_problem(target, 2.0) == "NOT_SERVING"  # time to connect on a busy machine
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     assert serving_problem(target, 5.0) is None and wait_serving(target, 5.0)
     assert serving_problem(target, 5.0, alive=lambda: False) == "exited"
@@ -98,16 +98,20 @@ def test_the_readiness_wait_says_what_it_last_saw(
 
 
 async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold_s: float) -> None:
-    """Copies `reader` to `writer`, the first bytes `hold_s` after they came."""
-    first = True
-    with contextlib.suppress(ConnectionError):
+    """Copies `reader` to `writer`, the first bytes `hold_s` after they came; closes `writer`
+    at the end, however it came."""
+    try:
+        first = True
         while chunk := await reader.read(65536):
             if first:
                 await asyncio.sleep(hold_s)
                 first = False
             writer.write(chunk)
             await writer.drain()
-    writer.close()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
 
 
 @contextlib.contextmanager
@@ -115,23 +119,41 @@ def _slow_to_answer(target: str, hold_s: float) -> Iterator[str]:
     """A relay in front of `target` whose every connection is answered `hold_s` late, as a
     server restarted into a reconnect storm answers a new connection behind the ones queued
     before it (its requests then go at full speed)."""
-    loop = asyncio.new_event_loop()
     host, port = target.rsplit(":", 1)
+    handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        await asyncio.gather(_relay(reader, up_writer, 0), _relay(up_reader, writer, hold_s))
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            await asyncio.gather(_relay(reader, up_writer, 0), _relay(up_reader, writer, hold_s))
+        finally:
+            writer.close()
+            handlers.discard(task)
 
-    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    async def shut(server: asyncio.Server) -> None:
         server.close()
-        loop.close()
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+    loop = asyncio.new_event_loop()
+    try:
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            asyncio.run_coroutine_threadsafe(shut(server), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+    finally:
+        if not loop.is_running():
+            loop.close()
 
 
 def test_the_readiness_wait_waits_for_a_handshake_answered_late(
