@@ -245,7 +245,7 @@ class TokenBucket(Gate):
         the answers' recent rate refused at once the connections it said would wait past the
         hold, their clients came back from their backoffs to be refused again, and the
         refusals took the CPU the service needed to answer: 20,349 refusals for 9,000
-        connections, the cache at a third of a core, in reconnect-at-scale's kill/pending row.
+        connections, the cache at 0.3 to 0.5 of a core, in reconnect-at-scale's kill/pending row.
         Held to the hold instead, a connection is reset at most once each `max_wait_s`."""
         self._refill()
         ahead = len(self.line) - len(self.gone) + 1
