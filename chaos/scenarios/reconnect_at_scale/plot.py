@@ -14,12 +14,15 @@ from typing import Any
 
 from chaos.report.plotting import save, stacked
 
+SOLID = {"drawstyle": "steps-post"}
+DASHED = {"drawstyle": "steps-post", "linestyle": "--", "linewidth": 0.8}
 SERIES = (
-    ("accepted", "offered to the proxy", "#bbbbbb"),
-    ("passed", "passed to the cache", "#1f77b4"),
-    ("answered", "answered by the cache", "#2ca02c"),
-    ("abandoned", "client gave up first (wasted)", "#d62728"),
-    ("refused", "reset by the proxy, not passed", "#ff7f0e"),
+    ("accepted", "offered to the proxy", "#bbbbbb", SOLID),
+    ("passed", "passed to the cache", "#1f77b4", SOLID),
+    ("answered", "answered by the cache", "#2ca02c", SOLID),
+    ("abandoned", "client gave up first (wasted)", "#d62728", SOLID),
+    ("refused", "reset by the proxy, not passed", "#ff7f0e", SOLID),
+    ("ready", "herd connections READY", "black", DASHED),
 )
 
 
@@ -48,19 +51,9 @@ def plot_reconnect_at_scale(doc: Mapping[str, Any], path: Path) -> None:
     for ax, row in zip(axes[:, 0], rows, strict=True):
         timeline = row["timeline"]
         seconds = range(len(timeline["accepted"]))
-        for key, label, color in SERIES:
+        for key, label, color, style in SERIES:
             if key in timeline:
-                ax.plot(seconds, timeline[key], label=label, color=color, drawstyle="steps-post")
-        if "ready" in timeline:
-            ax.plot(
-                seconds,
-                timeline["ready"],
-                label="herd connections READY",
-                color="black",
-                linestyle="--",
-                linewidth=0.8,
-                drawstyle="steps-post",
-            )
+                ax.plot(seconds, timeline[key], label=label, color=color, **style)
         ax.set_ylabel("connections/s")
         for at, label in ((timeline["t0_s"], "release"), (timeline["storm_s"], "storm")):
             if at is not None:
