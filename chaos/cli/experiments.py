@@ -24,7 +24,7 @@ from chaos.cli.context import CONTEXT, err, out, progress_display
 from chaos.engine import spec
 from chaos.engine.model import Experiment
 from chaos.engine.pitfalls import pitfalls
-from chaos.engine.runner import run_experiment
+from chaos.engine.runner import raise_on_failures, run_experiment
 from chaos.engine.shipped import shipped, title_of
 from chaos.report.render import table_for, write_report
 from herdlab import loop
@@ -159,7 +159,8 @@ def run(
     json_path: Path | None,
     out_dir: Path | None,
 ) -> None:
-    """Run experiment files (or shipped experiments by name); exit 1 if a hypothesis deviated."""
+    """Run experiment files (or shipped experiments by name); exit 1 if a hypothesis deviated,
+    3 if a row failed at run time (the others run, and every document is written)."""
     if list_only:
         table = Table("experiment", "title", "file")
         for name, path in shipped().items():
@@ -211,5 +212,6 @@ def run(
         out.print(f"wrote {json_path}")
     if out_dir:
         out.print(f"report: {write_report(out_dir, docs) / 'report.md'}")
+    raise_on_failures(docs)
     if not held:
         raise click.exceptions.Exit(1)

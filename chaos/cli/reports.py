@@ -11,7 +11,7 @@ import click
 
 from chaos.cli.context import CONTEXT, err, out, progress_display
 from chaos.engine.herd import ProgressFactory
-from chaos.engine.runner import Doc, run_scenario
+from chaos.engine.runner import Doc, raise_on_failures, run_scenario
 from chaos.report.render import table_for, write_report
 from chaos.scenarios import retry_storm, stampede
 from chaos.scenarios.retry_storm import RetryStormConfig
@@ -102,6 +102,7 @@ def demo(
         docs = loop.run(acts(progress))
     report_dir = write_report(folder, docs)
     out.print(f"demo done in {time.monotonic() - started:.0f}s; report: {report_dir / 'report.md'}")
+    raise_on_failures(docs)
 
 
 @click.command(context_settings=CONTEXT)

@@ -21,7 +21,7 @@ from chaos.engine import spec
 from chaos.engine.herd import ProgressFactory
 from chaos.engine.params import Param
 from chaos.engine.registry import KINDS, load_all
-from chaos.engine.runner import Doc, run_scenario, run_shipped
+from chaos.engine.runner import Doc, raise_on_failures, run_scenario, run_shipped
 from chaos.engine.shipped import path_of, shipped, title_of, typed_params
 from chaos.report.render import table_for, write_report
 from herdlab import loop
@@ -116,6 +116,7 @@ def scenario_command(name: str, path: Path, *, report: bool = True) -> click.Com
             out.print(f"wrote {json_path}")
         if out_dir:
             out.print(f"report: {write_report(out_dir, [doc]) / 'report.md'}")
+        raise_on_failures([doc])
 
     files = [
         click.Option(

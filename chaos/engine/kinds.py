@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 Row = dict[str, Any]
+# A row's field when its trial failed at run time (a step, the stack or a herd process): why.
+ERROR = "error"
 C = TypeVar("C", bound="DataclassInstance")
 # The units a configuration's field names end in and its options' names do not.
 UNITS = ("_per_s", "_pct", "_s")
@@ -142,12 +144,17 @@ class Kind:
             return {}
         return {"scenario": self.name, "config": self.config(experiment)}
 
-    def row(self, values: Mapping[str, Any], measures: tuple[str, ...]) -> Row:
-        """The document's row: the kind's fields first, in order, then any other measure."""
+    def row(
+        self, values: Mapping[str, Any], measures: tuple[str, ...], error: str | None = None
+    ) -> Row:
+        """The document's row: the kind's fields first, in order, then any other measure. A row
+        whose trial failed (`error`) has every field None, nothing derived, and its `error`."""
         named = {m: f for f, m in self.pairs}
-        row = {named.get(m, m): values[m] for m in measures}
+        row = {named.get(m, m): None if error else values[m] for m in measures}
         ordered = {f: row[f] for f, _ in self.pairs if f in row}
         ordered.update({k: v for k, v in row.items() if k not in ordered})
+        if error:
+            return {**ordered, ERROR: error}
         return {**self.derive(ordered), **ordered}
 
 

@@ -2,18 +2,23 @@
 document (with provenance) that `chaos report` reads. Every document has its rows under `rows`
 (a kind's older key, e.g. `policies`, holds the same list; a flat kind's one row also stands at
 the top level). A row with failed requests also carries `error_causes` (per gRPC code: how
-many, and the first one's message), measured or not."""
+many, and the first one's message), measured or not.
+
+A trial that fails at run time (a step, the stack, a herd process, the OS) does not take the
+rows around it down: its row keeps the variant, every measure None (so every tolerance on it
+deviates) and `error`, the message; the next variant runs. The commands write the document and
+report as usual, then exit 3 naming the failed rows (`failures`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chaos.engine import provenance, spec
 from chaos.engine.herd import ProgressFactory
 from chaos.engine.hypothesis import Check, RowView, check, held
-from chaos.engine.kinds import PLAIN, Kind, ScenarioConfig
+from chaos.engine.kinds import ERROR, PLAIN, Kind, ScenarioConfig
 from chaos.engine.model import Experiment
 from chaos.engine.observations import JournalEntry
 from chaos.engine.registry import KINDS, MEASURES
@@ -21,9 +26,40 @@ from chaos.engine.shipped import path_of
 from chaos.engine.target_trial import TargetTrial
 from chaos.engine.timeline import seconds_since
 from chaos.engine.trial import Trial
+from herdlab.auth import AdminError
 
 Doc = dict[str, Any]
 ERROR_CAUSES = "error_causes"
+# What a trial raises when it fails at run time: TrialError and what a step or a herd process
+# raised (RuntimeError), a service's admin plane (AdminError), the OS (OSError). Anything else is
+# a bug, and an interrupt ends the run: neither is kept as a row.
+RUN_FAILURES = (RuntimeError, AdminError, OSError)
+
+
+class RowsFailed(RuntimeError):
+    """Rows of a run failed at run time; their documents are written."""
+
+
+def failures(docs: Sequence[Doc]) -> list[str]:
+    """`variant: error` for every row of `docs` whose trial failed at run time."""
+    return [
+        f"{_variant_title(row.get('variant', {}))}: {row[ERROR]}"
+        for doc in docs
+        for row in doc.get("rows", [])
+        if row.get(ERROR)
+    ]
+
+
+def raise_on_failures(docs: Sequence[Doc]) -> None:
+    """RowsFailed (exit 3) naming the failed rows of `docs`, if any; their documents written."""
+    failed = failures(docs)
+    if failed:
+        rows = sum(len(doc.get("rows", [])) for doc in docs)
+        raise RowsFailed(f"{len(failed)} of {rows} rows failed; {'; '.join(failed)}")
+
+
+def _variant_title(variant: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in variant.items()) or "the run"
 
 
 def causes_text(causes: Mapping[str, Mapping[str, Any]]) -> str:
@@ -42,14 +78,17 @@ class TrialResult:
     variant: Mapping[str, Any]
     values: Mapping[str, Any]
     journal: tuple[JournalEntry, ...]
-    t0_ns: int
+    t0_ns: int  # 0: the trial failed before its release
+    error: str | None = None  # why the trial failed at run time
 
     def journal_json(self) -> list[dict[str, Any]]:
         return [
             {
                 "trial": self.name,
                 "variant": dict(self.variant),
-                "t_s": seconds_since(e.t_ns, self.t0_ns) if e.phase == "timeline" else None,
+                "t_s": seconds_since(e.t_ns, self.t0_ns)
+                if e.phase == "timeline" and self.t0_ns
+                else None,
                 "time_ns": e.t_ns,
                 "phase": e.phase,
                 "do": e.do,
@@ -93,7 +132,15 @@ async def run_experiment(
             on_progress=progress(kind.announce(experiment, variant)) if progress else None,
             observers=needs,
         )
-        observations = await trial.run()
+        try:
+            observations = await trial.run()
+        except RUN_FAILURES as exc:
+            error = str(exc) or type(exc).__name__
+            emit(f"  failed: {error}")
+            values: dict[str, Any] = dict.fromkeys(experiment.measures)
+            journal = tuple(trial.journal)
+            results.append(TrialResult(name, variant, values, journal, trial.t0_ns, error))
+            continue
         values = {
             m: observations.queried.get(m)
             if m in queried
@@ -163,7 +210,7 @@ def document(
     )
     rows = []
     for r in results:
-        row = kind.row(r.values, experiment.measures)
+        row = kind.row(r.values, experiment.measures, r.error)
         if ERROR_CAUSES in r.values:
             row = {**row, ERROR_CAUSES: r.values[ERROR_CAUSES]}
         rows.append({**row, "variant": dict(r.variant)})

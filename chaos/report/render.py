@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.table import Table
 
-from chaos.engine.kinds import PLAIN, Column, Kind, Plot
+from chaos.engine.kinds import ERROR, PLAIN, Column, Kind, Plot
 from chaos.engine.registry import KINDS, load_all
 from chaos.engine.runner import ERROR_CAUSES, causes_text
 from chaos.lab import extras
@@ -102,6 +102,8 @@ def _field(row: Mapping[str, Any], column: Column) -> Any:
 
 
 def cell_of(column: Column, row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    if row.get(ERROR) and column.field not in ("variant", ERROR):
+        return MISSING  # a failed row measured nothing; its `failed` cell says why
     value = (
         column.value(dict(row), [dict(r) for r in rows]) if column.value else _field(row, column)
     )
@@ -117,6 +119,11 @@ def _scalar(value: Any) -> bool:
 
 def _variant(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"{k}={v}" for k, v in row.get("variant", {}).items()) or "-"
+
+
+def _failed(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """A failed row's variant and why its trial failed; empty for a measured row."""
+    return f"{_variant(row, rows)}: {row[ERROR]}" if row.get(ERROR) else ""
 
 
 def experiment_columns(doc: Doc) -> tuple[Column, ...]:
@@ -160,11 +167,13 @@ def rows_of(doc: Doc, kind: Kind) -> list[Mapping[str, Any]]:
 
 
 def columns_of(doc: Doc, kind: Kind) -> tuple[Column, ...]:
-    """The kind's columns (any experiment's without one), and why requests failed where some
-    row had failures."""
+    """The kind's columns (any experiment's without one), why requests failed where some row had
+    failures, and why a row's trial failed where one did."""
     columns = kind.columns or experiment_columns(doc)
     if any(ERROR_CAUSES in row for row in rows_of(doc, kind)):
         columns = (*columns, Column(ERROR_CAUSES, "errors by code (first message)", "causes"))
+    if any(row.get(ERROR) for row in rows_of(doc, kind)):
+        columns = (*columns, Column(ERROR, "failed", "text", value=_failed))
     return columns
 
 
@@ -311,9 +320,11 @@ def write_report(out_dir: Path, docs: Sequence[Doc]) -> Path:
         plots = plots_of(kind)
         if plots and not draw:
             parts += [f"Plots skipped: {PLOTS_SKIPPED}.", ""]
-        for plot in plots if draw else ():
+        # A failed row has nothing to draw; the table says why it failed.
+        measured = [row for row in rows_of(doc, kind) if not row.get(ERROR)]
+        for plot in plots if draw and measured else ():
             png = out_dir / f"{name}{plot.suffix}.png"
-            plot.draw({**doc, "rows": rows_of(doc, kind)}, png)
+            plot.draw({**doc, "rows": measured}, png)
             if png.exists():  # a plot with nothing to draw writes no file
                 parts += [f"![{plot.caption}]({png.name})", ""]
         if kind.reading:

@@ -593,3 +593,51 @@ def test_a_failed_run_says_why_by_code_in_the_table_the_json_and_the_terminal(
         assert all(c["first"] for c in causes.values()), "the first message of each code"
     report = (tmp_path / "out" / "report.md").read_text()
     assert "errors by code (first message)" in report
+
+
+FAILING_ROW = """\
+title = "a row that fails at run time before one that runs"
+measures = ["lost"]
+configurations = [{ "stack.own_core" = true }, { "stack.own_core" = false }]
+[herd]
+users = 2
+[end]
+limit = "30s"
+[[expect]]
+lost = { eq = 0 }
+"""
+
+
+def test_a_row_that_fails_at_run_time_keeps_the_others_and_exits_3(tmp_path: Path) -> None:
+    # `own_core` needs two cores, found only once the trial runs: on one core its row fails.
+    path = _write(tmp_path, FAILING_ROW)
+    one_core = {min(os.sched_getaffinity(0))}
+    out_json, out_dir = tmp_path / "r.json", tmp_path / "report"
+    command = ["run", str(path), "--json", str(out_json), "--out", str(out_dir)]
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HERDLAB_STATE_DIR": str(tmp_path / "state")},
+        preexec_fn=lambda: os.sched_setaffinity(0, one_core),
+        check=False,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("chaos: error: 1 of 2 rows failed; stack.own_core=True: "), last
+    assert "own_core needs two cores" in last
+    assert "failed: " in done.stdout and "own_core needs two cores" in done.stdout
+    doc = json.loads(out_json.read_text())
+    failed, ran = doc["rows"]
+    assert failed["variant"] == {"stack.own_core": True}
+    assert "own_core needs two cores" in failed["error"] and failed["lost"] is None
+    assert ran["variant"] == {"stack.own_core": False}
+    assert ran["lost"] == 0 and "error" not in ran
+    # The failed row measured nothing, so its tolerance deviates; the other row's holds.
+    assert [c["held"] for c in doc["hypothesis"]["checks"]] == [False, True]
+    assert doc["hypothesis"]["held"] is False
+    report = (out_dir / "report.md").read_text()
+    assert "| failed |" in report
+    assert "stack.own_core=True: " in report and "own_core needs two cores" in report
