@@ -62,6 +62,7 @@ def start(command: str | None = None) -> dict[str, Any]:
         "grpcio": _version("grpcio"),
         # The controller's loop, which the services it starts inherit (`herdlab.loop`).
         "event_loop": loop.chosen(),
+        "gc": loop.gc_mode(),
         "uvloop": _version("uvloop") if loop.chosen() == "uvloop" else None,
         "os": platform.platform(),
         "cpu_count": os.cpu_count(),

@@ -1,10 +1,11 @@
-"""The event loop every lab process runs on: chosen by name, refused clearly, and handed by
-`chaos` to the services it starts."""
+"""The event loop every lab process runs on, and how its garbage collector runs: chosen by name,
+refused clearly, and handed by `chaos` to the services it starts."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def test_the_default_is_uvloop_unless_the_environment_says(
 def _chaos(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HERDLAB_STATE_DIR": str(state_dir)}
     env.pop(loop.ENV, None)
+    env.pop(loop.GC_ENV, None)
     return subprocess.run(
         [*CHAOS, *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
@@ -64,3 +66,66 @@ def test_a_bad_loop_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "'tokio' is not one of 'uvloop', 'asyncio'" in result.stderr
+
+
+COLLECTOR = """
+import gc
+from herdlab import loop
+
+async def collector():
+    return gc.get_threshold(), gc.get_freeze_count() > 0
+
+print(*loop.run(collector()))
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "seen"),
+    [("tuned", f"({loop.GC_YOUNG}, 10, 10) True"), ("cpython", "(700, 10, 10) False")],
+)
+def test_the_collector_is_tuned_unless_the_environment_says(mode: str, seen: str) -> None:
+    # A fresh interpreter: tuning is once per process and for good.
+    result = subprocess.run(
+        [sys.executable, "-c", COLLECTOR],
+        capture_output=True,
+        text=True,
+        env={**os.environ, loop.GC_ENV: mode},
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == seen
+
+
+def test_an_unknown_collector_mode_is_refused_and_the_coroutine_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(loop.GC_ENV, "off")
+    coroutine = _loop_type()
+    with pytest.raises(ValueError, match="unknown HERDLAB_GC 'off'; choose from tuned, cpython"):
+        loop.run(coroutine)
+    assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+
+def test_chaos_hands_its_collector_mode_to_what_it_starts(tmp_path: Path) -> None:
+    assert _chaos(tmp_path, "--gc", "cpython", "up").returncode == 0
+    try:
+        status = json.loads(_chaos(tmp_path, "status", "--json").stdout)
+        pids = [s["pid"] for s in status["services"].values()]
+        environs = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in pids]
+    finally:
+        assert _chaos(tmp_path, "down").returncode == 0
+    assert pids and all(b"HERDLAB_GC=cpython" in env for env in environs)
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_bad_collector_mode_is_one_line_and_exit_2(tmp_path: Path, how: str) -> None:
+    if how == "option":
+        result = _chaos(tmp_path, "--gc", "off", "status")
+    else:
+        env = {**os.environ, "HERDLAB_STATE_DIR": str(tmp_path), loop.GC_ENV: "off"}
+        result = subprocess.run(
+            [*CHAOS, "status"], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "'off' is not one of 'tuned', 'cpython'" in result.stderr
