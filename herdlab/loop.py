@@ -97,6 +97,18 @@ def run(main: Coroutine[Any, Any, T], name: str | None = None) -> T:
     return asyncio.run(main)
 
 
+def _choice(env: str, default: str, choices: tuple[str, ...]) -> dict[str, Any]:
+    """What this module's process-wide choices have in common: one of `choices`, from `env`
+    too, shown with its default and its variable."""
+    return {
+        "envvar": env,
+        "default": default,
+        "show_default": True,
+        "show_envvar": True,
+        "type": click.Choice(choices),
+    }
+
+
 def option(command: F) -> F:
     """`--loop`, checked at parse time (a missing uvloop is a usage error, exit 2), and `--gc`,
     which this process and what it starts read from `HERDLAB_GC`."""
@@ -113,11 +125,7 @@ def option(command: F) -> F:
 
     command = click.option(
         "--gc",
-        envvar=GC_ENV,
-        default=GC_DEFAULT,
-        show_default=True,
-        show_envvar=True,
-        type=click.Choice(GC_MODES),
+        **_choice(GC_ENV, GC_DEFAULT, GC_MODES),
         expose_value=False,
         callback=keep,
         help="How the garbage collector runs: tuned (startup frozen, youngest generation every "
@@ -126,11 +134,7 @@ def option(command: F) -> F:
     return click.option(
         "--loop",
         "loop_name",
-        envvar=ENV,
-        default=DEFAULT,
-        show_default=True,
-        show_envvar=True,
-        type=click.Choice(NAMES),
+        **_choice(ENV, DEFAULT, NAMES),
         callback=check,
         help="The asyncio event loop this process runs on.",
     )(command)
