@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import markdown as md
 from benchmarks.stats import ratio
-from chaos.engine.runner import run_scenario
+from chaos.engine.runner import raise_on_failures, run_scenario
 from chaos.scenarios.retry_storm import SCENARIO, RetryStormConfig
 from herdlab.guards import parse_guard_set
 
@@ -113,6 +113,7 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 def _storm(config: RetryStormConfig, emit: Callable[[str], None]) -> dict[str, Any]:
     """Runs one storm; its command, setup and rows."""
     doc = asyncio.run(run_scenario(SCENARIO, config, emit))
+    raise_on_failures([doc])
     return {
         "keys": config.keys,
         "command": doc["command"],

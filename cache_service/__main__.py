@@ -136,7 +136,7 @@ def main(
                 await shared.close()
             await db.close()
 
-    loop.run(run(), loop_name)
+    loop.run(run(), loop_name, service=True)
 
 
 if __name__ == "__main__":

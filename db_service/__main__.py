@@ -73,6 +73,7 @@ def main(
             tls=tls,
         ),
         loop_name,
+        service=True,
     )
 
 

@@ -11,18 +11,19 @@ loop): the cache answers 5-11% more hits a second on it, the bare server 5-16% m
 10,000-client stampede reaches the DB in 0.92x the time. A loop that cannot be used is one clear
 error, never a silent fallback, so a measurement always says what it measured.
 
-Every lab process also takes `--gc tuned|cpython` (environment `HERDLAB_GC`, handed on the same
-way; `provenance.gc`): how its cyclic garbage collector runs. `tuned`, the default, collects what
-is already garbage, freezes the rest of what the process built before its loop starts (modules,
-classes, settings: never garbage, never walked again) and collects the youngest generation every
-`GC_YOUNG` container allocations instead of CPython's 700; the older generations keep CPython's
-ratios, so full collections still come and garbage in reference cycles is still freed. Why: a
-process holding thousands of connections (the wire proxy, a herd process, the cache) walks its
-heap again and again through a reconnect storm. Sampled with py-spy, the proxy's loop thread in
-reconnect-at-scale's kill/pending row at 9,000 connections was in `gc_collect_main` in 35% of
-its samples. In two pairs of that row run one after the other, CPython's settings and these,
-the proxy spent 0.77 and 0.78 times the CPU per connection it accepted with these (README, "The
-garbage collector in a storm": the commands, and what it did to the row's time).
+The lab's own processes (the controller, the wire proxy, the herd's processes) also take `--gc
+tuned|cpython` (environment `HERDLAB_GC`, handed on the same way; `provenance.gc`): how their
+cyclic garbage collector runs. `tuned`, the default, collects what is already garbage, freezes
+the rest of what the process built before its loop starts (modules, classes, settings: never
+garbage, never walked again) and collects the youngest generation every `GC_YOUNG` container
+allocations instead of CPython's 700; the older generations keep CPython's ratios, so full
+collections still come and garbage in reference cycles is still freed. The services (the cache,
+the DB) always run CPython's own: they are what the lab measures, as a user would run them. Why:
+a process holding thousands of connections walks its heap again and again through a reconnect
+storm. Sampled with py-spy, the proxy's loop thread in reconnect-at-scale's kill/pending row at
+9,000 connections was in `gc_collect_main` in 35% of its samples; with `tuned` the proxy spent
+about three quarters of the CPU per connection it accepted (README, "The garbage collector in a
+storm": the commands, the pairs of runs, and what it did to the row's time).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def gc_mode() -> str:
     return os.environ.get(GC_ENV) or GC_DEFAULT
 
 
-def _collect(mode: str) -> None:
+def _tune_gc(mode: str) -> None:
     """Tunes the collector once per process (a second loop in it keeps the first's setting):
     what is garbage already is collected before the rest is frozen, so none is kept for good."""
     if mode == "tuned" and gc.get_threshold()[0] != GC_YOUNG:
@@ -77,18 +78,19 @@ def _collect(mode: str) -> None:
         gc.set_threshold(GC_YOUNG, middle, oldest)
 
 
-def run(main: Coroutine[Any, Any, T], name: str | None = None) -> T:
-    """`asyncio.run(main)` on the loop `name` (default: `chosen()`), checked with `problem`,
-    its garbage collector as `gc_mode()` says."""
+def run(main: Coroutine[Any, Any, T], name: str | None = None, *, service: bool = False) -> T:
+    """`asyncio.run(main)` on the loop `name` (default: `chosen()`), checked with `problem`; the
+    garbage collector as `gc_mode()` says, but in a `service` (the system under test) always
+    CPython's own."""
     name = name or chosen()
     found = problem(name)
-    mode = gc_mode()
+    mode = "cpython" if service else gc_mode()
     if not found and mode not in GC_MODES:
         found = f"unknown {GC_ENV} {mode!r}; choose from {', '.join(GC_MODES)}"
     if found:
         main.close()
         raise ValueError(found)
-    _collect(mode)
+    _tune_gc(mode)
     if name == "uvloop":
         import uvloop
 
@@ -110,8 +112,7 @@ def _choice(env: str, default: str, choices: tuple[str, ...]) -> dict[str, Any]:
 
 
 def option(command: F) -> F:
-    """`--loop`, checked at parse time (a missing uvloop is a usage error, exit 2), and `--gc`,
-    which this process and what it starts read from `HERDLAB_GC`."""
+    """`--loop`, checked at parse time (a missing uvloop is a usage error, exit 2)."""
 
     def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
         found = problem(value)
@@ -119,22 +120,29 @@ def option(command: F) -> F:
             raise click.BadParameter(found, ctx, param)
         return value
 
-    def keep(ctx: click.Context, param: click.Parameter, value: str) -> str:
-        os.environ[GC_ENV] = value
-        return value
-
-    command = click.option(
-        "--gc",
-        **_choice(GC_ENV, GC_DEFAULT, GC_MODES),
-        expose_value=False,
-        callback=keep,
-        help="How the garbage collector runs: tuned (startup frozen, youngest generation every "
-        f"{GC_YOUNG:,} allocations) or CPython's own.",
-    )(command)
     return click.option(
         "--loop",
         "loop_name",
         **_choice(ENV, DEFAULT, NAMES),
         callback=check,
         help="The asyncio event loop this process runs on.",
+    )(command)
+
+
+def gc_option(command: F) -> F:
+    """`--gc` of a lab instrument (the controller, the wire proxy), which it and what it starts
+    read from `HERDLAB_GC`."""
+
+    def keep(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        os.environ[GC_ENV] = value
+        return value
+
+    return click.option(
+        "--gc",
+        **_choice(GC_ENV, GC_DEFAULT, GC_MODES),
+        expose_value=False,
+        callback=keep,
+        help="How the garbage collector of the lab's own processes (this one, the wire proxy, "
+        f"the herd's) runs: tuned (startup frozen, youngest generation every {GC_YOUNG:,} "
+        "allocations) or CPython's own. The services always run CPython's.",
     )(command)

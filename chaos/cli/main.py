@@ -82,6 +82,7 @@ LOCAL_ONLY = frozenset({"run", "scenario", "soak", "demo"})
     help="Where the services run: local processes or Docker containers.",
 )
 @loop.option
+@loop.gc_option
 @click.pass_context
 def cli(ctx: click.Context, state_dir: Path, backend: str, loop_name: str) -> None:
     """Drive the thundering-herd lab: start it, break it, herd it, measure it."""

@@ -4,8 +4,8 @@ Each `[[expect]]` entry selects rows by variant (all rows when it names none) an
 its tolerances against every selected row: `eq`, `min`, `max`, or a ratio to another variant's
 row (`max_times = 0.5, of = { "cache.policy" = "exponential" }`: at most half of the row that
 differs from this one only in those settings). A tolerance whose reference row was not run (a
-sweep narrowed on the command line), or that selects no row at all, is reported as not checked,
-never as held.
+sweep narrowed on the command line) or failed at run time, or that selects no row at all, is
+reported as not checked, never as held.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class RowView:
 
     variant: Mapping[str, Any]
     values: Mapping[str, Any]
+    failed: bool = False  # its trial failed at run time: nothing measured
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def check(expectations: Sequence[Expectation], rows: Sequence[RowView]) -> list[
                 if tolerance.of is not None:
                     wanted = {**row.variant, **tolerance.of}
                     match = next((r for r in rows if dict(r.variant) == wanted), None)
-                    if match is None:
+                    if match is None or match.failed:
                         checks.append(Check(str(tolerance), row.variant, measured, None, None))
                         continue
                     reference = match.values.get(tolerance.measure)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
+
 from chaos.engine import provenance, spec
 from chaos.engine.herd import ProgressFactory
 from chaos.engine.hypothesis import Check, RowView, check, held
@@ -26,14 +28,17 @@ from chaos.engine.shipped import path_of
 from chaos.engine.target_trial import TargetTrial
 from chaos.engine.timeline import seconds_since
 from chaos.engine.trial import Trial
+from chaos.lab.backends.base import BackendError
 from herdlab.auth import AdminError
 
 Doc = dict[str, Any]
 ERROR_CAUSES = "error_causes"
 # What a trial raises when it fails at run time: TrialError and what a step or a herd process
-# raised (RuntimeError), a service's admin plane (AdminError), the OS (OSError). Anything else is
-# a bug, and an interrupt ends the run: neither is kept as a row.
-RUN_FAILURES = (RuntimeError, AdminError, OSError)
+# raised (RuntimeError), the stack (BackendError: a service that did not start or come back), a
+# service's admin plane (AdminError), the OS (OSError). Anything else is a bug, as are the
+# RuntimeErrors that are (`BUGS`), and an interrupt ends the run: none is kept as a row.
+RUN_FAILURES = (RuntimeError, BackendError, AdminError, OSError)
+BUGS = (NotImplementedError, RecursionError)
 
 
 class RowsFailed(RuntimeError):
@@ -135,8 +140,10 @@ async def run_experiment(
         try:
             observations = await trial.run()
         except RUN_FAILURES as exc:
+            if isinstance(exc, BUGS):
+                raise
             error = str(exc) or type(exc).__name__
-            emit(f"  failed: {error}")
+            emit(f"  failed: {escape(error)}")
             values: dict[str, Any] = dict.fromkeys(experiment.measures)
             journal = tuple(trial.journal)
             results.append(TrialResult(name, variant, values, journal, trial.t0_ns, error))
@@ -157,7 +164,8 @@ async def run_experiment(
         if causes:
             emit(f"  errors by code: {causes_text(causes)}")
         results.append(result)
-    checks = check(experiment.expect, [RowView(r.variant, r.values) for r in results])
+    views = [RowView(r.variant, r.values, failed=r.error is not None) for r in results]
+    checks = check(experiment.expect, views)
     for c in checks:
         emit(f"  hypothesis {c.line()}")
     return document(experiment, kind, results, checks, started)
@@ -182,7 +190,8 @@ async def run_scenario(
     command: str | None = None,
 ) -> Doc:
     """Runs the shipped experiment `name` with `config`'s params; ValueError naming every
-    problem of `config` before anything starts."""
+    problem of `config` before anything starts. A row whose trial failed is in the document
+    with its `error` (`raise_on_failures` raises for it)."""
     problems = config.problems()
     if problems:
         raise ValueError("; ".join(problems))

@@ -99,6 +99,7 @@ from cache_service.settings import CacheSettings
 from chaos.engine.herd import parse_rate
 from chaos.engine.herd_call import CallError, resolve
 from chaos.engine.herd_settings import HerdSettings
+from chaos.engine.kinds import ERROR
 from chaos.engine.model import (
     LABELS,
     PROM_REDUCERS,
@@ -151,6 +152,8 @@ TARGET_KEYS = (
     "capacity",
 )
 MEASURE_KEYS = ("name", "query", "over", "step")
+# A row's fields that are not measures: a query may not take their names.
+RESERVED_FIELDS = (ERROR, "variant")
 # What a [target] file's steps may do: wire faults on its proxy, and the user's own commands.
 TARGET_ACTIONS = ("wire", "partition", "heal", "exec")
 TARGET_MEASURES_DEFAULT = ("lost",)
@@ -564,6 +567,8 @@ class _Parser:
                 raise self.error(f"{where}.name", "must be a name of a-z, 0-9 and _")
             if name in MEASURES or any(q.name == name for q in found):
                 raise self.error(f"{where}.name", f"{name!r} is already a measure")
+            if name in RESERVED_FIELDS:
+                raise self.error(f"{where}.name", f"{name!r} is a row's own field; choose another")
             if not isinstance(query, str) or not query.strip():
                 raise self.error(f"{where}.query", "missing; give a PromQL expression")
             over = table.get("over", "max")

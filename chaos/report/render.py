@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from chaos.engine.kinds import ERROR, PLAIN, Column, Kind, Plot
 from chaos.engine.registry import KINDS, load_all
@@ -205,7 +206,7 @@ def table_for(doc: Doc, expect: str | None = None) -> Table:
         raise ValueError(f"expected a {expect} result document, got a {kind.name} one")
     table = Table(*(c.title for c in columns_of(doc, kind)), title=doc_title(doc, kind))
     for row in table_rows(doc, kind):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # as written: a cell is not markup
     return table
 
 

@@ -52,6 +52,7 @@ def parse_link(text: str) -> tuple[str, int, str, int]:
 @click.option("--admin-token", envvar="HERDLAB_ADMIN_TOKEN", default=None)
 @click.version_option(None, "--version", "show_version", package_name="herdlab", prog_name="wire")
 @loop.option
+@loop.gc_option
 def main(
     host: str,
     port: int,

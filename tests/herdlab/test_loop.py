@@ -75,25 +75,35 @@ from herdlab import loop
 async def collector():
     return gc.get_threshold(), gc.get_freeze_count() > 0
 
-print(*loop.run(collector()))
+print(gc.get_threshold(), *loop.run(collector(), service=SERVICE))
 """
 
 
-@pytest.mark.parametrize(
-    ("mode", "seen"),
-    [("tuned", f"({loop.GC_YOUNG}, 10, 10) True"), ("cpython", "(700, 10, 10) False")],
-)
-def test_the_collector_is_tuned_unless_the_environment_says(mode: str, seen: str) -> None:
-    # A fresh interpreter: tuning is once per process and for good.
+def _collector(mode: str, *, service: bool = False) -> str:
+    """What a fresh interpreter's collector is, with `mode`, inside `loop.run` (tuning is once
+    per process and for good)."""
     result = subprocess.run(
-        [sys.executable, "-c", COLLECTOR],
+        [sys.executable, "-c", f"SERVICE = {service}\n{COLLECTOR}"],
         capture_output=True,
         text=True,
         env={**os.environ, loop.GC_ENV: mode},
         timeout=60,
         check=True,
     )
-    assert result.stdout.strip() == seen
+    return result.stdout.strip()
+
+
+def test_the_collector_is_tuned_unless_the_environment_says() -> None:
+    # Each line: CPython's own thresholds, then the loop's, and whether anything is frozen.
+    own = _collector("cpython").split(") (")[0] + ")"
+    _, middle, oldest = own.strip("()").split(", ")
+    assert _collector("cpython") == f"{own} {own} False"
+    assert _collector("tuned") == f"{own} ({loop.GC_YOUNG}, {middle}, {oldest}) True"
+
+
+def test_a_service_keeps_cpythons_collector_whatever_the_lab_runs() -> None:
+    own = _collector("cpython").split(") (")[0] + ")"
+    assert _collector("tuned", service=True) == f"{own} {own} False"
 
 
 def test_an_unknown_collector_mode_is_refused_and_the_coroutine_closed(
@@ -106,7 +116,7 @@ def test_an_unknown_collector_mode_is_refused_and_the_coroutine_closed(
     assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
 
 
-def test_chaos_hands_its_collector_mode_to_what_it_starts(tmp_path: Path) -> None:
+def test_chaos_hands_its_collector_mode_to_the_processes_it_starts(tmp_path: Path) -> None:
     assert _chaos(tmp_path, "--gc", "cpython", "up").returncode == 0
     try:
         status = json.loads(_chaos(tmp_path, "status", "--json").stdout)

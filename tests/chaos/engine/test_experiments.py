@@ -4,14 +4,17 @@ whose tolerance cannot hold exiting 1 with the tolerance and the measured value.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 from support import chaos_run
 
 from chaos.cli.main import main
@@ -19,9 +22,12 @@ from chaos.cli.scenarios import option
 from chaos.engine import provenance, spec
 from chaos.engine.hypothesis import RowView, check, held
 from chaos.engine.model import Experiment
-from chaos.engine.runner import document, kind_of
+from chaos.engine.runner import document, failures, kind_of, run_experiment
 from chaos.engine.shipped import path_of, shipped, typed_params
-from chaos.report.render import section_for
+from chaos.engine.trial import Trial
+from chaos.lab.backends.base import BackendError
+from chaos.report.render import section_for, table_for
+from herdlab.auth import AdminError
 
 BASE = """\
 title = "a small experiment"
@@ -374,6 +380,24 @@ def test_a_missing_reference_row_is_not_checked_never_held(tmp_path: Path) -> No
     assert held(checks)
 
 
+def test_a_ratio_to_a_failed_row_is_not_checked_and_the_failed_row_deviates(
+    tmp_path: Path,
+) -> None:
+    experiment = _expect(
+        tmp_path,
+        '[[expect]]\nvariant = { "cache.policy" = "full" }\n'
+        'db_queries = { max_times = 0.5, of = { "cache.policy" = "exponential" } }\n'
+        "[[expect]]\nlost = { eq = 0 }\n",
+    )
+    failed = RowView({"cache.policy": "exponential"}, dict.fromkeys(("lost", "db_queries")), True)
+    checks = check(experiment.expect, [failed, ROWS[1]])
+    assert [(c.variant["cache.policy"], c.tolerance, c.held) for c in checks] == [
+        ("full", "db_queries <= 0.5 x (cache.policy=exponential)", None),
+        ("exponential", "lost == 0", False),
+        ("full", "lost == 0", True),
+    ]
+
+
 def test_bounds_fail_on_a_value_that_was_not_measured(tmp_path: Path) -> None:
     experiment = _expect(tmp_path, "[[expect]]\ndb_queries = { min = 1 }\n")
     rows = [RowView({"cache.policy": "full"}, {"lost": 0, "db_queries": None})]
@@ -641,3 +665,40 @@ def test_a_row_that_fails_at_run_time_keeps_the_others_and_exits_3(tmp_path: Pat
     report = (out_dir / "report.md").read_text()
     assert "| failed |" in report
     assert "stack.own_core=True: " in report and "own_core needs two cores" in report
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        BackendError("cache did not become SERVING within 20s (last: DEADLINE_EXCEEDED)"),
+        AdminError("a [target] run's proxy: [/bold] gone"),
+    ],
+    ids=["stack", "admin-plane"],
+)
+def test_a_failed_row_is_kept_with_its_message_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    # What the stack or a service raises as the trial runs, raised where the trial runs.
+    async def fails(trial: Trial) -> Any:
+        raise failure
+
+    monkeypatch.setattr(Trial, "run", fails)
+    said: list[str] = []
+    doc = asyncio.run(run_experiment(spec.load(_write(tmp_path, BASE)), said.append))
+    assert doc["rows"][0]["error"] == str(failure) and doc["rows"][0]["lost"] is None
+    assert failures([doc]) == [f"the run: {failure}"]
+    console = Console(record=True, width=400)
+    console.print(*said)
+    console.print(table_for(doc))
+    assert console.export_text().count(str(failure)) == 2  # the line said, and the table's cell
+
+
+def test_a_bug_in_a_trial_is_not_kept_as_a_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def bug(trial: Trial) -> Any:
+        raise NotImplementedError("a step without its run")
+
+    monkeypatch.setattr(Trial, "run", bug)
+    with pytest.raises(NotImplementedError):
+        asyncio.run(run_experiment(spec.load(_write(tmp_path, BASE)), print))
