@@ -92,6 +92,14 @@ def test_exec_needs_allow_exec_and_is_journalled(reflecting: str, tmp_path: Path
         ("[stack]\nreplicas = 2\n", "stack: a [target] file runs against your service"),
         ('[[timeline]]\nat = "1s"\ndo = "kill db"\n', "timeline[1].do: a [target] file's steps"),
         ('[[measure]]\nname = "x"\nquery = "up"\n', "measure[0]: needs [target] with prometheus"),
+        (
+            (
+                "[herd]",
+                'prometheus = "http://127.0.0.1:9090"\n'
+                '[[measure]]\nname = "error"\nquery = "up"\n[herd]',
+            ),
+            "measure[0].name: 'error' is a row's own field; choose another",
+        ),
     ],
 )
 def test_bad_target_files(
