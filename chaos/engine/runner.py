@@ -129,14 +129,8 @@ async def run_experiment(
     for index, variant in enumerate(experiment.combinations()):
         emit(kind.announce(experiment, variant))
         name = _trial_name(kind, variant, index)
-        trial = run_as(
-            experiment,
-            variant,
-            name=name,
-            emit=emit,
-            on_progress=progress(kind.announce(experiment, variant)) if progress else None,
-            observers=needs,
-        )
+        bar = progress(kind.announce(experiment, variant)) if progress else None
+        trial = run_as(experiment, variant, name=name, emit=emit, on_progress=bar, observers=needs)
         try:
             observations = await trial.run()
         except RUN_FAILURES as exc:
@@ -144,6 +138,8 @@ async def run_experiment(
                 raise
             error = str(exc) or type(exc).__name__
             emit(f"  failed: {escape(error)}")
+            if bar is not None:
+                bar(0, 0)  # ended: its clock stops
             values: dict[str, Any] = dict.fromkeys(experiment.measures)
             journal = tuple(trial.journal)
             results.append(TrialResult(name, variant, values, journal, trial.t0_ns, error))
