@@ -35,8 +35,9 @@ def _no_line(row: Row) -> list[str]:
     return []
 
 
-def _variant_title(variant: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in variant.items()) or "one run"
+def variant_title(variant: Mapping[str, Any], empty: str = "one run") -> str:
+    """`key=value, ...` of a variant; `empty` for the one run of a file without variants."""
+    return ", ".join(f"{k}={v}" for k, v in variant.items()) or empty
 
 
 class ScenarioConfig(Protocol):
@@ -112,7 +113,7 @@ class Kind:
     # `scenario` (its name). Without one the document has neither.
     config: Callable[[Experiment], dict[str, Any]] | None = None
     announce: Callable[[Experiment, Mapping[str, Any]], str] = field(
-        default=lambda experiment, variant: f"{experiment.title}: {_variant_title(variant)}"
+        default=lambda experiment, variant: f"{experiment.title}: {variant_title(variant)}"
     )
     describe: Callable[[Row], list[str]] = _no_line
     # One trial whose row's fields stand at the document's top level (the soak's shape).
@@ -148,9 +149,9 @@ class Kind:
         self, values: Mapping[str, Any], measures: tuple[str, ...], error: str | None = None
     ) -> Row:
         """The document's row: the kind's fields first, in order, then any other measure. A row
-        whose trial failed (`error`) has every field None, nothing derived, and its `error`."""
+        whose trial failed (`error`; its values all None) has nothing derived, and its `error`."""
         named = {m: f for f, m in self.pairs}
-        row = {named.get(m, m): None if error else values[m] for m in measures}
+        row = {named.get(m, m): values[m] for m in measures}
         ordered = {f: row[f] for f, _ in self.pairs if f in row}
         ordered.update({k: v for k, v in row.items() if k not in ordered})
         if error:

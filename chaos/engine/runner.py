@@ -20,7 +20,7 @@ from rich.markup import escape
 from chaos.engine import provenance, spec
 from chaos.engine.herd import ProgressFactory
 from chaos.engine.hypothesis import Check, RowView, check, held
-from chaos.engine.kinds import ERROR, PLAIN, Kind, ScenarioConfig
+from chaos.engine.kinds import ERROR, PLAIN, Kind, ScenarioConfig, variant_title
 from chaos.engine.model import Experiment
 from chaos.engine.observations import JournalEntry
 from chaos.engine.registry import KINDS, MEASURES
@@ -48,7 +48,7 @@ class RowsFailed(RuntimeError):
 def failures(docs: Sequence[Doc]) -> list[str]:
     """`variant: error` for every row of `docs` whose trial failed at run time."""
     return [
-        f"{_variant_title(row.get('variant', {}))}: {row[ERROR]}"
+        f"{variant_title(row.get('variant', {}), empty='the run')}: {row[ERROR]}"
         for doc in docs
         for row in doc.get("rows", [])
         if row.get(ERROR)
@@ -61,10 +61,6 @@ def raise_on_failures(docs: Sequence[Doc]) -> None:
     if failed:
         rows = sum(len(doc.get("rows", [])) for doc in docs)
         raise RowsFailed(f"{len(failed)} of {rows} rows failed; {'; '.join(failed)}")
-
-
-def _variant_title(variant: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in variant.items()) or "the run"
 
 
 def causes_text(causes: Mapping[str, Mapping[str, Any]]) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from chaos.engine.kinds import ERROR, PLAIN, Column, Kind, Plot
+from chaos.engine.kinds import ERROR, PLAIN, Column, Kind, Plot, variant_title
 from chaos.engine.registry import KINDS, load_all
 from chaos.engine.runner import ERROR_CAUSES, causes_text
 from chaos.lab import extras
@@ -119,7 +119,7 @@ def _scalar(value: Any) -> bool:
 
 
 def _variant(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in row.get("variant", {}).items()) or "-"
+    return variant_title(row.get("variant", {}), empty="-")
 
 
 def _failed(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
