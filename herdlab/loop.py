@@ -13,17 +13,17 @@ error, never a silent fallback, so a measurement always says what it measured.
 
 The lab's own processes (the controller, the wire proxy, the herd's processes) also take `--gc
 tuned|cpython` (environment `HERDLAB_GC`, handed on the same way; `provenance.gc`): how their
-cyclic garbage collector runs. `tuned`, the default, collects what is already garbage, freezes
-the rest of what the process built before its loop starts (modules, classes, settings: never
-garbage, never walked again) and collects the youngest generation every `GC_YOUNG` container
-allocations instead of CPython's 700; the older generations keep CPython's ratios, so full
-collections still come and garbage in reference cycles is still freed. The services (the cache,
-the DB) always run CPython's own: they are what the lab measures, as a user would run them. Why:
-a process holding thousands of connections walks its heap again and again through a reconnect
-storm. Sampled with py-spy, the proxy's loop thread in reconnect-at-scale's kill/pending row at
-9,000 connections was in `gc_collect_main` in 35% of its samples; with `tuned` the proxy spent
-about three quarters of the CPU per connection it accepted (README, "The garbage collector in a
-storm": the commands, the pairs of runs, and what it did to the row's time).
+cyclic garbage collector runs. `tuned`, the default, freezes what the process built before its loop
+starts (modules, classes, settings: never garbage, never walked again) and collects the youngest
+generation every `GC_YOUNG` container allocations instead of CPython's 700; the older generations
+keep CPython's ratios, so full collections still come and garbage in reference cycles is still
+freed. The services (the cache, the DB) always run CPython's own: they are what the lab measures,
+as a user would run them. Why: a process holding thousands of connections walks its heap again and
+again through a reconnect storm. Sampled with py-spy, the proxy's loop thread in
+reconnect-at-scale's kill/pending row at 9,000 connections was in `gc_collect_main` in 35% of its
+samples; with `tuned` the proxy spent about three quarters of the CPU per connection it accepted
+(README, "The garbage collector in a storm": the commands, the pairs of runs, and what it did to
+the row's time).
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ def gc_mode() -> str:
 
 
 def _tune_gc(mode: str) -> None:
-    """Tunes the collector once per process (a second loop in it keeps the first's setting):
-    what is garbage already is collected before the rest is frozen, so none is kept for good."""
+    """Tunes the collector once per process (a second loop in it keeps the first's setting).
+    Frozen without a collection first: after the lab's imports a few dozen objects are garbage
+    (33 in the controller), kept for good, where a collection would add 36 ms to every start."""
     if mode == "tuned" and gc.get_threshold()[0] != GC_YOUNG:
-        gc.collect()
         gc.freeze()
         _, middle, oldest = gc.get_threshold()
         gc.set_threshold(GC_YOUNG, middle, oldest)
